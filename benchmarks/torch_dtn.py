@@ -1,0 +1,405 @@
+#!/usr/bin/env python3
+"""PyTorch peer of bench_dtn: the digits DTN of /work/shared/docs/dtn-spec.md, timed in PyTorch.
+
+Networks (PyTorch default init, no pretrained weights: timing only):
+  f: conv3x3 p1 3->64, maxpool2, ReLU; ->128, maxpool2, ReLU; ->256, maxpool2, ReLU; ->128, maxpool4,
+     ReLU.  3x32x32 -> 128x1x1.  Frozen: eval mode, requires_grad False (gradients still flow through
+     it into g for L_CONST).
+  g: convT4 s1 p0 128->512, BN, ReLU; convT4 s2 p1 ->256, BN, ReLU; ->128, BN, ReLU; ->1, tanh.
+  D: conv3 s2 p1 1->128, BN, ReLU; ->256, BN, ReLU; ->512, BN, ReLU; conv4 valid ->3 logits.
+  Adam lr 2e-4, betas (0.5, 0.999) for g and D.
+
+One DTN step at batch B (B source images 3x32x32, B target images 1x32x32):
+  fs = f(xs), ft = f(repeat3(xt))                     (no grad: f is frozen and its inputs are data)
+  gs = g(fs), gt = g(ft)                              (G(x) = g(f(x3)); g run once per domain batch)
+  D update (G fixed, G outputs detached):
+    L_D = CE(D(gs.detach()),0) + CE(D(gt.detach()),1) + CE(D(xt),2)
+  g update (D fixed: D's parameters do not collect gradients in this phase):
+    L_G = CE(D(gs),2) + CE(D(gt),2) + 15*MSE(fs, f(repeat3(gs))) + 15*MSE(xt, gt)   (+ 0 * TV)
+  g and D are applied separately to the source and target batch (separate BN batch statistics).
+  Per step: f 3 forward calls (1 with backward to its input), g 2 calls, D 5 calls.
+
+Rows: f_fwd (eval, no grad), g_fwd_bwd (on f features, loss = sum of outputs, weight grads only),
+D_fwd_bwd (on target images, loss = sum of logits, weight grads only), dtn_step.
+images_per_s = batch / median time (batch = per-domain batch B; a DTN step reads B source + B target).
+
+FLOP count: conv/convT/linear MACs of every call actually run, 2 FLOP per MAC; a backward costs the
+data gradient (same MACs as the forward) where the layer input requires grad plus the weight gradient
+(same MACs) where the weight requires grad.  ConvT MACs are counted as the GEMM of its col2im form
+(Cin*Hin*Win*Cout*k*k), i.e. including the few products that land in the cropped padding.
+BN, pooling, activations, losses and Adam are not counted (they are memory-bound, not FLOP-bound).
+"""
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+ALPHA = 15.0  # L_CONST weight (digits)
+BETA = 15.0   # L_TID weight (digits)
+ROW_NAMES = ("f_fwd", "g_fwd_bwd", "D_fwd_bwd", "dtn_step")
+
+
+# ----------------------------------------------------------------------------------------- networks
+def make_f():
+    return nn.Sequential(
+        nn.Conv2d(3, 64, 3, 1, 1), nn.MaxPool2d(2), nn.ReLU(),
+        nn.Conv2d(64, 128, 3, 1, 1), nn.MaxPool2d(2), nn.ReLU(),
+        nn.Conv2d(128, 256, 3, 1, 1), nn.MaxPool2d(2), nn.ReLU(),
+        nn.Conv2d(256, 128, 3, 1, 1), nn.MaxPool2d(4), nn.ReLU(),
+    )
+
+
+def make_g():
+    return nn.Sequential(
+        nn.ConvTranspose2d(128, 512, 4, 1, 0), nn.BatchNorm2d(512), nn.ReLU(),
+        nn.ConvTranspose2d(512, 256, 4, 2, 1), nn.BatchNorm2d(256), nn.ReLU(),
+        nn.ConvTranspose2d(256, 128, 4, 2, 1), nn.BatchNorm2d(128), nn.ReLU(),
+        nn.ConvTranspose2d(128, 1, 4, 2, 1), nn.Tanh(),
+    )
+
+
+def make_d():
+    return nn.Sequential(
+        nn.Conv2d(1, 128, 3, 2, 1), nn.BatchNorm2d(128), nn.ReLU(),
+        nn.Conv2d(128, 256, 3, 2, 1), nn.BatchNorm2d(256), nn.ReLU(),
+        nn.Conv2d(256, 512, 3, 2, 1), nn.BatchNorm2d(512), nn.ReLU(),
+        nn.Conv2d(512, 3, 4, 1, 0),
+    )
+
+
+def repeat3(x):
+    return x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
+
+
+class Dtn:
+    """f, g, D and their optimisers; step() is one full DTN training step."""
+
+    def __init__(self, device, compile_mode=None):
+        self.f = make_f().to(device).eval()
+        self.f.requires_grad_(False)
+        self.g = make_g().to(device).train()
+        self.d = make_d().to(device).train()
+        self.opt_g = torch.optim.Adam(self.g.parameters(), lr=2e-4, betas=(0.5, 0.999))
+        self.opt_d = torch.optim.Adam(self.d.parameters(), lr=2e-4, betas=(0.5, 0.999))
+        # Callables used by the step; compiled versions share parameters with the modules.
+        self.fc, self.gc, self.dc = self.f, self.g, self.d
+        if compile_mode is not None:
+            self.fc = torch.compile(self.f, mode=compile_mode)
+            self.gc = torch.compile(self.g, mode=compile_mode)
+            self.dc = torch.compile(self.d, mode=compile_mode)
+
+    def step(self, xs, xt):
+        b = xs.shape[0]
+        dev = xs.device
+        lbl = [torch.full((b,), k, dtype=torch.long, device=dev) for k in range(3)]
+        with torch.no_grad():
+            fs = self.fc(xs)
+            ft = self.fc(repeat3(xt))
+        gs = self.gc(fs)
+        gt = self.gc(ft)
+        # D update: G fixed.
+        self.d.requires_grad_(True)
+        loss_d = (F.cross_entropy(self.dc(gs.detach()).flatten(1), lbl[0])
+                  + F.cross_entropy(self.dc(gt.detach()).flatten(1), lbl[1])
+                  + F.cross_entropy(self.dc(xt).flatten(1), lbl[2]))
+        self.opt_d.zero_grad(set_to_none=True)
+        loss_d.backward()
+        self.opt_d.step()
+        # g update: D fixed (no gradients for D's parameters), f frozen but differentiated through.
+        self.d.requires_grad_(False)
+        l_gang = (F.cross_entropy(self.dc(gs).flatten(1), lbl[2])
+                  + F.cross_entropy(self.dc(gt).flatten(1), lbl[2]))
+        l_const = F.mse_loss(self.fc(repeat3(gs)), fs)
+        l_tid = F.mse_loss(gt, xt)
+        loss_g = l_gang + ALPHA * l_const + BETA * l_tid
+        self.opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        self.opt_g.step()
+        return loss_d, loss_g
+
+
+# ------------------------------------------------------------------------------------- FLOP counting
+class FlopCounter:
+    """Counts conv/convT/linear MACs of every forward call, and the backward MACs the call implies."""
+
+    def __init__(self, modules):
+        self.fwd = 0
+        self.bwd = 0
+        self.handles = [m.register_forward_hook(self._hook) for m in modules
+                        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear))]
+
+    def _hook(self, mod, inputs, out):
+        x = inputs[0]
+        if isinstance(mod, nn.Conv2d):
+            macs = out.numel() * mod.in_channels * mod.kernel_size[0] * mod.kernel_size[1] // mod.groups
+        elif isinstance(mod, nn.ConvTranspose2d):
+            macs = x.numel() * mod.out_channels * mod.kernel_size[0] * mod.kernel_size[1] // mod.groups
+        else:
+            macs = out.numel() * mod.in_features
+        self.fwd += macs
+        if torch.is_grad_enabled():
+            if x.requires_grad:
+                self.bwd += macs  # data gradient
+            if mod.weight.requires_grad:
+                self.bwd += macs  # weight gradient
+
+    def gflop(self):
+        return 2.0 * (self.fwd + self.bwd) / 1e9
+
+    def close(self):
+        for h in self.handles:
+            h.remove()
+
+
+def count_gflop(kind, batch):
+    """GFLOP of one call of benchmark `kind` at `batch`, counted on the CPU on a fresh model (cheap at
+    batch 1: MACs scale linearly with the batch)."""
+    m = Dtn("cpu")
+    counter = FlopCounter(list(m.f.modules()) + list(m.g.modules()) + list(m.d.modules()))
+    xs, xt, feats = make_inputs("cpu", 1)
+    run_kind(m, kind, xs, xt, feats)
+    counter.close()
+    return counter.gflop() * batch, counter
+
+
+# ---------------------------------------------------------------------------------------- benchmarks
+def make_inputs(device, batch, seed=1234):
+    gen = torch.Generator().manual_seed(seed)
+    xs = (torch.rand(batch, 3, 32, 32, generator=gen) * 2 - 1).to(device)
+    xt = (torch.rand(batch, 1, 32, 32, generator=gen) * 2 - 1).to(device)
+    feats = torch.rand(batch, 128, 1, 1, generator=gen).to(device)  # f outputs are post-ReLU, >= 0
+    return xs, xt, feats
+
+
+def run_kind(m, kind, xs, xt, feats):
+    if kind == "f_fwd":
+        with torch.no_grad():
+            return m.fc(xs)
+    if kind == "g_fwd_bwd":
+        m.g.zero_grad(set_to_none=True)
+        out = m.gc(feats)
+        out.sum().backward()
+        return out
+    if kind == "D_fwd_bwd":
+        m.d.requires_grad_(True)
+        m.d.zero_grad(set_to_none=True)
+        out = m.dc(xt)
+        out.sum().backward()
+        return out
+    if kind == "dtn_step":
+        return m.step(xs, xt)
+    raise ValueError(f"unknown benchmark {kind!r}")
+
+
+def sync(device):
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def time_ms(fn, device, warmup, reps):
+    """Median wall time in ms of fn() over reps runs, after warmup runs."""
+    for _ in range(warmup):
+        fn()
+    sync(device)
+    times = []
+    if device == "cuda":
+        for _ in range(reps):
+            start = torch.cuda.Event(enable_timing=True)
+            end = torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end))
+    else:
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times), times
+
+
+def bench_device(args, device, mode, flops):
+    rows = []
+    threads = args.threads if device == "cpu" else 0
+    compile_mode = args.compile_mode if mode == "compile" else None
+    for batch in args.batches:
+        torch.manual_seed(args.seed)
+        m = Dtn(device, compile_mode)
+        xs, xt, feats = make_inputs(device, batch, args.seed)
+        for kind in args.rows:
+            reps = args.step_reps if kind == "dtn_step" else args.reps
+            if device == "cuda" and kind == "dtn_step":
+                sync(device)
+                torch.cuda.reset_peak_memory_stats()
+            t0 = time.perf_counter()
+            med, times = time_ms(lambda: run_kind(m, kind, xs, xt, feats), device, args.warmup, reps)
+            wall = time.perf_counter() - t0
+            gflop = flops[kind] * batch
+            row = {
+                "impl": "torch", "name": kind, "device": device, "mode": mode, "batch": batch,
+                "threads": threads, "median_ms": round(med, 4),
+                "min_ms": round(min(times), 4), "max_ms": round(max(times), 4), "reps": reps,
+                "images_per_s": round(batch * 1e3 / med, 2),
+                "gflop": round(gflop, 4), "gflops": round(gflop * 1e3 / med, 2),
+            }
+            if device == "cuda" and kind == "dtn_step":
+                row["peak_mem_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 2)
+            rows.append(row)
+            print(f"  {device:4s} {mode:7s} {kind:10s} B={batch:3d}  {med:9.3f} ms  "
+                  f"({len(times)} reps, {wall:.1f} s incl. warm-up)", file=sys.stderr, flush=True)
+        del m
+    return rows
+
+
+def run_compile_subprocess(args, device):
+    """torch.compile can take a minute or hang on a bad toolchain: run it in a child with a timeout."""
+    out = args.json + f".compile-{device}.tmp.json" if args.json else f"/tmp/torch_dtn_compile_{os.getpid()}.json"
+    cmd = [sys.executable, os.path.abspath(__file__), "--device", device, "--modes", "compile",
+           "--no-child", "--json", out, "--threads", str(args.threads),
+           "--batches", ",".join(map(str, args.batches)), "--rows", ",".join(args.rows),
+           "--warmup", str(args.warmup), "--reps", str(args.reps), "--step-reps", str(args.step_reps),
+           "--seed", str(args.seed), "--compile-mode", args.compile_mode, "--quiet"]
+    if args.tf32:
+        cmd.append("--tf32")
+    try:
+        subprocess.run(cmd, check=True, timeout=args.compile_timeout)
+        with open(out) as fh:
+            rows = json.load(fh)["rows"]
+        os.remove(out)
+        return rows, None
+    except subprocess.TimeoutExpired:
+        return [], f"torch.compile on {device} exceeded {args.compile_timeout} s: skipped"
+    except (subprocess.CalledProcessError, OSError, ValueError, KeyError) as e:
+        return [], f"torch.compile on {device} failed ({e}): skipped"
+
+
+def cpu_model():
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def print_table(rows):
+    hdr = f"{'impl':6s} {'name':10s} {'device':6s} {'mode':8s} {'batch':>5s} {'thr':>3s} " \
+          f"{'median ms':>10s} {'images/s':>10s} {'GFLOP':>8s} {'GFLOP/s':>8s}"
+    print(hdr)
+    print("-" * len(hdr))
+    for r in rows:
+        print(f"{r['impl']:6s} {r['name']:10s} {r['device']:6s} {r['mode']:8s} {r['batch']:5d} "
+              f"{r['threads']:3d} {r['median_ms']:10.3f} {r['images_per_s']:10.1f} {r['gflop']:8.2f} "
+              f"{r['gflops']:8.1f}" + (f"  peak {r['peak_mem_mb']:.1f} MiB" if "peak_mem_mb" in r else ""))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                    help="auto: cpu, plus cuda when available")
+    ap.add_argument("--modes", default=None,
+                    help="comma list of eager,compile (default: eager on cpu; eager,compile on cuda)")
+    ap.add_argument("--threads", type=int, default=2, help="torch.set_num_threads for the CPU rows")
+    ap.add_argument("--batches", default="64,128")
+    ap.add_argument("--rows", default=",".join(ROW_NAMES))
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--reps", type=int, default=None, help="timed runs per row (default cpu 7, cuda 30)")
+    ap.add_argument("--step-reps", type=int, default=None,
+                    help="timed runs of dtn_step (default cpu 5, cuda 20)")
+    ap.add_argument("--seed", type=int, default=1234)
+    ap.add_argument("--tf32", action="store_true", help="allow TF32 in cuDNN and cuBLAS (default off)")
+    ap.add_argument("--compile-mode", default="default",
+                    help="torch.compile mode (default, reduce-overhead, max-autotune)")
+    ap.add_argument("--compile-timeout", type=int, default=150,
+                    help="seconds allowed for the whole torch.compile run before it is skipped")
+    ap.add_argument("--json", default=None, help="write the rows and metadata here")
+    ap.add_argument("--no-child", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--quiet", action="store_true", help="no table on stdout")
+    args = ap.parse_args()
+
+    args.batches = [int(b) for b in args.batches.split(",") if b]
+    args.rows = [r for r in args.rows.split(",") if r]
+    for r in args.rows:
+        if r not in ROW_NAMES:
+            ap.error(f"--rows: unknown row {r!r} (known: {', '.join(ROW_NAMES)})")
+    if args.threads < 1:
+        ap.error("--threads must be >= 1")
+
+    torch.backends.cudnn.allow_tf32 = args.tf32
+    torch.backends.cuda.matmul.allow_tf32 = args.tf32
+    torch.backends.cudnn.benchmark = True
+    torch.set_num_threads(args.threads)
+
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else []) if args.device == "auto" \
+        else [args.device]
+    if "cuda" in devices and not torch.cuda.is_available():
+        print("torch_dtn.py: --device cuda but torch.cuda.is_available() is False", file=sys.stderr)
+        return 2
+
+    flops = {}
+    breakdown = {}
+    for kind in ROW_NAMES:
+        per_image, counter = count_gflop(kind, 1)
+        flops[kind] = per_image
+        breakdown[kind] = {"fwd_gflop_per_image": 2e-9 * counter.fwd, "bwd_gflop_per_image": 2e-9 * counter.bwd}
+
+    rows, notes = [], []
+    for device in devices:
+        modes = args.modes.split(",") if args.modes else (["eager"] if device == "cpu" else ["eager", "compile"])
+        reps = args.reps if args.reps is not None else (7 if device == "cpu" else 30)
+        step_reps = args.step_reps if args.step_reps is not None else (5 if device == "cpu" else 20)
+        for mode in modes:
+            a = argparse.Namespace(**vars(args))
+            a.reps, a.step_reps = reps, step_reps
+            if mode == "compile" and not args.no_child:
+                got, note = run_compile_subprocess(a, device)
+                rows += got
+                if note:
+                    notes.append(note)
+                    print("torch_dtn.py: " + note, file=sys.stderr)
+            elif mode in ("eager", "compile"):
+                rows += bench_device(a, device, mode, flops)
+            else:
+                ap.error(f"--modes: unknown mode {mode!r}")
+
+    meta = {
+        "impl": "torch", "torch": torch.__version__, "python": platform.python_version(),
+        "cpu": cpu_model(), "threads": args.threads, "tf32": args.tf32,
+        "cudnn_benchmark": True, "compile_mode": args.compile_mode,
+        "cuda_device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "notes": notes,
+        "gflop_per_image": flops, "gflop_breakdown_per_image": breakdown,
+        "gflop_per_dtn_step": {str(b): flops["dtn_step"] * b for b in args.batches},
+    }
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump({"meta": meta, "rows": rows}, fh, indent=1)
+    if not args.quiet:
+        print(f"PyTorch {torch.__version__}, CPU: {meta['cpu']}, threads {args.threads}, TF32 {args.tf32}"
+              + (f", GPU: {meta['cuda_device']}" if meta["cuda_device"] else ""))
+        for kind in ROW_NAMES:
+            b = breakdown[kind]
+            print(f"GFLOP per image, {kind:10s}: {flops[kind]:.4f} "
+                  f"(forward {b['fwd_gflop_per_image']:.4f}, backward {b['bwd_gflop_per_image']:.4f})")
+        for b in args.batches:
+            print(f"GFLOP per DTN step at batch {b}: {flops['dtn_step'] * b:.2f}")
+        print_table(rows)
+        for n in notes:
+            print("note: " + n)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
