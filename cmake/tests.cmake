@@ -1,0 +1,38 @@
+# Tests: doctest executables run through CTest, one CTest entry per test case.
+if(NOT DTN_BUILD_TESTS)
+  return()
+endif()
+enable_testing()
+find_package(doctest REQUIRED)
+include(${doctest_DIR}/doctest.cmake)
+
+# CPU tests: tests/cpu/*.cpp into one executable.
+file(GLOB dtn_cpu_test_sources CONFIGURE_DEPENDS ${CMAKE_CURRENT_SOURCE_DIR}/tests/cpu/*.cpp)
+add_executable(dtn_tests tests/main.cpp ${dtn_cpu_test_sources})
+target_link_libraries(dtn_tests PRIVATE dtn::dtn doctest::doctest)
+dtn_warnings(dtn_tests)
+doctest_discover_tests(dtn_tests TEST_PREFIX "cpu/" )
+
+# Data tests (readers, image output): tests/data/*.cpp; real-data cases read DTN_DATA_DIR.
+if(DTN_HAVE_DATA)
+  file(GLOB dtn_data_test_sources CONFIGURE_DEPENDS ${CMAKE_CURRENT_SOURCE_DIR}/tests/data/*.cpp)
+  if(dtn_data_test_sources)
+    add_executable(dtn_data_tests tests/main.cpp ${dtn_data_test_sources})
+    target_link_libraries(dtn_data_tests PRIVATE dtn::data doctest::doctest)
+    dtn_warnings(dtn_data_tests)
+    doctest_discover_tests(dtn_data_tests TEST_PREFIX "data/" PROPERTIES SKIP_RETURN_CODE 77)
+  endif()
+endif()
+
+# GPU tests: tests/cuda/*.cu; compiled wherever nvcc exists, reported as skipped (exit 77)
+# where no GPU is present.
+if(DTN_HAVE_CUDA)
+  file(GLOB dtn_cuda_test_sources CONFIGURE_DEPENDS ${CMAKE_CURRENT_SOURCE_DIR}/tests/cuda/*.cu)
+  if(dtn_cuda_test_sources)
+    list(FILTER dtn_cuda_test_sources EXCLUDE REGEX "/main\\.cu$")
+    add_executable(dtn_cuda_tests ${CMAKE_CURRENT_SOURCE_DIR}/tests/cuda/main.cu ${dtn_cuda_test_sources})
+    target_link_libraries(dtn_cuda_tests PRIVATE dtn::cuda doctest::doctest)
+    dtn_warnings(dtn_cuda_tests)
+    doctest_discover_tests(dtn_cuda_tests TEST_PREFIX "cuda/" PROPERTIES SKIP_RETURN_CODE 77)
+  endif()
+endif()

@@ -1,0 +1,92 @@
+#pragma once
+// Backend<Dev>: the complete list of device operations the layers, losses and optimizer use.
+// Backend<Cpu> (Eigen + OpenMP) is in backend/cpu/; Backend<Cuda> (hand-written kernels,
+// cuDNN, cuBLAS) is in backend/cuda/ and only visible through <dtn/cuda.cuh>.
+//
+// Conventions shared by every backend:
+//  * All pointers are device pointers of Dev; NCHW row-major; T is float (or double on CPU).
+//  * "overwrites" outputs are fully written; "accumulates" outputs get += (parameter gradients).
+//  * Loss functions write the scalar loss to *loss (a device pointer) and, when grad is not
+//    null, write grad = grad_scale * d(loss)/d(input). Reductions are deterministic.
+//  * Nothing synchronises with the host except the explicit copies in core/memory.hpp.
+//
+// Signatures (T a floating type):
+//  conv2d_forward(const ConvGeom&, const T* x, const T* w, const T* bias_or_null, T* y)   overwrites y
+//  conv2d_backward_data(const ConvGeom&, const T* dy, const T* w, T* dx)                  overwrites dx
+//  conv2d_backward_filter(const ConvGeom&, const T* x, const T* dy, T* dw, T* db_or_null) accumulates
+//      (w is [c_out, c_in, kh, kw]; transposed conv is expressed through these three with the
+//       roles of x and y swapped, exactly as cuDNN does)
+//  bias_add(int n, int c, long hw, const T* bias, T* y)                   y[n][c][:] += bias[c]
+//  bias_backward(int n, int c, long hw, const T* dy, T* db)               accumulates db[c]
+//  gemm(bool trans_a, bool trans_b, int m, int n, int k, T alpha, const T* A, int lda,
+//       const T* B, int ldb, T beta, T* C, int ldc)                       row-major C = a*op(A)op(B) + b*C
+//  batchnorm_forward_train(const BnGeom&, const T* x, const T* gamma, const T* beta,
+//       T* running_mean, T* running_var, T* y, T* save_mean, T* save_invstd)
+//       (running statistics updated with momentum and the unbiased variance, as PyTorch)
+//  batchnorm_forward_eval(const BnGeom&, const T* x, const T* gamma, const T* beta,
+//       const T* running_mean, const T* running_var, T* y)
+//  batchnorm_backward(const BnGeom&, const T* x, const T* dy, const T* gamma, const T* save_mean,
+//       const T* save_invstd, T* dx_or_null, T* dgamma, T* dbeta)          dx overwritten, dgamma/dbeta accumulate
+//  maxpool_forward(const PoolGeom&, const T* x, T* y, int* argmax)         argmax = index within the input plane
+//  maxpool_backward(const PoolGeom&, const T* dy, const int* argmax, T* dx) overwrites dx
+//  map_forward(Op, size_t n, const T* x, T* y)                             y = op.forward(x) (ops/functors.hpp)
+//  map_backward(Op, size_t n, const T* x, const T* y, const T* dy, T* dx) dx = op.backward(x, y, dy)
+//  repeat_channels_forward(int n, int c, int reps, long hw, const T* x, T* y)   y has c*reps channels, y[:,j] = x[:, j % c]
+//  repeat_channels_backward(int n, int c, int reps, long hw, const T* dy, T* dx) overwrites dx
+//  resize_bilinear_forward(const ResizeGeom&, const T* x, T* y)            align_corners = false (PyTorch default)
+//  resize_bilinear_backward(const ResizeGeom&, const T* dy, T* dx)         overwrites dx
+//  mse(size_t n, const T* a, const T* b, T* loss, T* grad_a_or_null, T grad_scale)   loss = mean((a-b)^2)
+//  total_variation(int n, int c, int h, int w, const T* z, T eps, T* loss, T* grad_or_null, T grad_scale)
+//       loss = (1/n) sum_images sum_{c,i,j} sqrt(dh^2 + dv^2 + eps), forward differences, 0 past the border
+//  softmax_cross_entropy(int n, int k, const T* logits, const int* targets, T* loss,
+//       T* dlogits_or_null, T grad_scale)                                  loss = mean_i -log softmax(logits_i)[t_i]
+//  argmax_rows(int n, int k, const T* logits, int* out)
+//  adam_update(size_t n, T* param, const T* grad, T* m, T* v, const AdamStep<T>&)
+//  fill(size_t n, T* p, T value);  axpy(size_t n, T a, const T* x, T* y) (y += a x);  scale(size_t n, T a, T* x)
+//  u8_to_signed(size_t n, const unsigned char* src, T* dst)                dst = src / 127.5 - 1
+//  count_nonfinite(size_t n, const T* x, int* out)                         *out = number of NaN/Inf (device int)
+//  sum(size_t n, const T* x, T* out)                                       deterministic
+#include <cstddef>
+
+#include "../core/device.hpp"
+
+namespace dtn {
+
+// Convolution geometry of y = conv(x, w): x [n, c_in, h_in, w_in], w [c_out, c_in, kh, kw],
+// y [n, c_out, h_out, w_out]; symmetric zero padding, equal strides.
+struct ConvGeom {
+  int n = 0, c_in = 0, h_in = 0, w_in = 0;
+  int c_out = 0, kh = 0, kw = 0, stride = 1, pad = 0;
+  int h_out = 0, w_out = 0;
+  static int out_size(int in, int k, int stride, int pad) { return (in + 2 * pad - k) / stride + 1; }
+};
+
+struct BnGeom {
+  int n = 0, c = 0;
+  long hw = 0;
+  double eps = 1e-5, momentum = 0.1;
+};
+
+struct PoolGeom {
+  int n = 0, c = 0, h_in = 0, w_in = 0, k = 2, stride = 2, h_out = 0, w_out = 0;
+};
+
+struct ResizeGeom {
+  int n = 0, c = 0, h_in = 0, w_in = 0, h_out = 0, w_out = 0;
+};
+
+// One Adam step's scalars. bias_correction1 = 1 - beta1^t, bias_correction2 = 1 - beta2^t.
+// weight_decay is L2 added to the gradient (PyTorch torch.optim.Adam semantics).
+template <class T>
+struct AdamStep {
+  T lr, beta1, beta2, eps, weight_decay, bias_correction1, bias_correction2;
+};
+
+template <class Dev>
+struct Backend {
+  static_assert(always_false<Dev>::value,
+                "dtn: no backend for this device in this translation unit. For dtn::Cuda, include "
+                "<dtn/cuda.cuh> and compile with nvcc (link the CMake target dtn::cuda).");
+};
+
+}  // namespace dtn

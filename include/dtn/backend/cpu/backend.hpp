@@ -1,0 +1,391 @@
+#pragma once
+// Backend<Cpu>: the reference implementation of every device op (see backend/backend.hpp for
+// the contract). Multithreaded with OpenMP; GEMMs on Eigen. Reductions accumulate in double
+// in a fixed order, so results are deterministic for a given thread count.
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <cstring>
+#include <limits>
+
+#include "../../ops/functors.hpp"
+#include "../backend.hpp"
+#include "conv.hpp"
+#include "gemm.hpp"
+#include "parallel.hpp"
+
+namespace dtn {
+
+template <>
+struct Backend<Cpu> {
+  // ---- convolution and GEMM
+  template <class T>
+  static void conv2d_forward(const ConvGeom& g, const T* x, const T* w, const T* bias, T* y) {
+    cpu::conv2d_forward(g, x, w, bias, y);
+  }
+  template <class T>
+  static void conv2d_backward_data(const ConvGeom& g, const T* dy, const T* w, T* dx) {
+    cpu::conv2d_backward_data(g, dy, w, dx);
+  }
+  template <class T>
+  static void conv2d_backward_filter(const ConvGeom& g, const T* x, const T* dy, T* dw, T* db) {
+    cpu::conv2d_backward_filter(g, x, dy, dw, db);
+  }
+  template <class T>
+  static void gemm(bool ta, bool tb, int m, int n, int k, T alpha, const T* A, int lda, const T* B, int ldb, T beta,
+                   T* C, int ldc) {
+    cpu::gemm(ta, tb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);
+  }
+  template <class T>
+  static void bias_add(int n, int c, long hw, const T* bias, T* y) {
+#pragma omp parallel for collapse(2)
+    for (int i = 0; i < n; ++i)
+      for (int ch = 0; ch < c; ++ch) {
+        T* p = y + (static_cast<long>(i) * c + ch) * hw;
+        const T b = bias[ch];
+        for (long j = 0; j < hw; ++j) p[j] += b;
+      }
+  }
+  template <class T>
+  static void bias_backward(int n, int c, long hw, const T* dy, T* db) {
+#pragma omp parallel for
+    for (int ch = 0; ch < c; ++ch) {
+      double acc = 0;
+      for (int i = 0; i < n; ++i) {
+        const T* p = dy + (static_cast<long>(i) * c + ch) * hw;
+        for (long j = 0; j < hw; ++j) acc += p[j];
+      }
+      db[ch] += static_cast<T>(acc);
+    }
+  }
+
+  // ---- batch norm (per channel over n and hw)
+  template <class T>
+  static void batchnorm_forward_train(const BnGeom& g, const T* x, const T* gamma, const T* beta, T* running_mean,
+                                      T* running_var, T* y, T* save_mean, T* save_invstd) {
+    const double m = static_cast<double>(g.n) * static_cast<double>(g.hw);
+#pragma omp parallel for
+    for (int ch = 0; ch < g.c; ++ch) {
+      double sum = 0;
+      for (int i = 0; i < g.n; ++i) {
+        const T* p = x + (static_cast<long>(i) * g.c + ch) * g.hw;
+        for (long j = 0; j < g.hw; ++j) sum += p[j];
+      }
+      const double mean = sum / m;
+      double sq = 0;
+      for (int i = 0; i < g.n; ++i) {
+        const T* p = x + (static_cast<long>(i) * g.c + ch) * g.hw;
+        for (long j = 0; j < g.hw; ++j) {
+          const double d = p[j] - mean;
+          sq += d * d;
+        }
+      }
+      const double var = sq / m;  // biased, used for normalisation
+      const double invstd = 1.0 / std::sqrt(var + g.eps);
+      const double a = gamma[ch] * invstd, b = beta[ch] - mean * a;
+      for (int i = 0; i < g.n; ++i) {
+        const T* p = x + (static_cast<long>(i) * g.c + ch) * g.hw;
+        T* q = y + (static_cast<long>(i) * g.c + ch) * g.hw;
+        for (long j = 0; j < g.hw; ++j) q[j] = static_cast<T>(p[j] * a + b);
+      }
+      save_mean[ch] = static_cast<T>(mean);
+      save_invstd[ch] = static_cast<T>(invstd);
+      const double unbiased = m > 1 ? sq / (m - 1) : var;
+      running_mean[ch] = static_cast<T>((1 - g.momentum) * running_mean[ch] + g.momentum * mean);
+      running_var[ch] = static_cast<T>((1 - g.momentum) * running_var[ch] + g.momentum * unbiased);
+    }
+  }
+  template <class T>
+  static void batchnorm_forward_eval(const BnGeom& g, const T* x, const T* gamma, const T* beta, const T* running_mean,
+                                     const T* running_var, T* y) {
+#pragma omp parallel for
+    for (int ch = 0; ch < g.c; ++ch) {
+      const double invstd = 1.0 / std::sqrt(static_cast<double>(running_var[ch]) + g.eps);
+      const double a = gamma[ch] * invstd, b = beta[ch] - running_mean[ch] * a;
+      for (int i = 0; i < g.n; ++i) {
+        const T* p = x + (static_cast<long>(i) * g.c + ch) * g.hw;
+        T* q = y + (static_cast<long>(i) * g.c + ch) * g.hw;
+        for (long j = 0; j < g.hw; ++j) q[j] = static_cast<T>(p[j] * a + b);
+      }
+    }
+  }
+  // Training-mode backward: dx = gamma*invstd/m * (m*dy - sum(dy) - xhat*sum(dy*xhat)).
+  template <class T>
+  static void batchnorm_backward(const BnGeom& g, const T* x, const T* dy, const T* gamma, const T* save_mean,
+                                 const T* save_invstd, T* dx, T* dgamma, T* dbeta) {
+    const double m = static_cast<double>(g.n) * static_cast<double>(g.hw);
+#pragma omp parallel for
+    for (int ch = 0; ch < g.c; ++ch) {
+      const double mean = save_mean[ch], invstd = save_invstd[ch];
+      double sdy = 0, sdyx = 0;
+      for (int i = 0; i < g.n; ++i) {
+        const long off = (static_cast<long>(i) * g.c + ch) * g.hw;
+        for (long j = 0; j < g.hw; ++j) {
+          sdy += dy[off + j];
+          sdyx += dy[off + j] * (x[off + j] - mean) * invstd;
+        }
+      }
+      dgamma[ch] += static_cast<T>(sdyx);
+      dbeta[ch] += static_cast<T>(sdy);
+      if (dx) {
+        const double k = gamma[ch] * invstd / m;
+        for (int i = 0; i < g.n; ++i) {
+          const long off = (static_cast<long>(i) * g.c + ch) * g.hw;
+          for (long j = 0; j < g.hw; ++j) {
+            const double xhat = (x[off + j] - mean) * invstd;
+            dx[off + j] = static_cast<T>(k * (m * dy[off + j] - sdy - xhat * sdyx));
+          }
+        }
+      }
+    }
+  }
+
+  // ---- max pooling (no padding); argmax indexes the input plane
+  template <class T>
+  static void maxpool_forward(const PoolGeom& g, const T* x, T* y, int* argmax) {
+    const long planes = static_cast<long>(g.n) * g.c;
+#pragma omp parallel for
+    for (long p = 0; p < planes; ++p) {
+      const T* xp = x + p * g.h_in * g.w_in;
+      T* yp = y + p * g.h_out * g.w_out;
+      int* ap = argmax + p * g.h_out * g.w_out;
+      for (int oh = 0; oh < g.h_out; ++oh)
+        for (int ow = 0; ow < g.w_out; ++ow) {
+          int best = (oh * g.stride) * g.w_in + ow * g.stride;
+          T bv = xp[best];
+          for (int i = 0; i < g.k; ++i)
+            for (int j = 0; j < g.k; ++j) {
+              const int idx = (oh * g.stride + i) * g.w_in + ow * g.stride + j;
+              // NaN propagates (as PyTorch): a NaN wins the comparison.
+              if (xp[idx] > bv || std::isnan(xp[idx])) {
+                if (!std::isnan(bv)) {
+                  bv = xp[idx];
+                  best = idx;
+                }
+              }
+            }
+          yp[oh * g.w_out + ow] = bv;
+          ap[oh * g.w_out + ow] = best;
+        }
+    }
+  }
+  template <class T>
+  static void maxpool_backward(const PoolGeom& g, const T* dy, const int* argmax, T* dx) {
+    const long planes = static_cast<long>(g.n) * g.c;
+#pragma omp parallel for
+    for (long p = 0; p < planes; ++p) {
+      T* dxp = dx + p * g.h_in * g.w_in;
+      std::fill(dxp, dxp + static_cast<long>(g.h_in) * g.w_in, T(0));
+      const T* dyp = dy + p * g.h_out * g.w_out;
+      const int* ap = argmax + p * g.h_out * g.w_out;
+      for (long o = 0; o < static_cast<long>(g.h_out) * g.w_out; ++o) dxp[ap[o]] += dyp[o];
+    }
+  }
+
+  // ---- element-wise maps over the functors of ops/functors.hpp
+  template <class Op, class T>
+  static void map_forward(Op op, std::size_t n, const T* x, T* y) {
+#pragma omp parallel for if (n > 32768)
+    for (std::ptrdiff_t i = 0; i < static_cast<std::ptrdiff_t>(n); ++i) y[i] = op.forward(x[i]);
+  }
+  template <class Op, class T>
+  static void map_backward(Op op, std::size_t n, const T* x, const T* y, const T* dy, T* dx) {
+#pragma omp parallel for if (n > 32768)
+    for (std::ptrdiff_t i = 0; i < static_cast<std::ptrdiff_t>(n); ++i) dx[i] = op.backward(x[i], y[i], dy[i]);
+  }
+
+  // ---- channel repeat (PyTorch x.repeat(1, reps, 1, 1))
+  template <class T>
+  static void repeat_channels_forward(int n, int c, int reps, long hw, const T* x, T* y) {
+    for (int i = 0; i < n; ++i)
+      for (int r = 0; r < reps; ++r)
+        std::memcpy(y + (static_cast<long>(i) * c * reps + static_cast<long>(r) * c) * hw,
+                    x + static_cast<long>(i) * c * hw, sizeof(T) * static_cast<std::size_t>(c * hw));
+  }
+  template <class T>
+  static void repeat_channels_backward(int n, int c, int reps, long hw, const T* dy, T* dx) {
+    for (int i = 0; i < n; ++i) {
+      T* d = dx + static_cast<long>(i) * c * hw;
+      std::fill(d, d + c * hw, T(0));
+      for (int r = 0; r < reps; ++r) {
+        const T* s = dy + (static_cast<long>(i) * c * reps + static_cast<long>(r) * c) * hw;
+        for (long j = 0; j < c * hw; ++j) d[j] += s[j];
+      }
+    }
+  }
+
+  // ---- bilinear resize, align_corners = false (PyTorch's default)
+  struct Lerp {
+    int i0, i1;
+    double w0, w1;
+  };
+  static Lerp lerp_index(int out_index, int in_size, int out_size) {
+    const double scale = static_cast<double>(in_size) / out_size;
+    double src = (out_index + 0.5) * scale - 0.5;
+    if (src < 0) src = 0;
+    int i0 = static_cast<int>(src);
+    if (i0 > in_size - 1) i0 = in_size - 1;
+    const int i1 = i0 < in_size - 1 ? i0 + 1 : i0;
+    const double w1 = src - i0;
+    return {i0, i1, 1.0 - w1, w1};
+  }
+  template <class T>
+  static void resize_bilinear_forward(const ResizeGeom& g, const T* x, T* y) {
+    const long planes = static_cast<long>(g.n) * g.c;
+#pragma omp parallel for
+    for (long p = 0; p < planes; ++p) {
+      const T* xp = x + p * g.h_in * g.w_in;
+      T* yp = y + p * g.h_out * g.w_out;
+      for (int oh = 0; oh < g.h_out; ++oh) {
+        const Lerp h = lerp_index(oh, g.h_in, g.h_out);
+        for (int ow = 0; ow < g.w_out; ++ow) {
+          const Lerp w = lerp_index(ow, g.w_in, g.w_out);
+          const double v = h.w0 * (w.w0 * xp[h.i0 * g.w_in + w.i0] + w.w1 * xp[h.i0 * g.w_in + w.i1]) +
+                           h.w1 * (w.w0 * xp[h.i1 * g.w_in + w.i0] + w.w1 * xp[h.i1 * g.w_in + w.i1]);
+          yp[oh * g.w_out + ow] = static_cast<T>(v);
+        }
+      }
+    }
+  }
+  template <class T>
+  static void resize_bilinear_backward(const ResizeGeom& g, const T* dy, T* dx) {
+    const long planes = static_cast<long>(g.n) * g.c;
+#pragma omp parallel for
+    for (long p = 0; p < planes; ++p) {
+      T* dxp = dx + p * g.h_in * g.w_in;
+      std::fill(dxp, dxp + static_cast<long>(g.h_in) * g.w_in, T(0));
+      const T* dyp = dy + p * g.h_out * g.w_out;
+      for (int oh = 0; oh < g.h_out; ++oh) {
+        const Lerp h = lerp_index(oh, g.h_in, g.h_out);
+        for (int ow = 0; ow < g.w_out; ++ow) {
+          const Lerp w = lerp_index(ow, g.w_in, g.w_out);
+          const T d = dyp[oh * g.w_out + ow];
+          dxp[h.i0 * g.w_in + w.i0] += static_cast<T>(h.w0 * w.w0 * d);
+          dxp[h.i0 * g.w_in + w.i1] += static_cast<T>(h.w0 * w.w1 * d);
+          dxp[h.i1 * g.w_in + w.i0] += static_cast<T>(h.w1 * w.w0 * d);
+          dxp[h.i1 * g.w_in + w.i1] += static_cast<T>(h.w1 * w.w1 * d);
+        }
+      }
+    }
+  }
+
+  // ---- losses (scalar written to *loss)
+  template <class T>
+  static void mse(std::size_t n, const T* a, const T* b, T* loss, T* grad_a, T grad_scale) {
+    double acc = 0;
+    for (std::size_t i = 0; i < n; ++i) {
+      const double d = static_cast<double>(a[i]) - b[i];
+      acc += d * d;
+    }
+    *loss = static_cast<T>(acc / static_cast<double>(n));
+    if (grad_a) {
+      const double k = 2.0 * grad_scale / static_cast<double>(n);
+      for (std::size_t i = 0; i < n; ++i) grad_a[i] = static_cast<T>(k * (static_cast<double>(a[i]) - b[i]));
+    }
+  }
+  // Total variation with B = 1: per pixel sqrt(dh^2 + dv^2 + eps) with forward differences
+  // (a difference past the last row/column is 0), summed over pixels and channels, averaged
+  // over the batch. eps > 0 makes the root differentiable at 0.
+  template <class T>
+  static void total_variation(int n, int c, int h, int w, const T* z, T eps, T* loss, T* grad, T grad_scale) {
+    double acc = 0;
+    if (grad) std::fill(grad, grad + static_cast<long>(n) * c * h * w, T(0));
+    const double k = static_cast<double>(grad_scale) / n;
+    for (long p = 0; p < static_cast<long>(n) * c; ++p) {
+      const T* zp = z + p * h * w;
+      T* gp = grad ? grad + p * h * w : nullptr;
+      for (int i = 0; i < h; ++i)
+        for (int j = 0; j < w; ++j) {
+          const double v = zp[i * w + j];
+          const double dh = j + 1 < w ? zp[i * w + j + 1] - v : 0.0;
+          const double dv = i + 1 < h ? zp[(i + 1) * w + j] - v : 0.0;
+          const double s = std::sqrt(dh * dh + dv * dv + static_cast<double>(eps));
+          acc += s;
+          if (gp) {
+            gp[i * w + j] += static_cast<T>(-k * (dh + dv) / s);
+            if (j + 1 < w) gp[i * w + j + 1] += static_cast<T>(k * dh / s);
+            if (i + 1 < h) gp[(i + 1) * w + j] += static_cast<T>(k * dv / s);
+          }
+        }
+    }
+    *loss = static_cast<T>(acc / n);
+  }
+  template <class T>
+  static void softmax_cross_entropy(int n, int k, const T* logits, const int* targets, T* loss, T* dlogits,
+                                    T grad_scale) {
+    double acc = 0;
+    for (int i = 0; i < n; ++i) {
+      const T* l = logits + static_cast<long>(i) * k;
+      double mx = l[0];
+      for (int j = 1; j < k; ++j) mx = std::max(mx, static_cast<double>(l[j]));
+      double se = 0;
+      for (int j = 0; j < k; ++j) se += std::exp(l[j] - mx);
+      const double lse = mx + std::log(se);
+      acc += lse - l[targets[i]];
+      if (dlogits) {
+        T* d = dlogits + static_cast<long>(i) * k;
+        for (int j = 0; j < k; ++j) {
+          const double p = std::exp(l[j] - lse);
+          d[j] = static_cast<T>(grad_scale * (p - (j == targets[i] ? 1.0 : 0.0)) / n);
+        }
+      }
+    }
+    *loss = static_cast<T>(acc / n);
+  }
+  template <class T>
+  static void argmax_rows(int n, int k, const T* logits, int* out) {
+    for (int i = 0; i < n; ++i) {
+      const T* l = logits + static_cast<long>(i) * k;
+      out[i] = static_cast<int>(std::max_element(l, l + k) - l);
+    }
+  }
+
+  // ---- optimizer
+  template <class T>
+  static void adam_update(std::size_t n, T* param, const T* grad, T* m, T* v, const AdamStep<T>& s) {
+#pragma omp parallel for if (n > 65536)
+    for (std::ptrdiff_t i = 0; i < static_cast<std::ptrdiff_t>(n); ++i) {
+      const T gi = grad[i] + s.weight_decay * param[i];
+      m[i] = s.beta1 * m[i] + (T(1) - s.beta1) * gi;
+      v[i] = s.beta2 * v[i] + (T(1) - s.beta2) * gi * gi;
+      const T mhat = m[i] / s.bias_correction1;
+      const T vhat = v[i] / s.bias_correction2;
+      param[i] -= s.lr * mhat / (std::sqrt(vhat) + s.eps);
+    }
+  }
+
+  // ---- utilities
+  template <class T>
+  static void fill(std::size_t n, T* p, T value) {
+    std::fill(p, p + n, value);
+  }
+  template <class T>
+  static void axpy(std::size_t n, T a, const T* x, T* y) {
+    for (std::size_t i = 0; i < n; ++i) y[i] += a * x[i];
+  }
+  template <class T>
+  static void scale(std::size_t n, T a, T* x) {
+    for (std::size_t i = 0; i < n; ++i) x[i] *= a;
+  }
+  template <class T>
+  static void u8_to_signed(std::size_t n, const unsigned char* src, T* dst) {
+    const ops::U8ToSigned f;
+    for (std::size_t i = 0; i < n; ++i) dst[i] = f.template operator()<T>(src[i]);
+  }
+  template <class T>
+  static void count_nonfinite(std::size_t n, const T* x, int* out) {
+    int c = 0;
+    for (std::size_t i = 0; i < n; ++i) c += std::isfinite(x[i]) ? 0 : 1;
+    *out = c;
+  }
+  template <class T>
+  static void sum(std::size_t n, const T* x, T* out) {
+    double acc = 0;
+    for (std::size_t i = 0; i < n; ++i) acc += x[i];
+    *out = static_cast<T>(acc);
+  }
+};
+
+}  // namespace dtn

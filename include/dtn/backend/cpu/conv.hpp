@@ -1,0 +1,213 @@
+#pragma once
+// Convolution on the CPU: im2col + Eigen GEMM over chunks of images.
+//
+// A chunk of images is unfolded into one column matrix cols [c_in*kh*kw, chunk*h_out*w_out], so
+// that layers with tiny outputs (4x4, 1x1) still make GEMMs wide enough to run near Eigen's peak.
+// Chunks are processed in parallel, one per OpenMP thread, each with its own scratch buffer;
+// inside a parallel region Eigen's GEMM runs single-threaded, so there is no oversubscription.
+// Filter gradients are summed per chunk and then reduced in chunk order: deterministic.
+#include <omp.h>
+
+#include <algorithm>
+#include <vector>
+
+#include "../backend.hpp"
+#include "gemm.hpp"
+
+namespace dtn {
+namespace cpu {
+
+// Images per chunk: enough columns for an efficient GEMM, but no fewer chunks than threads.
+inline int conv_chunk(const ConvGeom& g) {
+  const long hw = static_cast<long>(g.h_out) * g.w_out;
+  const int threads = std::max(1, omp_get_max_threads());
+  int by_width = static_cast<int>(std::max<long>(1, (512 + hw - 1) / hw));
+  int by_threads = std::max(1, (g.n + threads - 1) / threads);
+  return std::max(1, std::min(by_width, by_threads));
+}
+
+// Unfolds image x [c_in, h_in, w_in] into columns [col0, col0 + h_out*w_out) of cols (row stride ld).
+template <class T>
+void im2col(const ConvGeom& g, const T* x, T* cols, long ld, long col0) {
+  const long hw_out = static_cast<long>(g.h_out) * g.w_out;
+  for (int c = 0; c < g.c_in; ++c) {
+    const T* xc = x + static_cast<long>(c) * g.h_in * g.w_in;
+    for (int ki = 0; ki < g.kh; ++ki) {
+      for (int kj = 0; kj < g.kw; ++kj) {
+        T* row = cols + ((static_cast<long>(c) * g.kh + ki) * g.kw + kj) * ld + col0;
+        for (int oh = 0; oh < g.h_out; ++oh) {
+          const int ih = oh * g.stride - g.pad + ki;
+          T* out = row + static_cast<long>(oh) * g.w_out;
+          if (ih < 0 || ih >= g.h_in) {
+            std::fill(out, out + g.w_out, T(0));
+            continue;
+          }
+          const T* xr = xc + static_cast<long>(ih) * g.w_in;
+          for (int ow = 0; ow < g.w_out; ++ow) {
+            const int iw = ow * g.stride - g.pad + kj;
+            out[ow] = (iw >= 0 && iw < g.w_in) ? xr[iw] : T(0);
+          }
+        }
+      }
+    }
+  }
+  (void)hw_out;
+}
+
+// Adds columns [col0, col0 + h_out*w_out) of cols back into image dx [c_in, h_in, w_in].
+template <class T>
+void col2im_add(const ConvGeom& g, const T* cols, long ld, long col0, T* dx) {
+  for (int c = 0; c < g.c_in; ++c) {
+    T* dxc = dx + static_cast<long>(c) * g.h_in * g.w_in;
+    for (int ki = 0; ki < g.kh; ++ki) {
+      for (int kj = 0; kj < g.kw; ++kj) {
+        const T* row = cols + ((static_cast<long>(c) * g.kh + ki) * g.kw + kj) * ld + col0;
+        for (int oh = 0; oh < g.h_out; ++oh) {
+          const int ih = oh * g.stride - g.pad + ki;
+          if (ih < 0 || ih >= g.h_in) continue;
+          const T* in = row + static_cast<long>(oh) * g.w_out;
+          T* dr = dxc + static_cast<long>(ih) * g.w_in;
+          for (int ow = 0; ow < g.w_out; ++ow) {
+            const int iw = ow * g.stride - g.pad + kj;
+            if (iw >= 0 && iw < g.w_in) dr[iw] += in[ow];
+          }
+        }
+      }
+    }
+  }
+}
+
+template <class T>
+struct ConvScratch {
+  std::vector<std::vector<T>> cols, out;
+  void ensure(int threads, std::size_t ncols, std::size_t nout) {
+    if (static_cast<int>(cols.size()) < threads) {
+      cols.resize(static_cast<std::size_t>(threads));
+      out.resize(static_cast<std::size_t>(threads));
+    }
+    for (int t = 0; t < threads; ++t) {
+      if (cols[static_cast<std::size_t>(t)].size() < ncols) cols[static_cast<std::size_t>(t)].resize(ncols);
+      if (out[static_cast<std::size_t>(t)].size() < nout) out[static_cast<std::size_t>(t)].resize(nout);
+    }
+  }
+};
+// Per-thread scratch, reused across calls (no allocation in the steady state).
+template <class T>
+ConvScratch<T>& conv_scratch() {
+  static thread_local ConvScratch<T> s;
+  return s;
+}
+
+template <class T>
+void conv2d_forward(const ConvGeom& g, const T* x, const T* w, const T* bias, T* y) {
+  const long hw = static_cast<long>(g.h_out) * g.w_out;
+  const long ckk = static_cast<long>(g.c_in) * g.kh * g.kw;
+  const long in_img = static_cast<long>(g.c_in) * g.h_in * g.w_in;
+  const int chunk = conv_chunk(g);
+  const int nchunks = (g.n + chunk - 1) / chunk;
+  const int threads = std::max(1, std::min(omp_get_max_threads(), nchunks));
+  ConvScratch<T>& s = conv_scratch<T>();
+  s.ensure(threads, static_cast<std::size_t>(ckk * chunk * hw), static_cast<std::size_t>(g.c_out * chunk * hw));
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
+  for (int ci = 0; ci < nchunks; ++ci) {
+    const int tid = omp_get_thread_num();
+    const int i0 = ci * chunk, cnt = std::min(chunk, g.n - i0);
+    const long ld = cnt * hw;
+    T* cols = s.cols[static_cast<std::size_t>(tid)].data();
+    T* out = s.out[static_cast<std::size_t>(tid)].data();
+    for (int i = 0; i < cnt; ++i) im2col(g, x + (i0 + i) * in_img, cols, ld, i * hw);
+    // out [c_out, cnt*hw] = w [c_out, ckk] * cols [ckk, cnt*hw]
+    gemm<T>(false, false, g.c_out, static_cast<int>(ld), static_cast<int>(ckk), T(1), w, static_cast<int>(ckk), cols,
+            static_cast<int>(ld), T(0), out, static_cast<int>(ld));
+    for (int i = 0; i < cnt; ++i)
+      for (int co = 0; co < g.c_out; ++co) {
+        const T b = bias ? bias[co] : T(0);
+        const T* src = out + co * ld + i * hw;
+        T* dst = y + ((static_cast<long>(i0 + i) * g.c_out) + co) * hw;
+        for (long p = 0; p < hw; ++p) dst[p] = src[p] + b;
+      }
+  }
+}
+
+template <class T>
+void conv2d_backward_data(const ConvGeom& g, const T* dy, const T* w, T* dx) {
+  const long hw = static_cast<long>(g.h_out) * g.w_out;
+  const long ckk = static_cast<long>(g.c_in) * g.kh * g.kw;
+  const long in_img = static_cast<long>(g.c_in) * g.h_in * g.w_in;
+  const int chunk = conv_chunk(g);
+  const int nchunks = (g.n + chunk - 1) / chunk;
+  const int threads = std::max(1, std::min(omp_get_max_threads(), nchunks));
+  ConvScratch<T>& s = conv_scratch<T>();
+  s.ensure(threads, static_cast<std::size_t>(ckk * chunk * hw), static_cast<std::size_t>(g.c_out * chunk * hw));
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
+  for (int ci = 0; ci < nchunks; ++ci) {
+    const int tid = omp_get_thread_num();
+    const int i0 = ci * chunk, cnt = std::min(chunk, g.n - i0);
+    const long ld = cnt * hw;
+    T* cols = s.cols[static_cast<std::size_t>(tid)].data();
+    T* dyc = s.out[static_cast<std::size_t>(tid)].data();
+    for (int i = 0; i < cnt; ++i)
+      for (int co = 0; co < g.c_out; ++co)
+        std::copy(dy + ((static_cast<long>(i0 + i) * g.c_out) + co) * hw,
+                  dy + ((static_cast<long>(i0 + i) * g.c_out) + co + 1) * hw, dyc + co * ld + i * hw);
+    // cols [ckk, cnt*hw] = w^T [ckk, c_out] * dy [c_out, cnt*hw]
+    gemm<T>(true, false, static_cast<int>(ckk), static_cast<int>(ld), g.c_out, T(1), w, static_cast<int>(ckk), dyc,
+            static_cast<int>(ld), T(0), cols, static_cast<int>(ld));
+    for (int i = 0; i < cnt; ++i) {
+      T* dxi = dx + (i0 + i) * in_img;
+      std::fill(dxi, dxi + in_img, T(0));
+      col2im_add(g, cols, ld, i * hw, dxi);
+    }
+  }
+}
+
+template <class T>
+void conv2d_backward_filter(const ConvGeom& g, const T* x, const T* dy, T* dw, T* db) {
+  const long hw = static_cast<long>(g.h_out) * g.w_out;
+  const long ckk = static_cast<long>(g.c_in) * g.kh * g.kw;
+  const long in_img = static_cast<long>(g.c_in) * g.h_in * g.w_in;
+  const long wsize = g.c_out * ckk;
+  const int chunk = conv_chunk(g);
+  const int nchunks = (g.n + chunk - 1) / chunk;
+  const int threads = std::max(1, std::min(omp_get_max_threads(), nchunks));
+  ConvScratch<T>& s = conv_scratch<T>();
+  s.ensure(threads, static_cast<std::size_t>(ckk * chunk * hw), static_cast<std::size_t>(g.c_out * chunk * hw));
+  // One partial filter gradient per chunk, reduced in chunk order below (deterministic).
+  static thread_local std::vector<T> partial;
+  partial.assign(static_cast<std::size_t>(nchunks * wsize), T(0));
+  T* part = partial.data();
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
+  for (int ci = 0; ci < nchunks; ++ci) {
+    const int tid = omp_get_thread_num();
+    const int i0 = ci * chunk, cnt = std::min(chunk, g.n - i0);
+    const long ld = cnt * hw;
+    T* cols = s.cols[static_cast<std::size_t>(tid)].data();
+    T* dyc = s.out[static_cast<std::size_t>(tid)].data();
+    for (int i = 0; i < cnt; ++i) {
+      im2col(g, x + (i0 + i) * in_img, cols, ld, i * hw);
+      for (int co = 0; co < g.c_out; ++co)
+        std::copy(dy + ((static_cast<long>(i0 + i) * g.c_out) + co) * hw,
+                  dy + ((static_cast<long>(i0 + i) * g.c_out) + co + 1) * hw, dyc + co * ld + i * hw);
+    }
+    // partial [c_out, ckk] = dy [c_out, cnt*hw] * cols^T [cnt*hw, ckk]
+    gemm<T>(false, true, g.c_out, static_cast<int>(ckk), static_cast<int>(ld), T(1), dyc, static_cast<int>(ld), cols,
+            static_cast<int>(ld), T(0), part + ci * wsize, static_cast<int>(ckk));
+  }
+  for (int ci = 0; ci < nchunks; ++ci) {
+    const T* p = part + ci * wsize;
+    for (long j = 0; j < wsize; ++j) dw[j] += p[j];
+  }
+  if (db) {
+    for (int co = 0; co < g.c_out; ++co) {
+      double acc = 0;
+      for (int i = 0; i < g.n; ++i) {
+        const T* d = dy + (static_cast<long>(i) * g.c_out + co) * hw;
+        for (long p = 0; p < hw; ++p) acc += d[p];
+      }
+      db[co] += static_cast<T>(acc);
+    }
+  }
+}
+
+}  // namespace cpu
+}  // namespace dtn

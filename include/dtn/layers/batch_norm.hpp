@@ -1,0 +1,88 @@
+#pragma once
+// BatchNorm2d: per-channel normalisation with batch statistics in training mode and running
+// statistics in evaluation mode (momentum 0.1, eps 1e-5, unbiased running variance: PyTorch's).
+#include "../backend/backend.hpp"
+#include "../nn/param.hpp"
+
+namespace dtn {
+namespace layers {
+
+template <class T, class Dev>
+class BatchNorm2dLayer {
+ public:
+  static constexpr const char* kind = "BatchNorm2d";
+  static constexpr double eps = 1e-5, momentum = 0.1;
+
+  Shape setup(const Shape& in) {
+    if (in.rank() != 3 && in.rank() != 1) throw_shape(kind, "a [C, H, W] or [C] input", in);
+    c_ = static_cast<int>(in[0]);
+    hw_ = static_cast<long>(in.numel() / static_cast<std::size_t>(c_));
+    scale_.shape = shift_.shape = mean_.shape = var_.shape = Shape{c_};
+    scale_.role = ParamRole::bn_scale;
+    shift_.role = ParamRole::bn_shift;
+    mean_.role = ParamRole::running_mean;
+    var_.role = ParamRole::running_var;
+    return in;
+  }
+  template <class F>
+  void for_each_param(F&& f) {
+    f("weight", scale_);
+    f("bias", shift_);
+    f("running_mean", mean_);
+    f("running_var", var_);
+  }
+  void forward(View<const T, Dev> x, View<T, Dev> y, bool train) {
+    const BnGeom g = geom(x.shape);
+    train_ = train;
+    if (train) {
+      save_mean_.resize(Shape{c_});
+      save_invstd_.resize(Shape{c_});
+      Backend<Dev>::batchnorm_forward_train(g, x.data, scale_.value.data, shift_.value.data, mean_.value.data,
+                                            var_.value.data, y.data, save_mean_.data(), save_invstd_.data());
+    } else {
+      Backend<Dev>::batchnorm_forward_eval(g, x.data, scale_.value.data, shift_.value.data, mean_.value.data,
+                                           var_.value.data, y.data);
+    }
+  }
+  void backward(View<const T, Dev> x, View<const T, Dev> /*y*/, View<const T, Dev> dy, View<T, Dev> dx,
+                bool param_grads) {
+    if (!train_)
+      throw error("BatchNorm2d: backward after an evaluation-mode forward is not supported; use train mode "
+                  "(or a frozen network without batch norm)");
+    T* dgamma = scale_.grad.data;
+    T* dbeta = shift_.grad.data;
+    if (!param_grads) {
+      // Frozen: the parameter gradients are computed into scratch and dropped.
+      scratch_.resize(Shape{2 * c_});
+      dgamma = scratch_.data();
+      dbeta = scratch_.data() + c_;
+    }
+    Backend<Dev>::batchnorm_backward(geom(x.shape), x.data, dy.data, scale_.value.data, save_mean_.data(),
+                                     save_invstd_.data(), dx.data, dgamma, dbeta);
+  }
+
+ private:
+  BnGeom geom(const Shape& x) const {
+    BnGeom g;
+    g.n = static_cast<int>(x[0]);
+    g.c = c_;
+    g.hw = hw_;
+    g.eps = eps;
+    g.momentum = momentum;
+    return g;
+  }
+  int c_ = 0;
+  long hw_ = 1;
+  bool train_ = true;
+  Param<T, Dev> scale_, shift_, mean_, var_;
+  Tensor<T, Dev> save_mean_, save_invstd_, scratch_;
+};
+
+}  // namespace layers
+
+struct BatchNorm2d {
+  template <class T, class Dev>
+  using layer = layers::BatchNorm2dLayer<T, Dev>;
+};
+
+}  // namespace dtn

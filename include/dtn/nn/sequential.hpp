@@ -1,0 +1,252 @@
+#pragma once
+// Sequential<Specs...>: a network as a type. Its layers live in one flat std::tuple and every
+// pass is a fold over an index_sequence (no nested recursion: compile times stay sane).
+//
+//   using F = dtn::Sequential<dtn::Conv2d<64, 3, 1, 1>, dtn::MaxPool2d<2>, dtn::ReLU, ...>;
+//   dtn::Net<F> f(dtn::Shape{3, 32, 32}, "f");           // float on the CPU
+//   dtn::Net<F, float, dtn::Cuda> fg(dtn::Shape{3, 32, 32}, "f");
+//
+// backward() returns the gradient with respect to the network's input, so a gradient can cross
+// networks (D's input gradient flows into g; L_CONST's flows through the frozen f into g).
+// A frozen network passes gradients through but never computes or changes its parameters.
+// Parameters are reachable by stable names "<net>.<layer index>.<tensor>" (e.g. "g.3.weight"),
+// the names torch.nn.Sequential gives the same modules.
+#include <array>
+#include <cstdint>
+#include <sstream>
+#include <string>
+#include <tuple>
+#include <utility>
+#include <vector>
+
+#include "../backend/backend.hpp"
+#include "../core/rng.hpp"
+#include "../core/tensor.hpp"
+#include "contract.hpp"
+#include "param.hpp"
+
+namespace dtn {
+
+template <class T, class Dev, class... Specs>
+class Network {
+  static_assert(sizeof...(Specs) > 0, "dtn::Sequential needs at least one layer");
+
+ public:
+  static constexpr std::size_t depth = sizeof...(Specs);
+  using value_type = T;
+  using device = Dev;
+  using Layers = std::tuple<typename detail::bind_layer<Specs, T, Dev>::type...>;
+
+  // One named tensor of the network (a parameter or a buffer such as running statistics).
+  struct Entry {
+    std::string name;
+    Param<T, Dev>* param;
+  };
+
+  // Builds the network for inputs of per-sample shape in_sample (e.g. {3, 32, 32}), allocates
+  // and initialises every parameter from `seed` with the given scheme.
+  explicit Network(Shape in_sample, std::string name = "net", InitScheme scheme = InitScheme::pytorch,
+                   std::uint64_t seed = 0)
+      : name_(std::move(name)), in_sample_(in_sample) {
+    if (in_sample.rank() < 1) throw argument_error(name_ + ": the input sample shape is empty");
+    setup(std::make_index_sequence<depth>{});
+    pack();
+    initialize(scheme, seed);
+  }
+  Network(const Network&) = delete;
+  Network& operator=(const Network&) = delete;
+
+  const std::string& name() const { return name_; }
+  const Shape& input_sample_shape() const { return in_sample_; }
+  const Shape& output_sample_shape() const { return sample_shapes_[depth]; }
+  const Shape& sample_shape(std::size_t i) const { return sample_shapes_[i]; }
+
+  template <std::size_t I>
+  auto& layer() {
+    return std::get<I>(layers_);
+  }
+
+  // Training mode (batch statistics in batch norm) or evaluation mode (running statistics).
+  void train(bool on = true) { train_ = on; }
+  void eval() { train_ = false; }
+  bool is_training() const { return train_; }
+  // A frozen network computes input gradients but no parameter gradients.
+  void freeze(bool on = true) { frozen_ = on; }
+  bool frozen() const { return frozen_; }
+
+  // Runs the network on x [N, in_sample...]. x must stay alive and unchanged until backward()
+  // has run (the layers read it again). Returns a view of the network's own output buffer,
+  // valid until the next forward().
+  View<const T, Dev> forward(View<const T, Dev> x) {
+    check_input(x.shape);
+    input_ = x;
+    forward_layers(std::make_index_sequence<depth>{});
+    return outs_[depth - 1].view();
+  }
+  // Back-propagates dy (the gradient of the loss with respect to the last forward()'s output).
+  // Parameter gradients accumulate (call zero_grad() between steps). Returns the gradient with
+  // respect to the input when need_input_grad, else an empty view.
+  View<const T, Dev> backward(View<const T, Dev> dy, bool need_input_grad = true) {
+    if (input_.data == nullptr) throw error(name_ + ": backward() called before forward()");
+    if (dy.shape != outs_[depth - 1].shape())
+      throw shape_error(name_ + ": backward() expected an output gradient of shape " + outs_[depth - 1].shape().str() +
+                        ", got " + dy.shape.str());
+    need_input_grad_ = need_input_grad;
+    backward_layers(dy, std::make_index_sequence<depth>{});
+    return need_input_grad ? gin_[0].view() : View<const T, Dev>();
+  }
+  View<const T, Dev> output() const { return outs_[depth - 1].view(); }
+
+  void zero_grad() { Memory<Dev>::memset_zero(grads_.data(), grads_.size() * sizeof(T)); }
+
+  // Flat arenas: all trainable parameters, their gradients (same layout), and the buffers.
+  View<T, Dev> parameters() { return params_.view(); }
+  View<T, Dev> gradients() { return grads_.view(); }
+  View<T, Dev> buffers() { return buffers_.view(); }
+  std::size_t num_parameters() const { return params_.size(); }
+
+  // Every named tensor in layer order (parameters and buffers).
+  const std::vector<Entry>& entries() const { return entries_; }
+  // A string that identifies the architecture: layer kinds and tensor shapes. Checkpoints record
+  // it so that loading into other networks fails with a clear message.
+  std::string signature() const {
+    std::ostringstream os;
+    os << "in" << in_sample_.str();
+    std::size_t e = 0;
+    for (std::size_t i = 0; i < depth; ++i) {
+      os << ' ' << i << ':' << kinds_[i];
+      while (e < entries_.size() && entries_[e].name.compare(0, prefix(i).size(), prefix(i)) == 0) {
+        os << ',' << entries_[e].name.substr(prefix(i).size()) << entries_[e].param->shape.str();
+        ++e;
+      }
+    }
+    return os.str();
+  }
+
+ private:
+  std::string prefix(std::size_t i) const { return name_ + "." + std::to_string(i) + "."; }
+
+  template <std::size_t... I>
+  void setup(std::index_sequence<I...>) {
+    sample_shapes_[0] = in_sample_;
+    (setup_one<I>(), ...);
+  }
+  template <std::size_t I>
+  void setup_one() {
+    auto& l = std::get<I>(layers_);
+    using L = std::tuple_element_t<I, Layers>;
+    kinds_[I] = L::kind;
+    try {
+      sample_shapes_[I + 1] = l.setup(sample_shapes_[I]);
+    } catch (const shape_error& e) {
+      throw shape_error(name_ + "." + std::to_string(I) + " (" + e.what() + ")");
+    }
+    l.for_each_param([&](const char* local, Param<T, Dev>& p) { entries_.push_back(Entry{prefix(I) + local, &p}); });
+  }
+
+  void pack() {
+    std::size_t np = 0, nb = 0;
+    for (auto& e : entries_) (e.param->trainable() ? np : nb) += e.param->shape.numel();
+    params_.resize(Shape{static_cast<std::int64_t>(np)});
+    grads_.resize(Shape{static_cast<std::int64_t>(np)});
+    buffers_.resize(Shape{static_cast<std::int64_t>(nb)});
+    std::size_t op = 0, ob = 0;
+    for (auto& e : entries_) {
+      Param<T, Dev>& p = *e.param;
+      const std::size_t n = p.shape.numel();
+      if (p.trainable()) {
+        p.value = View<T, Dev>(params_.data() + op, p.shape);
+        p.grad = View<T, Dev>(grads_.data() + op, p.shape);
+        op += n;
+      } else {
+        p.value = View<T, Dev>(buffers_.data() + ob, p.shape);
+        p.grad = View<T, Dev>();
+        ob += n;
+      }
+    }
+    zero_grad();
+  }
+
+  void initialize(InitScheme scheme, std::uint64_t seed) {
+    Rng rng(seed);
+    std::vector<T> host;
+    for (auto& e : entries_) {
+      Param<T, Dev>& p = *e.param;
+      host.resize(p.shape.numel());
+      init_values(p.role, p.fan_in, scheme, rng, host.data(), host.size());
+      Copy<Dev, Cpu>::run(p.value.data, host.data(), host.size() * sizeof(T));
+    }
+  }
+
+  void check_input(const Shape& x) const {
+    bool ok = x.rank() == in_sample_.rank() + 1 && x[0] > 0;
+    for (int i = 0; ok && i < in_sample_.rank(); ++i) ok = x[i + 1] == in_sample_[i];
+    if (!ok) {
+      std::string expected = "[N";
+      for (int i = 0; i < in_sample_.rank(); ++i) expected += ", " + std::to_string(in_sample_[i]);
+      throw shape_error(name_ + ".0 (" + kinds_[0] + "): input expected " + expected + "], got " + x.str());
+    }
+  }
+
+  template <std::size_t... I>
+  void forward_layers(std::index_sequence<I...>) {
+    (forward_one<I>(), ...);
+  }
+  template <std::size_t I>
+  void forward_one() {
+    View<const T, Dev> in = I == 0 ? input_ : outs_[I == 0 ? 0 : I - 1].view();
+    const Shape out_shape = batch_shape(sample_shapes_[I + 1], in.shape[0]);
+    outs_[I].resize(out_shape);
+    std::get<I>(layers_).forward(in, outs_[I].view(), train_);
+  }
+
+  template <std::size_t... I>
+  void backward_layers(View<const T, Dev> dy, std::index_sequence<I...>) {
+    dy_top_ = dy;
+    (backward_one<depth - 1 - I>(), ...);
+  }
+  template <std::size_t I>
+  void backward_one() {
+    View<const T, Dev> in = I == 0 ? input_ : outs_[I == 0 ? 0 : I - 1].view();
+    View<const T, Dev> dy = I == depth - 1 ? dy_top_ : gin_[I + 1 < depth ? I + 1 : 0].view();
+    View<T, Dev> dx;
+    if (I > 0 || need_input_grad_) {
+      gin_[I].resize(in.shape);
+      dx = gin_[I].view();
+    }
+    std::get<I>(layers_).backward(in, outs_[I].view(), dy, dx, !frozen_);
+  }
+
+  static Shape batch_shape(const Shape& sample, std::int64_t n) {
+    Shape s;
+    switch (sample.rank()) {
+      case 1: s = Shape{n, sample[0]}; break;
+      case 2: s = Shape{n, sample[0], sample[1]}; break;
+      default: s = Shape{n, sample[0], sample[1], sample[2]}; break;
+    }
+    return s;
+  }
+
+  std::string name_;
+  Shape in_sample_;
+  Layers layers_;
+  std::array<Shape, depth + 1> sample_shapes_;
+  std::array<const char*, depth> kinds_{};
+  std::vector<Entry> entries_;
+  Tensor<T, Dev> params_, grads_, buffers_;
+  std::array<Tensor<T, Dev>, depth> outs_, gin_;
+  View<const T, Dev> input_, dy_top_;
+  bool train_ = true, frozen_ = false, need_input_grad_ = true;
+};
+
+template <class... Specs>
+struct Sequential {
+  template <class T, class Dev>
+  using network = Network<T, Dev, Specs...>;
+};
+
+// The concrete network type of a spec for a value type and a device.
+template <class Spec, class T = float, class Dev = Cpu>
+using Net = typename Spec::template network<T, Dev>;
+
+}  // namespace dtn

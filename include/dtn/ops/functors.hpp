@@ -1,0 +1,40 @@
+#pragma once
+// Element-wise formulas, written once as DTN_HD functors that both backends loop over.
+#include <cmath>
+
+#include "../core/macros.hpp"
+
+namespace dtn {
+namespace ops {
+
+struct Relu {
+  template <class T>
+  DTN_HD T forward(T x) const { return x > T(0) ? x : T(0); }
+  // Gradient given input x, output y and upstream gradient g.
+  template <class T>
+  DTN_HD T backward(T x, T /*y*/, T g) const { return x > T(0) ? g : T(0); }
+};
+
+struct LeakyRelu {
+  float slope = 0.2f;
+  template <class T>
+  DTN_HD T forward(T x) const { return x > T(0) ? x : T(slope) * x; }
+  template <class T>
+  DTN_HD T backward(T x, T /*y*/, T g) const { return x > T(0) ? g : T(slope) * g; }
+};
+
+struct Tanh {
+  template <class T>
+  DTN_HD T forward(T x) const { return tanh(x); }
+  template <class T>
+  DTN_HD T backward(T /*x*/, T y, T g) const { return g * (T(1) - y * y); }
+};
+
+// Scales uint8 pixels into [-1, 1]: x / 127.5 - 1.
+struct U8ToSigned {
+  template <class T>
+  DTN_HD T operator()(unsigned char v) const { return T(v) * T(1.0 / 127.5) - T(1); }
+};
+
+}  // namespace ops
+}  // namespace dtn
