@@ -228,7 +228,7 @@ def time_ms(fn, device, warmup, reps):
     return statistics.median(times), times
 
 
-def bench_device(args, device, mode, flops):
+def bench_device(args, device, mode, flops, on_row=None):
     rows = []
     threads = args.threads if device == "cpu" else 0
     compile_mode = args.compile_mode if mode == "compile" else None
@@ -255,6 +255,8 @@ def bench_device(args, device, mode, flops):
             if device == "cuda" and kind == "dtn_step":
                 row["peak_mem_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 2)
             rows.append(row)
+            if on_row is not None:
+                on_row(rows)
             print(f"  {device:4s} {mode:7s} {kind:10s} B={batch:3d}  {med:9.3f} ms  "
                   f"({len(times)} reps, {wall:.1f} s incl. warm-up)", file=sys.stderr, flush=True)
         del m
@@ -271,16 +273,21 @@ def run_compile_subprocess(args, device):
            "--seed", str(args.seed), "--compile-mode", args.compile_mode, "--quiet"]
     if args.tf32:
         cmd.append("--tf32")
+    note = None
     try:
         subprocess.run(cmd, check=True, timeout=args.compile_timeout)
+    except subprocess.TimeoutExpired:
+        note = f"torch.compile on {device} exceeded {args.compile_timeout} s: remaining compile rows skipped"
+    except (subprocess.CalledProcessError, OSError) as e:
+        note = f"torch.compile on {device} failed ({e}): remaining compile rows skipped"
+    # The child rewrites its JSON after every row, so rows finished before a timeout are kept.
+    try:
         with open(out) as fh:
             rows = json.load(fh)["rows"]
         os.remove(out)
-        return rows, None
-    except subprocess.TimeoutExpired:
-        return [], f"torch.compile on {device} exceeded {args.compile_timeout} s: skipped"
-    except (subprocess.CalledProcessError, OSError, ValueError, KeyError) as e:
-        return [], f"torch.compile on {device} failed ({e}): skipped"
+    except (OSError, ValueError, KeyError):
+        rows = []
+    return rows, note
 
 
 def cpu_model():
@@ -370,7 +377,14 @@ def main():
                     notes.append(note)
                     print("torch_dtn.py: " + note, file=sys.stderr)
             elif mode in ("eager", "compile"):
-                rows += bench_device(a, device, mode, flops)
+                done = list(rows)
+
+                def save_partial(new_rows, done=done):
+                    # A child run (--no-child) saves after every row for its parent's timeout.
+                    if args.no_child and args.json:
+                        with open(args.json, "w") as fh:
+                            json.dump({"meta": {}, "rows": done + new_rows}, fh)
+                rows += bench_device(a, device, mode, flops, save_partial)
             else:
                 ap.error(f"--modes: unknown mode {mode!r}")
 

@@ -1,0 +1,110 @@
+#!/usr/bin/env python3
+"""Merge bench_dtn / bench_dtn_cuda JSON with torch_dtn.py JSON into one table.
+
+Rows are matched on (name, device, batch, threads); CUDA rows carry threads 0.  For each dtn row the
+table shows the speed of every PyTorch mode found for the same key and the ratio
+dtn images/s / PyTorch images/s (> 1: dtn is faster).
+
+usage: compare.py DTN.json [DTN2.json ...] --torch TORCH.json [TORCH2.json ...] [--markdown]
+"""
+
+import argparse
+import json
+import sys
+
+
+def load(paths):
+    rows, metas = [], []
+    for p in paths:
+        try:
+            with open(p) as fh:
+                doc = json.load(fh)
+        except (OSError, ValueError) as e:
+            sys.exit(f"compare.py: cannot read {p}: {e}")
+        if not isinstance(doc, dict) or not isinstance(doc.get("rows"), list):
+            sys.exit(f"compare.py: {p}: expected an object with a 'rows' list")
+        for i, r in enumerate(doc["rows"]):
+            missing = [k for k in ("name", "device", "batch", "threads", "median_ms", "images_per_s")
+                       if k not in r]
+            if missing:
+                sys.exit(f"compare.py: {p}: row {i} lacks {', '.join(missing)}")
+        rows += doc["rows"]
+        metas.append(doc.get("meta", {}))
+    return rows, metas
+
+
+def key(r):
+    return (r["name"], r["device"], int(r["batch"]), int(r["threads"]))
+
+
+def fmt_ratio(x):
+    return f"{x:.2f}x" if x is not None else "-"
+
+
+def main():
+    ap = argparse.ArgumentParser(description="dtn vs PyTorch comparison table")
+    ap.add_argument("dtn", nargs="*", help="JSON files written by bench_dtn / bench_dtn_cuda")
+    ap.add_argument("--torch", nargs="+", required=True, help="JSON files written by torch_dtn.py")
+    ap.add_argument("--markdown", action="store_true", help="print a Markdown table")
+    args = ap.parse_args()
+
+    dtn_rows, dtn_meta = load(args.dtn)
+    torch_rows, torch_meta = load(args.torch)
+    modes = sorted({r.get("mode", "eager") for r in torch_rows}, key=lambda m: (m != "eager", m))
+    by_key = {}
+    for r in torch_rows:
+        by_key[(key(r), r.get("mode", "eager"))] = r
+
+    cols = ["name", "device", "batch", "thr", "dtn mode", "dtn ms", "dtn img/s", "dtn GFLOP/s"]
+    for m in modes:
+        cols += [f"torch {m} ms", f"torch {m} img/s", f"ratio vs {m}"]
+    table = []
+    order = {"f_fwd": 0, "g_fwd_bwd": 1, "D_fwd_bwd": 2, "dtn_step": 3}
+    for r in sorted(dtn_rows, key=lambda r: (r["device"], int(r["threads"]), int(r["batch"]),
+                                             order.get(r["name"], 9), r.get("mode", ""))):
+        line = [r["name"], r["device"], str(r["batch"]), str(r["threads"]), r.get("mode", "-"),
+                f"{r['median_ms']:.2f}", f"{r['images_per_s']:.1f}",
+                f"{r['gflops']:.1f}" if "gflops" in r else "-"]
+        for m in modes:
+            t = by_key.get((key(r), m))
+            if t is None:
+                line += ["-", "-", "-"]
+            else:
+                ratio = r["images_per_s"] / t["images_per_s"] if t["images_per_s"] > 0 else None
+                line += [f"{t['median_ms']:.2f}", f"{t['images_per_s']:.1f}", fmt_ratio(ratio)]
+        table.append(line)
+    # PyTorch rows with no dtn counterpart still get listed, so nothing measured is hidden.
+    dtn_keys = {key(r) for r in dtn_rows}
+    for (k, m), t in sorted(by_key.items()):
+        if k not in dtn_keys:
+            line = [k[0], k[1], str(k[2]), str(k[3]), "-", "-", "-", "-"]
+            for mm in modes:
+                line += ([f"{t['median_ms']:.2f}", f"{t['images_per_s']:.1f}", "-"] if mm == m
+                         else ["-", "-", "-"])
+            table.append(line)
+
+    for meta in dtn_meta + torch_meta:
+        desc = ", ".join(f"{k}={meta[k]}" for k in ("impl", "torch", "cpu", "cuda_device", "date")
+                         if meta.get(k))
+        if desc:
+            print(f"# {desc}")
+    if args.markdown:
+        print("| " + " | ".join(cols) + " |")
+        print("|" + "|".join("---" for _ in cols) + "|")
+        for line in table:
+            print("| " + " | ".join(line) + " |")
+    else:
+        widths = [max(len(c), *(len(l[i]) for l in table)) if table else len(c) for i, c in enumerate(cols)]
+        print("  ".join(c.rjust(w) for c, w in zip(cols, widths)))
+        print("  ".join("-" * w for w in widths))
+        for line in table:
+            print("  ".join(v.rjust(w) for v, w in zip(line, widths)))
+    for r in dtn_rows + torch_rows:
+        if "peak_mem_mb" in r:
+            print(f"# peak device memory, {r.get('impl', '?')} {r.get('mode', '')} {r['name']} "
+                  f"B={r['batch']}: {r['peak_mem_mb']:.1f} MiB")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,40 @@
+# Benchmarks: bench_dtn (CPU) and, where the CUDA backend is built, bench_dtn_cuda.
+# Run them through benchmarks/run_cpu.sh and benchmarks/run_gpu.sh, which also run the PyTorch peer.
+if(NOT DTN_BUILD_BENCHMARKS)
+  return()
+endif()
+
+# -march=native is a property of these benchmark programs only: the library (an INTERFACE target)
+# never forces it on its users.
+option(DTN_NATIVE "Compile the benchmarks with -O3 -march=native" ON)
+set(dtn_bench_native_flags "")
+if(DTN_NATIVE)
+  include(CheckCXXCompilerFlag)
+  check_cxx_compiler_flag(-march=native DTN_HAVE_MARCH_NATIVE)
+  if(DTN_HAVE_MARCH_NATIVE)
+    set(dtn_bench_native_flags -march=native)
+  endif()
+endif()
+
+set(dtn_bench_dir ${CMAKE_CURRENT_SOURCE_DIR}/benchmarks)
+
+if(EXISTS ${dtn_bench_dir}/bench_dtn.cpp)
+  add_executable(bench_dtn ${dtn_bench_dir}/bench_dtn.cpp)
+  target_link_libraries(bench_dtn PRIVATE dtn::dtn)
+  target_compile_options(bench_dtn PRIVATE -O3 ${dtn_bench_native_flags})
+  dtn_warnings(bench_dtn)
+endif()
+
+if(DTN_HAVE_CUDA AND EXISTS ${dtn_bench_dir}/bench_dtn_cuda.cu)
+  add_executable(bench_dtn_cuda ${dtn_bench_dir}/bench_dtn_cuda.cu)
+  target_link_libraries(bench_dtn_cuda PRIVATE dtn::cuda)
+  set(dtn_bench_cuda_host_flags -O3)
+  if(dtn_bench_native_flags)
+    list(APPEND dtn_bench_cuda_host_flags ${dtn_bench_native_flags})
+  endif()
+  list(JOIN dtn_bench_cuda_host_flags "," dtn_bench_cuda_host_flags)
+  target_compile_options(bench_dtn_cuda PRIVATE
+    $<$<COMPILE_LANGUAGE:CUDA>:-O3 -Xcompiler=${dtn_bench_cuda_host_flags}>
+    $<$<COMPILE_LANGUAGE:CXX>:-O3 ${dtn_bench_native_flags}>)
+  dtn_warnings(bench_dtn_cuda)
+endif()
