@@ -1,0 +1,108 @@
+#pragma once
+// Whole-file reads and in-memory gzip decoding (zlib) for the data readers.
+#include <zlib.h>
+
+#include <cerrno>
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "../core/error.hpp"
+
+namespace dtn {
+namespace data {
+
+// The whole file as bytes; io_error naming the file when it cannot be opened or read.
+inline std::vector<std::uint8_t> read_file_bytes(const std::string& path) {
+  std::FILE* f = std::fopen(path.c_str(), "rb");
+  if (!f) throw io_error(path + ": cannot open for reading: " + std::strerror(errno));
+  std::vector<std::uint8_t> out;
+  // Size from seeking when the file is seekable; otherwise grow while reading.
+  if (std::fseek(f, 0, SEEK_END) == 0) {
+    const long end = std::ftell(f);
+    if (end > 0) out.reserve(static_cast<std::size_t>(end));
+    std::rewind(f);
+  }
+  std::uint8_t chunk[1 << 16];
+  for (;;) {
+    const std::size_t got = std::fread(chunk, 1, sizeof chunk, f);
+    out.insert(out.end(), chunk, chunk + got);
+    if (got < sizeof chunk) break;
+  }
+  const bool failed = std::ferror(f) != 0;
+  std::fclose(f);
+  if (failed) throw io_error(path + ": read error");
+  return out;
+}
+
+// True when the bytes start with the gzip magic 1f 8b.
+inline bool is_gzip(const std::uint8_t* data, std::size_t size) {
+  return size >= 2 && data[0] == 0x1f && data[1] == 0x8b;
+}
+
+// Decodes a gzip stream (one or more concatenated members) held in memory. `name` is used in
+// error messages. Throws io_error on a corrupt or truncated stream, on bytes after the last member
+// that are not another member, or when the output would exceed `max_output` bytes (a guard against
+// decompression bombs; the default, 8 GiB, is far above any data set this library reads).
+inline std::vector<std::uint8_t> gunzip(const std::uint8_t* data, std::size_t size, const std::string& name,
+                                        std::size_t max_output = std::size_t(8) << 30) {
+  if (!is_gzip(data, size)) throw io_error(name + ": expected the gzip magic 1f 8b, found other bytes");
+  std::vector<std::uint8_t> out;
+  // The gzip trailer holds the uncompressed size mod 2^32: a good first guess for one member.
+  if (size >= 18) {
+    const std::uint32_t isize = std::uint32_t(data[size - 4]) | std::uint32_t(data[size - 3]) << 8 |
+                                std::uint32_t(data[size - 2]) << 16 | std::uint32_t(data[size - 1]) << 24;
+    if (isize <= max_output && isize <= std::size_t(1032) * size) out.reserve(isize);
+  }
+  z_stream zs;
+  std::memset(&zs, 0, sizeof zs);
+  if (inflateInit2(&zs, 16 + MAX_WBITS) != Z_OK) throw io_error(name + ": zlib inflateInit2 failed");
+  struct Guard {
+    z_stream* z;
+    ~Guard() { inflateEnd(z); }
+  } guard{&zs};
+
+  std::size_t in_pos = 0;
+  std::uint8_t chunk[1 << 16];
+  for (;;) {
+    // zlib counts in uInt: feed at most 1 GiB at a time.
+    const std::size_t avail = size - in_pos;
+    const std::size_t feed = avail < (std::size_t(1) << 30) ? avail : (std::size_t(1) << 30);
+    zs.next_in = const_cast<Bytef*>(reinterpret_cast<const Bytef*>(data + in_pos));
+    zs.avail_in = static_cast<uInt>(feed);
+    zs.next_out = chunk;
+    zs.avail_out = sizeof chunk;
+    const int rc = inflate(&zs, Z_NO_FLUSH);
+    const std::size_t produced = sizeof chunk - zs.avail_out;
+    in_pos += feed - zs.avail_in;
+    // Z_BUF_ERROR: no progress possible, i.e. the input ended inside the stream.
+    if (rc == Z_BUF_ERROR)
+      throw io_error(name + ": truncated gzip stream (ends after " + std::to_string(size) + " bytes, " +
+                     std::to_string(out.size()) + " decoded)");
+    if (rc != Z_OK && rc != Z_STREAM_END)
+      throw io_error(name + ": corrupt gzip stream after " + std::to_string(out.size()) + " decoded bytes: " +
+                     (zs.msg ? std::string(zs.msg) : "zlib error " + std::to_string(rc)));
+    if (out.size() + produced > max_output)
+      throw io_error(name + ": gzip stream decodes to more than " + std::to_string(max_output) + " bytes");
+    out.insert(out.end(), chunk, chunk + produced);
+    if (rc == Z_STREAM_END) {
+      if (in_pos == size) break;
+      if (!is_gzip(data + in_pos, size - in_pos))
+        throw io_error(name + ": " + std::to_string(size - in_pos) +
+                       " unexpected bytes after the end of the gzip stream");
+      if (inflateReset(&zs) != Z_OK) throw io_error(name + ": zlib inflateReset failed");
+      continue;
+    }
+    if (produced == 0 && in_pos == size)
+      throw io_error(name + ": truncated gzip stream (ends after " + std::to_string(size) + " bytes, " +
+                     std::to_string(out.size()) + " decoded)");
+  }
+  return out;
+}
+
+}  // namespace data
+}  // namespace dtn
