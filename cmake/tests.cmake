@@ -36,3 +36,11 @@ if(DTN_HAVE_CUDA)
     doctest_discover_tests(dtn_cuda_tests TEST_PREFIX "cuda/" PROPERTIES SKIP_RETURN_CODE 77)
   endif()
 endif()
+
+# A user's layer that breaks the contract must fail to compile with the readable message.
+add_test(NAME compile_fail/bad_layer
+  COMMAND ${CMAKE_CXX_COMPILER} -std=c++17 -fsyntax-only -fopenmp
+          -I${CMAKE_CURRENT_SOURCE_DIR}/include -I${EIGEN3_INCLUDE_DIR} -I/usr/include/eigen3
+          ${CMAKE_CURRENT_SOURCE_DIR}/tests/compile_fail/bad_layer.cpp)
+set_tests_properties(compile_fail/bad_layer PROPERTIES
+  PASS_REGULAR_EXPRESSION "dtn layer contract: the layer type needs `void backward")

@@ -35,7 +35,7 @@ template <class T, class Dev, int Num, int Den>
 struct LeakyReLULayer : ActivationLayer<T, Dev, ops::LeakyRelu> {
   static_assert(Den > 0, "LeakyReLU: the slope's denominator must be positive");
   static constexpr const char* kind = "LeakyReLU";
-  LeakyReLULayer() : ActivationLayer<T, Dev, ops::LeakyRelu>(ops::LeakyRelu{static_cast<float>(Num) / Den}) {}
+  LeakyReLULayer() : ActivationLayer<T, Dev, ops::LeakyRelu>(ops::LeakyRelu{static_cast<double>(Num) / Den}) {}
 };
 
 }  // namespace layers

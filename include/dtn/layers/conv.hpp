@@ -109,10 +109,10 @@ class ConvTranspose2dLayer {
     const ConvGeom g = geom(x.shape, dy.shape);
     if (param_grads) {
       // dW[in, out] += sum over the batch of x (as the conv's output gradient) * unfolded dy.
-      Backend<Dev>::conv2d_backward_filter(g, dy.data, x.data, weight_.grad.data, nullptr);
+      Backend<Dev>::conv2d_backward_filter(g, dy.data, x.data, weight_.grad.data, static_cast<T*>(nullptr));
       if (Bias) Backend<Dev>::bias_backward(g.n, Out, static_cast<long>(g.h_in) * g.w_in, dy.data, bias_.grad.data);
     }
-    if (dx.data) Backend<Dev>::conv2d_forward(g, dy.data, weight_.value.data, nullptr, dx.data);
+    if (dx.data) Backend<Dev>::conv2d_forward(g, dy.data, weight_.value.data, static_cast<const T*>(nullptr), dx.data);
   }
 
  private:

@@ -16,7 +16,7 @@ struct Relu {
 };
 
 struct LeakyRelu {
-  float slope = 0.2f;
+  double slope = 0.01;  // PyTorch's default
   template <class T>
   DTN_HD T forward(T x) const { return x > T(0) ? x : T(slope) * x; }
   template <class T>

@@ -1,0 +1,113 @@
+// Every layer and every loss goes through the numerical gradient check (double precision).
+// The bound and why it is 1e-6: see include/dtn/testing/gradcheck.hpp.
+#include <doctest/doctest.h>
+
+#include <dtn/dtn.hpp>
+#include <dtn/testing/gradcheck.hpp>
+
+using dtn::Shape;
+using dtn::testing::GradCheckReport;
+
+namespace {
+constexpr double kBound = 1e-6;
+
+template <class Spec>
+void check(Shape sample, int batch, bool train = true) {
+  GradCheckReport r = dtn::testing::gradcheck_layer<Spec>(sample, batch, 3, train);
+  INFO("worst: " << r.worst);
+  CHECK(r.checked > 0);
+  CHECK(r.max_error < kBound);
+}
+}  // namespace
+
+TEST_CASE("gradcheck: Conv2d 3x3 stride 1 pad 1") { check<dtn::Conv2d<4, 3, 1, 1>>(Shape{3, 6, 6}, 2); }
+TEST_CASE("gradcheck: Conv2d 3x3 stride 2 pad 1 (D's layers)") { check<dtn::Conv2d<5, 3, 2, 1>>(Shape{2, 7, 8}, 3); }
+TEST_CASE("gradcheck: Conv2d 4x4 valid, no bias") { check<dtn::Conv2d<3, 4, 1, 0, false>>(Shape{4, 4, 4}, 2); }
+TEST_CASE("gradcheck: ConvTranspose2d 4x4 stride 1 pad 0 (g's first layer)") {
+  check<dtn::ConvTranspose2d<3, 4, 1, 0>>(Shape{5, 1, 1}, 3);
+}
+TEST_CASE("gradcheck: ConvTranspose2d 4x4 stride 2 pad 1") { check<dtn::ConvTranspose2d<2, 4, 2, 1>>(Shape{3, 3, 4}, 2); }
+TEST_CASE("gradcheck: Linear") { check<dtn::Linear<5>>(Shape{7}, 4); }
+TEST_CASE("gradcheck: Linear on a [C, H, W] input (flattened)") { check<dtn::Linear<3>>(Shape{2, 2, 2}, 3); }
+TEST_CASE("gradcheck: BatchNorm2d, training mode") { check<dtn::BatchNorm2d>(Shape{3, 4, 4}, 4); }
+TEST_CASE("gradcheck: MaxPool2d 2") { check<dtn::MaxPool2d<2>>(Shape{2, 6, 6}, 2); }
+TEST_CASE("gradcheck: MaxPool2d 4 and 3-stride-2") {
+  check<dtn::MaxPool2d<4>>(Shape{2, 4, 4}, 3);
+  check<dtn::MaxPool2d<3, 2>>(Shape{2, 7, 7}, 2);
+}
+TEST_CASE("gradcheck: ReLU, LeakyReLU(0.2), Tanh") {
+  check<dtn::ReLU>(Shape{3, 4, 4}, 2);
+  check<dtn::LeakyReLU<1, 5>>(Shape{3, 4, 4}, 2);
+  check<dtn::Tanh>(Shape{3, 4, 4}, 2);
+}
+TEST_CASE("gradcheck: Flatten, RepeatChannels, ResizeBilinear 28->32 and 5->3") {
+  check<dtn::Flatten>(Shape{2, 3, 3}, 2);
+  check<dtn::RepeatChannels<3>>(Shape{1, 5, 5}, 2);
+  check<dtn::ResizeBilinear<32>>(Shape{1, 28, 28}, 1);
+  check<dtn::ResizeBilinear<3, 4>>(Shape{2, 5, 7}, 2);
+}
+
+TEST_CASE("gradcheck: MSE loss") {
+  dtn::Rng rng(5);
+  std::vector<double> a(40), b(40);
+  for (auto& v : a) v = rng.uniform(-1, 1);
+  for (auto& v : b) v = rng.uniform(-1, 1);
+  dtn::MSELoss<double, dtn::Cpu> mse;
+  auto bt = dtn::from_vector(Shape{40}, b);
+  auto f = [&](const std::vector<double>& x, std::vector<double>* g) {
+    auto xt = dtn::from_vector(Shape{40}, x);
+    mse.compute(xt.view(), bt.view(), 0.7);
+    if (g) *g = dtn::to_vector(mse.grad());
+    return 0.7 * mse.value();
+  };
+  GradCheckReport r = dtn::testing::gradcheck_function(f, a);
+  INFO(r.worst);
+  CHECK(r.max_error < kBound);
+}
+
+TEST_CASE("gradcheck: total variation loss (B = 1)") {
+  dtn::Rng rng(6);
+  std::vector<double> z(2 * 1 * 5 * 6);
+  for (auto& v : z) v = rng.uniform(-1, 1);
+  dtn::TotalVariationLoss<double, dtn::Cpu> tv(1e-8);
+  auto f = [&](const std::vector<double>& x, std::vector<double>* g) {
+    auto xt = dtn::from_vector(Shape{2, 1, 5, 6}, x);
+    tv.compute(xt.view(), 1.3);
+    if (g) *g = dtn::to_vector(tv.grad());
+    return 1.3 * tv.value();
+  };
+  GradCheckReport r = dtn::testing::gradcheck_function(f, z);
+  INFO(r.worst);
+  CHECK(r.max_error < kBound);
+}
+
+TEST_CASE("gradcheck: softmax cross-entropy, K = 3 (ternary D) and K = 10") {
+  for (int k : {3, 10}) {
+    dtn::Rng rng(7 + k);
+    const int n = 5;
+    std::vector<double> logits(static_cast<std::size_t>(n * k));
+    for (auto& v : logits) v = rng.uniform(-3, 3);
+    std::vector<int> t(n);
+    for (auto& v : t) v = static_cast<int>(rng.below(static_cast<std::uint64_t>(k)));
+    auto tt = dtn::from_vector(Shape{n}, t);
+    dtn::CrossEntropyLoss<double, dtn::Cpu> ce;
+    auto f = [&](const std::vector<double>& x, std::vector<double>* g) {
+      auto xt = dtn::from_vector(Shape{n, k}, x);
+      ce.compute(xt.view(), tt.view(), 2.0);
+      if (g) *g = dtn::to_vector(ce.grad());
+      return 2.0 * ce.value();
+    };
+    GradCheckReport r = dtn::testing::gradcheck_function(f, logits);
+    INFO("K=" << k << " " << r.worst);
+    CHECK(r.max_error < kBound);
+  }
+}
+
+TEST_CASE("gradcheck: a whole small network (gradient crosses every layer kind in sequence)") {
+  using Small = dtn::Sequential<dtn::Conv2d<4, 3, 2, 1>, dtn::BatchNorm2d, dtn::LeakyReLU<1, 5>, dtn::MaxPool2d<2>,
+                                dtn::Flatten, dtn::Linear<3>, dtn::Tanh>;
+  GradCheckReport r = dtn::testing::gradcheck_network<Small>(Shape{2, 8, 8}, 4, 9, true, 300);
+  INFO(r.worst);
+  CHECK(r.checked > 100);
+  CHECK(r.max_error < kBound);
+}

@@ -1,0 +1,221 @@
+// Sequential composition: names, signatures, shape errors that name the layer, freezing,
+// gradients that cross networks, Adam, and a small classifier that must learn.
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <dtn/dtn.hpp>
+#include <string>
+
+using dtn::Shape;
+
+namespace {
+using G = dtn::Sequential<dtn::ConvTranspose2d<16, 4, 1, 0>, dtn::BatchNorm2d, dtn::ReLU,
+                          dtn::ConvTranspose2d<1, 4, 2, 1>, dtn::Tanh>;
+using D = dtn::Sequential<dtn::Conv2d<8, 3, 2, 1>, dtn::BatchNorm2d, dtn::LeakyReLU<1, 5>, dtn::Conv2d<3, 4, 1, 0>>;
+
+std::string message_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const dtn::error& e) {
+    return e.what();
+  }
+  return "";
+}
+}  // namespace
+
+TEST_CASE("parameters have stable PyTorch-style names and one flat arena") {
+  dtn::Net<G> g(Shape{8, 1, 1}, "g");
+  std::vector<std::string> names;
+  for (auto& e : g.entries()) names.push_back(e.name);
+  const std::vector<std::string> expect = {"g.0.weight",       "g.0.bias",        "g.1.weight", "g.1.bias",
+                                           "g.1.running_mean", "g.1.running_var", "g.3.weight", "g.3.bias"};
+  CHECK(names == expect);
+  // ConvTranspose2d weight [in, out, k, k] as in PyTorch
+  CHECK(g.entries()[0].param->shape == Shape{8, 16, 4, 4});
+  CHECK(g.num_parameters() == 8 * 16 * 16 + 16 + 16 + 16 + 16 * 1 * 16 + 1);
+  CHECK(g.buffers().size() == 32);
+  CHECK(g.output_sample_shape() == Shape{1, 8, 8});
+  CHECK(g.signature().find("0:ConvTranspose2d,weight[8, 16, 4, 4]") != std::string::npos);
+}
+
+TEST_CASE("initialisation is seeded and follows the chosen scheme") {
+  dtn::Net<D> a(Shape{1, 8, 8}, "d", dtn::InitScheme::pytorch, 11), b(Shape{1, 8, 8}, "d", dtn::InitScheme::pytorch, 11),
+      c(Shape{1, 8, 8}, "d", dtn::InitScheme::pytorch, 12);
+  CHECK(dtn::to_vector(a.parameters()) == dtn::to_vector(b.parameters()));
+  CHECK(dtn::to_vector(a.parameters()) != dtn::to_vector(c.parameters()));
+  // PyTorch default: conv weights within 1/sqrt(fan_in) = 1/3 for 1 x 3 x 3
+  auto w = a.entries()[0].param->value;
+  double mx = 0;
+  for (std::size_t i = 0; i < w.size(); ++i) mx = std::max(mx, std::abs(static_cast<double>(w.data[i])));
+  CHECK(mx <= 1.0 / 3.0);
+  CHECK(mx > 0.2);
+  // DCGAN: N(0, 0.02) weights, zero biases, batch-norm scale around 1
+  dtn::Net<D> dc(Shape{1, 8, 8}, "d", dtn::InitScheme::dcgan, 11);
+  auto wd = dc.entries()[0].param->value;
+  double ss = 0;
+  for (std::size_t i = 0; i < wd.size(); ++i) ss += wd.data[i] * wd.data[i];
+  const double sd = std::sqrt(ss / static_cast<double>(wd.size()));
+  CHECK(sd > 0.01);
+  CHECK(sd < 0.04);
+  CHECK(dc.entries()[1].param->value.data[0] == 0.0f);
+}
+
+TEST_CASE("shape errors name the network, the layer and both shapes") {
+  dtn::Net<D> d(Shape{1, 32, 32}, "D");
+  dtn::Tensor<float> wrong(Shape{4, 3, 32, 32});
+  const std::string m = message_of([&] { d.forward(wrong.view()); });
+  CHECK(m.find("D.0 (Conv2d)") != std::string::npos);
+  CHECK(m.find("[N, 1, 32, 32]") != std::string::npos);
+  CHECK(m.find("[4, 3, 32, 32]") != std::string::npos);
+  CHECK_THROWS_AS(d.forward(wrong.view()), dtn::shape_error);
+  // A network whose layers do not fit its input: the message names the offending layer.
+  using Bad = dtn::Sequential<dtn::Conv2d<4, 3, 2, 0>, dtn::MaxPool2d<4>>;
+  const std::string m2 = message_of([] { dtn::Net<Bad> b(Shape{1, 5, 5}, "bad"); });
+  CHECK(m2.find("bad.1 (MaxPool2d") != std::string::npos);
+  CHECK(m2.find("[4, 2, 2]") != std::string::npos);
+  CHECK_THROWS_AS(dtn::Net<Bad>(Shape{1, 5, 5}, "bad"), dtn::shape_error);
+  // Backward with a gradient of the wrong shape.
+  dtn::Tensor<float> x(Shape{2, 1, 32, 32});
+  x.zero();
+  d.forward(x.view());
+  dtn::Tensor<float> dy(Shape{2, 3});
+  CHECK_THROWS_AS(d.backward(dy.view()), dtn::shape_error);
+  // Losses on mismatched inputs.
+  dtn::MSELoss<float, dtn::Cpu> mse;
+  dtn::Tensor<float> a(Shape{3}), b(Shape{4});
+  CHECK(message_of([&] { mse.compute(a.view(), b.view()); }).find("MSELoss") != std::string::npos);
+  dtn::CrossEntropyLoss<float, dtn::Cpu> ce;
+  auto t = dtn::constant_targets<dtn::Cpu>(5, 1);
+  dtn::Tensor<float> logits(Shape{4, 3});
+  CHECK(message_of([&] { ce.compute(logits.view(), t.view()); }).find("4 logit rows but 5 targets") != std::string::npos);
+  using AdamF = dtn::Adam<float, dtn::Cpu>;
+  using TVF = dtn::TotalVariationLoss<float, dtn::Cpu>;
+  CHECK_THROWS_AS(AdamF(a.view(), b.view()), dtn::shape_error);
+  dtn::Tensor<float> a2(Shape{3});
+  dtn::AdamConfig bad;
+  bad.beta1 = 1.5;
+  CHECK_THROWS_AS(AdamF(a.view(), a2.view(), bad), dtn::argument_error);
+  CHECK_THROWS_AS(TVF(0.0f), dtn::argument_error);
+  CHECK_THROWS_AS(dtn::Shape({1, 2, 3, 4, 5}), dtn::argument_error);
+}
+
+TEST_CASE("a gradient crosses networks: D's input gradient drives g, and a frozen net passes it through") {
+  dtn::Net<G> g(Shape{8, 1, 1}, "g", dtn::InitScheme::pytorch, 1);
+  dtn::Net<D> d(Shape{1, 8, 8}, "d", dtn::InitScheme::pytorch, 2);
+  d.freeze();
+  dtn::Tensor<float> z(Shape{4, 8, 1, 1});
+  dtn::Rng rng(3);
+  for (std::size_t i = 0; i < z.size(); ++i) z[i] = static_cast<float>(rng.normal());
+  auto targets = dtn::constant_targets<dtn::Cpu>(4, 2);
+  dtn::CrossEntropyLoss<float, dtn::Cpu> ce;
+  const auto d_before = dtn::to_vector(d.parameters());
+  dtn::Adam<float, dtn::Cpu> opt(g, dtn::AdamConfig{1e-2, 0.5, 0.999, 1e-8, 0});
+  float first = 0, last = 0;
+  for (int step = 0; step < 30; ++step) {
+    auto img = g.forward(z.view());
+    auto logits = d.forward(img);
+    ce.compute(logits, targets.view());
+    if (step == 0) first = ce.value();
+    last = ce.value();
+    g.zero_grad();
+    d.zero_grad();
+    auto dimg = d.backward(ce.grad());
+    g.backward(dimg, false);
+    opt.step();
+  }
+  // g learned to make D say "class 2"; D itself never changed and got no gradients.
+  CHECK(last < 0.5f * first);
+  CHECK(dtn::to_vector(d.parameters()) == d_before);
+  for (float v : dtn::to_vector(d.gradients())) REQUIRE(v == 0.0f);
+}
+
+TEST_CASE("Adam matches hand-computed torch.optim.Adam steps, and its state restores exactly") {
+  dtn::Tensor<double> p = dtn::from_vector<double>(Shape{2}, {1.0, -2.0});
+  dtn::Tensor<double> g(Shape{2});
+  dtn::AdamConfig cfg{0.1, 0.9, 0.999, 1e-8, 0.01};
+  dtn::Adam<double, dtn::Cpu> opt(p.view(), g.view(), cfg);
+  // step 1: grad = (0.5, 0.5) + wd * p = (0.51, 0.48); m = 0.1 g, v = 0.001 g^2;
+  // mhat = g, vhat = g^2 -> update = lr * sign(g) (up to eps)
+  g[0] = 0.5;
+  g[1] = 0.5;
+  opt.step();
+  CHECK(p[0] == doctest::Approx(1.0 - 0.1 * 0.51 / (0.51 + 1e-8)).epsilon(1e-12));
+  CHECK(p[1] == doctest::Approx(-2.0 - 0.1 * 0.48 / (0.48 + 1e-8)).epsilon(1e-12));
+  // step 2 by hand for p[0]
+  const double g2 = -1.0 + 0.01 * p[0];
+  const double m = 0.9 * (0.1 * 0.51) + 0.1 * g2;
+  const double v = 0.999 * (0.001 * 0.51 * 0.51) + 0.001 * g2 * g2;
+  const double expect = p[0] - 0.1 * (m / (1 - 0.81)) / (std::sqrt(v / (1 - 0.999 * 0.999)) + 1e-8);
+  g[0] = -1.0;
+  g[1] = 0.25;
+  // Save the state, step, restore into a fresh optimizer, step again: identical.
+  const auto m_saved = dtn::to_vector(opt.first_moment());
+  const auto v_saved = dtn::to_vector(opt.second_moment());
+  const auto p_saved = dtn::to_vector(p.view());
+  opt.step();
+  CHECK(p[0] == doctest::Approx(expect).epsilon(1e-12));
+  const auto p_after = dtn::to_vector(p.view());
+  std::copy(p_saved.begin(), p_saved.end(), p.data());
+  dtn::Adam<double, dtn::Cpu> opt2(p.view(), g.view(), cfg);
+  std::copy(m_saved.begin(), m_saved.end(), opt2.first_moment().data);
+  std::copy(v_saved.begin(), v_saved.end(), opt2.second_moment().data);
+  opt2.set_steps(1);
+  opt2.step();
+  CHECK(dtn::to_vector(p.view()) == p_after);
+}
+
+TEST_CASE("a small classifier learns a generated data set (loss and accuracy reach stated levels)") {
+  // Four classes of 12x12 images: a horizontal bar, a vertical bar, a diagonal, a square ring,
+  // each at a random position with noise. Learnable by a small convnet in a few hundred steps.
+  using C = dtn::Sequential<dtn::Conv2d<8, 3, 1, 1>, dtn::BatchNorm2d, dtn::ReLU, dtn::MaxPool2d<2>,
+                            dtn::Conv2d<16, 3, 1, 1>, dtn::BatchNorm2d, dtn::ReLU, dtn::MaxPool2d<2>, dtn::Flatten,
+                            dtn::Linear<4>>;
+  dtn::set_num_threads(2);
+  dtn::Rng rng(42);
+  auto make = [&](int n, dtn::Tensor<float>& x, dtn::Tensor<int>& y) {
+    x.resize(Shape{n, 1, 12, 12});
+    y.resize(Shape{n});
+    for (int i = 0; i < n; ++i) {
+      const int cls = static_cast<int>(rng.below(4));
+      y[static_cast<std::size_t>(i)] = cls;
+      float* img = x.data() + i * 144;
+      for (int p = 0; p < 144; ++p) img[p] = static_cast<float>(rng.normal(0, 0.3));
+      const int r = 2 + static_cast<int>(rng.below(6)), c = 2 + static_cast<int>(rng.below(6));
+      for (int k = -2; k <= 2; ++k) {
+        if (cls == 0) img[r * 12 + c + k] += 1.5f;
+        if (cls == 1) img[(r + k) * 12 + c] += 1.5f;
+        if (cls == 2) img[(r + k) * 12 + c + k] += 1.5f;
+        if (cls == 3) {
+          img[(r - 2) * 12 + c + k] += 1.5f;
+          img[(r + 2) * 12 + c + k] += 1.5f;
+          img[(r + k) * 12 + c - 2] += 1.5f;
+          img[(r + k) * 12 + c + 2] += 1.5f;
+        }
+      }
+    }
+  };
+  dtn::Net<C> net(Shape{1, 12, 12}, "c", dtn::InitScheme::pytorch, 7);
+  dtn::Adam<float, dtn::Cpu> opt(net, dtn::AdamConfig{3e-3, 0.9, 0.999, 1e-8, 0});
+  dtn::CrossEntropyLoss<float, dtn::Cpu> ce;
+  dtn::Tensor<float> x;
+  dtn::Tensor<int> y;
+  float loss = 0;
+  for (int step = 0; step < 200; ++step) {
+    make(32, x, y);
+    ce.compute(net.forward(x.view()), y.view());
+    loss = 0.9f * loss + 0.1f * ce.value() * (step == 0 ? 10.0f : 1.0f);
+    net.zero_grad();
+    net.backward(ce.grad(), false);
+    opt.step();
+  }
+  CHECK(loss < 0.15f);
+  net.eval();
+  make(400, x, y);
+  auto logits = net.forward(x.view());
+  std::vector<int> pred(400);
+  dtn::Backend<dtn::Cpu>::argmax_rows(400, 4, logits.data, pred.data());
+  int correct = 0;
+  for (int i = 0; i < 400; ++i) correct += pred[static_cast<std::size_t>(i)] == y[static_cast<std::size_t>(i)];
+  INFO("held-out accuracy " << correct / 4.0 << "%");
+  CHECK(correct >= 380);  // >= 95% on fresh samples
+}
