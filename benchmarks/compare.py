@@ -13,6 +13,9 @@ import json
 import sys
 
 
+MAIN_ROWS = ("f_fwd", "g_fwd_bwd", "D_fwd_bwd", "dtn_step")
+
+
 def load(paths):
     rows, metas = [], []
     for p in paths:
@@ -48,7 +51,10 @@ def main():
     ap.add_argument("--markdown", action="store_true", help="print a Markdown table")
     args = ap.parse_args()
 
-    dtn_rows, dtn_meta = load(args.dtn)
+    dtn_all, dtn_meta = load(args.dtn)
+    # GEMM references and per-layer rows have no PyTorch peer: summarised after the main table.
+    dtn_rows = [r for r in dtn_all if r["name"] in MAIN_ROWS]
+    extra = [r for r in dtn_all if r["name"] not in MAIN_ROWS]
     torch_rows, torch_meta = load(args.torch)
     modes = sorted({r.get("mode", "eager") for r in torch_rows}, key=lambda m: (m != "eager", m))
     by_key = {}
@@ -99,6 +105,18 @@ def main():
         print("  ".join("-" * w for w in widths))
         for line in table:
             print("  ".join(v.rjust(w) for v, w in zip(line, widths)))
+    gemm = [r for r in extra if r["name"].startswith("gemm_")]
+    for r in gemm:
+        print(f"# GEMM reference {r['name']} ({r['device']}, {r['threads']} thr): median "
+              f"{r['gflops']:.1f} GFLOP/s, best {r.get('gflops_best', r['gflops']):.1f} GFLOP/s")
+    layers = [r for r in extra if r["name"].startswith("layer:") and r["name"].endswith(":fwd")
+              and "pct_of_gemm_best" in r]
+    if layers:
+        print("# conv layer forward, % of the GEMM reference (best runs; target >= 60%):")
+        for (dev, thr) in sorted({(r["device"], r["threads"]) for r in layers}):
+            cells = [f"{r['name'][6:-4]} {r['pct_of_gemm_best']:.0f}%" for r in layers
+                     if r["device"] == dev and r["threads"] == thr]
+            print(f"#   {dev} {thr} thr: " + ", ".join(cells))
     for r in dtn_rows + torch_rows:
         if "peak_mem_mb" in r:
             print(f"# peak device memory, {r.get('impl', '?')} {r.get('mode', '')} {r['name']} "

@@ -394,6 +394,8 @@ def main():
         "cudnn_benchmark": True, "compile_mode": args.compile_mode,
         "cuda_device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "notes": notes,
+        # Other processes on a shared box skew CPU timings: the load average says how busy it was.
+        "loadavg_after": list(os.getloadavg()),
         "gflop_per_image": flops, "gflop_breakdown_per_image": breakdown,
         "gflop_per_dtn_step": {str(b): flops["dtn_step"] * b for b in args.batches},
     }

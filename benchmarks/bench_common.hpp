@@ -1,0 +1,487 @@
+#pragma once
+// Shared by bench_dtn.cpp (CPU) and bench_dtn_cuda.cu (GPU): the digits networks of
+// docs/dtn-spec.md, the table of their convolution layers, the FLOP count of each benchmark row
+// (the same rules as benchmarks/torch_dtn.py, so GFLOP/s compare one to one), command-line
+// options, timing statistics and the JSON row format read by benchmarks/compare.py.
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <ctime>
+#include <fstream>
+#include <functional>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include <dtn/dtn.hpp>
+
+namespace bench {
+
+// ---- the networks (digits, 32x32): f frozen feature extractor, g generator, D ternary critic
+using FSpec = dtn::Sequential<dtn::Conv2d<64, 3, 1, 1>, dtn::MaxPool2d<2>, dtn::ReLU,    //
+                              dtn::Conv2d<128, 3, 1, 1>, dtn::MaxPool2d<2>, dtn::ReLU,   //
+                              dtn::Conv2d<256, 3, 1, 1>, dtn::MaxPool2d<2>, dtn::ReLU,   //
+                              dtn::Conv2d<128, 3, 1, 1>, dtn::MaxPool2d<4>, dtn::ReLU>;
+using GSpec = dtn::Sequential<dtn::ConvTranspose2d<512, 4, 1, 0>, dtn::BatchNorm2d, dtn::ReLU,  //
+                              dtn::ConvTranspose2d<256, 4, 2, 1>, dtn::BatchNorm2d, dtn::ReLU,  //
+                              dtn::ConvTranspose2d<128, 4, 2, 1>, dtn::BatchNorm2d, dtn::ReLU,  //
+                              dtn::ConvTranspose2d<1, 4, 2, 1>, dtn::Tanh>;
+using DSpec = dtn::Sequential<dtn::Conv2d<128, 3, 2, 1>, dtn::BatchNorm2d, dtn::ReLU,  //
+                              dtn::Conv2d<256, 3, 2, 1>, dtn::BatchNorm2d, dtn::ReLU,  //
+                              dtn::Conv2d<512, 3, 2, 1>, dtn::BatchNorm2d, dtn::ReLU,  //
+                              dtn::Conv2d<3, 4, 1, 0>>;
+inline dtn::Shape f_input() { return dtn::Shape{3, 32, 32}; }
+inline dtn::Shape g_input() { return dtn::Shape{128, 1, 1}; }
+inline dtn::Shape d_input() { return dtn::Shape{1, 32, 32}; }
+
+// ---- the convolution layers of f, g and D (the layers that carry the FLOPs)
+struct ConvInfo {
+  const char* net;  // "f", "g" or "D"
+  int index;        // position in the Sequential (parameter names "<net>.<index>.weight")
+  bool transposed;  // ConvTranspose2d
+  int c_in, h_in, w_in, c_out, k, stride, pad, h_out, w_out;
+  // Multiply-accumulates per image: a conv computes c_in*k*k of them per output element; a
+  // transposed conv is counted as the GEMM of its col2im form, c_out*k*k per input element
+  // (the torch_dtn.py convention: includes the few products that land in the cropped padding).
+  double macs() const {
+    return transposed ? double(c_in) * h_in * w_in * c_out * k * k : double(c_out) * h_out * w_out * c_in * k * k;
+  }
+  std::string name() const { return std::string(net) + "." + std::to_string(index); }
+};
+
+inline const std::vector<ConvInfo>& conv_layers() {
+  static const std::vector<ConvInfo> t = {
+      {"f", 0, false, 3, 32, 32, 64, 3, 1, 1, 32, 32},      {"f", 3, false, 64, 16, 16, 128, 3, 1, 1, 16, 16},
+      {"f", 6, false, 128, 8, 8, 256, 3, 1, 1, 8, 8},       {"f", 9, false, 256, 4, 4, 128, 3, 1, 1, 4, 4},
+      {"g", 0, true, 128, 1, 1, 512, 4, 1, 0, 4, 4},        {"g", 3, true, 512, 4, 4, 256, 4, 2, 1, 8, 8},
+      {"g", 6, true, 256, 8, 8, 128, 4, 2, 1, 16, 16},      {"g", 9, true, 128, 16, 16, 1, 4, 2, 1, 32, 32},
+      {"D", 0, false, 1, 32, 32, 128, 3, 2, 1, 16, 16},     {"D", 3, false, 128, 16, 16, 256, 3, 2, 1, 8, 8},
+      {"D", 6, false, 256, 8, 8, 512, 3, 2, 1, 4, 4},       {"D", 9, false, 512, 4, 4, 3, 4, 1, 0, 1, 1},
+  };
+  return t;
+}
+
+// Checks the table against the shapes the networks themselves computed, so the FLOP count can
+// never silently drift from the networks benchmarked.
+template <class Net>
+void check_table(const Net& net, const char* which) {
+  for (const ConvInfo& c : conv_layers()) {
+    if (std::string(c.net) != which) continue;
+    const dtn::Shape in = net.sample_shape(static_cast<std::size_t>(c.index));
+    const dtn::Shape out = net.sample_shape(static_cast<std::size_t>(c.index) + 1);
+    if (in != dtn::Shape{c.c_in, c.h_in, c.w_in} || out != dtn::Shape{c.c_out, c.h_out, c.w_out})
+      throw dtn::shape_error("bench: layer table entry " + c.name() + " says " +
+                             dtn::Shape{c.c_in, c.h_in, c.w_in}.str() + " -> " +
+                             dtn::Shape{c.c_out, c.h_out, c.w_out}.str() + " but the network has " + in.str() +
+                             " -> " + out.str());
+  }
+}
+
+// Per-network MAC sums per image: forward, and the data-gradient MACs without the first layer
+// (its input is data: no gradient wanted) and with it (input gradient wanted).
+struct NetMacs {
+  double fwd = 0, dgrad_inner = 0, dgrad_all = 0;
+};
+inline NetMacs net_macs(const char* which) {
+  NetMacs m;
+  bool first = true;
+  for (const ConvInfo& c : conv_layers()) {
+    if (std::string(c.net) != which) continue;
+    m.fwd += c.macs();
+    m.dgrad_all += c.macs();
+    if (!first) m.dgrad_inner += c.macs();
+    first = false;
+  }
+  return m;
+}
+
+// GFLOP per image of each benchmark row; 2 FLOP per MAC; a backward costs a weight gradient
+// (= forward MACs) where weights train, and data gradients where an input gradient is needed
+// (inner layers always need one when an earlier layer trains). Same rules as torch_dtn.py.
+inline double gflop_per_image(const std::string& row) {
+  const NetMacs f = net_macs("f"), g = net_macs("g"), d = net_macs("D");
+  double macs = 0;
+  if (row == "f_fwd") {
+    macs = f.fwd;
+  } else if (row == "g_fwd_bwd") {
+    macs = g.fwd + g.fwd + g.dgrad_inner;
+  } else if (row == "D_fwd_bwd") {
+    macs = d.fwd + d.fwd + d.dgrad_inner;
+  } else if (row == "dtn_step") {
+    macs = 3 * f.fwd + f.dgrad_all                       // f(xs), f(xt), f(G(xs)) and its backward
+           + 2 * (g.fwd + g.fwd + g.dgrad_inner)         // g on both domains, trained
+           + 3 * (d.fwd + d.fwd + d.dgrad_inner)         // D step: three trained calls
+           + 2 * (d.fwd + d.dgrad_all);                  // g step: two calls, input gradients only
+  } else {
+    throw dtn::argument_error("bench: unknown row " + row);
+  }
+  return 2.0 * macs * 1e-9;
+}
+
+inline const std::vector<std::string>& row_names() {
+  static const std::vector<std::string> r = {"f_fwd", "g_fwd_bwd", "D_fwd_bwd", "dtn_step"};
+  return r;
+}
+
+// ---- command line
+struct Options {
+  std::vector<int> threads{1, 2};
+  std::vector<int> batches{64, 128};
+  std::vector<std::string> rows = row_names();
+  int warmup = 2;
+  int reps = 7;
+  int step_reps = 5;
+  int gemm_n = 1024;
+  bool layers = true;
+  bool graph = true;
+  std::string json;
+};
+
+inline std::vector<std::string> split(const std::string& s) {
+  std::vector<std::string> out;
+  std::stringstream ss(s);
+  std::string item;
+  while (std::getline(ss, item, ','))
+    if (!item.empty()) out.push_back(item);
+  return out;
+}
+
+inline int parse_int(const std::string& flag, const std::string& v, int lo) {
+  std::size_t used = 0;
+  int x = 0;
+  try {
+    x = std::stoi(v, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  if (used != v.size() || x < lo)
+    throw dtn::argument_error("bench: " + flag + " expects integers >= " + std::to_string(lo) + ", got '" + v + "'");
+  return x;
+}
+
+inline std::vector<int> parse_ints(const std::string& flag, const std::string& v, int lo) {
+  std::vector<int> out;
+  for (const std::string& s : split(v)) out.push_back(parse_int(flag, s, lo));
+  if (out.empty()) throw dtn::argument_error("bench: " + flag + " needs at least one value");
+  return out;
+}
+
+inline Options parse_options(int argc, char** argv, bool cuda) {
+  Options o;
+  if (cuda) {
+    o.reps = 30;
+    o.step_reps = 20;
+    o.warmup = 3;
+  }
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    auto value = [&]() -> std::string {
+      if (i + 1 >= argc) throw dtn::argument_error("bench: " + a + " needs a value");
+      return argv[++i];
+    };
+    if (a == "--threads" && !cuda) o.threads = parse_ints(a, value(), 1);
+    else if (a == "--batches") o.batches = parse_ints(a, value(), 1);
+    else if (a == "--warmup") o.warmup = parse_int(a, value(), 0);
+    else if (a == "--reps") o.reps = parse_int(a, value(), 1);
+    else if (a == "--step-reps") o.step_reps = parse_int(a, value(), 1);
+    else if (a == "--gemm-n" && !cuda) o.gemm_n = parse_int(a, value(), 16);
+    else if (a == "--no-layers") o.layers = false;
+    else if (a == "--no-graph" && cuda) o.graph = false;
+    else if (a == "--json") o.json = value();
+    else if (a == "--rows") {
+      o.rows = split(value());
+      for (const std::string& r : o.rows)
+        if (std::find(row_names().begin(), row_names().end(), r) == row_names().end())
+          throw dtn::argument_error("bench: --rows: unknown row '" + r + "' (known: f_fwd, g_fwd_bwd, D_fwd_bwd, dtn_step)");
+    } else if (a == "--help" || a == "-h") {
+      std::printf(
+          "usage: %s [options]\n"
+          "%s"
+          "  --batches LIST    batch sizes (default 64,128)\n"
+          "  --rows LIST       f_fwd,g_fwd_bwd,D_fwd_bwd,dtn_step (default all)\n"
+          "  --warmup N        untimed runs before each row (default %d)\n"
+          "  --reps N          timed runs per row (default %d); --step-reps N for dtn_step (default %d)\n"
+          "%s"
+          "  --no-layers       skip the per-convolution-layer table\n"
+          "  --json PATH       write rows and metadata as JSON (read by compare.py)\n",
+          argv[0], cuda ? "" : "  --threads LIST    thread counts (default 1,2)\n", o.warmup, o.reps, o.step_reps,
+          cuda ? "  --no-graph        no CUDA-graph replay row for the DTN step\n"
+               : "  --gemm-n N        size of the Eigen sgemm reference (default 1024)\n");
+      std::exit(0);
+    } else {
+      throw dtn::argument_error("bench: unknown option '" + a + "' (try --help)");
+    }
+  }
+  return o;
+}
+
+// ---- timing and rows
+struct Stats {
+  double median_ms = 0, min_ms = 0, max_ms = 0;
+  int reps = 0;
+};
+
+inline Stats summarize(std::vector<double> ms) {
+  Stats s;
+  s.reps = static_cast<int>(ms.size());
+  std::sort(ms.begin(), ms.end());
+  const std::size_t n = ms.size();
+  s.median_ms = n % 2 ? ms[n / 2] : 0.5 * (ms[n / 2 - 1] + ms[n / 2]);
+  s.min_ms = ms.front();
+  s.max_ms = ms.back();
+  return s;
+}
+
+// Host wall-clock timing of fn() (fn must finish its work before returning; `sync` is called
+// after each run, e.g. cudaDeviceSynchronize).
+template <class Fn, class Sync>
+Stats time_host(Fn&& fn, Sync&& sync, int warmup, int reps) {
+  for (int i = 0; i < warmup; ++i) fn();
+  sync();
+  std::vector<double> ms;
+  for (int i = 0; i < reps; ++i) {
+    const auto t0 = std::chrono::steady_clock::now();
+    fn();
+    sync();
+    ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+  }
+  return summarize(ms);
+}
+
+inline double round_to(double x, double q) { return std::round(x / q) * q; }
+
+inline nlohmann::json make_row(const std::string& name, const char* device, const std::string& mode, int batch,
+                               int threads, const Stats& s, double gflop) {
+  nlohmann::json r;
+  r["impl"] = "dtn";
+  r["name"] = name;
+  r["device"] = device;
+  r["mode"] = mode;
+  r["batch"] = batch;
+  r["threads"] = threads;
+  r["median_ms"] = round_to(s.median_ms, 1e-4);
+  r["min_ms"] = round_to(s.min_ms, 1e-4);
+  r["max_ms"] = round_to(s.max_ms, 1e-4);
+  r["reps"] = s.reps;
+  r["images_per_s"] = round_to(batch * 1e3 / s.median_ms, 0.01);
+  r["gflop"] = round_to(gflop, 1e-4);
+  r["gflops"] = round_to(gflop * 1e3 / s.median_ms, 0.01);
+  return r;
+}
+
+inline void print_row(const nlohmann::json& r) {
+  std::printf("%-5s %-16s %-5s %-7s %5d %3d %11.3f %10.1f %9.2f %9.1f\n", r["impl"].get<std::string>().c_str(),
+              r["name"].get<std::string>().c_str(), r["device"].get<std::string>().c_str(),
+              r["mode"].get<std::string>().c_str(), r["batch"].get<int>(), r["threads"].get<int>(),
+              r["median_ms"].get<double>(), r["images_per_s"].get<double>(), r["gflop"].get<double>(),
+              r["gflops"].get<double>());
+  std::fflush(stdout);
+}
+
+inline void print_header() {
+  std::printf("%-5s %-16s %-5s %-7s %5s %3s %11s %10s %9s %9s\n", "impl", "name", "dev", "mode", "batch", "thr",
+              "median ms", "images/s", "GFLOP", "GFLOP/s");
+}
+
+inline std::string cpu_model() {
+  std::ifstream in("/proc/cpuinfo");
+  std::string line;
+  while (std::getline(in, line))
+    if (line.rfind("model name", 0) == 0) {
+      const auto p = line.find(':');
+      return p == std::string::npos ? line : line.substr(p + 2);
+    }
+  return "unknown";
+}
+
+inline std::string utc_now() {
+  const std::time_t t = std::time(nullptr);
+  char buf[64];
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  std::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M:%S UTC", &tm);
+  return buf;
+}
+
+inline std::vector<double> loadavg() {
+  std::ifstream in("/proc/loadavg");
+  std::vector<double> v(3, -1.0);
+  in >> v[0] >> v[1] >> v[2];
+  return v;
+}
+
+inline nlohmann::json flop_meta(const std::vector<int>& batches) {
+  nlohmann::json m;
+  for (const std::string& r : row_names()) m["gflop_per_image"][r] = gflop_per_image(r);
+  for (int b : batches) m["gflop_per_dtn_step"][std::to_string(b)] = gflop_per_image("dtn_step") * b;
+  return m;
+}
+
+inline void write_json(const std::string& path, const nlohmann::json& doc) {
+  if (path.empty()) return;
+  std::ofstream out(path);
+  if (!out) throw dtn::io_error("bench: cannot open " + path + " for writing");
+  out << doc.dump(1) << '\n';
+  if (!out) throw dtn::io_error("bench: writing " + path + " failed");
+}
+
+// Fills a host vector with uniform values in [lo, hi) from a fixed seed.
+inline std::vector<float> uniform_host(std::size_t n, float lo, float hi, std::uint64_t seed) {
+  dtn::Rng rng(seed);
+  std::vector<float> v(n);
+  for (float& x : v) x = static_cast<float>(rng.uniform(lo, hi));
+  return v;
+}
+
+template <class Dev>
+dtn::Tensor<float, Dev> uniform_tensor(dtn::Shape s, float lo, float hi, std::uint64_t seed) {
+  return dtn::to<Dev>(dtn::from_vector(s, uniform_host(s.numel(), lo, hi, seed)).view());
+}
+
+template <class Dev>
+dtn::Tensor<float, Dev> constant_tensor(dtn::Shape s, float v) {
+  return dtn::to<Dev>(dtn::from_vector(s, std::vector<float>(s.numel(), v)).view());
+}
+
+// ---- the generic parts of both benchmarks. A Timer is callable as
+//   Stats timer(const std::function<void()>& fn, int warmup, int reps)
+// and returns when the device work of every run has finished.
+struct Where {
+  const char* device;  // "cpu" or "cuda"
+  int threads;         // CPU threads; 0 on the GPU
+};
+
+inline nlohmann::json& emit(nlohmann::json& rows, nlohmann::json r) {
+  print_row(r);
+  rows.push_back(std::move(r));
+  return rows.back();
+}
+
+// Square single-precision GEMM through Backend<Dev>::gemm (Eigen on the CPU, cuBLAS on the GPU):
+// the reference the convolution layers are compared against. Returns the best-run GFLOP/s
+// (min time: least disturbed by other processes) and the median-run GFLOP/s.
+template <class Dev, class Timer>
+std::pair<double, double> bench_gemm(int n, Where at, Timer& timer, const Options& o, nlohmann::json& rows) {
+  auto a = uniform_tensor<Dev>(dtn::Shape{n, n}, -1, 1, 1);
+  auto b = uniform_tensor<Dev>(dtn::Shape{n, n}, -1, 1, 2);
+  dtn::Tensor<float, Dev> c(dtn::Shape{n, n});
+  const Stats s = timer(
+      [&] { dtn::Backend<Dev>::gemm(false, false, n, n, n, 1.f, a.data(), n, b.data(), n, 0.f, c.data(), n); },
+      o.warmup, std::max(o.reps, 5));
+  const double gflop = 2.0 * n * n * double(n) * 1e-9;
+  nlohmann::json r = make_row("gemm_" + std::to_string(n), at.device, "gemm", n, at.threads, s, gflop);
+  r["images_per_s"] = 0;  // not an image workload
+  r["gflops_best"] = round_to(gflop * 1e3 / s.min_ms, 0.01);
+  emit(rows, r);
+  return {gflop * 1e3 / s.min_ms, gflop * 1e3 / s.median_ms};
+}
+
+template <class Dev>
+struct Nets {
+  dtn::Net<FSpec, float, Dev> f{f_input(), "f", dtn::InitScheme::pytorch, 1};
+  dtn::Net<GSpec, float, Dev> g{g_input(), "g", dtn::InitScheme::pytorch, 2};
+  dtn::Net<DSpec, float, Dev> d{d_input(), "D", dtn::InitScheme::pytorch, 3};
+  Nets() {
+    check_table(f, "f");
+    check_table(g, "g");
+    check_table(d, "D");
+    f.eval();
+    f.freeze();
+  }
+};
+
+// f_fwd, g_fwd_bwd, D_fwd_bwd at one batch size.
+template <class Dev, class Timer>
+void bench_net_rows(int batch, Where at, Timer& timer, const Options& o, nlohmann::json& rows) {
+  Nets<Dev> n;
+  auto xs = uniform_tensor<Dev>(dtn::Shape{batch, 3, 32, 32}, -1, 1, 100);
+  auto xt = uniform_tensor<Dev>(dtn::Shape{batch, 1, 32, 32}, -1, 1, 101);
+  auto feats = uniform_tensor<Dev>(dtn::Shape{batch, 128, 1, 1}, 0, 1, 102);  // f outputs are post-ReLU
+  auto ones_g = constant_tensor<Dev>(dtn::Shape{batch, 1, 32, 32}, 1.f);       // d(sum of outputs)
+  auto ones_d = constant_tensor<Dev>(dtn::Shape{batch, 3, 1, 1}, 1.f);
+  for (const std::string& name : o.rows) {
+    std::function<void()> fn;
+    if (name == "f_fwd") {
+      fn = [&] { n.f.forward(xs.view()); };
+    } else if (name == "g_fwd_bwd") {
+      fn = [&] {
+        n.g.zero_grad();
+        n.g.forward(feats.view());
+        n.g.backward(ones_g.view(), false);
+      };
+    } else if (name == "D_fwd_bwd") {
+      fn = [&] {
+        n.d.zero_grad();
+        n.d.forward(xt.view());
+        n.d.backward(ones_d.view(), false);
+      };
+    } else {
+      continue;  // dtn_step is timed by the caller
+    }
+    emit(rows, make_row(name, at.device, "dtn", batch, at.threads, timer(fn, o.warmup, o.reps),
+                        gflop_per_image(name) * batch));
+  }
+}
+
+// One convolution layer (layer I of a network) on its own: forward, backward-data and
+// backward-filter, as GFLOP/s and as a percentage of the GEMM reference (best runs of both).
+template <std::size_t I, class Dev, class Net, class Timer>
+void bench_conv_layer(Net& net, const ConvInfo& c, int batch, Where at, Timer& timer, double gemm_best,
+                      const Options& o, nlohmann::json& rows) {
+  auto& layer = net.template layer<I>();
+  const dtn::Shape xs{batch, c.c_in, c.h_in, c.w_in}, ys{batch, c.c_out, c.h_out, c.w_out};
+  auto x = uniform_tensor<Dev>(xs, -1, 1, 10 + I);
+  auto dy = uniform_tensor<Dev>(ys, -1, 1, 20 + I);
+  dtn::Tensor<float, Dev> y(ys), dx(xs);
+  const double gflop = 2.0 * c.macs() * batch * 1e-9;
+  const std::pair<const char*, std::function<void()>> passes[] = {
+      {"fwd", [&] { layer.forward(x.view(), y.view(), true); }},
+      {"bwd_data", [&] { layer.backward(x.view(), y.view(), dy.view(), dx.view(), false); }},
+      {"bwd_filter", [&] { layer.backward(x.view(), y.view(), dy.view(), dtn::View<float, Dev>(), true); }},
+  };
+  for (const auto& p : passes) {
+    const Stats s = timer(p.second, o.warmup, o.reps);
+    nlohmann::json r = make_row("layer:" + c.name() + ":" + p.first, at.device, "dtn", batch, at.threads, s, gflop);
+    const double best = gflop * 1e3 / s.min_ms;
+    r["gflops_best"] = round_to(best, 0.01);
+    r["pct_of_gemm_best"] = round_to(100.0 * best / gemm_best, 0.1);
+    rows.push_back(r);
+    const bool low = std::string(p.first) == "fwd" && r["pct_of_gemm_best"].get<double>() < 60.0;
+    std::printf("  %-5s %-10s B=%-4d thr=%d  median %9.3f ms  best %8.1f GFLOP/s = %6.1f%% of GEMM%s\n",
+                c.name().c_str(), p.first, batch, at.threads, s.median_ms, best, r["pct_of_gemm_best"].get<double>(),
+                low ? "  (forward below the 60% target)" : "");
+    std::fflush(stdout);
+  }
+}
+
+template <class Dev, class Net, class Timer, std::size_t... I>
+void bench_net_layers(Net& net, const char* which, int batch, Where at, Timer& timer, double gemm_best,
+                      const Options& o, nlohmann::json& rows, std::index_sequence<I...>) {
+  auto one = [&](auto index) {
+    constexpr std::size_t i = decltype(index)::value;
+    for (const ConvInfo& c : conv_layers())
+      if (std::string(c.net) == which && std::size_t(c.index) == i)
+        bench_conv_layer<i, Dev>(net, c, batch, at, timer, gemm_best, o, rows);
+  };
+  (one(std::integral_constant<std::size_t, I>{}), ...);
+}
+
+// The per-layer table of f, g and D at one batch size.
+template <class Dev, class Timer>
+void bench_layers(int batch, Where at, Timer& timer, double gemm_best, const Options& o, nlohmann::json& rows) {
+  std::printf("per-layer GFLOP/s at batch %d (%s, %d thread(s)); GEMM reference best %.1f GFLOP/s\n", batch,
+              at.device, at.threads, gemm_best);
+  Nets<Dev> n;
+  bench_net_layers<Dev>(n.f, "f", batch, at, timer, gemm_best, o, rows, std::make_index_sequence<FSpec::template network<float, Dev>::depth>{});
+  bench_net_layers<Dev>(n.g, "g", batch, at, timer, gemm_best, o, rows, std::make_index_sequence<GSpec::template network<float, Dev>::depth>{});
+  bench_net_layers<Dev>(n.d, "D", batch, at, timer, gemm_best, o, rows, std::make_index_sequence<DSpec::template network<float, Dev>::depth>{});
+}
+
+}  // namespace bench

@@ -1,0 +1,107 @@
+// bench_dtn: the dtn side of the dtn-vs-PyTorch table on the CPU (peer: benchmarks/torch_dtn.py).
+//
+// Rows, at each batch (default 64, 128) and thread count (default 1, 2):
+//   f_fwd      f forward in evaluation mode (no gradients)
+//   g_fwd_bwd  g forward + backward on f-feature-shaped input (loss = sum of outputs: dy = 1),
+//              parameter gradients, no input gradient
+//   D_fwd_bwd  D forward + backward on target images (loss = sum of logits), parameter gradients
+//   dtn_step   one DomainTransfer training step (D update, then g update) on B source and B target images
+// plus an Eigen sgemm reference (gemm_N rows) and, per convolution layer of f, g and D, the
+// forward, backward-data and backward-filter GFLOP/s as a percentage of that GEMM (target for
+// the forward: >= 60%).  images/s = batch / median time.  GFLOP counts: bench_common.hpp.
+#include <cstdio>
+#include <algorithm>
+#include <exception>
+#include <functional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <dtn/backend/cpu/parallel.hpp>
+
+#include "bench_common.hpp"
+
+#if __has_include(<dtn/train/domain_transfer.hpp>)
+#include <dtn/train/domain_transfer.hpp>
+#define BENCH_HAVE_TRAINER 1
+#else
+#define BENCH_HAVE_TRAINER 0
+#endif
+
+namespace {
+
+using dtn::Cpu;
+using Json = nlohmann::json;
+
+struct HostTimer {
+  bench::Stats operator()(const std::function<void()>& fn, int warmup, int reps) const {
+    return bench::time_host(fn, [] {}, warmup, reps);
+  }
+};
+
+bool bench_step(int batch, int threads, const bench::Options& o, Json& rows) {
+#if BENCH_HAVE_TRAINER
+  (void)batch;
+  (void)threads;
+  (void)o;
+  (void)rows;
+  return false;  // TODO: DomainTransfer step (filled in when the trainer's API is settled)
+#else
+  (void)batch;
+  (void)threads;
+  (void)o;
+  (void)rows;
+  return false;
+#endif
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    const bench::Options o = bench::parse_options(argc, argv, false);
+    Json doc;
+    doc["meta"] = bench::flop_meta(o.batches);
+    doc["meta"]["impl"] = "dtn";
+    doc["meta"]["cpu"] = bench::cpu_model();
+    doc["meta"]["compiler"] = __VERSION__;
+    doc["meta"]["eigen"] = std::to_string(EIGEN_WORLD_VERSION) + "." + std::to_string(EIGEN_MAJOR_VERSION) + "." +
+                           std::to_string(EIGEN_MINOR_VERSION);
+#ifdef __AVX512F__
+    doc["meta"]["simd"] = "avx512";
+#elif defined(__AVX2__)
+    doc["meta"]["simd"] = "avx2";
+#else
+    doc["meta"]["simd"] = "baseline";
+#endif
+    doc["meta"]["date"] = bench::utc_now();
+    doc["meta"]["threads"] = o.threads;
+    Json& rows = doc["rows"] = Json::array();
+    std::printf("dtn CPU benchmark: %s, compiler %s, SIMD %s, Eigen %s\n", bench::cpu_model().c_str(), __VERSION__,
+                doc["meta"]["simd"].get<std::string>().c_str(), doc["meta"]["eigen"].get<std::string>().c_str());
+    for (const std::string& r : bench::row_names())
+      std::printf("GFLOP per image, %-10s: %.4f\n", r.c_str(), bench::gflop_per_image(r));
+    bench::print_header();
+    bool step_missing = false;
+    HostTimer timer;
+    for (int t : o.threads) {
+      dtn::set_num_threads(t);
+      const bench::Where at{"cpu", t};
+      const double gemm_best = bench::bench_gemm<Cpu>(o.gemm_n, at, timer, o, rows).first;
+      for (int b : o.batches) {
+        if (std::find(o.rows.begin(), o.rows.end(), "dtn_step") != o.rows.end() && !bench_step(b, t, o, rows))
+          step_missing = true;
+        bench::bench_net_rows<Cpu>(b, at, timer, o, rows);
+      }
+      if (o.layers)
+        bench::bench_layers<Cpu>(*std::max_element(o.batches.begin(), o.batches.end()), at, timer, gemm_best, o, rows);
+    }
+    if (step_missing) std::printf("note: dtn_step not measured (no DomainTransfer trainer in this build)\n");
+    doc["meta"]["loadavg_after"] = bench::loadavg();
+    bench::write_json(o.json, doc);
+    return 0;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "bench_dtn: %s\n", e.what());
+    return 1;
+  }
+}
