@@ -1,0 +1,42 @@
+#pragma once
+// One fused Adam kernel over a flat parameter buffer (PyTorch torch.optim.Adam semantics, with
+// weight decay as L2 added to the gradient). The float operations are written with
+// round-to-nearest intrinsics in the CPU reference's order, so nvcc cannot contract them into
+// FMAs and the update matches the CPU's float arithmetic.
+#include <cuda_runtime.h>
+
+#include <cstddef>
+
+#include "../backend.hpp"
+#include "check.cuh"
+#include "context.cuh"
+#include "launch.cuh"
+
+namespace dtn {
+namespace cuda {
+namespace detail {
+
+__global__ void adam_kernel(std::size_t n, float* param, const float* grad, float* m, float* v, AdamStep<float> s) {
+  for (std::size_t i = global_index(); i < n; i += grid_stride()) {
+    const float p = param[i];
+    const float g = __fadd_rn(grad[i], __fmul_rn(s.weight_decay, p));
+    const float mi = __fadd_rn(__fmul_rn(s.beta1, m[i]), __fmul_rn(__fadd_rn(1.0f, -s.beta1), g));
+    const float vi = __fadd_rn(__fmul_rn(s.beta2, v[i]), __fmul_rn(__fmul_rn(__fadd_rn(1.0f, -s.beta2), g), g));
+    m[i] = mi;
+    v[i] = vi;
+    const float mhat = __fdiv_rn(mi, s.bias_correction1);
+    const float vhat = __fdiv_rn(vi, s.bias_correction2);
+    param[i] = __fadd_rn(p, -__fdiv_rn(__fmul_rn(s.lr, mhat), __fadd_rn(__fsqrt_rn(vhat), s.eps)));
+  }
+}
+
+}  // namespace detail
+
+inline void adam_update(std::size_t n, float* param, const float* grad, float* m, float* v, const AdamStep<float>& s) {
+  if (n == 0) return;
+  detail::adam_kernel<<<detail::grid_for(n), detail::kThreads, 0, stream()>>>(n, param, grad, m, v, s);
+  DTN_CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace cuda
+}  // namespace dtn

@@ -1,0 +1,178 @@
+#pragma once
+// A caching device allocator (the idea of PyTorch's CUDACachingAllocator, much smaller).
+//
+// Requests are rounded up to a size class; a freed block goes onto its class's free list and is
+// handed out again for the next request of that class. cudaMalloc is called only when no cached
+// block fits, and cudaFree only by release_cached() (called by the user, or on an out-of-memory
+// retry). A training loop that allocates the same sizes every step therefore reaches a steady
+// state with no cudaMalloc/cudaFree at all, which also keeps allocation out of captured CUDA graphs.
+//
+// Stream safety: a block remembers the stream it was freed on. Reusing it on the same stream is
+// safe without a sync (stream order); handing it to another stream first synchronises the old
+// one. One thread uses one stream (dtn::cuda::Context), so this only happens across threads.
+//
+// Memory<Cuda> and the Copy<> specialisations that use it are in memory.cuh.
+#include <cuda_runtime.h>
+
+#include <cstddef>
+#include <map>
+#include <mutex>
+#include <unordered_map>
+#include <vector>
+
+#include "check.cuh"
+
+namespace dtn {
+namespace cuda {
+
+struct AllocatorStats {
+  std::size_t bytes_in_use = 0;       // bytes handed out and not yet freed (rounded sizes)
+  std::size_t bytes_reserved = 0;     // bytes obtained from cudaMalloc and not yet cudaFree'd
+  std::size_t peak_bytes_in_use = 0;  // high-water mark of bytes_in_use
+  std::size_t num_cuda_malloc = 0;    // cudaMalloc calls so far
+  std::size_t num_cuda_free = 0;      // cudaFree calls so far
+  std::size_t num_allocations = 0;    // allocate() calls that returned a block
+  std::size_t cached_blocks = 0;      // blocks on the free lists now
+};
+
+class CachingAllocator {
+ public:
+  // Size classes: multiples of 512 bytes up to 1 MiB; above that four classes per power of two
+  // (2^k, 1.25, 1.5, 1.75 x 2^k), so at most 25% is lost to rounding.
+  static std::size_t round_size(std::size_t bytes) {
+    constexpr std::size_t small_unit = 512, small_limit = std::size_t(1) << 20;
+    if (bytes <= small_limit) return (bytes + small_unit - 1) / small_unit * small_unit;
+    std::size_t pow2 = small_limit;
+    while (pow2 * 2 <= bytes) pow2 *= 2;  // pow2 <= bytes < 2 * pow2
+    std::size_t step = pow2 / 4;
+    return (bytes + step - 1) / step * step;
+  }
+
+  // A device block of at least `bytes` for use on `stream`; nullptr for 0 bytes.
+  void* allocate(std::size_t bytes, cudaStream_t stream) {
+    if (bytes == 0) return nullptr;
+    const std::size_t cls = round_size(bytes);
+    std::lock_guard<std::mutex> lock(mu_);
+    void* p = take_cached(cls, stream);
+    if (!p) p = fresh(cls);
+    live_[p] = cls;
+    stats_.bytes_in_use += cls;
+    if (stats_.bytes_in_use > stats_.peak_bytes_in_use) stats_.peak_bytes_in_use = stats_.bytes_in_use;
+    ++stats_.num_allocations;
+    return p;
+  }
+
+  // Returns a block to its free list; `stream` is the stream whose queued work may still use it.
+  // Never throws (called from destructors); pointers this allocator did not hand out are ignored.
+  void deallocate(void* p, cudaStream_t stream) noexcept {
+    if (!p) return;
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = live_.find(p);
+    if (it == live_.end()) return;
+    const std::size_t cls = it->second;
+    live_.erase(it);
+    stats_.bytes_in_use -= cls;
+    free_[cls].push_back(Block{p, stream, true});
+    ++stats_.cached_blocks;
+  }
+
+  // cudaFree every cached block (after waiting for the device). Blocks in use are untouched.
+  void release_cached() {
+    std::lock_guard<std::mutex> lock(mu_);
+    release_cached_locked();
+  }
+
+  // A Context calls this (after synchronising `stream`) before destroying its stream, so no
+  // cached block refers to a dead stream.
+  void forget_stream(cudaStream_t stream) noexcept {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (auto& entry : free_)
+      for (Block& b : entry.second)
+        if (b.has_stream && b.stream == stream) b.has_stream = false;
+  }
+
+  AllocatorStats stats() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return stats_;
+  }
+
+ private:
+  struct Block {
+    void* ptr;
+    cudaStream_t stream;
+    bool has_stream;
+  };
+
+  void* take_cached(std::size_t cls, cudaStream_t stream) {
+    auto it = free_.find(cls);
+    if (it == free_.end() || it->second.empty()) return nullptr;
+    std::vector<Block>& list = it->second;
+    // Prefer a block last used on this stream (no sync needed); take the newest such block.
+    for (std::size_t i = list.size(); i-- > 0;) {
+      if (!list[i].has_stream || list[i].stream == stream) {
+        void* p = list[i].ptr;
+        list.erase(list.begin() + static_cast<std::ptrdiff_t>(i));
+        --stats_.cached_blocks;
+        return p;
+      }
+    }
+    Block b = list.back();
+    DTN_CUDA_CHECK(cudaStreamSynchronize(b.stream));  // the other stream's queued work is done with it
+    list.pop_back();
+    --stats_.cached_blocks;
+    return b.ptr;
+  }
+
+  void* fresh(std::size_t cls) {
+    void* p = nullptr;
+    cudaError_t e = cudaMalloc(&p, cls);
+    if (e == cudaErrorMemoryAllocation) {
+      (void)cudaGetLastError();  // clear the (non-sticky) error, give the cache back and retry once
+      release_cached_locked();
+      e = cudaMalloc(&p, cls);
+    }
+    if (e != cudaSuccess) {
+      (void)cudaGetLastError();
+      detail::throw_call_error("CUDA", "cudaMalloc (dtn caching allocator)",
+                               detail::cuda_error_text(e) + "; requested " + std::to_string(cls) + " bytes with " +
+                                   std::to_string(stats_.bytes_in_use) + " in use and " +
+                                   std::to_string(stats_.bytes_reserved) + " reserved",
+                               __FILE__, __LINE__);
+    }
+    ++stats_.num_cuda_malloc;
+    stats_.bytes_reserved += cls;
+    return p;
+  }
+
+  void release_cached_locked() {
+    if (stats_.cached_blocks == 0) return;
+    DTN_CUDA_CHECK(cudaDeviceSynchronize());
+    for (auto& entry : free_) {
+      for (Block& b : entry.second) {
+        DTN_CUDA_CHECK(cudaFree(b.ptr));
+        ++stats_.num_cuda_free;
+        stats_.bytes_reserved -= entry.first;
+      }
+      entry.second.clear();
+    }
+    stats_.cached_blocks = 0;
+  }
+
+  mutable std::mutex mu_;
+  std::map<std::size_t, std::vector<Block>> free_;  // size class -> cached blocks
+  std::unordered_map<void*, std::size_t> live_;     // block -> size class
+  AllocatorStats stats_;
+};
+
+// The process-wide allocator. Deliberately never destroyed: static destructors may run after the
+// CUDA runtime has shut down, and the driver reclaims device memory at exit anyway.
+inline CachingAllocator& caching_allocator() {
+  static CachingAllocator* instance = new CachingAllocator();
+  return *instance;
+}
+
+inline AllocatorStats allocator_stats() { return caching_allocator().stats(); }
+inline void release_cached_memory() { caching_allocator().release_cached(); }
+
+}  // namespace cuda
+}  // namespace dtn

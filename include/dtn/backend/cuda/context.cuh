@@ -1,0 +1,135 @@
+#pragma once
+// dtn::cuda::Context: the per-thread state every CUDA op runs in.
+//
+//  * one non-blocking cudaStream_t; every kernel, cuDNN and cuBLAS call of this thread goes to it,
+//    so a whole training step is stream-ordered and can be captured as a CUDA graph;
+//  * a cuDNN and a cuBLAS handle bound to that stream (created on first use);
+//  * a growable workspace (cuDNN convolutions) and a growable scratch buffer (partial sums of the
+//    deterministic reductions), both from the caching allocator; they only grow, so once every
+//    geometry has been seen no op allocates;
+//  * the math mode: exact FP32 by default (cuDNN CUDNN_FMA_MATH, cuBLAS CUBLAS_DEFAULT_MATH: no
+//    TF32 anywhere), TF32 tensor cores on request with dtn::cuda::set_tf32(true).
+//
+// dtn::cuda::context() returns the calling thread's Context (created on first use, on the device
+// current at that moment). Nothing in an op synchronises with the host; call
+// dtn::cuda::synchronize() (or copy to the host) to wait.
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+#include <cudnn.h>
+
+#include <cstddef>
+
+#include "allocator.cuh"
+#include "check.cuh"
+
+namespace dtn {
+namespace cuda {
+
+class Context {
+ public:
+  // cuBLAS's own workspace, set explicitly so cuBLAS never allocates inside a captured graph
+  // (NVIDIA's recommendation for Hopper is 32 MiB).
+  static constexpr std::size_t cublas_workspace_bytes = std::size_t(32) << 20;
+
+  Context() {
+    DTN_CUDA_CHECK(cudaGetDevice(&device_));
+    DTN_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+  }
+  ~Context() {
+    // Never throws: errors at thread or process exit are ignored.
+    if (stream_) (void)cudaStreamSynchronize(stream_);
+    caching_allocator().deallocate(workspace_, stream_);
+    caching_allocator().deallocate(scratch_, stream_);
+    caching_allocator().deallocate(cublas_workspace_, stream_);
+    caching_allocator().forget_stream(stream_);
+    if (cublas_) (void)cublasDestroy(cublas_);
+    if (cudnn_) (void)cudnnDestroy(cudnn_);
+    if (stream_) (void)cudaStreamDestroy(stream_);
+    (void)cudaGetLastError();
+  }
+  Context(const Context&) = delete;
+  Context& operator=(const Context&) = delete;
+
+  cudaStream_t stream() const { return stream_; }
+  int device() const { return device_; }
+
+  cudnnHandle_t cudnn() {
+    if (!cudnn_) {
+      DTN_CUDNN_CHECK(cudnnCreate(&cudnn_));
+      DTN_CUDNN_CHECK(cudnnSetStream(cudnn_, stream_));
+    }
+    return cudnn_;
+  }
+
+  cublasHandle_t cublas() {
+    if (!cublas_) {
+      DTN_CUBLAS_CHECK(cublasCreate(&cublas_));
+      DTN_CUBLAS_CHECK(cublasSetStream(cublas_, stream_));
+      cublas_workspace_ = caching_allocator().allocate(cublas_workspace_bytes, stream_);
+      // After cublasSetStream: setting the stream resets the workspace to cuBLAS's default pool.
+      DTN_CUBLAS_CHECK(cublasSetWorkspace(cublas_, cublas_workspace_, cublas_workspace_bytes));
+      apply_cublas_math();
+    }
+    return cublas_;
+  }
+
+  // At least `bytes` of device memory for the duration of one op on this stream.
+  void* workspace(std::size_t bytes) { return grow(workspace_, workspace_bytes_, bytes); }
+  std::size_t workspace_bytes() const { return workspace_bytes_; }
+  // Scratch for reductions (separate from the workspace so one op can use both).
+  void* scratch(std::size_t bytes) { return grow(scratch_, scratch_bytes_, bytes); }
+
+  bool tf32() const { return tf32_; }
+  void set_tf32(bool on) {
+    tf32_ = on;
+    if (cublas_) apply_cublas_math();
+  }
+  // cuDNN math type for convolutions in the current mode.
+  cudnnMathType_t cudnn_math() const { return tf32_ ? CUDNN_DEFAULT_MATH : CUDNN_FMA_MATH; }
+
+  // Waits until everything queued on this thread's stream has finished.
+  void synchronize() { DTN_CUDA_CHECK(cudaStreamSynchronize(stream_)); }
+
+ private:
+  void apply_cublas_math() {
+    DTN_CUBLAS_CHECK(cublasSetMathMode(cublas_, tf32_ ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH));
+  }
+  void* grow(void*& buffer, std::size_t& size, std::size_t bytes) {
+    if (bytes > size) {
+      // The old buffer goes back to the cache tagged with this stream: queued work that still
+      // reads it finishes before anything later on this stream can reuse it.
+      void* bigger = caching_allocator().allocate(bytes, stream_);
+      caching_allocator().deallocate(buffer, stream_);
+      buffer = bigger;
+      size = CachingAllocator::round_size(bytes);
+    }
+    return buffer;
+  }
+
+  int device_ = 0;
+  cudaStream_t stream_ = nullptr;
+  cudnnHandle_t cudnn_ = nullptr;
+  cublasHandle_t cublas_ = nullptr;
+  void* cublas_workspace_ = nullptr;
+  void* workspace_ = nullptr;
+  std::size_t workspace_bytes_ = 0;
+  void* scratch_ = nullptr;
+  std::size_t scratch_bytes_ = 0;
+  bool tf32_ = false;
+};
+
+// The calling thread's context.
+inline Context& context() {
+  thread_local Context ctx;
+  return ctx;
+}
+
+inline cudaStream_t stream() { return context().stream(); }
+inline void synchronize() { context().synchronize(); }
+// Opt in (or out) of TF32 tensor-core math for this thread's convolutions and GEMMs. The default,
+// false, gives exact FP32 (FMA) results comparable with the CPU backend.
+inline void set_tf32(bool on) { context().set_tf32(on); }
+inline bool tf32() { return context().tf32(); }
+
+}  // namespace cuda
+}  // namespace dtn

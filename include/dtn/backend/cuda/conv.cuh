@@ -1,0 +1,243 @@
+#pragma once
+// Convolution on cuDNN's legacy API (cudnnConvolutionForward / BackwardData / BackwardFilter).
+//
+// One ConvPlan per geometry and math mode, cached per thread (like the cuDNN handle it is used
+// with): the four descriptors, and for each direction the algorithm, its math type and workspace
+// size, chosen once on first use. The choice uses cuDNN's heuristics
+// (cudnnGet*Algorithm_v7) rather than cudnnFind*: no benchmarking noise, so the same algorithm
+// is chosen on every run (reproducible training), and no allocation or synchronisation, so even
+// a first call may be captured into a CUDA graph. Among the ranked candidates the first one that
+// is deterministic, is allowed in the math mode (no tensor-op/TF32 math unless TF32 is on) and
+// fits the workspace cap is taken. The workspace comes from the context and only grows.
+//
+// conv2d_backward_filter accumulates into dw (beta = 1) and db, as the contract says.
+#include <cudnn.h>
+
+#include <cstddef>
+#include <map>
+#include <memory>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "../../core/error.hpp"
+#include "../backend.hpp"
+#include "batchnorm.cuh"
+#include "check.cuh"
+#include "context.cuh"
+#include "elementwise.cuh"
+
+namespace dtn {
+namespace cuda {
+namespace detail {
+
+constexpr std::size_t kConvWorkspaceCap = std::size_t(1) << 30;  // 1 GiB per convolution call
+
+inline std::string conv_geom_str(const ConvGeom& g) {
+  return "x [" + std::to_string(g.n) + ", " + std::to_string(g.c_in) + ", " + std::to_string(g.h_in) + ", " +
+         std::to_string(g.w_in) + "], w [" + std::to_string(g.c_out) + ", " + std::to_string(g.c_in) + ", " +
+         std::to_string(g.kh) + ", " + std::to_string(g.kw) + "], stride " + std::to_string(g.stride) + ", pad " +
+         std::to_string(g.pad) + ", y [" + std::to_string(g.n) + ", " + std::to_string(g.c_out) + ", " +
+         std::to_string(g.h_out) + ", " + std::to_string(g.w_out) + "]";
+}
+
+inline bool math_allowed(cudnnMathType_t m, bool tf32) {
+  return tf32 || (m != CUDNN_TENSOR_OP_MATH && m != CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION);
+}
+
+struct ConvPlan {
+  cudnnTensorDescriptor_t x = nullptr, y = nullptr;
+  cudnnFilterDescriptor_t w = nullptr;
+  cudnnConvolutionDescriptor_t conv = nullptr;
+  bool tf32 = false;
+
+  bool have_fwd = false, have_bwd_data = false, have_bwd_filter = false;
+  cudnnConvolutionFwdAlgo_t fwd{};
+  cudnnConvolutionBwdDataAlgo_t bwd_data{};
+  cudnnConvolutionBwdFilterAlgo_t bwd_filter{};
+  cudnnMathType_t fwd_math{}, bwd_data_math{}, bwd_filter_math{};
+  std::size_t fwd_ws = 0, bwd_data_ws = 0, bwd_filter_ws = 0;
+
+  ConvPlan(const ConvGeom& g, bool use_tf32) : tf32(use_tf32) {
+    try {
+      DTN_CUDNN_CHECK(cudnnCreateTensorDescriptor(&x));
+      DTN_CUDNN_CHECK(cudnnCreateTensorDescriptor(&y));
+      DTN_CUDNN_CHECK(cudnnCreateFilterDescriptor(&w));
+      DTN_CUDNN_CHECK(cudnnCreateConvolutionDescriptor(&conv));
+      DTN_CUDNN_CHECK(cudnnSetTensor4dDescriptor(x, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, g.n, g.c_in, g.h_in, g.w_in));
+      DTN_CUDNN_CHECK(cudnnSetFilter4dDescriptor(w, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NCHW, g.c_out, g.c_in, g.kh, g.kw));
+      DTN_CUDNN_CHECK(cudnnSetConvolution2dDescriptor(conv, g.pad, g.pad, g.stride, g.stride, 1, 1,
+                                                      CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT));
+      int n = 0, c = 0, h = 0, wd = 0;
+      DTN_CUDNN_CHECK(cudnnGetConvolution2dForwardOutputDim(conv, x, w, &n, &c, &h, &wd));
+      if (n != g.n || c != g.c_out || h != g.h_out || wd != g.w_out)
+        throw shape_error("dtn::Backend<Cuda> convolution: output size " + std::to_string(h) + "x" +
+                          std::to_string(wd) + " does not match the geometry " + conv_geom_str(g));
+      DTN_CUDNN_CHECK(cudnnSetTensor4dDescriptor(y, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, g.n, g.c_out, g.h_out, g.w_out));
+      // Exact mode: FMA math only. TF32 mode: default math (cuDNN may use TF32 tensor cores).
+      DTN_CUDNN_CHECK(cudnnSetConvolutionMathType(conv, use_tf32 ? CUDNN_DEFAULT_MATH : CUDNN_FMA_MATH));
+    } catch (...) {
+      destroy();
+      throw;
+    }
+  }
+  ~ConvPlan() { destroy(); }
+  ConvPlan(const ConvPlan&) = delete;
+  ConvPlan& operator=(const ConvPlan&) = delete;
+
+  // Execution math type: FMA in exact mode, the candidate's own in TF32 mode.
+  cudnnMathType_t exec_math(cudnnMathType_t candidate) const { return tf32 ? candidate : CUDNN_FMA_MATH; }
+
+  void choose_forward(cudnnHandle_t h, const ConvGeom& g) {
+    int max_count = 0, count = 0;
+    DTN_CUDNN_CHECK(cudnnGetConvolutionForwardAlgorithmMaxCount(h, &max_count));
+    std::vector<cudnnConvolutionFwdAlgoPerf_t> perf(static_cast<std::size_t>(max_count > 0 ? max_count : 1));
+    DTN_CUDNN_CHECK(cudnnGetConvolutionForwardAlgorithm_v7(h, x, w, conv, y, max_count, &count, perf.data()));
+    for (int pass = 0; pass < 2 && !have_fwd; ++pass)
+      for (int i = 0; i < count && !have_fwd; ++i) {
+        const auto& p = perf[static_cast<std::size_t>(i)];
+        if (p.status != CUDNN_STATUS_SUCCESS || !math_allowed(p.mathType, tf32)) continue;
+        if (pass == 0 && p.determinism != CUDNN_DETERMINISTIC) continue;
+        std::size_t ws = 0;
+        DTN_CUDNN_CHECK(cudnnSetConvolutionMathType(conv, exec_math(p.mathType)));
+        if (cudnnGetConvolutionForwardWorkspaceSize(h, x, w, conv, y, p.algo, &ws) != CUDNN_STATUS_SUCCESS) continue;
+        if (ws > kConvWorkspaceCap) continue;
+        fwd = p.algo;
+        fwd_math = exec_math(p.mathType);
+        fwd_ws = ws;
+        have_fwd = true;
+      }
+    if (!have_fwd)
+      throw cuda_error("dtn::Backend<Cuda>::conv2d_forward: cuDNN offers no usable algorithm for " + conv_geom_str(g));
+  }
+
+  void choose_backward_data(cudnnHandle_t h, const ConvGeom& g) {
+    int max_count = 0, count = 0;
+    DTN_CUDNN_CHECK(cudnnGetConvolutionBackwardDataAlgorithmMaxCount(h, &max_count));
+    std::vector<cudnnConvolutionBwdDataAlgoPerf_t> perf(static_cast<std::size_t>(max_count > 0 ? max_count : 1));
+    DTN_CUDNN_CHECK(cudnnGetConvolutionBackwardDataAlgorithm_v7(h, w, y, conv, x, max_count, &count, perf.data()));
+    for (int pass = 0; pass < 2 && !have_bwd_data; ++pass)
+      for (int i = 0; i < count && !have_bwd_data; ++i) {
+        const auto& p = perf[static_cast<std::size_t>(i)];
+        if (p.status != CUDNN_STATUS_SUCCESS || !math_allowed(p.mathType, tf32)) continue;
+        if (pass == 0 && p.determinism != CUDNN_DETERMINISTIC) continue;
+        std::size_t ws = 0;
+        DTN_CUDNN_CHECK(cudnnSetConvolutionMathType(conv, exec_math(p.mathType)));
+        if (cudnnGetConvolutionBackwardDataWorkspaceSize(h, w, y, conv, x, p.algo, &ws) != CUDNN_STATUS_SUCCESS)
+          continue;
+        if (ws > kConvWorkspaceCap) continue;
+        bwd_data = p.algo;
+        bwd_data_math = exec_math(p.mathType);
+        bwd_data_ws = ws;
+        have_bwd_data = true;
+      }
+    if (!have_bwd_data)
+      throw cuda_error("dtn::Backend<Cuda>::conv2d_backward_data: cuDNN offers no usable algorithm for " +
+                       conv_geom_str(g));
+  }
+
+  void choose_backward_filter(cudnnHandle_t h, const ConvGeom& g) {
+    int max_count = 0, count = 0;
+    DTN_CUDNN_CHECK(cudnnGetConvolutionBackwardFilterAlgorithmMaxCount(h, &max_count));
+    std::vector<cudnnConvolutionBwdFilterAlgoPerf_t> perf(static_cast<std::size_t>(max_count > 0 ? max_count : 1));
+    DTN_CUDNN_CHECK(cudnnGetConvolutionBackwardFilterAlgorithm_v7(h, x, y, conv, w, max_count, &count, perf.data()));
+    for (int pass = 0; pass < 2 && !have_bwd_filter; ++pass)
+      for (int i = 0; i < count && !have_bwd_filter; ++i) {
+        const auto& p = perf[static_cast<std::size_t>(i)];
+        if (p.status != CUDNN_STATUS_SUCCESS || !math_allowed(p.mathType, tf32)) continue;
+        if (pass == 0 && p.determinism != CUDNN_DETERMINISTIC) continue;
+        std::size_t ws = 0;
+        DTN_CUDNN_CHECK(cudnnSetConvolutionMathType(conv, exec_math(p.mathType)));
+        if (cudnnGetConvolutionBackwardFilterWorkspaceSize(h, x, y, conv, w, p.algo, &ws) != CUDNN_STATUS_SUCCESS)
+          continue;
+        if (ws > kConvWorkspaceCap) continue;
+        bwd_filter = p.algo;
+        bwd_filter_math = exec_math(p.mathType);
+        bwd_filter_ws = ws;
+        have_bwd_filter = true;
+      }
+    if (!have_bwd_filter)
+      throw cuda_error("dtn::Backend<Cuda>::conv2d_backward_filter: cuDNN offers no usable algorithm for " +
+                       conv_geom_str(g));
+  }
+
+ private:
+  void destroy() noexcept {
+    if (conv) (void)cudnnDestroyConvolutionDescriptor(conv);
+    if (w) (void)cudnnDestroyFilterDescriptor(w);
+    if (y) (void)cudnnDestroyTensorDescriptor(y);
+    if (x) (void)cudnnDestroyTensorDescriptor(x);
+    conv = nullptr;
+    w = nullptr;
+    x = y = nullptr;
+  }
+};
+
+using ConvKey = std::tuple<int, int, int, int, int, int, int, int, int, int, int, bool>;
+
+inline void validate_conv(const ConvGeom& g, const char* where) {
+  if (g.n < 0 || g.c_in <= 0 || g.h_in <= 0 || g.w_in <= 0 || g.c_out <= 0 || g.kh <= 0 || g.kw <= 0 ||
+      g.stride <= 0 || g.pad < 0 || g.h_out <= 0 || g.w_out <= 0)
+    throw argument_error(std::string("dtn::Backend<Cuda>::") + where + ": invalid geometry " + conv_geom_str(g));
+}
+
+// The calling thread's plan for g in the current math mode (created on first use).
+inline ConvPlan& conv_plan(const ConvGeom& g) {
+  thread_local std::map<ConvKey, std::unique_ptr<ConvPlan>> plans;
+  const bool tf32 = context().tf32();
+  const ConvKey key{g.n, g.c_in, g.h_in, g.w_in, g.c_out, g.kh, g.kw, g.stride, g.pad, g.h_out, g.w_out, tf32};
+  auto it = plans.find(key);
+  if (it == plans.end()) it = plans.emplace(key, std::make_unique<ConvPlan>(g, tf32)).first;
+  return *it->second;
+}
+
+
+}  // namespace detail
+
+inline void conv2d_forward(const ConvGeom& g, const float* x, const float* w, const float* bias, float* y) {
+  detail::validate_conv(g, "conv2d_forward");
+  if (g.n == 0) return;
+  Context& ctx = context();
+  cudnnHandle_t h = ctx.cudnn();
+  detail::ConvPlan& plan = detail::conv_plan(g);
+  if (!plan.have_fwd) plan.choose_forward(h, g);
+  void* ws = plan.fwd_ws ? ctx.workspace(plan.fwd_ws) : nullptr;
+  DTN_CUDNN_CHECK(cudnnSetConvolutionMathType(plan.conv, plan.fwd_math));
+  const float one = 1.0f, zero = 0.0f;
+  DTN_CUDNN_CHECK(cudnnConvolutionForward(h, &one, plan.x, x, plan.w, w, plan.conv, plan.fwd, ws, plan.fwd_ws, &zero,
+                                          plan.y, y));
+  if (bias) bias_add(g.n, g.c_out, static_cast<long>(g.h_out) * g.w_out, bias, y);
+}
+
+inline void conv2d_backward_data(const ConvGeom& g, const float* dy, const float* w, float* dx) {
+  detail::validate_conv(g, "conv2d_backward_data");
+  if (g.n == 0) return;
+  Context& ctx = context();
+  cudnnHandle_t h = ctx.cudnn();
+  detail::ConvPlan& plan = detail::conv_plan(g);
+  if (!plan.have_bwd_data) plan.choose_backward_data(h, g);
+  void* ws = plan.bwd_data_ws ? ctx.workspace(plan.bwd_data_ws) : nullptr;
+  DTN_CUDNN_CHECK(cudnnSetConvolutionMathType(plan.conv, plan.bwd_data_math));
+  const float one = 1.0f, zero = 0.0f;
+  DTN_CUDNN_CHECK(cudnnConvolutionBackwardData(h, &one, plan.w, w, plan.y, dy, plan.conv, plan.bwd_data, ws,
+                                               plan.bwd_data_ws, &zero, plan.x, dx));
+}
+
+// Accumulates: dw += dL/dw, db += dL/db (db may be null).
+inline void conv2d_backward_filter(const ConvGeom& g, const float* x, const float* dy, float* dw, float* db) {
+  detail::validate_conv(g, "conv2d_backward_filter");
+  if (g.n == 0) return;
+  Context& ctx = context();
+  cudnnHandle_t h = ctx.cudnn();
+  detail::ConvPlan& plan = detail::conv_plan(g);
+  if (!plan.have_bwd_filter) plan.choose_backward_filter(h, g);
+  void* ws = plan.bwd_filter_ws ? ctx.workspace(plan.bwd_filter_ws) : nullptr;
+  DTN_CUDNN_CHECK(cudnnSetConvolutionMathType(plan.conv, plan.bwd_filter_math));
+  const float one = 1.0f;
+  DTN_CUDNN_CHECK(cudnnConvolutionBackwardFilter(h, &one, plan.x, x, plan.y, dy, plan.conv, plan.bwd_filter, ws,
+                                                 plan.bwd_filter_ws, &one, plan.w, dw));
+  if (db) bias_backward(g.n, g.c_out, static_cast<long>(g.h_out) * g.w_out, dy, db);
+}
+
+}  // namespace cuda
+}  // namespace dtn

@@ -1,0 +1,247 @@
+#pragma once
+// Helpers for the CPU/GPU parity tests (the ggml test-backend-ops idea): a case lists its buffers
+// (how to fill each, which ones to compare) and one generic body that calls the op through
+// Backend<Dev>; run_case fills identical host data (fixed seed), runs the body on both devices
+// and compares every output buffer by relative L2 error ||gpu - cpu|| / ||cpu|| against the
+// case's bound. NaN in the same place on both sides counts as equal; NaN on one side only fails.
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <cstdint>
+#include <dtn/cuda.cuh>
+#include <functional>
+#include <limits>
+#include <sstream>
+#include <string>
+#include <vector>
+
+namespace parity {
+
+enum class Kind { f32, i32, u8 };
+enum class Fill { uniform, normal, positive, ints, bytes, specials };
+enum class Check { none, rel_l2, exact };
+
+struct Spec {
+  std::string name;
+  Kind kind = Kind::f32;
+  std::size_t size = 0;
+  Fill fill = Fill::uniform;
+  double lo = -1, hi = 1;  // uniform range; for ints: [0, hi)
+  Check check = Check::none;
+};
+
+// Inputs.
+inline Spec in(std::string name, std::size_t n, double lo = -1, double hi = 1) {
+  return {std::move(name), Kind::f32, n, Fill::uniform, lo, hi, Check::none};
+}
+inline Spec in_normal(std::string name, std::size_t n, double scale = 1) {
+  return {std::move(name), Kind::f32, n, Fill::normal, 0, scale, Check::none};
+}
+// Uniform in [lo, hi) with lo > 0 (variances, bias corrections).
+inline Spec in_positive(std::string name, std::size_t n, double lo, double hi) {
+  return {std::move(name), Kind::f32, n, Fill::positive, lo, hi, Check::none};
+}
+// Random values with some NaN, +Inf and -Inf mixed in.
+inline Spec in_specials(std::string name, std::size_t n) {
+  return {std::move(name), Kind::f32, n, Fill::specials, -1, 1, Check::none};
+}
+inline Spec in_ints(std::string name, std::size_t n, int upper) {
+  return {std::move(name), Kind::i32, n, Fill::ints, 0, static_cast<double>(upper), Check::none};
+}
+inline Spec in_bytes(std::string name, std::size_t n) {
+  return {std::move(name), Kind::u8, n, Fill::bytes, 0, 256, Check::none};
+}
+// Outputs: poisoned with the same random values on both sides, then compared.
+inline Spec out(std::string name, std::size_t n) {
+  return {std::move(name), Kind::f32, n, Fill::uniform, -7, 7, Check::rel_l2};
+}
+inline Spec out_ints(std::string name, std::size_t n) {
+  return {std::move(name), Kind::i32, n, Fill::ints, 0, 1000, Check::exact};
+}
+// Accumulated outputs (parameter gradients): random start values, compared.
+inline Spec acc(std::string name, std::size_t n) {
+  return {std::move(name), Kind::f32, n, Fill::uniform, -1, 1, Check::rel_l2};
+}
+// Accumulated outputs that must stay positive (variances): uniform in [lo, hi), compared.
+inline Spec acc_positive(std::string name, std::size_t n, double lo, double hi) {
+  return {std::move(name), Kind::f32, n, Fill::positive, lo, hi, Check::rel_l2};
+}
+// An output compared bit for bit (pure selection ops: max pooling).
+inline Spec out_exact(std::string name, std::size_t n) {
+  return {std::move(name), Kind::f32, n, Fill::uniform, -7, 7, Check::exact};
+}
+
+// The buffers of one case on one device, indexed like the case's specs.
+template <class Dev>
+struct Buffers {
+  std::vector<dtn::Tensor<float, Dev>> f32;
+  std::vector<dtn::Tensor<int, Dev>> i32;
+  std::vector<dtn::Tensor<unsigned char, Dev>> u8;
+  std::vector<std::size_t> slot;  // spec index -> index in its typed vector
+
+  float* f(std::size_t k) { return f32.at(slot.at(k)).data(); }
+  int* i(std::size_t k) { return i32.at(slot.at(k)).data(); }
+  unsigned char* u(std::size_t k) { return u8.at(slot.at(k)).data(); }
+};
+
+struct HostData {
+  std::vector<std::vector<float>> f32;
+  std::vector<std::vector<int>> i32;
+  std::vector<std::vector<unsigned char>> u8;
+};
+
+struct Case {
+  std::string name;
+  double bound = 0;  // relative L2 bound for Check::rel_l2 outputs
+  std::vector<Spec> specs;
+  std::function<void(Buffers<dtn::Cpu>&)> cpu;
+  std::function<void(Buffers<dtn::Cuda>&)> gpu;
+};
+
+// body is a generic lambda [](auto backend, auto& b) { decltype(backend)::op(..., b.f(0), ...); }
+template <class Body>
+Case make_case(std::string name, double bound, std::vector<Spec> specs, Body body) {
+  Case c;
+  c.name = std::move(name);
+  c.bound = bound;
+  c.specs = std::move(specs);
+  c.cpu = [body](Buffers<dtn::Cpu>& b) { body(dtn::Backend<dtn::Cpu>{}, b); };
+  c.gpu = [body](Buffers<dtn::Cuda>& b) { body(dtn::Backend<dtn::Cuda>{}, b); };
+  return c;
+}
+
+inline std::uint64_t seed_of(const std::string& s) {
+  std::uint64_t h = 1469598103934665603ull;  // FNV-1a: a fixed seed per case name
+  for (unsigned char ch : s) h = (h ^ ch) * 1099511628211ull;
+  return h;
+}
+
+inline HostData generate(const Case& c) {
+  dtn::Rng rng(seed_of(c.name));
+  HostData h;
+  for (const Spec& s : c.specs) {
+    switch (s.kind) {
+      case Kind::f32: {
+        std::vector<float> v(s.size);
+        for (std::size_t i = 0; i < s.size; ++i) {
+          double x = 0;
+          switch (s.fill) {
+            case Fill::normal: x = s.hi * rng.normal(); break;
+            case Fill::specials: {
+              const std::uint64_t r = rng.below(16);
+              x = r == 0   ? std::numeric_limits<double>::quiet_NaN()
+                  : r == 1 ? std::numeric_limits<double>::infinity()
+                  : r == 2 ? -std::numeric_limits<double>::infinity()
+                           : rng.uniform(-1, 1);
+              break;
+            }
+            default: x = rng.uniform(s.lo, s.hi);
+          }
+          v[i] = static_cast<float>(x);
+        }
+        h.f32.push_back(std::move(v));
+        break;
+      }
+      case Kind::i32: {
+        std::vector<int> v(s.size);
+        for (auto& x : v) x = static_cast<int>(rng.below(static_cast<std::uint64_t>(s.hi)));
+        h.i32.push_back(std::move(v));
+        break;
+      }
+      case Kind::u8: {
+        std::vector<unsigned char> v(s.size);
+        for (auto& x : v) x = static_cast<unsigned char>(rng.below(256));
+        h.u8.push_back(std::move(v));
+        break;
+      }
+    }
+  }
+  return h;
+}
+
+template <class T, class Dev>
+dtn::Tensor<T, Dev> upload(const std::vector<T>& v) {
+  dtn::Tensor<T, Dev> t(dtn::Shape{static_cast<std::int64_t>(v.size())});
+  dtn::Copy<Dev, dtn::Cpu>::run(t.data(), v.data(), v.size() * sizeof(T));
+  return t;
+}
+
+template <class Dev>
+Buffers<Dev> make_buffers(const Case& c, const HostData& h) {
+  Buffers<Dev> b;
+  for (const Spec& s : c.specs) {
+    switch (s.kind) {
+      case Kind::f32: b.slot.push_back(b.f32.size()); b.f32.push_back(upload<float, Dev>(h.f32[b.f32.size()])); break;
+      case Kind::i32: b.slot.push_back(b.i32.size()); b.i32.push_back(upload<int, Dev>(h.i32[b.i32.size()])); break;
+      case Kind::u8: b.slot.push_back(b.u8.size()); b.u8.push_back(upload<unsigned char, Dev>(h.u8[b.u8.size()])); break;
+    }
+  }
+  return b;
+}
+
+// Relative L2 error, NaN-aware: returns +inf when NaNs do not line up.
+inline double rel_l2(const std::vector<float>& gpu, const std::vector<float>& cpu) {
+  double num = 0, den = 0;
+  for (std::size_t i = 0; i < cpu.size(); ++i) {
+    const bool gn = std::isnan(gpu[i]), cn = std::isnan(cpu[i]);
+    if (gn || cn) {
+      if (gn != cn) return std::numeric_limits<double>::infinity();
+      continue;
+    }
+    if (std::isinf(cpu[i]) || std::isinf(gpu[i])) {
+      if (gpu[i] != cpu[i]) return std::numeric_limits<double>::infinity();
+      continue;
+    }
+    const double d = static_cast<double>(gpu[i]) - cpu[i];
+    num += d * d;
+    den += static_cast<double>(cpu[i]) * cpu[i];
+  }
+  if (den == 0) return std::sqrt(num);  // an all-zero reference: absolute error
+  return std::sqrt(num / den);
+}
+
+template <class T>
+bool same_bits(const std::vector<T>& a, const std::vector<T>& b) {
+  if (a.size() != b.size()) return false;
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    if (a[i] == b[i]) continue;
+    if constexpr (std::is_floating_point<T>::value) {
+      if (std::isnan(a[i]) && std::isnan(b[i])) continue;
+    }
+    return false;
+  }
+  return true;
+}
+
+// Runs one case on both devices and checks every compared buffer; returns the worst error.
+inline double run_case(const Case& c) {
+  INFO("parity case: ", c.name);
+  const HostData h = generate(c);
+  Buffers<dtn::Cpu> cb = make_buffers<dtn::Cpu>(c, h);
+  Buffers<dtn::Cuda> gb = make_buffers<dtn::Cuda>(c, h);
+  c.cpu(cb);
+  c.gpu(gb);
+  double worst = 0;
+  for (std::size_t k = 0; k < c.specs.size(); ++k) {
+    const Spec& s = c.specs[k];
+    if (s.check == Check::none) continue;
+    INFO("buffer: ", s.name);
+    if (s.kind == Kind::f32) {
+      const auto cpu = dtn::to_vector(cb.f32[cb.slot[k]]);
+      const auto gpu = dtn::to_vector(gb.f32[gb.slot[k]]);
+      if (s.check == Check::exact) {
+        CHECK(same_bits(gpu, cpu));
+      } else {
+        const double e = rel_l2(gpu, cpu);
+        INFO("relative L2 error ", e, " (bound ", c.bound, ")");
+        CHECK(e <= c.bound);
+        worst = std::max(worst, e);
+      }
+    } else if (s.kind == Kind::i32) {
+      CHECK(same_bits(dtn::to_vector(gb.i32[gb.slot[k]]), dtn::to_vector(cb.i32[cb.slot[k]])));
+    }
+  }
+  return worst;
+}
+
+}  // namespace parity
