@@ -1,0 +1,21 @@
+# Python interop tests (tests/python/): dtn checkpoints read by the reference `safetensors`
+# package and numpy, and files written by them read by dtn. The C++ side is the helper program
+# dtn_st_roundtrip. The CTest entry reports "skipped" (exit 77) where python3 cannot import
+# numpy, safetensors and pytest.
+if(NOT DTN_BUILD_TESTS)
+  return()
+endif()
+add_executable(dtn_st_roundtrip ${dtn_SOURCE_DIR}/tests/python/st_roundtrip.cpp)
+target_link_libraries(dtn_st_roundtrip PRIVATE dtn::dtn)
+dtn_warnings(dtn_st_roundtrip)
+
+find_package(Python3 COMPONENTS Interpreter)
+if(Python3_Interpreter_FOUND)
+  add_test(NAME python/interop
+           COMMAND ${Python3_EXECUTABLE} ${dtn_SOURCE_DIR}/tests/python/run_interop.py)
+  set_tests_properties(python/interop PROPERTIES
+    SKIP_RETURN_CODE 77
+    ENVIRONMENT "DTN_ST_ROUNDTRIP=$<TARGET_FILE:dtn_st_roundtrip>;PYTHONDONTWRITEBYTECODE=1")
+else()
+  message(STATUS "dtn: no python3 found: the Python interop tests are not registered")
+endif()
