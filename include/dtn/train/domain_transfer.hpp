@@ -1,0 +1,320 @@
+#pragma once
+// DomainTransfer<F, G, D, Dev>: the Domain Transfer Network trainer (Taigman et al., ICLR 2017).
+//
+//   f: frozen feature extractor (pretrained on the source domain), G = g o f,
+//   D: three-class discriminator: class 0 = G(source), 1 = G(target), 2 = real target.
+//   L_D    = CE(D(G(xs)), 0) + CE(D(G(xt)), 1) + CE(D(xt), 2)
+//   L_GANG = CE(D(G(xs)), 2) + CE(D(G(xt)), 2)
+//   L_CONST = MSE(f(xs), f(G(xs)))     L_TID = MSE(xt, G(xt))
+//   L_TV   = mean over both batches of TV(G(x)) (B = 1, see loss/losses.hpp)
+//   L_G    = L_GANG + alpha L_CONST + beta L_TID + gamma L_TV
+// Each step updates D with L_D (g fixed), then g with L_G (D fixed); f never changes, but the
+// gradient of L_CONST flows through it into g. D and g are run separately on the source and
+// the target batch (batch norm statistics per batch, as in the usual implementations).
+//
+// F, G and D are the user's own Sequential<...> specs. Images: source [N, Cs, H, W], target
+// [N, Ct, H, W], both in [-1, 1]; where f reads more channels than an image has (f takes RGB,
+// MNIST and G's outputs are gray), the image is repeated across channels (1 -> 3).
+#include <cmath>
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "../backend/backend.hpp"
+#include "../io/checkpoint.hpp"
+#include "../loss/losses.hpp"
+#include "../nn/sequential.hpp"
+#include "../optim/adam.hpp"
+
+namespace dtn {
+
+enum class NonFinitePolicy {
+  stop,       // throw dtn::numeric_error naming the step and the loss term (the default)
+  skip_batch  // leave the parameters unchanged for this update and carry on
+};
+
+struct DtnConfig {
+  double alpha = 15.0;   // weight of L_CONST (digits: 15)
+  double beta = 15.0;    // weight of L_TID (digits: 15)
+  double gamma = 0.0;    // weight of L_TV (digits: 0)
+  double tv_eps = 1e-8;  // smoothing of the TV root (loss/losses.hpp)
+  AdamConfig d_optim{2e-4, 0.5, 0.999, 1e-8, 0.0};
+  AdamConfig g_optim{2e-4, 0.5, 0.999, 1e-8, 0.0};
+  int d_updates = 1;  // D updates per step
+  int g_updates = 1;  // g updates per step
+  InitScheme init = InitScheme::dcgan;
+  std::uint64_t seed = 0;
+  NonFinitePolicy on_nonfinite = NonFinitePolicy::stop;
+};
+
+// Every loss term of one step (the last update of each kind).
+struct DtnLosses {
+  double d = 0, d_source = 0, d_target_fake = 0, d_target_real = 0;
+  double gang = 0, constancy = 0, tid = 0, tv = 0, g = 0;
+  bool skipped_d = false, skipped_g = false;  // with NonFinitePolicy::skip_batch
+};
+
+template <class F, class G, class D, class Dev = Cpu, class T = float>
+class DomainTransfer {
+ public:
+  using FNet = Net<F, T, Dev>;
+  using GNet = Net<G, T, Dev>;
+  using DNet = Net<D, T, Dev>;
+
+  // source_sample / target_sample: per-image shapes, e.g. {3, 32, 32} and {1, 32, 32}.
+  DomainTransfer(Shape source_sample, Shape target_sample, DtnConfig cfg = {})
+      : cfg_(cfg),
+        source_sample_(source_sample),
+        target_sample_(target_sample),
+        f_(f_input_shape(source_sample), "f", cfg.init, cfg.seed),
+        g_(f_.output_sample_shape(), "g", cfg.init, cfg.seed + 1),
+        d_(target_sample, "d", cfg.init, cfg.seed + 2),
+        g_opt_(g_, cfg.g_optim),
+        d_opt_(d_, cfg.d_optim),
+        tv_(static_cast<T>(cfg.tv_eps)) {
+    if (g_.output_sample_shape() != target_sample)
+      throw shape_error("DomainTransfer: g produces images of shape " + g_.output_sample_shape().str() +
+                        " but the target domain's images are " + target_sample.str());
+    check_channels("source", source_sample);
+    check_channels("target", target_sample);
+    if (cfg.d_updates < 1 || cfg.g_updates < 1) throw argument_error("DomainTransfer: d_updates and g_updates must be >= 1");
+    if (!(cfg.alpha >= 0 && cfg.beta >= 0 && cfg.gamma >= 0))
+      throw argument_error("DomainTransfer: alpha, beta and gamma must be >= 0");
+    f_.eval();
+    f_.freeze();
+  }
+
+  FNet& f() { return f_; }
+  GNet& g() { return g_; }
+  DNet& d() { return d_; }
+  Adam<T, Dev>& g_optimizer() { return g_opt_; }
+  Adam<T, Dev>& d_optimizer() { return d_opt_; }
+  const DtnConfig& config() const { return cfg_; }
+  std::int64_t steps() const { return step_; }
+
+  // One training step on a source batch xs and a target batch xt (any batch sizes).
+  DtnLosses step(View<const T, Dev> xs, View<const T, Dev> xt) {
+    check_batch("source", xs.shape, source_sample_);
+    check_batch("target", xt.shape, target_sample_);
+    DtnLosses out;
+    ++step_;
+    // f is frozen: its features of both batches serve the D and the g updates.
+    copy_into(fs_, f_.forward(as_f_input(xs, xs3_)));
+    copy_into(ft_, f_.forward(as_f_input(xt, xt3_)));
+    g_.train();
+    d_.train();
+    for (int k = 0; k < cfg_.d_updates; ++k) update_d(xt, out);
+    for (int k = 0; k < cfg_.g_updates; ++k) update_g(xt, out);
+    return out;
+  }
+
+  // G(x) = g(f(x)) for source or target images. By default g runs in evaluation mode (running
+  // batch-norm statistics); batch_stats = true uses the batch's own statistics instead.
+  View<const T, Dev> transfer(View<const T, Dev> x, bool batch_stats = false) {
+    if (x.shape.rank() != 4) throw_shape("DomainTransfer::transfer", "an [N, C, H, W] batch", x.shape);
+    View<const T, Dev> feat = f_.forward(as_f_input(x, xt3_));
+    g_.train(batch_stats);
+    View<const T, Dev> y = g_.forward(feat);
+    g_.train(true);
+    return y;
+  }
+
+  // Everything needed to resume: f, g, D (parameters and running statistics), both Adam states,
+  // the step count, and the caller's own metadata (e.g. the data order and RNG state).
+  void save(const std::string& path, const std::map<std::string, std::string>& extra = {}) {
+    std::vector<io::TensorRecord> recs;
+    io::append_network(recs, f_);
+    io::append_network(recs, g_);
+    io::append_network(recs, d_);
+    std::map<std::string, std::string> meta = io::checkpoint_metadata(signature(), step_);
+    io::append_adam(recs, meta, "opt.g", g_opt_);
+    io::append_adam(recs, meta, "opt.d", d_opt_);
+    for (const auto& kv : extra) {
+      if (meta.count(kv.first)) throw argument_error("DomainTransfer::save: metadata key \"" + kv.first + "\" is reserved");
+      meta[kv.first] = kv.second;
+    }
+    io::save_safetensors(path, recs, meta);
+  }
+  // Restores a checkpoint written by save() for the same networks; returns its metadata.
+  std::map<std::string, std::string> load(const std::string& path) {
+    const io::SafetensorsFile file = io::load_safetensors(path);
+    const std::int64_t step = io::check_checkpoint(file, signature());
+    io::load_network(file, f_);
+    io::load_network(file, g_);
+    io::load_network(file, d_);
+    io::load_adam(file, "opt.g", g_opt_);
+    io::load_adam(file, "opt.d", d_opt_);
+    step_ = step;
+    return file.metadata;
+  }
+  std::string signature() const {
+    return "DomainTransfer f{" + f_.signature() + "} g{" + g_.signature() + "} d{" + d_.signature() + "}";
+  }
+
+ private:
+  static Shape f_input_shape(const Shape& source) {
+    if (source.rank() != 3) throw_shape("DomainTransfer", "a [C, H, W] source image shape", source);
+    return source;
+  }
+  void check_channels(const char* which, const Shape& s) const {
+    const std::int64_t fc = f_.input_sample_shape()[0];
+    if (s.rank() != 3 || s[1] != f_.input_sample_shape()[1] || s[2] != f_.input_sample_shape()[2] || fc % s[0] != 0)
+      throw shape_error(std::string("DomainTransfer: ") + which + " images " + s.str() + " cannot be fed to f, which reads " +
+                        f_.input_sample_shape().str());
+  }
+  static void check_batch(const char* which, const Shape& got, const Shape& sample) {
+    if (got.rank() != 4 || got[0] < 1 || got[1] != sample[0] || got[2] != sample[1] || got[3] != sample[2])
+      throw shape_error(std::string("DomainTransfer::step: ") + which + " batch expected [N, " + std::to_string(sample[0]) +
+                        ", " + std::to_string(sample[1]) + ", " + std::to_string(sample[2]) + "], got " + got.str());
+  }
+  // x itself when it has f's channel count, else x repeated across channels into buf.
+  View<const T, Dev> as_f_input(View<const T, Dev> x, Tensor<T, Dev>& buf) {
+    const std::int64_t fc = f_.input_sample_shape()[0];
+    if (x.shape[1] == fc) return x;
+    if (fc % x.shape[1] != 0)
+      throw shape_error("DomainTransfer: images " + x.shape.str() + " cannot be repeated to f's " + std::to_string(fc) +
+                        " channels");
+    buf.resize(Shape{x.shape[0], fc, x.shape[2], x.shape[3]});
+    Backend<Dev>::repeat_channels_forward(static_cast<int>(x.shape[0]), static_cast<int>(x.shape[1]),
+                                          static_cast<int>(fc / x.shape[1]), static_cast<long>(x.shape[2] * x.shape[3]),
+                                          x.data, buf.data());
+    return buf.view();
+  }
+  static void copy_into(Tensor<T, Dev>& dst, View<const T, Dev> src) {
+    dst.resize(src.shape);
+    Copy<Dev, Dev>::run(dst.data(), src.data, src.size() * sizeof(T));
+  }
+  Tensor<int, Dev>& targets(int cls, int n) {
+    Tensor<int, Dev>& t = targets_[cls];
+    if (t.size() != static_cast<std::size_t>(n)) t = constant_targets<Dev>(n, cls);
+    return t;
+  }
+  void collect(std::vector<T>& host, const std::vector<View<const T, Dev>>& scalars) {
+    host.resize(scalars.size());
+    for (std::size_t i = 0; i < scalars.size(); ++i) Copy<Cpu, Dev>::run(&host[i], scalars[i].data, sizeof(T));
+  }
+  // True when every loss and the gradient arena are finite; otherwise applies the policy.
+  bool guard(const char* phase, const std::vector<const char*>& names, const std::vector<T>& values,
+             View<T, Dev> grads) {
+    for (std::size_t i = 0; i < values.size(); ++i)
+      if (!std::isfinite(static_cast<double>(values[i]))) return reject(phase, names[i], values[i]);
+    Backend<Dev>::count_nonfinite(grads.size(), grads.data, nonfinite_.data());
+    int bad = 0;
+    Copy<Cpu, Dev>::run(&bad, nonfinite_.data(), sizeof(int));
+    if (bad) return reject(phase, "gradient", static_cast<T>(bad));
+    return true;
+  }
+  bool reject(const char* phase, const char* term, T value) {
+    if (cfg_.on_nonfinite == NonFinitePolicy::skip_batch) return false;
+    const std::string what = std::string(term) == "gradient"
+                                 ? std::to_string(static_cast<long>(value)) + " non-finite gradient values"
+                                 : std::string(term) + " = " + std::to_string(static_cast<double>(value));
+    throw numeric_error("DomainTransfer: step " + std::to_string(step_) + ", " + phase + " update: " + what +
+                        " (parameters left unchanged)");
+  }
+
+  void update_d(View<const T, Dev> xt, DtnLosses& out) {
+    d_.freeze(false);
+    d_.zero_grad();
+    // G(xs) and G(xt) with g fixed. g's caches end up holding the target batch, which the g
+    // update uses first (saves one g forward per step).
+    copy_into(gs_, g_.forward(fs_.view()));
+    copy_into(gt_, g_.forward(ft_.view()));
+    g_cache_is_target_ = true;
+    const int ns = static_cast<int>(gs_.dim(0)), nt = static_cast<int>(gt_.dim(0));
+    d_term(gs_.view(), targets(0, ns), ce_[0]);
+    d_term(gt_.view(), targets(1, nt), ce_[1]);
+    d_term(xt, targets(2, nt), ce_[2]);
+    std::vector<T> v;
+    collect(v, {ce_[0].loss(), ce_[1].loss(), ce_[2].loss()});
+    out.d_source = v[0];
+    out.d_target_fake = v[1];
+    out.d_target_real = v[2];
+    out.d = static_cast<double>(v[0]) + v[1] + v[2];
+    if (guard("D", {"L_D(source)", "L_D(target fake)", "L_D(target real)"}, v, d_.gradients()))
+      d_opt_.step();
+    else
+      out.skipped_d = true;
+  }
+  void d_term(View<const T, Dev> x, Tensor<int, Dev>& t, CrossEntropyLoss<T, Dev>& ce) {
+    ce.compute(d_.forward(x), t.view());
+    d_.backward(ce.grad(), false);
+  }
+
+  void update_g(View<const T, Dev> xt, DtnLosses& out) {
+    d_.freeze(true);  // D fixed: gradients pass through it, its parameters get none
+    g_.zero_grad();
+    const T tv_w = static_cast<T>(cfg_.gamma * 0.5);
+    // ---- target batch: L_GANG(target) + beta L_TID + gamma/2 TV
+    if (!g_cache_is_target_) copy_into(gt_, g_.forward(ft_.view()));
+    const int nt = static_cast<int>(gt_.dim(0)), ns = static_cast<int>(fs_.dim(0));
+    ce_[3].compute(d_.forward(gt_.view()), targets(2, nt).view());
+    copy_into(dimg_, d_.backward(ce_[3].grad(), true));
+    mse_tid_.compute(gt_.view(), xt, static_cast<T>(cfg_.beta));
+    Backend<Dev>::axpy(dimg_.size(), T(1), mse_tid_.grad().data, dimg_.data());
+    if (cfg_.gamma > 0) {
+      tv_.compute(gt_.view(), tv_w);
+      Backend<Dev>::axpy(dimg_.size(), T(1), tv_.grad().data, dimg_.data());
+      tv_t_ = tv_.value();
+    }
+    g_.backward(dimg_.view(), false);
+    // ---- source batch: L_GANG(source) + alpha L_CONST + gamma/2 TV
+    copy_into(gs_, g_.forward(fs_.view()));
+    g_cache_is_target_ = false;
+    ce_[4].compute(d_.forward(gs_.view()), targets(2, ns).view());
+    copy_into(dimg_, d_.backward(ce_[4].grad(), true));
+    // L_CONST: f(G(xs)) against f(xs); the gradient flows back through the frozen f.
+    View<const T, Dev> fg = f_.forward(as_f_input(gs_.view(), gs3_));
+    mse_const_.compute(fg, fs_.view(), static_cast<T>(cfg_.alpha));
+    View<const T, Dev> df = f_.backward(mse_const_.grad(), true);
+    if (df.shape[1] != gs_.dim(1)) {
+      dgs3_.resize(gs_.shape());
+      Backend<Dev>::repeat_channels_backward(ns, static_cast<int>(gs_.dim(1)), static_cast<int>(df.shape[1] / gs_.dim(1)),
+                                             static_cast<long>(gs_.dim(2) * gs_.dim(3)), df.data, dgs3_.data());
+      Backend<Dev>::axpy(dimg_.size(), T(1), dgs3_.data(), dimg_.data());
+    } else {
+      Backend<Dev>::axpy(dimg_.size(), T(1), df.data, dimg_.data());
+    }
+    double tv_s = 0;
+    if (cfg_.gamma > 0) {
+      tv_.compute(gs_.view(), tv_w);
+      Backend<Dev>::axpy(dimg_.size(), T(1), tv_.grad().data, dimg_.data());
+      tv_s = tv_.value();
+    }
+    g_.backward(dimg_.view(), false);
+    d_.freeze(false);
+
+    std::vector<T> v;
+    collect(v, {ce_[3].loss(), ce_[4].loss(), mse_const_.loss(), mse_tid_.loss()});
+    out.gang = static_cast<double>(v[0]) + v[1];
+    out.constancy = v[2];
+    out.tid = v[3];
+    out.tv = cfg_.gamma > 0 ? 0.5 * (tv_s + tv_t_) : 0.0;
+    out.g = out.gang + cfg_.alpha * out.constancy + cfg_.beta * out.tid + cfg_.gamma * out.tv;
+    const T tvv = static_cast<T>(out.tv);
+    if (guard("g", {"L_GANG(target)", "L_GANG(source)", "L_CONST", "L_TID", "L_TV"}, {v[0], v[1], v[2], v[3], tvv},
+              g_.gradients()))
+      g_opt_.step();
+    else
+      out.skipped_g = true;
+  }
+
+  DtnConfig cfg_;
+  Shape source_sample_, target_sample_;
+  FNet f_;
+  GNet g_;
+  DNet d_;
+  Adam<T, Dev> g_opt_, d_opt_;
+  CrossEntropyLoss<T, Dev> ce_[5];
+  MSELoss<T, Dev> mse_const_, mse_tid_;
+  TotalVariationLoss<T, Dev> tv_;
+  std::map<int, Tensor<int, Dev>> targets_;
+  Tensor<T, Dev> xs3_, xt3_, gs3_, dgs3_, fs_, ft_, gs_, gt_, dimg_;
+  Tensor<int, Dev> nonfinite_{Shape{1}};
+  double tv_t_ = 0;
+  bool g_cache_is_target_ = false;
+  std::int64_t step_ = 0;
+};
+
+}  // namespace dtn
