@@ -182,6 +182,32 @@ TEST_CASE("svhn mat: malformed files raise io_error naming file and variable") {
   }
 }
 
+TEST_CASE("svhn mat: headers that claim more than the file holds are refused before matio reads them") {
+  TempDir dir;
+  const std::string good = dir.file("good.mat"), f = dir.file("patched.mat");
+  // Stored (not deflated) so the header bytes can be patched in place: X is the first element at
+  // byte 128; its array flags data at 128 + 16, its dimension tag at 128 + 24.
+  write_mat(good, {make_x(32, 32, 3, 2), make_y(svhn_labels(2), MAT_C_DOUBLE, MAT_T_DOUBLE)}, MAT_COMPRESSION_NONE);
+  const auto bytes = read_bytes(good);
+  REQUIRE(bytes.size() > 200);
+  auto patch32 = [&](std::size_t at, std::uint32_t v) {
+    auto b = bytes;
+    for (int i = 0; i < 4; ++i) b[at + static_cast<std::size_t>(i)] = static_cast<std::uint8_t>(v >> (8 * i));
+    write_bytes(f, b);
+  };
+  auto read = [&] { dtn::data::read_svhn_mat(f); };
+  patch32(128 + 28, 0x7ffffff0u);  // a dimension list of 2 GB
+  require_io_error(read, {f, "element at byte 128", "dimension list"});
+  patch32(128 + 16, 2);  // class 2: a struct
+  require_io_error(read, {f, "element at byte 128", "array class 2"});
+  patch32(128, 9);  // top-level element type 9 (miDOUBLE): not a matrix
+  require_io_error(read, {f, "element at byte 128", "found type 9"});
+  patch32(124, 0x4d490200);  // version 0x0200: v7.3 (HDF5)
+  require_io_error(read, {f, "v7.3"});
+  write_bytes(f, std::vector<std::uint8_t>(bytes.begin(), bytes.begin() + 100));
+  require_io_error(read, {f, "128-byte header", "100 bytes"});
+}
+
 TEST_CASE("svhn mat: truncated files raise io_error, never garbage") {
   const std::size_t N = 40;
   for (matio_compression comp : {MAT_COMPRESSION_NONE, MAT_COMPRESSION_ZLIB}) {

@@ -13,8 +13,18 @@
 // (1.6 GB for SVHN extra). Only a variable of more than 2^31 - 1 elements (matio counts linear
 // reads in int; no SVHN file is that large) falls back to Mat_VarRead plus a copy: 2x the uint8
 // size at its peak. No float copy is ever made.
+//
+// Robustness: only MAT v5 files are accepted (SVHN's format; v4 and v7.3/HDF5 files are rejected
+// with an io_error). Before matio parses anything, the file's top-level elements and each
+// variable's header are checked against the file size (see mat5_check_elements), since matio
+// trusts sizes written in the file. Known libmatio 1.5.23 behaviour: when a deflated X is corrupt
+// in the middle of its data, Mat_VarReadDataLinear fails (reported here as io_error) and leaks
+// its zlib stream copy (about 40 KB per failed read).
 #include <matio.h>
+#include <zlib.h>
 
+#include <algorithm>
+#include <cerrno>
 #include <climits>
 #include <cmath>
 #include <cstddef>
@@ -136,50 +146,151 @@ inline void hwc_colmajor_to_chw(std::uint8_t* pixels, std::size_t n, std::size_t
   }
 }
 
-// matio does not notice a file cut short inside a variable's data (it returns zeros or stale
-// bytes), so a MAT v5 file is checked first: after the 128-byte header, the top-level elements
-// (8-byte tag: type, byte count; then the data) must each lie wholly inside the file. This costs
-// a few seeks. Files that are not v5 (v4, v7.3/HDF5) are left to matio.
+// matio trusts the sizes written inside a file: it does not notice a file cut short inside a
+// variable's data (it returns zeros or stale bytes), and it allocates whatever an array header
+// claims (a dimension list or a name of gigabytes in a file of a few hundred bytes). So a MAT v5
+// file is checked before matio sees it:
+//  - after the 128-byte header, each top-level element (8-byte tag: type, byte count; then the
+//    data) must be a matrix (miMATRIX) or a deflated matrix (miCOMPRESSED) lying wholly inside
+//    the file;
+//  - each matrix's header (its first few hundred bytes, inflated when deflated) must be sane: the
+//    matrix size fits what its element can hold (a deflated byte gives at most 1032 bytes), the
+//    dimension list and name fit inside it, and the class is a numeric or char array (a format-2
+//    file holds nothing else; cells and structs would need a full recursive check).
+// This costs a few seeks and at most 64 KB of reading per variable. Files that are not v5 (v4,
+// v7.3/HDF5) are rejected: SVHN's files are v5, and matio's v4 and HDF5 paths are not checked.
+struct Mat5Reader {
+  bool le = true;
+  std::uint32_t u32(const unsigned char* p) const {
+    return le ? (std::uint32_t(p[0]) | std::uint32_t(p[1]) << 8 | std::uint32_t(p[2]) << 16 | std::uint32_t(p[3]) << 24)
+              : (std::uint32_t(p[3]) | std::uint32_t(p[2]) << 8 | std::uint32_t(p[1]) << 16 | std::uint32_t(p[0]) << 24);
+  }
+};
+
+// Checks the header of one matrix element: `p` holds its first `avail` bytes (tag included),
+// `max_bytes` bounds the matrix's byte count.
+inline void mat5_check_matrix_header(const Mat5Reader& r, const unsigned char* p, std::size_t avail,
+                                     std::uint64_t max_bytes, const std::string& where) {
+  auto bad = [&](const std::string& what) { throw io_error(where + ": " + what + " (corrupt file)"); };
+  if (avail < 8) bad("matrix tag cut short");
+  if (r.u32(p) != 14) bad("expected a matrix (type 14), found element type " + std::to_string(r.u32(p)));
+  const std::uint64_t m = r.u32(p + 4);
+  if (m > max_bytes)
+    bad("matrix declares " + std::to_string(m) + " bytes, its element can hold at most " + std::to_string(max_bytes));
+  if (m == 0) return;  // an empty placeholder matrix
+  // Array flags: tag (miUINT32, 8 bytes), then class in the low byte of the first word.
+  if (avail < 8 + 16 || m < 16) bad("array flags cut short");
+  if (r.u32(p + 8) != 6 || r.u32(p + 12) != 8) bad("malformed array flags");
+  const unsigned cls = r.u32(p + 16) & 0xff;
+  if (cls < 4 || cls > 15 || cls == 5)
+    bad("array class " + std::to_string(cls) + " is not a numeric or char array (format-2 files hold only those)");
+  // Dimensions: miINT32, 2..64 of them.
+  if (avail < 32 || m < 24) bad("dimensions cut short");
+  const std::uint32_t dt = r.u32(p + 24);
+  if (dt >> 16) bad("dimension list of fewer than 2 entries");
+  const std::uint64_t dn = r.u32(p + 28);
+  if (dt != 5 || dn < 8 || dn > 256 || dn % 4) bad("malformed dimension list (" + std::to_string(dn) + " bytes)");
+  const std::uint64_t next = 32 + (dn + 7) / 8 * 8;
+  if (next > 8 + m) bad("dimension list runs past the matrix");
+  // Name: miINT8, either small (in the tag) or at most 4096 bytes.
+  if (avail < next + 8) bad("name cut short");
+  const std::uint32_t nt = r.u32(p + next);
+  if (nt >> 16) {
+    if ((nt & 0xffff) != 1 || (nt >> 16) > 4) bad("malformed variable name");
+  } else {
+    const std::uint64_t nn = r.u32(p + next + 4);
+    if (nt != 1 || nn > 4096 || next + 8 + nn > 8 + m) bad("malformed variable name (" + std::to_string(nn) + " bytes)");
+  }
+}
+
 inline void mat5_check_elements(const std::string& path) {
   std::FILE* f = std::fopen(path.c_str(), "rb");
-  if (!f) return;  // Mat_Open reports it
+  if (!f) {
+    std::error_code ec;
+    if (!std::filesystem::exists(path, ec)) throw io_error(path + ": cannot open: no such file");
+    throw io_error(path + ": cannot open for reading: " + std::strerror(errno));
+  }
   struct Closer {
     std::FILE* f;
     ~Closer() { std::fclose(f); }
   } closer{f};
   unsigned char hdr[128];
-  if (std::fread(hdr, 1, 128, f) != 128) return;  // too short for v5: matio reports it
+  const std::size_t got_hdr = std::fread(hdr, 1, 128, f);
+  if (got_hdr != 128)
+    throw io_error(path + ": not a MAT v5 file: expected a 128-byte header, the file has " + std::to_string(got_hdr) +
+                   " bytes");
+  Mat5Reader r;
   const bool le = hdr[126] == 'I' && hdr[127] == 'M', be = hdr[126] == 'M' && hdr[127] == 'I';
-  if (!le && !be) return;
   const unsigned version = le ? (hdr[124] | hdr[125] << 8) : (hdr[124] << 8 | hdr[125]);
-  if (version != 0x0100) return;
+  if ((!le && !be) || version != 0x0100)
+    throw io_error(path + ": not a MAT v5 file (the format of SVHN's .mat files): " +
+                   (version == 0x0200 ? std::string("found MAT v7.3 (HDF5), which this reader does not accept; "
+                                                    "re-save it with save(..., '-v7')")
+                                      : std::string("no v5 header (version 0x0100 and the 'IM'/'MI' byte-order mark at "
+                                                    "bytes 124..127)")));
+  r.le = le;
   if (std::fseek(f, 0, SEEK_END) != 0) return;
   const long end = std::ftell(f);
   if (end < 0) return;
   const std::uint64_t size = static_cast<std::uint64_t>(end);
-  auto u32 = [&](const unsigned char* p) {
-    return le ? (std::uint32_t(p[0]) | std::uint32_t(p[1]) << 8 | std::uint32_t(p[2]) << 16 | std::uint32_t(p[3]) << 24)
-              : (std::uint32_t(p[3]) | std::uint32_t(p[2]) << 8 | std::uint32_t(p[1]) << 16 | std::uint32_t(p[0]) << 24);
-  };
+  constexpr std::size_t kHead = 512;  // enough for tag, flags, 64 dimensions and the name tag
+  std::vector<unsigned char> buf;
   std::uint64_t pos = 128;
   while (pos < size) {
     unsigned char tag[8];
     if (pos + 8 > size || std::fseek(f, static_cast<long>(pos), SEEK_SET) != 0 || std::fread(tag, 1, 8, f) != 8)
       throw io_error(path + ": truncated MAT file: an element tag at byte " + std::to_string(pos) +
                      " needs 8 bytes, the file ends at " + std::to_string(size));
-    const std::uint32_t type = u32(tag), nbytes = u32(tag + 4);
-    if (type >> 16) {  // small data element: the data sits in the tag itself
-      pos += 8;
-      continue;
-    }
+    const std::uint32_t type = r.u32(tag), nbytes = r.u32(tag + 4);
+    const std::string where = path + ": element at byte " + std::to_string(pos);
+    if (type != 14 && type != 15)
+      throw io_error(where + ": expected a matrix (type 14) or a compressed matrix (type 15), found type " +
+                     std::to_string(type) + " (corrupt file)");
     const std::uint64_t next = pos + 8 + nbytes;
     if (next > size)
       throw io_error(path + ": truncated MAT file: the element at byte " + std::to_string(pos) + " declares " +
                      std::to_string(nbytes) + " bytes, expected them before the end of the file at " +
                      std::to_string(size) + ", found " + std::to_string(size - pos - 8));
+    if (type == 14) {
+      const std::size_t want = static_cast<std::size_t>(std::min<std::uint64_t>(kHead - 8, nbytes));
+      buf.assign(tag, tag + 8);
+      buf.resize(8 + want);
+      if (std::fread(buf.data() + 8, 1, want, f) != want) throw io_error(where + ": read error");
+      mat5_check_matrix_header(r, buf.data(), buf.size(), nbytes, where);
+    } else {
+      // Inflate just the start of the stream.
+      const std::size_t in_len = static_cast<std::size_t>(std::min<std::uint64_t>(nbytes, 65536));
+      std::vector<unsigned char> in(in_len);
+      if (std::fread(in.data(), 1, in_len, f) != in_len) throw io_error(where + ": read error");
+      buf.assign(kHead, 0);
+      z_stream zs;
+      std::memset(&zs, 0, sizeof zs);
+      if (inflateInit(&zs) != Z_OK) throw io_error(where + ": zlib inflateInit failed");
+      zs.next_in = in.data();
+      zs.avail_in = static_cast<uInt>(in_len);
+      zs.next_out = buf.data();
+      zs.avail_out = static_cast<uInt>(kHead);
+      const int rc = inflate(&zs, Z_SYNC_FLUSH);
+      const std::size_t got = kHead - zs.avail_out;
+      inflateEnd(&zs);
+      if (rc != Z_OK && rc != Z_STREAM_END && rc != Z_BUF_ERROR)
+        throw io_error(where + ": corrupt deflate stream at the start of a compressed variable");
+      // zlib's deflate expands by at most 1032:1; 8 bytes of slack for the matrix tag.
+      mat5_check_matrix_header(r, buf.data(), got, std::uint64_t(nbytes) * 1032 + 8, where);
+    }
     pos = next;
     if (type == 14 /* miMATRIX: data padded to 8 bytes */ && pos % 8 && pos + (8 - pos % 8) <= size) pos += 8 - pos % 8;
   }
+}
+
+// y must be real numeric with N elements, N x 1 or 1 x N.
+inline void check_labels_header(const matvar_t* yv, const std::string& ywhere, std::size_t N) {
+  if (mat_class_bytes(yv->class_type) == 0 || yv->isComplex)
+    throw io_error(ywhere + ": expected a real numeric class (double or an integer type), found " +
+                   mat_class_name(yv->class_type) + (yv->isComplex ? " complex" : ""));
+  if (yv->rank != 2 || (yv->dims[0] != 1 && yv->dims[1] != 1) || mat_numel(yv) != N)
+    throw io_error(ywhere + ": expected " + std::to_string(N) + "x1 labels (one per image in X), found " +
+                   mat_dims_str(yv));
 }
 
 }  // namespace detail
@@ -216,20 +327,29 @@ inline ImageSet read_svhn_mat(const std::string& path) {
   const std::size_t ss = H * W * C;
   if (N != 0 && ss > SIZE_MAX / N) throw io_error(xwhere + ": size overflows (" + detail::mat_dims_str(xv) + ")");
   const std::size_t total = N * ss;
+  // Before allocating: the file must be able to hold that much. Stored, X takes `total` bytes of
+  // the file; deflated, at most 1032 bytes come out of one (zlib's maximum ratio).
+  {
+    std::error_code ec;
+    const std::uintmax_t fsize = std::filesystem::file_size(path, ec);
+    const std::uintmax_t ratio = xv->compression == MAT_COMPRESSION_NONE ? 1 : 1032;
+    if (!ec && total / ratio > fsize)
+      throw io_error(xwhere + ": " + detail::mat_dims_str(xv) + " = " + std::to_string(total) +
+                     " bytes cannot fit in a file of " + std::to_string(fsize) + " bytes (truncated or corrupt file)");
+  }
 
-  // ---- y: small; read whole.
-  detail::MatVar yvar(Mat_VarRead(file.m, "y"));
-  if (!yvar.v) throw io_error(path + ": variable y not found (expected " + std::to_string(N) + "x1 labels 1..10)");
-  const matvar_t* yv = yvar.v;
+  // ---- y: header first (matio allocates whatever a header claims), then the data.
   const std::string ywhere = path + ": variable y";
+  {
+    detail::MatVar yinfo(Mat_VarReadInfo(file.m, "y"));
+    if (!yinfo.v) throw io_error(path + ": variable y not found (expected " + std::to_string(N) + "x1 labels 1..10)");
+    detail::check_labels_header(yinfo.v, ywhere, N);
+  }
+  detail::MatVar yvar(Mat_VarRead(file.m, "y"));
+  if (!yvar.v) throw io_error(ywhere + ": cannot read its data (truncated or corrupt file)");
+  const matvar_t* yv = yvar.v;
+  detail::check_labels_header(yv, ywhere, N);
   const std::size_t yb = detail::mat_class_bytes(yv->class_type);
-  if (yb == 0 || yv->isComplex)
-    throw io_error(ywhere + ": expected a real numeric class (double or an integer type), found " +
-                   detail::mat_class_name(yv->class_type) + (yv->isComplex ? " complex" : ""));
-  const std::size_t yn = detail::mat_numel(yv);
-  if (yv->rank != 2 || (yv->dims[0] != 1 && yv->dims[1] != 1) || yn != N)
-    throw io_error(ywhere + ": expected " + std::to_string(N) + "x1 labels (one per image in X), found " +
-                   detail::mat_dims_str(yv));
   if (N != 0 && (!yv->data || yv->data_size <= 0 || static_cast<std::size_t>(yv->data_size) != yb || yv->nbytes / yb < N))
     throw io_error(ywhere + ": data missing or shorter than its " + std::to_string(N) + " elements");
 
