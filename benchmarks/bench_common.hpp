@@ -22,6 +22,13 @@
 
 #include <dtn/dtn.hpp>
 
+#if __has_include(<dtn/train/domain_transfer.hpp>)
+#include <dtn/train/domain_transfer.hpp>
+#define BENCH_HAVE_TRAINER 1
+#else
+#define BENCH_HAVE_TRAINER 0
+#endif
+
 namespace bench {
 
 // ---- the networks (digits, 32x32): f frozen feature extractor, g generator, D ternary critic
@@ -141,6 +148,7 @@ struct Options {
   int gemm_n = 1024;
   bool layers = true;
   bool graph = true;
+  bool tf32 = false;
   std::string json;
 };
 
@@ -179,6 +187,7 @@ inline Options parse_options(int argc, char** argv, bool cuda) {
     o.reps = 30;
     o.step_reps = 20;
     o.warmup = 3;
+    o.gemm_n = 4096;  // 1024^3 is too small to keep a large GPU busy
   }
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
@@ -191,7 +200,8 @@ inline Options parse_options(int argc, char** argv, bool cuda) {
     else if (a == "--warmup") o.warmup = parse_int(a, value(), 0);
     else if (a == "--reps") o.reps = parse_int(a, value(), 1);
     else if (a == "--step-reps") o.step_reps = parse_int(a, value(), 1);
-    else if (a == "--gemm-n" && !cuda) o.gemm_n = parse_int(a, value(), 16);
+    else if (a == "--gemm-n") o.gemm_n = parse_int(a, value(), 16);
+    else if (a == "--tf32" && cuda) o.tf32 = true;
     else if (a == "--no-layers") o.layers = false;
     else if (a == "--no-graph" && cuda) o.graph = false;
     else if (a == "--json") o.json = value();
@@ -208,12 +218,15 @@ inline Options parse_options(int argc, char** argv, bool cuda) {
           "  --rows LIST       f_fwd,g_fwd_bwd,D_fwd_bwd,dtn_step (default all)\n"
           "  --warmup N        untimed runs before each row (default %d)\n"
           "  --reps N          timed runs per row (default %d); --step-reps N for dtn_step (default %d)\n"
+          "  --gemm-n N        size of the sgemm reference (default %d)\n"
           "%s"
           "  --no-layers       skip the per-convolution-layer table\n"
           "  --json PATH       write rows and metadata as JSON (read by compare.py)\n",
           argv[0], cuda ? "" : "  --threads LIST    thread counts (default 1,2)\n", o.warmup, o.reps, o.step_reps,
-          cuda ? "  --no-graph        no CUDA-graph replay row for the DTN step\n"
-               : "  --gemm-n N        size of the Eigen sgemm reference (default 1024)\n");
+          o.gemm_n,
+          cuda ? "  --no-graph        no CUDA-graph replay rows\n"
+                 "  --tf32            allow TF32 tensor-core math (default off: exact FP32, as torch_dtn.py)\n"
+               : "");
       std::exit(0);
     } else {
       throw dtn::argument_error("bench: unknown option '" + a + "' (try --help)");
@@ -354,8 +367,9 @@ dtn::Tensor<float, Dev> constant_tensor(dtn::Shape s, float v) {
 //   Stats timer(const std::function<void()>& fn, int warmup, int reps)
 // and returns when the device work of every run has finished.
 struct Where {
-  const char* device;  // "cpu" or "cuda"
-  int threads;         // CPU threads; 0 on the GPU
+  const char* device;         // "cpu" or "cuda"
+  int threads;                // CPU threads; 0 on the GPU
+  const char* mode = "dtn";   // "dtn" (plain calls) or "graph" (CUDA-graph replay)
 };
 
 inline nlohmann::json& emit(nlohmann::json& rows, nlohmann::json r) {
@@ -425,7 +439,7 @@ void bench_net_rows(int batch, Where at, Timer& timer, const Options& o, nlohman
     } else {
       continue;  // dtn_step is timed by the caller
     }
-    emit(rows, make_row(name, at.device, "dtn", batch, at.threads, timer(fn, o.warmup, o.reps),
+    emit(rows, make_row(name, at.device, at.mode, batch, at.threads, timer(fn, o.warmup, o.reps),
                         gflop_per_image(name) * batch));
   }
 }
@@ -483,5 +497,38 @@ void bench_layers(int batch, Where at, Timer& timer, double gemm_best, const Opt
   bench_net_layers<Dev>(n.g, "g", batch, at, timer, gemm_best, o, rows, std::make_index_sequence<GSpec::template network<float, Dev>::depth>{});
   bench_net_layers<Dev>(n.d, "D", batch, at, timer, gemm_best, o, rows, std::make_index_sequence<DSpec::template network<float, Dev>::depth>{});
 }
+
+#if BENCH_HAVE_TRAINER
+// The DTN step through dtn::DomainTransfer, PyTorch's default initialisation like the peer.
+template <class Dev>
+struct Trainer {
+  using Type = dtn::DomainTransfer<FSpec, GSpec, DSpec, Dev>;
+  static dtn::DtnConfig config() {
+    dtn::DtnConfig cfg;  // alpha = beta = 15, gamma = 0, Adam 2e-4 (0.5, 0.999): the digits setting
+    cfg.init = dtn::InitScheme::pytorch;
+    cfg.seed = 7;
+    return cfg;
+  }
+};
+
+// Times trainer.step() at one batch size; throws if a step produces a non-finite loss (the
+// trainer's default policy), so a broken step cannot post a fast time. Returns the row index.
+template <class Dev, class Timer>
+std::size_t bench_step(int batch, Where at, Timer& timer, const Options& o, nlohmann::json& rows) {
+  typename Trainer<Dev>::Type trainer(f_input(), d_input(), Trainer<Dev>::config());
+  check_table(trainer.f(), "f");
+  check_table(trainer.g(), "g");
+  check_table(trainer.d(), "D");
+  auto xs = uniform_tensor<Dev>(dtn::Shape{batch, 3, 32, 32}, -1, 1, 200);
+  auto xt = uniform_tensor<Dev>(dtn::Shape{batch, 1, 32, 32}, -1, 1, 201);
+  dtn::DtnLosses last;
+  const Stats s = timer([&] { last = trainer.step(xs.view(), xt.view()); }, o.warmup, o.step_reps);
+  nlohmann::json r = make_row("dtn_step", at.device, at.mode, batch, at.threads, s, gflop_per_image("dtn_step") * batch);
+  r["loss_d"] = last.d;
+  r["loss_g"] = last.g;
+  emit(rows, r);
+  return rows.size() - 1;
+}
+#endif
 
 }  // namespace bench

@@ -21,13 +21,6 @@
 
 #include "bench_common.hpp"
 
-#if __has_include(<dtn/train/domain_transfer.hpp>)
-#include <dtn/train/domain_transfer.hpp>
-#define BENCH_HAVE_TRAINER 1
-#else
-#define BENCH_HAVE_TRAINER 0
-#endif
-
 namespace {
 
 using dtn::Cpu;
@@ -39,18 +32,12 @@ struct HostTimer {
   }
 };
 
-bool bench_step(int batch, int threads, const bench::Options& o, Json& rows) {
+bool bench_step(int batch, const bench::Where& at, HostTimer& timer, const bench::Options& o, Json& rows) {
 #if BENCH_HAVE_TRAINER
-  (void)batch;
-  (void)threads;
-  (void)o;
-  (void)rows;
-  return false;  // TODO: DomainTransfer step (filled in when the trainer's API is settled)
+  bench::bench_step<Cpu>(batch, at, timer, o, rows);
+  return true;
 #else
-  (void)batch;
-  (void)threads;
-  (void)o;
-  (void)rows;
+  (void)batch, (void)at, (void)timer, (void)o, (void)rows;
   return false;
 #endif
 }
@@ -89,7 +76,7 @@ int main(int argc, char** argv) {
       const bench::Where at{"cpu", t};
       const double gemm_best = bench::bench_gemm<Cpu>(o.gemm_n, at, timer, o, rows).first;
       for (int b : o.batches) {
-        if (std::find(o.rows.begin(), o.rows.end(), "dtn_step") != o.rows.end() && !bench_step(b, t, o, rows))
+        if (std::find(o.rows.begin(), o.rows.end(), "dtn_step") != o.rows.end() && !bench_step(b, at, timer, o, rows))
           step_missing = true;
         bench::bench_net_rows<Cpu>(b, at, timer, o, rows);
       }

@@ -1,0 +1,184 @@
+// bench_dtn_cuda: the dtn side of the dtn-vs-PyTorch table on the GPU (peer: torch_dtn.py --device cuda).
+//
+// Same rows as bench_dtn (f_fwd, g_fwd_bwd, D_fwd_bwd, dtn_step at batch 64 and 128, per-conv-layer
+// GFLOP/s against a cuBLAS sgemm reference), timed with CUDA events on dtn's stream; TF32 off
+// unless --tf32 (as torch_dtn.py).  Mode "graph": the f/g/D rows once more, captured into a CUDA
+// graph and replayed (the launch overhead a captured training loop would save).  The DTN step is
+// not captured: DomainTransfer::step() copies its losses to the host every step (its
+// non-finite guard), which a stream capture cannot contain.
+// dtn_step rows carry peak_mem_mb: the caching allocator's high-water mark of bytes in use,
+// read right after the step rows (steps run first, smallest batch first, so the mark at the
+// largest batch is that step's peak).
+// Without a usable GPU it prints the reason and exits 77 (skipped).
+#include <dtn/cuda.cuh>
+
+#include <cstdio>
+#include <exception>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "bench_common.hpp"
+
+namespace {
+
+using dtn::Cuda;
+using Json = nlohmann::json;
+
+class Event {
+ public:
+  Event() { DTN_CUDA_CHECK(cudaEventCreate(&e_)); }
+  ~Event() { (void)cudaEventDestroy(e_); }
+  Event(const Event&) = delete;
+  Event& operator=(const Event&) = delete;
+  cudaEvent_t get() const { return e_; }
+
+ private:
+  cudaEvent_t e_ = nullptr;
+};
+
+// Times fn() with events recorded on dtn's stream around each run.
+template <class Launch>
+bench::Stats time_events(Launch&& launch, int reps) {
+  cudaStream_t s = dtn::cuda::stream();
+  Event a, b;
+  std::vector<double> ms;
+  for (int i = 0; i < reps; ++i) {
+    DTN_CUDA_CHECK(cudaEventRecord(a.get(), s));
+    launch();
+    DTN_CUDA_CHECK(cudaEventRecord(b.get(), s));
+    DTN_CUDA_CHECK(cudaEventSynchronize(b.get()));
+    float t = 0;
+    DTN_CUDA_CHECK(cudaEventElapsedTime(&t, a.get(), b.get()));
+    ms.push_back(t);
+  }
+  return bench::summarize(ms);
+}
+
+struct EventTimer {
+  bench::Stats operator()(const std::function<void()>& fn, int warmup, int reps) const {
+    for (int i = 0; i < warmup; ++i) fn();
+    dtn::cuda::synchronize();
+    return time_events(fn, reps);
+  }
+};
+
+// Runs fn() eagerly `warmup` times (buffers sized, convolution algorithms chosen), captures one
+// run into a CUDA graph and times its replays.
+struct GraphTimer {
+  bench::Stats operator()(const std::function<void()>& fn, int warmup, int reps) const {
+    for (int i = 0; i < std::max(warmup, 1); ++i) fn();
+    cudaStream_t s = dtn::cuda::stream();
+    DTN_CUDA_CHECK(cudaStreamSynchronize(s));
+    cudaGraph_t graph = nullptr;
+    DTN_CUDA_CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
+    try {
+      fn();
+    } catch (...) {
+      (void)cudaStreamEndCapture(s, &graph);
+      if (graph) (void)cudaGraphDestroy(graph);
+      (void)cudaGetLastError();
+      throw;
+    }
+    DTN_CUDA_CHECK(cudaStreamEndCapture(s, &graph));
+    cudaGraphExec_t exec = nullptr;
+    const cudaError_t inst = cudaGraphInstantiate(&exec, graph, 0);
+    (void)cudaGraphDestroy(graph);
+    DTN_CUDA_CHECK(inst);
+    struct ExecGuard {
+      cudaGraphExec_t e;
+      ~ExecGuard() { (void)cudaGraphExecDestroy(e); }
+    } guard{exec};
+    DTN_CUDA_CHECK(cudaGraphLaunch(exec, s));
+    DTN_CUDA_CHECK(cudaStreamSynchronize(s));
+    return time_events([&] { DTN_CUDA_CHECK(cudaGraphLaunch(exec, s)); }, reps);
+  }
+};
+
+std::string device_name(int* sm_count, double* mem_gib) {
+  int dev = 0;
+  DTN_CUDA_CHECK(cudaGetDevice(&dev));
+  cudaDeviceProp p{};
+  DTN_CUDA_CHECK(cudaGetDeviceProperties(&p, dev));
+  *sm_count = p.multiProcessorCount;
+  *mem_gib = double(p.totalGlobalMem) / double(1u << 30);
+  return p.name;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    const bench::Options o = bench::parse_options(argc, argv, true);
+    int count = 0;
+    const cudaError_t e = cudaGetDeviceCount(&count);
+    if (e != cudaSuccess || count == 0) {
+      std::printf("SKIPPED: no CUDA device: %s\n", e != cudaSuccess ? cudaGetErrorString(e) : "device count is 0");
+      return 77;
+    }
+    dtn::cuda::set_tf32(o.tf32);
+    int sms = 0;
+    double mem = 0;
+    const std::string gpu = device_name(&sms, &mem);
+    Json doc;
+    doc["meta"] = bench::flop_meta(o.batches);
+    doc["meta"]["impl"] = "dtn";
+    doc["meta"]["cuda_device"] = gpu;
+    doc["meta"]["cpu"] = bench::cpu_model();
+    doc["meta"]["tf32"] = o.tf32;
+    doc["meta"]["cuda_runtime"] = CUDART_VERSION;
+    doc["meta"]["date"] = bench::utc_now();
+    doc["meta"]["timing"] = "cudaEvent on dtn::cuda::stream(), median of reps after warm-up";
+    doc["meta"]["dtn_step_graph"] =
+        "not measured: DomainTransfer::step() copies its losses to the host each step, so it cannot be captured";
+    Json& rows = doc["rows"] = Json::array();
+    std::printf("dtn GPU benchmark: %s (%d SMs, %.1f GiB), TF32 %s\n", gpu.c_str(), sms, mem, o.tf32 ? "on" : "off");
+    for (const std::string& r : bench::row_names())
+      std::printf("GFLOP per image, %-10s: %.4f\n", r.c_str(), bench::gflop_per_image(r));
+    bench::print_header();
+
+    EventTimer timer;
+    const bench::Where at{"cuda", 0, "dtn"};
+    std::vector<int> batches = o.batches;
+    std::sort(batches.begin(), batches.end());
+    const bool want_step = std::find(o.rows.begin(), o.rows.end(), "dtn_step") != o.rows.end();
+#if BENCH_HAVE_TRAINER
+    // Steps first, smallest batch first: the allocator's high-water mark read after each step is
+    // then that step's peak (everything earlier used less).
+    if (want_step)
+      for (int b : batches) {
+        const std::size_t i = bench::bench_step<Cuda>(b, at, timer, o, rows);
+        rows[i]["peak_mem_mb"] = bench::round_to(double(dtn::cuda::allocator_stats().peak_bytes_in_use) / (1 << 20), 0.01);
+        rows[i]["peak_mem_note"] = "dtn caching allocator: peak bytes in use since process start";
+        std::printf("  peak device memory after dtn_step B=%d: %.1f MiB\n", b, rows[i]["peak_mem_mb"].get<double>());
+      }
+#else
+    if (want_step) std::printf("note: dtn_step not measured (no DomainTransfer trainer in this build)\n");
+#endif
+    for (int b : batches) bench::bench_net_rows<Cuda>(b, at, timer, o, rows);
+    if (o.graph) {
+      GraphTimer graph_timer;
+      const bench::Where gat{"cuda", 0, "graph"};
+      for (int b : batches) {
+        try {
+          bench::bench_net_rows<Cuda>(b, gat, graph_timer, o, rows);
+        } catch (const dtn::error& ex) {
+          std::printf("note: CUDA-graph rows at batch %d skipped: %s\n", b, ex.what());
+          doc["meta"]["graph_error"] = ex.what();
+          break;
+        }
+      }
+    }
+    const double gemm_best = bench::bench_gemm<Cuda>(o.gemm_n, at, timer, o, rows).first;
+    if (o.layers) bench::bench_layers<Cuda>(batches.back(), at, timer, gemm_best, o, rows);
+    const dtn::cuda::AllocatorStats st = dtn::cuda::allocator_stats();
+    doc["meta"]["allocator"] = {{"peak_bytes_in_use", st.peak_bytes_in_use},
+                                {"bytes_reserved", st.bytes_reserved},
+                                {"num_cuda_malloc", st.num_cuda_malloc}};
+    bench::write_json(o.json, doc);
+    return 0;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "bench_dtn_cuda: %s\n", e.what());
+    return 1;
+  }
+}
