@@ -49,6 +49,9 @@ def main():
     ap.add_argument("dtn", nargs="*", help="JSON files written by bench_dtn / bench_dtn_cuda")
     ap.add_argument("--torch", nargs="+", required=True, help="JSON files written by torch_dtn.py")
     ap.add_argument("--markdown", action="store_true", help="print a Markdown table")
+    ap.add_argument("--stat", choices=["median", "min"], default="median",
+                    help="compare median times (default) or best times (min: least disturbed by other "
+                         "processes on a shared machine)")
     args = ap.parse_args()
 
     dtn_all, dtn_meta = load(args.dtn)
@@ -61,23 +64,34 @@ def main():
     for r in torch_rows:
         by_key[(key(r), r.get("mode", "eager"))] = r
 
-    cols = ["name", "device", "batch", "thr", "dtn mode", "dtn ms", "dtn img/s", "dtn GFLOP/s"]
+    stat = args.stat
+
+    def ms(r):
+        return float(r.get(f"{stat}_ms", r["median_ms"]))
+
+    def ips(r):
+        return int(r["batch"]) * 1e3 / ms(r)
+
+    cols = ["name", "device", "batch", "thr", "dtn mode", f"dtn {stat} ms", "dtn img/s", "dtn GFLOP/s"]
     for m in modes:
         cols += [f"torch {m} ms", f"torch {m} img/s", f"ratio vs {m}"]
-    table = []
+    table, warnings = [], []
     order = {"f_fwd": 0, "g_fwd_bwd": 1, "D_fwd_bwd": 2, "dtn_step": 3}
     for r in sorted(dtn_rows, key=lambda r: (r["device"], int(r["threads"]), int(r["batch"]),
                                              order.get(r["name"], 9), r.get("mode", ""))):
         line = [r["name"], r["device"], str(r["batch"]), str(r["threads"]), r.get("mode", "-"),
-                f"{r['median_ms']:.2f}", f"{r['images_per_s']:.1f}",
-                f"{r['gflops']:.1f}" if "gflops" in r else "-"]
+                f"{ms(r):.2f}", f"{ips(r):.1f}",
+                f"{r['gflop'] * 1e3 / ms(r):.1f}" if "gflop" in r else "-"]
         for m in modes:
             t = by_key.get((key(r), m))
             if t is None:
                 line += ["-", "-", "-"]
             else:
-                ratio = r["images_per_s"] / t["images_per_s"] if t["images_per_s"] > 0 else None
-                line += [f"{t['median_ms']:.2f}", f"{t['images_per_s']:.1f}", fmt_ratio(ratio)]
+                line += [f"{ms(t):.2f}", f"{ips(t):.1f}", fmt_ratio(ips(r) / ips(t))]
+                # Both sides count FLOPs by the same rules; a mismatch means the networks differ.
+                if "gflop" in r and "gflop" in t and abs(r["gflop"] - t["gflop"]) > 1e-3 * max(t["gflop"], 1e-9):
+                    warnings.append(f"{r['name']} B={r['batch']}: dtn counts {r['gflop']:.4f} GFLOP, "
+                                    f"PyTorch {t['gflop']:.4f}")
         table.append(line)
     # PyTorch rows with no dtn counterpart still get listed, so nothing measured is hidden.
     dtn_keys = {key(r) for r in dtn_rows}
@@ -85,8 +99,7 @@ def main():
         if k not in dtn_keys:
             line = [k[0], k[1], str(k[2]), str(k[3]), "-", "-", "-", "-"]
             for mm in modes:
-                line += ([f"{t['median_ms']:.2f}", f"{t['images_per_s']:.1f}", "-"] if mm == m
-                         else ["-", "-", "-"])
+                line += ([f"{ms(t):.2f}", f"{ips(t):.1f}", "-"] if mm == m else ["-", "-", "-"])
             table.append(line)
 
     for meta in dtn_meta + torch_meta:
@@ -117,6 +130,8 @@ def main():
             cells = [f"{r['name'][6:-4]} {r['pct_of_gemm_best']:.0f}%" for r in layers
                      if r["device"] == dev and r["threads"] == thr]
             print(f"#   {dev} {thr} thr: " + ", ".join(cells))
+    for w in sorted(set(warnings)):
+        print("# WARNING: FLOP counts differ: " + w)
     for r in dtn_rows + torch_rows:
         if "peak_mem_mb" in r:
             print(f"# peak device memory, {r.get('impl', '?')} {r.get('mode', '')} {r['name']} "
