@@ -5,6 +5,9 @@
 #   OUT_DIR     where the JSON files go (default $BUILD_DIR/bench-results)
 #   DTN_THREADS thread counts for bench_dtn (default 1,2); TORCH_THREADS for PyTorch (default 2)
 #   BENCH_ARGS / TORCH_ARGS  extra arguments, e.g. BENCH_ARGS="--reps 3"
+#   RUNS        alternate dtn and PyTorch runs this many times (default 1); each row then counts
+#               with its fastest run. On a machine shared with other work use RUNS=2 STAT=min.
+#   STAT        median (default) or min: which time per row the comparison uses
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/.." && pwd)
@@ -19,26 +22,36 @@ cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release -DDTN_NATIVE=ON -DDTN_BU
 cmake --build "$build" --target bench_dtn -j"$(nproc)"
 
 echo "== machine: $(lscpu | sed -n 's/^Model name:[[:space:]]*//p'), $(nproc) cores visible, $(date -u '+%F %T UTC')"
-echo "== bench_dtn --threads $dtn_threads"
-# shellcheck disable=SC2086
-"$build/bench_dtn" --threads "$dtn_threads" --json "$out/dtn_cpu.json" ${BENCH_ARGS:-}
-
-torch_files=()
+echo "== load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
+have_torch=0
 if python3 -c 'import torch' 2>/dev/null; then
-  for t in ${torch_threads//,/ }; do
-    echo "== torch_dtn.py --device cpu --threads $t"
-    # shellcheck disable=SC2086
-    python3 "$here/torch_dtn.py" --device cpu --threads "$t" --json "$out/torch_cpu_t$t.json" --quiet ${TORCH_ARGS:-}
-    torch_files+=("$out/torch_cpu_t$t.json")
-  done
+  have_torch=1
 else
   echo "run_cpu.sh: python3 cannot import torch: PyTorch columns left out (pip install torch)" >&2
 fi
+runs=${RUNS:-1}
+dtn_files=()
+torch_files=()
+for ((run = 1; run <= runs; run++)); do
+  echo "== run $run/$runs: bench_dtn --threads $dtn_threads"
+  # shellcheck disable=SC2086
+  "$build/bench_dtn" --threads "$dtn_threads" --json "$out/dtn_cpu_r$run.json" ${BENCH_ARGS:-}
+  dtn_files+=("$out/dtn_cpu_r$run.json")
+  if ((have_torch)); then
+    for t in ${torch_threads//,/ }; do
+      echo "== run $run/$runs: torch_dtn.py --device cpu --threads $t"
+      # shellcheck disable=SC2086
+      python3 "$here/torch_dtn.py" --device cpu --threads "$t" --json "$out/torch_cpu_t${t}_r$run.json" --quiet ${TORCH_ARGS:-}
+      torch_files+=("$out/torch_cpu_t${t}_r$run.json")
+    done
+  fi
+done
+echo "== load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
 
 echo "== comparison (ratio = dtn images/s / PyTorch images/s; > 1 means dtn is faster)"
 if ((${#torch_files[@]})); then
-  python3 "$here/compare.py" "$out/dtn_cpu.json" --torch "${torch_files[@]}"
+  python3 "$here/compare.py" "${dtn_files[@]}" --torch "${torch_files[@]}" --stat "${STAT:-median}"
 else
-  python3 -c 'import json,sys; [print(r) for r in json.load(open(sys.argv[1]))["rows"]]' "$out/dtn_cpu.json"
+  python3 -c 'import json,sys; [print(r) for r in json.load(open(sys.argv[1]))["rows"]]' "${dtn_files[0]}"
 fi
 echo "== JSON in $out"
