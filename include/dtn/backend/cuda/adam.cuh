@@ -16,7 +16,10 @@ namespace dtn {
 namespace cuda {
 namespace detail {
 
-__global__ void adam_kernel(std::size_t n, float* param, const float* grad, float* m, float* v, AdamStep<float> s) {
+// A template (instantiated for float only), like every kernel here: a non-template __global__
+// function in a header would be defined once per translation unit.
+template <class T>
+__global__ void adam_kernel(std::size_t n, T* param, const T* grad, T* m, T* v, AdamStep<T> s) {
   for (std::size_t i = global_index(); i < n; i += grid_stride()) {
     const float p = param[i];
     const float g = __fadd_rn(grad[i], __fmul_rn(s.weight_decay, p));
@@ -34,7 +37,7 @@ __global__ void adam_kernel(std::size_t n, float* param, const float* grad, floa
 
 inline void adam_update(std::size_t n, float* param, const float* grad, float* m, float* v, const AdamStep<float>& s) {
   if (n == 0) return;
-  detail::adam_kernel<<<detail::grid_for(n), detail::kThreads, 0, stream()>>>(n, param, grad, m, v, s);
+  detail::adam_kernel<float><<<detail::grid_for(n), detail::kThreads, 0, stream()>>>(n, param, grad, m, v, s);
   DTN_CUDA_CHECK_LAUNCH();
 }
 

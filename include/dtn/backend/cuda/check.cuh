@@ -39,9 +39,11 @@ inline std::string cublas_error_text(cublasStatus_t s) {
 #define DTN_CUDA_CHECK(call)                                                                                  \
   do {                                                                                                        \
     cudaError_t dtn_cuda_status_ = (call);                                                                    \
-    if (dtn_cuda_status_ != cudaSuccess)                                                                      \
+    if (dtn_cuda_status_ != cudaSuccess) {                                                                    \
+      (void)cudaGetLastError(); /* reset a non-sticky error so later launch checks do not report it again */ \
       ::dtn::cuda::detail::throw_call_error("CUDA", #call, ::dtn::cuda::detail::cuda_error_text(dtn_cuda_status_), \
                                             __FILE__, __LINE__);                                              \
+    }                                                                                                         \
   } while (0)
 
 #define DTN_CUDNN_CHECK(call)                                                                                 \

@@ -1,0 +1,115 @@
+#!/usr/bin/env bash
+# One script for the lent GPU machine (H100/H200 with nvcc, cmake, ninja, PyTorch; no network).
+# Stages, each under `timeout`; a failing stage does not stop the later ones:
+#   1. nvidia-smi
+#   2. configure a Release build with the CUDA backend into build-gpu (Ninja, sm_90)
+#   3. build everything (-j16)
+#   4. ctest: all tests, GPU ones included                      -> $OUT/ctest.log
+#   5. the GPU test binary once more, for its error numbers      -> $OUT/cuda_tests.log
+#   6. benchmarks/run_gpu.sh, if present                         -> $OUT/bench.log
+#   7. examples/svhn_to_mnist/run_gpu.sh, if present             -> $OUT/train.log
+# and a summary table at the end (also $OUT/summary.txt). Configure and build output goes to
+# $OUT/build.log. Stages 1-5 take about 5 minutes; 6 and 7 whatever they take.
+# Data: ./shared/data or ../shared/data, exported as DTN_DATA_DIR unless it is already set.
+# Environment: OUT (default ./gpu-check-out), BUILD_DIR (default build-gpu), JOBS (default 16),
+# T_CONFIGURE, T_BUILD, T_CTEST, T_CUDA, T_BENCH, T_TRAIN (stage time limits in seconds),
+# SKIP_BENCH=1 / SKIP_TRAIN=1 to leave out stages 6 / 7.
+set -u
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root" || exit 1
+OUT=${OUT:-$root/gpu-check-out}
+mkdir -p "$OUT"
+build=${BUILD_DIR:-build-gpu}
+jobs=${JOBS:-16}
+
+if [[ -z "${DTN_DATA_DIR:-}" ]]; then
+  for d in "$root/shared/data" "$root/../shared/data"; do
+    if [[ -d "$d" ]]; then
+      export DTN_DATA_DIR=$(cd "$d" && pwd)
+      break
+    fi
+  done
+fi
+echo "gpu-check: repo $root, build dir $build, output $OUT, DTN_DATA_DIR=${DTN_DATA_DIR:-<none>}"
+
+names=()
+results=()
+secs=()
+# stage NAME LIMIT LOG CMD...: runs CMD under timeout, output appended to LOG (and echoed).
+stage() {
+  local name=$1 limit=$2 log=$3
+  shift 3
+  echo "=== [$name] $* (limit ${limit}s, log $log)" | tee -a "$log"
+  local t0=$SECONDS rc
+  timeout --kill-after=15 "$limit" "$@" 2>&1 | tee -a "$log"
+  rc=${PIPESTATUS[0]}
+  local dt=$((SECONDS - t0)) verdict
+  case $rc in
+    0) verdict=ok ;;
+    124 | 137) verdict="TIMEOUT (${limit}s)" ;;
+    *) verdict="FAILED (exit $rc)" ;;
+  esac
+  echo "=== [$name] $verdict after ${dt}s" | tee -a "$log"
+  names+=("$name")
+  results+=("$verdict")
+  secs+=("$dt")
+  return "$rc"
+}
+skip() {
+  names+=("$1")
+  results+=("skipped: $2")
+  secs+=(0)
+  echo "=== [$1] skipped: $2"
+}
+
+stage nvidia-smi 30 "$OUT/build.log" nvidia-smi
+
+if stage configure "${T_CONFIGURE:-180}" "$OUT/build.log" \
+  cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DDTN_CUDA=ON \
+  -DCMAKE_CUDA_ARCHITECTURES=90 -DDTN_WERROR=OFF; then
+  built=0
+  stage build "${T_BUILD:-900}" "$OUT/build.log" cmake --build "$build" -j"$jobs" && built=1
+  if [[ $built == 1 ]]; then
+    stage ctest "${T_CTEST:-600}" "$OUT/ctest.log" \
+      ctest --test-dir "$build" --output-on-failure -j8 --timeout 300
+  else
+    # Run whatever did build, so one broken target does not hide every test result.
+    stage ctest-partial "${T_CTEST:-600}" "$OUT/ctest.log" \
+      ctest --test-dir "$build" --output-on-failure -j8 --timeout 300
+  fi
+  if [[ -x "$build/dtn_cuda_tests" ]]; then
+    stage cuda-tests "${T_CUDA:-300}" "$OUT/cuda_tests.log" "$build/dtn_cuda_tests"
+  else
+    skip cuda-tests "$build/dtn_cuda_tests was not built"
+  fi
+else
+  skip build "configure failed"
+  skip ctest "configure failed"
+fi
+
+if [[ -n "${SKIP_BENCH:-}" ]]; then
+  skip bench "SKIP_BENCH is set"
+elif [[ -f benchmarks/run_gpu.sh ]]; then
+  stage bench "${T_BENCH:-600}" "$OUT/bench.log" env BUILD_DIR="$root/$build" bash benchmarks/run_gpu.sh
+else
+  skip bench "benchmarks/run_gpu.sh not present"
+fi
+
+if [[ -n "${SKIP_TRAIN:-}" ]]; then
+  skip train "SKIP_TRAIN is set"
+elif [[ -f examples/svhn_to_mnist/run_gpu.sh ]]; then
+  stage train "${T_TRAIN:-1800}" "$OUT/train.log" env BUILD_DIR="$root/$build" bash examples/svhn_to_mnist/run_gpu.sh
+else
+  skip train "examples/svhn_to_mnist/run_gpu.sh not present"
+fi
+
+{
+  echo
+  echo "gpu-check summary ($(date -u +%Y-%m-%dT%H:%M:%SZ))"
+  printf '%-14s %-28s %8s\n' stage result seconds
+  for i in "${!names[@]}"; do printf '%-14s %-28s %8s\n' "${names[$i]}" "${results[$i]}" "${secs[$i]}"; done
+  if [[ -f "$OUT/ctest.log" ]]; then grep -E "tests passed|tests failed|Total Test time" "$OUT/ctest.log" | tail -3; fi
+} | tee "$OUT/summary.txt"
+failed=0
+for r in "${results[@]}"; do [[ $r == ok || $r == skipped* ]] || failed=1; done
+exit $failed

@@ -1,0 +1,362 @@
+// The CUDA runtime layer: errors become exceptions with the call text and file:line, the caching
+// allocator reaches a steady state without cudaMalloc, copies, determinism of the reductions,
+// CUDA-graph capture of a whole training step, TF32 as an opt-in, per-thread contexts.
+#include <doctest/doctest.h>
+
+#include <cuda_runtime.h>
+
+#include <dtn/cuda.cuh>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "parity.cuh"
+
+using dtn::ConvGeom;
+using dtn::Cuda;
+using GpuB = dtn::Backend<dtn::Cuda>;
+using CpuB = dtn::Backend<dtn::Cpu>;
+
+namespace {
+
+template <class F>
+std::string cuda_error_message(F&& f) {
+  try {
+    f();
+  } catch (const dtn::cuda_error& e) {
+    return e.what();
+  }
+  return "(no dtn::cuda_error thrown)";
+}
+
+std::string here(int line) { return "test_runtime.cu:" + std::to_string(line); }
+
+__global__ void noop_kernel(float* p) {
+  if (p) p[threadIdx.x] = 0;
+}
+
+std::vector<float> random_vector(std::size_t n, std::uint64_t seed, double lo = -1, double hi = 1) {
+  dtn::Rng rng(seed);
+  std::vector<float> v(n);
+  for (auto& x : v) x = static_cast<float>(rng.uniform(lo, hi));
+  return v;
+}
+
+template <class Dev = Cuda>
+dtn::Tensor<float, Dev> tensor_of(const std::vector<float>& v) {
+  return parity::upload<float, Dev>(v);
+}
+
+ConvGeom geom(int n, int c_in, int h, int w, int c_out, int k, int stride, int pad) {
+  ConvGeom g;
+  g.n = n;
+  g.c_in = c_in;
+  g.h_in = h;
+  g.w_in = w;
+  g.c_out = c_out;
+  g.kh = g.kw = k;
+  g.stride = stride;
+  g.pad = pad;
+  g.h_out = ConvGeom::out_size(h, k, stride, pad);
+  g.w_out = ConvGeom::out_size(w, k, stride, pad);
+  return g;
+}
+
+}  // namespace
+
+TEST_CASE("failed CUDA, cuDNN and cuBLAS calls throw dtn::cuda_error naming the call, the error and file:line") {
+  int line = 0;
+  // CUDA runtime
+  std::string m = cuda_error_message([&] {
+    line = __LINE__; DTN_CUDA_CHECK(cudaSetDevice(1 << 20));
+  });
+  CHECK(m.find("cudaSetDevice(1 << 20)") != std::string::npos);
+  CHECK(m.find("cudaErrorInvalidDevice") != std::string::npos);
+  CHECK(m.find(here(line)) != std::string::npos);
+
+  // cuDNN: a tensor descriptor with a negative dimension
+  cudnnTensorDescriptor_t desc = nullptr;
+  DTN_CUDNN_CHECK(cudnnCreateTensorDescriptor(&desc));
+  m = cuda_error_message([&] {
+    line = __LINE__; DTN_CUDNN_CHECK(cudnnSetTensor4dDescriptor(desc, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, -1, 1, 1, 1));
+  });
+  DTN_CUDNN_CHECK(cudnnDestroyTensorDescriptor(desc));
+  CHECK(m.find("cudnnSetTensor4dDescriptor") != std::string::npos);
+  CHECK(m.find("CUDNN_STATUS_BAD_PARAM") != std::string::npos);
+  CHECK(m.find(here(line)) != std::string::npos);
+
+  // cuBLAS through the backend: a leading dimension smaller than a row
+  auto a = tensor_of(random_vector(16, 1)), b = tensor_of(random_vector(16, 2)), c = tensor_of(random_vector(16, 3));
+  m = cuda_error_message([&] { GpuB::gemm(false, false, 4, 4, 4, 1.0f, a.data(), 2, b.data(), 4, 0.0f, c.data(), 4); });
+  CHECK(m.find("cublasSgemm") != std::string::npos);
+  CHECK(m.find("CUBLAS_STATUS_INVALID_VALUE") != std::string::npos);
+  CHECK(m.find("gemm.cuh:") != std::string::npos);
+
+  // A kernel launch with an invalid configuration (more threads per block than allowed)
+  m = cuda_error_message([&] {
+    noop_kernel<<<1, 4096>>>(nullptr);
+    line = __LINE__; DTN_CUDA_CHECK_LAUNCH();
+  });
+  CHECK(m.find("kernel launch") != std::string::npos);
+  CHECK(m.find("cudaErrorInvalidConfiguration") != std::string::npos);
+  CHECK(m.find(here(line)) != std::string::npos);
+
+  // Geometry errors are reported before cuDNN sees them.
+  ConvGeom g = geom(2, 3, 8, 8, 4, 3, 1, 1);
+  auto x = tensor_of(random_vector(2 * 3 * 64, 4)), w = tensor_of(random_vector(4 * 3 * 9, 5));
+  auto y = tensor_of(random_vector(2 * 4 * 64, 6));
+  ConvGeom wrong = g;
+  wrong.h_out = 7;
+  CHECK_THROWS_AS(GpuB::conv2d_forward(wrong, x.data(), w.data(), static_cast<const float*>(nullptr), y.data()),
+                  dtn::shape_error);
+  ConvGeom negative = g;
+  negative.c_in = -3;
+  CHECK_THROWS_AS(GpuB::conv2d_forward(negative, x.data(), w.data(), static_cast<const float*>(nullptr), y.data()),
+                  dtn::argument_error);
+
+  // None of this broke the context: a reduction afterwards is still right.
+  const std::vector<float> ones(1000, 1.0f);
+  auto t = tensor_of(ones);
+  dtn::Tensor<float, Cuda> s(dtn::Shape{1});
+  GpuB::sum(ones.size(), t.data(), s.data());
+  CHECK(dtn::to_vector(s)[0] == 1000.0f);
+}
+
+TEST_CASE("caching allocator: size classes, reuse, and no cudaMalloc in a steady-state loop") {
+  using A = dtn::cuda::CachingAllocator;
+  for (std::size_t b : {std::size_t(1), std::size_t(511), std::size_t(512), std::size_t(513), std::size_t(1) << 20,
+                        (std::size_t(1) << 20) + 1, std::size_t(3) << 22, (std::size_t(5) << 24) + 17}) {
+    const std::size_t r = A::round_size(b);
+    CHECK(r >= b);
+    CHECK(r % 512 == 0);
+    CHECK(static_cast<double>(r) <= 1.25 * static_cast<double>(b) + 512);
+    CHECK(A::round_size(r) == r);  // a class is its own class
+  }
+
+  // Plain allocate/free cycles of mixed sizes.
+  const std::vector<std::size_t> sizes = {1000, (std::size_t(4) << 20) + 3, 77, 123456};
+  auto cycle = [&] {
+    std::vector<dtn::Tensor<float, Cuda>> ts;
+    for (std::size_t n : sizes) ts.emplace_back(dtn::Shape{static_cast<std::int64_t>(n)});
+  };
+  cycle();
+  const auto warm = dtn::cuda::allocator_stats();
+  for (int i = 0; i < 20; ++i) cycle();
+  const auto after = dtn::cuda::allocator_stats();
+  CHECK(after.num_cuda_malloc == warm.num_cuda_malloc);
+  CHECK(after.num_cuda_free == warm.num_cuda_free);
+  CHECK(after.bytes_in_use == warm.bytes_in_use);
+  CHECK(after.num_allocations == warm.num_allocations + 20 * sizes.size());
+  CHECK(after.peak_bytes_in_use >= warm.bytes_in_use);
+  CHECK(after.bytes_reserved >= after.bytes_in_use);
+
+  // A training-like loop: temporaries allocated inside, convolutions (workspace), losses (scratch).
+  const ConvGeom g = geom(4, 8, 16, 16, 16, 3, 1, 1);
+  auto x = tensor_of(random_vector(4 * 8 * 256, 7)), w = tensor_of(random_vector(16 * 8 * 9, 8));
+  auto step = [&] {
+    dtn::Tensor<float, Cuda> y(dtn::Shape{4, 16, 16, 16}), dy(dtn::Shape{4, 16, 16, 16}), dx(dtn::Shape{4, 8, 16, 16}),
+        dw(dtn::Shape{16, 8, 3, 3}), loss(dtn::Shape{1});
+    dw.zero();
+    GpuB::conv2d_forward(g, x.data(), w.data(), static_cast<const float*>(nullptr), y.data());
+    GpuB::mse(y.size(), y.data(), y.data(), loss.data(), dy.data(), 1.0f);
+    GpuB::conv2d_backward_data(g, dy.data(), w.data(), dx.data());
+    GpuB::conv2d_backward_filter(g, x.data(), dy.data(), dw.data(), static_cast<float*>(nullptr));
+  };
+  step();
+  const auto warm2 = dtn::cuda::allocator_stats();
+  for (int i = 0; i < 10; ++i) step();
+  dtn::cuda::synchronize();
+  CHECK(dtn::cuda::allocator_stats().num_cuda_malloc == warm2.num_cuda_malloc);
+
+  // release_cached_memory gives the cached blocks back.
+  dtn::cuda::release_cached_memory();
+  const auto released = dtn::cuda::allocator_stats();
+  CHECK(released.cached_blocks == 0);
+  CHECK(released.bytes_reserved == released.bytes_in_use);
+}
+
+TEST_CASE("copies: host -> device -> host is exact, device -> device too, empty copies are fine") {
+  const auto v = random_vector(100001, 9);
+  auto d = tensor_of(v);
+  CHECK(dtn::to_vector(d) == v);
+  auto d2 = dtn::to<Cuda>(d);
+  CHECK(dtn::to_vector(d2) == v);
+  auto h = dtn::to<dtn::Cpu>(d2);
+  CHECK(dtn::to_vector(h) == v);
+  dtn::Tensor<float, Cuda> empty;
+  CHECK(dtn::to_vector(empty).empty());
+  // Pinned host memory: the copy waits, so the buffer can be overwritten right after.
+  float* pinned = nullptr;
+  DTN_CUDA_CHECK(cudaMallocHost(&pinned, v.size() * sizeof(float)));
+  std::copy(v.begin(), v.end(), pinned);
+  dtn::Tensor<float, Cuda> d3(dtn::Shape{static_cast<std::int64_t>(v.size())});
+  dtn::Copy<Cuda, dtn::Cpu>::run(d3.data(), pinned, v.size() * sizeof(float));
+  std::fill(pinned, pinned + v.size(), -1.0f);
+  CHECK(dtn::to_vector(d3) == v);
+  DTN_CUDA_CHECK(cudaFreeHost(pinned));
+}
+
+TEST_CASE("determinism: reductions and gradients repeated give bitwise-equal results") {
+  const std::size_t n = 3000017;
+  auto x = tensor_of(random_vector(n, 10));
+  dtn::Tensor<float, Cuda> s1(dtn::Shape{1}), s2(dtn::Shape{1});
+  GpuB::sum(n, x.data(), s1.data());
+  GpuB::sum(n, x.data(), s2.data());
+  CHECK(dtn::to_vector(s1) == dtn::to_vector(s2));
+
+  // Batch-norm backward (per-channel block reductions).
+  dtn::BnGeom bg;
+  bg.n = 16;
+  bg.c = 8;
+  bg.hw = 1000;
+  const std::size_t bn = 16 * 8 * 1000;
+  auto bx = tensor_of(random_vector(bn, 11)), bdy = tensor_of(random_vector(bn, 12));
+  auto gamma = tensor_of(random_vector(8, 13, 0.5, 1.5)), mean = tensor_of(random_vector(8, 14));
+  auto invstd = tensor_of(random_vector(8, 15, 0.5, 1));
+  auto run_bn = [&] {
+    dtn::Tensor<float, Cuda> dx(dtn::Shape{static_cast<std::int64_t>(bn)}), dg(dtn::Shape{8}), db(dtn::Shape{8});
+    dg.zero();
+    db.zero();
+    GpuB::batchnorm_backward(bg, bx.data(), bdy.data(), gamma.data(), mean.data(), invstd.data(), dx.data(), dg.data(),
+                             db.data());
+    auto out = dtn::to_vector(dx);
+    for (float v : dtn::to_vector(dg)) out.push_back(v);
+    for (float v : dtn::to_vector(db)) out.push_back(v);
+    return out;
+  };
+  CHECK(run_bn() == run_bn());
+
+  // Convolution filter gradient (deterministic cuDNN algorithms only) and bias gradient.
+  const ConvGeom g = geom(8, 16, 16, 16, 32, 3, 1, 1);
+  auto cx = tensor_of(random_vector(8 * 16 * 256, 16)), cdy = tensor_of(random_vector(8 * 32 * 256, 17));
+  auto run_conv = [&] {
+    dtn::Tensor<float, Cuda> dw(dtn::Shape{32, 16, 3, 3}), db(dtn::Shape{32}), dx(dtn::Shape{8, 16, 16, 16}),
+        w(dtn::Shape{32, 16, 3, 3});
+    dw.zero();
+    db.zero();
+    GpuB::fill(w.size(), w.data(), 0.01f);
+    GpuB::conv2d_backward_filter(g, cx.data(), cdy.data(), dw.data(), db.data());
+    GpuB::conv2d_backward_data(g, cdy.data(), w.data(), dx.data());
+    auto out = dtn::to_vector(dw);
+    for (float v : dtn::to_vector(db)) out.push_back(v);
+    for (float v : dtn::to_vector(dx)) out.push_back(v);
+    return out;
+  };
+  CHECK(run_conv() == run_conv());
+}
+
+TEST_CASE("a training step captured as a CUDA graph replays bit for bit, with no allocation") {
+  const ConvGeom g = geom(8, 3, 16, 16, 16, 3, 1, 1);
+  const std::size_t nx = 8 * 3 * 256, nw = 16 * 3 * 9, ny = 8 * 16 * 256;
+  const auto hx = random_vector(nx, 20), hw = random_vector(nw, 21, -0.3, 0.3), hb = random_vector(16, 22);
+  const auto ht = random_vector(ny, 23);
+  const std::vector<float> zeros_w(nw, 0.0f);
+  auto x = tensor_of(hx), w = tensor_of(hw), bias = tensor_of(hb), target = tensor_of(ht);
+  dtn::Tensor<float, Cuda> y(dtn::Shape{8, 16, 16, 16}), act(y.shape()), dact(y.shape()), dy(y.shape()),
+      dx(dtn::Shape{8, 3, 16, 16}), dw(dtn::Shape{16, 3, 3, 3}), db(dtn::Shape{16}), m(dw.shape()), v(dw.shape()),
+      loss(dtn::Shape{1});
+  const dtn::AdamStep<float> adam{1e-2f, 0.9f, 0.999f, 1e-8f, 0.0f, 0.1f, 0.001f};
+  const dtn::ops::Relu relu;
+  auto step = [&] {
+    GpuB::conv2d_forward(g, x.data(), w.data(), bias.data(), y.data());
+    GpuB::map_forward(relu, ny, y.data(), act.data());
+    GpuB::mse(ny, act.data(), target.data(), loss.data(), dact.data(), 1.0f);
+    GpuB::map_backward(relu, ny, y.data(), act.data(), dact.data(), dy.data());
+    GpuB::fill(nw, dw.data(), 0.0f);
+    GpuB::fill(std::size_t(16), db.data(), 0.0f);
+    GpuB::conv2d_backward_filter(g, x.data(), dy.data(), dw.data(), db.data());
+    GpuB::conv2d_backward_data(g, dy.data(), w.data(), dx.data());
+    GpuB::adam_update(nw, w.data(), dw.data(), m.data(), v.data(), adam);
+  };
+  auto reset = [&] {
+    dtn::Copy<Cuda, dtn::Cpu>::run(w.data(), hw.data(), nw * sizeof(float));
+    dtn::Copy<Cuda, dtn::Cpu>::run(m.data(), zeros_w.data(), nw * sizeof(float));
+    dtn::Copy<Cuda, dtn::Cpu>::run(v.data(), zeros_w.data(), nw * sizeof(float));
+  };
+  auto snapshot = [&] {
+    auto out = dtn::to_vector(w);
+    for (float f : dtn::to_vector(loss)) out.push_back(f);
+    for (float f : dtn::to_vector(dx)) out.push_back(f);
+    return out;
+  };
+
+  reset();
+  step();  // also warms up: algorithm choice, workspace, scratch
+  step();
+  const auto eager = snapshot();
+
+  reset();
+  dtn::cuda::synchronize();
+  const auto before = dtn::cuda::allocator_stats();
+  cudaStream_t s = dtn::cuda::stream();
+  cudaGraph_t graph = nullptr;
+  DTN_CUDA_CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
+  try {
+    step();
+  } catch (...) {
+    cudaGraph_t broken = nullptr;
+    (void)cudaStreamEndCapture(s, &broken);
+    if (broken) (void)cudaGraphDestroy(broken);
+    throw;
+  }
+  DTN_CUDA_CHECK(cudaStreamEndCapture(s, &graph));
+  cudaGraphExec_t exec = nullptr;
+  DTN_CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
+  DTN_CUDA_CHECK(cudaGraphLaunch(exec, s));
+  DTN_CUDA_CHECK(cudaGraphLaunch(exec, s));
+  const auto replayed = snapshot();
+  CHECK(dtn::cuda::allocator_stats().num_cuda_malloc == before.num_cuda_malloc);
+  CHECK(parity::same_bits(replayed, eager));
+  DTN_CUDA_CHECK(cudaGraphExecDestroy(exec));
+  DTN_CUDA_CHECK(cudaGraphDestroy(graph));
+}
+
+TEST_CASE("math mode: exact FP32 by default, TF32 only on request, per thread") {
+  CHECK_FALSE(dtn::cuda::tf32());
+  // A GEMM with K = 1024: exact mode within the FP32 bound of the parity table, TF32 mode within
+  // TF32's: operands rounded to 10 mantissa bits (relative 2^-11 ~ 4.9e-4 per product), so the
+  // relative L2 error of a sum of independent products stays near 5e-4; bound 5e-3.
+  const int m = 64, n = 64, k = 1024;
+  const auto ha = random_vector(static_cast<std::size_t>(m) * k, 30), hb = random_vector(static_cast<std::size_t>(k) * n, 31);
+  auto ca = tensor_of<dtn::Cpu>(ha), cb = tensor_of<dtn::Cpu>(hb);
+  dtn::Tensor<float, dtn::Cpu> cc(dtn::Shape{m * n});
+  CpuB::gemm(false, false, m, n, k, 1.0f, ca.data(), k, cb.data(), n, 0.0f, cc.data(), n);
+  const auto ref = dtn::to_vector(cc);
+  auto ga = tensor_of(ha), gb = tensor_of(hb);
+  dtn::Tensor<float, Cuda> gc(dtn::Shape{m * n});
+  auto run = [&] {
+    GpuB::gemm(false, false, m, n, k, 1.0f, ga.data(), k, gb.data(), n, 0.0f, gc.data(), n);
+    return parity::rel_l2(dtn::to_vector(gc), ref);
+  };
+  const double exact = run();
+  CHECK(exact <= 1e-4);
+  dtn::cuda::set_tf32(true);
+  CHECK(dtn::cuda::tf32());
+  bool other_thread_tf32 = true;
+  std::thread([&] { other_thread_tf32 = dtn::cuda::tf32(); }).join();
+  CHECK_FALSE(other_thread_tf32);
+  const double tf32 = run();
+  CHECK(tf32 <= 5e-3);
+  dtn::cuda::set_tf32(false);
+  CHECK(run() == exact);  // back to the same exact kernel
+  MESSAGE("gemm K=1024 relative L2 error: exact " << exact << ", TF32 " << tf32);
+}
+
+TEST_CASE("each thread has its own context and stream, and results agree across threads") {
+  const auto v = random_vector(500009, 40);
+  auto x = tensor_of(v);
+  dtn::Tensor<float, Cuda> s(dtn::Shape{1});
+  GpuB::sum(v.size(), x.data(), s.data());
+  const float here_sum = dtn::to_vector(s)[0];
+  float there_sum = 0;
+  cudaStream_t there_stream = nullptr;
+  dtn::cuda::synchronize();  // x is ready before another stream reads it
+  std::thread([&] {
+    dtn::Tensor<float, Cuda> s2(dtn::Shape{1});
+    GpuB::sum(v.size(), x.data(), s2.data());
+    there_sum = dtn::to_vector(s2)[0];
+    there_stream = dtn::cuda::stream();
+  }).join();
+  CHECK(there_stream != dtn::cuda::stream());
+  CHECK(there_sum == here_sum);
+}
