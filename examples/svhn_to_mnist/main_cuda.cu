@@ -1,0 +1,9 @@
+// The same pipeline instantiated for the GPU backend.
+#include <dtn/cuda.cuh>
+
+#include "pipeline.hpp"
+
+int run_cuda(const digits::Options& o) {
+  dtn::cuda::set_tf32(o.tf32);
+  return digits::run_pipeline<dtn::Cuda>(o);
+}

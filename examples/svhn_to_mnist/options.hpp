@@ -1,0 +1,123 @@
+#pragma once
+// Command-line options of the svhn_to_mnist example.
+#include <cstdint>
+#include <cstdlib>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace digits {
+
+struct Options {
+  std::string data_dir;     // folder with mnist/ and synthdigits/ (or svhn/); default $DTN_DATA_DIR
+  std::string source_dir;   // source-domain .mat files (default <data_dir>/synthdigits, else <data_dir>/svhn)
+  std::string mnist_dir;    // MNIST IDX files (default <data_dir>/mnist)
+  std::string source_name;  // name used in reports: "SynthDigits" or "SVHN" (derived from source_dir)
+  std::string f_split = "train";  // source split f is pretrained on (the paper: extra)
+  std::string out_dir = "runs/svhn_to_mnist";
+  std::string device = "cpu";
+  long f_steps = 300, clf_steps = 300, dtn_steps = 100;
+  int batch = 64, eval_batch = 500, threads = 0;
+  std::uint64_t seed = 1;
+  double alpha = 15, beta = 15, gamma = 0, lr = 2e-4, clf_lr = 1e-3;
+  long sample_every = 50, ckpt_every = 100, log_every = 10;
+  double time_limit_min = 0;  // stop DTN training after this many minutes (0: no limit)
+  long eval_limit = 0;        // evaluate on the first N source test images (0: all)
+  bool reuse = false;         // reuse f and the MNIST classifier from out_dir when present
+  bool resume = false;        // resume DTN training from out_dir/dtn.safetensors
+  bool tf32 = false;          // TF32 convolutions on the GPU
+};
+
+inline const char* usage() {
+  return "usage: svhn_to_mnist [options]\n"
+         "  --data-dir DIR       folder holding mnist/ and synthdigits/ (or svhn/); default $DTN_DATA_DIR\n"
+         "  --source-dir DIR     source .mat files (train_32x32.mat, test_32x32.mat[, extra_32x32.mat])\n"
+         "  --mnist-dir DIR      MNIST IDX files (.gz or raw)\n"
+         "  --source-name NAME   name of the source domain in reports (default: SynthDigits if the folder\n"
+         "                       name contains 'synth', else SVHN)\n"
+         "  --f-split SPLIT      source split to pretrain f on: train (default) or extra\n"
+         "  --out DIR            output folder (default runs/svhn_to_mnist)\n"
+         "  --device cpu|cuda    (cuda needs a build with the CUDA backend)\n"
+         "  --f-steps N --clf-steps N --dtn-steps N   steps of each stage (default 300, 300, 100)\n"
+         "  --batch N            batch size (default 64)\n"
+         "  --seed N             seed of initialisation and data order (default 1)\n"
+         "  --alpha A --beta B --gamma C   weights of L_CONST, L_TID, L_TV (default 15, 15, 0)\n"
+         "  --lr X               Adam learning rate of g and D (default 2e-4); --clf-lr for classifiers (1e-3)\n"
+         "  --sample-every N --ckpt-every N --log-every N   (default 50, 100, 10)\n"
+         "  --time-limit-min M   stop DTN training after M minutes, then evaluate\n"
+         "  --eval-limit N       evaluate on the first N source test images only (default: all)\n"
+         "  --threads N          CPU threads (default: all cores)\n"
+         "  --reuse              reuse f and the MNIST classifier checkpoints found in --out\n"
+         "  --resume             resume DTN training from --out/dtn.safetensors\n"
+         "  --tf32               allow TF32 convolutions on the GPU\n"
+         "  --full               the long run: 3000 f steps, 3000 classifier steps, 20000 DTN steps, batch 128\n";
+}
+
+inline Options parse_options(int argc, char** argv) {
+  Options o;
+  if (const char* d = std::getenv("DTN_DATA_DIR")) o.data_dir = d;
+  std::vector<std::string> a(argv + 1, argv + argc);
+  auto value = [&](std::size_t& i) -> const std::string& {
+    if (i + 1 >= a.size()) throw std::invalid_argument("option " + a[i] + " needs a value");
+    return a[++i];
+  };
+  auto number = [&](std::size_t& i) {
+    const std::string& opt = a[i];
+    const std::string& v = value(i);
+    try {
+      std::size_t used = 0;
+      const double d = std::stod(v, &used);
+      if (used != v.size()) throw std::invalid_argument("");
+      return d;
+    } catch (const std::exception&) {
+      throw std::invalid_argument("option " + opt + " expects a number, got '" + v + "'");
+    }
+  };
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    const std::string& k = a[i];
+    if (k == "--help" || k == "-h") throw std::runtime_error("help");
+    else if (k == "--data-dir") o.data_dir = value(i);
+    else if (k == "--source-dir") o.source_dir = value(i);
+    else if (k == "--mnist-dir") o.mnist_dir = value(i);
+    else if (k == "--source-name") o.source_name = value(i);
+    else if (k == "--f-split") o.f_split = value(i);
+    else if (k == "--out") o.out_dir = value(i);
+    else if (k == "--device") o.device = value(i);
+    else if (k == "--f-steps") o.f_steps = static_cast<long>(number(i));
+    else if (k == "--clf-steps") o.clf_steps = static_cast<long>(number(i));
+    else if (k == "--dtn-steps") o.dtn_steps = static_cast<long>(number(i));
+    else if (k == "--batch") o.batch = static_cast<int>(number(i));
+    else if (k == "--seed") o.seed = static_cast<std::uint64_t>(number(i));
+    else if (k == "--alpha") o.alpha = number(i);
+    else if (k == "--beta") o.beta = number(i);
+    else if (k == "--gamma") o.gamma = number(i);
+    else if (k == "--lr") o.lr = number(i);
+    else if (k == "--clf-lr") o.clf_lr = number(i);
+    else if (k == "--sample-every") o.sample_every = static_cast<long>(number(i));
+    else if (k == "--ckpt-every") o.ckpt_every = static_cast<long>(number(i));
+    else if (k == "--log-every") o.log_every = static_cast<long>(number(i));
+    else if (k == "--time-limit-min") o.time_limit_min = number(i);
+    else if (k == "--eval-limit") o.eval_limit = static_cast<long>(number(i));
+    else if (k == "--threads") o.threads = static_cast<int>(number(i));
+    else if (k == "--reuse") o.reuse = true;
+    else if (k == "--resume") o.resume = true;
+    else if (k == "--tf32") o.tf32 = true;
+    else if (k == "--full") {
+      o.f_steps = 3000;
+      o.clf_steps = 3000;
+      o.dtn_steps = 20000;
+      o.batch = 128;
+      o.sample_every = 1000;
+      o.ckpt_every = 1000;
+      o.log_every = 50;
+    } else
+      throw std::invalid_argument("unknown option " + k);
+  }
+  if (o.batch < 1 || o.f_steps < 0 || o.clf_steps < 0 || o.dtn_steps < 0 || o.eval_batch < 1)
+    throw std::invalid_argument("batch must be >= 1 and step counts >= 0");
+  if (o.device != "cpu" && o.device != "cuda") throw std::invalid_argument("--device must be cpu or cuda, got " + o.device);
+  if (o.f_split != "train" && o.f_split != "extra") throw std::invalid_argument("--f-split must be train or extra");
+  return o;
+}
+
+}  // namespace digits
