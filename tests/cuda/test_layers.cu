@@ -9,8 +9,19 @@
 // only way rounding differences could grow past that is a ReLU or max-pool choice flipping on
 // an input within ~1e-6 of the threshold, which the continuous random inputs make improbable
 // (expected flips per test well below 0.1).
+//
+// Two quantities have no meaningful value to compare, and the tests say so where they skip them:
+//  * the bias of a convolution followed by batch norm (net.0.bias here): batch norm subtracts the
+//    per-channel batch mean, so its exact gradient is 0 and both devices return rounding noise.
+//    Per-parameter gradient errors are therefore measured against the norm of the whole
+//    gradient arena (each parameter's share of the total error), and the arena as a whole
+//    against its own norm;
+//  * after Adam steps, that same bias: Adam divides by sqrt(v), so noise-sized gradients still
+//    move it by ~lr * sign(noise), differently on each device. The loss does not depend on it.
 #include <doctest/doctest.h>
 
+#include <algorithm>
+#include <cmath>
 #include <dtn/cuda.cuh>
 #include <string>
 #include <vector>
@@ -50,9 +61,37 @@ double err(dtn::View<T, DevA> gpu, dtn::View<T, DevB> cpu) {
   return parity::rel_l2(dtn::to_vector(gpu), dtn::to_vector(cpu));
 }
 
+double norm(const std::vector<float>& v) {
+  double s = 0;
+  for (float x : v) s += static_cast<double>(x) * x;
+  return std::sqrt(s);
+}
+
+template <class T, class DevA, class DevB>
+double diff_norm(dtn::View<T, DevA> gpu, dtn::View<T, DevB> cpu) {
+  const auto g = dtn::to_vector(gpu), c = dtn::to_vector(cpu);
+  double s = 0;
+  for (std::size_t i = 0; i < c.size(); ++i) s += (static_cast<double>(g[i]) - c[i]) * (static_cast<double>(g[i]) - c[i]);
+  return std::sqrt(s);
+}
+
+// Relative L2 error over all parameters except those named in `skip` (see the note at the top).
+template <class NetG, class NetC>
+double params_error(NetG& gpu, NetC& cpu, const std::vector<std::string>& skip) {
+  std::vector<float> g, c;
+  for (std::size_t i = 0; i < cpu.entries().size(); ++i) {
+    const auto& ec = cpu.entries()[i];
+    if (std::find(skip.begin(), skip.end(), ec.name) != skip.end()) continue;
+    const auto vc = dtn::to_vector(ec.param->value), vg = dtn::to_vector(gpu.entries()[i].param->value);
+    c.insert(c.end(), vc.begin(), vc.end());
+    g.insert(g.end(), vg.begin(), vg.end());
+  }
+  return parity::rel_l2(g, c);
+}
+
 template <class Spec>
 void network_parity(const char* what, const dtn::Shape& sample, int batch) {
-  INFO("network: ", what);
+  INFO("network: ", std::string(what));
   dtn::Net<Spec, float, dtn::Cpu> cpu(sample, "net", dtn::InitScheme::pytorch, 5);
   dtn::Net<Spec, float, dtn::Cuda> gpu(sample, "net", dtn::InitScheme::pytorch, 5);
   REQUIRE(dtn::to_vector(gpu.parameters()) == dtn::to_vector(cpu.parameters()));
@@ -73,18 +112,23 @@ void network_parity(const char* what, const dtn::Shape& sample, int batch) {
   const auto dxg = gpu.backward(dyg.view());
   const double e_dx = err(dxg, dxc);
   CHECK(e_dx <= kNet);
+  const double e_grads = err(gpu.gradients(), cpu.gradients());
+  CHECK(e_grads <= kNet);
+  const double arena_norm = norm(dtn::to_vector(cpu.gradients()));
   for (std::size_t i = 0; i < cpu.entries().size(); ++i) {
     const auto& ec = cpu.entries()[i];
     const auto& eg = gpu.entries()[i];
     INFO("parameter ", ec.name);
     REQUIRE(eg.name == ec.name);
     if (ec.param->trainable()) {
-      CHECK(err(eg.param->grad, ec.param->grad) <= kNet);
+      const double share = diff_norm(eg.param->grad, ec.param->grad) / arena_norm;
+      CHECK(share <= kNet);
     } else {
       CHECK(err(eg.param->value, ec.param->value) <= kNet);  // batch-norm running statistics
     }
   }
-  MESSAGE(what << ": relative L2 error forward " << e_fwd << ", input gradient " << e_dx);
+  MESSAGE(std::string(what) << ": relative L2 error forward " << e_fwd << ", input gradient " << e_dx << ", parameter gradients "
+               << e_grads);
 }
 
 }  // namespace
@@ -163,6 +207,9 @@ TEST_CASE("end to end: five Adam steps of a classifier and a generator give the 
     MESSAGE("step " << step << ": classifier loss cpu " << lc << " gpu " << lg << "; generator loss cpu " << mc
                     << " gpu " << mg);
   }
-  CHECK(err(fg.parameters(), fc.parameters()) <= kNet);
-  CHECK(err(gg.parameters(), gc.parameters()) <= kNet);
+  // Every parameter but the biases in front of batch norm (no defined value; see the top).
+  const double ef = params_error(fg, fc, {"f.0.bias"}), eg = params_error(gg, gc, {"g.0.bias"});
+  CHECK(ef <= kNet);
+  CHECK(eg <= kNet);
+  MESSAGE("after 5 steps: parameter relative L2 error classifier " << ef << ", generator " << eg);
 }
