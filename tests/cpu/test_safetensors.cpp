@@ -2,6 +2,7 @@
 // of malformed file with a message that names the file, and atomic saves under SIGKILL.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <chrono>
 #include <csignal>
 #include <cstdint>
@@ -10,6 +11,7 @@
 #include <fstream>
 #include <iterator>
 #include <limits>
+#include <map>
 #include <random>
 #include <string>
 #include <thread>
@@ -203,7 +205,8 @@ TEST_CASE("safetensors: the reader accepts other writers' layouts (key order, wh
   const std::string json = "{ \"z\" : {\"data_offsets\": [4, 12], \"shape\": [1, 2], \"dtype\": \"F32\"},\n"
                            "  \"a\" : {\"shape\": [], \"dtype\": \"I32\", \"data_offsets\": [0, 4]} }\n";
   std::vector<std::uint8_t> data{7, 0, 0, 0, 0, 0, 0x80, 0x3F, 0, 0, 0, 0x40};  // 7; 1.0f, 2.0f
-  const auto f = dtn::io::parse_safetensors(hand_file(json, data).data(), hand_file(json, data).size(), "other");
+  const auto bytes = hand_file(json, data);
+  const auto f = dtn::io::parse_safetensors(bytes.data(), bytes.size(), "other");
   REQUIRE(f.tensors.size() == 2);
   CHECK(f.tensors[0].name == "a");  // file (offset) order
   CHECK(f.tensors[0].values<std::int32_t>() == std::vector<std::int32_t>{7});

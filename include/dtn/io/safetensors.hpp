@@ -496,14 +496,18 @@ inline SafetensorsFile load_safetensors(const std::string& path) {
     std::FILE* f;
     ~Closer() { std::fclose(f); }
   } closer{fp};
+  const auto seek_error = [&](const std::string& what) {
+    const int err = errno;
+    return io_error(where + what + ": " + detail::errno_text(err) + " (a checkpoint must be a regular file)");
+  };
   const auto read_error = [&](const std::string& what) {
     const int err = errno;
     return io_error(where + what + (std::ferror(fp) ? ": " + detail::errno_text(err) : std::string(": the file ended")));
   };
-  if (std::fseek(fp, 0, SEEK_END) != 0) throw read_error("cannot seek");
+  if (std::fseek(fp, 0, SEEK_END) != 0) throw seek_error("cannot seek");
   const long end = std::ftell(fp);
-  if (end < 0) throw read_error("cannot tell its size");
-  if (std::fseek(fp, 0, SEEK_SET) != 0) throw read_error("cannot seek");
+  if (end < 0) throw seek_error("cannot tell its size");
+  if (std::fseek(fp, 0, SEEK_SET) != 0) throw seek_error("cannot seek");
   const auto size = static_cast<std::uint64_t>(end);
   if (size < 8)
     throw io_error(where + "the file is " + std::to_string(size) + " bytes, shorter than the 8-byte header length");
