@@ -46,8 +46,16 @@ class Adam {
     s.beta2 = static_cast<T>(cfg_.beta2);
     s.eps = static_cast<T>(cfg_.eps);
     s.weight_decay = static_cast<T>(cfg_.weight_decay);
-    s.bias_correction1 = static_cast<T>(1.0 - std::pow(cfg_.beta1, static_cast<double>(t_)));
-    s.bias_correction2 = static_cast<T>(1.0 - std::pow(cfg_.beta2, static_cast<double>(t_)));
+    // beta^t by repeated multiplication rather than std::pow: the result then does not depend on
+    // whether the compiler folds pow at compile time (correctly rounded) or calls libm at run
+    // time, which would break bitwise-exact resume.
+    double p1 = 1, p2 = 1;
+    for (std::int64_t i = 0; i < t_; ++i) {
+      p1 *= cfg_.beta1;
+      p2 *= cfg_.beta2;
+    }
+    s.bias_correction1 = static_cast<T>(1.0 - p1);
+    s.bias_correction2 = static_cast<T>(1.0 - p2);
     Backend<Dev>::adam_update(params_.size(), params_.data, grads_.data, m_.data(), v_.data(), s);
   }
 

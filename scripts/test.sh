@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# The test command: installs dependencies, builds everything (the CUDA code is compiled wherever
+# nvcc is present, even with no GPU; its tests then report 'skipped'), and runs every test
+# through CTest. Real-data tests read $DTN_DATA_DIR (default: ../shared/data when present) and
+# are skipped with a message otherwise.
+#
+#   scripts/test.sh          build + all tests
+#   scripts/test.sh --all    also the AddressSanitizer/UBSan build of the CPU tests and the fuzzers
+#                            (what CI runs; CI=true implies --all)
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+all=0
+[ "${1:-}" = "--all" ] && all=1
+[ "${CI:-}" = "true" ] && all=1
+jobs="${DTN_JOBS:-$(nproc)}"
+
+scripts/install_deps.sh
+if [ -z "${DTN_DATA_DIR:-}" ] && [ -d "$root/../shared/data/mnist" ]; then
+  export DTN_DATA_DIR="$root/../shared/data"
+fi
+echo "test.sh: DTN_DATA_DIR=${DTN_DATA_DIR:-<unset: real-data tests will be skipped>}"
+
+cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DDTN_WERROR=ON
+cmake --build build -j "$jobs"
+ctest --test-dir build --output-on-failure -j "$jobs"
+
+if [ "$all" = 1 ]; then
+  echo "test.sh: AddressSanitizer + UndefinedBehaviorSanitizer build of the CPU tests"
+  cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DDTN_CUDA=OFF -DDTN_WERROR=ON -DDTN_BUILD_EXAMPLES=OFF \
+    -DDTN_BUILD_BENCHMARKS=OFF -DDTN_NATIVE=OFF \
+    -DCMAKE_CXX_FLAGS="-O1 -g -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer" \
+    -DCMAKE_EXE_LINKER_FLAGS="-fsanitize=address,undefined"
+  cmake --build build-asan -j "$jobs"
+  ASAN_OPTIONS=detect_leaks=1 ctest --test-dir build-asan --output-on-failure -j "$jobs"
+  echo "test.sh: fuzzing each parser for ${DTN_FUZZ_SECONDS:-60} s"
+  scripts/run_fuzz.sh "${DTN_FUZZ_SECONDS:-60}"
+fi
