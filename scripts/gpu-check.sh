@@ -5,7 +5,7 @@
 #   2. configure a Release build with the CUDA backend into build-gpu (Ninja, sm_90)
 #   3. build everything (-j16)
 #   4. ctest: all tests, GPU ones included                      -> $OUT/ctest.log
-#   5. the GPU test binary once more, for its error numbers      -> $OUT/cuda_tests.log
+#   5. with CUDA_TESTS_AGAIN=1, the GPU test binary once more    -> $OUT/cuda_tests.log
 #   6. benchmarks/run_gpu.sh, if present                         -> $OUT/bench.log
 #   7. examples/svhn_to_mnist/run_gpu.sh, if present             -> $OUT/train.log
 # and a summary table at the end (also $OUT/summary.txt). Configure and build output goes to
@@ -71,13 +71,15 @@ if stage configure "${T_CONFIGURE:-180}" "$OUT/build.log" \
   stage build "${T_BUILD:-900}" "$OUT/build.log" cmake --build "$build" -j"$jobs" && built=1
   if [[ $built == 1 ]]; then
     stage ctest "${T_CTEST:-600}" "$OUT/ctest.log" \
-      ctest --test-dir "$build" --output-on-failure -j8 --timeout 300
+      ctest --test-dir "$build" --output-on-failure -j8 --timeout 300 ${CTEST_ARGS:-}
   else
     # Run whatever did build, so one broken target does not hide every test result.
     stage ctest-partial "${T_CTEST:-600}" "$OUT/ctest.log" \
-      ctest --test-dir "$build" --output-on-failure -j8 --timeout 300
+      ctest --test-dir "$build" --output-on-failure -j8 --timeout 300 ${CTEST_ARGS:-}
   fi
-  if [[ -x "$build/dtn_cuda_tests" ]]; then
+  if [[ -z "${CUDA_TESTS_AGAIN:-}" ]]; then
+    skip cuda-tests "already run by ctest (set CUDA_TESTS_AGAIN=1 for a separate log)"
+  elif [[ -x "$build/dtn_cuda_tests" ]]; then
     stage cuda-tests "${T_CUDA:-300}" "$OUT/cuda_tests.log" "$build/dtn_cuda_tests"
   else
     skip cuda-tests "$build/dtn_cuda_tests was not built"
