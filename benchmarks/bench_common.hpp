@@ -147,6 +147,7 @@ struct Options {
   int step_reps = 5;
   int gemm_n = 1024;
   bool layers = true;
+  bool only_layers = false;
   bool graph = true;
   bool tf32 = false;
   std::string json;
@@ -203,6 +204,7 @@ inline Options parse_options(int argc, char** argv, bool cuda) {
     else if (a == "--gemm-n") o.gemm_n = parse_int(a, value(), 16);
     else if (a == "--tf32" && cuda) o.tf32 = true;
     else if (a == "--no-layers") o.layers = false;
+    else if (a == "--only-layers") o.only_layers = true;
     else if (a == "--no-graph" && cuda) o.graph = false;
     else if (a == "--json") o.json = value();
     else if (a == "--rows") {
@@ -221,6 +223,7 @@ inline Options parse_options(int argc, char** argv, bool cuda) {
           "  --gemm-n N        size of the sgemm reference (default %d)\n"
           "%s"
           "  --no-layers       skip the per-convolution-layer table\n"
+          "  --only-layers     only the GEMM reference and the per-convolution-layer table\n"
           "  --json PATH       write rows and metadata as JSON (read by compare.py)\n",
           argv[0], cuda ? "" : "  --threads LIST    thread counts (default 1,2)\n", o.warmup, o.reps, o.step_reps,
           o.gemm_n,
@@ -444,10 +447,35 @@ void bench_net_rows(int batch, Where at, Timer& timer, const Options& o, nlohman
   }
 }
 
+// The GEMM reference measured again right before each layer pass: on a machine shared with
+// other work the load drifts, and a percentage against a GEMM timed minutes earlier means little.
+template <class Dev, class Timer>
+class GemmNow {
+ public:
+  GemmNow(int n, Timer& timer)
+      : n_(n), timer_(timer), a_(uniform_tensor<Dev>(dtn::Shape{n, n}, -1, 1, 1)),
+        b_(uniform_tensor<Dev>(dtn::Shape{n, n}, -1, 1, 2)), c_(dtn::Shape{n, n}) {}
+  // Best-of-5 GFLOP/s now.
+  double operator()() {
+    const Stats s = timer_(
+        [&] {
+          dtn::Backend<Dev>::gemm(false, false, n_, n_, n_, 1.f, a_.data(), n_, b_.data(), n_, 0.f, c_.data(), n_);
+        },
+        1, 5);
+    return 2.0 * n_ * n_ * double(n_) * 1e-9 * 1e3 / s.min_ms;
+  }
+
+ private:
+  int n_;
+  Timer& timer_;
+  dtn::Tensor<float, Dev> a_, b_, c_;
+};
+
 // One convolution layer (layer I of a network) on its own: forward, backward-data and
-// backward-filter, as GFLOP/s and as a percentage of the GEMM reference (best runs of both).
+// backward-filter, as GFLOP/s and as a percentage of the GEMM reference measured just before
+// (best runs of both: the least disturbed by other processes).
 template <std::size_t I, class Dev, class Net, class Timer>
-void bench_conv_layer(Net& net, const ConvInfo& c, int batch, Where at, Timer& timer, double gemm_best,
+void bench_conv_layer(Net& net, const ConvInfo& c, int batch, Where at, Timer& timer, GemmNow<Dev, Timer>& gemm_now,
                       const Options& o, nlohmann::json& rows) {
   auto& layer = net.template layer<I>();
   const dtn::Shape xs{batch, c.c_in, c.h_in, c.w_in}, ys{batch, c.c_out, c.h_out, c.w_out};
@@ -461,41 +489,45 @@ void bench_conv_layer(Net& net, const ConvInfo& c, int batch, Where at, Timer& t
       {"bwd_filter", [&] { layer.backward(x.view(), y.view(), dy.view(), dtn::View<float, Dev>(), true); }},
   };
   for (const auto& p : passes) {
+    const double gemm_best = gemm_now();
     const Stats s = timer(p.second, o.warmup, o.reps);
     nlohmann::json r = make_row("layer:" + c.name() + ":" + p.first, at.device, "dtn", batch, at.threads, s, gflop);
     const double best = gflop * 1e3 / s.min_ms;
     r["gflops_best"] = round_to(best, 0.01);
+    r["gemm_gflops_best"] = round_to(gemm_best, 0.01);
     r["pct_of_gemm_best"] = round_to(100.0 * best / gemm_best, 0.1);
     rows.push_back(r);
     const bool low = std::string(p.first) == "fwd" && r["pct_of_gemm_best"].get<double>() < 60.0;
-    std::printf("  %-5s %-10s B=%-4d thr=%d  median %9.3f ms  best %8.1f GFLOP/s = %6.1f%% of GEMM%s\n",
+    std::printf("  %-5s %-10s B=%-4d thr=%d  median %9.3f ms  best %8.1f GFLOP/s = %6.1f%% of GEMM (%.1f)%s\n",
                 c.name().c_str(), p.first, batch, at.threads, s.median_ms, best, r["pct_of_gemm_best"].get<double>(),
+                gemm_best,
                 low ? "  (forward below the 60% target)" : "");
     std::fflush(stdout);
   }
 }
 
 template <class Dev, class Net, class Timer, std::size_t... I>
-void bench_net_layers(Net& net, const char* which, int batch, Where at, Timer& timer, double gemm_best,
+void bench_net_layers(Net& net, const char* which, int batch, Where at, Timer& timer, GemmNow<Dev, Timer>& gemm_now,
                       const Options& o, nlohmann::json& rows, std::index_sequence<I...>) {
   auto one = [&](auto index) {
     constexpr std::size_t i = decltype(index)::value;
     for (const ConvInfo& c : conv_layers())
       if (std::string(c.net) == which && std::size_t(c.index) == i)
-        bench_conv_layer<i, Dev>(net, c, batch, at, timer, gemm_best, o, rows);
+        bench_conv_layer<i, Dev>(net, c, batch, at, timer, gemm_now, o, rows);
   };
   (one(std::integral_constant<std::size_t, I>{}), ...);
 }
 
 // The per-layer table of f, g and D at one batch size.
 template <class Dev, class Timer>
-void bench_layers(int batch, Where at, Timer& timer, double gemm_best, const Options& o, nlohmann::json& rows) {
-  std::printf("per-layer GFLOP/s at batch %d (%s, %d thread(s)); GEMM reference best %.1f GFLOP/s\n", batch,
-              at.device, at.threads, gemm_best);
+void bench_layers(int batch, Where at, Timer& timer, const Options& o, nlohmann::json& rows) {
+  std::printf("per-layer GFLOP/s at batch %d (%s, %d thread(s)); %% of a %d^3 sgemm timed just before (its GFLOP/s)\n",
+              batch, at.device, at.threads, o.gemm_n);
+  GemmNow<Dev, Timer> gemm_now(o.gemm_n, timer);
   Nets<Dev> n;
-  bench_net_layers<Dev>(n.f, "f", batch, at, timer, gemm_best, o, rows, std::make_index_sequence<FSpec::template network<float, Dev>::depth>{});
-  bench_net_layers<Dev>(n.g, "g", batch, at, timer, gemm_best, o, rows, std::make_index_sequence<GSpec::template network<float, Dev>::depth>{});
-  bench_net_layers<Dev>(n.d, "D", batch, at, timer, gemm_best, o, rows, std::make_index_sequence<DSpec::template network<float, Dev>::depth>{});
+  bench_net_layers<Dev>(n.f, "f", batch, at, timer, gemm_now, o, rows, std::make_index_sequence<FSpec::template network<float, Dev>::depth>{});
+  bench_net_layers<Dev>(n.g, "g", batch, at, timer, gemm_now, o, rows, std::make_index_sequence<GSpec::template network<float, Dev>::depth>{});
+  bench_net_layers<Dev>(n.d, "D", batch, at, timer, gemm_now, o, rows, std::make_index_sequence<DSpec::template network<float, Dev>::depth>{});
 }
 
 #if BENCH_HAVE_TRAINER

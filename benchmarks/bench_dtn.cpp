@@ -74,14 +74,15 @@ int main(int argc, char** argv) {
     for (int t : o.threads) {
       dtn::set_num_threads(t);
       const bench::Where at{"cpu", t};
-      const double gemm_best = bench::bench_gemm<Cpu>(o.gemm_n, at, timer, o, rows).first;
+      bench::bench_gemm<Cpu>(o.gemm_n, at, timer, o, rows);
       for (int b : o.batches) {
+        if (o.only_layers) break;
         if (std::find(o.rows.begin(), o.rows.end(), "dtn_step") != o.rows.end() && !bench_step(b, at, timer, o, rows))
           step_missing = true;
         bench::bench_net_rows<Cpu>(b, at, timer, o, rows);
       }
       if (o.layers)
-        bench::bench_layers<Cpu>(*std::max_element(o.batches.begin(), o.batches.end()), at, timer, gemm_best, o, rows);
+        bench::bench_layers<Cpu>(*std::max_element(o.batches.begin(), o.batches.end()), at, timer, o, rows);
     }
     if (step_missing) std::printf("note: dtn_step not measured (no DomainTransfer trainer in this build)\n");
     doc["meta"]["loadavg_after"] = bench::loadavg();

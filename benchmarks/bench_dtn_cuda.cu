@@ -141,7 +141,8 @@ int main(int argc, char** argv) {
     const bench::Where at{"cuda", 0, "dtn"};
     std::vector<int> batches = o.batches;
     std::sort(batches.begin(), batches.end());
-    const bool want_step = std::find(o.rows.begin(), o.rows.end(), "dtn_step") != o.rows.end();
+    const bool want_step =
+        !o.only_layers && std::find(o.rows.begin(), o.rows.end(), "dtn_step") != o.rows.end();
 #if BENCH_HAVE_TRAINER
     // Steps first, smallest batch first: the allocator's high-water mark read after each step is
     // then that step's peak (everything earlier used less).
@@ -155,8 +156,9 @@ int main(int argc, char** argv) {
 #else
     if (want_step) std::printf("note: dtn_step not measured (no DomainTransfer trainer in this build)\n");
 #endif
-    for (int b : batches) bench::bench_net_rows<Cuda>(b, at, timer, o, rows);
-    if (o.graph) {
+    if (!o.only_layers)
+      for (int b : batches) bench::bench_net_rows<Cuda>(b, at, timer, o, rows);
+    if (o.graph && !o.only_layers) {
       GraphTimer graph_timer;
       const bench::Where gat{"cuda", 0, "graph"};
       for (int b : batches) {
@@ -169,8 +171,8 @@ int main(int argc, char** argv) {
         }
       }
     }
-    const double gemm_best = bench::bench_gemm<Cuda>(o.gemm_n, at, timer, o, rows).first;
-    if (o.layers) bench::bench_layers<Cuda>(batches.back(), at, timer, gemm_best, o, rows);
+    bench::bench_gemm<Cuda>(o.gemm_n, at, timer, o, rows);
+    if (o.layers) bench::bench_layers<Cuda>(batches.back(), at, timer, o, rows);
     const dtn::cuda::AllocatorStats st = dtn::cuda::allocator_stats();
     doc["meta"]["allocator"] = {{"peak_bytes_in_use", st.peak_bytes_in_use},
                                 {"bytes_reserved", st.bytes_reserved},
