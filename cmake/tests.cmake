@@ -48,3 +48,10 @@ add_test(NAME compile_fail/bad_layer
           ${CMAKE_CURRENT_SOURCE_DIR}/tests/compile_fail/bad_layer.cpp)
 set_tests_properties(compile_fail/bad_layer PROPERTIES
   PASS_REGULAR_EXPRESSION "dtn layer contract: the layer type needs `void backward")
+
+# Exact resume across processes (tests/resume/run.sh).
+add_executable(dtn_resume_tool tests/resume/resume_tool.cpp)
+target_link_libraries(dtn_resume_tool PRIVATE dtn::dtn)
+dtn_warnings(dtn_resume_tool)
+add_test(NAME cpu/exact_resume_across_processes
+  COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/tests/resume/run.sh $<TARGET_FILE:dtn_resume_tool>)

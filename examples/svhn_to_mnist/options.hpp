@@ -26,6 +26,7 @@ struct Options {
   bool reuse = false;         // reuse f and the MNIST classifier from out_dir when present
   bool resume = false;        // resume DTN training from out_dir/dtn.safetensors
   bool tf32 = false;          // TF32 convolutions on the GPU
+  bool no_graph = false;      // GPU: run DTN steps eagerly instead of as one CUDA graph
 };
 
 inline const char* usage() {
@@ -50,6 +51,7 @@ inline const char* usage() {
          "  --reuse              reuse f and the MNIST classifier checkpoints found in --out\n"
          "  --resume             resume DTN training from --out/dtn.safetensors\n"
          "  --tf32               allow TF32 convolutions on the GPU\n"
+         "  --no-graph           GPU: run each DTN step eagerly, not as one captured CUDA graph\n"
          "  --full               the long run: 3000 f steps, 3000 classifier steps, 20000 DTN steps, batch 128\n";
 }
 
@@ -102,6 +104,7 @@ inline Options parse_options(int argc, char** argv) {
     else if (k == "--reuse") o.reuse = true;
     else if (k == "--resume") o.resume = true;
     else if (k == "--tf32") o.tf32 = true;
+    else if (k == "--no-graph") o.no_graph = true;
     else if (k == "--full") {
       o.f_steps = 3000;
       o.clf_steps = 3000;

@@ -164,6 +164,39 @@ void train_classifier(const char* label, Body& body, Head* head, const dtn::data
   body.eval();
 }
 
+// Runs DTN steps: on the CPU one step() each; on the GPU the whole step as one CUDA graph
+// (dtn::cuda::GraphStep), falling back to plain steps if the graph cannot be captured.
+template <class Dev, class Trainer>
+struct StepRunner {
+  Trainer& trainer;
+  explicit StepRunner(Trainer& t, bool /*graph*/) : trainer(t) {}
+  dtn::DtnLosses step(dtn::View<const float, Dev> xs, dtn::View<const float, Dev> xt) { return trainer.step(xs, xt); }
+  const char* mode() const { return "eager"; }
+};
+#if defined(__CUDACC__)
+template <class Trainer>
+struct StepRunner<dtn::Cuda, Trainer> {
+  Trainer& trainer;
+  dtn::cuda::GraphStep<Trainer> graph;
+  bool use_graph;
+  StepRunner(Trainer& t, bool g) : trainer(t), graph(t), use_graph(g) {}
+  dtn::DtnLosses step(dtn::View<const float, dtn::Cuda> xs, dtn::View<const float, dtn::Cuda> xt) {
+    if (!use_graph) return trainer.step(xs, xt);
+    try {
+      return graph.step(xs, xt);
+    } catch (const dtn::cuda_error& e) {
+      if (graph.captured()) throw;  // a failure after capture is a real error
+      std::fprintf(stderr, "warning: the DTN step could not be captured as a CUDA graph (%s); running it eagerly\n",
+                   e.what());
+      use_graph = false;
+      graph.reset();
+      return trainer.step(xs, xt);
+    }
+  }
+  const char* mode() const { return use_graph ? "CUDA graph" : "eager"; }
+};
+#endif
+
 template <class Dev>
 int run_pipeline(Options o) {
   using namespace dtn;
@@ -278,6 +311,7 @@ int run_pipeline(Options o) {
   std::vector<io::PlotSeries> series = {{"L_D", {}}, {"L_GANG", {}}, {"L_CONST", {}}, {"L_TID", {}}, {"L_G", {}}};
   if (o.gamma > 0) series.push_back({"L_TV", {}});
   DeviceImages<Dev> xs_dev, xt_dev;
+  StepRunner<Dev, DomainTransfer<F, G, D, Dev>> runner(dtn, !o.no_graph);
   const long first = dtn.steps() + 1, last = o.dtn_steps;
   io::Progress progress("(c) DTN", last);
   auto train_start = std::chrono::steady_clock::now();
@@ -287,7 +321,7 @@ int run_pipeline(Options o) {
     auto xt = xt_dev.load(tgt_batches.next());
     DtnLosses l;
     try {
-      l = dtn.step(xs, xt);
+      l = runner.step(xs, xt);
     } catch (const numeric_error& e) {
       progress.finish();
       std::fprintf(stderr, "training stopped: %s\nthe last good checkpoint is %s\n", e.what(), ckpt.c_str());
@@ -323,8 +357,9 @@ int run_pipeline(Options o) {
   po.title = "DTN losses, " + src + " -> MNIST";
   po.log_y = true;
   if (!series[0].points.empty()) io::write_plot_svg(o.out_dir + "/losses.svg", series, po);
-  std::snprintf(line, sizeof line, "(c) DTN: %lld steps (batch %d + %d), %.1f min of training, alpha %g beta %g gamma %g",
-                static_cast<long long>(dtn.steps()), o.batch, o.batch, train_min, o.alpha, o.beta, o.gamma);
+  std::snprintf(line, sizeof line,
+                "(c) DTN: %lld steps (batch %d + %d), %.1f min of training (%s), alpha %g beta %g gamma %g",
+                static_cast<long long>(dtn.steps()), o.batch, o.batch, train_min, runner.mode(), o.alpha, o.beta, o.gamma);
   report(line);
 
   // ---- (d) evaluation: the MNIST classifier on G(x) over the source test split

@@ -17,3 +17,4 @@
 #include "backend/cuda/check.cuh"
 #include "backend/cuda/context.cuh"
 #include "backend/cuda/memory.cuh"
+#include "train/graph_step.cuh"

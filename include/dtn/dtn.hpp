@@ -16,3 +16,4 @@
 #include "loss/losses.hpp"
 #include "nn/sequential.hpp"
 #include "optim/adam.hpp"
+#include "train/domain_transfer.hpp"

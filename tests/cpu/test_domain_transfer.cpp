@@ -267,3 +267,56 @@ TEST_CASE("DomainTransfer: shape errors say what was expected") {
   using TrG = dtn::DomainTransfer<F, G, D>;
   CHECK_THROWS_AS(TrG(Shape{3, 8, 8}, Shape{1, 16, 16}), dtn::shape_error);
 }
+
+TEST_CASE("DomainTransfer: the deferred (graph-capturable) step is bitwise the host-guarded step") {
+  dtn::DtnConfig cfg;
+  cfg.seed = 8;
+  cfg.gamma = 0.2;
+  Trainer<float> a(Shape{3, 8, 8}, Shape{1, 8, 8}, cfg), b(Shape{3, 8, 8}, Shape{1, 8, 8}, cfg);
+  dtn::Tensor<float> xs, xt;
+  for (int i = 0; i < 4; ++i) {
+    fill(xs, Shape{4, 3, 8, 8}, static_cast<std::uint64_t>(10 + i));
+    fill(xt, Shape{4, 1, 8, 8}, static_cast<std::uint64_t>(20 + i));
+    const dtn::DtnLosses la = a.step(xs.view(), xt.view());
+    const dtn::DtnLosses lb = b.step_deferred(xs.view(), xt.view());
+    CHECK(la.d == lb.d);
+    CHECK(la.gang == lb.gang);
+    CHECK(la.constancy == lb.constancy);
+    CHECK(la.tid == lb.tid);
+    CHECK(la.tv == lb.tv);
+    CHECK(la.g == lb.g);
+    CHECK(!lb.skipped_d);
+    CHECK(!lb.skipped_g);
+  }
+  CHECK(dtn::to_vector(a.g().parameters()) == dtn::to_vector(b.g().parameters()));
+  CHECK(dtn::to_vector(a.d().parameters()) == dtn::to_vector(b.d().parameters()));
+  CHECK(a.g_optimizer().steps() == b.g_optimizer().steps());
+  CHECK(b.steps() == 4);
+}
+
+TEST_CASE("DomainTransfer: the deferred step guards on the device: skip, or stop naming step and term") {
+  dtn::Tensor<float> xs, xt;
+  fill(xs, Shape{2, 3, 8, 8}, 1);
+  fill(xt, Shape{2, 1, 8, 8}, 2);
+  xt[3] = std::nanf("");
+  dtn::DtnConfig skip;
+  skip.on_nonfinite = dtn::NonFinitePolicy::skip_batch;
+  Trainer<float> tolerant(Shape{3, 8, 8}, Shape{1, 8, 8}, skip);
+  const auto d0 = dtn::to_vector(tolerant.d().parameters());
+  const auto g0 = dtn::to_vector(tolerant.g().parameters());
+  dtn::DtnLosses l = tolerant.step_deferred(xs.view(), xt.view());
+  CHECK(l.skipped_d);
+  CHECK(l.skipped_g);
+  CHECK(dtn::to_vector(tolerant.d().parameters()) == d0);
+  CHECK(dtn::to_vector(tolerant.g().parameters()) == g0);
+  CHECK(tolerant.d_optimizer().steps() == 0);
+  Trainer<float> strict(Shape{3, 8, 8}, Shape{1, 8, 8});
+  try {
+    strict.step_deferred(xs.view(), xt.view());
+    FAIL("expected numeric_error");
+  } catch (const dtn::numeric_error& e) {
+    const std::string m = e.what();
+    CHECK(m.find("step 1") != std::string::npos);
+    CHECK(m.find("L_D(target") != std::string::npos);
+  }
+}

@@ -42,6 +42,8 @@
 //       T* dlogits_or_null, T grad_scale)                                  loss = mean_i -log softmax(logits_i)[t_i]
 //  argmax_rows(int n, int k, const T* logits, int* out)
 //  adam_update(size_t n, T* param, const T* grad, T* m, T* v, const AdamStep<T>&)
+//  adam_update_device(size_t n, T* param, const T* grad, T* m, T* v, const AdamStep<T>* s, const int* skip)
+//       the scalars read from device memory; no update when *skip != 0 (graph-captured steps)
 //  fill(size_t n, T* p, T value);  axpy(size_t n, T a, const T* x, T* y) (y += a x);  scale(size_t n, T a, T* x)
 //  u8_to_signed(size_t n, const unsigned char* src, T* dst)                dst = src / 127.5 - 1
 //  count_nonfinite(size_t n, const T* x, int* out)                         *out = number of NaN/Inf (device int)

@@ -25,7 +25,7 @@ class LossBase {
   T value() const { return to_vector(loss_.view())[0]; }
 
  protected:
-  LossBase() : loss_(Shape{1}) {}
+  LossBase() : loss_(Shape{1}) { loss_.zero(); }
   Tensor<T, Dev> loss_, grad_;
 };
 

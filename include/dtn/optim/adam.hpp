@@ -40,6 +40,11 @@ class Adam {
 
   void step() {
     ++t_;
+    Backend<Dev>::adam_update(params_.size(), params_.data, grads_.data, m_.data(), v_.data(), scalars(t_));
+  }
+
+  // The scalars of step number t (1-based): learning rate, betas and bias corrections.
+  AdamStep<T> scalars(std::int64_t t) const {
     AdamStep<T> s;
     s.lr = static_cast<T>(cfg_.lr);
     s.beta1 = static_cast<T>(cfg_.beta1);
@@ -50,14 +55,22 @@ class Adam {
     // whether the compiler folds pow at compile time (correctly rounded) or calls libm at run
     // time, which would break bitwise-exact resume.
     double p1 = 1, p2 = 1;
-    for (std::int64_t i = 0; i < t_; ++i) {
+    for (std::int64_t i = 0; i < t; ++i) {
       p1 *= cfg_.beta1;
       p2 *= cfg_.beta2;
     }
     s.bias_correction1 = static_cast<T>(1.0 - p1);
     s.bias_correction2 = static_cast<T>(1.0 - p2);
-    Backend<Dev>::adam_update(params_.size(), params_.data, grads_.data, m_.data(), v_.data(), s);
+    return s;
   }
+  // A step whose scalars are read from device memory (write scalars(steps() + 1) there first)
+  // and which does nothing when *skip != 0. It does not advance steps(): call advance() once the
+  // host knows the step was applied. Used by graph-captured training steps.
+  void step_device(const AdamStep<T>* scalars_on_device, const int* skip_on_device) {
+    Backend<Dev>::adam_update_device(params_.size(), params_.data, grads_.data, m_.data(), v_.data(), scalars_on_device,
+                                     skip_on_device);
+  }
+  void advance() { ++t_; }
 
   const AdamConfig& config() const { return cfg_; }
   void set_lr(double lr) { cfg_.lr = lr; }

@@ -72,7 +72,7 @@ class DomainTransfer {
         d_(target_sample, "d", cfg.init, cfg.seed + 2),
         g_opt_(g_, cfg.g_optim),
         d_opt_(d_, cfg.d_optim),
-        tv_(static_cast<T>(cfg.tv_eps)) {
+        tv_{TotalVariationLoss<T, Dev>(static_cast<T>(cfg.tv_eps)), TotalVariationLoss<T, Dev>(static_cast<T>(cfg.tv_eps))} {
     if (g_.output_sample_shape() != target_sample)
       throw shape_error("DomainTransfer: g produces images of shape " + g_.output_sample_shape().str() +
                         " but the target domain's images are " + target_sample.str());
@@ -93,20 +93,63 @@ class DomainTransfer {
   const DtnConfig& config() const { return cfg_; }
   std::int64_t steps() const { return step_; }
 
-  // One training step on a source batch xs and a target batch xt (any batch sizes).
+  // One training step on a source batch xs and a target batch xt (any batch sizes). Reads the
+  // losses back to the host after each update and applies the non-finite policy before any
+  // parameter changes.
   DtnLosses step(View<const T, Dev> xs, View<const T, Dev> xt) {
-    check_batch("source", xs.shape, source_sample_);
-    check_batch("target", xt.shape, target_sample_);
     DtnLosses out;
     ++step_;
-    // f is frozen: its features of both batches serve the D and the g updates.
-    copy_into(fs_, f_.forward(as_f_input(xs, xs3_)));
-    copy_into(ft_, f_.forward(as_f_input(xt, xt3_)));
-    g_.train();
-    d_.train();
-    for (int k = 0; k < cfg_.d_updates; ++k) update_d(xt, out);
-    for (int k = 0; k < cfg_.g_updates; ++k) update_g(xt, out);
+    run(xs, xt, false, &out);
     return out;
+  }
+
+  // The same step in three parts, with no host synchronisation inside run_deferred(), so that it
+  // can be captured once as a CUDA graph and replayed (dtn/train/graph_step.cuh):
+  //   prepare_deferred()   writes the Adam scalars of the coming step to device memory;
+  //   run_deferred(xs, xt) the whole step; the non-finite guard runs on the device (an update
+  //                        whose gradient holds a NaN or Inf is not applied);
+  //   finish_deferred()    reads every loss back, advances the step counters and applies the
+  //                        policy (NonFinitePolicy::stop throws, naming the step and the term).
+  // With d_updates = g_updates = 1 the result is bitwise that of step().
+  void prepare_deferred() {
+    if (cfg_.d_updates != 1 || cfg_.g_updates != 1)
+      throw argument_error("DomainTransfer: deferred (graph) steps need d_updates = g_updates = 1");
+    AdamStep<T> host[2] = {d_opt_.scalars(d_opt_.steps() + 1), g_opt_.scalars(g_opt_.steps() + 1)};
+    constexpr std::size_t count = 2 * sizeof(AdamStep<T>) / sizeof(T);
+    adam_scalars_.resize(Shape{static_cast<std::int64_t>(count)});
+    Copy<Dev, Cpu>::run(adam_scalars_.data(), host, sizeof host);
+  }
+  void run_deferred(View<const T, Dev> xs, View<const T, Dev> xt) { run(xs, xt, true, nullptr); }
+  DtnLosses finish_deferred() {
+    ++step_;
+    DtnLosses out;
+    std::vector<T> v;
+    collect(v, {ce_[0].loss(), ce_[1].loss(), ce_[2].loss(), ce_[3].loss(), ce_[4].loss(), mse_const_.loss(),
+                mse_tid_.loss(), tv_[0].loss(), tv_[1].loss()});
+    int flags[2] = {0, 0};
+    Copy<Cpu, Dev>::run(flags, nonfinite_.data(), sizeof flags);
+    fill_d(out, v[0], v[1], v[2]);
+    fill_g(out, v[3], v[4], v[5], v[6], cfg_.gamma > 0 ? 0.5 * (static_cast<double>(v[7]) + v[8]) : 0.0);
+    if (flags[0] == 0) d_opt_.advance();
+    if (flags[1] == 0) g_opt_.advance();
+    out.skipped_d = flags[0] != 0;
+    out.skipped_g = flags[1] != 0;
+    if ((flags[0] || flags[1]) && cfg_.on_nonfinite == NonFinitePolicy::stop) {
+      const bool d = flags[0] != 0;
+      std::vector<T> terms = d ? std::vector<T>{v[0], v[1], v[2]} : std::vector<T>{v[3], v[4], v[5], v[6]};
+      const std::vector<const char*> names =
+          d ? std::vector<const char*>{"L_D(source)", "L_D(target fake)", "L_D(target real)"}
+            : std::vector<const char*>{"L_GANG(target)", "L_GANG(source)", "L_CONST", "L_TID"};
+      for (std::size_t i = 0; i < terms.size(); ++i)
+        if (!std::isfinite(static_cast<double>(terms[i]))) reject(d ? "D" : "g", names[i], terms[i]);
+      reject(d ? "D" : "g", "gradient", static_cast<T>(flags[d ? 0 : 1]));
+    }
+    return out;
+  }
+  DtnLosses step_deferred(View<const T, Dev> xs, View<const T, Dev> xt) {
+    prepare_deferred();
+    run_deferred(xs, xt);
+    return finish_deferred();
   }
 
   // G(x) = g(f(x)) for source or target images. By default g runs in evaluation mode (running
@@ -214,7 +257,45 @@ class DomainTransfer {
                         " (parameters left unchanged)");
   }
 
-  void update_d(View<const T, Dev> xt, DtnLosses& out) {
+  void run(View<const T, Dev> xs, View<const T, Dev> xt, bool deferred, DtnLosses* out) {
+    check_batch("source", xs.shape, source_sample_);
+    check_batch("target", xt.shape, target_sample_);
+    // f is frozen: its features of both batches serve the D and the g updates.
+    copy_into(fs_, f_.forward(as_f_input(xs, xs3_)));
+    copy_into(ft_, f_.forward(as_f_input(xt, xt3_)));
+    g_.train();
+    d_.train();
+    for (int k = 0; k < cfg_.d_updates; ++k) update_d(xt, deferred, out);
+    for (int k = 0; k < cfg_.g_updates; ++k) update_g(xt, deferred, out);
+  }
+  static void fill_d(DtnLosses& out, T s, T tf, T tr) {
+    out.d_source = s;
+    out.d_target_fake = tf;
+    out.d_target_real = tr;
+    out.d = static_cast<double>(s) + tf + tr;
+  }
+  void fill_g(DtnLosses& out, T gang_t, T gang_s, T cst, T tid, double tv) const {
+    out.gang = static_cast<double>(gang_t) + gang_s;
+    out.constancy = cst;
+    out.tid = tid;
+    out.tv = tv;
+    out.g = out.gang + cfg_.alpha * out.constancy + cfg_.beta * out.tid + cfg_.gamma * out.tv;
+  }
+  // Applies an optimizer step: on the host path after the guard, on the deferred path guarded
+  // on the device by the count of non-finite gradient values (flag slot 0 for D, 1 for g).
+  bool apply(Adam<T, Dev>& opt, View<T, Dev> grads, bool deferred, int slot, const char* phase,
+             const std::vector<const char*>& names, const std::vector<T>& values) {
+    if (deferred) {
+      Backend<Dev>::count_nonfinite(grads.size(), grads.data, nonfinite_.data() + slot);
+      opt.step_device(reinterpret_cast<const AdamStep<T>*>(adam_scalars_.data()) + slot, nonfinite_.data() + slot);
+      return true;
+    }
+    if (!guard(phase, names, values, grads)) return false;
+    opt.step();
+    return true;
+  }
+
+  void update_d(View<const T, Dev> xt, bool deferred, DtnLosses* out) {
     d_.freeze(false);
     d_.zero_grad();
     // G(xs) and G(xt) with g fixed. g's caches end up holding the target batch, which the g
@@ -227,22 +308,19 @@ class DomainTransfer {
     d_term(gt_.view(), targets(1, nt), ce_[1]);
     d_term(xt, targets(2, nt), ce_[2]);
     std::vector<T> v;
-    collect(v, {ce_[0].loss(), ce_[1].loss(), ce_[2].loss()});
-    out.d_source = v[0];
-    out.d_target_fake = v[1];
-    out.d_target_real = v[2];
-    out.d = static_cast<double>(v[0]) + v[1] + v[2];
-    if (guard("D", {"L_D(source)", "L_D(target fake)", "L_D(target real)"}, v, d_.gradients()))
-      d_opt_.step();
-    else
-      out.skipped_d = true;
+    if (!deferred) {
+      collect(v, {ce_[0].loss(), ce_[1].loss(), ce_[2].loss()});
+      fill_d(*out, v[0], v[1], v[2]);
+    }
+    if (!apply(d_opt_, d_.gradients(), deferred, 0, "D", {"L_D(source)", "L_D(target fake)", "L_D(target real)"}, v))
+      out->skipped_d = true;
   }
   void d_term(View<const T, Dev> x, Tensor<int, Dev>& t, CrossEntropyLoss<T, Dev>& ce) {
     ce.compute(d_.forward(x), t.view());
     d_.backward(ce.grad(), false);
   }
 
-  void update_g(View<const T, Dev> xt, DtnLosses& out) {
+  void update_g(View<const T, Dev> xt, bool deferred, DtnLosses* out) {
     d_.freeze(true);  // D fixed: gradients pass through it, its parameters get none
     g_.zero_grad();
     const T tv_w = static_cast<T>(cfg_.gamma * 0.5);
@@ -254,9 +332,8 @@ class DomainTransfer {
     mse_tid_.compute(gt_.view(), xt, static_cast<T>(cfg_.beta));
     Backend<Dev>::axpy(dimg_.size(), T(1), mse_tid_.grad().data, dimg_.data());
     if (cfg_.gamma > 0) {
-      tv_.compute(gt_.view(), tv_w);
-      Backend<Dev>::axpy(dimg_.size(), T(1), tv_.grad().data, dimg_.data());
-      tv_t_ = tv_.value();
+      tv_[1].compute(gt_.view(), tv_w);
+      Backend<Dev>::axpy(dimg_.size(), T(1), tv_[1].grad().data, dimg_.data());
     }
     g_.backward(dimg_.view(), false);
     // ---- source batch: L_GANG(source) + alpha L_CONST + gamma/2 TV
@@ -276,28 +353,24 @@ class DomainTransfer {
     } else {
       Backend<Dev>::axpy(dimg_.size(), T(1), df.data, dimg_.data());
     }
-    double tv_s = 0;
     if (cfg_.gamma > 0) {
-      tv_.compute(gs_.view(), tv_w);
-      Backend<Dev>::axpy(dimg_.size(), T(1), tv_.grad().data, dimg_.data());
-      tv_s = tv_.value();
+      tv_[0].compute(gs_.view(), tv_w);
+      Backend<Dev>::axpy(dimg_.size(), T(1), tv_[0].grad().data, dimg_.data());
     }
     g_.backward(dimg_.view(), false);
     d_.freeze(false);
 
     std::vector<T> v;
-    collect(v, {ce_[3].loss(), ce_[4].loss(), mse_const_.loss(), mse_tid_.loss()});
-    out.gang = static_cast<double>(v[0]) + v[1];
-    out.constancy = v[2];
-    out.tid = v[3];
-    out.tv = cfg_.gamma > 0 ? 0.5 * (tv_s + tv_t_) : 0.0;
-    out.g = out.gang + cfg_.alpha * out.constancy + cfg_.beta * out.tid + cfg_.gamma * out.tv;
-    const T tvv = static_cast<T>(out.tv);
-    if (guard("g", {"L_GANG(target)", "L_GANG(source)", "L_CONST", "L_TID", "L_TV"}, {v[0], v[1], v[2], v[3], tvv},
-              g_.gradients()))
-      g_opt_.step();
-    else
-      out.skipped_g = true;
+    if (!deferred) {
+      collect(v, {ce_[3].loss(), ce_[4].loss(), mse_const_.loss(), mse_tid_.loss(), tv_[0].loss(), tv_[1].loss()});
+      const double tv = cfg_.gamma > 0 ? 0.5 * (static_cast<double>(v[4]) + v[5]) : 0.0;
+      fill_g(*out, v[0], v[1], v[2], v[3], tv);
+      v[4] = static_cast<T>(tv);
+      v.pop_back();
+    }
+    if (!apply(g_opt_, g_.gradients(), deferred, 1, "g", {"L_GANG(target)", "L_GANG(source)", "L_CONST", "L_TID", "L_TV"},
+               v))
+      out->skipped_g = true;
   }
 
   DtnConfig cfg_;
@@ -308,11 +381,11 @@ class DomainTransfer {
   Adam<T, Dev> g_opt_, d_opt_;
   CrossEntropyLoss<T, Dev> ce_[5];
   MSELoss<T, Dev> mse_const_, mse_tid_;
-  TotalVariationLoss<T, Dev> tv_;
+  TotalVariationLoss<T, Dev> tv_[2];  // [0] on G(xs), [1] on G(xt)
   std::map<int, Tensor<int, Dev>> targets_;
   Tensor<T, Dev> xs3_, xt3_, gs3_, dgs3_, fs_, ft_, gs_, gt_, dimg_;
-  Tensor<int, Dev> nonfinite_{Shape{1}};
-  double tv_t_ = 0;
+  Tensor<int, Dev> nonfinite_{Shape{2}};  // non-finite gradient counts of the D and g updates
+  Tensor<T, Dev> adam_scalars_;           // AdamStep<T> of D and of g for a deferred step
   bool g_cache_is_target_ = false;
   std::int64_t step_ = 0;
 };

@@ -356,6 +356,15 @@ struct Backend<Cpu> {
     }
   }
 
+  // The same with the scalars read through a pointer and nothing done when *skip != 0 (the
+  // device-side guard of graph-captured steps; on the CPU both pointers are host memory).
+  template <class T>
+  static void adam_update_device(std::size_t n, T* param, const T* grad, T* m, T* v, const AdamStep<T>* s,
+                                 const int* skip) {
+    if (skip != nullptr && *skip != 0) return;
+    adam_update(n, param, grad, m, v, *s);
+  }
+
   // ---- utilities
   template <class T>
   static void fill(std::size_t n, T* p, T value) {

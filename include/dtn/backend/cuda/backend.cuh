@@ -161,6 +161,12 @@ struct Backend<Cuda> {
     DTN_CUDA_FLOAT_ONLY(T);
     cuda::adam_update(n, param, grad, m, v, s);
   }
+  template <class T>
+  static void adam_update_device(std::size_t n, T* param, const T* grad, T* m, T* v, const AdamStep<T>* s,
+                                 const int* skip) {
+    DTN_CUDA_FLOAT_ONLY(T);
+    cuda::adam_update_device(n, param, grad, m, v, s, skip);
+  }
 
   // ---- utilities
   template <class T>
