@@ -8,7 +8,8 @@
 #         - find_package(dtn CONFIG REQUIRED) from find_package_consumer/ (build and run),
 #         - find_package(dtn <this major>.0) must succeed, find_package(dtn <major + 1>) must fail,
 #         - pkg-config --cflags/--libs dtn with PKG_CONFIG_PATH at the install, compile main.cpp
-#           with the C++ compiler directly and run it.
+#           with the C++ compiler directly and run it,
+#         - `cmake --install --prefix <work dir>/relocated`: dtn.pc and the CMake package follow it.
 #   run_packaging_test.sh add_subdirectory <dtn source> <work dir>
 #   run_packaging_test.sh fetchcontent     <dtn source> <work dir>
 #       subdirectory_consumer/ pulls the dtn source tree in with add_subdirectory() or
@@ -105,10 +106,32 @@ case "$mode" in
     libs=$(pkg-config --libs dtn)
     echo "   cflags: $cflags"
     echo "   libs:   $libs"
-    [[ "$cflags" == *"-I$prefix/include"* ]] || die "pkg-config --cflags dtn does not name $prefix/include"
+    # The include directory dtn.pc names (relative to the .pc file's own folder), resolved.
+    pc_include=$(pkg-config --variable=includedir dtn)
+    [[ "$(cd "$pc_include" && pwd -P)" == "$(cd "$prefix/include" && pwd -P)" ]] ||
+      die "dtn.pc's includedir $pc_include is not $prefix/include"
+    found_include=no
+    for flag in $cflags; do
+      if [[ "$flag" == -I* && -d "${flag#-I}" && "$(cd "${flag#-I}" && pwd -P)" == "$(cd "$prefix/include" && pwd -P)" ]]; then
+        found_include=yes
+      fi
+    done
+    [[ "$found_include" == yes ]] || die "pkg-config --cflags dtn ($cflags) has no -I for $prefix/include"
     # shellcheck disable=SC2086  # the flags are meant to split into words
     run "$cxx" $cflags -Wall -Wextra -Werror "$here/find_package_consumer/main.cpp" -o "$work/dtn_consumer_pc" $libs
     run "$work/dtn_consumer_pc" "$work/scratch"
+
+    step "relocation: cmake --install --prefix $work/relocated (another prefix than configured)"
+    run "$cmake_bin" --install "$work/dtn-build" --prefix "$work/relocated" >/dev/null
+    reloc_include=$(PKG_CONFIG_PATH="$work/relocated/share/pkgconfig" pkg-config --variable=includedir dtn)
+    [[ "$(cd "$reloc_include" && pwd -P)" == "$(cd "$work/relocated/include" && pwd -P)" ]] ||
+      die "the relocated dtn.pc names $reloc_include, not $work/relocated/include"
+    echo "   ok pkg-config includedir follows the install ($reloc_include)"
+    run "$cmake_bin" -S "$here/find_package_consumer" -B "$work/relocated-consumer" -DCMAKE_CXX_COMPILER="$cxx" \
+      -DCMAKE_PREFIX_PATH="$work/relocated" -DCMAKE_FIND_PACKAGE_NO_PACKAGE_REGISTRY=ON >"$work/relocated.log"
+    grep -q "consumer: dtn $version from $work/relocated/lib/cmake/dtn" "$work/relocated.log" ||
+      die "find_package(dtn) did not take the relocated install"
+    echo "   ok find_package(dtn) from the relocated install"
     ;;
 
   add_subdirectory | fetchcontent)
