@@ -16,11 +16,23 @@ doctest_discover_tests(dtn_tests TEST_PREFIX "cpu/" )
 # Data tests (readers, image output): tests/data/*.cpp; real-data cases read DTN_DATA_DIR.
 if(DTN_HAVE_DATA)
   file(GLOB dtn_data_test_sources CONFIGURE_DEPENDS ${CMAKE_CURRENT_SOURCE_DIR}/tests/data/*.cpp)
+  if(NOT MATIO_FOUND)
+    # mat_test.cpp writes its .mat files with libmatio.
+    list(FILTER dtn_data_test_sources EXCLUDE REGEX "/mat_test\\.cpp$")
+  endif()
   if(dtn_data_test_sources)
     add_executable(dtn_data_tests tests/main.cpp ${dtn_data_test_sources})
     target_link_libraries(dtn_data_tests PRIVATE dtn::data doctest::doctest)
     dtn_warnings(dtn_data_tests)
     doctest_discover_tests(dtn_data_tests TEST_PREFIX "data/" PROPERTIES SKIP_RETURN_CODE 77)
+  endif()
+  # The same .mat tests against dtn's zlib-only MAT v5 reader (the files are written with libmatio).
+  if(MATIO_FOUND)
+    add_executable(dtn_data_native_tests tests/main.cpp tests/data/mat_test.cpp)
+    target_link_libraries(dtn_data_native_tests PRIVATE dtn::data doctest::doctest)
+    target_compile_definitions(dtn_data_native_tests PRIVATE DTN_NO_MATIO)
+    dtn_warnings(dtn_data_native_tests)
+    doctest_discover_tests(dtn_data_native_tests TEST_PREFIX "data-native/")
   endif()
   # The download script's checksum logic, offline (file:// mirrors); skipped without curl.
   add_test(NAME data/download_data_script

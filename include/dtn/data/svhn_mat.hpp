@@ -20,7 +20,6 @@
 // trusts sizes written in the file. Known libmatio 1.5.23 behaviour: when a deflated X is corrupt
 // in the middle of its data, Mat_VarReadDataLinear fails (reported here as io_error) and leaks
 // its zlib stream copy (about 40 KB per failed read).
-#include <matio.h>
 #include <zlib.h>
 
 #include <algorithm>
@@ -37,7 +36,17 @@
 
 #include "../core/error.hpp"
 #include "image_set.hpp"
+#include "mat5_native.hpp"
+#include "svhn_layout.hpp"
 
+// libmatio is used where it is installed (DTN_NO_MATIO opts out); elsewhere the zlib-only reader
+// of mat5_native.hpp reads the same files.
+#if __has_include(<matio.h>) && !defined(DTN_NO_MATIO)
+#define DTN_HAVE_MATIO 1
+#include <matio.h>
+#endif
+
+#if defined(DTN_HAVE_MATIO)
 namespace dtn {
 namespace data {
 
@@ -130,21 +139,6 @@ inline double mat_element(const matvar_t* v, std::size_t i) {
   }
 }
 
-// In place, per image: column-major (row fastest) H x W x C to C x H x W row-major.
-inline void hwc_colmajor_to_chw(std::uint8_t* pixels, std::size_t n, std::size_t c, std::size_t h, std::size_t w) {
-  const std::size_t plane = h * w, ss = c * plane;
-  std::vector<std::uint8_t> scratch(ss);
-  for (std::size_t i = 0; i < n; ++i) {
-    std::uint8_t* img = pixels + i * ss;
-    std::memcpy(scratch.data(), img, ss);
-    for (std::size_t ch = 0; ch < c; ++ch) {
-      const std::uint8_t* src = scratch.data() + ch * plane;  // src[col * h + row]
-      std::uint8_t* dst = img + ch * plane;                    // dst[row * w + col]
-      for (std::size_t row = 0; row < h; ++row)
-        for (std::size_t col = 0; col < w; ++col) dst[row * w + col] = src[col * h + row];
-    }
-  }
-}
 
 // matio trusts the sizes written inside a file: it does not notice a file cut short inside a
 // variable's data (it returns zeros or stale bytes), and it allocates whatever an array header
@@ -384,6 +378,12 @@ inline ImageSet read_svhn_mat(const std::string& path) {
   }
   return set;
 }
+
+#else
+namespace dtn {
+namespace data {
+inline ImageSet read_svhn_mat(const std::string& path) { return read_svhn_mat_native(path); }
+#endif  // DTN_HAVE_MATIO
 
 // SVHN split from `dir`: "train", "test" or "extra" reads <split>_32x32.mat. Also reads the
 // SYNTHETIC stand-ins in SVHN's format (e.g. /work/shared/data/synthdigits) unchanged.
