@@ -3,6 +3,7 @@
 #                               (with version checks) and pkg-config from outside projects
 #   packaging/add_subdirectory  an outside project with add_subdirectory(<dtn source>)
 #   packaging/fetchcontent      the same through FetchContent_Declare(dtn SOURCE_DIR ...), offline
+#   packaging/doc_snippets      every C++ block in docs/ compiles and runs
 # Each configures and compiles a small program from scratch (about 20-40 s on 2 cores).
 if(NOT DTN_BUILD_TESTS)
   return()
@@ -19,6 +20,17 @@ if(DTN_BASH)
   endforeach()
 else()
   message(STATUS "dtn: bash not found, the packaging tests are not registered")
+endif()
+
+# Every ```cpp block of docs/*.md compiles (-Wall -Wextra -Werror) and runs (about 1-2 min).
+find_package(Python3 COMPONENTS Interpreter)
+file(GLOB dtn_docs ${CMAKE_CURRENT_SOURCE_DIR}/docs/*.md)
+if(Python3_Interpreter_FOUND AND dtn_docs)
+  add_test(NAME packaging/doc_snippets
+    COMMAND ${Python3_EXECUTABLE} ${CMAKE_CURRENT_SOURCE_DIR}/tests/packaging/check_doc_snippets.py
+            --cxx ${CMAKE_CXX_COMPILER} --include ${CMAKE_CURRENT_SOURCE_DIR}/include --include ${EIGEN3_INCLUDE_DIR}
+            --work ${CMAKE_BINARY_DIR}/pkgtest/doc_snippets ${dtn_docs})
+  set_tests_properties(packaging/doc_snippets PROPERTIES TIMEOUT 400 LABELS packaging)
 endif()
 
 # examples/custom_generator: a user's own f, g, D and layer type through DomainTransfer on
