@@ -59,7 +59,22 @@ TEST_CASE("DomainTransfer on the GPU matches the CPU trainer over 3 steps") {
     CHECK(lg.tid == doctest::Approx(lc.tid).epsilon(1e-4));
     CHECK(lg.tv == doctest::Approx(lc.tv).epsilon(1e-4));
   }
-  CHECK(rel(dtn::to_vector(gpu.d().parameters()), dtn::to_vector(cpu.d().parameters())) < 1e-4);
+  // Biases of convolutions followed by batch norm (d.0.bias, d.3.bias) have an exact gradient of
+  // zero (batch norm removes them), so each device's gradient there is rounding noise and Adam
+  // moves them by about lr times its sign, differently on each device: they are left out.
+  // (Seen on an H100: with them, 3.4e-4; the losses above agreed to 1e-4.)
+  std::vector<float> pg, pc;
+  for (std::size_t e = 0; e < gpu.d().entries().size(); ++e) {
+    const auto& eg = gpu.d().entries()[e];
+    const auto& ec = cpu.d().entries()[e];
+    if (eg.name == "d.0.bias" || eg.name == "d.3.bias" || !eg.param->trainable()) continue;
+    const auto a = dtn::to_vector(dtn::View<const float, Cuda>(eg.param->value));
+    const auto b = dtn::to_vector(dtn::View<const float, dtn::Cpu>(ec.param->value));
+    pg.insert(pg.end(), a.begin(), a.end());
+    pc.insert(pc.end(), b.begin(), b.end());
+  }
+  CHECK(pg.size() > 6000);  // the weights of d.0, d.3, d.6 and the batch-norm parameters
+  CHECK(rel(pg, pc) < 1e-4);
 }
 
 TEST_CASE("a whole DTN training step as a CUDA graph replays the eager step bit for bit, without cudaMalloc") {
