@@ -17,7 +17,7 @@ struct Options {
   std::string out_dir = "runs/svhn_to_mnist";
   std::string device = "cpu";
   long f_steps = 300, clf_steps = 300, dtn_steps = 100;
-  int batch = 64, eval_batch = 500, threads = 0;
+  int batch = 64, eval_batch = 128, threads = 0;
   std::uint64_t seed = 1;
   double alpha = 15, beta = 15, gamma = 0, lr = 2e-4, clf_lr = 1e-3;
   long sample_every = 50, ckpt_every = 100, log_every = 10;
@@ -40,7 +40,7 @@ inline const char* usage() {
          "  --out DIR            output folder (default runs/svhn_to_mnist)\n"
          "  --device cpu|cuda    (cuda needs a build with the CUDA backend)\n"
          "  --f-steps N --clf-steps N --dtn-steps N   steps of each stage (default 300, 300, 100)\n"
-         "  --batch N            batch size (default 64)\n"
+         "  --batch N            batch size (default 64); --eval-batch N for evaluation (default 128)\n"
          "  --seed N             seed of initialisation and data order (default 1)\n"
          "  --alpha A --beta B --gamma C   weights of L_CONST, L_TID, L_TV (default 15, 15, 0)\n"
          "  --lr X               Adam learning rate of g and D (default 2e-4); --clf-lr for classifiers (1e-3)\n"
@@ -89,6 +89,7 @@ inline Options parse_options(int argc, char** argv) {
     else if (k == "--clf-steps") o.clf_steps = static_cast<long>(number(i));
     else if (k == "--dtn-steps") o.dtn_steps = static_cast<long>(number(i));
     else if (k == "--batch") o.batch = static_cast<int>(number(i));
+    else if (k == "--eval-batch") o.eval_batch = static_cast<int>(number(i));
     else if (k == "--seed") o.seed = static_cast<std::uint64_t>(number(i));
     else if (k == "--alpha") o.alpha = number(i);
     else if (k == "--beta") o.beta = number(i);

@@ -128,7 +128,8 @@ TEST_CASE("batcher: restore rejects a state of another set, batch size or a brok
   const auto set = make_set(20);
   dtn::data::Batcher a(set, 5, 1);
   auto st = a.state();
-  dtn::data::Batcher other(make_set(21), 5, 1);
+  const auto set21 = make_set(21);
+  dtn::data::Batcher other(set21, 5, 1);
   CHECK_THROWS_AS(other.restore(st), dtn::argument_error);
   dtn::data::Batcher other_b(set, 4, 1);
   CHECK_THROWS_AS(other_b.restore(st), dtn::argument_error);

@@ -75,6 +75,8 @@ class Batcher {
   // drop_last: every batch has exactly batch_size samples and the tail of an epoch that does not
   // fill a batch is skipped (it is in a different place next epoch); otherwise the last batch of
   // an epoch is smaller. The set must outlive the Batcher.
+  // A temporary set would dangle: the Batcher keeps a pointer to it.
+  Batcher(ImageSet&&, int, std::uint64_t, bool = true) = delete;
   Batcher(const ImageSet& set, int batch_size, std::uint64_t seed, bool drop_last = true)
       : set_(&set), batch_size_(batch_size), seed_(seed), drop_last_(drop_last) {
     if (batch_size <= 0)
