@@ -30,6 +30,49 @@ TEST_CASE("gradcheck: ConvTranspose2d 4x4 stride 2 pad 1") { check<dtn::ConvTran
 TEST_CASE("gradcheck: Linear") { check<dtn::Linear<5>>(Shape{7}, 4); }
 TEST_CASE("gradcheck: Linear on a [C, H, W] input (flattened)") { check<dtn::Linear<3>>(Shape{2, 2, 2}, 3); }
 TEST_CASE("gradcheck: BatchNorm2d, training mode") { check<dtn::BatchNorm2d>(Shape{3, 4, 4}, 4); }
+TEST_CASE("gradcheck: BatchNorm2d, evaluation mode in a frozen network (input gradient)") {
+  // A frozen f with batch norm: the trainer runs it in evaluation mode and back-propagates
+  // through it. Running statistics set away from (0, 1) so the check is not trivial.
+  using Net1 = dtn::Net<dtn::Sequential<dtn::Conv2d<3, 3, 1, 1>, dtn::BatchNorm2d, dtn::ReLU>, double, dtn::Cpu>;
+  Net1 net(Shape{2, 5, 5}, "f", dtn::InitScheme::pytorch, 4);
+  dtn::Rng rng(21);
+  for (auto& e : net.entries()) {
+    auto v = e.param->value;
+    for (std::size_t i = 0; i < v.size(); ++i)
+      v.data[i] += e.name == "f.1.running_var" ? rng.uniform(0.5, 2.0) : rng.uniform(-0.5, 0.5);
+  }
+  net.eval();
+  net.freeze();
+  dtn::Tensor<double> x(Shape{3, 2, 5, 5}), r(Shape{3, 3, 5, 5});
+  for (std::size_t i = 0; i < x.size(); ++i) x[i] = rng.uniform(-1, 1);
+  for (std::size_t i = 0; i < r.size(); ++i) r[i] = rng.uniform(-1, 1);
+  auto loss = [&] {
+    auto y = net.forward(x.view());
+    double s = 0;
+    for (std::size_t i = 0; i < y.size(); ++i) s += r[i] * y.data[i];
+    return s;
+  };
+  loss();
+  const auto dx = dtn::to_vector(net.backward(r.view()));
+  GradCheckReport rep;
+  const double h = 1e-6;
+  for (std::size_t i = 0; i < x.size(); ++i) {
+    const double old = x[i];
+    x[i] = old + h;
+    const double lp = loss();
+    x[i] = old - h;
+    const double lm = loss();
+    x[i] = old;
+    rep.add(dx[i], (lp - lm) / (2 * h), "input[" + std::to_string(i) + "]");
+  }
+  INFO(rep.worst);
+  CHECK(rep.max_error < kBound);
+  // Unfrozen, evaluation mode: parameter gradients are refused with a clear message.
+  net.freeze(false);
+  loss();
+  CHECK_THROWS_AS(net.backward(r.view()), dtn::error);
+}
+
 TEST_CASE("gradcheck: MaxPool2d 2") { check<dtn::MaxPool2d<2>>(Shape{2, 6, 6}, 2); }
 TEST_CASE("gradcheck: MaxPool2d 4 and 3-stride-2") {
   check<dtn::MaxPool2d<4>>(Shape{2, 4, 4}, 3);

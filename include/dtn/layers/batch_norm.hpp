@@ -46,9 +46,23 @@ class BatchNorm2dLayer {
   }
   void backward(View<const T, Dev> x, View<const T, Dev> /*y*/, View<const T, Dev> dy, View<T, Dev> dx,
                 bool param_grads) {
-    if (!train_)
-      throw error("BatchNorm2d: backward after an evaluation-mode forward is not supported; use train mode "
-                  "(or a frozen network without batch norm)");
+    if (!train_) {
+      // Evaluation mode is an affine map per channel, y = gamma (x - mean) / sqrt(var + eps) + beta
+      // with the running statistics, so dx = gamma / sqrt(var + eps) * dy: the same map applied to
+      // dy with mean and beta set to zero. This is what a frozen f with batch norm needs (the
+      // trainer runs f in evaluation mode and back-propagates L_CONST through it).
+      if (param_grads)
+        throw error("BatchNorm2d: parameter gradients after an evaluation-mode forward are not supported "
+                    "(freeze the network, or train it in training mode)");
+      if (!dx.data) return;
+      if (zeros_.size() != static_cast<std::size_t>(2 * c_)) {
+        zeros_.resize(Shape{2 * c_});
+        zeros_.zero();
+      }
+      Backend<Dev>::batchnorm_forward_eval(geom(x.shape), dy.data, scale_.value.data, zeros_.data(), zeros_.data() + c_,
+                                           var_.value.data, dx.data);
+      return;
+    }
     T* dgamma = scale_.grad.data;
     T* dbeta = shift_.grad.data;
     if (!param_grads) {
@@ -75,7 +89,7 @@ class BatchNorm2dLayer {
   long hw_ = 1;
   bool train_ = true;
   Param<T, Dev> scale_, shift_, mean_, var_;
-  Tensor<T, Dev> save_mean_, save_invstd_, scratch_;
+  Tensor<T, Dev> save_mean_, save_invstd_, scratch_, zeros_;
 };
 
 }  // namespace layers
