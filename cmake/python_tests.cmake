@@ -8,6 +8,9 @@ endif()
 add_executable(dtn_st_roundtrip ${dtn_SOURCE_DIR}/tests/python/st_roundtrip.cpp)
 target_link_libraries(dtn_st_roundtrip PRIVATE dtn::dtn)
 dtn_warnings(dtn_st_roundtrip)
+add_executable(dtn_net_interop ${dtn_SOURCE_DIR}/tests/python/net_interop.cpp)
+target_link_libraries(dtn_net_interop PRIVATE dtn::dtn)
+dtn_warnings(dtn_net_interop)
 
 find_package(Python3 COMPONENTS Interpreter)
 if(Python3_Interpreter_FOUND)
@@ -15,7 +18,7 @@ if(Python3_Interpreter_FOUND)
            COMMAND ${Python3_EXECUTABLE} ${dtn_SOURCE_DIR}/tests/python/run_interop.py)
   set_tests_properties(python/interop PROPERTIES
     SKIP_RETURN_CODE 77
-    ENVIRONMENT "DTN_ST_ROUNDTRIP=$<TARGET_FILE:dtn_st_roundtrip>;PYTHONDONTWRITEBYTECODE=1")
+    ENVIRONMENT "DTN_ST_ROUNDTRIP=$<TARGET_FILE:dtn_st_roundtrip>;DTN_NET_INTEROP=$<TARGET_FILE:dtn_net_interop>;PYTHONDONTWRITEBYTECODE=1")
 else()
   message(STATUS "dtn: no python3 found: the Python interop tests are not registered")
 endif()

@@ -19,4 +19,5 @@ import pytest  # noqa: E402
 
 here = os.path.dirname(os.path.abspath(__file__))
 # No cache directory in the source tree.
-sys.exit(pytest.main(["-q", "-p", "no:cacheprovider", os.path.join(here, "test_interop.py"), *sys.argv[1:]]))
+sys.exit(pytest.main(["-q", "-p", "no:cacheprovider", os.path.join(here, "test_interop.py"),
+                      os.path.join(here, "test_net_interop.py"), *sys.argv[1:]]))
