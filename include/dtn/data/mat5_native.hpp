@@ -175,32 +175,50 @@ inline std::string mat5_dims(const std::vector<std::uint64_t>& d) {
   return s;
 }
 
-}  // namespace detail
-
-// Reads X and y of a format-2 .mat file with zlib alone. Same result and checks as the libmatio
-// reader: NCHW uint8 images, labels 0..9; io_error naming the file and variable otherwise.
-inline ImageSet read_svhn_mat_native(const std::string& path) {
-  std::FILE* f = std::fopen(path.c_str(), "rb");
-  if (!f) {
+// An open MAT v5 file after its 128-byte header: the header and byte order checked, with an
+// io_error naming the file otherwise (shared by the zlib-only reader and the libmatio pre-check).
+struct Mat5File {
+  std::unique_ptr<std::FILE, int (*)(std::FILE*)> fp{nullptr, &std::fclose};
+  std::uint64_t size = 0;
+  bool le = true;
+};
+inline Mat5File mat5_open(const std::string& path) {
+  Mat5File m;
+  m.fp.reset(std::fopen(path.c_str(), "rb"));
+  if (!m.fp) {
     std::error_code ec;
     if (!std::filesystem::exists(path, ec)) throw io_error(path + ": cannot open: no such file");
     throw io_error(path + ": cannot open for reading: " + std::strerror(errno));
   }
-  std::unique_ptr<std::FILE, int (*)(std::FILE*)> closer(f, &std::fclose);
   std::error_code ec;
-  const std::uint64_t size = std::filesystem::file_size(path, ec);
+  m.size = std::filesystem::file_size(path, ec);
   if (ec) throw io_error(path + ": cannot read its size");
   unsigned char hdr[128];
-  if (size < 128 || std::fread(hdr, 1, 128, f) != 128)
-    throw io_error(path + ": not a MAT v5 file: expected a 128-byte header, the file has " + std::to_string(size) + " bytes");
-  const bool le = hdr[126] == 'I' && hdr[127] == 'M', be = hdr[126] == 'M' && hdr[127] == 'I';
-  const unsigned version = le ? (hdr[124] | hdr[125] << 8) : (hdr[124] << 8 | hdr[125]);
-  if ((!le && !be) || version != 0x0100)
+  const std::size_t got = std::fread(hdr, 1, 128, m.fp.get());
+  if (got != 128)
+    throw io_error(path + ": not a MAT v5 file: expected a 128-byte header, the file has " + std::to_string(got) +
+                   " bytes");
+  m.le = hdr[126] == 'I' && hdr[127] == 'M';
+  const bool be = hdr[126] == 'M' && hdr[127] == 'I';
+  const unsigned version = m.le ? (hdr[124] | hdr[125] << 8) : (hdr[124] << 8 | hdr[125]);
+  if ((!m.le && !be) || version != 0x0100)
     throw io_error(path + ": not a MAT v5 file (the format of SVHN's .mat files): " +
                    (version == 0x0200 ? std::string("found MAT v7.3 (HDF5), which this reader does not accept; "
                                                     "re-save it with save(..., '-v7')")
                                       : std::string("no v5 header (version 0x0100 and the 'IM'/'MI' byte-order mark at "
                                                     "bytes 124..127)")));
+  return m;
+}
+
+}  // namespace detail
+
+// Reads X and y of a format-2 .mat file with zlib alone. Same result and checks as the libmatio
+// reader: NCHW uint8 images, labels 0..9; io_error naming the file and variable otherwise.
+inline ImageSet read_svhn_mat_native(const std::string& path) {
+  detail::Mat5File file = detail::mat5_open(path);
+  std::FILE* f = file.fp.get();
+  const std::uint64_t size = file.size;
+  const bool le = file.le;
 
   ImageSet set;
   bool have_x = false, have_y = false;

@@ -198,35 +198,11 @@ inline void mat5_check_matrix_header(const Mat5Reader& r, const unsigned char* p
 }
 
 inline void mat5_check_elements(const std::string& path) {
-  std::FILE* f = std::fopen(path.c_str(), "rb");
-  if (!f) {
-    std::error_code ec;
-    if (!std::filesystem::exists(path, ec)) throw io_error(path + ": cannot open: no such file");
-    throw io_error(path + ": cannot open for reading: " + std::strerror(errno));
-  }
-  struct Closer {
-    std::FILE* f;
-    ~Closer() { std::fclose(f); }
-  } closer{f};
-  unsigned char hdr[128];
-  const std::size_t got_hdr = std::fread(hdr, 1, 128, f);
-  if (got_hdr != 128)
-    throw io_error(path + ": not a MAT v5 file: expected a 128-byte header, the file has " + std::to_string(got_hdr) +
-                   " bytes");
+  Mat5File file = mat5_open(path);
+  std::FILE* f = file.fp.get();
   Mat5Reader r;
-  const bool le = hdr[126] == 'I' && hdr[127] == 'M', be = hdr[126] == 'M' && hdr[127] == 'I';
-  const unsigned version = le ? (hdr[124] | hdr[125] << 8) : (hdr[124] << 8 | hdr[125]);
-  if ((!le && !be) || version != 0x0100)
-    throw io_error(path + ": not a MAT v5 file (the format of SVHN's .mat files): " +
-                   (version == 0x0200 ? std::string("found MAT v7.3 (HDF5), which this reader does not accept; "
-                                                    "re-save it with save(..., '-v7')")
-                                      : std::string("no v5 header (version 0x0100 and the 'IM'/'MI' byte-order mark at "
-                                                    "bytes 124..127)")));
-  r.le = le;
-  if (std::fseek(f, 0, SEEK_END) != 0) return;
-  const long end = std::ftell(f);
-  if (end < 0) return;
-  const std::uint64_t size = static_cast<std::uint64_t>(end);
+  r.le = file.le;
+  const std::uint64_t size = file.size;
   constexpr std::size_t kHead = 512;  // enough for tag, flags, 64 dimensions and the name tag
   std::vector<unsigned char> buf;
   std::uint64_t pos = 128;

@@ -29,7 +29,6 @@ inline int conv_chunk(const ConvGeom& g) {
 // Unfolds image x [c_in, h_in, w_in] into columns [col0, col0 + h_out*w_out) of cols (row stride ld).
 template <class T>
 void im2col(const ConvGeom& g, const T* x, T* cols, long ld, long col0) {
-  const long hw_out = static_cast<long>(g.h_out) * g.w_out;
   for (int c = 0; c < g.c_in; ++c) {
     const T* xc = x + static_cast<long>(c) * g.h_in * g.w_in;
     for (int ki = 0; ki < g.kh; ++ki) {
@@ -51,7 +50,6 @@ void im2col(const ConvGeom& g, const T* x, T* cols, long ld, long col0) {
       }
     }
   }
-  (void)hw_out;
 }
 
 // Adds columns [col0, col0 + h_out*w_out) of cols back into image dx [c_in, h_in, w_in].
@@ -76,6 +74,20 @@ void col2im_add(const ConvGeom& g, const T* cols, long ld, long col0, T* dx) {
     }
   }
 }
+
+// The sizes of one im2col pass: columns per image, rows of the unfolded matrix, input image size,
+// images per chunk, chunks, and the threads that work on them.
+struct ConvPlan {
+  long hw, ckk, in_img;
+  int chunk, nchunks, threads;
+  explicit ConvPlan(const ConvGeom& g)
+      : hw(static_cast<long>(g.h_out) * g.w_out),
+        ckk(static_cast<long>(g.c_in) * g.kh * g.kw),
+        in_img(static_cast<long>(g.c_in) * g.h_in * g.w_in),
+        chunk(conv_chunk(g)),
+        nchunks((g.n + chunk - 1) / chunk),
+        threads(std::max(1, std::min(omp_get_max_threads(), nchunks))) {}
+};
 
 template <class T>
 struct ConvScratch {
@@ -117,12 +129,9 @@ void conv2d_forward(const ConvGeom& g, const T* x, const T* w, const T* bias, T*
         for (int co = 0; co < g.c_out; ++co) y[static_cast<long>(i) * g.c_out + co] += bias[co];
     return;
   }
-  const long hw = static_cast<long>(g.h_out) * g.w_out;
-  const long ckk = static_cast<long>(g.c_in) * g.kh * g.kw;
-  const long in_img = static_cast<long>(g.c_in) * g.h_in * g.w_in;
-  const int chunk = conv_chunk(g);
-  const int nchunks = (g.n + chunk - 1) / chunk;
-  const int threads = std::max(1, std::min(omp_get_max_threads(), nchunks));
+  const ConvPlan p(g);
+  const long hw = p.hw, ckk = p.ckk, in_img = p.in_img;
+  const int chunk = p.chunk, nchunks = p.nchunks, threads = p.threads;
   ConvScratch<T>& s = conv_scratch<T>();
   s.ensure(threads, static_cast<std::size_t>(ckk * chunk * hw), static_cast<std::size_t>(g.c_out * chunk * hw));
 #pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
@@ -154,12 +163,9 @@ void conv2d_backward_data(const ConvGeom& g, const T* dy, const T* w, T* dx) {
     gemm<T>(false, false, g.n, ckk, g.c_out, T(1), dy, g.c_out, w, ckk, T(0), dx, ckk);
     return;
   }
-  const long hw = static_cast<long>(g.h_out) * g.w_out;
-  const long ckk = static_cast<long>(g.c_in) * g.kh * g.kw;
-  const long in_img = static_cast<long>(g.c_in) * g.h_in * g.w_in;
-  const int chunk = conv_chunk(g);
-  const int nchunks = (g.n + chunk - 1) / chunk;
-  const int threads = std::max(1, std::min(omp_get_max_threads(), nchunks));
+  const ConvPlan p(g);
+  const long hw = p.hw, ckk = p.ckk, in_img = p.in_img;
+  const int chunk = p.chunk, nchunks = p.nchunks, threads = p.threads;
   ConvScratch<T>& s = conv_scratch<T>();
   s.ensure(threads, static_cast<std::size_t>(ckk * chunk * hw), static_cast<std::size_t>(g.c_out * chunk * hw));
 #pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
@@ -198,13 +204,10 @@ void conv2d_backward_filter(const ConvGeom& g, const T* x, const T* dy, T* dw, T
       }
     return;
   }
-  const long hw = static_cast<long>(g.h_out) * g.w_out;
-  const long ckk = static_cast<long>(g.c_in) * g.kh * g.kw;
-  const long in_img = static_cast<long>(g.c_in) * g.h_in * g.w_in;
+  const ConvPlan p(g);
+  const long hw = p.hw, ckk = p.ckk, in_img = p.in_img;
   const long wsize = g.c_out * ckk;
-  const int chunk = conv_chunk(g);
-  const int nchunks = (g.n + chunk - 1) / chunk;
-  const int threads = std::max(1, std::min(omp_get_max_threads(), nchunks));
+  const int chunk = p.chunk, nchunks = p.nchunks, threads = p.threads;
   ConvScratch<T>& s = conv_scratch<T>();
   s.ensure(threads, static_cast<std::size_t>(ckk * chunk * hw), static_cast<std::size_t>(g.c_out * chunk * hw));
   // One partial filter gradient per chunk, reduced in chunk order below (deterministic).
