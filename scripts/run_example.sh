@@ -19,6 +19,6 @@ if [ -z "${DTN_DATA_DIR:-}" ]; then
   echo "or fetch the official MNIST and SVHN files (checksums verified) with: scripts/download_data.sh ./data" >&2
   exit 1
 fi
-cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DDTN_BUILD_TESTS=OFF -DDTN_BUILD_BENCHMARKS=OFF >/dev/null
+cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DDTN_BUILD_EXAMPLES=ON >/dev/null
 cmake --build build -j "$(nproc)" --target svhn_to_mnist
 exec build/svhn_to_mnist --data-dir "$DTN_DATA_DIR" "$@"

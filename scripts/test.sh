@@ -21,7 +21,7 @@ if [ -z "${DTN_DATA_DIR:-}" ] && [ -d "$root/../shared/data/mnist" ]; then
 fi
 echo "test.sh: DTN_DATA_DIR=${DTN_DATA_DIR:-<unset: real-data tests will be skipped>}"
 
-cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DDTN_WERROR=ON
+cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DDTN_WERROR=ON -DDTN_BUILD_TESTS=ON -DDTN_BUILD_EXAMPLES=ON -DDTN_BUILD_BENCHMARKS=ON
 cmake --build build -j "$jobs"
 ctest --test-dir build --output-on-failure -j "$jobs"
 
