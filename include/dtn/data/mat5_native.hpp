@@ -344,13 +344,7 @@ inline ImageSet read_svhn_mat_native(const std::string& path) {
   set.h = static_cast<int>(H);
   set.w = static_cast<int>(W);
   set.labels.resize(N);
-  for (std::size_t i = 0; i < N; ++i) {
-    const double l = labels[i];
-    if (!(l >= 1 && l <= 10) || l != std::floor(l))
-      throw io_error(path + ": variable y: label at index " + std::to_string(i) + " is " + std::to_string(l) +
-                     ", expected an integer 1..10 (10 = digit 0)");
-    set.labels[i] = static_cast<std::uint8_t>(l == 10 ? 0 : l);
-  }
+  for (std::size_t i = 0; i < N; ++i) set.labels[i] = detail::svhn_digit(labels[i], i, path + ": variable y");
   if (N > 0) detail::hwc_colmajor_to_chw(set.pixels.data(), N, C, H, W);
   return set;
 }

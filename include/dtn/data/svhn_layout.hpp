@@ -2,8 +2,12 @@
 // The pixel layout of SVHN format-2 files, shared by the libmatio and the zlib-only readers.
 #include <cstddef>
 #include <cstdint>
+#include <cmath>
 #include <cstring>
+#include <string>
 #include <vector>
+
+#include "../core/error.hpp"
 
 namespace dtn {
 namespace data {
@@ -23,6 +27,15 @@ inline void hwc_colmajor_to_chw(std::uint8_t* pixels, std::size_t n, std::size_t
         for (std::size_t col = 0; col < w; ++col) dst[row * w + col] = src[col * h + row];
     }
   }
+}
+
+// An SVHN label (1..10, 10 meaning the digit 0) as a digit 0..9; io_error naming `where` and the
+// index otherwise.
+inline std::uint8_t svhn_digit(double l, std::size_t i, const std::string& where) {
+  if (!(l >= 1 && l <= 10) || l != std::floor(l))
+    throw io_error(where + ": label at index " + std::to_string(i) + " is " + std::to_string(l) +
+                   ", expected an integer 1..10 (10 = digit 0)");
+  return static_cast<std::uint8_t>(l == 10 ? 0 : l);
 }
 
 }  // namespace detail
