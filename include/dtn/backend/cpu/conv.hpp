@@ -103,11 +103,35 @@ struct ConvScratch {
     }
   }
 };
-// Per-thread scratch, reused across calls (no allocation in the steady state).
+// Per-thread scratch, reused across calls (no allocation in the steady state), sized for a plan.
 template <class T>
-ConvScratch<T>& conv_scratch() {
+ConvScratch<T>& conv_scratch(const ConvPlan& p, const ConvGeom& g) {
   static thread_local ConvScratch<T> s;
+  s.ensure(p.threads, static_cast<std::size_t>(p.ckk * p.chunk * p.hw), static_cast<std::size_t>(g.c_out * p.chunk * p.hw));
   return s;
+}
+
+// Copies image i0 + i of dy [n, c_out, hw] into columns [i*hw, (i+1)*hw) of dyc [c_out, ld].
+template <class T>
+void gather_output(const ConvGeom& g, const T* dy, int image, long hw, long ld, long col0, T* dyc) {
+  for (int co = 0; co < g.c_out; ++co) {
+    const T* src = dy + (static_cast<long>(image) * g.c_out + co) * hw;
+    std::copy(src, src + hw, dyc + co * ld + col0);
+  }
+}
+
+// db[c] += sum of dy over the batch and the output pixels (accumulated in double).
+template <class T>
+void bias_grad(const ConvGeom& g, const T* dy, T* db) {
+  const long hw = static_cast<long>(g.h_out) * g.w_out;
+  for (int co = 0; co < g.c_out; ++co) {
+    double acc = 0;
+    for (int i = 0; i < g.n; ++i) {
+      const T* d = dy + (static_cast<long>(i) * g.c_out + co) * hw;
+      for (long q = 0; q < hw; ++q) acc += d[q];
+    }
+    db[co] += static_cast<T>(acc);
+  }
 }
 
 // A convolution whose kernel covers the whole unpadded input (one output pixel: D's last layer,
@@ -132,8 +156,7 @@ void conv2d_forward(const ConvGeom& g, const T* x, const T* w, const T* bias, T*
   const ConvPlan p(g);
   const long hw = p.hw, ckk = p.ckk, in_img = p.in_img;
   const int chunk = p.chunk, nchunks = p.nchunks, threads = p.threads;
-  ConvScratch<T>& s = conv_scratch<T>();
-  s.ensure(threads, static_cast<std::size_t>(ckk * chunk * hw), static_cast<std::size_t>(g.c_out * chunk * hw));
+  ConvScratch<T>& s = conv_scratch<T>(p, g);
 #pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
   for (int ci = 0; ci < nchunks; ++ci) {
     const int tid = omp_get_thread_num();
@@ -166,8 +189,7 @@ void conv2d_backward_data(const ConvGeom& g, const T* dy, const T* w, T* dx) {
   const ConvPlan p(g);
   const long hw = p.hw, ckk = p.ckk, in_img = p.in_img;
   const int chunk = p.chunk, nchunks = p.nchunks, threads = p.threads;
-  ConvScratch<T>& s = conv_scratch<T>();
-  s.ensure(threads, static_cast<std::size_t>(ckk * chunk * hw), static_cast<std::size_t>(g.c_out * chunk * hw));
+  ConvScratch<T>& s = conv_scratch<T>(p, g);
 #pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
   for (int ci = 0; ci < nchunks; ++ci) {
     const int tid = omp_get_thread_num();
@@ -175,10 +197,7 @@ void conv2d_backward_data(const ConvGeom& g, const T* dy, const T* w, T* dx) {
     const long ld = cnt * hw;
     T* cols = s.cols[static_cast<std::size_t>(tid)].data();
     T* dyc = s.out[static_cast<std::size_t>(tid)].data();
-    for (int i = 0; i < cnt; ++i)
-      for (int co = 0; co < g.c_out; ++co)
-        std::copy(dy + ((static_cast<long>(i0 + i) * g.c_out) + co) * hw,
-                  dy + ((static_cast<long>(i0 + i) * g.c_out) + co + 1) * hw, dyc + co * ld + i * hw);
+    for (int i = 0; i < cnt; ++i) gather_output(g, dy, i0 + i, hw, ld, i * hw, dyc);
     // cols [ckk, cnt*hw] = w^T [ckk, c_out] * dy [c_out, cnt*hw]
     gemm<T>(true, false, static_cast<int>(ckk), static_cast<int>(ld), g.c_out, T(1), w, static_cast<int>(ckk), dyc,
             static_cast<int>(ld), T(0), cols, static_cast<int>(ld));
@@ -196,20 +215,14 @@ void conv2d_backward_filter(const ConvGeom& g, const T* x, const T* dy, T* dw, T
     const int ckk = g.c_in * g.kh * g.kw;
     // dw [c_out, ckk] += dy^T [c_out, n] x [n, ckk]
     gemm<T>(true, false, g.c_out, ckk, g.n, T(1), dy, g.c_out, x, ckk, T(1), dw, ckk);
-    if (db)
-      for (int co = 0; co < g.c_out; ++co) {
-        double acc = 0;
-        for (int i = 0; i < g.n; ++i) acc += dy[static_cast<long>(i) * g.c_out + co];
-        db[co] += static_cast<T>(acc);
-      }
+    if (db) bias_grad(g, dy, db);
     return;
   }
   const ConvPlan p(g);
   const long hw = p.hw, ckk = p.ckk, in_img = p.in_img;
   const long wsize = g.c_out * ckk;
   const int chunk = p.chunk, nchunks = p.nchunks, threads = p.threads;
-  ConvScratch<T>& s = conv_scratch<T>();
-  s.ensure(threads, static_cast<std::size_t>(ckk * chunk * hw), static_cast<std::size_t>(g.c_out * chunk * hw));
+  ConvScratch<T>& s = conv_scratch<T>(p, g);
   // One partial filter gradient per chunk, reduced in chunk order below (deterministic).
   static thread_local std::vector<T> partial;
   partial.assign(static_cast<std::size_t>(nchunks * wsize), T(0));
@@ -223,28 +236,17 @@ void conv2d_backward_filter(const ConvGeom& g, const T* x, const T* dy, T* dw, T
     T* dyc = s.out[static_cast<std::size_t>(tid)].data();
     for (int i = 0; i < cnt; ++i) {
       im2col(g, x + (i0 + i) * in_img, cols, ld, i * hw);
-      for (int co = 0; co < g.c_out; ++co)
-        std::copy(dy + ((static_cast<long>(i0 + i) * g.c_out) + co) * hw,
-                  dy + ((static_cast<long>(i0 + i) * g.c_out) + co + 1) * hw, dyc + co * ld + i * hw);
+      gather_output(g, dy, i0 + i, hw, ld, i * hw, dyc);
     }
     // partial [c_out, ckk] = dy [c_out, cnt*hw] * cols^T [cnt*hw, ckk]
     gemm<T>(false, true, g.c_out, static_cast<int>(ckk), static_cast<int>(ld), T(1), dyc, static_cast<int>(ld), cols,
             static_cast<int>(ld), T(0), part + ci * wsize, static_cast<int>(ckk));
   }
   for (int ci = 0; ci < nchunks; ++ci) {
-    const T* p = part + ci * wsize;
-    for (long j = 0; j < wsize; ++j) dw[j] += p[j];
+    const T* pc = part + ci * wsize;
+    for (long j = 0; j < wsize; ++j) dw[j] += pc[j];
   }
-  if (db) {
-    for (int co = 0; co < g.c_out; ++co) {
-      double acc = 0;
-      for (int i = 0; i < g.n; ++i) {
-        const T* d = dy + (static_cast<long>(i) * g.c_out + co) * hw;
-        for (long p = 0; p < hw; ++p) acc += d[p];
-      }
-      db[co] += static_cast<T>(acc);
-    }
-  }
+  if (db) bias_grad(g, dy, db);
 }
 
 }  // namespace cpu
