@@ -6,8 +6,6 @@
 //   ./mat_fuzz fuzz/corpus/mat -max_total_time=30
 // Note: libmatio itself is not built with sanitizers here, so memory errors inside it are only
 // seen when they crash; the reader's own code and its use of matio's results are instrumented.
-#include <sys/mman.h>
-#include <unistd.h>
 
 #include <cstddef>
 #include <cstdint>
@@ -19,6 +17,8 @@
 
 #include <dtn/data/svhn_mat.hpp>
 
+#include "memfile.hpp"
+
 // Known libmatio 1.5.23 leak, not ours: when Mat_VarReadDataLinear meets a corrupt deflate
 // stream it returns an error without freeing the z_stream it made with inflateCopy (about 40 KB
 // per failed read; Mat_VarRead frees it). Only that allocation site is suppressed.
@@ -27,26 +27,9 @@ extern "C" const char* __lsan_default_suppressions() { return "leak:inflateCopy\
 namespace {
 void quiet_log(int, char*) {}
 
-struct MemFile {
-  int fd = -1;
-  std::string path;
-  MemFile() {
-    fd = ::memfd_create("dtn_mat_fuzz", 0);
-    if (fd < 0) {
-      std::perror("memfd_create");
-      std::abort();
-    }
-    path = "/proc/self/fd/" + std::to_string(fd);
+struct MemFile : FuzzMemFile {
+  MemFile() : FuzzMemFile("dtn_mat_fuzz") {
     Mat_LogInitFunc("mat_fuzz", quiet_log);  // matio's diagnostics would flood the output
-  }
-  void set(const std::uint8_t* data, std::size_t size) {
-    if (::ftruncate(fd, 0) != 0) std::abort();
-    std::size_t done = 0;
-    while (done < size) {
-      const ssize_t w = ::pwrite(fd, data + done, size - done, static_cast<off_t>(done));
-      if (w <= 0) std::abort();
-      done += static_cast<std::size_t>(w);
-    }
   }
 };
 }  // namespace
