@@ -155,9 +155,9 @@ void conv2d_forward(const ConvGeom& g, const T* x, const T* w, const T* bias, T*
   }
   const ConvPlan p(g);
   const long hw = p.hw, ckk = p.ckk, in_img = p.in_img;
-  const int chunk = p.chunk, nchunks = p.nchunks, threads = p.threads;
+  const int chunk = p.chunk, nchunks = p.nchunks;
   ConvScratch<T>& s = conv_scratch<T>(p, g);
-#pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
+#pragma omp parallel for schedule(dynamic, 1) num_threads(p.threads)
   for (int ci = 0; ci < nchunks; ++ci) {
     const int tid = omp_get_thread_num();
     const int i0 = ci * chunk, cnt = std::min(chunk, g.n - i0);
@@ -188,9 +188,9 @@ void conv2d_backward_data(const ConvGeom& g, const T* dy, const T* w, T* dx) {
   }
   const ConvPlan p(g);
   const long hw = p.hw, ckk = p.ckk, in_img = p.in_img;
-  const int chunk = p.chunk, nchunks = p.nchunks, threads = p.threads;
+  const int chunk = p.chunk, nchunks = p.nchunks;
   ConvScratch<T>& s = conv_scratch<T>(p, g);
-#pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
+#pragma omp parallel for schedule(dynamic, 1) num_threads(p.threads)
   for (int ci = 0; ci < nchunks; ++ci) {
     const int tid = omp_get_thread_num();
     const int i0 = ci * chunk, cnt = std::min(chunk, g.n - i0);
@@ -221,13 +221,13 @@ void conv2d_backward_filter(const ConvGeom& g, const T* x, const T* dy, T* dw, T
   const ConvPlan p(g);
   const long hw = p.hw, ckk = p.ckk, in_img = p.in_img;
   const long wsize = g.c_out * ckk;
-  const int chunk = p.chunk, nchunks = p.nchunks, threads = p.threads;
+  const int chunk = p.chunk, nchunks = p.nchunks;
   ConvScratch<T>& s = conv_scratch<T>(p, g);
   // One partial filter gradient per chunk, reduced in chunk order below (deterministic).
   static thread_local std::vector<T> partial;
   partial.assign(static_cast<std::size_t>(nchunks * wsize), T(0));
   T* part = partial.data();
-#pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
+#pragma omp parallel for schedule(dynamic, 1) num_threads(p.threads)
   for (int ci = 0; ci < nchunks; ++ci) {
     const int tid = omp_get_thread_num();
     const int i0 = ci * chunk, cnt = std::min(chunk, g.n - i0);
