@@ -15,12 +15,22 @@ struct Relu {
   DTN_HD T backward(T x, T /*y*/, T g) const { return x > T(0) ? g : T(0); }
 };
 
+// The product with the slope is formed unconditionally and then selected: a multiply inside the
+// conditional is an operation that may trap, which GCC (-ftrapping-math, the default) will not
+// speculate, so the loop would keep a branch and not vectorise (measured: 3% of a DTN step each
+// for forward and backward on the CPU).
 struct LeakyRelu {
   double slope = 0.01;  // PyTorch's default
   template <class T>
-  DTN_HD T forward(T x) const { return x > T(0) ? x : T(slope) * x; }
+  DTN_HD T forward(T x) const {
+    const T neg = T(slope) * x;
+    return x > T(0) ? x : neg;
+  }
   template <class T>
-  DTN_HD T backward(T x, T /*y*/, T g) const { return x > T(0) ? g : T(slope) * g; }
+  DTN_HD T backward(T x, T /*y*/, T g) const {
+    const T neg = T(slope) * g;
+    return x > T(0) ? g : neg;
+  }
 };
 
 struct Tanh {

@@ -15,6 +15,7 @@
 #include "conv.hpp"
 #include "gemm.hpp"
 #include "parallel.hpp"
+#include "reduce.hpp"
 
 namespace dtn {
 
@@ -53,10 +54,7 @@ struct Backend<Cpu> {
 #pragma omp parallel for
     for (int ch = 0; ch < c; ++ch) {
       double acc = 0;
-      for (int i = 0; i < n; ++i) {
-        const T* p = dy + (static_cast<long>(i) * c + ch) * hw;
-        for (long j = 0; j < hw; ++j) acc += p[j];
-      }
+      for (int i = 0; i < n; ++i) acc += cpu::sum_d(dy + (static_cast<long>(i) * c + ch) * hw, hw);
       db[ch] += static_cast<T>(acc);
     }
   }
@@ -69,19 +67,10 @@ struct Backend<Cpu> {
 #pragma omp parallel for
     for (int ch = 0; ch < g.c; ++ch) {
       double sum = 0;
-      for (int i = 0; i < g.n; ++i) {
-        const T* p = x + (static_cast<long>(i) * g.c + ch) * g.hw;
-        for (long j = 0; j < g.hw; ++j) sum += p[j];
-      }
+      for (int i = 0; i < g.n; ++i) sum += cpu::sum_d(x + (static_cast<long>(i) * g.c + ch) * g.hw, g.hw);
       const double mean = sum / m;
       double sq = 0;
-      for (int i = 0; i < g.n; ++i) {
-        const T* p = x + (static_cast<long>(i) * g.c + ch) * g.hw;
-        for (long j = 0; j < g.hw; ++j) {
-          const double d = p[j] - mean;
-          sq += d * d;
-        }
-      }
+      for (int i = 0; i < g.n; ++i) sq += cpu::sum_sq_dev_d(x + (static_cast<long>(i) * g.c + ch) * g.hw, g.hw, mean);
       const double var = sq / m;  // biased, used for normalisation
       const double invstd = 1.0 / std::sqrt(var + g.eps);
       const double a = gamma[ch] * invstd, b = beta[ch] - mean * a;
@@ -119,14 +108,13 @@ struct Backend<Cpu> {
 #pragma omp parallel for
     for (int ch = 0; ch < g.c; ++ch) {
       const double mean = save_mean[ch], invstd = save_invstd[ch];
-      double sdy = 0, sdyx = 0;
+      double sdy = 0, sdyx = 0;  // sum(dy) and sum(dy * xhat) = invstd * sum(dy * (x - mean))
       for (int i = 0; i < g.n; ++i) {
         const long off = (static_cast<long>(i) * g.c + ch) * g.hw;
-        for (long j = 0; j < g.hw; ++j) {
-          sdy += dy[off + j];
-          sdyx += dy[off + j] * (x[off + j] - mean) * invstd;
-        }
+        sdy += cpu::sum_d(dy + off, g.hw);
+        sdyx += cpu::dot_dev_d(dy + off, x + off, g.hw, mean);
       }
+      sdyx *= invstd;
       dgamma[ch] += static_cast<T>(sdyx);
       dbeta[ch] += static_cast<T>(sdy);
       if (dx) {
@@ -143,6 +131,9 @@ struct Backend<Cpu> {
   }
 
   // ---- max pooling (no padding); argmax indexes the input plane
+  // The first maximum in row-major window order wins; a NaN wins over any number and the first
+  // NaN is kept (NaN propagates, as in PyTorch). The window loop is written once per window row
+  // with the comparison !(v <= best) && best == best, which is that rule without std::isnan calls.
   template <class T>
   static void maxpool_forward(const PoolGeom& g, const T* x, T* y, int* argmax) {
     const long planes = static_cast<long>(g.n) * g.c;
@@ -151,21 +142,47 @@ struct Backend<Cpu> {
       const T* xp = x + p * g.h_in * g.w_in;
       T* yp = y + p * g.h_out * g.w_out;
       int* ap = argmax + p * g.h_out * g.w_out;
+      if (g.k == 2 && g.stride == 2) {
+        // f's 2x2 pools: the same rule as below, unrolled and branch-free so that it vectorises.
+        for (int oh = 0; oh < g.h_out; ++oh) {
+          const T* r0 = xp + (2 * oh) * g.w_in;
+          const T* r1 = r0 + g.w_in;
+          T* yr = yp + oh * g.w_out;
+          int* ar = ap + oh * g.w_out;
+          for (int ow = 0; ow < g.w_out; ++ow) {
+            const T a = r0[2 * ow], b = r0[2 * ow + 1], c = r1[2 * ow], d = r1[2 * ow + 1];
+            T bv = a;
+            int off = 0;
+            const bool tb = !(b <= bv) & (bv == bv);
+            bv = tb ? b : bv;
+            off = tb ? 1 : off;
+            const bool tc = !(c <= bv) & (bv == bv);
+            bv = tc ? c : bv;
+            off = tc ? g.w_in : off;
+            const bool td = !(d <= bv) & (bv == bv);
+            bv = td ? d : bv;
+            off = td ? g.w_in + 1 : off;
+            yr[ow] = bv;
+            ar[ow] = (2 * oh) * g.w_in + 2 * ow + off;
+          }
+        }
+        continue;
+      }
       for (int oh = 0; oh < g.h_out; ++oh)
         for (int ow = 0; ow < g.w_out; ++ow) {
-          int best = (oh * g.stride) * g.w_in + ow * g.stride;
+          const int base = (oh * g.stride) * g.w_in + ow * g.stride;
+          int best = base;
           T bv = xp[best];
-          for (int i = 0; i < g.k; ++i)
+          for (int i = 0; i < g.k; ++i) {
+            const int row = base + i * g.w_in;
             for (int j = 0; j < g.k; ++j) {
-              const int idx = (oh * g.stride + i) * g.w_in + ow * g.stride + j;
-              // NaN propagates (as PyTorch): a NaN wins the comparison.
-              if (xp[idx] > bv || std::isnan(xp[idx])) {
-                if (!std::isnan(bv)) {
-                  bv = xp[idx];
-                  best = idx;
-                }
+              const T v = xp[row + j];
+              if (!(v <= bv) && bv == bv) {
+                bv = v;
+                best = row + j;
               }
             }
+          }
           yp[oh * g.w_out + ow] = bv;
           ap[oh * g.w_out + ow] = best;
         }

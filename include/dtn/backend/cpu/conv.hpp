@@ -13,6 +13,7 @@
 
 #include "../backend.hpp"
 #include "gemm.hpp"
+#include "reduce.hpp"
 
 namespace dtn {
 namespace cpu {
@@ -26,13 +27,30 @@ inline int conv_chunk(const ConvGeom& g) {
   return std::max(1, std::min(by_width, by_threads));
 }
 
+// The output columns ow whose input column iw = ow * stride - pad + kj lies inside the image:
+// [lo, hi). Outside that range the unfolded value is the zero padding.
+struct ColRange {
+  int lo, hi;
+  ColRange(const ConvGeom& g, int kj) {
+    const int first = g.pad - kj;                 // smallest ow * stride that is inside
+    const int last = g.w_in - 1 + g.pad - kj;     // largest ow * stride that is inside
+    lo = first <= 0 ? 0 : std::min(g.w_out, (first + g.stride - 1) / g.stride);
+    hi = last < 0 ? 0 : std::min(g.w_out, last / g.stride + 1);
+    if (hi < lo) hi = lo;
+  }
+};
+
 // Unfolds image x [c_in, h_in, w_in] into columns [col0, col0 + h_out*w_out) of cols (row stride ld).
+// The in-image span of each output row is computed once per kernel column, so the inner loop is
+// a branch-free copy (contiguous for stride 1).
 template <class T>
 void im2col(const ConvGeom& g, const T* x, T* cols, long ld, long col0) {
   for (int c = 0; c < g.c_in; ++c) {
     const T* xc = x + static_cast<long>(c) * g.h_in * g.w_in;
     for (int ki = 0; ki < g.kh; ++ki) {
       for (int kj = 0; kj < g.kw; ++kj) {
+        const ColRange r(g, kj);
+        const int shift = kj - g.pad;
         T* row = cols + ((static_cast<long>(c) * g.kh + ki) * g.kw + kj) * ld + col0;
         for (int oh = 0; oh < g.h_out; ++oh) {
           const int ih = oh * g.stride - g.pad + ki;
@@ -41,11 +59,17 @@ void im2col(const ConvGeom& g, const T* x, T* cols, long ld, long col0) {
             std::fill(out, out + g.w_out, T(0));
             continue;
           }
-          const T* xr = xc + static_cast<long>(ih) * g.w_in;
-          for (int ow = 0; ow < g.w_out; ++ow) {
-            const int iw = ow * g.stride - g.pad + kj;
-            out[ow] = (iw >= 0 && iw < g.w_in) ? xr[iw] : T(0);
+          // xr[k] is the input under output column r.lo + k (in bounds by construction of r).
+          const int span = r.hi - r.lo;
+          std::fill(out, out + r.lo, T(0));
+          if (span > 0) {
+            const T* xr = xc + static_cast<long>(ih) * g.w_in + (r.lo * g.stride + shift);
+            if (g.stride == 1)
+              std::copy(xr, xr + span, out + r.lo);
+            else
+              for (int k = 0; k < span; ++k) out[r.lo + k] = xr[k * g.stride];
           }
+          std::fill(out + r.hi, out + g.w_out, T(0));
         }
       }
     }
@@ -59,16 +83,21 @@ void col2im_add(const ConvGeom& g, const T* cols, long ld, long col0, T* dx) {
     T* dxc = dx + static_cast<long>(c) * g.h_in * g.w_in;
     for (int ki = 0; ki < g.kh; ++ki) {
       for (int kj = 0; kj < g.kw; ++kj) {
+        const ColRange r(g, kj);
+        const int shift = kj - g.pad;
         const T* row = cols + ((static_cast<long>(c) * g.kh + ki) * g.kw + kj) * ld + col0;
         for (int oh = 0; oh < g.h_out; ++oh) {
           const int ih = oh * g.stride - g.pad + ki;
           if (ih < 0 || ih >= g.h_in) continue;
           const T* in = row + static_cast<long>(oh) * g.w_out;
-          T* dr = dxc + static_cast<long>(ih) * g.w_in;
-          for (int ow = 0; ow < g.w_out; ++ow) {
-            const int iw = ow * g.stride - g.pad + kj;
-            if (iw >= 0 && iw < g.w_in) dr[iw] += in[ow];
-          }
+          if (r.hi <= r.lo) continue;
+          T* dr = dxc + static_cast<long>(ih) * g.w_in + (r.lo * g.stride + shift);
+          const T* src = in + r.lo;
+          const int span = r.hi - r.lo;
+          if (g.stride == 1)
+            for (int k = 0; k < span; ++k) dr[k] += src[k];
+          else
+            for (int k = 0; k < span; ++k) dr[k * g.stride] += src[k];
         }
       }
     }
@@ -126,10 +155,7 @@ void bias_grad(const ConvGeom& g, const T* dy, T* db) {
   const long hw = static_cast<long>(g.h_out) * g.w_out;
   for (int co = 0; co < g.c_out; ++co) {
     double acc = 0;
-    for (int i = 0; i < g.n; ++i) {
-      const T* d = dy + (static_cast<long>(i) * g.c_out + co) * hw;
-      for (long q = 0; q < hw; ++q) acc += d[q];
-    }
+    for (int i = 0; i < g.n; ++i) acc += sum_d(dy + (static_cast<long>(i) * g.c_out + co) * hw, hw);
     db[co] += static_cast<T>(acc);
   }
 }

@@ -1,0 +1,241 @@
+// Backend<Cpu> ops against naive loops written from their definitions, over many geometries
+// (kernel 1..5, stride 1..3, padding 0..2, non-square images, windows wider than the image with
+// padding, batch sizes that split unevenly into the conv chunks). The im2col/col2im fast paths,
+// the dense 1x1-output path, the vectorised double reductions of batch norm and the max-pool
+// window loop are all checked here in double precision.
+//
+// Bound: the reference and the backend add the same double products in different orders; with
+// O(1) data and at most a few hundred terms per output the difference is a few hundred ulps of
+// 1.0 at most (< 1e-13), so 1e-11 relative to the largest magnitude leaves ample margin while any
+// indexing mistake (a dropped, doubled or misplaced term) shows up as an O(1) error.
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <dtn/dtn.hpp>
+#include <limits>
+#include <random>
+#include <vector>
+
+namespace {
+
+using B = dtn::Backend<dtn::Cpu>;
+using Vec = std::vector<double>;
+
+Vec random_vec(std::size_t n, unsigned seed) {
+  std::mt19937 gen(seed);
+  std::uniform_real_distribution<double> u(-1.0, 1.0);
+  Vec v(n);
+  for (auto& x : v) x = u(gen);
+  return v;
+}
+
+double max_rel_diff(const Vec& a, const Vec& b) {
+  REQUIRE(a.size() == b.size());
+  double scale = 1e-30, diff = 0;
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    scale = std::max(scale, std::abs(b[i]));
+    diff = std::max(diff, std::abs(a[i] - b[i]));
+  }
+  return diff / scale;
+}
+
+constexpr double kBound = 1e-11;
+
+struct Geo {
+  int n, c_in, h, w, c_out, k, stride, pad;
+};
+
+dtn::ConvGeom make(const Geo& q) {
+  dtn::ConvGeom g;
+  g.n = q.n;
+  g.c_in = q.c_in;
+  g.h_in = q.h;
+  g.w_in = q.w;
+  g.c_out = q.c_out;
+  g.kh = g.kw = q.k;
+  g.stride = q.stride;
+  g.pad = q.pad;
+  g.h_out = dtn::ConvGeom::out_size(q.h, q.k, q.stride, q.pad);
+  g.w_out = dtn::ConvGeom::out_size(q.w, q.k, q.stride, q.pad);
+  return g;
+}
+
+// For each (image, out channel, out pixel, in channel, kernel tap) inside the image, calls
+// fn(x index, w index, y index): every conv pass is a sum over these triples.
+template <class Fn>
+void for_each_tap(const dtn::ConvGeom& g, Fn&& fn) {
+  for (int i = 0; i < g.n; ++i)
+    for (int o = 0; o < g.c_out; ++o)
+      for (int oh = 0; oh < g.h_out; ++oh)
+        for (int ow = 0; ow < g.w_out; ++ow)
+          for (int c = 0; c < g.c_in; ++c)
+            for (int a = 0; a < g.kh; ++a)
+              for (int b = 0; b < g.kw; ++b) {
+                const int ih = oh * g.stride - g.pad + a, iw = ow * g.stride - g.pad + b;
+                if (ih < 0 || ih >= g.h_in || iw < 0 || iw >= g.w_in) continue;
+                fn(((static_cast<std::size_t>(i) * g.c_in + c) * g.h_in + ih) * g.w_in + iw,
+                   ((static_cast<std::size_t>(o) * g.c_in + c) * g.kh + a) * g.kw + b,
+                   ((static_cast<std::size_t>(i) * g.c_out + o) * g.h_out + oh) * g.w_out + ow);
+              }
+}
+
+}  // namespace
+
+TEST_CASE("Backend<Cpu> convolution passes equal naive loops over many geometries") {
+  const std::vector<Geo> geos = {
+      {3, 2, 5, 5, 4, 3, 1, 1},    {2, 3, 7, 6, 5, 3, 2, 1},  {5, 1, 9, 9, 3, 3, 3, 2},  {2, 2, 6, 8, 3, 5, 1, 2},
+      {3, 4, 4, 4, 2, 4, 1, 0},    {7, 3, 4, 4, 5, 4, 1, 0},  {2, 2, 3, 3, 2, 5, 1, 2},  {4, 3, 8, 5, 2, 1, 1, 0},
+      {3, 2, 8, 8, 3, 1, 2, 0},    {2, 2, 5, 7, 3, 2, 2, 1},  {9, 1, 6, 6, 2, 3, 2, 1},  {2, 3, 1, 1, 4, 1, 1, 0},
+      {3, 2, 2, 3, 2, 3, 1, 2},    {65, 1, 4, 4, 2, 3, 1, 1},  // a batch that splits unevenly into chunks
+  };
+  unsigned seed = 1;
+  for (const Geo& q : geos) {
+    const dtn::ConvGeom g = make(q);
+    CAPTURE(q.n);
+    CAPTURE(q.c_in);
+    CAPTURE(q.h);
+    CAPTURE(q.w);
+    CAPTURE(q.c_out);
+    CAPTURE(q.k);
+    CAPTURE(q.stride);
+    CAPTURE(q.pad);
+    REQUIRE(g.h_out >= 1);
+    REQUIRE(g.w_out >= 1);
+    const std::size_t nx = static_cast<std::size_t>(g.n) * g.c_in * g.h_in * g.w_in;
+    const std::size_t nw = static_cast<std::size_t>(g.c_out) * g.c_in * g.kh * g.kw;
+    const std::size_t ny = static_cast<std::size_t>(g.n) * g.c_out * g.h_out * g.w_out;
+    const Vec x = random_vec(nx, seed++), w = random_vec(nw, seed++), bias = random_vec(g.c_out, seed++),
+              dy = random_vec(ny, seed++);
+
+    Vec y_ref(ny), dx_ref(nx, 0.0), dw_ref(nw, 0.0), db_ref(static_cast<std::size_t>(g.c_out), 0.0);
+    for (std::size_t j = 0; j < ny; ++j) y_ref[j] = bias[(j / (static_cast<std::size_t>(g.h_out) * g.w_out)) % g.c_out];
+    for_each_tap(g, [&](std::size_t xi, std::size_t wi, std::size_t yi) {
+      y_ref[yi] += x[xi] * w[wi];
+      dx_ref[xi] += dy[yi] * w[wi];
+      dw_ref[wi] += dy[yi] * x[xi];
+    });
+    for (std::size_t j = 0; j < ny; ++j) db_ref[(j / (static_cast<std::size_t>(g.h_out) * g.w_out)) % g.c_out] += dy[j];
+
+    Vec y(ny, std::numeric_limits<double>::quiet_NaN()), dx(nx, std::numeric_limits<double>::quiet_NaN());
+    B::conv2d_forward(g, x.data(), w.data(), bias.data(), y.data());
+    CHECK(max_rel_diff(y, y_ref) < kBound);
+    B::conv2d_backward_data(g, dy.data(), w.data(), dx.data());
+    CHECK(max_rel_diff(dx, dx_ref) < kBound);
+    // The filter pass accumulates: start from a known value and check it is added to.
+    Vec dw(nw, 0.5), db(static_cast<std::size_t>(g.c_out), -0.25);
+    B::conv2d_backward_filter(g, x.data(), dy.data(), dw.data(), db.data());
+    for (auto& v : dw) v -= 0.5;
+    for (auto& v : db) v += 0.25;
+    CHECK(max_rel_diff(dw, dw_ref) < kBound);
+    CHECK(max_rel_diff(db, db_ref) < kBound);
+  }
+}
+
+TEST_CASE("Backend<Cpu> batch norm statistics and gradients equal naive double loops") {
+  // hw values that are not multiples of the reduction's 8 lanes, and hw = 1.
+  for (long hw : {1L, 7L, 16L, 37L}) {
+    CAPTURE(hw);
+    dtn::BnGeom g;
+    g.n = 5;
+    g.c = 3;
+    g.hw = hw;
+    const std::size_t total = static_cast<std::size_t>(g.n) * g.c * hw;
+    Vec x = random_vec(total, 11), dy = random_vec(total, 12), gamma = random_vec(3, 13), beta = random_vec(3, 14);
+    for (auto& v : x) v = 3 * v + 2;  // a mean away from 0, as after a conv with bias
+    Vec rm = {0.1, -0.2, 0.3}, rv = {1.5, 0.5, 2.0};
+    Vec y(total), mean(3), invstd(3), dx(total), dgamma(3, 0.0), dbeta(3, 0.0);
+    Vec rm_ref = rm, rv_ref = rv;
+    B::batchnorm_forward_train(g, x.data(), gamma.data(), beta.data(), rm.data(), rv.data(), y.data(), mean.data(),
+                               invstd.data());
+    B::batchnorm_backward(g, x.data(), dy.data(), gamma.data(), mean.data(), invstd.data(), dx.data(), dgamma.data(),
+                          dbeta.data());
+    const double m = static_cast<double>(g.n) * hw;
+    Vec y_ref(total), dx_ref(total);
+    for (int ch = 0; ch < g.c; ++ch) {
+      auto at = [&](int i, long j) { return (static_cast<std::size_t>(i) * g.c + ch) * hw + j; };
+      double mu = 0, var = 0;
+      for (int i = 0; i < g.n; ++i)
+        for (long j = 0; j < hw; ++j) mu += x[at(i, j)];
+      mu /= m;
+      for (int i = 0; i < g.n; ++i)
+        for (long j = 0; j < hw; ++j) var += (x[at(i, j)] - mu) * (x[at(i, j)] - mu);
+      const double is = 1 / std::sqrt(var / m + g.eps);
+      double sdy = 0, sdyx = 0;
+      for (int i = 0; i < g.n; ++i)
+        for (long j = 0; j < hw; ++j) {
+          const double xh = (x[at(i, j)] - mu) * is;
+          y_ref[at(i, j)] = gamma[ch] * xh + beta[ch];
+          sdy += dy[at(i, j)];
+          sdyx += dy[at(i, j)] * xh;
+        }
+      for (int i = 0; i < g.n; ++i)
+        for (long j = 0; j < hw; ++j) {
+          const double xh = (x[at(i, j)] - mu) * is;
+          dx_ref[at(i, j)] = gamma[ch] * is / m * (m * dy[at(i, j)] - sdy - xh * sdyx);
+        }
+      CHECK(mean[static_cast<std::size_t>(ch)] == doctest::Approx(mu).epsilon(1e-12));
+      CHECK(invstd[static_cast<std::size_t>(ch)] == doctest::Approx(is).epsilon(1e-12));
+      CHECK(dgamma[static_cast<std::size_t>(ch)] == doctest::Approx(sdyx).epsilon(1e-12));
+      CHECK(dbeta[static_cast<std::size_t>(ch)] == doctest::Approx(sdy).epsilon(1e-12));
+      const double unbiased = m > 1 ? var / (m - 1) : var / m;
+      CHECK(rm[static_cast<std::size_t>(ch)] == doctest::Approx(0.9 * rm_ref[static_cast<std::size_t>(ch)] + 0.1 * mu).epsilon(1e-12));
+      CHECK(rv[static_cast<std::size_t>(ch)] ==
+            doctest::Approx(0.9 * rv_ref[static_cast<std::size_t>(ch)] + 0.1 * unbiased).epsilon(1e-12));
+    }
+    CHECK(max_rel_diff(y, y_ref) < kBound);
+    CHECK(max_rel_diff(dx, dx_ref) < kBound);
+  }
+}
+
+TEST_CASE("Backend<Cpu> max pooling: first maximum wins, NaN propagates, overlapping windows") {
+  struct P {
+    int h, w, k, stride;
+  };
+  for (const P q : {P{6, 6, 2, 2}, P{8, 8, 4, 4}, P{7, 5, 3, 2}, P{5, 5, 2, 1}}) {
+    CAPTURE(q.k);
+    CAPTURE(q.stride);
+    dtn::PoolGeom g;
+    g.n = 2;
+    g.c = 3;
+    g.h_in = q.h;
+    g.w_in = q.w;
+    g.k = q.k;
+    g.stride = q.stride;
+    g.h_out = (q.h - q.k) / q.stride + 1;
+    g.w_out = (q.w - q.k) / q.stride + 1;
+    const std::size_t nin = static_cast<std::size_t>(g.n) * g.c * q.h * q.w;
+    Vec x = random_vec(nin, 21);
+    for (std::size_t i = 0; i < nin; i += 5) x[i] = std::round(x[i]);  // ties: -1, 0, 1 repeated
+    x[7] = std::numeric_limits<double>::quiet_NaN();
+    x[8] = std::numeric_limits<double>::quiet_NaN();
+    const std::size_t nout = static_cast<std::size_t>(g.n) * g.c * g.h_out * g.w_out;
+    Vec y(nout);
+    std::vector<int> arg(nout);
+    B::maxpool_forward(g, x.data(), y.data(), arg.data());
+    for (int p = 0; p < g.n * g.c; ++p)
+      for (int oh = 0; oh < g.h_out; ++oh)
+        for (int ow = 0; ow < g.w_out; ++ow) {
+          int best = -1;
+          for (int i = 0; i < g.k; ++i)
+            for (int j = 0; j < g.k; ++j) {
+              const int idx = (oh * g.stride + i) * g.w_in + ow * g.stride + j;
+              const double v = x[static_cast<std::size_t>(p) * q.h * q.w + static_cast<std::size_t>(idx)];
+              if (best < 0) {
+                best = idx;
+                continue;
+              }
+              const double bv = x[static_cast<std::size_t>(p) * q.h * q.w + static_cast<std::size_t>(best)];
+              if (std::isnan(bv)) continue;               // the first NaN is kept
+              if (std::isnan(v) || v > bv) best = idx;    // NaN wins; ties keep the first
+            }
+          const std::size_t o = (static_cast<std::size_t>(p) * g.h_out + oh) * g.w_out + ow;
+          CHECK(arg[o] == best);
+          const double expect = x[static_cast<std::size_t>(p) * q.h * q.w + static_cast<std::size_t>(best)];
+          if (std::isnan(expect))
+            CHECK(std::isnan(y[o]));
+          else
+            CHECK(y[o] == expect);
+        }
+  }
+}
