@@ -226,3 +226,25 @@ TEST_CASE("a small classifier learns a generated data set (loss and accuracy rea
   INFO("held-out accuracy " << correct / 4.0 << "%");
   CHECK(correct >= 380);  // >= 95% on fresh samples
 }
+
+TEST_CASE("load_state_from copies parameters and running statistics, so evaluation outputs match") {
+  using Spec = dtn::Sequential<dtn::Conv2d<4, 3, 1, 1>, dtn::BatchNorm2d, dtn::ReLU, dtn::MaxPool2d<2>>;
+  dtn::Net<Spec> trained(Shape{2, 4, 4}, "a", dtn::InitScheme::pytorch, 1);
+  dtn::Net<Spec> fresh(Shape{2, 4, 4}, "b", dtn::InitScheme::pytorch, 2);
+  dtn::Tensor<float> x(Shape{3, 2, 4, 4});
+  for (std::size_t i = 0; i < x.size(); ++i) x.data()[i] = static_cast<float>(std::sin(0.7 * static_cast<double>(i)) * 3 + 1);
+  trained.train();
+  for (int k = 0; k < 3; ++k) trained.forward(x.view());  // moves the running statistics off (0, 1)
+  trained.eval();
+  fresh.eval();
+  const std::vector<float> want = dtn::to_vector(trained.forward(x.view()));
+  CHECK(dtn::to_vector(fresh.forward(x.view())) != want);
+  fresh.load_state_from(trained);
+  CHECK(dtn::to_vector(fresh.parameters()) == dtn::to_vector(trained.parameters()));
+  CHECK(dtn::to_vector(fresh.buffers()) == dtn::to_vector(trained.buffers()));
+  CHECK(dtn::to_vector(fresh.forward(x.view())) == want);
+
+  dtn::Net<Spec> other_input(Shape{2, 8, 8}, "c");
+  CHECK_THROWS_WITH_AS(other_input.load_state_from(trained), doctest::Contains("cannot load the state of network a"),
+                       dtn::shape_error);
+}

@@ -105,6 +105,19 @@ class Network {
   View<T, Dev> buffers() { return buffers_.view(); }
   std::size_t num_parameters() const { return params_.size(); }
 
+  // Copies every parameter and buffer (batch norm's running statistics too) of `src`, a network
+  // of the same type, on any device: a pretrained network moved into a trainer keeps its
+  // evaluation-mode behaviour. Gradients, caches and modes are left as they are.
+  template <class SrcDev>
+  void load_state_from(Network<T, SrcDev, Specs...>& src) {
+    if (src.input_sample_shape() != in_sample_ || src.parameters().size() != params_.size() ||
+        src.buffers().size() != buffers_.size())
+      throw shape_error(name_ + ": cannot load the state of network " + src.name() + " (input " +
+                        src.input_sample_shape().str() + ", expected " + in_sample_.str() + ")");
+    copy(View<const T, SrcDev>(src.parameters()), params_.view());
+    copy(View<const T, SrcDev>(src.buffers()), buffers_.view());
+  }
+
   // Every named tensor in layer order (parameters and buffers).
   const std::vector<Entry>& entries() const { return entries_; }
   // A string that identifies the architecture: layer kinds and tensor shapes. Checkpoints record
