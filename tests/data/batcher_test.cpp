@@ -168,6 +168,24 @@ TEST_CASE("image set: subset, head, validate and histogram") {
   CHECK_THROWS_AS(bad.validate(), dtn::argument_error);
 }
 
+TEST_CASE("image set: split_tail holds out the last samples and keeps the rest in order") {
+  auto set = make_set(30);
+  const auto val = dtn::data::split_tail(set, 4);
+  CHECK(set.n == 26);
+  CHECK(val.n == 4);
+  set.validate("train part");
+  val.validate("validation part");
+  CHECK(set.sample(25)[0] == 25);
+  CHECK(val.sample(0)[0] == 26);
+  CHECK(val.sample(3)[3] == 29);
+  CHECK(val.labels == std::vector<std::uint8_t>{6, 7, 8, 9});
+  CHECK(dtn::data::split_tail(set, 0).n == 0);
+  CHECK(set.n == 26);
+  CHECK_THROWS_WITH_AS(dtn::data::split_tail(set, 26), doctest::Contains("cannot hold out 26 of a set of 26"),
+                       dtn::argument_error);
+  CHECK(set.n == 26);
+}
+
 TEST_CASE("to_grayscale: ITU-R 601 luma, rounded") {
   dtn::data::ImageSet s;
   s.n = 1;

@@ -90,6 +90,28 @@ inline ImageSet head(const ImageSet& set, std::size_t count) {
   return subset(set, idx);
 }
 
+// Moves the last `count` samples of `set` into a new set (a held-out validation split) and
+// shrinks `set` to the rest, without copying the kept part. Throws when count >= set.n (nothing
+// would be left to train on).
+inline ImageSet split_tail(ImageSet& set, std::size_t count) {
+  if (count >= set.size())
+    throw argument_error("dtn::data::split_tail: cannot hold out " + std::to_string(count) + " of a set of " +
+                         std::to_string(set.n) + " samples (at least one must remain)");
+  const std::size_t keep = set.size() - count, ss = set.sample_size();
+  ImageSet out;
+  out.c = set.c;
+  out.h = set.h;
+  out.w = set.w;
+  out.n = static_cast<int>(count);
+  out.pixels.assign(set.pixels.begin() + static_cast<std::ptrdiff_t>(keep * ss), set.pixels.end());
+  out.labels.assign(set.labels.begin() + static_cast<std::ptrdiff_t>(keep), set.labels.end());
+  set.pixels.resize(keep * ss);
+  set.pixels.shrink_to_fit();
+  set.labels.resize(keep);
+  set.n = static_cast<int>(keep);
+  return out;
+}
+
 // Per-class counts of the labels (10 entries).
 inline std::vector<std::size_t> label_histogram(const ImageSet& set) {
   std::vector<std::size_t> h(10, 0);
