@@ -18,3 +18,11 @@ if(DTN_HAVE_CUDA)
   target_link_libraries(svhn_to_mnist PRIVATE dtn::cuda)
   target_compile_definitions(svhn_to_mnist PRIVATE DTN_EXAMPLE_CUDA)
 endif()
+
+# End-to-end smoke test on the real data (skipped, exit 77, where DTN_DATA_DIR does not hold it).
+if(DTN_BUILD_TESTS)
+  add_test(NAME examples/svhn_to_mnist_smoke
+    COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/tests/examples/svhn_to_mnist_smoke.sh $<TARGET_FILE:svhn_to_mnist>
+            ${CMAKE_BINARY_DIR}/examples_out/svhn_to_mnist_smoke)
+  set_tests_properties(examples/svhn_to_mnist_smoke PROPERTIES TIMEOUT 600 SKIP_RETURN_CODE 77 LABELS examples)
+endif()

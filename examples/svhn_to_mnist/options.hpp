@@ -18,9 +18,12 @@ struct Options {
   std::string device = "cpu";
   long f_steps = 300, clf_steps = 300, dtn_steps = 100;
   int batch = 64, eval_batch = 128, threads = 0;
+  int d_updates = 1, g_updates = 1;  // D and g updates per DTN step
   std::uint64_t seed = 1;
-  double alpha = 15, beta = 15, gamma = 0, lr = 2e-4, clf_lr = 1e-3;
+  double alpha = 15, beta = 15, gamma = 0, lr = 2e-4, d_lr = 0, clf_lr = 1e-3;  // d_lr 0: same as lr
   long sample_every = 50, ckpt_every = 100, log_every = 10;
+  int val_size = 1000;   // source train images held out for validation (0: none)
+  long val_every = 100;  // validation accuracy every N DTN steps (0: never)
   double time_limit_min = 0;  // stop DTN training after this many minutes (0: no limit)
   long eval_limit = 0;        // evaluate on the first N source test images (0: all)
   bool reuse = false;         // reuse f and the MNIST classifier from out_dir when present
@@ -44,7 +47,13 @@ inline const char* usage() {
          "  --seed N             seed of initialisation and data order (default 1)\n"
          "  --alpha A --beta B --gamma C   weights of L_CONST, L_TID, L_TV (default 15, 15, 0)\n"
          "  --lr X               Adam learning rate of g and D (default 2e-4); --clf-lr for classifiers (1e-3)\n"
+         "  --d-lr X             Adam learning rate of D alone (default: --lr)\n"
+         "  --d-updates N --g-updates N   D and g updates per DTN step (default 1, 1)\n"
          "  --sample-every N --ckpt-every N --log-every N   (default 50, 100, 10)\n"
+         "  --val-size N         hold out the last N source train images for validation (default 1000; 0: none)\n"
+         "  --val-every N        every N DTN steps: MNIST classifier accuracy on G(x) of the validation images,\n"
+         "                       logged to validation.csv; the best model is kept as dtn_best.safetensors and\n"
+         "                       evaluated on the test split beside the final one (default 100; 0: never)\n"
          "  --time-limit-min M   stop DTN training after M minutes, then evaluate\n"
          "  --eval-limit N       evaluate on the first N source test images only (default: all)\n"
          "  --threads N          CPU threads (default: all cores)\n"
@@ -96,10 +105,15 @@ inline Options parse_options(int argc, char** argv) {
     else if (k == "--gamma") o.gamma = number(i);
     else if (k == "--lr") o.lr = number(i);
     else if (k == "--clf-lr") o.clf_lr = number(i);
+    else if (k == "--d-lr") o.d_lr = number(i);
+    else if (k == "--d-updates") o.d_updates = static_cast<int>(number(i));
+    else if (k == "--g-updates") o.g_updates = static_cast<int>(number(i));
     else if (k == "--sample-every") o.sample_every = static_cast<long>(number(i));
     else if (k == "--ckpt-every") o.ckpt_every = static_cast<long>(number(i));
     else if (k == "--log-every") o.log_every = static_cast<long>(number(i));
     else if (k == "--time-limit-min") o.time_limit_min = number(i);
+    else if (k == "--val-size") o.val_size = static_cast<int>(number(i));
+    else if (k == "--val-every") o.val_every = static_cast<long>(number(i));
     else if (k == "--eval-limit") o.eval_limit = static_cast<long>(number(i));
     else if (k == "--threads") o.threads = static_cast<int>(number(i));
     else if (k == "--reuse") o.reuse = true;
@@ -117,6 +131,9 @@ inline Options parse_options(int argc, char** argv) {
     } else
       throw std::invalid_argument("unknown option " + k);
   }
+  if (o.d_updates < 1 || o.g_updates < 1) throw std::invalid_argument("--d-updates and --g-updates must be >= 1");
+  if (!(o.lr > 0) || !(o.d_lr >= 0) || !(o.clf_lr > 0)) throw std::invalid_argument("learning rates must be > 0");
+  if (o.val_size < 0 || o.val_every < 0) throw std::invalid_argument("--val-size and --val-every must be >= 0");
   if (o.batch < 1 || o.f_steps < 0 || o.clf_steps < 0 || o.dtn_steps < 0 || o.eval_batch < 1)
     throw std::invalid_argument("batch must be >= 1 and step counts >= 0");
   if (o.device != "cpu" && o.device != "cuda") throw std::invalid_argument("--device must be cpu or cuda, got " + o.device);

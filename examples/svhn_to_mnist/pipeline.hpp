@@ -19,6 +19,7 @@
 #include <dtn/io/progress.hpp>
 #include <dtn/train/domain_transfer.hpp>
 #include <fstream>
+#include <map>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -121,7 +122,8 @@ double accuracy(const dtn::data::ImageSet& set, long limit, int batch, Classify&
   return n > 0 ? static_cast<double>(correct) / static_cast<double>(n) : 0.0;
 }
 
-// Trains a classifier made of a body network and an optional head on a labelled set.
+// Trains a classifier made of a body network and an optional head on a labelled set (Adam at
+// --clf-lr, dropped tenfold for the last quarter of the steps).
 template <class Dev, class Body, class Head>
 void train_classifier(const char* label, Body& body, Head* head, const dtn::data::ImageSet& set, const Options& o,
                       long steps, std::uint64_t seed) {
@@ -135,7 +137,12 @@ void train_classifier(const char* label, Body& body, Head* head, const dtn::data
   dtn::io::Progress progress(label, steps);
   double smooth = 0;
   body.train();
+  const long decay_at = steps - steps / 4 + 1;  // the last quarter of the steps runs at lr / 10
   for (long s = 1; s <= steps; ++s) {
+    if (s == decay_at && steps >= 4) {
+      opt_body.set_lr(cfg.lr * 0.1);
+      if (opt_head) opt_head->set_lr(cfg.lr * 0.1);
+    }
     auto x = dev.load(batcher.next());
     auto feat = body.forward(x);
     auto logits = head ? head->forward(feat) : feat;
@@ -179,7 +186,9 @@ struct StepRunner<dtn::Cuda, Trainer> {
   Trainer& trainer;
   dtn::cuda::GraphStep<Trainer> graph;
   bool use_graph;
-  StepRunner(Trainer& t, bool g) : trainer(t), graph(t), use_graph(g) {}
+  // A deferred (graph) step does one D and one g update; other update counts run eagerly.
+  StepRunner(Trainer& t, bool g)
+      : trainer(t), graph(t), use_graph(g && t.config().d_updates == 1 && t.config().g_updates == 1) {}
   dtn::DtnLosses step(dtn::View<const float, dtn::Cuda> xs, dtn::View<const float, dtn::Cuda> xt) {
     if (!use_graph) return trainer.step(xs, xt);
     try {
@@ -218,6 +227,14 @@ int run_pipeline(Options o) {
   const data::ImageSet mnist_train = data::load_mnist(o.mnist_dir, "train");
   const data::ImageSet mnist_test = data::load_mnist(o.mnist_dir, "test");
   data::ImageSet src_train;  // the source train split, for the DTN (and f when --f-split train)
+  data::ImageSet src_val;    // its last --val-size images, held out from f and the DTN
+  // The source train split less its held-out tail: model selection never looks at a test split.
+  auto split_validation = [&](data::ImageSet& train) {
+    if (o.val_size <= 0) return;
+    src_val = data::split_tail(train, static_cast<std::size_t>(o.val_size));
+    std::printf("data: %s train: last %d images held out for validation, %d left for training\n", src.c_str(),
+                src_val.n, train.n);
+  };
   std::printf("data: %s test %d, MNIST train %d, test %d\n", src.c_str(), src_test.n, mnist_train.n, mnist_test.n);
 
   std::ofstream results(o.out_dir + "/results.txt");
@@ -230,24 +247,34 @@ int run_pipeline(Options o) {
 
   // ---- (a) pretrain f on the source domain
   Net<F, float, Dev> f(Shape{3, 32, 32}, "f", InitScheme::pytorch, o.seed);
-  const std::string f_path = o.out_dir + "/f.safetensors";
+  const std::string f_path = o.out_dir + "/f.safetensors", fhead_path = o.out_dir + "/f_head.safetensors";
+  Net<FHead, float, Dev> fhead(f.output_sample_shape(), "f_head", InitScheme::pytorch, o.seed + 10);
+  auto report_f = [&](const char* how) {
+    fhead.eval();
+    const double acc = accuracy<Dev>(src_test, o.eval_limit, o.eval_batch,
+                                     [&](View<const float, Dev> x) { return fhead.forward(f.forward(x)); });
+    std::snprintf(line, sizeof line, "(a) f: %s test accuracy %.2f%% (%s)", src.c_str(), 100 * acc, how);
+    report(line);
+  };
   if (o.reuse && file_exists(f_path)) {
     io::load_network(f_path, f);
     std::printf("(a) f loaded from %s\n", f_path.c_str());
+    if (file_exists(fhead_path)) {
+      io::load_network(fhead_path, fhead);
+      report_f(("loaded from " + f_path).c_str());
+    }
   } else {
-    Net<FHead, float, Dev> fhead(f.output_sample_shape(), "f_head", InitScheme::pytorch, o.seed + 10);
     data::ImageSet pretrain = data::load_svhn(o.source_dir, o.f_split);
+    if (o.f_split == "train") split_validation(pretrain);
     std::printf("data: %s %s %d (pretraining f)\n", src.c_str(), o.f_split.c_str(), pretrain.n);
     train_classifier<Dev>("(a) pretrain f", f, &fhead, pretrain, o, o.f_steps, o.seed + 100);
     if (o.f_split == "train") src_train = std::move(pretrain);
     pretrain = data::ImageSet();  // frees SVHN extra before anything else is allocated
     io::save_network(f_path, f, o.f_steps);
-    fhead.eval();
-    const double acc = accuracy<Dev>(src_test, o.eval_limit, o.eval_batch,
-                                     [&](View<const float, Dev> x) { return fhead.forward(f.forward(x)); });
-    std::snprintf(line, sizeof line, "(a) f: %s test accuracy %.2f%% after %ld steps (batch %d, %s split)", src.c_str(),
-                  100 * acc, o.f_steps, o.batch, o.f_split.c_str());
-    report(line);
+    io::save_network(fhead_path, fhead, o.f_steps);
+    const std::string how =
+        "after " + std::to_string(o.f_steps) + " steps, batch " + std::to_string(o.batch) + ", " + o.f_split + " split";
+    report_f(how.c_str());
   }
 
   // ---- (b) the MNIST evaluation classifier
@@ -273,12 +300,16 @@ int run_pipeline(Options o) {
   cfg.alpha = o.alpha;
   cfg.beta = o.beta;
   cfg.gamma = o.gamma;
-  cfg.d_optim.lr = cfg.g_optim.lr = o.lr;
+  cfg.g_optim.lr = o.lr;
+  cfg.d_optim.lr = o.d_lr > 0 ? o.d_lr : o.lr;
+  cfg.d_updates = o.d_updates;
+  cfg.g_updates = o.g_updates;
   cfg.seed = o.seed + 30;
   DomainTransfer<F, G, D, Dev> dtn(Shape{3, 32, 32}, Shape{1, 32, 32}, cfg);
-  copy(View<const float, Dev>(f.parameters()), dtn.f().parameters());
+  dtn.f().load_state_from(f);  // parameters and batch norm's running statistics
   if (src_train.n == 0) {
     src_train = data::load_svhn(o.source_dir, "train");
+    split_validation(src_train);
     std::printf("data: %s train %d (DTN source)\n", src.c_str(), src_train.n);
   }
   data::Batcher src_batches(src_train, o.batch, o.seed + 300), tgt_batches(mnist_train, o.batch, o.seed + 400);
@@ -293,10 +324,28 @@ int run_pipeline(Options o) {
     if (!(is >> s.seed >> s.epoch >> s.position)) throw io_error("checkpoint: malformed batcher state '" + text + "'");
     b.restore(s);
   };
+  // Validation: the MNIST classifier on G(x) of the held-out source train images, every
+  // --val-every steps; the best model so far is kept in dtn_best.safetensors.
+  const std::string best_ckpt = o.out_dir + "/dtn_best.safetensors";
+  double best_val = -1;
+  long best_step = 0;
+  auto checkpoint_meta = [&]() {
+    std::map<std::string, std::string> m = {{"data.source", batcher_meta(src_batches)},
+                                            {"data.target", batcher_meta(tgt_batches)}};
+    if (best_step > 0) {
+      m["val.best_accuracy"] = std::to_string(best_val);
+      m["val.best_step"] = std::to_string(best_step);
+    }
+    return m;
+  };
   if (o.resume) {
     auto meta = dtn.load(ckpt);
     restore_batcher(src_batches, meta.at("data.source"));
     restore_batcher(tgt_batches, meta.at("data.target"));
+    if (meta.count("val.best_step")) {
+      best_val = std::stod(meta.at("val.best_accuracy"));
+      best_step = std::stol(meta.at("val.best_step"));
+    }
     std::printf("(c) resumed DTN from %s at step %lld\n", ckpt.c_str(), static_cast<long long>(dtn.steps()));
   }
   // Fixed images for the sample grids: the first 16 source test and MNIST test images.
@@ -312,6 +361,13 @@ int run_pipeline(Options o) {
     std::snprintf(name, sizeof name, "/samples_%06ld.png", step);
     io::write_image_grid(o.out_dir + name, {s.view(), ts.view(), t.view(), tt.view()});
   };
+  const bool validating = o.val_every > 0 && src_val.n > 0;
+  std::ofstream val_csv;
+  if (validating) {
+    val_csv.open(o.out_dir + "/validation.csv", o.resume ? std::ios::app : std::ios::trunc);
+    if (!o.resume) val_csv << "step,val_accuracy\n";
+  }
+  double last_val = -1;
   std::ofstream csv(o.out_dir + "/metrics.csv", o.resume ? std::ios::app : std::ios::trunc);
   if (!o.resume) csv << "step,L_D,L_D_source,L_D_target_fake,L_D_target_real,L_GANG,L_CONST,L_TID,L_TV,L_G,images_per_s\n";
   std::vector<io::PlotSeries> series = {{"L_D", {}}, {"L_GANG", {}}, {"L_CONST", {}}, {"L_TID", {}}, {"L_G", {}}};
@@ -342,14 +398,27 @@ int run_pipeline(Options o) {
       csv.flush();
       const double vals[] = {l.d, l.gang, l.constancy, l.tid, l.g, l.tv};
       for (std::size_t k = 0; k < series.size(); ++k) series[k].points.emplace_back(static_cast<double>(s), vals[k]);
-      char buf[160];
-      std::snprintf(buf, sizeof buf, "L_D %.3f L_GANG %.3f L_CONST %.4f L_TID %.4f", l.d, l.gang, l.constancy, l.tid);
+      char buf[200];
+      int used = std::snprintf(buf, sizeof buf, "L_D %.3f L_GANG %.3f L_CONST %.4f L_TID %.4f", l.d, l.gang,
+                               l.constancy, l.tid);
+      if (last_val >= 0 && used > 0 && used < static_cast<int>(sizeof buf))
+        std::snprintf(buf + used, sizeof buf - static_cast<std::size_t>(used), " | val %.2f%%", 100 * last_val);
       progress.update(s, 2.0 * o.batch * static_cast<double>(s - first + 1), buf);
     }
     if (s % o.sample_every == 0 || s == last) write_grid(s);
     const bool out_of_time = o.time_limit_min > 0 && minutes() > o.time_limit_min;
-    if (s % o.ckpt_every == 0 || s == last || out_of_time)
-      dtn.save(ckpt, {{"data.source", batcher_meta(src_batches)}, {"data.target", batcher_meta(tgt_batches)}});
+    if (validating && (s % o.val_every == 0 || s == last || out_of_time)) {
+      last_val = accuracy<Dev>(src_val, 0, o.eval_batch,
+                               [&](View<const float, Dev> x) { return clf.forward(dtn.transfer(x)); });
+      val_csv << s << ',' << last_val << '\n';
+      val_csv.flush();
+      if (last_val > best_val) {
+        best_val = last_val;
+        best_step = s;
+        dtn.save(best_ckpt, checkpoint_meta());
+      }
+    }
+    if (s % o.ckpt_every == 0 || s == last || out_of_time) dtn.save(ckpt, checkpoint_meta());
     if (out_of_time) {
       progress.finish();
       std::printf("(c) time limit of %.1f min reached at step %ld\n", o.time_limit_min, s);
@@ -364,8 +433,10 @@ int run_pipeline(Options o) {
   po.log_y = true;
   if (!series[0].points.empty()) io::write_plot_svg(o.out_dir + "/losses.svg", series, po);
   std::snprintf(line, sizeof line,
-                "(c) DTN: %lld steps (batch %d + %d), %.1f min of training (%s), alpha %g beta %g gamma %g",
-                static_cast<long long>(dtn.steps()), o.batch, o.batch, train_min, runner.mode(), o.alpha, o.beta, o.gamma);
+                "(c) DTN: %lld steps (batch %d + %d), %.1f min of training (%s), alpha %g beta %g gamma %g, "
+                "%d D / %d g updates per step, lr D %g g %g",
+                static_cast<long long>(dtn.steps()), o.batch, o.batch, train_min, runner.mode(), o.alpha, o.beta, o.gamma,
+                cfg.d_updates, cfg.g_updates, cfg.d_optim.lr, cfg.g_optim.lr);
   report(line);
 
   // ---- (d) evaluation: the MNIST classifier on G(x) over the source test split
@@ -392,6 +463,16 @@ int run_pipeline(Options o) {
   std::snprintf(line, sizeof line, "(d) no adaptation: MNIST classifier on grayscale %s test images: %.2f%%", src.c_str(),
                 100 * acc_raw);
   report(line);
+  if (best_step > 0 && file_exists(best_ckpt)) {
+    // Model selection on the validation images only; the test split is read once per model.
+    dtn.load(best_ckpt);
+    const double acc_best = accuracy<Dev>(src_test, o.eval_limit, o.eval_batch,
+                                          [&](View<const float, Dev> x) { return clf.forward(dtn.transfer(x)); });
+    std::snprintf(line, sizeof line,
+                  "(d) best-validation model (step %ld, %.2f%% on %d held-out %s train images): %s->MNIST %.2f%% on %s test",
+                  best_step, 100 * best_val, src_val.n, src.c_str(), src.c_str(), 100 * acc_best, src.c_str());
+    report(line);
+  }
   std::snprintf(line, sizeof line, "total wall time %.1f min on %s", minutes(), o.device.c_str());
   report(line);
   return 0;

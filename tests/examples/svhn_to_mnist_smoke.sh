@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# End-to-end smoke test of examples/svhn_to_mnist on the real data (a few steps per stage):
+# every stage runs, every output file is written, and --resume continues from the checkpoint.
+# It checks the pipeline, not the method's accuracy (examples/svhn_to_mnist/RESULTS.md does that).
+# Exit 77 (CTest: skipped) when DTN_DATA_DIR does not hold mnist/ and synthdigits/ (or svhn/).
+set -euo pipefail
+exe="$1"
+out="$2"
+data="${DTN_DATA_DIR:-}"
+if [ -z "$data" ] || [ ! -d "$data/mnist" ] || { [ ! -d "$data/synthdigits" ] && [ ! -d "$data/svhn" ]; }; then
+  echo "skipped: DTN_DATA_DIR does not point at a folder with mnist/ and synthdigits/ (or svhn/)"
+  exit 77
+fi
+rm -rf "$out"
+fail() { echo "FAIL: $*" >&2; exit 1; }
+common=(--data-dir "$data" --out "$out" --batch 16 --eval-batch 64 --eval-limit 128 --threads 2 --seed 3
+        --val-size 64 --val-every 2)
+"$exe" "${common[@]}" --f-steps 8 --clf-steps 8 --dtn-steps 4 --sample-every 2 --ckpt-every 2 --log-every 1 \
+  --g-updates 2 --d-lr 1e-4 >"$out.log" 2>&1 || { cat "$out.log"; fail "the first run exited with $?"; }
+for f in f.safetensors mnist_classifier.safetensors dtn.safetensors dtn_best.safetensors metrics.csv \
+         validation.csv results.txt losses.svg samples_000002.png samples_000004.png; do
+  [ -s "$out/$f" ] || fail "missing or empty output $out/$f"
+done
+grep -q '^(a) f: .* test accuracy' "$out/results.txt" || fail "no stage (a) line in results.txt"
+grep -q '^(b) MNIST classifier: MNIST test accuracy' "$out/results.txt" || fail "no stage (b) line"
+grep -q '^(c) DTN: 4 steps' "$out/results.txt" || fail "stage (c) did not report 4 steps"
+grep -q 'MNIST classifier on G(x)' "$out/results.txt" || fail "no stage (d) line"
+[ "$(grep -c '^[0-9]' "$out/metrics.csv")" = 4 ] || fail "metrics.csv should hold 4 step rows"
+[ "$(grep -c '^[0-9]' "$out/validation.csv")" = 2 ] || fail "validation.csv should hold steps 2 and 4"
+grep -q 'held out for validation' "$out.log" || fail "no validation split was reported"
+grep -q '^(d) best-validation model (step [24],' "$out/results.txt" || fail "no best-validation evaluation"
+# Resume: f and the classifier are reused, the DTN continues from step 4 to step 6.
+"$exe" "${common[@]}" --reuse --resume --dtn-steps 6 --sample-every 2 --ckpt-every 2 --log-every 1 \
+  --g-updates 2 --d-lr 1e-4 >"$out.resume.log" 2>&1 || { cat "$out.resume.log"; fail "the resumed run exited with $?"; }
+grep -q 'resumed DTN from .* at step 4' "$out.resume.log" || { cat "$out.resume.log"; fail "no resume at step 4"; }
+grep -q '(a) f loaded from' "$out.resume.log" || fail "f was not reused"
+grep -q '^(c) DTN: 6 steps' "$out/results.txt" || fail "the resumed run did not reach step 6"
+[ -s "$out/samples_000006.png" ] || fail "no sample grid at step 6"
+[ "$(grep -c '^[0-9]' "$out/metrics.csv")" = 6 ] || fail "metrics.csv should hold 6 step rows after resuming"
+[ "$(grep -c '^[0-9]' "$out/validation.csv")" = 3 ] || fail "validation.csv should hold 3 rows after resuming"
+grep -q '^(d) best-validation model (step [246],' "$out/results.txt" || fail "no best-validation evaluation after resuming"
+echo "svhn_to_mnist smoke test passed: $(grep -c . "$out/results.txt") result lines"
