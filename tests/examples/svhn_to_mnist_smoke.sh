@@ -12,11 +12,12 @@ if [ -z "$data" ] || [ ! -d "$data/mnist" ] || { [ ! -d "$data/synthdigits" ] &&
   exit 77
 fi
 rm -rf "$out"
+mkdir -p "$out"
 fail() { echo "FAIL: $*" >&2; exit 1; }
 common=(--data-dir "$data" --out "$out" --batch 16 --eval-batch 64 --eval-limit 128 --threads 2 --seed 3
         --val-size 64 --val-every 2)
 "$exe" "${common[@]}" --f-steps 8 --clf-steps 8 --dtn-steps 4 --sample-every 2 --ckpt-every 2 --log-every 1 \
-  --g-updates 2 --d-lr 1e-4 >"$out.log" 2>&1 || { cat "$out.log"; fail "the first run exited with $?"; }
+  --g-updates 2 --d-lr 1e-4 >"$out/run1.log" 2>&1 || { rc=$?; cat "$out/run1.log"; fail "the first run exited with $rc"; }
 for f in f.safetensors mnist_classifier.safetensors dtn.safetensors dtn_best.safetensors metrics.csv \
          validation.csv results.txt losses.svg samples_000002.png samples_000004.png; do
   [ -s "$out/$f" ] || fail "missing or empty output $out/$f"
@@ -27,13 +28,13 @@ grep -q '^(c) DTN: 4 steps' "$out/results.txt" || fail "stage (c) did not report
 grep -q 'MNIST classifier on G(x)' "$out/results.txt" || fail "no stage (d) line"
 [ "$(grep -c '^[0-9]' "$out/metrics.csv")" = 4 ] || fail "metrics.csv should hold 4 step rows"
 [ "$(grep -c '^[0-9]' "$out/validation.csv")" = 2 ] || fail "validation.csv should hold steps 2 and 4"
-grep -q 'held out for validation' "$out.log" || fail "no validation split was reported"
+grep -q 'held out for validation' "$out/run1.log" || fail "no validation split was reported"
 grep -q '^(d) best-validation model (step [24],' "$out/results.txt" || fail "no best-validation evaluation"
 # Resume: f and the classifier are reused, the DTN continues from step 4 to step 6.
 "$exe" "${common[@]}" --reuse --resume --dtn-steps 6 --sample-every 2 --ckpt-every 2 --log-every 1 \
-  --g-updates 2 --d-lr 1e-4 >"$out.resume.log" 2>&1 || { cat "$out.resume.log"; fail "the resumed run exited with $?"; }
-grep -q 'resumed DTN from .* at step 4' "$out.resume.log" || { cat "$out.resume.log"; fail "no resume at step 4"; }
-grep -q '(a) f loaded from' "$out.resume.log" || fail "f was not reused"
+  --g-updates 2 --d-lr 1e-4 >"$out/run2.log" 2>&1 || { rc=$?; cat "$out/run2.log"; fail "the resumed run exited with $rc"; }
+grep -q 'resumed DTN from .* at step 4' "$out/run2.log" || { cat "$out/run2.log"; fail "no resume at step 4"; }
+grep -q '(a) f loaded from' "$out/run2.log" || fail "f was not reused"
 grep -q '^(c) DTN: 6 steps' "$out/results.txt" || fail "the resumed run did not reach step 6"
 [ -s "$out/samples_000006.png" ] || fail "no sample grid at step 6"
 [ "$(grep -c '^[0-9]' "$out/metrics.csv")" = 6 ] || fail "metrics.csv should hold 6 step rows after resuming"
