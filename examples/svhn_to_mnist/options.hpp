@@ -16,7 +16,7 @@ struct Options {
   std::string f_split = "train";  // source split f is pretrained on (the paper: extra)
   std::string out_dir = "runs/svhn_to_mnist";
   std::string device = "cpu";
-  long f_steps = 300, clf_steps = 300, dtn_steps = 100;
+  long f_steps = 1000, clf_steps = 3000, dtn_steps = 400;
   int batch = 64, eval_batch = 128, threads = 0;
   int d_updates = 1, g_updates = 1;  // D and g updates per DTN step
   std::uint64_t seed = 1;
@@ -42,7 +42,7 @@ inline const char* usage() {
          "  --f-split SPLIT      source split to pretrain f on: train (default) or extra\n"
          "  --out DIR            output folder (default runs/svhn_to_mnist)\n"
          "  --device cpu|cuda    (cuda needs a build with the CUDA backend)\n"
-         "  --f-steps N --clf-steps N --dtn-steps N   steps of each stage (default 300, 300, 100)\n"
+         "  --f-steps N --clf-steps N --dtn-steps N   steps of each stage (default 1000, 3000, 400)\n"
          "  --batch N            batch size (default 64); --eval-batch N for evaluation (default 128)\n"
          "  --seed N             seed of initialisation and data order (default 1)\n"
          "  --alpha A --beta B --gamma C   weights of L_CONST, L_TID, L_TV (default 15, 15, 0)\n"

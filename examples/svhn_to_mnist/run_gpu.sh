@@ -18,6 +18,7 @@ status=0
 if [[ -n "${OUT:-}" ]]; then
   cp "$run/results.txt" "$OUT/train_results.txt" 2>/dev/null || true
   cp "$run/metrics.csv" "$OUT/train_metrics.csv" 2>/dev/null || true
+  cp "$run/validation.csv" "$OUT/train_validation.csv" 2>/dev/null || true
   last=$(ls "$run"/samples_*.png 2>/dev/null | tail -1)
   [[ -n "$last" ]] && cp "$last" "$OUT/train_samples.png"
 fi
