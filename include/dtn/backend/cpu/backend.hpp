@@ -143,7 +143,8 @@ struct Backend<Cpu> {
       T* yp = y + p * g.h_out * g.w_out;
       int* ap = argmax + p * g.h_out * g.w_out;
       if (g.k == 2 && g.stride == 2) {
-        // f's 2x2 pools: the same rule as below, unrolled and branch-free so that it vectorises.
+        // f's 2x2 pools: the same rule as below, unrolled into selects (no data-dependent branches;
+        // GCC 12 still does not vectorise it).
         for (int oh = 0; oh < g.h_out; ++oh) {
           const T* r0 = xp + (2 * oh) * g.w_in;
           const T* r1 = r0 + g.w_in;
