@@ -464,10 +464,14 @@ int run_pipeline(Options o) {
                 100 * acc_raw);
   report(line);
   if (best_step > 0 && file_exists(best_ckpt)) {
-    // Model selection on the validation images only; the test split is read once per model.
-    dtn.load(best_ckpt);
-    const double acc_best = accuracy<Dev>(src_test, o.eval_limit, o.eval_batch,
-                                          [&](View<const float, Dev> x) { return clf.forward(dtn.transfer(x)); });
+    // Model selection on the validation images only; the test split is read once per model
+    // (when the best model is the final one, its accuracy is the one measured above).
+    double acc_best = acc_dtn;
+    if (best_step != dtn.steps()) {
+      dtn.load(best_ckpt);
+      acc_best = accuracy<Dev>(src_test, o.eval_limit, o.eval_batch,
+                               [&](View<const float, Dev> x) { return clf.forward(dtn.transfer(x)); });
+    }
     std::snprintf(line, sizeof line,
                   "(d) best-validation model (step %ld, %.2f%% on %d held-out %s train images): %s->MNIST %.2f%% on %s test",
                   best_step, 100 * best_val, src_val.n, src.c_str(), src.c_str(), 100 * acc_best, src.c_str());

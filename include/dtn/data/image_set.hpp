@@ -105,8 +105,7 @@ inline ImageSet split_tail(ImageSet& set, std::size_t count) {
   out.n = static_cast<int>(count);
   out.pixels.assign(set.pixels.begin() + static_cast<std::ptrdiff_t>(keep * ss), set.pixels.end());
   out.labels.assign(set.labels.begin() + static_cast<std::ptrdiff_t>(keep), set.labels.end());
-  set.pixels.resize(keep * ss);
-  set.pixels.shrink_to_fit();
+  set.pixels.resize(keep * ss);  // no shrink_to_fit: it would reallocate and copy the kept part
   set.labels.resize(keep);
   set.n = static_cast<int>(keep);
   return out;
