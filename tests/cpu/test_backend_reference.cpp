@@ -80,15 +80,20 @@ void for_each_tap(const dtn::ConvGeom& g, Fn&& fn) {
               }
 }
 
+const std::vector<Geo> kGeos = {
+    {3, 2, 5, 5, 4, 3, 1, 1},    {2, 3, 7, 6, 5, 3, 2, 1},  {5, 1, 9, 9, 3, 3, 3, 2},  {2, 2, 6, 8, 3, 5, 1, 2},
+    {3, 4, 4, 4, 2, 4, 1, 0},    {7, 3, 4, 4, 5, 4, 1, 0},  {2, 2, 3, 3, 2, 5, 1, 2},  {4, 3, 8, 5, 2, 1, 1, 0},
+    {3, 2, 8, 8, 3, 1, 2, 0},    {2, 2, 5, 7, 3, 2, 2, 1},  {9, 1, 6, 6, 2, 3, 2, 1},  {2, 3, 1, 1, 4, 1, 1, 0},
+    {3, 2, 2, 3, 2, 3, 1, 2},    {65, 1, 4, 4, 2, 3, 1, 1},  // a batch that splits unevenly into chunks
+    // rows wider than one 16-lane block of the AVX-512 unfold, with a partial last block
+    {2, 2, 5, 37, 3, 3, 1, 1},   {2, 2, 6, 35, 3, 3, 2, 1}, {2, 1, 4, 33, 2, 4, 2, 1}, {1, 2, 3, 32, 2, 3, 1, 1},
+    {2, 1, 3, 40, 2, 5, 2, 2},
+};
+
 }  // namespace
 
 TEST_CASE("Backend<Cpu> convolution passes equal naive loops over many geometries") {
-  const std::vector<Geo> geos = {
-      {3, 2, 5, 5, 4, 3, 1, 1},    {2, 3, 7, 6, 5, 3, 2, 1},  {5, 1, 9, 9, 3, 3, 3, 2},  {2, 2, 6, 8, 3, 5, 1, 2},
-      {3, 4, 4, 4, 2, 4, 1, 0},    {7, 3, 4, 4, 5, 4, 1, 0},  {2, 2, 3, 3, 2, 5, 1, 2},  {4, 3, 8, 5, 2, 1, 1, 0},
-      {3, 2, 8, 8, 3, 1, 2, 0},    {2, 2, 5, 7, 3, 2, 2, 1},  {9, 1, 6, 6, 2, 3, 2, 1},  {2, 3, 1, 1, 4, 1, 1, 0},
-      {3, 2, 2, 3, 2, 3, 1, 2},    {65, 1, 4, 4, 2, 3, 1, 1},  // a batch that splits unevenly into chunks
-  };
+  const std::vector<Geo>& geos = kGeos;
   unsigned seed = 1;
   for (const Geo& q : geos) {
     const dtn::ConvGeom g = make(q);
@@ -129,6 +134,91 @@ TEST_CASE("Backend<Cpu> convolution passes equal naive loops over many geometrie
     for (auto& v : db) v += 0.25;
     CHECK(max_rel_diff(dw, dw_ref) < kBound);
     CHECK(max_rel_diff(db, db_ref) < kBound);
+  }
+}
+
+// The float unfold/fold that the convolutions use in float (AVX-512 where compiled for it) must
+// produce exactly the bits of the generic loops: im2col is a copy and col2im adds the same terms
+// in the same order, so the comparison is exact. The geometries add strides 1 and 2 (the SIMD
+// cases) and 3 (generic), and rows of 1 to 40 columns: partial, whole and several 16-lane blocks.
+TEST_CASE("CPU im2col/col2im in float equal the generic loops bit for bit" *
+#if defined(__AVX512F__)
+          doctest::skip(false)
+#else
+          doctest::skip(true)  // no AVX-512 in this build: only the generic loops exist
+#endif
+) {
+  std::vector<Geo> geos = kGeos;
+  for (int w : {1, 4, 15, 16, 17, 31, 32, 33, 40})
+    for (int stride : {1, 2, 3})
+      for (int pad : {0, 1, 2})
+        for (int k : {1, 3, 4}) geos.push_back({1, 2, 3, w, 1, k, stride, pad});
+  unsigned seed = 100;
+  int checked = 0;
+  for (const Geo& q : geos) {
+    const dtn::ConvGeom g = make(q);
+    if (g.h_out < 1 || g.w_out < 1) continue;
+    CAPTURE(q.w);
+    CAPTURE(q.k);
+    CAPTURE(q.stride);
+    CAPTURE(q.pad);
+    const long hw = static_cast<long>(g.h_out) * g.w_out, ckk = static_cast<long>(g.c_in) * g.kh * g.kw;
+    const long in_img = static_cast<long>(g.c_in) * g.h_in * g.w_in;
+    const long ld = 2 * hw + 3, col0 = hw + 1;  // a column block inside a wider matrix
+    std::vector<float> x(static_cast<std::size_t>(in_img)), cols_a(static_cast<std::size_t>(ckk * ld), 7.f),
+        cols_b(cols_a), dx_a(static_cast<std::size_t>(in_img)), dx_b;
+    std::mt19937 gen(seed++);
+    std::uniform_real_distribution<float> u(-1.f, 1.f);
+    for (auto& v : x) v = u(gen);
+    for (auto& v : dx_a) v = u(gen);
+    dx_b = dx_a;
+    dtn::cpu::im2col(g, x.data(), cols_a.data(), ld, col0);
+    dtn::cpu::im2col_generic(g, x.data(), cols_b.data(), ld, col0);
+    CHECK(std::equal(cols_a.begin(), cols_a.end(), cols_b.begin()));  // includes the untouched 7s
+    for (auto& v : cols_a) v = u(gen);
+    dtn::cpu::col2im_add(g, cols_a.data(), ld, col0, dx_a.data());
+    dtn::cpu::col2im_add_generic(g, cols_a.data(), ld, col0, dx_b.data());
+    CHECK(std::equal(dx_a.begin(), dx_a.end(), dx_b.begin()));
+    ++checked;
+  }
+  CHECK(checked > 200);
+}
+
+// The float convolutions end to end (chunking, GEMM, the SIMD unfold) against the double
+// reference. Bound: y and dx sum at most c_in*k*k = 75 float products of O(1) values, dw at most
+// n*h_out*w_out = 1040; with float32 rounding (eps 6e-8) the worst case is K * eps relative to the
+// largest partial sum: 5e-6 and 6e-5, both under 1e-4 (rounding errors of random data grow like
+// sqrt(K) * eps, ~2e-6), while an indexing error is O(1).
+TEST_CASE("Backend<Cpu> float convolution passes equal the double reference") {
+  unsigned seed = 500;
+  for (const Geo& q : kGeos) {
+    const dtn::ConvGeom g = make(q);
+    CAPTURE(q.n);
+    CAPTURE(q.w);
+    CAPTURE(q.k);
+    CAPTURE(q.stride);
+    CAPTURE(q.pad);
+    const std::size_t nx = static_cast<std::size_t>(g.n) * g.c_in * g.h_in * g.w_in;
+    const std::size_t nw = static_cast<std::size_t>(g.c_out) * g.c_in * g.kh * g.kw;
+    const std::size_t ny = static_cast<std::size_t>(g.n) * g.c_out * g.h_out * g.w_out;
+    const Vec x = random_vec(nx, seed++), w = random_vec(nw, seed++), dy = random_vec(ny, seed++);
+    Vec y_ref(ny, 0.0), dx_ref(nx, 0.0), dw_ref(nw, 0.0);
+    for_each_tap(g, [&](std::size_t xi, std::size_t wi, std::size_t yi) {
+      y_ref[yi] += x[xi] * w[wi];
+      dx_ref[xi] += dy[yi] * w[wi];
+      dw_ref[wi] += dy[yi] * x[xi];
+    });
+    const auto to_f = [](const Vec& v) { return std::vector<float>(v.begin(), v.end()); };
+    const auto to_d = [](const std::vector<float>& v) { return Vec(v.begin(), v.end()); };
+    const std::vector<float> xf = to_f(x), wf = to_f(w), dyf = to_f(dy);
+    std::vector<float> y(ny, std::numeric_limits<float>::quiet_NaN()), dx(nx, std::numeric_limits<float>::quiet_NaN()),
+        dw(nw, 0.f);
+    dtn::Backend<dtn::Cpu>::conv2d_forward(g, xf.data(), wf.data(), static_cast<const float*>(nullptr), y.data());
+    CHECK(max_rel_diff(to_d(y), y_ref) < 1e-4);
+    dtn::Backend<dtn::Cpu>::conv2d_backward_data(g, dyf.data(), wf.data(), dx.data());
+    CHECK(max_rel_diff(to_d(dx), dx_ref) < 1e-4);
+    dtn::Backend<dtn::Cpu>::conv2d_backward_filter(g, xf.data(), dyf.data(), dw.data(), static_cast<float*>(nullptr));
+    CHECK(max_rel_diff(to_d(dw), dw_ref) < 1e-4);
   }
 }
 

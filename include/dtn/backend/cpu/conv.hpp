@@ -9,7 +9,13 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <cstdint>
+#include <type_traits>
 #include <vector>
+
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
 
 #include "../backend.hpp"
 #include "gemm.hpp"
@@ -44,7 +50,7 @@ struct ColRange {
 // The in-image span of each output row is computed once per kernel column, so the inner loop is
 // a branch-free copy (contiguous for stride 1).
 template <class T>
-void im2col(const ConvGeom& g, const T* x, T* cols, long ld, long col0) {
+void im2col_generic(const ConvGeom& g, const T* x, T* cols, long ld, long col0) {
   for (int c = 0; c < g.c_in; ++c) {
     const T* xc = x + static_cast<long>(c) * g.h_in * g.w_in;
     for (int ki = 0; ki < g.kh; ++ki) {
@@ -78,7 +84,7 @@ void im2col(const ConvGeom& g, const T* x, T* cols, long ld, long col0) {
 
 // Adds columns [col0, col0 + h_out*w_out) of cols back into image dx [c_in, h_in, w_in].
 template <class T>
-void col2im_add(const ConvGeom& g, const T* cols, long ld, long col0, T* dx) {
+void col2im_add_generic(const ConvGeom& g, const T* cols, long ld, long col0, T* dx) {
   for (int c = 0; c < g.c_in; ++c) {
     T* dxc = dx + static_cast<long>(c) * g.h_in * g.w_in;
     for (int ki = 0; ki < g.kh; ++ki) {
@@ -102,6 +108,139 @@ void col2im_add(const ConvGeom& g, const T* cols, long ld, long col0, T* dx) {
       }
     }
   }
+}
+
+#if defined(__AVX512F__)
+// AVX-512 versions for float and strides 1 and 2: each output row is cut into blocks of 16
+// columns, and a block is one masked load (two for stride 2, whose even lanes are then gathered
+// by one permute) and one masked store, with the zero padding coming from the load mask.
+// std::copy/fill on rows of 4-16 floats spent most of its time in call overhead (im2col and
+// col2im were ~16% of a DTN step). Both produce the same bits as the generic loops: im2col is
+// a copy, and col2im adds the same terms in the same order. Lanes outside a load mask are never
+// read, so the row pointers may point before or after the image (only masked lanes get there).
+namespace simd {
+// Bits [lo, hi) of a 16-lane mask (0 <= lo, hi <= 16).
+inline __mmask16 lanes(int lo, int hi) {
+  if (hi <= lo) return 0;
+  return static_cast<__mmask16>(((1u << hi) - 1u) & ~((1u << lo) - 1u));
+}
+// Even lanes 2k for k in [lo, hi) of a 32-lane span, split into its two 16-lane halves.
+inline void even_lanes(int lo, int hi, __mmask16& m0, __mmask16& m1) {
+  std::uint32_t m = 0;
+  if (hi > lo) m = static_cast<std::uint32_t>((((std::uint64_t(1) << (2 * hi)) - 1) & ~((std::uint64_t(1) << (2 * lo)) - 1)) & 0x55555555u);
+  m0 = static_cast<__mmask16>(m & 0xffffu);
+  m1 = static_cast<__mmask16>(m >> 16);
+}
+}  // namespace simd
+
+inline void im2col_simd(const ConvGeom& g, const float* x, float* cols, long ld, long col0) {
+  const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  for (int c = 0; c < g.c_in; ++c) {
+    const float* xc = x + static_cast<long>(c) * g.h_in * g.w_in;
+    for (int ki = 0; ki < g.kh; ++ki) {
+      for (int kj = 0; kj < g.kw; ++kj) {
+        const ColRange r(g, kj);
+        const int shift = kj - g.pad;
+        float* row = cols + ((static_cast<long>(c) * g.kh + ki) * g.kw + kj) * ld + col0;
+        for (int oh = 0; oh < g.h_out; ++oh) {
+          const int ih = oh * g.stride - g.pad + ki;
+          float* out = row + static_cast<long>(oh) * g.w_out;
+          const bool inside = ih >= 0 && ih < g.h_in;
+          const float* xr = xc + static_cast<long>(inside ? ih : 0) * g.w_in + shift;  // input under ow = 0
+          for (int ow0 = 0; ow0 < g.w_out; ow0 += 16) {
+            const int n = std::min(16, g.w_out - ow0);
+            const __mmask16 store = simd::lanes(0, n);
+            if (!inside) {
+              _mm512_mask_storeu_ps(out + ow0, store, _mm512_setzero_ps());
+              continue;
+            }
+            const int lo = std::max(r.lo - ow0, 0), hi = std::min(r.hi - ow0, n);
+            __m512 v;
+            if (g.stride == 1) {
+              v = _mm512_maskz_loadu_ps(simd::lanes(lo, hi), xr + ow0);
+            } else {
+              __mmask16 m0, m1;
+              simd::even_lanes(lo, hi, m0, m1);
+              const float* p = xr + 2 * ow0;
+              v = _mm512_permutex2var_ps(_mm512_maskz_loadu_ps(m0, p), even, _mm512_maskz_loadu_ps(m1, p + 16));
+            }
+            _mm512_mask_storeu_ps(out + ow0, store, v);
+          }
+        }
+      }
+    }
+  }
+}
+
+// col2im for rows of at most 16 output and 32 input columns (every layer of the digits networks
+// but f.0). A masked add straight into dx per kernel column would store and then reload
+// overlapping lanes of the same dx row (kj and kj + 1 hit neighbouring columns), which stalls on
+// store forwarding and measured slower than the scalar loop. Instead, each dx row (ih) is loaded
+// once into two registers, the kw source rows that land on it are added in registers (lane iw
+// takes source column (iw - kj + pad) / stride through one masked permute, precomputed per kj),
+// and the row is stored once. For a fixed (c, ki) each ih comes from exactly one oh, so every dx
+// element still receives its terms in the generic order (c, ki, kj): the same bits.
+inline bool col2im_simd_fits(const ConvGeom& g) { return g.w_out <= 16 && g.w_in <= 32 && g.kw <= 8; }
+
+inline void col2im_add_simd(const ConvGeom& g, const float* cols, long ld, long col0, float* dx) {
+  __m512i idx[8][2];
+  __mmask16 take[8][2];
+  for (int kj = 0; kj < g.kw; ++kj)
+    for (int h = 0; h < 2; ++h) {
+      alignas(64) int ix[16];
+      unsigned m = 0;
+      for (int p = 0; p < 16; ++p) {
+        const int iw = 16 * h + p, t = iw - (kj - g.pad);
+        const bool ok = iw < g.w_in && t >= 0 && t % g.stride == 0 && t / g.stride < g.w_out;
+        ix[p] = ok ? t / g.stride : 0;
+        if (ok) m |= 1u << p;
+      }
+      idx[kj][h] = _mm512_load_si512(ix);
+      take[kj][h] = static_cast<__mmask16>(m);
+    }
+  const __mmask16 row0 = simd::lanes(0, std::min(g.w_in, 16)), row1 = simd::lanes(0, std::max(g.w_in - 16, 0));
+  const __mmask16 src = simd::lanes(0, g.w_out);
+  for (int c = 0; c < g.c_in; ++c) {
+    float* dxc = dx + static_cast<long>(c) * g.h_in * g.w_in;
+    for (int ki = 0; ki < g.kh; ++ki) {
+      const float* rows = cols + (static_cast<long>(c) * g.kh + ki) * g.kw * ld + col0;
+      for (int oh = 0; oh < g.h_out; ++oh) {
+        const int ih = oh * g.stride - g.pad + ki;
+        if (ih < 0 || ih >= g.h_in) continue;
+        float* dr = dxc + static_cast<long>(ih) * g.w_in;
+        __m512 d0 = _mm512_maskz_loadu_ps(row0, dr), d1 = _mm512_maskz_loadu_ps(row1, dr + 16);
+        for (int kj = 0; kj < g.kw; ++kj) {
+          const __m512 v = _mm512_maskz_loadu_ps(src, rows + kj * ld + static_cast<long>(oh) * g.w_out);
+          d0 = _mm512_add_ps(d0, _mm512_maskz_permutexvar_ps(take[kj][0], idx[kj][0], v));
+          d1 = _mm512_add_ps(d1, _mm512_maskz_permutexvar_ps(take[kj][1], idx[kj][1], v));
+        }
+        _mm512_mask_storeu_ps(dr, row0, d0);
+        if (row1) _mm512_mask_storeu_ps(dr + 16, row1, d1);
+      }
+    }
+  }
+}
+#endif
+
+// Unfolds image x into columns (see im2col_generic); float with stride 1 or 2 takes the AVX-512
+// path where the translation unit targets AVX-512F.
+template <class T>
+void im2col(const ConvGeom& g, const T* x, T* cols, long ld, long col0) {
+#if defined(__AVX512F__)
+  if constexpr (std::is_same<T, float>::value)
+    if (g.stride == 1 || g.stride == 2) return im2col_simd(g, x, cols, ld, col0);
+#endif
+  im2col_generic(g, x, cols, ld, col0);
+}
+// Adds columns back into image dx (see col2im_add_generic); float rows that fit take the AVX-512
+// path.
+template <class T>
+void col2im_add(const ConvGeom& g, const T* cols, long ld, long col0, T* dx) {
+#if defined(__AVX512F__)
+  if constexpr (std::is_same<T, float>::value)
+    if (col2im_simd_fits(g)) return col2im_add_simd(g, cols, ld, col0, dx);
+#endif
+  col2im_add_generic(g, cols, ld, col0, dx);
 }
 
 // The sizes of one im2col pass: columns per image, rows of the unfolded matrix, input image size,
@@ -249,27 +388,42 @@ void conv2d_backward_filter(const ConvGeom& g, const T* x, const T* dy, T* dw, T
   const long wsize = g.c_out * ckk;
   const int chunk = p.chunk, nchunks = p.nchunks;
   ConvScratch<T>& s = conv_scratch<T>(p, g);
-  // One partial filter gradient per chunk, reduced in chunk order below (deterministic).
+  // Thread t takes the contiguous chunk range [nchunks*t/T, nchunks*(t+1)/T) and accumulates
+  // its filter gradient over it inside the GEMM (beta = 1): thread 0 straight into dw, the others
+  // into one partial each, which are then added to dw in thread order. The split is static, so
+  // the summation order, and the result, depend only on the thread count. (One partial per
+  // chunk, as before, cost a zeroing, a GEMM store and a reduction pass over c_out*ckk floats
+  // for every chunk: 32 per call for f.3 at batch 64.)
   static thread_local std::vector<T> partial;
-  partial.assign(static_cast<std::size_t>(nchunks * wsize), T(0));
+  partial.resize(static_cast<std::size_t>(std::max(0, p.threads - 1) * wsize));
   T* part = partial.data();
-#pragma omp parallel for schedule(dynamic, 1) num_threads(p.threads)
-  for (int ci = 0; ci < nchunks; ++ci) {
-    const int tid = omp_get_thread_num();
-    const int i0 = ci * chunk, cnt = std::min(chunk, g.n - i0);
-    const long ld = cnt * hw;
+  int used = 1;
+#pragma omp parallel num_threads(p.threads)
+  {
+    const int tid = omp_get_thread_num(), nt = omp_get_num_threads();
+#pragma omp single
+    used = nt;
+    const int lo = static_cast<int>(static_cast<long>(nchunks) * tid / nt);
+    const int hi = static_cast<int>(static_cast<long>(nchunks) * (tid + 1) / nt);
+    T* acc = tid == 0 ? dw : part + (tid - 1) * wsize;
     T* cols = s.cols[static_cast<std::size_t>(tid)].data();
     T* dyc = s.out[static_cast<std::size_t>(tid)].data();
-    for (int i = 0; i < cnt; ++i) {
-      im2col(g, x + (i0 + i) * in_img, cols, ld, i * hw);
-      gather_output(g, dy, i0 + i, hw, ld, i * hw, dyc);
+    for (int ci = lo; ci < hi; ++ci) {
+      const int i0 = ci * chunk, cnt = std::min(chunk, g.n - i0);
+      const long ld = cnt * hw;
+      for (int i = 0; i < cnt; ++i) {
+        im2col(g, x + (i0 + i) * in_img, cols, ld, i * hw);
+        gather_output(g, dy, i0 + i, hw, ld, i * hw, dyc);
+      }
+      // acc [c_out, ckk] (+)= dy [c_out, cnt*hw] * cols^T [cnt*hw, ckk]; a partial starts at 0
+      const T beta = (tid == 0 || ci > lo) ? T(1) : T(0);
+      gemm<T>(false, true, g.c_out, static_cast<int>(ckk), static_cast<int>(ld), T(1), dyc, static_cast<int>(ld), cols,
+              static_cast<int>(ld), beta, acc, static_cast<int>(ckk));
     }
-    // partial [c_out, ckk] = dy [c_out, cnt*hw] * cols^T [cnt*hw, ckk]
-    gemm<T>(false, true, g.c_out, static_cast<int>(ckk), static_cast<int>(ld), T(1), dyc, static_cast<int>(ld), cols,
-            static_cast<int>(ld), T(0), part + ci * wsize, static_cast<int>(ckk));
+    if (tid > 0 && lo == hi) std::fill(acc, acc + wsize, T(0));  // more threads than chunks
   }
-  for (int ci = 0; ci < nchunks; ++ci) {
-    const T* pc = part + ci * wsize;
+  for (int t = 1; t < used; ++t) {
+    const T* pc = part + (t - 1) * wsize;
     for (long j = 0; j < wsize; ++j) dw[j] += pc[j];
   }
   if (db) bias_grad(g, dy, db);
