@@ -248,3 +248,52 @@ TEST_CASE("load_state_from copies parameters and running statistics, so evaluati
   CHECK_THROWS_WITH_AS(other_input.load_state_from(trained), doctest::Contains("cannot load the state of network a"),
                        dtn::shape_error);
 }
+
+TEST_CASE("share_parameters_of: two networks, one set of parameters, each its own caches") {
+  using Spec = dtn::Sequential<dtn::Conv2d<4, 3, 1, 1>, dtn::BatchNorm2d, dtn::ReLU, dtn::MaxPool2d<2>>;
+  const auto fill = [](dtn::Tensor<float>& t, double phase) {
+    for (std::size_t i = 0; i < t.size(); ++i)
+      t.data()[i] = static_cast<float>(std::sin(0.7 * static_cast<double>(i) + phase) * 2 + 0.5);
+  };
+  dtn::Tensor<float> xa(Shape{3, 2, 4, 4}), xb(Shape{2, 2, 4, 4}), dya(Shape{3, 4, 2, 2}), dyb(Shape{2, 4, 2, 2});
+  fill(xa, 0.0), fill(xb, 1.0), fill(dya, 2.0), fill(dyb, 3.0);
+
+  // Reference: one network, batch a then batch b, each forward directly followed by its backward.
+  dtn::Net<Spec> ref(Shape{2, 4, 4}, "g", dtn::InitScheme::pytorch, 7);
+  ref.forward(xa.view());
+  const std::vector<float> dxa_ref = dtn::to_vector(ref.backward(dya.view()));
+  ref.forward(xb.view());
+  const std::vector<float> dxb_ref = dtn::to_vector(ref.backward(dyb.view()));
+
+  // Shared: both forwards first, then both backwards (one network alone would back-propagate
+  // batch b's caches twice).
+  dtn::Net<Spec> owner(Shape{2, 4, 4}, "g", dtn::InitScheme::pytorch, 7);
+  dtn::Net<Spec> other(Shape{2, 4, 4}, "g", dtn::InitScheme::pytorch, 99);  // its own init is dropped
+  other.share_parameters_of(owner);
+  CHECK(other.parameters().data == owner.parameters().data);
+  CHECK(other.gradients().data == owner.gradients().data);
+  CHECK(other.buffers().data == owner.buffers().data);
+  CHECK(other.num_parameters() == owner.num_parameters());
+  other.forward(xa.view());
+  owner.forward(xb.view());
+  const std::vector<float> dxa = dtn::to_vector(other.backward(dya.view()));
+  const std::vector<float> dxb = dtn::to_vector(owner.backward(dyb.view()));
+  CHECK(dxa == dxa_ref);
+  CHECK(dxb == dxb_ref);
+  // The gradients of both batches accumulated in the one arena, a's then b's as in ref: the
+  // same float operations in the same order, so the same bits.
+  CHECK(dtn::to_vector(owner.gradients()) == dtn::to_vector(ref.gradients()));
+  // Both forwards moved the one set of running statistics (a's update, then b's, as in ref).
+  CHECK(dtn::to_vector(owner.buffers()) == dtn::to_vector(ref.buffers()));
+  other.zero_grad();  // zeroes the owner's arena
+  for (float v : dtn::to_vector(owner.gradients())) CHECK(v == 0.f);
+  // Loading state into the sharing network loads the owner.
+  other.load_state_from(ref);
+  CHECK(dtn::to_vector(owner.parameters()) == dtn::to_vector(ref.parameters()));
+
+  CHECK_THROWS_AS(owner.share_parameters_of(owner), dtn::argument_error);
+  CHECK_THROWS_AS(owner.share_parameters_of(other), dtn::argument_error);  // other already shares owner's
+  dtn::Net<Spec> wrong_input(Shape{2, 8, 8}, "h");
+  CHECK_THROWS_WITH_AS(wrong_input.share_parameters_of(owner), doctest::Contains("share_parameters_of g"),
+                       dtn::shape_error);
+}

@@ -97,19 +97,48 @@ class Network {
   }
   View<const T, Dev> output() const { return outs_[depth - 1].view(); }
 
-  void zero_grad() { Memory<Dev>::memset_zero(grads_.data(), grads_.size() * sizeof(T)); }
+  void zero_grad() {
+    if (owner_) return owner_->zero_grad();
+    Memory<Dev>::memset_zero(grads_.data(), grads_.size() * sizeof(T));
+  }
 
   // Flat arenas: all trainable parameters, their gradients (same layout), and the buffers.
-  View<T, Dev> parameters() { return params_.view(); }
-  View<T, Dev> gradients() { return grads_.view(); }
-  View<T, Dev> buffers() { return buffers_.view(); }
-  std::size_t num_parameters() const { return params_.size(); }
+  // A network that shares another's parameters (share_parameters_of) returns the owner's.
+  View<T, Dev> parameters() { return owner_ ? owner_->parameters() : params_.view(); }
+  View<T, Dev> gradients() { return owner_ ? owner_->gradients() : grads_.view(); }
+  View<T, Dev> buffers() { return owner_ ? owner_->buffers() : buffers_.view(); }
+  std::size_t num_parameters() const { return owner_ ? owner_->num_parameters() : params_.size(); }
+
+  // Weight sharing: from now on this network computes with `owner`'s parameters and buffers
+  // (batch norm's running statistics) and accumulates into `owner`'s gradients; only its
+  // activation caches (and its train/eval and frozen modes) stay its own. Two such networks run
+  // the same function on two batches and keep both batches' caches for backward(): the DTN
+  // trainer runs g on the source and the target batch once per step and back-propagates both,
+  // where one network would have to repeat a forward pass. The owner must outlive this network;
+  // this network's own arenas are released. Both must be of the same type (the same layers).
+  void share_parameters_of(Network& owner) {
+    if (&owner == this || owner.owner_ == this)
+      throw argument_error(name_ + ": share_parameters_of: a network cannot share its own parameters");
+    if (owner.owner_) return share_parameters_of(*owner.owner_);
+    if (owner.input_sample_shape() != in_sample_)
+      throw shape_error(name_ + ": share_parameters_of " + owner.name() + ": input " + owner.input_sample_shape().str() +
+                        ", expected " + in_sample_.str());
+    for (std::size_t i = 0; i < entries_.size(); ++i) {
+      entries_[i].param->value = owner.entries_[i].param->value;
+      entries_[i].param->grad = owner.entries_[i].param->grad;
+    }
+    params_ = Tensor<T, Dev>();
+    grads_ = Tensor<T, Dev>();
+    buffers_ = Tensor<T, Dev>();
+    owner_ = &owner;
+  }
 
   // Copies every parameter and buffer (batch norm's running statistics too) of `src`, a network
   // of the same type, on any device: a pretrained network moved into a trainer keeps its
   // evaluation-mode behaviour. Gradients, caches and modes are left as they are.
   template <class SrcDev>
   void load_state_from(Network<T, SrcDev, Specs...>& src) {
+    if (owner_) return owner_->load_state_from(src);
     if (src.input_sample_shape() != in_sample_ || src.parameters().size() != params_.size() ||
         src.buffers().size() != buffers_.size())
       throw shape_error(name_ + ": cannot load the state of network " + src.name() + " (input " +
@@ -249,6 +278,7 @@ class Network {
   Tensor<T, Dev> params_, grads_, buffers_;
   std::array<Tensor<T, Dev>, depth> outs_, gin_;
   View<const T, Dev> input_, dy_top_;
+  Network* owner_ = nullptr;  // set by share_parameters_of
   bool train_ = true, frozen_ = false, need_input_grad_ = true;
 };
 

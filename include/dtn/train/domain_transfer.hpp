@@ -69,10 +69,12 @@ class DomainTransfer {
         target_sample_(target_sample),
         f_(f_input_shape(source_sample), "f", cfg.init, cfg.seed),
         g_(f_.output_sample_shape(), "g", cfg.init, cfg.seed + 1),
+        g_src_(f_.output_sample_shape(), "g", cfg.init, cfg.seed + 1),
         d_(target_sample, "d", cfg.init, cfg.seed + 2),
         g_opt_(g_, cfg.g_optim),
         d_opt_(d_, cfg.d_optim),
         tv_{TotalVariationLoss<T, Dev>(static_cast<T>(cfg.tv_eps)), TotalVariationLoss<T, Dev>(static_cast<T>(cfg.tv_eps))} {
+    g_src_.share_parameters_of(g_);
     if (g_.output_sample_shape() != target_sample)
       throw shape_error("DomainTransfer: g produces images of shape " + g_.output_sample_shape().str() +
                         " but the target domain's images are " + target_sample.str());
@@ -264,6 +266,7 @@ class DomainTransfer {
     copy_into(fs_, f_.forward(as_f_input(xs, xs3_)));
     copy_into(ft_, f_.forward(as_f_input(xt, xt3_)));
     g_.train();
+    g_src_.train();
     d_.train();
     for (int k = 0; k < cfg_.d_updates; ++k) update_d(xt, deferred, out);
     for (int k = 0; k < cfg_.g_updates; ++k) update_g(xt, deferred, out);
@@ -298,11 +301,10 @@ class DomainTransfer {
   void update_d(View<const T, Dev> xt, bool deferred, DtnLosses* out) {
     d_.freeze(false);
     d_.zero_grad();
-    // G(xs) and G(xt) with g fixed. g's caches end up holding the target batch, which the g
-    // update uses first (saves one g forward per step).
-    copy_into(gs_, g_.forward(fs_.view()));
-    copy_into(gt_, g_.forward(ft_.view()));
-    g_cache_is_target_ = true;
+    // G(xs) and G(xt) with g fixed: g_src_ (g's parameters, its own caches) runs the source
+    // batch and g_ the target batch, so the g update that follows back-propagates through both
+    // without running g forward again.
+    forward_g();
     const int ns = static_cast<int>(gs_.dim(0)), nt = static_cast<int>(gt_.dim(0));
     d_term(gs_.view(), targets(0, ns), ce_[0]);
     d_term(gt_.view(), targets(1, nt), ce_[1]);
@@ -315,6 +317,11 @@ class DomainTransfer {
     if (!apply(d_opt_, d_.gradients(), deferred, 0, "D", {"L_D(source)", "L_D(target fake)", "L_D(target real)"}, v))
       out->skipped_d = true;
   }
+  void forward_g() {
+    copy_into(gs_, g_src_.forward(fs_.view()));
+    copy_into(gt_, g_.forward(ft_.view()));
+    g_caches_fresh_ = true;
+  }
   void d_term(View<const T, Dev> x, Tensor<int, Dev>& t, CrossEntropyLoss<T, Dev>& ce) {
     ce.compute(d_.forward(x), t.view());
     d_.backward(ce.grad(), false);
@@ -325,7 +332,7 @@ class DomainTransfer {
     g_.zero_grad();
     const T tv_w = static_cast<T>(cfg_.gamma * 0.5);
     // ---- target batch: L_GANG(target) + beta L_TID + gamma/2 TV
-    if (!g_cache_is_target_) copy_into(gt_, g_.forward(ft_.view()));
+    if (!g_caches_fresh_) forward_g();  // g changed since (a second g update in this step)
     const int nt = static_cast<int>(gt_.dim(0)), ns = static_cast<int>(fs_.dim(0));
     ce_[3].compute(d_.forward(gt_.view()), targets(2, nt).view());
     copy_into(dimg_, d_.backward(ce_[3].grad(), true));
@@ -337,8 +344,6 @@ class DomainTransfer {
     }
     g_.backward(dimg_.view(), false);
     // ---- source batch: L_GANG(source) + alpha L_CONST + gamma/2 TV
-    copy_into(gs_, g_.forward(fs_.view()));
-    g_cache_is_target_ = false;
     ce_[4].compute(d_.forward(gs_.view()), targets(2, ns).view());
     copy_into(dimg_, d_.backward(ce_[4].grad(), true));
     // L_CONST: f(G(xs)) against f(xs); the gradient flows back through the frozen f.
@@ -357,7 +362,8 @@ class DomainTransfer {
       tv_[0].compute(gs_.view(), tv_w);
       Backend<Dev>::axpy(dimg_.size(), T(1), tv_[0].grad().data, dimg_.data());
     }
-    g_.backward(dimg_.view(), false);
+    g_src_.backward(dimg_.view(), false);
+    g_caches_fresh_ = false;
     d_.freeze(false);
 
     std::vector<T> v;
@@ -377,6 +383,7 @@ class DomainTransfer {
   Shape source_sample_, target_sample_;
   FNet f_;
   GNet g_;
+  GNet g_src_;  // shares g_'s parameters: holds the source batch's activations during a step
   DNet d_;
   Adam<T, Dev> g_opt_, d_opt_;
   CrossEntropyLoss<T, Dev> ce_[5];
@@ -386,7 +393,7 @@ class DomainTransfer {
   Tensor<T, Dev> xs3_, xt3_, gs3_, dgs3_, fs_, ft_, gs_, gt_, dimg_;
   Tensor<int, Dev> nonfinite_{Shape{2}};  // non-finite gradient counts of the D and g updates
   Tensor<T, Dev> adam_scalars_;           // AdamStep<T> of D and of g for a deferred step
-  bool g_cache_is_target_ = false;
+  bool g_caches_fresh_ = false;  // g_ and g_src_ hold G(xt) and G(xs) for g's current parameters
   std::int64_t step_ = 0;
 };
 
