@@ -278,6 +278,50 @@ TEST_CASE("Backend<Cpu> batch norm statistics and gradients equal naive double l
   }
 }
 
+// The float 2x2 pool (AVX-512 where compiled for it) against the generic loop, values and argmax,
+// exactly: widths 2-41 (partial, whole and several 16-lane blocks, odd widths that drop a
+// column), with ties (values rounded to -1, 0, 1) and NaNs, including a NaN that comes after a
+// larger value in its window and one in the first position.
+TEST_CASE("CPU 2x2 max pool in float equals the generic loop bit for bit" *
+#if defined(__AVX512F__)
+          doctest::skip(false)
+#else
+          doctest::skip(true)  // no AVX-512 in this build: only the generic loop exists
+#endif
+) {
+  int checked = 0;
+  for (int w : {2, 3, 8, 9, 16, 31, 32, 33, 41}) {
+    for (int h : {2, 5, 6}) {
+      CAPTURE(w);
+      CAPTURE(h);
+      dtn::PoolGeom g;
+      g.n = g.c = 1;
+      g.h_in = h;
+      g.w_in = w;
+      g.h_out = h / 2;
+      g.w_out = w / 2;
+      std::mt19937 gen(static_cast<unsigned>(w * 10 + h));
+      std::uniform_real_distribution<float> u(-1.5f, 1.5f);
+      std::vector<float> x(static_cast<std::size_t>(h * w));
+      for (std::size_t i = 0; i < x.size(); ++i) x[i] = i % 3 == 0 ? std::round(u(gen)) : u(gen);
+      for (std::size_t i = 5; i < x.size(); i += 11) x[i] = std::numeric_limits<float>::quiet_NaN();
+      x[0] = std::numeric_limits<float>::quiet_NaN();
+      const std::size_t nout = static_cast<std::size_t>(g.h_out * g.w_out);
+      std::vector<float> ya(nout, 7.f), yb(nout, 7.f);
+      std::vector<int> aa(nout, -1), ab(nout, -1);
+      dtn::cpu::maxpool2x2_plane(g, x.data(), ya.data(), aa.data());
+      dtn::cpu::maxpool2x2_plane_generic(g, x.data(), yb.data(), ab.data());
+      CHECK(aa == ab);
+      bool same = true;
+      for (std::size_t i = 0; i < nout; ++i)
+        same = same && (std::isnan(ya[i]) ? std::isnan(yb[i]) : ya[i] == yb[i]);
+      CHECK(same);
+      ++checked;
+    }
+  }
+  CHECK(checked == 27);
+}
+
 TEST_CASE("Backend<Cpu> max pooling: first maximum wins, NaN propagates, overlapping windows") {
   struct P {
     int h, w, k, stride;

@@ -15,6 +15,7 @@
 #include "conv.hpp"
 #include "gemm.hpp"
 #include "parallel.hpp"
+#include "pool.hpp"
 #include "reduce.hpp"
 
 namespace dtn {
@@ -142,31 +143,8 @@ struct Backend<Cpu> {
       const T* xp = x + p * g.h_in * g.w_in;
       T* yp = y + p * g.h_out * g.w_out;
       int* ap = argmax + p * g.h_out * g.w_out;
-      if (g.k == 2 && g.stride == 2) {
-        // f's 2x2 pools: the same rule as below, unrolled into selects (no data-dependent branches;
-        // GCC 12 still does not vectorise it).
-        for (int oh = 0; oh < g.h_out; ++oh) {
-          const T* r0 = xp + (2 * oh) * g.w_in;
-          const T* r1 = r0 + g.w_in;
-          T* yr = yp + oh * g.w_out;
-          int* ar = ap + oh * g.w_out;
-          for (int ow = 0; ow < g.w_out; ++ow) {
-            const T a = r0[2 * ow], b = r0[2 * ow + 1], c = r1[2 * ow], d = r1[2 * ow + 1];
-            T bv = a;
-            int off = 0;
-            const bool tb = !(b <= bv) & (bv == bv);
-            bv = tb ? b : bv;
-            off = tb ? 1 : off;
-            const bool tc = !(c <= bv) & (bv == bv);
-            bv = tc ? c : bv;
-            off = tc ? g.w_in : off;
-            const bool td = !(d <= bv) & (bv == bv);
-            bv = td ? d : bv;
-            off = td ? g.w_in + 1 : off;
-            yr[ow] = bv;
-            ar[ow] = (2 * oh) * g.w_in + 2 * ow + off;
-          }
-        }
+      if (g.k == 2 && g.stride == 2) {  // f's pools: cpu/pool.hpp (AVX-512 for float)
+        cpu::maxpool2x2_plane(g, xp, yp, ap);
         continue;
       }
       for (int oh = 0; oh < g.h_out; ++oh)
