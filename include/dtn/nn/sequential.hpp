@@ -93,7 +93,7 @@ class Network {
                         ", got " + dy.shape.str());
     need_input_grad_ = need_input_grad;
     backward_layers(dy, std::make_index_sequence<depth>{});
-    return need_input_grad ? gin_[0].view() : View<const T, Dev>();
+    return need_input_grad ? gin_[0].view() : View<const T, Dev>();  // layer 0's: buffer 0
   }
   View<const T, Dev> output() const { return outs_[depth - 1].view(); }
 
@@ -250,11 +250,11 @@ class Network {
   template <std::size_t I>
   void backward_one() {
     View<const T, Dev> in = I == 0 ? input_ : outs_[I == 0 ? 0 : I - 1].view();
-    View<const T, Dev> dy = I == depth - 1 ? dy_top_ : gin_[I + 1 < depth ? I + 1 : 0].view();
+    View<const T, Dev> dy = I == depth - 1 ? dy_top_ : gin_[(I + 1) % 2].view();
     View<T, Dev> dx;
     if (I > 0 || need_input_grad_) {
-      gin_[I].resize(in.shape);
-      dx = gin_[I].view();
+      gin_[I % 2].resize(in.shape);
+      dx = gin_[I % 2].view();
     }
     std::get<I>(layers_).backward(in, outs_[I].view(), dy, dx, !frozen_);
   }
@@ -276,7 +276,12 @@ class Network {
   std::array<const char*, depth> kinds_{};
   std::vector<Entry> entries_;
   Tensor<T, Dev> params_, grads_, buffers_;
-  std::array<Tensor<T, Dev>, depth> outs_, gin_;
+  std::array<Tensor<T, Dev>, depth> outs_;
+  // Input gradients, ping-pong: layer I writes buffer I % 2 while reading its output gradient
+  // from the other one, which layer I + 1 wrote and nothing needs afterwards. Two buffers (each
+  // grown to the largest gradient it held, then stable, as CUDA graphs need) instead of one per
+  // layer: for g at batch 128, 8M floats instead of 21M.
+  std::array<Tensor<T, Dev>, 2> gin_;
   View<const T, Dev> input_, dy_top_;
   Network* owner_ = nullptr;  // set by share_parameters_of
   bool train_ = true, frozen_ = false, need_input_grad_ = true;
