@@ -133,6 +133,53 @@ inline void even_lanes(int lo, int hi, __mmask16& m0, __mmask16& m1) {
 }
 }  // namespace simd
 
+// Output rows of w_out = 1, 2, 4 or 8 columns (the 8x8 and 4x4 layers: D.3, D.6, f.9, and g's
+// transposed convolutions run backwards) would leave most of each 16-lane store empty and pay
+// the row loop's overhead per 4-8 floats, so R = 16 / w_out output rows share one vector: row rr
+// of a group is merged into lanes [rr * w_out, (rr + 1) * w_out) by a masked load from an address
+// shifted by rr * w_out (stride 2: two vectors of 2 * w_out input columns per row, whose even
+// lanes one permute gathers), and the group is one store of R contiguous output rows.
+inline bool im2col_rows_fit(const ConvGeom& g) {
+  return (g.w_out == 1 || g.w_out == 2 || g.w_out == 4 || g.w_out == 8) && (g.stride == 1 || g.stride == 2);
+}
+inline void im2col_simd_rows(const ConvGeom& g, const float* x, float* cols, long ld, long col0) {
+  const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  const int w = g.w_out, rows = 16 / w;
+  for (int c = 0; c < g.c_in; ++c) {
+    const float* xc = x + static_cast<long>(c) * g.h_in * g.w_in;
+    for (int ki = 0; ki < g.kh; ++ki) {
+      for (int kj = 0; kj < g.kw; ++kj) {
+        const ColRange r(g, kj);
+        const int shift = kj - g.pad;
+        float* row = cols + ((static_cast<long>(c) * g.kh + ki) * g.kw + kj) * ld + col0;
+        for (int oh0 = 0; oh0 < g.h_out; oh0 += rows) {
+          const int n = std::min(rows, g.h_out - oh0);
+          __m512 lo = _mm512_setzero_ps(), hi = _mm512_setzero_ps();
+          for (int rr = 0; rr < n; ++rr) {
+            const int ih = (oh0 + rr) * g.stride - g.pad + ki;
+            if (ih < 0 || ih >= g.h_in || r.hi <= r.lo) continue;
+            const float* xr = xc + static_cast<long>(ih) * g.w_in + shift;  // input under ow = 0
+            if (g.stride == 1) {
+              lo = _mm512_mask_loadu_ps(lo, simd::lanes(rr * w + r.lo, rr * w + r.hi), xr - rr * w);
+            } else {
+              // row rr's input columns sit at lanes 2 * (rr * w + ow) of the 32-lane pair (lo, hi)
+              const int base = 2 * rr * w;
+              __mmask16 m0, m1;
+              simd::even_lanes(rr * w + r.lo, rr * w + r.hi, m0, m1);
+              if (base < 16)
+                lo = _mm512_mask_loadu_ps(lo, m0, xr - base);
+              else
+                hi = _mm512_mask_loadu_ps(hi, m1, xr - (base - 16));
+            }
+          }
+          const __m512 v = g.stride == 1 ? lo : _mm512_permutex2var_ps(lo, even, hi);
+          _mm512_mask_storeu_ps(row + static_cast<long>(oh0) * w, simd::lanes(0, n * w), v);
+        }
+      }
+    }
+  }
+}
+
 inline void im2col_simd(const ConvGeom& g, const float* x, float* cols, long ld, long col0) {
   const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
   for (int c = 0; c < g.c_in; ++c) {
@@ -222,13 +269,16 @@ inline void col2im_add_simd(const ConvGeom& g, const float* cols, long ld, long 
 }
 #endif
 
-// Unfolds image x into columns (see im2col_generic); float with stride 1 or 2 takes the AVX-512
-// path where the translation unit targets AVX-512F.
+// Unfolds image x into columns (see im2col_generic); float with stride 1 or 2 and rows of at most
+// 16 columns takes an AVX-512 path where the translation unit targets AVX-512F.
 template <class T>
 void im2col(const ConvGeom& g, const T* x, T* cols, long ld, long col0) {
 #if defined(__AVX512F__)
-  if constexpr (std::is_same<T, float>::value)
-    if (g.stride == 1 || g.stride == 2) return im2col_simd(g, x, cols, ld, col0);
+  if constexpr (std::is_same<T, float>::value) {
+    if (im2col_rows_fit(g)) return im2col_simd_rows(g, x, cols, ld, col0);
+    // (rows of 32: f.0 measured no faster than the generic loop's memmove)
+    if ((g.stride == 1 || g.stride == 2) && g.w_out <= 16) return im2col_simd(g, x, cols, ld, col0);
+  }
 #endif
   im2col_generic(g, x, cols, ld, col0);
 }
