@@ -88,6 +88,9 @@ const std::vector<Geo> kGeos = {
     // rows wider than one 16-lane block of the AVX-512 unfold, with a partial last block
     {2, 2, 5, 37, 3, 3, 1, 1},   {2, 2, 6, 35, 3, 3, 2, 1}, {2, 1, 4, 33, 2, 4, 2, 1}, {1, 2, 3, 32, 2, 3, 1, 1},
     {2, 1, 3, 40, 2, 5, 2, 2},
+    // more than 8 output channels and a remainder, with c_in*k*k <= 32 (the small-k forward GEMM;
+    // f.0's 27 and D.0's 9 unfolded rows) and just above it
+    {2, 3, 9, 20, 11, 3, 1, 1},  {3, 1, 12, 12, 16, 3, 2, 1}, {2, 2, 7, 9, 9, 4, 1, 2}, {1, 33, 4, 5, 10, 1, 1, 0},
 };
 
 }  // namespace
@@ -203,8 +206,10 @@ TEST_CASE("Backend<Cpu> float convolution passes equal the double reference") {
     const std::size_t nx = static_cast<std::size_t>(g.n) * g.c_in * g.h_in * g.w_in;
     const std::size_t nw = static_cast<std::size_t>(g.c_out) * g.c_in * g.kh * g.kw;
     const std::size_t ny = static_cast<std::size_t>(g.n) * g.c_out * g.h_out * g.w_out;
-    const Vec x = random_vec(nx, seed++), w = random_vec(nw, seed++), dy = random_vec(ny, seed++);
-    Vec y_ref(ny, 0.0), dx_ref(nx, 0.0), dw_ref(nw, 0.0);
+    const Vec x = random_vec(nx, seed++), w = random_vec(nw, seed++), dy = random_vec(ny, seed++),
+              bias = random_vec(static_cast<std::size_t>(g.c_out), seed++);
+    Vec y_ref(ny), dx_ref(nx, 0.0), dw_ref(nw, 0.0);
+    for (std::size_t j = 0; j < ny; ++j) y_ref[j] = bias[(j / (static_cast<std::size_t>(g.h_out) * g.w_out)) % g.c_out];
     for_each_tap(g, [&](std::size_t xi, std::size_t wi, std::size_t yi) {
       y_ref[yi] += x[xi] * w[wi];
       dx_ref[xi] += dy[yi] * w[wi];
@@ -212,10 +217,10 @@ TEST_CASE("Backend<Cpu> float convolution passes equal the double reference") {
     });
     const auto to_f = [](const Vec& v) { return std::vector<float>(v.begin(), v.end()); };
     const auto to_d = [](const std::vector<float>& v) { return Vec(v.begin(), v.end()); };
-    const std::vector<float> xf = to_f(x), wf = to_f(w), dyf = to_f(dy);
+    const std::vector<float> xf = to_f(x), wf = to_f(w), dyf = to_f(dy), bf = to_f(bias);
     std::vector<float> y(ny, std::numeric_limits<float>::quiet_NaN()), dx(nx, std::numeric_limits<float>::quiet_NaN()),
         dw(nw, 0.f);
-    dtn::Backend<dtn::Cpu>::conv2d_forward(g, xf.data(), wf.data(), static_cast<const float*>(nullptr), y.data());
+    dtn::Backend<dtn::Cpu>::conv2d_forward(g, xf.data(), wf.data(), bf.data(), y.data());
     CHECK(max_rel_diff(to_d(y), y_ref) < 1e-4);
     dtn::Backend<dtn::Cpu>::conv2d_backward_data(g, dyf.data(), wf.data(), dx.data());
     CHECK(max_rel_diff(to_d(dx), dx_ref) < 1e-4);

@@ -267,6 +267,59 @@ inline void col2im_add_simd(const ConvGeom& g, const float* cols, long ld, long 
     }
   }
 }
+
+// The forward GEMM of convolutions with few input channels (f.0: k = c_in*kh*kw = 27; D.0: 9),
+// k <= 32, written straight into y: for each of the cnt images of a chunk,
+//   y_i [m, hw] = bias (or 0) + A [m, k] * B [k, i*hw .. (i+1)*hw)   (B's rows have stride ldb).
+// Eigen packs both operands for a product this shallow and reached 25-40% of its 1024^3 rate on
+// these layers, and the result then took one more pass to reach y. Here 8 rows x 32 columns of
+// y stay in 16 registers (started at the bias) while k broadcast-FMA steps read A and B in place
+// (both stay in L1: A is m x k <= m x 32 floats, a block of B k x 32); the sum over t runs in
+// order 0..k-1 after the bias.
+inline bool small_k_fits(long k) { return k <= 32; }
+inline void conv_small_k(int m, int cnt, long hw, int k, const float* A, const float* B, long ldb, const float* bias,
+                         float* y) {
+  for (int img = 0; img < cnt; ++img)
+    for (long j0 = 0; j0 < hw; j0 += 32) {
+      const int left = static_cast<int>(std::min<long>(32, hw - j0));
+      const __mmask16 m0 = simd::lanes(0, std::min(16, left)), m1 = simd::lanes(0, std::max(0, left - 16));
+      const float* bj = B + img * hw + j0;
+      float* yj = y + static_cast<long>(img) * m * hw + j0;
+      int i = 0;
+      for (; i + 8 <= m; i += 8) {
+        __m512 a0[8], a1[8];
+#pragma GCC unroll 8
+        for (int r = 0; r < 8; ++r) a0[r] = a1[r] = _mm512_set1_ps(bias ? bias[i + r] : 0.f);
+        for (int t = 0; t < k; ++t) {
+          const __m512 b0 = _mm512_maskz_loadu_ps(m0, bj + t * ldb), b1 = _mm512_maskz_loadu_ps(m1, bj + t * ldb + 16);
+          const float* at = A + static_cast<long>(i) * k + t;
+#pragma GCC unroll 8
+          for (int r = 0; r < 8; ++r) {
+            const __m512 a = _mm512_set1_ps(at[r * k]);
+            a0[r] = _mm512_fmadd_ps(a, b0, a0[r]);
+            a1[r] = _mm512_fmadd_ps(a, b1, a1[r]);
+          }
+        }
+#pragma GCC unroll 8
+        for (int r = 0; r < 8; ++r) {
+          float* c = yj + (i + r) * hw;
+          _mm512_mask_storeu_ps(c, m0, a0[r]);
+          _mm512_mask_storeu_ps(c + 16, m1, a1[r]);
+        }
+      }
+      for (; i < m; ++i) {
+        __m512 a0 = _mm512_set1_ps(bias ? bias[i] : 0.f), a1 = a0;
+        for (int t = 0; t < k; ++t) {
+          const __m512 a = _mm512_set1_ps(A[static_cast<long>(i) * k + t]);
+          a0 = _mm512_fmadd_ps(a, _mm512_maskz_loadu_ps(m0, bj + t * ldb), a0);
+          a1 = _mm512_fmadd_ps(a, _mm512_maskz_loadu_ps(m1, bj + t * ldb + 16), a1);
+        }
+        float* c = yj + i * hw;
+        _mm512_mask_storeu_ps(c, m0, a0);
+        _mm512_mask_storeu_ps(c + 16, m1, a1);
+      }
+    }
+}
 #endif
 
 // Unfolds image x into columns (see im2col_generic); float with stride 1 or 2 and rows of at most
@@ -380,6 +433,13 @@ void conv2d_forward(const ConvGeom& g, const T* x, const T* w, const T* bias, T*
     T* cols = s.cols[static_cast<std::size_t>(tid)].data();
     T* out = s.out[static_cast<std::size_t>(tid)].data();
     for (int i = 0; i < cnt; ++i) im2col(g, x + (i0 + i) * in_img, cols, ld, i * hw);
+#if defined(__AVX512F__)
+    if constexpr (std::is_same<T, float>::value)
+      if (small_k_fits(ckk)) {
+        conv_small_k(g.c_out, cnt, hw, static_cast<int>(ckk), w, cols, ld, bias, y + static_cast<long>(i0) * g.c_out * hw);
+        continue;
+      }
+#endif
     // out [c_out, cnt*hw] = w [c_out, ckk] * cols [ckk, cnt*hw]
     gemm<T>(false, false, g.c_out, static_cast<int>(ld), static_cast<int>(ckk), T(1), w, static_cast<int>(ckk), cols,
             static_cast<int>(ld), T(0), out, static_cast<int>(ld));
