@@ -5,7 +5,11 @@
 // that layers with tiny outputs (4x4, 1x1) still make GEMMs wide enough to run near Eigen's peak.
 // Chunks are processed in parallel, one per OpenMP thread, each with its own scratch buffer;
 // inside a parallel region Eigen's GEMM runs single-threaded, so there is no oversubscription.
-// Filter gradients are summed per chunk and then reduced in chunk order: deterministic.
+// Filter gradients accumulate per thread over a static range of chunks and are then added in
+// thread order: deterministic for a given thread count.
+// In float, where the translation unit targets AVX-512F, the unfold (im2col), the fold back
+// (col2im) and the forward product of layers with at most 32 unfolded rows (f.0, D.0) have
+// vectorised versions; the unfold and fold give the generic loops' bits (tested).
 #include <omp.h>
 
 #include <algorithm>
@@ -46,40 +50,45 @@ struct ColRange {
   }
 };
 
+// Calls fn(xc, r, shift, ki, row) for every row (c, ki, kj) of the unfolded matrix: xc is input
+// channel c of x, r the output columns whose input column lies inside the image for kernel
+// column kj, shift = kj - pad, and row the row's first element in cols (column col0).
+template <class T, class Fn>
+inline void for_each_unfold_row(const ConvGeom& g, const T* x, T* cols, long ld, long col0, Fn&& fn) {
+  for (int c = 0; c < g.c_in; ++c) {
+    const T* xc = x + static_cast<long>(c) * g.h_in * g.w_in;
+    for (int ki = 0; ki < g.kh; ++ki)
+      for (int kj = 0; kj < g.kw; ++kj)
+        fn(xc, ColRange(g, kj), kj - g.pad, ki, cols + ((static_cast<long>(c) * g.kh + ki) * g.kw + kj) * ld + col0);
+  }
+}
+
 // Unfolds image x [c_in, h_in, w_in] into columns [col0, col0 + h_out*w_out) of cols (row stride ld).
 // The in-image span of each output row is computed once per kernel column, so the inner loop is
 // a branch-free copy (contiguous for stride 1).
 template <class T>
 void im2col_generic(const ConvGeom& g, const T* x, T* cols, long ld, long col0) {
-  for (int c = 0; c < g.c_in; ++c) {
-    const T* xc = x + static_cast<long>(c) * g.h_in * g.w_in;
-    for (int ki = 0; ki < g.kh; ++ki) {
-      for (int kj = 0; kj < g.kw; ++kj) {
-        const ColRange r(g, kj);
-        const int shift = kj - g.pad;
-        T* row = cols + ((static_cast<long>(c) * g.kh + ki) * g.kw + kj) * ld + col0;
-        for (int oh = 0; oh < g.h_out; ++oh) {
-          const int ih = oh * g.stride - g.pad + ki;
-          T* out = row + static_cast<long>(oh) * g.w_out;
-          if (ih < 0 || ih >= g.h_in) {
-            std::fill(out, out + g.w_out, T(0));
-            continue;
-          }
-          // xr[k] is the input under output column r.lo + k (in bounds by construction of r).
-          const int span = r.hi - r.lo;
-          std::fill(out, out + r.lo, T(0));
-          if (span > 0) {
-            const T* xr = xc + static_cast<long>(ih) * g.w_in + (r.lo * g.stride + shift);
-            if (g.stride == 1)
-              std::copy(xr, xr + span, out + r.lo);
-            else
-              for (int k = 0; k < span; ++k) out[r.lo + k] = xr[k * g.stride];
-          }
-          std::fill(out + r.hi, out + g.w_out, T(0));
-        }
+  for_each_unfold_row(g, x, cols, ld, col0, [&](const T* xc, const ColRange& r, int shift, int ki, T* row) {
+    for (int oh = 0; oh < g.h_out; ++oh) {
+      const int ih = oh * g.stride - g.pad + ki;
+      T* out = row + static_cast<long>(oh) * g.w_out;
+      if (ih < 0 || ih >= g.h_in) {
+        std::fill(out, out + g.w_out, T(0));
+        continue;
       }
+      // xr[k] is the input under output column r.lo + k (in bounds by construction of r).
+      const int span = r.hi - r.lo;
+      std::fill(out, out + r.lo, T(0));
+      if (span > 0) {
+        const T* xr = xc + static_cast<long>(ih) * g.w_in + (r.lo * g.stride + shift);
+        if (g.stride == 1)
+          std::copy(xr, xr + span, out + r.lo);
+        else
+          for (int k = 0; k < span; ++k) out[r.lo + k] = xr[k * g.stride];
+      }
+      std::fill(out + r.hi, out + g.w_out, T(0));
     }
-  }
+  });
 }
 
 // Adds columns [col0, col0 + h_out*w_out) of cols back into image dx [c_in, h_in, w_in].
@@ -145,78 +154,62 @@ inline bool im2col_rows_fit(const ConvGeom& g) {
 inline void im2col_simd_rows(const ConvGeom& g, const float* x, float* cols, long ld, long col0) {
   const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
   const int w = g.w_out, rows = 16 / w;
-  for (int c = 0; c < g.c_in; ++c) {
-    const float* xc = x + static_cast<long>(c) * g.h_in * g.w_in;
-    for (int ki = 0; ki < g.kh; ++ki) {
-      for (int kj = 0; kj < g.kw; ++kj) {
-        const ColRange r(g, kj);
-        const int shift = kj - g.pad;
-        float* row = cols + ((static_cast<long>(c) * g.kh + ki) * g.kw + kj) * ld + col0;
-        for (int oh0 = 0; oh0 < g.h_out; oh0 += rows) {
-          const int n = std::min(rows, g.h_out - oh0);
-          __m512 lo = _mm512_setzero_ps(), hi = _mm512_setzero_ps();
-          for (int rr = 0; rr < n; ++rr) {
-            const int ih = (oh0 + rr) * g.stride - g.pad + ki;
-            if (ih < 0 || ih >= g.h_in || r.hi <= r.lo) continue;
-            const float* xr = xc + static_cast<long>(ih) * g.w_in + shift;  // input under ow = 0
-            if (g.stride == 1) {
-              lo = _mm512_mask_loadu_ps(lo, simd::lanes(rr * w + r.lo, rr * w + r.hi), xr - rr * w);
-            } else {
-              // row rr's input columns sit at lanes 2 * (rr * w + ow) of the 32-lane pair (lo, hi)
-              const int base = 2 * rr * w;
-              __mmask16 m0, m1;
-              simd::even_lanes(rr * w + r.lo, rr * w + r.hi, m0, m1);
-              if (base < 16)
-                lo = _mm512_mask_loadu_ps(lo, m0, xr - base);
-              else
-                hi = _mm512_mask_loadu_ps(hi, m1, xr - (base - 16));
-            }
-          }
-          const __m512 v = g.stride == 1 ? lo : _mm512_permutex2var_ps(lo, even, hi);
-          _mm512_mask_storeu_ps(row + static_cast<long>(oh0) * w, simd::lanes(0, n * w), v);
+  for_each_unfold_row(g, x, cols, ld, col0, [&](const float* xc, const ColRange& r, int shift, int ki, float* row) {
+    for (int oh0 = 0; oh0 < g.h_out; oh0 += rows) {
+      const int n = std::min(rows, g.h_out - oh0);
+      __m512 lo = _mm512_setzero_ps(), hi = _mm512_setzero_ps();
+      for (int rr = 0; rr < n; ++rr) {
+        const int ih = (oh0 + rr) * g.stride - g.pad + ki;
+        if (ih < 0 || ih >= g.h_in || r.hi <= r.lo) continue;
+        const float* xr = xc + static_cast<long>(ih) * g.w_in + shift;  // input under ow = 0
+        if (g.stride == 1) {
+          lo = _mm512_mask_loadu_ps(lo, simd::lanes(rr * w + r.lo, rr * w + r.hi), xr - rr * w);
+        } else {
+          // row rr's input columns sit at lanes 2 * (rr * w + ow) of the 32-lane pair (lo, hi)
+          const int base = 2 * rr * w;
+          __mmask16 m0, m1;
+          simd::even_lanes(rr * w + r.lo, rr * w + r.hi, m0, m1);
+          if (base < 16)
+            lo = _mm512_mask_loadu_ps(lo, m0, xr - base);
+          else
+            hi = _mm512_mask_loadu_ps(hi, m1, xr - (base - 16));
         }
       }
+      const __m512 v = g.stride == 1 ? lo : _mm512_permutex2var_ps(lo, even, hi);
+      _mm512_mask_storeu_ps(row + static_cast<long>(oh0) * w, simd::lanes(0, n * w), v);
     }
-  }
+  });
 }
 
 inline void im2col_simd(const ConvGeom& g, const float* x, float* cols, long ld, long col0) {
   const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-  for (int c = 0; c < g.c_in; ++c) {
-    const float* xc = x + static_cast<long>(c) * g.h_in * g.w_in;
-    for (int ki = 0; ki < g.kh; ++ki) {
-      for (int kj = 0; kj < g.kw; ++kj) {
-        const ColRange r(g, kj);
-        const int shift = kj - g.pad;
-        float* row = cols + ((static_cast<long>(c) * g.kh + ki) * g.kw + kj) * ld + col0;
-        for (int oh = 0; oh < g.h_out; ++oh) {
-          const int ih = oh * g.stride - g.pad + ki;
-          float* out = row + static_cast<long>(oh) * g.w_out;
-          const bool inside = ih >= 0 && ih < g.h_in;
-          const float* xr = xc + static_cast<long>(inside ? ih : 0) * g.w_in + shift;  // input under ow = 0
-          for (int ow0 = 0; ow0 < g.w_out; ow0 += 16) {
-            const int n = std::min(16, g.w_out - ow0);
-            const __mmask16 store = simd::lanes(0, n);
-            if (!inside) {
-              _mm512_mask_storeu_ps(out + ow0, store, _mm512_setzero_ps());
-              continue;
-            }
-            const int lo = std::max(r.lo - ow0, 0), hi = std::min(r.hi - ow0, n);
-            __m512 v;
-            if (g.stride == 1) {
-              v = _mm512_maskz_loadu_ps(simd::lanes(lo, hi), xr + ow0);
-            } else {
-              __mmask16 m0, m1;
-              simd::even_lanes(lo, hi, m0, m1);
-              const float* p = xr + 2 * ow0;
-              v = _mm512_permutex2var_ps(_mm512_maskz_loadu_ps(m0, p), even, _mm512_maskz_loadu_ps(m1, p + 16));
-            }
-            _mm512_mask_storeu_ps(out + ow0, store, v);
-          }
+  for_each_unfold_row(g, x, cols, ld, col0, [&](const float* xc, const ColRange& r, int shift, int ki, float* row) {
+    for (int oh = 0; oh < g.h_out; ++oh) {
+      const int ih = oh * g.stride - g.pad + ki;
+      float* out = row + static_cast<long>(oh) * g.w_out;
+      const bool inside = ih >= 0 && ih < g.h_in;
+      const float* xr = xc + static_cast<long>(inside ? ih : 0) * g.w_in + shift;  // input under ow = 0
+      for (int ow0 = 0; ow0 < g.w_out; ow0 += 16) {
+        const int n = std::min(16, g.w_out - ow0);
+        const __mmask16 store = simd::lanes(0, n);
+        if (!inside) {
+          _mm512_mask_storeu_ps(out + ow0, store, _mm512_setzero_ps());
+          continue;
         }
+        const int lo = std::max(r.lo - ow0, 0), hi = std::min(r.hi - ow0, n);
+        __m512 v;
+        if (g.stride == 1) {
+          v = _mm512_maskz_loadu_ps(simd::lanes(lo, hi), xr + ow0);
+        } else {
+          __mmask16 m0, m1;
+          simd::even_lanes(lo, hi, m0, m1);
+          const float* p = xr + 2 * ow0;
+          v = _mm512_permutex2var_ps(_mm512_maskz_loadu_ps(m0, p), even, _mm512_maskz_loadu_ps(m1, p + 16));
+        }
+        _mm512_mask_storeu_ps(out + ow0, store, v);
       }
     }
-  }
+  });
 }
 
 // col2im for rows of at most 16 output and 32 input columns (every layer of the digits networks
