@@ -127,6 +127,14 @@ void col2im_add_generic(const ConvGeom& g, const T* cols, long ld, long col0, T*
 // col2im were ~16% of a DTN step). Both produce the same bits as the generic loops: im2col is
 // a copy, and col2im adds the same terms in the same order. Lanes outside a load mask are never
 // read, so the row pointers may point before or after the image (only masked lanes get there).
+// Full unrolling of the 8-row register blocks below (so the accumulators stay in registers).
+// Only for GCC and Clang compiling host code: nvcc's front end, which also reads this header in
+// .cu files, rejects the pragma (an error under DTN_WERROR).
+#if defined(__GNUC__) && !defined(__CUDACC__)
+#define DTN_UNROLL_8 _Pragma("GCC unroll 8")
+#else
+#define DTN_UNROLL_8
+#endif
 namespace simd {
 // Bits [lo, hi) of a 16-lane mask (0 <= lo, hi <= 16).
 inline __mmask16 lanes(int lo, int hi) {
@@ -281,19 +289,19 @@ inline void conv_small_k(int m, int cnt, long hw, int k, const float* A, const f
       int i = 0;
       for (; i + 8 <= m; i += 8) {
         __m512 a0[8], a1[8];
-#pragma GCC unroll 8
+DTN_UNROLL_8
         for (int r = 0; r < 8; ++r) a0[r] = a1[r] = _mm512_set1_ps(bias ? bias[i + r] : 0.f);
         for (int t = 0; t < k; ++t) {
           const __m512 b0 = _mm512_maskz_loadu_ps(m0, bj + t * ldb), b1 = _mm512_maskz_loadu_ps(m1, bj + t * ldb + 16);
           const float* at = A + static_cast<long>(i) * k + t;
-#pragma GCC unroll 8
+DTN_UNROLL_8
           for (int r = 0; r < 8; ++r) {
             const __m512 a = _mm512_set1_ps(at[r * k]);
             a0[r] = _mm512_fmadd_ps(a, b0, a0[r]);
             a1[r] = _mm512_fmadd_ps(a, b1, a1[r]);
           }
         }
-#pragma GCC unroll 8
+DTN_UNROLL_8
         for (int r = 0; r < 8; ++r) {
           float* c = yj + (i + r) * hw;
           _mm512_mask_storeu_ps(c, m0, a0[r]);
