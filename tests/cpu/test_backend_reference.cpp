@@ -14,6 +14,7 @@
 #include <cmath>
 #include <dtn/dtn.hpp>
 #include <limits>
+#include <ostream>
 #include <random>
 #include <vector>
 
@@ -45,6 +46,11 @@ constexpr double kBound = 1e-11;
 struct Geo {
   int n, c_in, h, w, c_out, k, stride, pad;
 };
+// CAPTURE(q) prints every field of a failing geometry.
+std::ostream& operator<<(std::ostream& os, const Geo& q) {
+  return os << "{n " << q.n << ", c_in " << q.c_in << ", h " << q.h << ", w " << q.w << ", c_out " << q.c_out
+            << ", k " << q.k << ", stride " << q.stride << ", pad " << q.pad << "}";
+}
 
 dtn::ConvGeom make(const Geo& q) {
   dtn::ConvGeom g;
@@ -100,14 +106,7 @@ TEST_CASE("Backend<Cpu> convolution passes equal naive loops over many geometrie
   unsigned seed = 1;
   for (const Geo& q : geos) {
     const dtn::ConvGeom g = make(q);
-    CAPTURE(q.n);
-    CAPTURE(q.c_in);
-    CAPTURE(q.h);
-    CAPTURE(q.w);
-    CAPTURE(q.c_out);
-    CAPTURE(q.k);
-    CAPTURE(q.stride);
-    CAPTURE(q.pad);
+    CAPTURE(q);
     REQUIRE(g.h_out >= 1);
     REQUIRE(g.w_out >= 1);
     const std::size_t nx = static_cast<std::size_t>(g.n) * g.c_in * g.h_in * g.w_in;
@@ -163,10 +162,7 @@ TEST_CASE("CPU im2col/col2im in float equal the generic loops bit for bit" *
   for (const Geo& q : geos) {
     const dtn::ConvGeom g = make(q);
     if (g.h_out < 1 || g.w_out < 1) continue;
-    CAPTURE(q.w);
-    CAPTURE(q.k);
-    CAPTURE(q.stride);
-    CAPTURE(q.pad);
+    CAPTURE(q);
     const long hw = static_cast<long>(g.h_out) * g.w_out, ckk = static_cast<long>(g.c_in) * g.kh * g.kw;
     const long in_img = static_cast<long>(g.c_in) * g.h_in * g.w_in;
     const long ld = 2 * hw + 3, col0 = hw + 1;  // a column block inside a wider matrix
@@ -198,11 +194,7 @@ TEST_CASE("Backend<Cpu> float convolution passes equal the double reference") {
   unsigned seed = 500;
   for (const Geo& q : kGeos) {
     const dtn::ConvGeom g = make(q);
-    CAPTURE(q.n);
-    CAPTURE(q.w);
-    CAPTURE(q.k);
-    CAPTURE(q.stride);
-    CAPTURE(q.pad);
+    CAPTURE(q);
     const std::size_t nx = static_cast<std::size_t>(g.n) * g.c_in * g.h_in * g.w_in;
     const std::size_t nw = static_cast<std::size_t>(g.c_out) * g.c_in * g.kh * g.kw;
     const std::size_t ny = static_cast<std::size_t>(g.n) * g.c_out * g.h_out * g.w_out;

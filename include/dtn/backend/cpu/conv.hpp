@@ -278,6 +278,31 @@ inline void col2im_add_simd(const ConvGeom& g, const float* cols, long ld, long 
 // (both stay in L1: A is m x k <= m x 32 floats, a block of B k x 32); the sum over t runs in
 // order 0..k-1 after the bias.
 inline bool small_k_fits(long k) { return k <= 32; }
+// R rows of y from row i: y[i + r, j0 .. j0 + 32) = bias (or 0) + sum over t of A[i + r, t] B[t, ..]
+// (the columns beyond the masks m0, m1 neither read nor written).
+template <int R>
+inline void small_k_rows(int i, int k, const float* A, const float* bj, long ldb, const float* bias, __mmask16 m0,
+                         __mmask16 m1, float* yj, long hw) {
+  __m512 a0[R], a1[R];
+  DTN_UNROLL_8
+  for (int r = 0; r < R; ++r) a0[r] = a1[r] = _mm512_set1_ps(bias ? bias[i + r] : 0.f);
+  for (int t = 0; t < k; ++t) {
+    const __m512 b0 = _mm512_maskz_loadu_ps(m0, bj + t * ldb), b1 = _mm512_maskz_loadu_ps(m1, bj + t * ldb + 16);
+    const float* at = A + static_cast<long>(i) * k + t;
+    DTN_UNROLL_8
+    for (int r = 0; r < R; ++r) {
+      const __m512 a = _mm512_set1_ps(at[r * k]);
+      a0[r] = _mm512_fmadd_ps(a, b0, a0[r]);
+      a1[r] = _mm512_fmadd_ps(a, b1, a1[r]);
+    }
+  }
+  DTN_UNROLL_8
+  for (int r = 0; r < R; ++r) {
+    float* c = yj + (i + r) * hw;
+    _mm512_mask_storeu_ps(c, m0, a0[r]);
+    _mm512_mask_storeu_ps(c + 16, m1, a1[r]);
+  }
+}
 inline void conv_small_k(int m, int cnt, long hw, int k, const float* A, const float* B, long ldb, const float* bias,
                          float* y) {
   for (int img = 0; img < cnt; ++img)
@@ -287,38 +312,8 @@ inline void conv_small_k(int m, int cnt, long hw, int k, const float* A, const f
       const float* bj = B + img * hw + j0;
       float* yj = y + static_cast<long>(img) * m * hw + j0;
       int i = 0;
-      for (; i + 8 <= m; i += 8) {
-        __m512 a0[8], a1[8];
-DTN_UNROLL_8
-        for (int r = 0; r < 8; ++r) a0[r] = a1[r] = _mm512_set1_ps(bias ? bias[i + r] : 0.f);
-        for (int t = 0; t < k; ++t) {
-          const __m512 b0 = _mm512_maskz_loadu_ps(m0, bj + t * ldb), b1 = _mm512_maskz_loadu_ps(m1, bj + t * ldb + 16);
-          const float* at = A + static_cast<long>(i) * k + t;
-DTN_UNROLL_8
-          for (int r = 0; r < 8; ++r) {
-            const __m512 a = _mm512_set1_ps(at[r * k]);
-            a0[r] = _mm512_fmadd_ps(a, b0, a0[r]);
-            a1[r] = _mm512_fmadd_ps(a, b1, a1[r]);
-          }
-        }
-DTN_UNROLL_8
-        for (int r = 0; r < 8; ++r) {
-          float* c = yj + (i + r) * hw;
-          _mm512_mask_storeu_ps(c, m0, a0[r]);
-          _mm512_mask_storeu_ps(c + 16, m1, a1[r]);
-        }
-      }
-      for (; i < m; ++i) {
-        __m512 a0 = _mm512_set1_ps(bias ? bias[i] : 0.f), a1 = a0;
-        for (int t = 0; t < k; ++t) {
-          const __m512 a = _mm512_set1_ps(A[static_cast<long>(i) * k + t]);
-          a0 = _mm512_fmadd_ps(a, _mm512_maskz_loadu_ps(m0, bj + t * ldb), a0);
-          a1 = _mm512_fmadd_ps(a, _mm512_maskz_loadu_ps(m1, bj + t * ldb + 16), a1);
-        }
-        float* c = yj + i * hw;
-        _mm512_mask_storeu_ps(c, m0, a0);
-        _mm512_mask_storeu_ps(c + 16, m1, a1);
-      }
+      for (; i + 8 <= m; i += 8) small_k_rows<8>(i, k, A, bj, ldb, bias, m0, m1, yj, hw);
+      for (; i < m; ++i) small_k_rows<1>(i, k, A, bj, ldb, bias, m0, m1, yj, hw);
     }
 }
 #endif
