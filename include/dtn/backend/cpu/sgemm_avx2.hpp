@@ -1,0 +1,309 @@
+#pragma once
+// Single-precision GEMM for x86-64 targets with AVX2 and FMA but without AVX-512 (most laptops,
+// AMD Zen 1-3): the Goto/BLIS loop nest around a 6x16 register micro-kernel.
+//
+// Why not Eigen here: on an AMD EPYC (Zen 3) 2-core host Eigen 3.4's float GEMM (its 24x4 AVX2
+// kernel) ran at ~62 GFLOP/s per core inside the DTN step, against ~95 GFLOP/s measured for a
+// pure FMA loop on the same core; 63% of the step was that kernel (perf, 2026-12-02). Where the
+// target has AVX-512, Eigen's AVX-512 kernels stay in use (measured close to a hand-written
+// 12x32 kernel on the earlier AVX-512 host), and double always goes through Eigen.
+//
+//   C [m, n] = alpha * op(A) [m, k] * op(B) [k, n] + beta * C      (row-major, row strides ld*)
+//
+// Blocking: B is packed KC x NC at a time into column panels of NR = 16 (one panel, 16 KB at
+// KC = 256, stays in L1 while the micro-kernel sweeps the A panels), A is packed MC x KC into row
+// panels of MR = 6 (144 KB, in L2). The micro-kernel keeps a 6x16 block of C in 12 ymm registers
+// and per k step does 2 loads of B, 6 broadcasts of A and 12 FMAs.
+//
+// Summation order: every element of C is the sum over k in increasing order, in float, KC terms
+// per block and the blocks added in order; it does not depend on the thread count (threads split
+// C's columns or rows, never k). It differs from Eigen's order, so the two agree within float
+// rounding, not bitwise.
+#include <omp.h>
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdlib>
+#include <memory>
+#include <new>
+
+#if defined(__AVX2__) && defined(__FMA__) && !defined(__AVX512F__) && !defined(DTN_NO_OWN_SGEMM)
+#define DTN_OWN_SGEMM 1
+#include <immintrin.h>
+
+namespace dtn {
+namespace cpu {
+namespace sgemm {
+
+constexpr int MR = 6, NR = 16;
+constexpr int KC = 256, MC = 144, NC = 3072;
+
+// A float buffer aligned to 64 bytes that only grows (per thread, reused across calls).
+class Buffer {
+ public:
+  float* get(std::size_t n) {
+    if (n > size_) {
+      p_.reset(static_cast<float*>(::operator new[](n * sizeof(float), std::align_val_t(64))));
+      size_ = n;
+    }
+    return p_.get();
+  }
+
+ private:
+  struct Free {
+    void operator()(float* p) const { ::operator delete[](p, std::align_val_t(64)); }
+  };
+  std::unique_ptr<float, Free> p_;
+  std::size_t size_ = 0;
+};
+
+// Packs rows [i0, i0 + mc) x depth [p0, p0 + kc) of op(A) into panels of MR rows: panel q holds,
+// for each p, the MR values op(A)(i0 + q*MR + r, p0 + p) contiguously; rows past mc are zero.
+inline void pack_a(const float* A, long lda, bool trans, int i0, int p0, int mc, int kc, float* dst) {
+  for (int ir = 0; ir < mc; ir += MR) {
+    const int mr = std::min(MR, mc - ir);
+    if (trans) {  // op(A)(i, p) = A[p * lda + i]: MR contiguous values per p
+      for (int p = 0; p < kc; ++p) {
+        const float* src = A + static_cast<long>(p0 + p) * lda + i0 + ir;
+        float* d = dst + p * MR;
+        for (int r = 0; r < mr; ++r) d[r] = src[r];
+        for (int r = mr; r < MR; ++r) d[r] = 0.f;
+      }
+    } else {  // op(A)(i, p) = A[i * lda + p]: MR rows, each contiguous in p
+      const float* rows[MR];
+      for (int r = 0; r < MR; ++r) rows[r] = A + static_cast<long>(i0 + ir + std::min(r, mr - 1)) * lda + p0;
+      if (mr == MR) {
+        for (int p = 0; p < kc; ++p)
+          for (int r = 0; r < MR; ++r) dst[p * MR + r] = rows[r][p];
+      } else {
+        for (int p = 0; p < kc; ++p)
+          for (int r = 0; r < MR; ++r) dst[p * MR + r] = r < mr ? rows[r][p] : 0.f;
+      }
+    }
+    dst += static_cast<long>(MR) * kc;
+  }
+}
+
+// In-register transpose of 8 rows of 8 floats.
+inline void transpose8(__m256& r0, __m256& r1, __m256& r2, __m256& r3, __m256& r4, __m256& r5, __m256& r6,
+                       __m256& r7) {
+  const __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1);
+  const __m256 t2 = _mm256_unpacklo_ps(r2, r3), t3 = _mm256_unpackhi_ps(r2, r3);
+  const __m256 t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5);
+  const __m256 t6 = _mm256_unpacklo_ps(r6, r7), t7 = _mm256_unpackhi_ps(r6, r7);
+  const __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+  const __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+  const __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+  const __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+  r0 = _mm256_permute2f128_ps(u0, u4, 0x20);
+  r1 = _mm256_permute2f128_ps(u1, u5, 0x20);
+  r2 = _mm256_permute2f128_ps(u2, u6, 0x20);
+  r3 = _mm256_permute2f128_ps(u3, u7, 0x20);
+  r4 = _mm256_permute2f128_ps(u0, u4, 0x31);
+  r5 = _mm256_permute2f128_ps(u1, u5, 0x31);
+  r6 = _mm256_permute2f128_ps(u2, u6, 0x31);
+  r7 = _mm256_permute2f128_ps(u3, u7, 0x31);
+}
+
+// Packs depth [p0, p0 + kc) x columns [j0, j0 + nc) of op(B) into panels of NR columns: panel q
+// holds, for each p, the NR values op(B)(p0 + p, j0 + q*NR + c) contiguously; columns past nc
+// are zero.
+inline void pack_b(const float* B, long ldb, bool trans, int p0, int j0, int kc, int nc, float* dst) {
+  for (int jr = 0; jr < nc; jr += NR) {
+    const int nr = std::min(NR, nc - jr);
+    if (!trans) {  // op(B)(p, j) = B[p * ldb + j]: NR contiguous values per p
+      const float* src = B + static_cast<long>(p0) * ldb + j0 + jr;
+      if (nr == NR) {
+        for (int p = 0; p < kc; ++p, src += ldb) {
+          _mm256_store_ps(dst + p * NR, _mm256_loadu_ps(src));
+          _mm256_store_ps(dst + p * NR + 8, _mm256_loadu_ps(src + 8));
+        }
+      } else {
+        for (int p = 0; p < kc; ++p, src += ldb) {
+          float* d = dst + p * NR;
+          for (int c = 0; c < nr; ++c) d[c] = src[c];
+          for (int c = nr; c < NR; ++c) d[c] = 0.f;
+        }
+      }
+    } else {  // op(B)(p, j) = B[j * ldb + p]: NR columns, each contiguous in p
+      const float* cols[NR];
+      for (int c = 0; c < NR; ++c) cols[c] = B + static_cast<long>(j0 + jr + std::min(c, nr - 1)) * ldb + p0;
+      int p = 0;
+      if (nr == NR) {  // 8x8 blocks through registers
+        for (; p + 8 <= kc; p += 8)
+          for (int h = 0; h < 2; ++h) {
+            const float* const* s = cols + 8 * h;
+            __m256 r0 = _mm256_loadu_ps(s[0] + p), r1 = _mm256_loadu_ps(s[1] + p), r2 = _mm256_loadu_ps(s[2] + p),
+                   r3 = _mm256_loadu_ps(s[3] + p), r4 = _mm256_loadu_ps(s[4] + p), r5 = _mm256_loadu_ps(s[5] + p),
+                   r6 = _mm256_loadu_ps(s[6] + p), r7 = _mm256_loadu_ps(s[7] + p);
+            transpose8(r0, r1, r2, r3, r4, r5, r6, r7);
+            float* d = dst + p * NR + 8 * h;
+            _mm256_store_ps(d, r0);
+            _mm256_store_ps(d + NR, r1);
+            _mm256_store_ps(d + 2 * NR, r2);
+            _mm256_store_ps(d + 3 * NR, r3);
+            _mm256_store_ps(d + 4 * NR, r4);
+            _mm256_store_ps(d + 5 * NR, r5);
+            _mm256_store_ps(d + 6 * NR, r6);
+            _mm256_store_ps(d + 7 * NR, r7);
+          }
+      }
+      for (; p < kc; ++p)
+        for (int c = 0; c < NR; ++c) dst[p * NR + c] = c < nr ? cols[c][p] : 0.f;
+    }
+    dst += static_cast<long>(NR) * kc;
+  }
+}
+
+// The micro-kernel: the 6x16 block acc = sum over p < kc of a[p*6 + r] * b[p*16 + c] (a and b
+// packed panels, 32-byte aligned), then C = (accumulate ? C : 0) + alpha * acc for the mr x nr
+// corner of the block at c (row stride ldc); a partial block goes through a local tile.
+inline void kernel_6x16(int kc, const float* a, const float* b, float alpha, bool accumulate, float* c, long ldc,
+                        int mr, int nr) {
+  __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
+  __m256 c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
+  for (int p = 0; p < kc; ++p) {
+    const __m256 b0 = _mm256_load_ps(b), b1 = _mm256_load_ps(b + 8);
+    __m256 av = _mm256_broadcast_ss(a);
+    c00 = _mm256_fmadd_ps(av, b0, c00);
+    c01 = _mm256_fmadd_ps(av, b1, c01);
+    av = _mm256_broadcast_ss(a + 1);
+    c10 = _mm256_fmadd_ps(av, b0, c10);
+    c11 = _mm256_fmadd_ps(av, b1, c11);
+    av = _mm256_broadcast_ss(a + 2);
+    c20 = _mm256_fmadd_ps(av, b0, c20);
+    c21 = _mm256_fmadd_ps(av, b1, c21);
+    av = _mm256_broadcast_ss(a + 3);
+    c30 = _mm256_fmadd_ps(av, b0, c30);
+    c31 = _mm256_fmadd_ps(av, b1, c31);
+    av = _mm256_broadcast_ss(a + 4);
+    c40 = _mm256_fmadd_ps(av, b0, c40);
+    c41 = _mm256_fmadd_ps(av, b1, c41);
+    av = _mm256_broadcast_ss(a + 5);
+    c50 = _mm256_fmadd_ps(av, b0, c50);
+    c51 = _mm256_fmadd_ps(av, b1, c51);
+    a += MR;
+    b += NR;
+  }
+  const __m256 al = _mm256_set1_ps(alpha);
+  if (alpha != 1.f) {
+    c00 = _mm256_mul_ps(c00, al), c01 = _mm256_mul_ps(c01, al), c10 = _mm256_mul_ps(c10, al);
+    c11 = _mm256_mul_ps(c11, al), c20 = _mm256_mul_ps(c20, al), c21 = _mm256_mul_ps(c21, al);
+    c30 = _mm256_mul_ps(c30, al), c31 = _mm256_mul_ps(c31, al), c40 = _mm256_mul_ps(c40, al);
+    c41 = _mm256_mul_ps(c41, al), c50 = _mm256_mul_ps(c50, al), c51 = _mm256_mul_ps(c51, al);
+  }
+  const __m256 rows[MR][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31}, {c40, c41}, {c50, c51}};
+  if (mr == MR && nr == NR) {
+    for (int r = 0; r < MR; ++r) {
+      float* cr = c + r * ldc;
+      __m256 v0 = rows[r][0], v1 = rows[r][1];
+      if (accumulate) {
+        v0 = _mm256_add_ps(_mm256_loadu_ps(cr), v0);
+        v1 = _mm256_add_ps(_mm256_loadu_ps(cr + 8), v1);
+      }
+      _mm256_storeu_ps(cr, v0);
+      _mm256_storeu_ps(cr + 8, v1);
+    }
+    return;
+  }
+  alignas(32) float tile[MR][NR];
+  for (int r = 0; r < MR; ++r) {
+    _mm256_store_ps(tile[r], rows[r][0]);
+    _mm256_store_ps(tile[r] + 8, rows[r][1]);
+  }
+  for (int r = 0; r < mr; ++r) {
+    float* cr = c + r * ldc;
+    if (accumulate)
+      for (int j = 0; j < nr; ++j) cr[j] += tile[r][j];
+    else
+      for (int j = 0; j < nr; ++j) cr[j] = tile[r][j];
+  }
+}
+
+inline Buffer& a_buffer() {
+  static thread_local Buffer b;
+  return b;
+}
+inline Buffer& b_buffer() {
+  static thread_local Buffer b;
+  return b;
+}
+
+// One thread: the full loop nest over C [m, n]. beta is 0 or 1 here (the caller scales C for
+// other values). alpha multiplies each block's sum before it is added.
+inline void gemm_serial(bool trans_a, bool trans_b, int m, int n, int k, float alpha, const float* A, long lda,
+                        const float* B, long ldb, bool beta_one, float* C, long ldc) {
+  const int ncap = std::min(NC, (n + NR - 1) / NR * NR), kcap = std::min(KC, k);
+  const int mcap = std::min(MC, (m + MR - 1) / MR * MR);
+  float* bp = b_buffer().get(static_cast<std::size_t>(ncap) * kcap);
+  float* ap = a_buffer().get(static_cast<std::size_t>(mcap) * kcap);
+  for (int jc = 0; jc < n; jc += NC) {
+    const int nc = std::min(NC, n - jc);
+    for (int pc = 0; pc < k; pc += KC) {
+      const int kc = std::min(KC, k - pc);
+      const bool acc = beta_one || pc > 0;
+      pack_b(B, ldb, trans_b, pc, jc, kc, nc, bp);
+      for (int ic = 0; ic < m; ic += MC) {
+        const int mc = std::min(MC, m - ic);
+        pack_a(A, lda, trans_a, ic, pc, mc, kc, ap);
+        for (int jr = 0; jr < nc; jr += NR)
+          for (int ir = 0; ir < mc; ir += MR)
+            kernel_6x16(kc, ap + static_cast<long>(ir) * kc, bp + static_cast<long>(jr) * kc, alpha, acc,
+                        C + static_cast<long>(ic + ir) * ldc + jc + jr, ldc, std::min(MR, mc - ir),
+                        std::min(NR, nc - jr));
+      }
+    }
+  }
+}
+
+// C = alpha op(A) op(B) + beta C. Called inside a parallel region (the convolutions give each
+// thread its own chunk) it runs on the calling thread; outside one, a product of at least
+// 2^21 multiply-adds is split over the OpenMP threads by blocks of C's columns (or rows, when C
+// is taller than wide), each thread running the serial loop nest on its block.
+inline void gemm(bool trans_a, bool trans_b, int m, int n, int k, float alpha, const float* A, int lda,
+                 const float* B, int ldb, float beta, float* C, int ldc) {
+  if (m <= 0 || n <= 0) return;
+  if (beta != 0.f && beta != 1.f)
+    for (int i = 0; i < m; ++i)
+      for (int j = 0; j < n; ++j) C[static_cast<long>(i) * ldc + j] *= beta;
+  if (k <= 0 || alpha == 0.f) {
+    if (beta == 0.f)
+      for (int i = 0; i < m; ++i) std::fill(C + static_cast<long>(i) * ldc, C + static_cast<long>(i) * ldc + n, 0.f);
+    return;
+  }
+  const bool beta_one = beta != 0.f;
+  const int threads = omp_in_parallel() ? 1 : omp_get_max_threads();
+  const double work = static_cast<double>(m) * n * k;
+  const bool by_cols = n >= m;
+  const int units = by_cols ? (n + NR - 1) / NR : (m + MR - 1) / MR;
+  const int parts = work < double(1 << 21) ? 1 : std::min(threads, units);
+  if (parts <= 1) {
+    gemm_serial(trans_a, trans_b, m, n, k, alpha, A, lda, B, ldb, beta_one, C, ldc);
+    return;
+  }
+#pragma omp parallel num_threads(parts)
+  {
+    const int t = omp_get_thread_num(), nt = omp_get_num_threads();
+    const int u0 = static_cast<int>(static_cast<long>(units) * t / nt);
+    const int u1 = static_cast<int>(static_cast<long>(units) * (t + 1) / nt);
+    if (by_cols) {
+      const int j0 = u0 * NR, j1 = std::min(n, u1 * NR);
+      if (j1 > j0) {
+        const float* Bj = trans_b ? B + static_cast<long>(j0) * ldb : B + j0;
+        gemm_serial(trans_a, trans_b, m, j1 - j0, k, alpha, A, lda, Bj, ldb, beta_one, C + j0, ldc);
+      }
+    } else {
+      const int i0 = u0 * MR, i1 = std::min(m, u1 * MR);
+      if (i1 > i0) {
+        const float* Ai = trans_a ? A + i0 : A + static_cast<long>(i0) * lda;
+        gemm_serial(trans_a, trans_b, i1 - i0, n, k, alpha, Ai, lda, B, ldb, beta_one,
+                    C + static_cast<long>(i0) * ldc, ldc);
+      }
+    }
+  }
+}
+
+}  // namespace sgemm
+}  // namespace cpu
+}  // namespace dtn
+#endif

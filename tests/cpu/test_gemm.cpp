@@ -1,0 +1,160 @@
+// The CPU GEMM in float (dtn's packed AVX2 kernel where compiled for it, sgemm_avx2.hpp; Eigen
+// elsewhere) against a double reference, over shapes that cross every blocking boundary of the
+// packed kernel (MR = 6 and NR = 16 edges, KC = 256 depth blocks, MC = 144 row blocks, NC = 3072
+// column blocks), all four transpose combinations, alpha and beta, and padded leading dimensions.
+//
+// Bound: every term of C's sum (k products and beta * c) passes through at most k + 4 float
+// roundings whatever the summation order or blocking (its product, at most k - 1 additions, the
+// alpha and beta scalings, the addition of a depth block to C), so the result differs from the
+// exact value by at most gamma_(k+4) * (|alpha| sum_p |a_ip b_pj| + |beta c_ij|), with
+// gamma_n = n u / (1 - n u) and u = 2^-24 (Higham, Accuracy and Stability of Numerical
+// Algorithms, 2nd ed., sections 2.2 and 3.1; an FMA only removes roundings). The reference is computed in double
+// (its own error is ~1e-16 relative, negligible), so the check uses that worst-case bound per
+// element; an indexing or blocking mistake (a dropped, doubled or misplaced term) is O(1).
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <dtn/dtn.hpp>
+#include <limits>
+#include <ostream>
+#include <random>
+#include <vector>
+
+namespace {
+
+struct Case {
+  int m, n, k;
+};
+std::ostream& operator<<(std::ostream& os, const Case& c) { return os << "{m " << c.m << ", n " << c.n << ", k " << c.k << "}"; }
+
+struct Problem {
+  bool ta, tb;
+  int m, n, k, lda, ldb, ldc;
+  float alpha, beta;
+  std::vector<float> a, b, c;  // stored op(A), op(B) and C, with padding columns
+};
+
+Problem make_problem(const Case& s, bool ta, bool tb, float alpha, float beta, unsigned seed) {
+  Problem p{ta, tb, s.m, s.n, s.k, 0, 0, 0, alpha, beta, {}, {}, {}};
+  const int a_rows = ta ? s.k : s.m, a_cols = ta ? s.m : s.k;
+  const int b_rows = tb ? s.n : s.k, b_cols = tb ? s.k : s.n;
+  p.lda = a_cols + 3;
+  p.ldb = b_cols + 5;
+  p.ldc = s.n + 2;
+  std::mt19937 gen(seed);
+  std::uniform_real_distribution<float> u(-1.f, 1.f);
+  p.a.resize(static_cast<std::size_t>(a_rows) * p.lda + 1);
+  p.b.resize(static_cast<std::size_t>(b_rows) * p.ldb + 1);
+  p.c.resize(static_cast<std::size_t>(s.m) * p.ldc + 1);
+  for (auto& v : p.a) v = u(gen);
+  for (auto& v : p.b) v = u(gen);
+  for (auto& v : p.c) v = u(gen);
+  return p;
+}
+
+float at(const std::vector<float>& x, int ld, bool trans, int i, int j) {
+  return trans ? x[static_cast<std::size_t>(j) * ld + i] : x[static_cast<std::size_t>(i) * ld + j];
+}
+
+// Runs dtn's GEMM on a copy of p.c and checks every element against the bound above, and that
+// the padding columns of C are untouched. With beta = 0, C starts as NaN: it must not be read.
+std::vector<float> run_and_check(const Problem& p) {
+  std::vector<float> c = p.c;
+  if (p.beta == 0.f)
+    for (int i = 0; i < p.m; ++i)
+      for (int j = 0; j < p.n; ++j) c[static_cast<std::size_t>(i) * p.ldc + j] = std::numeric_limits<float>::quiet_NaN();
+  dtn::cpu::gemm<float>(p.ta, p.tb, p.m, p.n, p.k, p.alpha, p.a.data(), p.lda, p.b.data(), p.ldb, p.beta, c.data(),
+                        p.ldc);
+  const double u = std::ldexp(1.0, -24), nu = (p.k + 4) * u, gamma = nu / (1 - nu);
+  long bad = 0, pad_changed = 0;
+  for (int i = 0; i < p.m; ++i) {
+    for (int j = 0; j < p.n; ++j) {
+      double exact = 0, mag = 0;
+      for (int q = 0; q < p.k; ++q) {
+        const double t = static_cast<double>(at(p.a, p.lda, p.ta, i, q)) * at(p.b, p.ldb, p.tb, q, j);
+        exact += t;
+        mag += std::abs(t);
+      }
+      const double c0 = p.c[static_cast<std::size_t>(i) * p.ldc + j];
+      exact = p.alpha * exact + (p.beta == 0.f ? 0.0 : p.beta * c0);
+      mag = std::abs(p.alpha) * mag + std::abs(p.beta * c0);
+      const double got = c[static_cast<std::size_t>(i) * p.ldc + j];
+      if (!(std::abs(got - exact) <= gamma * mag + 1e-30)) ++bad;
+    }
+    for (int j = p.n; j < p.ldc; ++j)
+      if (c[static_cast<std::size_t>(i) * p.ldc + j] != p.c[static_cast<std::size_t>(i) * p.ldc + j]) ++pad_changed;
+  }
+  CHECK(bad == 0);
+  CHECK(pad_changed == 0);
+  return c;
+}
+
+const std::vector<Case> kCases = {
+    {1, 1, 1},     {5, 7, 3},      {6, 16, 8},     {7, 17, 9},     {12, 32, 256}, {13, 33, 257}, {11, 21, 600},
+    {150, 40, 70}, {300, 19, 300}, {9, 3100, 20},  {64, 3, 700},   {3, 200, 5},   {145, 49, 513},
+};
+
+}  // namespace
+
+TEST_CASE("CPU float GEMM equals a double reference within the float error bound") {
+  unsigned seed = 1;
+  int checked = 0;
+  for (const Case& s : kCases)
+    for (int t = 0; t < 4; ++t) {
+      CAPTURE(s);
+      CAPTURE(t);
+      for (const auto& ab : {std::pair<float, float>{1.f, 0.f}, {1.f, 1.f}, {-0.5f, 0.25f}}) {
+        CAPTURE(ab.first);
+        CAPTURE(ab.second);
+        run_and_check(make_problem(s, t & 1, t & 2, ab.first, ab.second, seed++));
+        ++checked;
+      }
+    }
+  CHECK(checked == static_cast<int>(kCases.size()) * 12);
+}
+
+TEST_CASE("CPU float GEMM: empty products scale C by beta, and m = 0 or n = 0 writes nothing") {
+  Problem p = make_problem({4, 5, 0}, false, false, 1.f, 0.5f, 7);
+  const std::vector<float> c = run_and_check(p);
+  CHECK(c[0] == p.c[0] * 0.5f);
+  Problem z = make_problem({4, 5, 0}, true, true, 2.f, 0.f, 8);
+  const std::vector<float> cz = run_and_check(z);
+  CHECK(cz[0] == 0.f);
+  Problem e = make_problem({0, 5, 3}, false, false, 1.f, 0.f, 9);
+  std::vector<float> ce = e.c;
+  dtn::cpu::gemm<float>(false, false, 0, 5, 3, 1.f, e.a.data(), e.lda, e.b.data(), e.ldb, 0.f, ce.data(), e.ldc);
+  CHECK(ce == e.c);
+}
+
+#if defined(DTN_OWN_SGEMM)
+// dtn's packed GEMM splits a large product over threads by blocks of C, never over k, so every
+// element is summed in the same order whatever the thread count (sgemm_avx2.hpp): 1 and 2 threads
+// give the same bits, outside a parallel region and from inside one (each thread with its own
+// packing buffers).
+TEST_CASE("dtn's packed float GEMM gives the same bits on 1 and 2 threads and inside a parallel region") {
+  const int saved = dtn::num_threads();
+  for (const Case& s : {Case{300, 200, 300}, Case{40, 700, 260}}) {
+    CAPTURE(s);
+    const Problem p = make_problem(s, false, true, 1.f, 1.f, 42);
+    std::vector<std::vector<float>> out;
+    for (int threads : {1, 2}) {
+      dtn::set_num_threads(threads);
+      std::vector<float> c = p.c;
+      dtn::cpu::gemm<float>(p.ta, p.tb, p.m, p.n, p.k, p.alpha, p.a.data(), p.lda, p.b.data(), p.ldb, p.beta, c.data(),
+                            p.ldc);
+      out.push_back(std::move(c));
+    }
+    CHECK(out[0] == out[1]);
+    std::vector<float> c0 = p.c, c1 = p.c;
+#pragma omp parallel num_threads(2)
+    {
+      std::vector<float>& c = omp_get_thread_num() == 0 ? c0 : c1;
+      dtn::cpu::gemm<float>(p.ta, p.tb, p.m, p.n, p.k, p.alpha, p.a.data(), p.lda, p.b.data(), p.ldb, p.beta, c.data(),
+                            p.ldc);
+    }
+    CHECK(c0 == out[0]);
+    CHECK(c1 == out[0]);
+  }
+  dtn::set_num_threads(saved);
+}
+#endif
