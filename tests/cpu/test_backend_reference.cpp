@@ -139,16 +139,16 @@ TEST_CASE("Backend<Cpu> convolution passes equal naive loops over many geometrie
   }
 }
 
-// The float unfold/fold that the convolutions use in float (AVX-512 where compiled for it) must
+// The float unfold/fold that the convolutions use in float (AVX-512 or AVX2 where compiled for it) must
 // produce exactly the bits of the generic loops: im2col is a copy and col2im adds the same terms
 // in the same order, so the comparison is exact. The geometries add strides 1 and 2 (the SIMD
 // cases) and 3 (generic), and rows of 1 to 40 columns: partial, whole and several 16-lane blocks,
 // and outputs 1, 2, 4 and 8 columns wide, which share one vector between several output rows.
 TEST_CASE("CPU im2col/col2im in float equal the generic loops bit for bit" *
-#if defined(__AVX512F__)
+#if defined(__AVX512F__) || defined(__AVX2__)
           doctest::skip(false)
 #else
-          doctest::skip(true)  // no AVX-512 in this build: only the generic loops exist
+          doctest::skip(true)  // no AVX-512 or AVX2 in this build: only the generic loops exist
 #endif
 ) {
   std::vector<Geo> geos = kGeos;
@@ -165,20 +165,21 @@ TEST_CASE("CPU im2col/col2im in float equal the generic loops bit for bit" *
     CAPTURE(q);
     const long hw = static_cast<long>(g.h_out) * g.w_out, ckk = static_cast<long>(g.c_in) * g.kh * g.kw;
     const long in_img = static_cast<long>(g.c_in) * g.h_in * g.w_in;
-    const long ld = 2 * hw + 3, col0 = hw + 1;  // a column block inside a wider matrix
-    std::vector<float> x(static_cast<std::size_t>(in_img)), cols_a(static_cast<std::size_t>(ckk * ld), 7.f),
-        cols_b(cols_a), dx_a(static_cast<std::size_t>(in_img)), dx_b;
+    // a chunk of two images, whose columns are a block inside a wider matrix
+    const long ld = 3 * hw + 3, col0 = hw + 1;
+    std::vector<float> x(static_cast<std::size_t>(2 * in_img)), cols_a(static_cast<std::size_t>(ckk * ld), 7.f),
+        cols_b(cols_a), dx_a(static_cast<std::size_t>(2 * in_img)), dx_b;
     std::mt19937 gen(seed++);
     std::uniform_real_distribution<float> u(-1.f, 1.f);
     for (auto& v : x) v = u(gen);
     for (auto& v : dx_a) v = u(gen);
     dx_b = dx_a;
-    dtn::cpu::im2col(g, x.data(), cols_a.data(), ld, col0);
-    dtn::cpu::im2col_generic(g, x.data(), cols_b.data(), ld, col0);
+    dtn::cpu::im2col(g, x.data(), 2, in_img, cols_a.data(), ld, col0);
+    dtn::cpu::im2col_generic(g, x.data(), 2, in_img, cols_b.data(), ld, col0);
     CHECK(std::equal(cols_a.begin(), cols_a.end(), cols_b.begin()));  // includes the untouched 7s
     for (auto& v : cols_a) v = u(gen);
-    dtn::cpu::col2im_add(g, cols_a.data(), ld, col0, dx_a.data());
-    dtn::cpu::col2im_add_generic(g, cols_a.data(), ld, col0, dx_b.data());
+    dtn::cpu::col2im_add(g, cols_a.data(), ld, col0, 2, in_img, dx_a.data());
+    dtn::cpu::col2im_add_generic(g, cols_a.data(), ld, col0, 2, in_img, dx_b.data());
     CHECK(std::equal(dx_a.begin(), dx_a.end(), dx_b.begin()));
     ++checked;
   }
@@ -277,19 +278,19 @@ TEST_CASE("Backend<Cpu> batch norm statistics and gradients equal naive double l
   }
 }
 
-// The float 2x2 pool (AVX-512 where compiled for it) against the generic loop, values and argmax,
-// exactly: widths 2-41 (partial, whole and several 16-lane blocks, odd widths that drop a
+// The float 2x2 pool (AVX-512 or AVX2 where compiled for it) against the generic loop, values and argmax,
+// exactly: widths 2-41 (partial, whole and several 8- and 16-lane blocks, odd widths that drop a
 // column), with ties (values rounded to -1, 0, 1) and NaNs, including a NaN that comes after a
 // larger value in its window and one in the first position.
 TEST_CASE("CPU 2x2 max pool in float equals the generic loop bit for bit" *
-#if defined(__AVX512F__)
+#if defined(__AVX512F__) || defined(__AVX2__)
           doctest::skip(false)
 #else
-          doctest::skip(true)  // no AVX-512 in this build: only the generic loop exists
+          doctest::skip(true)  // no AVX-512 or AVX2 in this build: only the generic loop exists
 #endif
 ) {
   int checked = 0;
-  for (int w : {2, 3, 8, 9, 16, 31, 32, 33, 41}) {
+  for (int w : {2, 3, 8, 9, 16, 17, 31, 32, 33, 41}) {
     for (int h : {2, 5, 6}) {
       CAPTURE(w);
       CAPTURE(h);
@@ -318,7 +319,7 @@ TEST_CASE("CPU 2x2 max pool in float equals the generic loop bit for bit" *
       ++checked;
     }
   }
-  CHECK(checked == 27);
+  CHECK(checked == 30);
 }
 
 TEST_CASE("Backend<Cpu> max pooling: first maximum wins, NaN propagates, overlapping windows") {

@@ -1,0 +1,381 @@
+#pragma once
+// The unfold (im2col) and fold-back (col2im) of the CPU convolutions: the generic loops for any
+// type and geometry, and vectorised float versions for strides 1 and 2 (AVX-512 where the
+// translation unit targets it, else AVX2). Every vectorised version gives the generic loops' bits
+// (tested): im2col is a copy, and col2im adds the same terms in the same order.
+#include <algorithm>
+#include <cstdint>
+#include <type_traits>
+
+#if defined(__AVX512F__) || defined(__AVX2__)
+#include <immintrin.h>
+#endif
+
+#include "../backend.hpp"
+#include "simd_avx2.hpp"
+
+namespace dtn {
+namespace cpu {
+
+// The output columns ow whose input column iw = ow * stride - pad + kj lies inside the image:
+// [lo, hi). Outside that range the unfolded value is the zero padding.
+struct ColRange {
+  int lo, hi;
+  ColRange(const ConvGeom& g, int kj) {
+    const int first = g.pad - kj;                 // smallest ow * stride that is inside
+    const int last = g.w_in - 1 + g.pad - kj;     // largest ow * stride that is inside
+    lo = first <= 0 ? 0 : std::min(g.w_out, (first + g.stride - 1) / g.stride);
+    hi = last < 0 ? 0 : std::min(g.w_out, last / g.stride + 1);
+    if (hi < lo) hi = lo;
+  }
+};
+
+// The unfold and fold work on a chunk of cnt images x_i = x + i * in_img (each [c_in, h_in, w_in])
+// whose columns sit side by side in cols (row stride ld): image i has columns
+// [col0 + i * hw, col0 + (i + 1) * hw), hw = h_out * w_out. The loops run over the rows of cols
+// outermost and the images innermost, so that cols is written (im2col) or read (col2im) row
+// after row, sequentially: image by image, a chunk's cols (up to 8 MB for g.3) was touched in
+// 16-64-byte pieces 2 KB apart, which measured at DRAM latency per cache line (f.9's unfold took
+// longer than its GEMM).
+
+// Calls fn(xc, r, shift, ki, row) for every row (c, ki, kj) of the unfolded matrix and every
+// image i of the chunk: xc is input channel c of x_i, r the output columns whose input column
+// lies inside the image for kernel column kj, shift = kj - pad, and row the first element of
+// image i's columns in that row.
+template <class T, class Fn>
+inline void for_each_unfold_row(const ConvGeom& g, const T* x, int cnt, long in_img, T* cols, long ld, long col0,
+                                Fn&& fn) {
+  const long hw = static_cast<long>(g.h_out) * g.w_out;
+  for (int c = 0; c < g.c_in; ++c) {
+    const T* xc = x + static_cast<long>(c) * g.h_in * g.w_in;
+    for (int ki = 0; ki < g.kh; ++ki)
+      for (int kj = 0; kj < g.kw; ++kj) {
+        const ColRange r(g, kj);
+        T* row = cols + ((static_cast<long>(c) * g.kh + ki) * g.kw + kj) * ld + col0;
+        for (int i = 0; i < cnt; ++i) fn(xc + i * in_img, r, kj - g.pad, ki, row + i * hw);
+      }
+  }
+}
+
+// Unfolds the chunk's images into cols. The in-image span of each output row is computed once per
+// kernel column, so the inner loop is a branch-free copy (contiguous for stride 1).
+template <class T>
+void im2col_generic(const ConvGeom& g, const T* x, int cnt, long in_img, T* cols, long ld, long col0) {
+  for_each_unfold_row(g, x, cnt, in_img, cols, ld, col0, [&](const T* xc, const ColRange& r, int shift, int ki, T* row) {
+    for (int oh = 0; oh < g.h_out; ++oh) {
+      const int ih = oh * g.stride - g.pad + ki;
+      T* out = row + static_cast<long>(oh) * g.w_out;
+      if (ih < 0 || ih >= g.h_in) {
+        std::fill(out, out + g.w_out, T(0));
+        continue;
+      }
+      // xr[k] is the input under output column r.lo + k (in bounds by construction of r).
+      const int span = r.hi - r.lo;
+      std::fill(out, out + r.lo, T(0));
+      if (span > 0) {
+        const T* xr = xc + static_cast<long>(ih) * g.w_in + (r.lo * g.stride + shift);
+        if (g.stride == 1)
+          std::copy(xr, xr + span, out + r.lo);
+        else
+          for (int k = 0; k < span; ++k) out[r.lo + k] = xr[k * g.stride];
+      }
+      std::fill(out + r.hi, out + g.w_out, T(0));
+    }
+  });
+}
+
+// Adds the chunk's columns of cols back into its images dx_i = dx + i * in_img. Every dx element
+// receives its terms in the order (ki, kj), the order the vectorised versions keep.
+template <class T>
+void col2im_add_generic(const ConvGeom& g, const T* cols, long ld, long col0, int cnt, long in_img, T* dx) {
+  const long hw = static_cast<long>(g.h_out) * g.w_out;
+  for (int c = 0; c < g.c_in; ++c)
+    for (int ki = 0; ki < g.kh; ++ki)
+      for (int kj = 0; kj < g.kw; ++kj) {
+        const ColRange r(g, kj);
+        if (r.hi <= r.lo) continue;
+        const int shift = kj - g.pad, span = r.hi - r.lo;
+        const T* row = cols + ((static_cast<long>(c) * g.kh + ki) * g.kw + kj) * ld + col0;
+        for (int i = 0; i < cnt; ++i) {
+          T* dxc = dx + i * in_img + static_cast<long>(c) * g.h_in * g.w_in;
+          for (int oh = 0; oh < g.h_out; ++oh) {
+            const int ih = oh * g.stride - g.pad + ki;
+            if (ih < 0 || ih >= g.h_in) continue;
+            const T* src = row + i * hw + static_cast<long>(oh) * g.w_out + r.lo;
+            T* dr = dxc + static_cast<long>(ih) * g.w_in + (r.lo * g.stride + shift);
+            if (g.stride == 1)
+              for (int k = 0; k < span; ++k) dr[k] += src[k];
+            else
+              for (int k = 0; k < span; ++k) dr[k * g.stride] += src[k];
+          }
+        }
+      }
+}
+
+// For the vectorised col2im: calls fn(dr, srow) for every (c, ki), image i of the chunk and output
+// row oh whose input row ih = oh * stride - pad + ki lies inside the image: dr is row ih of
+// channel c of dx_i, srow the source row (c, ki, kj = 0) of cols at image i's output row oh (row
+// (c, ki, kj) is srow + kj * ld). For a fixed (c, ki) each ih comes from one oh, so a dx element
+// that fn updates with its kw terms in kj order gets all its terms in the generic order (ki, kj).
+template <class Fn>
+inline void for_each_fold_row(const ConvGeom& g, const float* cols, long ld, long col0, int cnt, long in_img, float* dx,
+                              Fn&& fn) {
+  const long hw = static_cast<long>(g.h_out) * g.w_out;
+  for (int c = 0; c < g.c_in; ++c)
+    for (int ki = 0; ki < g.kh; ++ki) {
+      const float* rows = cols + (static_cast<long>(c) * g.kh + ki) * g.kw * ld + col0;
+      for (int i = 0; i < cnt; ++i) {
+        float* dxc = dx + i * in_img + static_cast<long>(c) * g.h_in * g.w_in;
+        for (int oh = 0; oh < g.h_out; ++oh) {
+          const int ih = oh * g.stride - g.pad + ki;
+          if (ih < 0 || ih >= g.h_in) continue;
+          fn(dxc + static_cast<long>(ih) * g.w_in, rows + i * hw + static_cast<long>(oh) * g.w_out);
+        }
+      }
+    }
+}
+
+#if defined(__AVX512F__)
+// AVX-512 versions for float and strides 1 and 2: each output row is cut into blocks of 16
+// columns, and a block is one masked load (two for stride 2, whose even lanes are then gathered
+// by one permute) and one masked store, with the zero padding coming from the load mask.
+// std::copy/fill on rows of 4-16 floats spent most of its time in call overhead (im2col and
+// col2im were ~16% of a DTN step). Both produce the same bits as the generic loops: im2col is
+// a copy, and col2im adds the same terms in the same order. Lanes outside a load mask are never
+// read, so the row pointers may point before or after the image (only masked lanes get there).
+// Full unrolling of the 8-row register blocks below (so the accumulators stay in registers).
+// Only for GCC and Clang compiling host code: nvcc's front end, which also reads this header in
+// .cu files, rejects the pragma (an error under DTN_WERROR).
+#if defined(__GNUC__) && !defined(__CUDACC__)
+#define DTN_UNROLL_8 _Pragma("GCC unroll 8")
+#else
+#define DTN_UNROLL_8
+#endif
+namespace simd {
+// Bits [lo, hi) of a 16-lane mask (0 <= lo, hi <= 16).
+inline __mmask16 lanes(int lo, int hi) {
+  if (hi <= lo) return 0;
+  return static_cast<__mmask16>(((1u << hi) - 1u) & ~((1u << lo) - 1u));
+}
+// Even lanes 2k for k in [lo, hi) of a 32-lane span, split into its two 16-lane halves.
+inline void even_lanes(int lo, int hi, __mmask16& m0, __mmask16& m1) {
+  std::uint32_t m = 0;
+  if (hi > lo) m = static_cast<std::uint32_t>((((std::uint64_t(1) << (2 * hi)) - 1) & ~((std::uint64_t(1) << (2 * lo)) - 1)) & 0x55555555u);
+  m0 = static_cast<__mmask16>(m & 0xffffu);
+  m1 = static_cast<__mmask16>(m >> 16);
+}
+}  // namespace simd
+
+// Output rows of w_out = 1, 2, 4 or 8 columns (the 8x8 and 4x4 layers: D.3, D.6, f.9, and g's
+// transposed convolutions run backwards) would leave most of each 16-lane store empty and pay
+// the row loop's overhead per 4-8 floats, so R = 16 / w_out output rows share one vector: row rr
+// of a group is merged into lanes [rr * w_out, (rr + 1) * w_out) by a masked load from an address
+// shifted by rr * w_out (stride 2: two vectors of 2 * w_out input columns per row, whose even
+// lanes one permute gathers), and the group is one store of R contiguous output rows.
+inline bool im2col_rows_fit(const ConvGeom& g) {
+  return (g.w_out == 1 || g.w_out == 2 || g.w_out == 4 || g.w_out == 8) && (g.stride == 1 || g.stride == 2);
+}
+inline void im2col_simd_rows(const ConvGeom& g, const float* x, int cnt, long in_img, float* cols, long ld, long col0) {
+  const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  const int w = g.w_out, rows = 16 / w;
+  for_each_unfold_row(g, x, cnt, in_img, cols, ld, col0, [&](const float* xc, const ColRange& r, int shift, int ki, float* row) {
+    for (int oh0 = 0; oh0 < g.h_out; oh0 += rows) {
+      const int n = std::min(rows, g.h_out - oh0);
+      __m512 lo = _mm512_setzero_ps(), hi = _mm512_setzero_ps();
+      for (int rr = 0; rr < n; ++rr) {
+        const int ih = (oh0 + rr) * g.stride - g.pad + ki;
+        if (ih < 0 || ih >= g.h_in || r.hi <= r.lo) continue;
+        const float* xr = xc + static_cast<long>(ih) * g.w_in + shift;  // input under ow = 0
+        if (g.stride == 1) {
+          lo = _mm512_mask_loadu_ps(lo, simd::lanes(rr * w + r.lo, rr * w + r.hi), xr - rr * w);
+        } else {
+          // row rr's input columns sit at lanes 2 * (rr * w + ow) of the 32-lane pair (lo, hi)
+          const int base = 2 * rr * w;
+          __mmask16 m0, m1;
+          simd::even_lanes(rr * w + r.lo, rr * w + r.hi, m0, m1);
+          if (base < 16)
+            lo = _mm512_mask_loadu_ps(lo, m0, xr - base);
+          else
+            hi = _mm512_mask_loadu_ps(hi, m1, xr - (base - 16));
+        }
+      }
+      const __m512 v = g.stride == 1 ? lo : _mm512_permutex2var_ps(lo, even, hi);
+      _mm512_mask_storeu_ps(row + static_cast<long>(oh0) * w, simd::lanes(0, n * w), v);
+    }
+  });
+}
+
+inline void im2col_simd(const ConvGeom& g, const float* x, int cnt, long in_img, float* cols, long ld, long col0) {
+  const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  for_each_unfold_row(g, x, cnt, in_img, cols, ld, col0, [&](const float* xc, const ColRange& r, int shift, int ki, float* row) {
+    for (int oh = 0; oh < g.h_out; ++oh) {
+      const int ih = oh * g.stride - g.pad + ki;
+      float* out = row + static_cast<long>(oh) * g.w_out;
+      const bool inside = ih >= 0 && ih < g.h_in;
+      const float* xr = xc + static_cast<long>(inside ? ih : 0) * g.w_in + shift;  // input under ow = 0
+      for (int ow0 = 0; ow0 < g.w_out; ow0 += 16) {
+        const int n = std::min(16, g.w_out - ow0);
+        const __mmask16 store = simd::lanes(0, n);
+        if (!inside) {
+          _mm512_mask_storeu_ps(out + ow0, store, _mm512_setzero_ps());
+          continue;
+        }
+        const int lo = std::max(r.lo - ow0, 0), hi = std::min(r.hi - ow0, n);
+        __m512 v;
+        if (g.stride == 1) {
+          v = _mm512_maskz_loadu_ps(simd::lanes(lo, hi), xr + ow0);
+        } else {
+          __mmask16 m0, m1;
+          simd::even_lanes(lo, hi, m0, m1);
+          const float* p = xr + 2 * ow0;
+          v = _mm512_permutex2var_ps(_mm512_maskz_loadu_ps(m0, p), even, _mm512_maskz_loadu_ps(m1, p + 16));
+        }
+        _mm512_mask_storeu_ps(out + ow0, store, v);
+      }
+    }
+  });
+}
+
+// col2im for rows of at most 16 output and 32 input columns (every layer of the digits networks
+// but f.0). A masked add straight into dx per kernel column would store and then reload
+// overlapping lanes of the same dx row (kj and kj + 1 hit neighbouring columns), which stalls on
+// store forwarding and measured slower than the scalar loop. Instead, each dx row (ih) is loaded
+// once into two registers, the kw source rows that land on it are added in registers (lane iw
+// takes source column (iw - kj + pad) / stride through one masked permute, precomputed per kj),
+// and the row is stored once. For a fixed (c, ki) each ih comes from exactly one oh, so every dx
+// element still receives its terms in the generic order (c, ki, kj): the same bits.
+inline bool col2im_simd_fits(const ConvGeom& g) { return g.w_out <= 16 && g.w_in <= 32 && g.kw <= 8; }
+
+inline void col2im_add_simd(const ConvGeom& g, const float* cols, long ld, long col0, int cnt, long in_img, float* dx) {
+  __m512i idx[8][2];
+  __mmask16 take[8][2];
+  for (int kj = 0; kj < g.kw; ++kj)
+    for (int h = 0; h < 2; ++h) {
+      alignas(64) int ix[16];
+      unsigned m = 0;
+      for (int p = 0; p < 16; ++p) {
+        const int iw = 16 * h + p, t = iw - (kj - g.pad);
+        const bool ok = iw < g.w_in && t >= 0 && t % g.stride == 0 && t / g.stride < g.w_out;
+        ix[p] = ok ? t / g.stride : 0;
+        if (ok) m |= 1u << p;
+      }
+      idx[kj][h] = _mm512_load_si512(ix);
+      take[kj][h] = static_cast<__mmask16>(m);
+    }
+  const __mmask16 row0 = simd::lanes(0, std::min(g.w_in, 16)), row1 = simd::lanes(0, std::max(g.w_in - 16, 0));
+  const __mmask16 src = simd::lanes(0, g.w_out);
+  for_each_fold_row(g, cols, ld, col0, cnt, in_img, dx, [&](float* dr, const float* srow) {
+    __m512 d0 = _mm512_maskz_loadu_ps(row0, dr), d1 = _mm512_maskz_loadu_ps(row1, dr + 16);
+    for (int kj = 0; kj < g.kw; ++kj) {
+      const __m512 v = _mm512_maskz_loadu_ps(src, srow + kj * ld);
+      d0 = _mm512_add_ps(d0, _mm512_maskz_permutexvar_ps(take[kj][0], idx[kj][0], v));
+      d1 = _mm512_add_ps(d1, _mm512_maskz_permutexvar_ps(take[kj][1], idx[kj][1], v));
+    }
+    _mm512_mask_storeu_ps(dr, row0, d0);
+    if (row1) _mm512_mask_storeu_ps(dr + 16, row1, d1);
+  });
+}
+
+#endif
+
+#if defined(__AVX2__) && !defined(__AVX512F__)
+// AVX2 versions (targets without AVX-512: most laptops, AMD Zen 1-3) for float and stride 1, with
+// 8-lane vectors and AVX2's masked loads (lanes outside the mask are neither read nor faulted).
+// Same bits as the generic loops. (Helpers: simd_avx2.hpp.) Measured on an AMD EPYC (Zen 3)
+// against the generic loops, per chunk of the digits layers: the unfold of 4- and 8-column rows
+// 1.1-1.6x faster (f.6, f.9), the fold of 8- and 16-column rows 1.1-1.7x (f.3, f.6). Stride-2
+// versions (two loads and a lane shuffle per vector) and the unfold of 16-column rows measured
+// slower than the generic loops there, and 4-column dx rows (f.9's fold) too: those take the
+// generic loops.
+
+// The unfold of output rows of w_out = 1, 2, 4 or 8 columns: R = 8 / w_out rows share one vector
+// (as in im2col_simd_rows: row rr is merged into lanes [rr * w_out, (rr + 1) * w_out) by a masked
+// load from an address shifted by rr * w_out, whose other lanes load as 0), one store per group.
+inline bool im2col_avx2_fits(const ConvGeom& g) {
+  return g.stride == 1 && (g.w_out == 1 || g.w_out == 2 || g.w_out == 4 || g.w_out == 8);
+}
+inline void im2col_avx2(const ConvGeom& g, const float* x, int cnt, long in_img, float* cols, long ld, long col0) {
+  const int w = g.w_out, rows = 8 / w;
+  for_each_unfold_row(g, x, cnt, in_img, cols, ld, col0, [&](const float* xc, const ColRange& r, int shift, int ki, float* row) {
+    for (int oh0 = 0; oh0 < g.h_out; oh0 += rows) {
+      const int n = std::min(rows, g.h_out - oh0);
+      __m256 v = _mm256_setzero_ps();
+      for (int rr = 0; rr < n; ++rr) {
+        const int ih = oh0 + rr - g.pad + ki;
+        if (ih < 0 || ih >= g.h_in || r.hi <= r.lo) continue;
+        const float* xr = xc + static_cast<long>(ih) * g.w_in + shift;  // input under ow = 0
+        v = _mm256_or_ps(v, _mm256_maskload_ps(xr - rr * w, avx2::mask8(avx2::bits(rr * w + r.lo, rr * w + r.hi))));
+      }
+      avx2::store_first(row + static_cast<long>(oh0) * w, n * w, v);
+    }
+  });
+}
+
+// The fold of rows of 8 to 32 input columns, as col2im_add_simd does it: each dx row (up to 4
+// vectors) is loaded once, the kw source rows that land on it are added in registers and the row
+// is stored once. With stride 1, lane l of dx block b (column iw = 8b + l) takes source column
+// iw - (kj - pad) when that lies inside the row: one masked load from the source row at offset
+// 8b - (kj - pad) per kj and block, and a blend that puts -0 in the lanes that take nothing
+// (x + -0 == x for every x, -0 included, so those lanes keep their bits).
+inline bool col2im_avx2_fits(const ConvGeom& g) { return g.stride == 1 && g.w_in >= 8 && g.w_in <= 32 && g.kw <= 8; }
+
+inline void col2im_add_avx2(const ConvGeom& g, const float* cols, long ld, long col0, int cnt, long in_img, float* dx) {
+  struct Tap {
+    __m256i take;
+    int off;  // source column of lane 0
+  };
+  Tap tap[8][4];
+  const int blocks = (g.w_in + 7) / 8;
+  for (int kj = 0; kj < g.kw; ++kj)
+    for (int b = 0; b < blocks; ++b) {
+      const int off = 8 * b - (kj - g.pad);  // lane l reads source column off + l
+      tap[kj][b].off = off;
+      tap[kj][b].take = avx2::mask8(avx2::bits(-off, std::min(g.w_out - off, g.w_in - 8 * b)));
+    }
+  const __m256 neg_zero = _mm256_set1_ps(-0.f);
+  for_each_fold_row(g, cols, ld, col0, cnt, in_img, dx, [&](float* dr, const float* srow) {
+    for (int b = 0; b < blocks; ++b) {
+      const int n = std::min(8, g.w_in - 8 * b);
+      __m256 d = n == 8 ? _mm256_loadu_ps(dr + 8 * b) : _mm256_maskload_ps(dr + 8 * b, avx2::mask8(avx2::bits(0, n)));
+      for (int kj = 0; kj < g.kw; ++kj) {
+        const Tap& tp = tap[kj][b];
+        const __m256 v = _mm256_maskload_ps(srow + kj * ld + tp.off, tp.take);
+        d = _mm256_add_ps(d, _mm256_blendv_ps(neg_zero, v, _mm256_castsi256_ps(tp.take)));
+      }
+      avx2::store_first(dr + 8 * b, n, d);
+    }
+  });
+}
+#endif
+
+// Unfolds the chunk's images into cols (see im2col_generic); float rows that fit take the AVX-512
+// or AVX2 path where the translation unit targets one.
+template <class T>
+void im2col(const ConvGeom& g, const T* x, int cnt, long in_img, T* cols, long ld, long col0) {
+  if constexpr (std::is_same<T, float>::value) {
+#if defined(__AVX512F__)
+    if (im2col_rows_fit(g)) return im2col_simd_rows(g, x, cnt, in_img, cols, ld, col0);
+    // (rows of 32: f.0 measured no faster than the generic loop's memmove)
+    if ((g.stride == 1 || g.stride == 2) && g.w_out <= 16) return im2col_simd(g, x, cnt, in_img, cols, ld, col0);
+#elif defined(__AVX2__)
+    if (im2col_avx2_fits(g)) return im2col_avx2(g, x, cnt, in_img, cols, ld, col0);
+#endif
+  }
+  im2col_generic(g, x, cnt, in_img, cols, ld, col0);
+}
+// Adds the chunk's columns back into its images (see col2im_add_generic); float rows that fit take
+// the AVX-512 or AVX2 path.
+template <class T>
+void col2im_add(const ConvGeom& g, const T* cols, long ld, long col0, int cnt, long in_img, T* dx) {
+  if constexpr (std::is_same<T, float>::value) {
+#if defined(__AVX512F__)
+    if (col2im_simd_fits(g)) return col2im_add_simd(g, cols, ld, col0, cnt, in_img, dx);
+#elif defined(__AVX2__)
+    if (col2im_avx2_fits(g)) return col2im_add_avx2(g, cols, ld, col0, cnt, in_img, dx);
+#endif
+  }
+  col2im_add_generic(g, cols, ld, col0, cnt, in_img, dx);
+}
+
+}  // namespace cpu
+}  // namespace dtn
