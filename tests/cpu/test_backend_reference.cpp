@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <dtn/dtn.hpp>
 #include <limits>
 #include <ostream>
@@ -185,6 +186,52 @@ TEST_CASE("CPU im2col/col2im in float equal the generic loops bit for bit" *
   }
   CHECK(checked > 450);
 }
+
+#if defined(DTN_OWN_SGEMM)
+// dtn's packed GEMM can unfold a chunk inside its packing (UnfoldB, unfold.hpp); its packed panels
+// must hold exactly the values the explicit column matrix gives when packed (both are copies),
+// for the matrix and its transpose, over windows of rows and columns that start and end inside
+// panels, and over geometries beyond those the convolutions send it (any plane size, strides 1-3,
+// padding wider than the kernel's reach).
+TEST_CASE("The packed unfold equals the packed explicit column matrix bit for bit") {
+  std::vector<Geo> geos = kGeos;
+  geos.push_back({3, 5, 16, 16, 1, 3, 1, 1});
+  geos.push_back({2, 4, 16, 16, 1, 3, 2, 1});
+  geos.push_back({1, 2, 32, 32, 1, 4, 2, 1});
+  unsigned seed = 900;
+  int checked = 0;
+  for (const Geo& q : geos) {
+    const dtn::ConvGeom g = make(q);
+    CAPTURE(q);
+    const long hw = static_cast<long>(g.h_out) * g.w_out, ckk = static_cast<long>(g.c_in) * g.kh * g.kw;
+    const long in_img = static_cast<long>(g.c_in) * g.h_in * g.w_in, ld = g.n * hw;
+    std::vector<float> x(static_cast<std::size_t>(g.n * in_img)), cols(static_cast<std::size_t>(ckk * ld));
+    std::mt19937 gen(seed++);
+    std::uniform_real_distribution<float> u(-1.f, 1.f);
+    for (auto& v : x) v = u(gen);
+    dtn::cpu::im2col(g, x.data(), g.n, in_img, cols.data(), ld, 0);
+    for (bool trans : {false, true}) {
+      CAPTURE(trans);
+      const long k = trans ? ld : ckk, n = trans ? ckk : ld;  // B is [k, n]
+      const int p0 = static_cast<int>(k / 3), j0 = static_cast<int>(n / 5);
+      const int kc = static_cast<int>(k - p0), nc = static_cast<int>(n - j0);
+      const std::size_t size = static_cast<std::size_t>((nc + 15) / 16 * 16) * kc;
+      // packed panels are 32-byte aligned (the GEMM's buffers are 64-byte aligned)
+      std::vector<float> a(size + 8, 7.f), b(size + 8, 7.f);
+      const auto aligned = [](std::vector<float>& v) {
+        return reinterpret_cast<float*>((reinterpret_cast<std::uintptr_t>(v.data()) + 31) & ~std::uintptr_t(31));
+      };
+      float* pa = aligned(a);
+      float* pb = aligned(b);
+      dtn::cpu::UnfoldB{g, x.data(), in_img, trans}.pack(p0, j0, kc, nc, pa);
+      dtn::cpu::sgemm::ViewB{dtn::cpu::plain_view<const float>(cols.data(), ld), trans}.pack(p0, j0, kc, nc, pb);
+      CHECK(std::equal(pa, pa + size, pb));
+      ++checked;
+    }
+  }
+  CHECK(checked == 2 * static_cast<int>(kGeos.size() + 3));
+}
+#endif
 
 // The float convolutions end to end (chunking, GEMM, the SIMD unfold) against the double
 // reference. Bound: y and dx sum at most c_in*k*k = 75 float products of O(1) values, dw at most

@@ -158,3 +158,85 @@ TEST_CASE("dtn's packed float GEMM gives the same bits on 1 and 2 threads and in
   dtn::set_num_threads(saved);
 }
 #endif
+
+// Grouped views (matview.hpp), as the convolutions use them: dy [n, c_out, hw] read as a
+// [c_out, n*hw] matrix (as op(B), or as op(A) over the depth), y written as one, with a row bias.
+// Groups of 5, 16 and 37 columns: micro-tiles and packed panels that start, end or cross a group
+// boundary. Bound as above, with the bias as one more term (k + 5 roundings).
+TEST_CASE("CPU float GEMM through grouped views, with a row bias, equals a double reference") {
+  std::mt19937 gen(3);
+  std::uniform_real_distribution<float> u(-1.f, 1.f);
+  int checked = 0;
+  for (long hw : {5L, 16L, 37L})
+    for (int cnt : {1, 3, 7})
+      for (int which = 0; which < 3; ++which) {  // 0: C grouped + bias, 1: B grouped, 2: A grouped (depth)
+        CAPTURE(hw);
+        CAPTURE(cnt);
+        CAPTURE(which);
+        const int rows = 11;             // c_out: the grouped operand's rows
+        const long cols = cnt * hw;      // n*hw: its columns
+        const long img = rows * hw + 3;  // group stride, with a gap between images
+        std::vector<float> grouped(static_cast<std::size_t>(cnt * img), 9.f),
+            other(static_cast<std::size_t>(300 * (rows + cols)));  // A and B of case 0 side by side
+        for (auto& v : grouped) v = u(gen);
+        for (auto& v : other) v = u(gen);
+        std::vector<float> bias(64);
+        for (auto& v : bias) v = u(gen);
+        const dtn::cpu::MatView<float> gv{grouped.data(), hw, hw, img};
+        const dtn::cpu::MatView<const float> gc{grouped.data(), hw, hw, img};
+        const std::vector<float> before = grouped;
+        int m, n, k;
+        std::vector<float> out;
+        if (which == 0) {  // C [rows, cols] (grouped) = bias + A [rows, 300] * B [300, cols]
+          m = rows, n = static_cast<int>(cols), k = 300;
+          dtn::cpu::gemm_view<float>(false, false, m, n, k, 1.f, dtn::cpu::plain_view<const float>(other.data(), k),
+                                     dtn::cpu::plain_view<const float>(other.data() + rows * k, n), 0.f, gv, bias.data());
+        } else if (which == 1) {  // C [20, cols] = A^T [20, rows] * B [rows, cols] (grouped)
+          m = 20, n = static_cast<int>(cols), k = rows;
+          out.assign(static_cast<std::size_t>(m) * n, 0.f);
+          dtn::cpu::gemm_view<float>(true, false, m, n, k, 1.f, dtn::cpu::plain_view<const float>(other.data(), m), gc, 0.f,
+                                     dtn::cpu::plain_view(out.data(), n));
+        } else {  // C [rows, 19] = A [rows, cols] (grouped) * B^T [cols, 19]
+          m = rows, n = 19, k = static_cast<int>(cols);
+          out.assign(static_cast<std::size_t>(m) * n, 0.5f);
+          dtn::cpu::gemm_view<float>(false, true, m, n, k, 1.f, gc, dtn::cpu::plain_view<const float>(other.data(), k), 1.f,
+                                     dtn::cpu::plain_view(out.data(), n));
+        }
+        const double uu = std::ldexp(1.0, -24), nu = (k + 5) * uu, gamma = nu / (1 - nu);
+        long bad = 0;
+        for (int i = 0; i < m; ++i)
+          for (int j = 0; j < n; ++j) {
+            double exact = 0, mag = 0;
+            for (int q = 0; q < k; ++q) {
+              double a, b;
+              if (which == 0) {
+                a = other[static_cast<std::size_t>(i) * k + q];
+                b = other[static_cast<std::size_t>(rows * k) + static_cast<std::size_t>(q) * n + j];
+              } else if (which == 1) {
+                a = other[static_cast<std::size_t>(q) * m + i];
+                b = *gc.at(q, j);
+              } else {
+                a = *gc.at(i, q);
+                b = other[static_cast<std::size_t>(j) * k + q];
+              }
+              exact += a * b;
+              mag += std::abs(a * b);
+            }
+            const double extra = which == 0 ? bias[static_cast<std::size_t>(i)] : which == 2 ? 0.5 : 0.0;
+            exact += extra;
+            mag += std::abs(extra);
+            const double got = which == 0 ? *gv.at(i, j) : out[static_cast<std::size_t>(i) * n + j];
+            if (!(std::abs(got - exact) <= gamma * mag + 1e-30)) ++bad;
+          }
+        CHECK(bad == 0);
+        if (which == 0) {  // the gaps between the groups are untouched
+          long gap_changed = 0;
+          for (int i = 0; i < cnt; ++i)
+            for (long e = rows * hw; e < img; ++e)
+              gap_changed += grouped[static_cast<std::size_t>(i * img + e)] != before[static_cast<std::size_t>(i * img + e)];
+          CHECK(gap_changed == 0);
+        }
+        ++checked;
+      }
+  CHECK(checked == 27);
+}

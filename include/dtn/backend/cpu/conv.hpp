@@ -102,37 +102,29 @@ struct ConvPlan {
         threads(std::max(1, std::min(omp_get_max_threads(), nchunks))) {}
 };
 
+// The column matrix of each thread, reused across calls (no allocation in the steady state).
 template <class T>
 struct ConvScratch {
-  std::vector<std::vector<T>> cols, out;
-  void ensure(int threads, std::size_t ncols, std::size_t nout) {
-    if (static_cast<int>(cols.size()) < threads) {
-      cols.resize(static_cast<std::size_t>(threads));
-      out.resize(static_cast<std::size_t>(threads));
-    }
-    for (int t = 0; t < threads; ++t) {
+  std::vector<std::vector<T>> cols;
+  void ensure(int threads, std::size_t ncols) {
+    if (static_cast<int>(cols.size()) < threads) cols.resize(static_cast<std::size_t>(threads));
+    for (int t = 0; t < threads; ++t)
       if (cols[static_cast<std::size_t>(t)].size() < ncols) cols[static_cast<std::size_t>(t)].resize(ncols);
-      if (out[static_cast<std::size_t>(t)].size() < nout) out[static_cast<std::size_t>(t)].resize(nout);
-    }
   }
 };
-// Per-thread scratch, reused across calls (no allocation in the steady state), sized for a plan.
 template <class T>
-ConvScratch<T>& conv_scratch(const ConvPlan& p, const ConvGeom& g) {
+ConvScratch<T>& conv_scratch(const ConvPlan& p) {
   static thread_local ConvScratch<T> s;
-  s.ensure(p.threads, static_cast<std::size_t>(p.ckk * p.chunk * p.hw), static_cast<std::size_t>(g.c_out * p.chunk * p.hw));
+  s.ensure(p.threads, static_cast<std::size_t>(p.ckk * p.chunk * p.hw));
   return s;
 }
 
-// Copies images i0 .. i0 + cnt of dy [n, c_out, hw] side by side into dyc [c_out, cnt * hw]
-// (image i in columns [i*hw, (i+1)*hw)), row by row so that dyc is written sequentially.
+// Images i0 .. i0 + cnt of an output-shaped tensor [n, c_out, hw] seen as one [c_out, cnt * hw]
+// matrix (image i in columns [i*hw, (i+1)*hw)), in place: the GEMM reads dy and writes y through
+// it, with no copy into or out of a column-ordered scratch matrix.
 template <class T>
-void gather_output(const ConvGeom& g, const T* dy, int i0, int cnt, long hw, T* dyc) {
-  for (int co = 0; co < g.c_out; ++co)
-    for (int i = 0; i < cnt; ++i) {
-      const T* src = dy + (static_cast<long>(i0 + i) * g.c_out + co) * hw;
-      std::copy(src, src + hw, dyc + (static_cast<long>(co) * cnt + i) * hw);
-    }
+MatView<T> output_view(const ConvGeom& g, T* t, int i0, long hw) {
+  return MatView<T>{t + static_cast<long>(i0) * g.c_out * hw, hw, hw, static_cast<long>(g.c_out) * hw};
 }
 
 // db[c] += sum of dy over the batch and the output pixels (accumulated in double).
@@ -168,14 +160,26 @@ void conv2d_forward(const ConvGeom& g, const T* x, const T* w, const T* bias, T*
   const ConvPlan p(g);
   const long hw = p.hw, ckk = p.ckk, in_img = p.in_img;
   const int chunk = p.chunk, nchunks = p.nchunks;
-  ConvScratch<T>& s = conv_scratch<T>(p, g);
+#if defined(DTN_OWN_SGEMM)
+  // y [c_out, cnt*hw] = bias + w [c_out, ckk] * unfold(x chunk), unfolded inside the GEMM's packing
+  if constexpr (std::is_same<T, float>::value)
+    if (unfold_packable(g, chunk, in_img)) {
+#pragma omp parallel for schedule(dynamic, 1) num_threads(p.threads)
+      for (int ci = 0; ci < nchunks; ++ci) {
+        const int i0 = ci * chunk, cnt = std::min(chunk, g.n - i0);
+        sgemm::gemm_packed(false, g.c_out, static_cast<int>(cnt * hw), static_cast<int>(ckk), 1.f, plain_view(w, ckk),
+                           UnfoldB{g, x + i0 * in_img, in_img, false}, 0.f, output_view(g, y, i0, hw), bias);
+      }
+      return;
+    }
+#endif
+  ConvScratch<T>& s = conv_scratch<T>(p);
 #pragma omp parallel for schedule(dynamic, 1) num_threads(p.threads)
   for (int ci = 0; ci < nchunks; ++ci) {
     const int tid = omp_get_thread_num();
     const int i0 = ci * chunk, cnt = std::min(chunk, g.n - i0);
     const long ld = cnt * hw;
     T* cols = s.cols[static_cast<std::size_t>(tid)].data();
-    T* out = s.out[static_cast<std::size_t>(tid)].data();
     im2col(g, x + i0 * in_img, cnt, in_img, cols, ld, 0);
 #if defined(__AVX512F__)
     if constexpr (std::is_same<T, float>::value)
@@ -184,16 +188,9 @@ void conv2d_forward(const ConvGeom& g, const T* x, const T* w, const T* bias, T*
         continue;
       }
 #endif
-    // out [c_out, cnt*hw] = w [c_out, ckk] * cols [ckk, cnt*hw]
-    gemm<T>(false, false, g.c_out, static_cast<int>(ld), static_cast<int>(ckk), T(1), w, static_cast<int>(ckk), cols,
-            static_cast<int>(ld), T(0), out, static_cast<int>(ld));
-    for (int i = 0; i < cnt; ++i)
-      for (int co = 0; co < g.c_out; ++co) {
-        const T b = bias ? bias[co] : T(0);
-        const T* src = out + co * ld + i * hw;
-        T* dst = y + ((static_cast<long>(i0 + i) * g.c_out) + co) * hw;
-        for (long p = 0; p < hw; ++p) dst[p] = src[p] + b;
-      }
+    // y [c_out, cnt*hw] = bias + w [c_out, ckk] * cols [ckk, cnt*hw]
+    gemm_view<T>(false, false, g.c_out, static_cast<int>(ld), static_cast<int>(ckk), T(1), plain_view(w, ckk),
+                 plain_view<const T>(cols, ld), T(0), output_view(g, y, i0, hw), bias);
   }
 }
 
@@ -208,18 +205,16 @@ void conv2d_backward_data(const ConvGeom& g, const T* dy, const T* w, T* dx) {
   const ConvPlan p(g);
   const long hw = p.hw, ckk = p.ckk, in_img = p.in_img;
   const int chunk = p.chunk, nchunks = p.nchunks;
-  ConvScratch<T>& s = conv_scratch<T>(p, g);
+  ConvScratch<T>& s = conv_scratch<T>(p);
 #pragma omp parallel for schedule(dynamic, 1) num_threads(p.threads)
   for (int ci = 0; ci < nchunks; ++ci) {
     const int tid = omp_get_thread_num();
     const int i0 = ci * chunk, cnt = std::min(chunk, g.n - i0);
     const long ld = cnt * hw;
     T* cols = s.cols[static_cast<std::size_t>(tid)].data();
-    T* dyc = s.out[static_cast<std::size_t>(tid)].data();
-    gather_output(g, dy, i0, cnt, hw, dyc);
     // cols [ckk, cnt*hw] = w^T [ckk, c_out] * dy [c_out, cnt*hw]
-    gemm<T>(true, false, static_cast<int>(ckk), static_cast<int>(ld), g.c_out, T(1), w, static_cast<int>(ckk), dyc,
-            static_cast<int>(ld), T(0), cols, static_cast<int>(ld));
+    gemm_view<T>(true, false, static_cast<int>(ckk), static_cast<int>(ld), g.c_out, T(1), plain_view(w, ckk),
+                 output_view(g, dy, i0, hw), T(0), plain_view(cols, ld));
     T* dxc = dx + i0 * in_img;
     std::fill(dxc, dxc + cnt * in_img, T(0));
     col2im_add(g, cols, ld, 0, cnt, in_img, dxc);
@@ -239,7 +234,11 @@ void conv2d_backward_filter(const ConvGeom& g, const T* x, const T* dy, T* dw, T
   const long hw = p.hw, ckk = p.ckk, in_img = p.in_img;
   const long wsize = g.c_out * ckk;
   const int chunk = p.chunk, nchunks = p.nchunks;
-  ConvScratch<T>& s = conv_scratch<T>(p, g);
+  bool packed_unfold = false;  // dtn's packed GEMM unfolds x inside its packing: no column matrix
+#if defined(DTN_OWN_SGEMM)
+  packed_unfold = std::is_same<T, float>::value && unfold_packable(g, chunk, in_img);
+#endif
+  ConvScratch<T>* s = packed_unfold ? nullptr : &conv_scratch<T>(p);
   // Thread t takes the contiguous chunk range [nchunks*t/T, nchunks*(t+1)/T) and accumulates
   // its filter gradient over it inside the GEMM (beta = 1): thread 0 straight into dw, the others
   // into one partial each, which are then added to dw in thread order. The split is static, so
@@ -258,17 +257,24 @@ void conv2d_backward_filter(const ConvGeom& g, const T* x, const T* dy, T* dw, T
     const int lo = static_cast<int>(static_cast<long>(nchunks) * tid / nt);
     const int hi = static_cast<int>(static_cast<long>(nchunks) * (tid + 1) / nt);
     T* acc = tid == 0 ? dw : part + (tid - 1) * wsize;
-    T* cols = s.cols[static_cast<std::size_t>(tid)].data();
-    T* dyc = s.out[static_cast<std::size_t>(tid)].data();
+    T* cols = s ? s->cols[static_cast<std::size_t>(tid)].data() : nullptr;
     for (int ci = lo; ci < hi; ++ci) {
       const int i0 = ci * chunk, cnt = std::min(chunk, g.n - i0);
       const long ld = cnt * hw;
-      im2col(g, x + i0 * in_img, cnt, in_img, cols, ld, 0);
-      gather_output(g, dy, i0, cnt, hw, dyc);
       // acc [c_out, ckk] (+)= dy [c_out, cnt*hw] * cols^T [cnt*hw, ckk]; a partial starts at 0
       const T beta = (tid == 0 || ci > lo) ? T(1) : T(0);
-      gemm<T>(false, true, g.c_out, static_cast<int>(ckk), static_cast<int>(ld), T(1), dyc, static_cast<int>(ld), cols,
-              static_cast<int>(ld), beta, acc, static_cast<int>(ckk));
+#if defined(DTN_OWN_SGEMM)
+      if constexpr (std::is_same<T, float>::value)
+        if (packed_unfold) {
+          sgemm::gemm_packed(false, g.c_out, static_cast<int>(ckk), static_cast<int>(ld), 1.f,
+                             output_view(g, dy, i0, hw), UnfoldB{g, x + i0 * in_img, in_img, true}, beta,
+                             plain_view(acc, ckk));
+          continue;
+        }
+#endif
+      im2col(g, x + i0 * in_img, cnt, in_img, cols, ld, 0);
+      gemm_view<T>(false, true, g.c_out, static_cast<int>(ckk), static_cast<int>(ld), T(1), output_view(g, dy, i0, hw),
+                   plain_view<const T>(cols, ld), beta, plain_view(acc, ckk));
     }
     if (tid > 0 && lo == hi) std::fill(acc, acc + wsize, T(0));  // more threads than chunks
   }

@@ -27,6 +27,8 @@
 #include <memory>
 #include <new>
 
+#include "matview.hpp"
+
 #if defined(__AVX2__) && defined(__FMA__) && !defined(__AVX512F__) && !defined(DTN_NO_OWN_SGEMM)
 #define DTN_OWN_SGEMM 1
 #include <immintrin.h>
@@ -57,27 +59,44 @@ class Buffer {
   std::size_t size_ = 0;
 };
 
+// Copies n contiguous floats, or zeros when src is null (the padding of a partial panel).
+inline void copy_or_zero(const float* src, int n, float* d) {
+  if (src)
+    for (int r = 0; r < n; ++r) d[r] = src[r];
+  else
+    for (int r = 0; r < n; ++r) d[r] = 0.f;
+}
+
 // Packs rows [i0, i0 + mc) x depth [p0, p0 + kc) of op(A) into panels of MR rows: panel q holds,
 // for each p, the MR values op(A)(i0 + q*MR + r, p0 + p) contiguously; rows past mc are zero.
-inline void pack_a(const float* A, long lda, bool trans, int i0, int p0, int mc, int kc, float* dst) {
+// op(A)(i, p) is A(i, p), or A(p, i) when trans.
+inline void pack_a(const MatView<const float>& A, bool trans, int i0, int p0, int mc, int kc, float* dst) {
   for (int ir = 0; ir < mc; ir += MR) {
-    const int mr = std::min(MR, mc - ir);
-    if (trans) {  // op(A)(i, p) = A[p * lda + i]: MR contiguous values per p
+    const int mr = std::min(MR, mc - ir), i = i0 + ir;
+    if (trans) {  // MR values along a stored row per p: contiguous unless they cross a group
+      const bool run = A.run(i, mr);
       for (int p = 0; p < kc; ++p) {
-        const float* src = A + static_cast<long>(p0 + p) * lda + i0 + ir;
         float* d = dst + p * MR;
-        for (int r = 0; r < mr; ++r) d[r] = src[r];
-        for (int r = mr; r < MR; ++r) d[r] = 0.f;
+        if (run)
+          copy_or_zero(A.at(p0 + p, i), mr, d);
+        else
+          for (int r = 0; r < mr; ++r) d[r] = *A.at(p0 + p, i + r);
+        copy_or_zero(nullptr, MR - mr, d + mr);
       }
-    } else {  // op(A)(i, p) = A[i * lda + p]: MR rows, each contiguous in p
-      const float* rows[MR];
-      for (int r = 0; r < MR; ++r) rows[r] = A + static_cast<long>(i0 + ir + std::min(r, mr - 1)) * lda + p0;
-      if (mr == MR) {
-        for (int p = 0; p < kc; ++p)
-          for (int r = 0; r < MR; ++r) dst[p * MR + r] = rows[r][p];
-      } else {
-        for (int p = 0; p < kc; ++p)
-          for (int r = 0; r < MR; ++r) dst[p * MR + r] = r < mr ? rows[r][p] : 0.f;
+    } else {  // MR stored rows, each contiguous in p within a group
+      for (int p = 0; p < kc;) {
+        const int len = static_cast<int>(std::min<long>(kc - p, A.hw - (p0 + p) % A.hw));  // to the group's end
+        const float* rows[MR];
+        for (int r = 0; r < MR; ++r) rows[r] = A.at(i + std::min(r, mr - 1), p0 + p);
+        float* d = dst + p * MR;
+        if (mr == MR) {
+          for (int q = 0; q < len; ++q)
+            for (int r = 0; r < MR; ++r) d[q * MR + r] = rows[r][q];
+        } else {
+          for (int q = 0; q < len; ++q)
+            for (int r = 0; r < MR; ++r) d[q * MR + r] = r < mr ? rows[r][q] : 0.f;
+        }
+        p += len;
       }
     }
     dst += static_cast<long>(MR) * kc;
@@ -107,59 +126,75 @@ inline void transpose8(__m256& r0, __m256& r1, __m256& r2, __m256& r3, __m256& r
 
 // Packs depth [p0, p0 + kc) x columns [j0, j0 + nc) of op(B) into panels of NR columns: panel q
 // holds, for each p, the NR values op(B)(p0 + p, j0 + q*NR + c) contiguously; columns past nc
-// are zero.
-inline void pack_b(const float* B, long ldb, bool trans, int p0, int j0, int kc, int nc, float* dst) {
+// are zero. op(B)(p, j) is B(p, j), or B(j, p) when trans.
+inline void pack_b(const MatView<const float>& B, bool trans, int p0, int j0, int kc, int nc, float* dst) {
   for (int jr = 0; jr < nc; jr += NR) {
-    const int nr = std::min(NR, nc - jr);
-    if (!trans) {  // op(B)(p, j) = B[p * ldb + j]: NR contiguous values per p
-      const float* src = B + static_cast<long>(p0) * ldb + j0 + jr;
-      if (nr == NR) {
-        for (int p = 0; p < kc; ++p, src += ldb) {
+    const int nr = std::min(NR, nc - jr), j = j0 + jr;
+    if (!trans) {  // NR values along a stored row per p: contiguous unless they cross a group
+      if (nr == NR && B.run(j, NR)) {
+        const float* src = B.at(p0, j);
+        for (int p = 0; p < kc; ++p, src += B.ld) {
           _mm256_store_ps(dst + p * NR, _mm256_loadu_ps(src));
           _mm256_store_ps(dst + p * NR + 8, _mm256_loadu_ps(src + 8));
         }
       } else {
-        for (int p = 0; p < kc; ++p, src += ldb) {
+        const float* col[NR];
+        for (int c = 0; c < nr; ++c) col[c] = B.at(p0, j + c);
+        for (int p = 0; p < kc; ++p) {
           float* d = dst + p * NR;
-          for (int c = 0; c < nr; ++c) d[c] = src[c];
-          for (int c = nr; c < NR; ++c) d[c] = 0.f;
+          for (int c = 0; c < nr; ++c) d[c] = col[c][p * B.ld];
+          copy_or_zero(nullptr, NR - nr, d + nr);
         }
       }
-    } else {  // op(B)(p, j) = B[j * ldb + p]: NR columns, each contiguous in p
-      const float* cols[NR];
-      for (int c = 0; c < NR; ++c) cols[c] = B + static_cast<long>(j0 + jr + std::min(c, nr - 1)) * ldb + p0;
-      int p = 0;
-      if (nr == NR) {  // 8x8 blocks through registers
-        for (; p + 8 <= kc; p += 8)
-          for (int h = 0; h < 2; ++h) {
-            const float* const* s = cols + 8 * h;
-            __m256 r0 = _mm256_loadu_ps(s[0] + p), r1 = _mm256_loadu_ps(s[1] + p), r2 = _mm256_loadu_ps(s[2] + p),
-                   r3 = _mm256_loadu_ps(s[3] + p), r4 = _mm256_loadu_ps(s[4] + p), r5 = _mm256_loadu_ps(s[5] + p),
-                   r6 = _mm256_loadu_ps(s[6] + p), r7 = _mm256_loadu_ps(s[7] + p);
-            transpose8(r0, r1, r2, r3, r4, r5, r6, r7);
-            float* d = dst + p * NR + 8 * h;
-            _mm256_store_ps(d, r0);
-            _mm256_store_ps(d + NR, r1);
-            _mm256_store_ps(d + 2 * NR, r2);
-            _mm256_store_ps(d + 3 * NR, r3);
-            _mm256_store_ps(d + 4 * NR, r4);
-            _mm256_store_ps(d + 5 * NR, r5);
-            _mm256_store_ps(d + 6 * NR, r6);
-            _mm256_store_ps(d + 7 * NR, r7);
-          }
+    } else {  // NR stored rows, each contiguous in p within a group
+      for (int p = 0; p < kc;) {
+        const int len = static_cast<int>(std::min<long>(kc - p, B.hw - (p0 + p) % B.hw));
+        const float* cols[NR];
+        for (int c = 0; c < NR; ++c) cols[c] = B.at(j + std::min(c, nr - 1), p0 + p);
+        float* d0 = dst + p * NR;
+        int q = 0;
+        if (nr == NR)  // 8x8 blocks through registers
+          for (; q + 8 <= len; q += 8)
+            for (int h = 0; h < 2; ++h) {
+              const float* const* s = cols + 8 * h;
+              __m256 r0 = _mm256_loadu_ps(s[0] + q), r1 = _mm256_loadu_ps(s[1] + q), r2 = _mm256_loadu_ps(s[2] + q),
+                     r3 = _mm256_loadu_ps(s[3] + q), r4 = _mm256_loadu_ps(s[4] + q), r5 = _mm256_loadu_ps(s[5] + q),
+                     r6 = _mm256_loadu_ps(s[6] + q), r7 = _mm256_loadu_ps(s[7] + q);
+              transpose8(r0, r1, r2, r3, r4, r5, r6, r7);
+              float* d = d0 + q * NR + 8 * h;
+              _mm256_store_ps(d, r0);
+              _mm256_store_ps(d + NR, r1);
+              _mm256_store_ps(d + 2 * NR, r2);
+              _mm256_store_ps(d + 3 * NR, r3);
+              _mm256_store_ps(d + 4 * NR, r4);
+              _mm256_store_ps(d + 5 * NR, r5);
+              _mm256_store_ps(d + 6 * NR, r6);
+              _mm256_store_ps(d + 7 * NR, r7);
+            }
+        for (; q < len; ++q)
+          for (int c = 0; c < NR; ++c) d0[q * NR + c] = c < nr ? cols[c][q] : 0.f;
+        p += len;
       }
-      for (; p < kc; ++p)
-        for (int c = 0; c < NR; ++c) dst[p * NR + c] = c < nr ? cols[c][p] : 0.f;
     }
     dst += static_cast<long>(NR) * kc;
   }
 }
 
+// Where the micro-kernel's result goes: the mr x nr corner of the 6x16 block of C at (i, j),
+// C = (accumulate ? C : 0) + alpha * acc (+ bias[r] for row r, when bias is set).
+struct Tile {
+  const MatView<float>* C;
+  long i, j;
+  int mr, nr;
+  float alpha;
+  bool accumulate;
+  const float* bias;  // the block's first row's bias, or null
+};
+
 // The micro-kernel: the 6x16 block acc = sum over p < kc of a[p*6 + r] * b[p*16 + c] (a and b
-// packed panels, 32-byte aligned), then C = (accumulate ? C : 0) + alpha * acc for the mr x nr
-// corner of the block at c (row stride ldc); a partial block goes through a local tile.
-inline void kernel_6x16(int kc, const float* a, const float* b, float alpha, bool accumulate, float* c, long ldc,
-                        int mr, int nr) {
+// packed panels, 32-byte aligned), stored as t says. A full block whose 16 columns are contiguous
+// is stored from registers; any other goes through a local tile and per-column addresses.
+inline void kernel_6x16(int kc, const float* a, const float* b, const Tile& t) {
   __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
   __m256 c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
   for (int p = 0; p < kc; ++p) {
@@ -185,19 +220,26 @@ inline void kernel_6x16(int kc, const float* a, const float* b, float alpha, boo
     a += MR;
     b += NR;
   }
-  const __m256 al = _mm256_set1_ps(alpha);
-  if (alpha != 1.f) {
+  const __m256 al = _mm256_set1_ps(t.alpha);
+  if (t.alpha != 1.f) {
     c00 = _mm256_mul_ps(c00, al), c01 = _mm256_mul_ps(c01, al), c10 = _mm256_mul_ps(c10, al);
     c11 = _mm256_mul_ps(c11, al), c20 = _mm256_mul_ps(c20, al), c21 = _mm256_mul_ps(c21, al);
     c30 = _mm256_mul_ps(c30, al), c31 = _mm256_mul_ps(c31, al), c40 = _mm256_mul_ps(c40, al);
     c41 = _mm256_mul_ps(c41, al), c50 = _mm256_mul_ps(c50, al), c51 = _mm256_mul_ps(c51, al);
   }
-  const __m256 rows[MR][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31}, {c40, c41}, {c50, c51}};
-  if (mr == MR && nr == NR) {
+  __m256 rows[MR][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31}, {c40, c41}, {c50, c51}};
+  if (t.bias)
+    for (int r = 0; r < t.mr; ++r) {
+      const __m256 bv = _mm256_set1_ps(t.bias[r]);
+      rows[r][0] = _mm256_add_ps(rows[r][0], bv);
+      rows[r][1] = _mm256_add_ps(rows[r][1], bv);
+    }
+  const MatView<float>& C = *t.C;
+  if (t.mr == MR && t.nr == NR && C.run(t.j, NR)) {
     for (int r = 0; r < MR; ++r) {
-      float* cr = c + r * ldc;
+      float* cr = C.at(t.i + r, t.j);
       __m256 v0 = rows[r][0], v1 = rows[r][1];
-      if (accumulate) {
+      if (t.accumulate) {
         v0 = _mm256_add_ps(_mm256_loadu_ps(cr), v0);
         v1 = _mm256_add_ps(_mm256_loadu_ps(cr + 8), v1);
       }
@@ -211,12 +253,17 @@ inline void kernel_6x16(int kc, const float* a, const float* b, float alpha, boo
     _mm256_store_ps(tile[r], rows[r][0]);
     _mm256_store_ps(tile[r] + 8, rows[r][1]);
   }
-  for (int r = 0; r < mr; ++r) {
-    float* cr = c + r * ldc;
-    if (accumulate)
-      for (int j = 0; j < nr; ++j) cr[j] += tile[r][j];
-    else
-      for (int j = 0; j < nr; ++j) cr[j] = tile[r][j];
+  for (int jj = 0; jj < t.nr;) {  // runs of contiguous columns
+    const int len = static_cast<int>(std::min<long>(t.nr - jj, C.hw - (t.j + jj) % C.hw));
+    for (int r = 0; r < t.mr; ++r) {
+      float* cr = C.at(t.i + r, t.j + jj);
+      const float* tr = tile[r] + jj;
+      if (t.accumulate)
+        for (int q = 0; q < len; ++q) cr[q] += tr[q];
+      else
+        for (int q = 0; q < len; ++q) cr[q] = tr[q];
+    }
+    jj += len;
   }
 }
 
@@ -229,48 +276,68 @@ inline Buffer& b_buffer() {
   return b;
 }
 
-// One thread: the full loop nest over C [m, n]. beta is 0 or 1 here (the caller scales C for
-// other values). alpha multiplies each block's sum before it is added.
-inline void gemm_serial(bool trans_a, bool trans_b, int m, int n, int k, float alpha, const float* A, long lda,
-                        const float* B, long ldb, bool beta_one, float* C, long ldc) {
+// The B operand as a stored matrix seen through a view (op(B) = B, or B^T when trans). Any type
+// with the same pack() can stand for B in gemm_packed (the convolutions pack their unfolded input
+// straight from the image: unfold.hpp).
+struct ViewB {
+  MatView<const float> v;
+  bool trans;
+  void pack(int p0, int j0, int kc, int nc, float* dst) const { pack_b(v, trans, p0, j0, kc, nc, dst); }
+};
+
+// One thread: the full loop nest over rows [i0, i1) and columns [j0, j1) of C. beta is 0 or 1
+// here (the caller scales C for other values). alpha multiplies each depth block's sum before it
+// is added; the bias, when set, is added with the first depth block.
+template <class PackB>
+void gemm_serial(bool trans_a, int i0, int i1, int j0, int j1, int k, float alpha, const MatView<const float>& A,
+                 const PackB& B, bool beta_one, const MatView<float>& C, const float* bias) {
+  const int m = i1 - i0, n = j1 - j0;
   const int ncap = std::min(NC, (n + NR - 1) / NR * NR), kcap = std::min(KC, k);
   const int mcap = std::min(MC, (m + MR - 1) / MR * MR);
   float* bp = b_buffer().get(static_cast<std::size_t>(ncap) * kcap);
   float* ap = a_buffer().get(static_cast<std::size_t>(mcap) * kcap);
-  for (int jc = 0; jc < n; jc += NC) {
-    const int nc = std::min(NC, n - jc);
+  for (int jc = j0; jc < j1; jc += NC) {
+    const int nc = std::min(NC, j1 - jc);
     for (int pc = 0; pc < k; pc += KC) {
       const int kc = std::min(KC, k - pc);
-      const bool acc = beta_one || pc > 0;
-      pack_b(B, ldb, trans_b, pc, jc, kc, nc, bp);
-      for (int ic = 0; ic < m; ic += MC) {
-        const int mc = std::min(MC, m - ic);
-        pack_a(A, lda, trans_a, ic, pc, mc, kc, ap);
+      B.pack(pc, jc, kc, nc, bp);
+      for (int ic = i0; ic < i1; ic += MC) {
+        const int mc = std::min(MC, i1 - ic);
+        pack_a(A, trans_a, ic, pc, mc, kc, ap);
         for (int jr = 0; jr < nc; jr += NR)
-          for (int ir = 0; ir < mc; ir += MR)
-            kernel_6x16(kc, ap + static_cast<long>(ir) * kc, bp + static_cast<long>(jr) * kc, alpha, acc,
-                        C + static_cast<long>(ic + ir) * ldc + jc + jr, ldc, std::min(MR, mc - ir),
-                        std::min(NR, nc - jr));
+          for (int ir = 0; ir < mc; ir += MR) {
+            const Tile t{&C, ic + ir, jc + jr, std::min(MR, mc - ir), std::min(NR, nc - jr), alpha,
+                         beta_one || pc > 0, (bias && pc == 0) ? bias + ic + ir : nullptr};
+            kernel_6x16(kc, ap + static_cast<long>(ir) * kc, bp + static_cast<long>(jr) * kc, t);
+          }
       }
     }
   }
 }
 
-// C = alpha op(A) op(B) + beta C. Called inside a parallel region (the convolutions give each
-// thread its own chunk) it runs on the calling thread; outside one, a product of at least
-// 2^21 multiply-adds is split over the OpenMP threads by blocks of C's columns (or rows, when C
-// is taller than wide), each thread running the serial loop nest on its block.
-inline void gemm(bool trans_a, bool trans_b, int m, int n, int k, float alpha, const float* A, int lda,
-                 const float* B, int ldb, float beta, float* C, int ldc) {
+// C = alpha op(A) B + beta C (+ bias[i] on row i, when bias is set), C and A on views
+// (matview.hpp), B [k, n] given by its packer. Called inside a parallel region (the convolutions
+// give each thread its own chunk) it runs on the calling thread; outside one, a product of at
+// least 2^21 multiply-adds is split over the OpenMP threads by blocks of C's columns (or rows,
+// when C is taller than wide), each thread running the serial loop nest on its block.
+template <class PackB>
+void gemm_packed(bool trans_a, int m, int n, int k, float alpha, const MatView<const float>& A, const PackB& B,
+                 float beta, const MatView<float>& C, const float* bias = nullptr) {
   if (m <= 0 || n <= 0) return;
-  if (beta != 0.f && beta != 1.f)
+  const bool empty = k <= 0 || alpha == 0.f;
+  if ((beta != 0.f && beta != 1.f) || (empty && (beta == 0.f || bias))) {
+    // C = beta * C (exactly 0 for beta = 0: C is not read), plus the bias when no product adds it.
+    // (With a product and beta 0 or 1 the micro-kernel writes or adds every element itself.)
     for (int i = 0; i < m; ++i)
-      for (int j = 0; j < n; ++j) C[static_cast<long>(i) * ldc + j] *= beta;
-  if (k <= 0 || alpha == 0.f) {
-    if (beta == 0.f)
-      for (int i = 0; i < m; ++i) std::fill(C + static_cast<long>(i) * ldc, C + static_cast<long>(i) * ldc + n, 0.f);
-    return;
+      for (int j = 0; j < n;) {
+        const int len = static_cast<int>(std::min<long>(n - j, C.hw - j % C.hw));
+        float* c = C.at(i, j);
+        const float b = empty && bias ? bias[i] : 0.f;
+        for (int q = 0; q < len; ++q) c[q] = (beta == 0.f ? 0.f : c[q] * beta) + b;
+        j += len;
+      }
   }
+  if (empty) return;
   const bool beta_one = beta != 0.f;
   const int threads = omp_in_parallel() ? 1 : omp_get_max_threads();
   const double work = static_cast<double>(m) * n * k;
@@ -278,7 +345,7 @@ inline void gemm(bool trans_a, bool trans_b, int m, int n, int k, float alpha, c
   const int units = by_cols ? (n + NR - 1) / NR : (m + MR - 1) / MR;
   const int parts = work < double(1 << 21) ? 1 : std::min(threads, units);
   if (parts <= 1) {
-    gemm_serial(trans_a, trans_b, m, n, k, alpha, A, lda, B, ldb, beta_one, C, ldc);
+    gemm_serial(trans_a, 0, m, 0, n, k, alpha, A, B, beta_one, C, bias);
     return;
   }
 #pragma omp parallel num_threads(parts)
@@ -288,19 +355,18 @@ inline void gemm(bool trans_a, bool trans_b, int m, int n, int k, float alpha, c
     const int u1 = static_cast<int>(static_cast<long>(units) * (t + 1) / nt);
     if (by_cols) {
       const int j0 = u0 * NR, j1 = std::min(n, u1 * NR);
-      if (j1 > j0) {
-        const float* Bj = trans_b ? B + static_cast<long>(j0) * ldb : B + j0;
-        gemm_serial(trans_a, trans_b, m, j1 - j0, k, alpha, A, lda, Bj, ldb, beta_one, C + j0, ldc);
-      }
+      if (j1 > j0) gemm_serial(trans_a, 0, m, j0, j1, k, alpha, A, B, beta_one, C, bias);
     } else {
       const int i0 = u0 * MR, i1 = std::min(m, u1 * MR);
-      if (i1 > i0) {
-        const float* Ai = trans_a ? A + i0 : A + static_cast<long>(i0) * lda;
-        gemm_serial(trans_a, trans_b, i1 - i0, n, k, alpha, Ai, lda, B, ldb, beta_one,
-                    C + static_cast<long>(i0) * ldc, ldc);
-      }
+      if (i1 > i0) gemm_serial(trans_a, i0, i1, 0, n, k, alpha, A, B, beta_one, C, bias);
     }
   }
+}
+
+// C = alpha op(A) op(B) + beta C (+ bias), all on views.
+inline void gemm(bool trans_a, bool trans_b, int m, int n, int k, float alpha, const MatView<const float>& A,
+                 const MatView<const float>& B, float beta, const MatView<float>& C, const float* bias = nullptr) {
+  gemm_packed(trans_a, m, n, k, alpha, A, ViewB{B, trans_b}, beta, C, bias);
 }
 
 }  // namespace sgemm
