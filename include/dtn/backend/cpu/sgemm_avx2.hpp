@@ -33,6 +33,16 @@
 #define DTN_OWN_SGEMM 1
 #include <immintrin.h>
 
+// Full unrolling of the micro-kernel's row loops, so that its 12 accumulators stay in registers.
+// (nvcc's front end rejects the pragma: see DTN_UNROLL_8 in unfold.hpp.)
+#if defined(__CUDACC__)
+#define DTN_SGEMM_UNROLL
+#elif defined(__clang__)
+#define DTN_SGEMM_UNROLL _Pragma("unroll")
+#else
+#define DTN_SGEMM_UNROLL _Pragma("GCC unroll 8")
+#endif
+
 namespace dtn {
 namespace cpu {
 namespace sgemm {
@@ -195,50 +205,39 @@ struct Tile {
 // packed panels, 32-byte aligned), stored as t says. A full block whose 16 columns are contiguous
 // is stored from registers; any other goes through a local tile and per-column addresses.
 inline void kernel_6x16(int kc, const float* a, const float* b, const Tile& t) {
-  __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
-  __m256 c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
+  __m256 acc[MR][2];
+  DTN_SGEMM_UNROLL
+  for (int r = 0; r < MR; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
   for (int p = 0; p < kc; ++p) {
     const __m256 b0 = _mm256_load_ps(b), b1 = _mm256_load_ps(b + 8);
-    __m256 av = _mm256_broadcast_ss(a);
-    c00 = _mm256_fmadd_ps(av, b0, c00);
-    c01 = _mm256_fmadd_ps(av, b1, c01);
-    av = _mm256_broadcast_ss(a + 1);
-    c10 = _mm256_fmadd_ps(av, b0, c10);
-    c11 = _mm256_fmadd_ps(av, b1, c11);
-    av = _mm256_broadcast_ss(a + 2);
-    c20 = _mm256_fmadd_ps(av, b0, c20);
-    c21 = _mm256_fmadd_ps(av, b1, c21);
-    av = _mm256_broadcast_ss(a + 3);
-    c30 = _mm256_fmadd_ps(av, b0, c30);
-    c31 = _mm256_fmadd_ps(av, b1, c31);
-    av = _mm256_broadcast_ss(a + 4);
-    c40 = _mm256_fmadd_ps(av, b0, c40);
-    c41 = _mm256_fmadd_ps(av, b1, c41);
-    av = _mm256_broadcast_ss(a + 5);
-    c50 = _mm256_fmadd_ps(av, b0, c50);
-    c51 = _mm256_fmadd_ps(av, b1, c51);
+    DTN_SGEMM_UNROLL
+    for (int r = 0; r < MR; ++r) {
+      const __m256 av = _mm256_broadcast_ss(a + r);
+      acc[r][0] = _mm256_fmadd_ps(av, b0, acc[r][0]);
+      acc[r][1] = _mm256_fmadd_ps(av, b1, acc[r][1]);
+    }
     a += MR;
     b += NR;
   }
   const __m256 al = _mm256_set1_ps(t.alpha);
-  if (t.alpha != 1.f) {
-    c00 = _mm256_mul_ps(c00, al), c01 = _mm256_mul_ps(c01, al), c10 = _mm256_mul_ps(c10, al);
-    c11 = _mm256_mul_ps(c11, al), c20 = _mm256_mul_ps(c20, al), c21 = _mm256_mul_ps(c21, al);
-    c30 = _mm256_mul_ps(c30, al), c31 = _mm256_mul_ps(c31, al), c40 = _mm256_mul_ps(c40, al);
-    c41 = _mm256_mul_ps(c41, al), c50 = _mm256_mul_ps(c50, al), c51 = _mm256_mul_ps(c51, al);
-  }
-  __m256 rows[MR][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31}, {c40, c41}, {c50, c51}};
-  if (t.bias)
-    for (int r = 0; r < t.mr; ++r) {
-      const __m256 bv = _mm256_set1_ps(t.bias[r]);
-      rows[r][0] = _mm256_add_ps(rows[r][0], bv);
-      rows[r][1] = _mm256_add_ps(rows[r][1], bv);
+  DTN_SGEMM_UNROLL
+  for (int r = 0; r < MR; ++r) {
+    if (t.alpha != 1.f) {
+      acc[r][0] = _mm256_mul_ps(acc[r][0], al);
+      acc[r][1] = _mm256_mul_ps(acc[r][1], al);
     }
+    if (t.bias && r < t.mr) {
+      const __m256 bv = _mm256_set1_ps(t.bias[r]);
+      acc[r][0] = _mm256_add_ps(acc[r][0], bv);
+      acc[r][1] = _mm256_add_ps(acc[r][1], bv);
+    }
+  }
   const MatView<float>& C = *t.C;
   if (t.mr == MR && t.nr == NR && C.run(t.j, NR)) {
+    DTN_SGEMM_UNROLL
     for (int r = 0; r < MR; ++r) {
       float* cr = C.at(t.i + r, t.j);
-      __m256 v0 = rows[r][0], v1 = rows[r][1];
+      __m256 v0 = acc[r][0], v1 = acc[r][1];
       if (t.accumulate) {
         v0 = _mm256_add_ps(_mm256_loadu_ps(cr), v0);
         v1 = _mm256_add_ps(_mm256_loadu_ps(cr + 8), v1);
@@ -249,9 +248,10 @@ inline void kernel_6x16(int kc, const float* a, const float* b, const Tile& t) {
     return;
   }
   alignas(32) float tile[MR][NR];
+  DTN_SGEMM_UNROLL
   for (int r = 0; r < MR; ++r) {
-    _mm256_store_ps(tile[r], rows[r][0]);
-    _mm256_store_ps(tile[r] + 8, rows[r][1]);
+    _mm256_store_ps(tile[r], acc[r][0]);
+    _mm256_store_ps(tile[r] + 8, acc[r][1]);
   }
   for (int jj = 0; jj < t.nr;) {  // runs of contiguous columns
     const int len = static_cast<int>(std::min<long>(t.nr - jj, C.hw - (t.j + jj) % C.hw));

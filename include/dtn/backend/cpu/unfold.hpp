@@ -413,13 +413,16 @@ struct UnfoldB {
       const __m256i h1 = _mm256_load_si256(reinterpret_cast<const __m256i*>(t_ih + 8));
       const __m256i w0 = _mm256_load_si256(reinterpret_cast<const __m256i*>(t_iw));
       const __m256i w1 = _mm256_load_si256(reinterpret_cast<const __m256i*>(t_iw + 8));
+      // Packed row q: the lanes' tables plus the row's own offset, row and column shift.
+      const auto row = [&](int q, int off, int dh, int dw) {
+        const __m256i o = _mm256_set1_epi32(off), h = _mm256_set1_epi32(dh), w = _mm256_set1_epi32(dw);
+        _mm256_store_ps(dst + q * NR, lanes(_mm256_add_epi32(b0, o), _mm256_add_epi32(h0, h), _mm256_add_epi32(w0, w)));
+        _mm256_store_ps(dst + q * NR + 8, lanes(_mm256_add_epi32(b1, o), _mm256_add_epi32(h1, h), _mm256_add_epi32(w1, w)));
+      };
       if (!trans) {  // row p = (c, ki, kj): the same offset for every lane
         int c = p0 / taps, ki = p0 % taps / g.kw, kj = p0 % g.kw;
         for (int q = 0; q < kc; ++q) {
-          const __m256i off = _mm256_set1_epi32(c * plane + ki * g.w_in + kj);
-          const __m256i dki = _mm256_set1_epi32(ki), dkj = _mm256_set1_epi32(kj);
-          _mm256_store_ps(dst + q * NR, lanes(_mm256_add_epi32(b0, off), _mm256_add_epi32(h0, dki), _mm256_add_epi32(w0, dkj)));
-          _mm256_store_ps(dst + q * NR + 8, lanes(_mm256_add_epi32(b1, off), _mm256_add_epi32(h1, dki), _mm256_add_epi32(w1, dkj)));
+          row(q, c * plane + ki * g.w_in + kj, ki, kj);
           if (++kj == g.kw) {
             kj = 0;
             if (++ki == g.kh) ki = 0, ++c;
@@ -429,10 +432,7 @@ struct UnfoldB {
         int img = p0 / hw, oh = p0 % hw / g.w_out, ow = p0 % g.w_out;
         for (int q = 0; q < kc; ++q) {
           const int ih0 = oh * g.stride - g.pad, iw0 = ow * g.stride - g.pad;
-          const __m256i off = _mm256_set1_epi32(static_cast<int>(img * in_img) + ih0 * g.w_in + iw0);
-          const __m256i dih = _mm256_set1_epi32(ih0), diw = _mm256_set1_epi32(iw0);
-          _mm256_store_ps(dst + q * NR, lanes(_mm256_add_epi32(b0, off), _mm256_add_epi32(h0, dih), _mm256_add_epi32(w0, diw)));
-          _mm256_store_ps(dst + q * NR + 8, lanes(_mm256_add_epi32(b1, off), _mm256_add_epi32(h1, dih), _mm256_add_epi32(w1, diw)));
+          row(q, static_cast<int>(img * in_img) + ih0 * g.w_in + iw0, ih0, iw0);
           if (++ow == g.w_out) {
             ow = 0;
             if (++oh == g.h_out) oh = 0, ++img;
