@@ -144,9 +144,9 @@ inline void for_each_fold_row(const ConvGeom& g, const float* cols, long ld, lon
 // col2im were ~16% of a DTN step). Both produce the same bits as the generic loops: im2col is
 // a copy, and col2im adds the same terms in the same order. Lanes outside a load mask are never
 // read, so the row pointers may point before or after the image (only masked lanes get there).
-// Full unrolling of the 8-row register blocks below (so the accumulators stay in registers).
-// Only for GCC and Clang compiling host code: nvcc's front end, which also reads this header in
-// .cu files, rejects the pragma (an error under DTN_WERROR).
+// DTN_UNROLL_8: full unrolling of the 8-row register blocks of conv.hpp's small-k kernel (so the
+// accumulators stay in registers). Only for GCC and Clang compiling host code: nvcc's front end,
+// which also reads this header in .cu files, rejects the pragma (an error under DTN_WERROR).
 #if defined(__GNUC__) && !defined(__CUDACC__)
 #define DTN_UNROLL_8 _Pragma("GCC unroll 8")
 #else
