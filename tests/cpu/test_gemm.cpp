@@ -1,7 +1,8 @@
-// The CPU GEMM in float (dtn's packed AVX2 kernel where compiled for it, sgemm_avx2.hpp; Eigen
-// elsewhere) against a double reference, over shapes that cross every blocking boundary of the
-// packed kernel (MR = 6 and NR = 16 edges, KC = 256 depth blocks, MC = 144 row blocks, NC = 3072
-// column blocks), all four transpose combinations, alpha and beta, and padded leading dimensions.
+// The CPU GEMM in float (dtn's packed kernel where compiled for it, sgemm.hpp: AVX-512 or AVX2;
+// Eigen elsewhere) against a double reference, over shapes that cross every blocking boundary of
+// the packed kernel (MR = 16 or 6 and NR = 16 edges, KC = 256 depth blocks, MC = 144 row blocks,
+// NC = 3072 column blocks), all four transpose combinations, alpha and beta, and padded leading
+// dimensions.
 //
 // Bound: every term of C's sum (k products and beta * c) passes through at most k + 4 float
 // roundings whatever the summation order or blocking (its product, at most k - 1 additions, the
@@ -92,6 +93,7 @@ std::vector<float> run_and_check(const Problem& p) {
 const std::vector<Case> kCases = {
     {1, 1, 1},     {5, 7, 3},      {6, 16, 8},     {7, 17, 9},     {12, 32, 256}, {13, 33, 257}, {11, 21, 600},
     {150, 40, 70}, {300, 19, 300}, {9, 3100, 20},  {64, 3, 700},   {3, 200, 5},   {145, 49, 513},
+    {16, 16, 4},   {17, 15, 33},   {47, 48, 100},
 };
 
 }  // namespace
@@ -128,7 +130,7 @@ TEST_CASE("CPU float GEMM: empty products scale C by beta, and m = 0 or n = 0 wr
 
 #if defined(DTN_OWN_SGEMM)
 // dtn's packed GEMM splits a large product over threads by blocks of C, never over k, so every
-// element is summed in the same order whatever the thread count (sgemm_avx2.hpp): 1 and 2 threads
+// element is summed in the same order whatever the thread count (sgemm.hpp): 1 and 2 threads
 // give the same bits, outside a parallel region and from inside one (each thread with its own
 // packing buffers).
 TEST_CASE("dtn's packed float GEMM gives the same bits on 1 and 2 threads and inside a parallel region") {

@@ -1,13 +1,13 @@
 #pragma once
 // Row-major GEMM: C = alpha * op(A) op(B) + beta * C. Float on AVX2+FMA targets without AVX-512
-// goes through dtn's packed kernel (sgemm_avx2.hpp); everything else through Eigen.
+// goes through dtn's packed kernel (sgemm.hpp); everything else through Eigen.
 #include <Eigen/Core>
 #include <algorithm>
 #include <type_traits>
 #include <vector>
 
 #include "matview.hpp"
-#include "sgemm_avx2.hpp"
+#include "sgemm.hpp"
 
 namespace dtn {
 namespace cpu {

@@ -12,7 +12,7 @@
 #endif
 
 #include "../backend.hpp"
-#include "sgemm_avx2.hpp"
+#include "sgemm.hpp"
 #include "simd_avx2.hpp"
 
 namespace dtn {
@@ -350,7 +350,7 @@ inline void col2im_add_avx2(const ConvGeom& g, const float* cols, long ld, long 
 #endif
 
 #if defined(DTN_OWN_SGEMM)
-// The unfolded chunk as the B operand of dtn's packed GEMM (sgemm_avx2.hpp), packed straight
+// The unfolded chunk as the B operand of dtn's packed GEMM (sgemm.hpp), packed straight
 // from the images: no column matrix in memory. trans = false: B is the column matrix itself
 // [c_in*kh*kw, cnt*hw] (the forward product w * cols); trans = true: its transpose (the filter
 // gradient's dy * cols^T). Each 8-lane block of a packed panel is one AVX2 gather whose lanes

@@ -1,24 +1,28 @@
 #pragma once
-// Single-precision GEMM for x86-64 targets with AVX2 and FMA but without AVX-512 (most laptops,
-// AMD Zen 1-3): the Goto/BLIS loop nest around a 6x16 register micro-kernel.
+// dtn's single-precision GEMM for x86-64 targets with AVX2 and FMA: the Goto/BLIS loop nest
+// around a register micro-kernel of MR x 16 elements of C, MR = 16 with AVX-512 (one zmm
+// register per row) and MR = 6 with AVX2 (two ymm registers per row).
 //
-// Why not Eigen here: on an AMD EPYC (Zen 3) 2-core host Eigen 3.4's float GEMM (its 24x4 AVX2
+// Why not Eigen: on an AMD EPYC (Zen 3) 2-core host Eigen 3.4's float GEMM (its 24x4 AVX2
 // kernel) ran at ~62 GFLOP/s per core inside the DTN step, against ~95 GFLOP/s measured for a
-// pure FMA loop on the same core; 63% of the step was that kernel (perf, 2026-12-02). Where the
-// target has AVX-512, Eigen's AVX-512 kernels stay in use (measured close to a hand-written
-// 12x32 kernel on the earlier AVX-512 host), and double always goes through Eigen.
+// pure FMA loop on the same core; 63% of the step was that kernel (perf, 2026-12-02). And owning
+// the packing lets the convolutions read dy and write y in place (matview.hpp), add the bias in
+// the kernel's store and unfold small inputs inside the packing of B (UnfoldB in unfold.hpp).
+// Double always goes through Eigen; DTN_NO_OWN_SGEMM sends float there too, and DTN_SGEMM_AVX2
+// keeps the AVX2 kernel on an AVX-512 target (for comparisons).
 //
 //   C [m, n] = alpha * op(A) [m, k] * op(B) [k, n] + beta * C      (row-major, row strides ld*)
 //
 // Blocking: B is packed KC x NC at a time into column panels of NR = 16 (one panel, 16 KB at
 // KC = 256, stays in L1 while the micro-kernel sweeps the A panels), A is packed MC x KC into row
-// panels of MR = 6 (144 KB, in L2). The micro-kernel keeps a 6x16 block of C in 12 ymm registers
-// and per k step does 2 loads of B, 6 broadcasts of A and 12 FMAs.
+// panels of MR (144 x 256 floats, 144 KB, in L2). Per k step the micro-kernel loads the 16 values
+// of B (1 zmm or 2 ymm loads), broadcasts MR values of A and does MR (AVX-512) or 2 MR (AVX2)
+// FMAs: 16 x 16 accumulators in 16 of AVX-512's 32 registers, 6 x 16 in 12 of AVX2's 16.
 //
 // Summation order: every element of C is the sum over k in increasing order, in float, KC terms
 // per block and the blocks added in order; it does not depend on the thread count (threads split
-// C's columns or rows, never k). It differs from Eigen's order, so the two agree within float
-// rounding, not bitwise.
+// C's columns or rows, never k) nor on MR. It differs from Eigen's order, so the two agree within
+// float rounding, not bitwise.
 #include <omp.h>
 
 #include <algorithm>
@@ -29,26 +33,35 @@
 
 #include "matview.hpp"
 
-#if defined(__AVX2__) && defined(__FMA__) && !defined(__AVX512F__) && !defined(DTN_NO_OWN_SGEMM)
+#if defined(__AVX2__) && defined(__FMA__) && !defined(DTN_NO_OWN_SGEMM)
 #define DTN_OWN_SGEMM 1
+#if defined(__AVX512F__) && !defined(DTN_SGEMM_AVX2)
+#define DTN_SGEMM_AVX512 1
+#endif
 #include <immintrin.h>
 
-// Full unrolling of the micro-kernel's row loops, so that its 12 accumulators stay in registers.
+// Full unrolling of the micro-kernel's row loops, so that its accumulators stay in registers.
 // (nvcc's front end rejects the pragma: see DTN_UNROLL_8 in unfold.hpp.)
 #if defined(__CUDACC__)
 #define DTN_SGEMM_UNROLL
 #elif defined(__clang__)
 #define DTN_SGEMM_UNROLL _Pragma("unroll")
 #else
-#define DTN_SGEMM_UNROLL _Pragma("GCC unroll 8")
+#define DTN_SGEMM_UNROLL _Pragma("GCC unroll 16")
 #endif
 
 namespace dtn {
 namespace cpu {
 namespace sgemm {
 
-constexpr int MR = 6, NR = 16;
+#if defined(DTN_SGEMM_AVX512)
+constexpr int MR = 16;
+#else
+constexpr int MR = 6;
+#endif
+constexpr int NR = 16;
 constexpr int KC = 256, MC = 144, NC = 3072;
+static_assert(MC % MR == 0, "A blocks hold whole panels");
 
 // A float buffer aligned to 64 bytes that only grows (per thread, reused across calls).
 class Buffer {
@@ -190,7 +203,7 @@ inline void pack_b(const MatView<const float>& B, bool trans, int p0, int j0, in
   }
 }
 
-// Where the micro-kernel's result goes: the mr x nr corner of the 6x16 block of C at (i, j),
+// Where the micro-kernel's result goes: the mr x nr corner of the MR x 16 block of C at (i, j),
 // C = (accumulate ? C : 0) + alpha * acc (+ bias[r] for row r, when bias is set).
 struct Tile {
   const MatView<float>* C;
@@ -199,12 +212,65 @@ struct Tile {
   float alpha;
   bool accumulate;
   const float* bias;  // the block's first row's bias, or null
+
+  // A full block whose 16 columns are contiguous in C: stored from registers by the kernel.
+  bool direct() const { return mr == MR && nr == NR && C->run(j, NR); }
+  float* row(int r) const { return C->at(i + r, j); }
+  float row_bias(int r) const { return bias && r < mr ? bias[r] : 0.f; }
+  // Any other block: from a local copy of the accumulators, through per-column addresses.
+  void store(const float (&tile)[MR][NR]) const {
+    for (int jj = 0; jj < nr;) {  // runs of contiguous columns
+      const int len = static_cast<int>(std::min<long>(nr - jj, C->hw - (j + jj) % C->hw));
+      for (int r = 0; r < mr; ++r) {
+        float* cr = C->at(i + r, j + jj);
+        const float* tr = tile[r] + jj;
+        if (accumulate)
+          for (int q = 0; q < len; ++q) cr[q] += tr[q];
+        else
+          for (int q = 0; q < len; ++q) cr[q] = tr[q];
+      }
+      jj += len;
+    }
+  }
 };
 
+#if defined(DTN_SGEMM_AVX512)
+// The micro-kernel: the 16x16 block acc = sum over p < kc of a[p*16 + r] * b[p*16 + c] (a and b
+// packed panels, 64-byte aligned), stored as t says.
+inline void kernel(int kc, const float* a, const float* b, const Tile& t) {
+  __m512 acc[MR];
+  DTN_SGEMM_UNROLL
+  for (int r = 0; r < MR; ++r) acc[r] = _mm512_setzero_ps();
+  for (int p = 0; p < kc; ++p) {
+    const __m512 bv = _mm512_load_ps(b);
+    DTN_SGEMM_UNROLL
+    for (int r = 0; r < MR; ++r) acc[r] = _mm512_fmadd_ps(_mm512_set1_ps(a[r]), bv, acc[r]);
+    a += MR;
+    b += NR;
+  }
+  const __m512 al = _mm512_set1_ps(t.alpha);
+  DTN_SGEMM_UNROLL
+  for (int r = 0; r < MR; ++r) {
+    if (t.alpha != 1.f) acc[r] = _mm512_mul_ps(acc[r], al);
+    if (t.bias) acc[r] = _mm512_add_ps(acc[r], _mm512_set1_ps(t.row_bias(r)));
+  }
+  if (t.direct()) {
+    DTN_SGEMM_UNROLL
+    for (int r = 0; r < MR; ++r) {
+      float* cr = t.row(r);
+      _mm512_storeu_ps(cr, t.accumulate ? _mm512_add_ps(_mm512_loadu_ps(cr), acc[r]) : acc[r]);
+    }
+    return;
+  }
+  alignas(64) float tile[MR][NR];
+  DTN_SGEMM_UNROLL
+  for (int r = 0; r < MR; ++r) _mm512_store_ps(tile[r], acc[r]);
+  t.store(tile);
+}
+#else
 // The micro-kernel: the 6x16 block acc = sum over p < kc of a[p*6 + r] * b[p*16 + c] (a and b
-// packed panels, 32-byte aligned), stored as t says. A full block whose 16 columns are contiguous
-// is stored from registers; any other goes through a local tile and per-column addresses.
-inline void kernel_6x16(int kc, const float* a, const float* b, const Tile& t) {
+// packed panels, 32-byte aligned), stored as t says.
+inline void kernel(int kc, const float* a, const float* b, const Tile& t) {
   __m256 acc[MR][2];
   DTN_SGEMM_UNROLL
   for (int r = 0; r < MR; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
@@ -226,17 +292,16 @@ inline void kernel_6x16(int kc, const float* a, const float* b, const Tile& t) {
       acc[r][0] = _mm256_mul_ps(acc[r][0], al);
       acc[r][1] = _mm256_mul_ps(acc[r][1], al);
     }
-    if (t.bias && r < t.mr) {
-      const __m256 bv = _mm256_set1_ps(t.bias[r]);
+    if (t.bias) {
+      const __m256 bv = _mm256_set1_ps(t.row_bias(r));
       acc[r][0] = _mm256_add_ps(acc[r][0], bv);
       acc[r][1] = _mm256_add_ps(acc[r][1], bv);
     }
   }
-  const MatView<float>& C = *t.C;
-  if (t.mr == MR && t.nr == NR && C.run(t.j, NR)) {
+  if (t.direct()) {
     DTN_SGEMM_UNROLL
     for (int r = 0; r < MR; ++r) {
-      float* cr = C.at(t.i + r, t.j);
+      float* cr = t.row(r);
       __m256 v0 = acc[r][0], v1 = acc[r][1];
       if (t.accumulate) {
         v0 = _mm256_add_ps(_mm256_loadu_ps(cr), v0);
@@ -253,19 +318,9 @@ inline void kernel_6x16(int kc, const float* a, const float* b, const Tile& t) {
     _mm256_store_ps(tile[r], acc[r][0]);
     _mm256_store_ps(tile[r] + 8, acc[r][1]);
   }
-  for (int jj = 0; jj < t.nr;) {  // runs of contiguous columns
-    const int len = static_cast<int>(std::min<long>(t.nr - jj, C.hw - (t.j + jj) % C.hw));
-    for (int r = 0; r < t.mr; ++r) {
-      float* cr = C.at(t.i + r, t.j + jj);
-      const float* tr = tile[r] + jj;
-      if (t.accumulate)
-        for (int q = 0; q < len; ++q) cr[q] += tr[q];
-      else
-        for (int q = 0; q < len; ++q) cr[q] = tr[q];
-    }
-    jj += len;
-  }
+  t.store(tile);
 }
+#endif
 
 inline Buffer& a_buffer() {
   static thread_local Buffer b;
@@ -308,7 +363,7 @@ void gemm_serial(bool trans_a, int i0, int i1, int j0, int j1, int k, float alph
           for (int ir = 0; ir < mc; ir += MR) {
             const Tile t{&C, ic + ir, jc + jr, std::min(MR, mc - ir), std::min(NR, nc - jr), alpha,
                          beta_one || pc > 0, (bias && pc == 0) ? bias + ic + ir : nullptr};
-            kernel_6x16(kc, ap + static_cast<long>(ir) * kc, bp + static_cast<long>(jr) * kc, t);
+            kernel(kc, ap + static_cast<long>(ir) * kc, bp + static_cast<long>(jr) * kc, t);
           }
       }
     }
