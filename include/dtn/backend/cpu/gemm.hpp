@@ -1,6 +1,6 @@
 #pragma once
-// Row-major GEMM: C = alpha * op(A) op(B) + beta * C. Float on AVX2+FMA targets without AVX-512
-// goes through dtn's packed kernel (sgemm.hpp); everything else through Eigen.
+// Row-major GEMM: C = alpha * op(A) op(B) + beta * C. Float on AVX2+FMA targets (AVX-512 ones
+// included) goes through dtn's packed kernel (sgemm.hpp); everything else through Eigen.
 #include <Eigen/Core>
 #include <algorithm>
 #include <type_traits>
