@@ -28,6 +28,7 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstdlib>
+#include <cstring>
 #include <memory>
 #include <new>
 
@@ -147,7 +148,9 @@ inline void pack_a(const MatView<const float>& A, bool trans, int i0, int p0, in
       const bool run = A.run(i, mr);
       for (int p = 0; p < kc; ++p) {
         float* d = dst + p * MR;
-        if (run)
+        if (run && mr == MR)
+          std::memcpy(d, A.at(p0 + p, i), sizeof(float) * MR);
+        else if (run)
           copy_or_zero(A.at(p0 + p, i), mr, d);
         else
           for (int r = 0; r < mr; ++r) d[r] = *A.at(p0 + p, i + r);
