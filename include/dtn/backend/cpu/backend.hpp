@@ -52,12 +52,7 @@ struct Backend<Cpu> {
   }
   template <class T>
   static void bias_backward(int n, int c, long hw, const T* dy, T* db) {
-#pragma omp parallel for
-    for (int ch = 0; ch < c; ++ch) {
-      double acc = 0;
-      for (int i = 0; i < n; ++i) acc += cpu::sum_d(dy + (static_cast<long>(i) * c + ch) * hw, hw);
-      db[ch] += static_cast<T>(acc);
-    }
+    cpu::bias_grad(n, c, hw, dy, db);
   }
 
   // ---- batch norm (per channel over n and hw)
