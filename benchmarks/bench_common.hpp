@@ -381,7 +381,8 @@ inline nlohmann::json& emit(nlohmann::json& rows, nlohmann::json r) {
   return rows.back();
 }
 
-// Square single-precision GEMM through Backend<Dev>::gemm (Eigen on the CPU, cuBLAS on the GPU):
+// Square single-precision GEMM through Backend<Dev>::gemm (on the CPU dtn's own packed GEMM where
+// the target has AVX2 + FMA, else Eigen's; cuBLAS on the GPU):
 // the reference the convolution layers are compared against. Returns the best-run GFLOP/s
 // (min time: least disturbed by other processes) and the median-run GFLOP/s.
 template <class Dev, class Timer>
