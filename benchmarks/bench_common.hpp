@@ -381,24 +381,31 @@ inline nlohmann::json& emit(nlohmann::json& rows, nlohmann::json r) {
   return rows.back();
 }
 
-// Square single-precision GEMM through Backend<Dev>::gemm (on the CPU dtn's own packed GEMM where
-// the target has AVX2 + FMA, else Eigen's; cuBLAS on the GPU):
-// the reference the convolution layers are compared against. Returns the best-run GFLOP/s
-// (min time: least disturbed by other processes) and the median-run GFLOP/s.
-template <class Dev, class Timer>
-std::pair<double, double> bench_gemm(int n, Where at, Timer& timer, const Options& o, nlohmann::json& rows) {
+// Square single-precision GEMM c = a b (n x n), timed as the row `name`, with gemm(a, b, c)
+// running the product. Returns the best-run GFLOP/s (min time: least disturbed by other
+// processes) and the median-run GFLOP/s.
+template <class Dev, class Timer, class Gemm>
+std::pair<double, double> bench_gemm(int n, Where at, Timer& timer, const Options& o, nlohmann::json& rows,
+                                     const std::string& name, Gemm gemm) {
   auto a = uniform_tensor<Dev>(dtn::Shape{n, n}, -1, 1, 1);
   auto b = uniform_tensor<Dev>(dtn::Shape{n, n}, -1, 1, 2);
   dtn::Tensor<float, Dev> c(dtn::Shape{n, n});
-  const Stats s = timer(
-      [&] { dtn::Backend<Dev>::gemm(false, false, n, n, n, 1.f, a.data(), n, b.data(), n, 0.f, c.data(), n); },
-      o.warmup, std::max(o.reps, 5));
+  const Stats s = timer([&] { gemm(a.data(), b.data(), c.data()); }, o.warmup, std::max(o.reps, 5));
   const double gflop = 2.0 * n * n * double(n) * 1e-9;
-  nlohmann::json r = make_row("gemm_" + std::to_string(n), at.device, "gemm", n, at.threads, s, gflop);
+  nlohmann::json r = make_row(name, at.device, "gemm", n, at.threads, s, gflop);
   r["images_per_s"] = 0;  // not an image workload
   r["gflops_best"] = round_to(gflop * 1e3 / s.min_ms, 0.01);
   emit(rows, r);
   return {gflop * 1e3 / s.min_ms, gflop * 1e3 / s.median_ms};
+}
+// The row gemm_N, through Backend<Dev>::gemm (on the CPU dtn's own packed GEMM where the target
+// has AVX2 + FMA, else Eigen's; cuBLAS on the GPU): the reference the convolution layers are
+// compared against.
+template <class Dev, class Timer>
+std::pair<double, double> bench_gemm(int n, Where at, Timer& timer, const Options& o, nlohmann::json& rows) {
+  return bench_gemm<Dev>(n, at, timer, o, rows, "gemm_" + std::to_string(n), [n](const float* a, const float* b, float* c) {
+    dtn::Backend<Dev>::gemm(false, false, n, n, n, 1.f, a, n, b, n, 0.f, c, n);
+  });
 }
 
 template <class Dev>

@@ -44,22 +44,6 @@ bool bench_step(int batch, const bench::Where& at, HostTimer& timer, const bench
 #endif
 }
 
-// Eigen's float GEMM on the same square product (issue 2's targets are stated against it); the
-// gemm_N row is dtn::cpu::gemm, which is dtn's own packed GEMM where the target has AVX2 + FMA.
-void bench_gemm_eigen(int n, const bench::Where& at, HostTimer& timer, const bench::Options& o, Json& rows) {
-  auto a = bench::uniform_tensor<Cpu>(dtn::Shape{n, n}, -1, 1, 1);
-  auto b = bench::uniform_tensor<Cpu>(dtn::Shape{n, n}, -1, 1, 2);
-  dtn::Tensor<float, Cpu> c(dtn::Shape{n, n});
-  const bench::Stats s = timer(
-      [&] { dtn::cpu::gemm_eigen(false, false, n, n, n, 1.f, a.data(), n, b.data(), n, 0.f, c.data(), n); },
-      o.warmup, std::max(o.reps, 5));
-  const double gflop = 2.0 * n * n * double(n) * 1e-9;
-  Json r = bench::make_row("gemm_eigen_" + std::to_string(n), at.device, "gemm", n, at.threads, s, gflop);
-  r["images_per_s"] = 0;  // not an image workload
-  r["gflops_best"] = bench::round_to(gflop * 1e3 / s.min_ms, 0.01);
-  bench::emit(rows, r);
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -93,7 +77,12 @@ int main(int argc, char** argv) {
       dtn::set_num_threads(t);
       const bench::Where at{"cpu", t};
       bench::bench_gemm<Cpu>(o.gemm_n, at, timer, o, rows);
-      bench_gemm_eigen(o.gemm_n, at, timer, o, rows);
+      // Eigen's GEMM on the same product (issue 2's conv target is stated against it); gemm_N
+      // above is dtn's own packed GEMM where the target has AVX2 + FMA.
+      bench::bench_gemm<Cpu>(o.gemm_n, at, timer, o, rows, "gemm_eigen_" + std::to_string(o.gemm_n),
+                             [n = o.gemm_n](const float* a, const float* b, float* c) {
+                               dtn::cpu::gemm_eigen(false, false, n, n, n, 1.f, a, n, b, n, 0.f, c, n);
+                             });
       for (int b : o.batches) {
         if (o.only_layers) break;
         if (std::find(o.rows.begin(), o.rows.end(), "dtn_step") != o.rows.end() && !bench_step(b, at, timer, o, rows))
