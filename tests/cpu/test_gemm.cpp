@@ -1,8 +1,8 @@
 // The CPU GEMM in float (dtn's packed kernel where compiled for it, sgemm.hpp: AVX-512 or AVX2;
 // Eigen elsewhere) against a double reference, over shapes that cross every blocking boundary of
-// the packed kernel (MR = 16 or 6 and NR = 16 edges, KC = 256 depth blocks, MC = 144 row blocks,
-// NC = 3072 column blocks), all four transpose combinations, alpha and beta, and padded leading
-// dimensions.
+// the packed kernel (MR = 8 or 6 row edges; NR = 16 panel edges and micro-kernels on 1, 2 or 3
+// panels; KC = 384 or 256 depth blocks; MC = 144 row blocks; NC = 3072 column blocks), all four
+// transpose combinations, alpha and beta, and padded leading dimensions.
 //
 // Bound: every term of C's sum (k products and beta * c) passes through at most k + 4 float
 // roundings whatever the summation order or blocking (its product, at most k - 1 additions, the
@@ -93,7 +93,7 @@ std::vector<float> run_and_check(const Problem& p) {
 const std::vector<Case> kCases = {
     {1, 1, 1},     {5, 7, 3},      {6, 16, 8},     {7, 17, 9},     {12, 32, 256}, {13, 33, 257}, {11, 21, 600},
     {150, 40, 70}, {300, 19, 300}, {9, 3100, 20},  {64, 3, 700},   {3, 200, 5},   {145, 49, 513},
-    {16, 16, 4},   {17, 15, 33},   {47, 48, 100},
+    {16, 16, 4},   {17, 15, 33},   {47, 48, 100},  {8, 48, 384},   {9, 80, 385},  {15, 95, 769}, {24, 144, 10},
 };
 
 }  // namespace

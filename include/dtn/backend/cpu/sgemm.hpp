@@ -1,7 +1,7 @@
 #pragma once
 // dtn's single-precision GEMM for x86-64 targets with AVX2 and FMA: the Goto/BLIS loop nest
-// around a register micro-kernel of MR x 16 elements of C, MR = 16 with AVX-512 (one zmm
-// register per row) and MR = 6 with AVX2 (two ymm registers per row).
+// around a register micro-kernel, 8 x 48 elements of C with AVX-512 (three zmm registers per row)
+// and 6 x 16 with AVX2 (two ymm registers per row).
 //
 // Why not Eigen: on an AMD EPYC (Zen 3) 2-core host Eigen 3.4's float GEMM (its 24x4 AVX2
 // kernel) ran at ~62 GFLOP/s per core inside the DTN step, against ~95 GFLOP/s measured for a
@@ -13,16 +13,22 @@
 //
 //   C [m, n] = alpha * op(A) [m, k] * op(B) [k, n] + beta * C      (row-major, row strides ld*)
 //
-// Blocking: B is packed KC x NC at a time into column panels of NR = 16 (one panel, 16 KB at
-// KC = 256, stays in L1 while the micro-kernel sweeps the A panels), A is packed MC x KC into row
-// panels of MR (144 x 256 floats, 144 KB, in L2). Per k step the micro-kernel loads the 16 values
-// of B (1 zmm or 2 ymm loads), broadcasts MR values of A and does MR (AVX-512) or 2 MR (AVX2)
-// FMAs: 16 x 16 accumulators in 16 of AVX-512's 32 registers, 6 x 16 in 12 of AVX2's 16.
+// Blocking: B is packed KC x NC at a time into column panels of NR = 16, A MC x KC at a time
+// into row panels of MR (in L2). The micro-kernel reads NB panels of B side by side (NK = 16 NB
+// columns of C) and sweeps the A panels; per k step it loads the NK values of B, broadcasts MR
+// values of A and does MR x NK / (vector width) FMAs.
+// - AVX-512: MR = 8, NB = 3, KC = 384: 24 accumulators of AVX-512's 32 registers, and 11 loads
+//   per 24 FMAs, so that two FMA ports stay busy with two load ports. The earlier 16 x 16 kernel
+//   (one B load and 16 broadcasts per 16 FMAs) was load-bound on an Intel Xeon with AVX-512 and
+//   two FMA units: 149 GFLOP/s per core on a 1024^3 product against 192 for 8 x 48 and 187 for
+//   Eigen's 48 x 4; KC 256 -> 384 gave ~1% on the DTN step (benchmarks/RESULTS.md, 2026-12-02).
+// - AVX2: MR = 6, NB = 1, KC = 256: 12 accumulators of AVX2's 16 registers, 8 loads per 12 FMAs.
 //
 // Summation order: every element of C is the sum over k in increasing order, in float, KC terms
 // per block and the blocks added in order; it does not depend on the thread count (threads split
-// C's columns or rows, never k) nor on MR. It differs from Eigen's order, so the two agree within
-// float rounding, not bitwise.
+// C's columns or rows, never k) nor on MR or NB, but on KC, so the AVX-512 and AVX2 builds may
+// differ in the last bits. It differs from Eigen's order, so the two agree within float
+// rounding, not bitwise.
 #include <omp.h>
 
 #include <algorithm>
@@ -56,12 +62,13 @@ namespace cpu {
 namespace sgemm {
 
 #if defined(DTN_SGEMM_AVX512)
-constexpr int MR = 16;
+constexpr int MR = 8, NB = 3, KC = 384;
 #else
-constexpr int MR = 6;
+constexpr int MR = 6, NB = 1, KC = 256;
 #endif
-constexpr int NR = 16;
-constexpr int KC = 256, MC = 144, NC = 3072;
+constexpr int NR = 16;       // columns of a packed B panel
+constexpr int NK = NB * NR;  // columns of the micro-kernel's block of C: NB panels side by side
+constexpr int MC = 144, NC = 3072;
 static_assert(MC % MR == 0, "A blocks hold whole panels");
 
 // A float buffer aligned to 64 bytes that only grows (per thread, reused across calls).
@@ -112,30 +119,32 @@ inline void transpose8(__m256& r0, __m256& r1, __m256& r2, __m256& r3, __m256& r
   r7 = _mm256_permute2f128_ps(u3, u7, 0x31);
 }
 
-// The packing of 16 stored rows, len values each: d[q*16 + c] = src[c][q] for q < len, through 8x8
-// register transposes (the tail, len % 8 values, one by one). Packs B's panels when B is stored
-// transposed, and A's panels of 16 rows (the AVX-512 kernel) when A is not.
-inline void pack_16_rows(const float* const* src, int len, float* d0) {
+// The packing of W stored rows (W a multiple of 8), len values each: d[q*W + c] = src[c][q] for
+// q < len, through 8x8 register transposes (the tail, len % 8 values, one by one). Packs B's
+// panels (W = 16) when B is stored transposed, and A's panels of MR rows when A is not.
+template <int W>
+inline void pack_rows(const float* const* src, int len, float* d0) {
+  static_assert(W % 8 == 0, "groups of 8 rows");
   int q = 0;
   for (; q + 8 <= len; q += 8)
-    for (int h = 0; h < 2; ++h) {
+    for (int h = 0; h < W / 8; ++h) {
       const float* const* s = src + 8 * h;
       __m256 r0 = _mm256_loadu_ps(s[0] + q), r1 = _mm256_loadu_ps(s[1] + q), r2 = _mm256_loadu_ps(s[2] + q),
              r3 = _mm256_loadu_ps(s[3] + q), r4 = _mm256_loadu_ps(s[4] + q), r5 = _mm256_loadu_ps(s[5] + q),
              r6 = _mm256_loadu_ps(s[6] + q), r7 = _mm256_loadu_ps(s[7] + q);
       transpose8(r0, r1, r2, r3, r4, r5, r6, r7);
-      float* d = d0 + q * 16 + 8 * h;
-      _mm256_store_ps(d, r0);
-      _mm256_store_ps(d + 16, r1);
-      _mm256_store_ps(d + 2 * 16, r2);
-      _mm256_store_ps(d + 3 * 16, r3);
-      _mm256_store_ps(d + 4 * 16, r4);
-      _mm256_store_ps(d + 5 * 16, r5);
-      _mm256_store_ps(d + 6 * 16, r6);
-      _mm256_store_ps(d + 7 * 16, r7);
+      float* d = d0 + q * W + 8 * h;
+      _mm256_storeu_ps(d, r0);
+      _mm256_storeu_ps(d + W, r1);
+      _mm256_storeu_ps(d + 2 * W, r2);
+      _mm256_storeu_ps(d + 3 * W, r3);
+      _mm256_storeu_ps(d + 4 * W, r4);
+      _mm256_storeu_ps(d + 5 * W, r5);
+      _mm256_storeu_ps(d + 6 * W, r6);
+      _mm256_storeu_ps(d + 7 * W, r7);
     }
   for (; q < len; ++q)
-    for (int c = 0; c < 16; ++c) d0[q * 16 + c] = src[c][q];
+    for (int c = 0; c < W; ++c) d0[q * W + c] = src[c][q];
 }
 
 // Packs rows [i0, i0 + mc) x depth [p0, p0 + kc) of op(A) into panels of MR rows: panel q holds,
@@ -163,8 +172,8 @@ inline void pack_a(const MatView<const float>& A, bool trans, int i0, int p0, in
         for (int r = 0; r < MR; ++r) rows[r] = A.at(i + std::min(r, mr - 1), p0 + p);
         float* d = dst + p * MR;
         if (mr == MR) {
-          if constexpr (MR == 16)
-            pack_16_rows(rows, len, d);
+          if constexpr (MR % 8 == 0)
+            pack_rows<MR>(rows, len, d);
           else
             for (int q = 0; q < len; ++q)
               for (int r = 0; r < MR; ++r) d[q * MR + r] = rows[r][q];
@@ -208,8 +217,7 @@ inline void pack_b(const MatView<const float>& B, bool trans, int p0, int j0, in
         for (int c = 0; c < NR; ++c) cols[c] = B.at(j + std::min(c, nr - 1), p0 + p);
         float* d0 = dst + p * NR;
         if (nr == NR) {
-          static_assert(NR == 16, "pack_16_rows");
-          pack_16_rows(cols, len, d0);
+          pack_rows<NR>(cols, len, d0);
         } else {
           for (int q = 0; q < len; ++q)
             for (int c = 0; c < NR; ++c) d0[q * NR + c] = c < nr ? cols[c][q] : 0.f;
@@ -221,7 +229,7 @@ inline void pack_b(const MatView<const float>& B, bool trans, int p0, int j0, in
   }
 }
 
-// Where the micro-kernel's result goes: the mr x nr corner of the MR x 16 block of C at (i, j),
+// Where the micro-kernel's result goes: the mr x nr corner of the MR x NK block of C at (i, j),
 // C = (accumulate ? C : 0) + alpha * acc (+ bias[r] for row r, when bias is set).
 struct Tile {
   const MatView<float>* C;
@@ -231,12 +239,12 @@ struct Tile {
   bool accumulate;
   const float* bias;  // the block's first row's bias, or null
 
-  // A full block whose 16 columns are contiguous in C: stored from registers by the kernel.
-  bool direct() const { return mr == MR && nr == NR && C->run(j, NR); }
+  // A full block whose NK columns are contiguous in C: stored from registers by the kernel.
+  bool direct() const { return mr == MR && nr == NK && C->run(j, NK); }
   float* row(int r) const { return C->at(i + r, j); }
   float row_bias(int r) const { return bias && r < mr ? bias[r] : 0.f; }
   // Any other block: from a local copy of the accumulators, through per-column addresses.
-  void store(const float (&tile)[MR][NR]) const {
+  void store(const float (&tile)[MR][NK]) const {
     for (int jj = 0; jj < nr;) {  // runs of contiguous columns
       const int len = static_cast<int>(std::min<long>(nr - jj, C->hw - (j + jj) % C->hw));
       for (int r = 0; r < mr; ++r) {
@@ -253,42 +261,78 @@ struct Tile {
 };
 
 #if defined(DTN_SGEMM_AVX512)
-// The micro-kernel: the 16x16 block acc = sum over p < kc of a[p*16 + r] * b[p*16 + c] (a and b
-// packed panels, 64-byte aligned), stored as t says.
-inline void kernel(int kc, const float* a, const float* b, const Tile& t) {
-  __m512 acc[MR];
-  const bool direct = t.direct();
+// The micro-kernel on NP of B's panels: the MR x (NP*16) block acc = sum over p < kc of
+// a[p*MR + r] * b_q[p*16 + c], b_q = b + q*16*kc the q-th panel (a and b packed, 64-byte
+// aligned), stored as t says.
+template <int NP>
+inline void kernel_np(int kc, const float* a, const float* b, const Tile& t) {
+  __m512 acc[MR][NP];
+  const long bstep = static_cast<long>(NR) * kc;
+  const bool direct = NP == NB && t.direct();
   if (direct) {  // prefetch C's rows, read or written after the loop (0-10% on the Zen 4 host)
     DTN_SGEMM_UNROLL
-    for (int r = 0; r < MR; ++r) _mm_prefetch(reinterpret_cast<const char*>(t.row(r)), _MM_HINT_T0);
+    for (int r = 0; r < MR; ++r) {
+      DTN_SGEMM_UNROLL
+      for (int q = 0; q < NP; ++q) _mm_prefetch(reinterpret_cast<const char*>(t.row(r) + q * NR), _MM_HINT_T0);
+    }
   }
   DTN_SGEMM_UNROLL
-  for (int r = 0; r < MR; ++r) acc[r] = _mm512_setzero_ps();
-  for (int p = 0; p < kc; ++p) {
-    const __m512 bv = _mm512_load_ps(b);
+  for (int r = 0; r < MR; ++r) {
     DTN_SGEMM_UNROLL
-    for (int r = 0; r < MR; ++r) acc[r] = _mm512_fmadd_ps(_mm512_set1_ps(a[r]), bv, acc[r]);
+    for (int q = 0; q < NP; ++q) acc[r][q] = _mm512_setzero_ps();
+  }
+  for (int p = 0; p < kc; ++p) {
+    __m512 bv[NP];
+    DTN_SGEMM_UNROLL
+    for (int q = 0; q < NP; ++q) bv[q] = _mm512_load_ps(b + q * bstep);
+    DTN_SGEMM_UNROLL
+    for (int r = 0; r < MR; ++r) {
+      const __m512 av = _mm512_set1_ps(a[r]);
+      DTN_SGEMM_UNROLL
+      for (int q = 0; q < NP; ++q) acc[r][q] = _mm512_fmadd_ps(av, bv[q], acc[r][q]);
+    }
     a += MR;
     b += NR;
   }
   const __m512 al = _mm512_set1_ps(t.alpha);
   DTN_SGEMM_UNROLL
   for (int r = 0; r < MR; ++r) {
-    if (t.alpha != 1.f) acc[r] = _mm512_mul_ps(acc[r], al);
-    if (t.bias) acc[r] = _mm512_add_ps(acc[r], _mm512_set1_ps(t.row_bias(r)));
+    const __m512 bias = _mm512_set1_ps(t.row_bias(r));
+    DTN_SGEMM_UNROLL
+    for (int q = 0; q < NP; ++q) {
+      if (t.alpha != 1.f) acc[r][q] = _mm512_mul_ps(acc[r][q], al);
+      if (t.bias) acc[r][q] = _mm512_add_ps(acc[r][q], bias);
+    }
   }
   if (direct) {
     DTN_SGEMM_UNROLL
     for (int r = 0; r < MR; ++r) {
       float* cr = t.row(r);
-      _mm512_storeu_ps(cr, t.accumulate ? _mm512_add_ps(_mm512_loadu_ps(cr), acc[r]) : acc[r]);
+      DTN_SGEMM_UNROLL
+      for (int q = 0; q < NP; ++q) {
+        float* c = cr + q * NR;
+        _mm512_storeu_ps(c, t.accumulate ? _mm512_add_ps(_mm512_loadu_ps(c), acc[r][q]) : acc[r][q]);
+      }
     }
     return;
   }
-  alignas(64) float tile[MR][NR];
+  alignas(64) float tile[MR][NK];
   DTN_SGEMM_UNROLL
-  for (int r = 0; r < MR; ++r) _mm512_store_ps(tile[r], acc[r]);
+  for (int r = 0; r < MR; ++r) {
+    DTN_SGEMM_UNROLL
+    for (int q = 0; q < NP; ++q) _mm512_store_ps(tile[r] + q * NR, acc[r][q]);
+  }
   t.store(tile);
+}
+
+// The micro-kernel for the block t names: on as many panels as its columns need.
+inline void kernel(int kc, const float* a, const float* b, const Tile& t) {
+  static_assert(NB >= 1 && NB <= 4, "1 to 4 panels per micro-kernel");
+  const int np = (t.nr + NR - 1) / NR;
+  if (np >= NB) return kernel_np<NB>(kc, a, b, t);
+  if constexpr (NB > 1) { if (np == 1) return kernel_np<1>(kc, a, b, t); }
+  if constexpr (NB > 2) { if (np == 2) return kernel_np<2>(kc, a, b, t); }
+  if constexpr (NB > 3) { if (np == 3) return kernel_np<3>(kc, a, b, t); }
 }
 #else
 // The micro-kernel: the 6x16 block acc = sum over p < kc of a[p*6 + r] * b[p*16 + c] (a and b
@@ -382,9 +426,9 @@ void gemm_serial(bool trans_a, int i0, int i1, int j0, int j1, int k, float alph
       for (int ic = i0; ic < i1; ic += MC) {
         const int mc = std::min(MC, i1 - ic);
         pack_a(A, trans_a, ic, pc, mc, kc, ap);
-        for (int jr = 0; jr < nc; jr += NR)
+        for (int jr = 0; jr < nc; jr += NK)
           for (int ir = 0; ir < mc; ir += MR) {
-            const Tile t{&C, ic + ir, jc + jr, std::min(MR, mc - ir), std::min(NR, nc - jr), alpha,
+            const Tile t{&C, ic + ir, jc + jr, std::min(MR, mc - ir), std::min(NK, nc - jr), alpha,
                          beta_one || pc > 0, (bias && pc == 0) ? bias + ic + ir : nullptr};
             kernel(kc, ap + static_cast<long>(ir) * kc, bp + static_cast<long>(jr) * kc, t);
           }
