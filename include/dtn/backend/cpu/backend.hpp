@@ -62,11 +62,10 @@ struct Backend<Cpu> {
     const double m = static_cast<double>(g.n) * static_cast<double>(g.hw);
 #pragma omp parallel for
     for (int ch = 0; ch < g.c; ++ch) {
-      double sum = 0;
-      for (int i = 0; i < g.n; ++i) sum += cpu::sum_d(x + (static_cast<long>(i) * g.c + ch) * g.hw, g.hw);
-      const double mean = sum / m;
-      double sq = 0;
-      for (int i = 0; i < g.n; ++i) sq += cpu::sum_sq_dev_d(x + (static_cast<long>(i) * g.c + ch) * g.hw, g.hw, mean);
+      const T* xc = x + static_cast<long>(ch) * g.hw;
+      const long stride = static_cast<long>(g.c) * g.hw;
+      const double mean = cpu::sum_d(xc, g.n, stride, g.hw) / m;
+      const double sq = cpu::sum_sq_dev_d(xc, g.n, stride, g.hw, mean);
       const double var = sq / m;  // biased, used for normalisation
       const double invstd = 1.0 / std::sqrt(var + g.eps);
       const double a = gamma[ch] * invstd, b = beta[ch] - mean * a;
@@ -105,11 +104,8 @@ struct Backend<Cpu> {
     for (int ch = 0; ch < g.c; ++ch) {
       const double mean = save_mean[ch], invstd = save_invstd[ch];
       double sdy = 0, sdyx = 0;  // sum(dy) and sum(dy * xhat) = invstd * sum(dy * (x - mean))
-      for (int i = 0; i < g.n; ++i) {
-        const long off = (static_cast<long>(i) * g.c + ch) * g.hw;
-        sdy += cpu::sum_d(dy + off, g.hw);
-        sdyx += cpu::dot_dev_d(dy + off, x + off, g.hw, mean);
-      }
+      const long first = static_cast<long>(ch) * g.hw, stride = static_cast<long>(g.c) * g.hw;
+      cpu::sum_and_dot_dev_d(dy + first, x + first, g.n, stride, g.hw, mean, sdy, sdyx);
       sdyx *= invstd;
       dgamma[ch] += static_cast<T>(sdyx);
       dbeta[ch] += static_cast<T>(sdy);

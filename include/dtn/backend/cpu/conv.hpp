@@ -134,11 +134,7 @@ MatView<T> output_view(const ConvGeom& g, T* t, int i0, long hw) {
 template <class T>
 void bias_grad(int n, int c, long hw, const T* dy, T* db) {
 #pragma omp parallel for if (static_cast<double>(n) * c * hw > 32768.0)
-  for (int ch = 0; ch < c; ++ch) {
-    double acc = 0;
-    for (int i = 0; i < n; ++i) acc += sum_d(dy + (static_cast<long>(i) * c + ch) * hw, hw);
-    db[ch] += static_cast<T>(acc);
-  }
+  for (int ch = 0; ch < c; ++ch) db[ch] += static_cast<T>(sum_d(dy + static_cast<long>(ch) * hw, n, c * hw, hw));
 }
 template <class T>
 void bias_grad(const ConvGeom& g, const T* dy, T* db) {
