@@ -98,6 +98,9 @@ const std::vector<Geo> kGeos = {
     // more than 8 output channels and a remainder, with c_in*k*k <= 32 (the small-k forward GEMM;
     // f.0's 27 and D.0's 9 unfolded rows) and just above it
     {2, 3, 9, 20, 11, 3, 1, 1},  {3, 1, 12, 12, 16, 3, 2, 1}, {2, 2, 7, 9, 9, 4, 1, 2}, {1, 33, 4, 5, 10, 1, 1, 0},
+    // a filter packed once for all chunks (sgemm::PackedA) over several blocks: c_in*k*k = 432 > KC
+    // (384 or 256) unfolded rows and c_out = 150 > MC = 144 rows, ending in a partial panel
+    {3, 48, 6, 6, 150, 3, 1, 1},
 };
 
 }  // namespace
@@ -234,10 +237,10 @@ TEST_CASE("The packed unfold equals the packed explicit column matrix bit for bi
 #endif
 
 // The float convolutions end to end (chunking, GEMM, the SIMD unfold) against the double
-// reference. Bound: y and dx sum at most c_in*k*k = 75 float products of O(1) values, dw at most
-// n*h_out*w_out = 1040; with float32 rounding (eps 6e-8) the worst case is K * eps relative to the
-// largest partial sum: 5e-6 and 6e-5, both under 1e-4 (rounding errors of random data grow like
-// sqrt(K) * eps, ~2e-6), while an indexing error is O(1).
+// reference. Bound: y sums at most c_in*k*k = 432 float products of O(1) values, dx at most
+// c_out*k*k = 1350, dw at most n*h_out*w_out = 1040; with float32 rounding (eps 6e-8) the worst
+// case is K * eps relative to the largest partial sum: 3e-5, 8e-5 and 6e-5, all under 1e-4
+// (rounding errors of random data grow like sqrt(K) * eps, ~2e-6), while an indexing error is O(1).
 TEST_CASE("Backend<Cpu> float convolution passes equal the double reference") {
   unsigned seed = 500;
   for (const Geo& q : kGeos) {

@@ -90,6 +90,18 @@ inline void conv_small_k(int m, int cnt, long hw, int k, const float* A, const f
 }
 #endif
 
+#if !defined(__AVX512F__)
+inline bool small_k_fits(long) { return false; }  // no conv_small_k without AVX-512
+#endif
+
+#if defined(DTN_OWN_SGEMM)
+// The calling thread's buffer for a filter packed once per convolution call (sgemm::PackedA).
+inline float* packed_filter(long floats) {
+  static thread_local sgemm::Buffer b;
+  return b.get(static_cast<std::size_t>(floats));
+}
+#endif
+
 // The sizes of one im2col pass: columns per image, rows of the unfolded matrix, input image size,
 // images per chunk, chunks, and the threads that work on them.
 struct ConvPlan {
@@ -164,14 +176,29 @@ void conv2d_forward(const ConvGeom& g, const T* x, const T* w, const T* bias, T*
   const long hw = p.hw, ckk = p.ckk, in_img = p.in_img;
   const int chunk = p.chunk, nchunks = p.nchunks;
 #if defined(DTN_OWN_SGEMM)
-  // y [c_out, cnt*hw] = bias + w [c_out, ckk] * unfold(x chunk), unfolded inside the GEMM's packing
   if constexpr (std::is_same<T, float>::value)
-    if (unfold_packable(g, chunk, in_img)) {
+    if (!small_k_fits(ckk)) {
+      // The filter is packed once for all chunks (packing it per chunk was ~1.5% of a DTN step).
+      const sgemm::PackedA wp = sgemm::pack_a_whole(plain_view(w, ckk), false, g.c_out, static_cast<int>(ckk),
+                                                    packed_filter(sgemm::packed_a_size(g.c_out, static_cast<int>(ckk))));
+      // y [c_out, cnt*hw] = bias + w [c_out, ckk] * unfold(x chunk), unfolded inside the GEMM's
+      // packing where unfold_packable says so, else through the explicit column matrix.
+      const bool packed_unfold = unfold_packable(g, chunk, in_img);
+      ConvScratch<T>* s = packed_unfold ? nullptr : &conv_scratch<T>(p);
 #pragma omp parallel for schedule(dynamic, 1) num_threads(p.threads)
       for (int ci = 0; ci < nchunks; ++ci) {
         const int i0 = ci * chunk, cnt = std::min(chunk, g.n - i0);
-        sgemm::gemm_packed(false, g.c_out, static_cast<int>(cnt * hw), static_cast<int>(ckk), 1.f, plain_view(w, ckk),
-                           UnfoldB{g, x + i0 * in_img, in_img, false}, 0.f, output_view(g, y, i0, hw), bias);
+        const long ld = cnt * hw;
+        if (packed_unfold) {
+          sgemm::gemm_packed(g.c_out, static_cast<int>(ld), static_cast<int>(ckk), 1.f, wp,
+                             UnfoldB{g, x + i0 * in_img, in_img, false}, 0.f, output_view(g, y, i0, hw), bias);
+        } else {
+          T* cols = s->cols[static_cast<std::size_t>(omp_get_thread_num())].data();
+          im2col(g, x + i0 * in_img, cnt, in_img, cols, ld, 0);
+          sgemm::gemm_packed(g.c_out, static_cast<int>(ld), static_cast<int>(ckk), 1.f, wp,
+                             sgemm::ViewB{plain_view<const float>(cols, ld), false}, 0.f, output_view(g, y, i0, hw),
+                             bias);
+        }
       }
       return;
     }
@@ -209,6 +236,14 @@ void conv2d_backward_data(const ConvGeom& g, const T* dy, const T* w, T* dx) {
   const long hw = p.hw, ckk = p.ckk, in_img = p.in_img;
   const int chunk = p.chunk, nchunks = p.nchunks;
   ConvScratch<T>& s = conv_scratch<T>(p);
+#if defined(DTN_OWN_SGEMM)
+  // w^T packed once for all chunks: its rows are read down columns of w, a cache line and
+  // often a page per packed value, and packing it per chunk was ~2% of a DTN step.
+  sgemm::PackedA wt{nullptr, 0};
+  if constexpr (std::is_same<T, float>::value)
+    wt = sgemm::pack_a_whole(plain_view(w, ckk), true, static_cast<int>(ckk), g.c_out,
+                             packed_filter(sgemm::packed_a_size(static_cast<int>(ckk), g.c_out)));
+#endif
 #pragma omp parallel for schedule(dynamic, 1) num_threads(p.threads)
   for (int ci = 0; ci < nchunks; ++ci) {
     const int tid = omp_get_thread_num();
@@ -216,8 +251,14 @@ void conv2d_backward_data(const ConvGeom& g, const T* dy, const T* w, T* dx) {
     const long ld = cnt * hw;
     T* cols = s.cols[static_cast<std::size_t>(tid)].data();
     // cols [ckk, cnt*hw] = w^T [ckk, c_out] * dy [c_out, cnt*hw]
-    gemm_view<T>(true, false, static_cast<int>(ckk), static_cast<int>(ld), g.c_out, T(1), plain_view(w, ckk),
-                 output_view(g, dy, i0, hw), T(0), plain_view(cols, ld));
+#if defined(DTN_OWN_SGEMM)
+    if constexpr (std::is_same<T, float>::value)
+      sgemm::gemm_packed(static_cast<int>(ckk), static_cast<int>(ld), g.c_out, 1.f, wt,
+                         sgemm::ViewB{output_view(g, dy, i0, hw), false}, 0.f, plain_view(cols, ld));
+    else
+#endif
+      gemm_view<T>(true, false, static_cast<int>(ckk), static_cast<int>(ld), g.c_out, T(1), plain_view(w, ckk),
+                   output_view(g, dy, i0, hw), T(0), plain_view(cols, ld));
     T* dxc = dx + i0 * in_img;
     std::fill(dxc, dxc + cnt * in_img, T(0));
     col2im_add(g, cols, ld, 0, cnt, in_img, dxc);
@@ -269,9 +310,9 @@ void conv2d_backward_filter(const ConvGeom& g, const T* x, const T* dy, T* dw, T
 #if defined(DTN_OWN_SGEMM)
       if constexpr (std::is_same<T, float>::value)
         if (packed_unfold) {
-          sgemm::gemm_packed(false, g.c_out, static_cast<int>(ckk), static_cast<int>(ld), 1.f,
-                             output_view(g, dy, i0, hw), UnfoldB{g, x + i0 * in_img, in_img, true}, beta,
-                             plain_view(acc, ckk));
+          sgemm::gemm_packed(g.c_out, static_cast<int>(ckk), static_cast<int>(ld), 1.f,
+                             sgemm::ViewA{output_view(g, dy, i0, hw), false}, UnfoldB{g, x + i0 * in_img, in_img, true},
+                             beta, plain_view(acc, ckk));
           continue;
         }
 #endif

@@ -407,17 +407,60 @@ struct ViewB {
   void pack(int p0, int j0, int kc, int nc, float* dst) const { pack_b(v, trans, p0, j0, kc, nc, dst); }
 };
 
+// The A operand seen through a view (op(A) = A, or A^T when trans): each block of MC x KC is
+// packed into the calling thread's buffer when the loop nest reaches it.
+struct ViewA {
+  MatView<const float> v;
+  bool trans;
+  // The packed panels of rows [i0, i0 + mc) x depth [p0, p0 + kc): panel ir at + ir * kc.
+  const float* block(int i0, int p0, int mc, int kc, float* scratch) const {
+    pack_a(v, trans, i0, p0, mc, kc, scratch);
+    return scratch;
+  }
+  static constexpr bool needs_scratch = true;
+};
+
+// Rows padded to whole panels, and the floats of op(A) [m, k] packed whole (PackedA).
+inline long packed_rows(int m) { return (m + MR - 1) / MR * MR; }
+inline long packed_a_size(int m, int k) { return packed_rows(m) * k; }
+
+// op(A) [m, k] packed once, for a product that is run many times with the same A (a
+// convolution's filter against each chunk of images): depth block pc holds the panels of all
+// rows, panel ir of it at data + pc * packed_rows(m) + ir * kc, exactly as ViewA packs one block.
+struct PackedA {
+  const float* data;
+  long rows;  // packed_rows(m)
+  const float* block(int i0, int p0, int /*mc*/, int kc, float* /*scratch*/) const {
+    return data + p0 * rows + static_cast<long>(i0) * kc;
+  }
+  static constexpr bool needs_scratch = false;
+};
+
+// Packs op(A) [m, k] (A on a view) into dst (packed_a_size(m, k) floats) for PackedA; the blocks
+// in parallel unless called inside a parallel region.
+inline PackedA pack_a_whole(const MatView<const float>& A, bool trans, int m, int k, float* dst) {
+  const long rows = packed_rows(m);
+  const int kblocks = (k + KC - 1) / KC, mblocks = (m + MC - 1) / MC;
+#pragma omp parallel for collapse(2) if (!omp_in_parallel() && static_cast<double>(m) * k > 65536.0)
+  for (int pb = 0; pb < kblocks; ++pb)
+    for (int ib = 0; ib < mblocks; ++ib) {
+      const int pc = pb * KC, ic = ib * MC, kc = std::min(KC, k - pc);
+      pack_a(A, trans, ic, pc, std::min(MC, m - ic), kc, dst + pc * rows + static_cast<long>(ic) * kc);
+    }
+  return PackedA{dst, rows};
+}
+
 // One thread: the full loop nest over rows [i0, i1) and columns [j0, j1) of C. beta is 0 or 1
 // here (the caller scales C for other values). alpha multiplies each depth block's sum before it
 // is added; the bias, when set, is added with the first depth block.
-template <class PackB>
-void gemm_serial(bool trans_a, int i0, int i1, int j0, int j1, int k, float alpha, const MatView<const float>& A,
-                 const PackB& B, bool beta_one, const MatView<float>& C, const float* bias) {
+template <class PackA, class PackB>
+void gemm_serial(int i0, int i1, int j0, int j1, int k, float alpha, const PackA& A, const PackB& B, bool beta_one,
+                 const MatView<float>& C, const float* bias) {
   const int m = i1 - i0, n = j1 - j0;
   const int ncap = std::min(NC, (n + NR - 1) / NR * NR), kcap = std::min(KC, k);
   const int mcap = std::min(MC, (m + MR - 1) / MR * MR);
   float* bp = b_buffer().get(static_cast<std::size_t>(ncap) * kcap);
-  float* ap = a_buffer().get(static_cast<std::size_t>(mcap) * kcap);
+  float* scratch = PackA::needs_scratch ? a_buffer().get(static_cast<std::size_t>(mcap) * kcap) : nullptr;
   for (int jc = j0; jc < j1; jc += NC) {
     const int nc = std::min(NC, j1 - jc);
     for (int pc = 0; pc < k; pc += KC) {
@@ -425,7 +468,7 @@ void gemm_serial(bool trans_a, int i0, int i1, int j0, int j1, int k, float alph
       B.pack(pc, jc, kc, nc, bp);
       for (int ic = i0; ic < i1; ic += MC) {
         const int mc = std::min(MC, i1 - ic);
-        pack_a(A, trans_a, ic, pc, mc, kc, ap);
+        const float* ap = A.block(ic, pc, mc, kc, scratch);
         for (int jr = 0; jr < nc; jr += NK)
           for (int ir = 0; ir < mc; ir += MR) {
             const Tile t{&C, ic + ir, jc + jr, std::min(MR, mc - ir), std::min(NK, nc - jr), alpha,
@@ -437,14 +480,14 @@ void gemm_serial(bool trans_a, int i0, int i1, int j0, int j1, int k, float alph
   }
 }
 
-// C = alpha op(A) B + beta C (+ bias[i] on row i, when bias is set), C and A on views
-// (matview.hpp), B [k, n] given by its packer. Called inside a parallel region (the convolutions
+// C = alpha A B + beta C (+ bias[i] on row i, when bias is set), C on a view (matview.hpp),
+// A [m, k] and B [k, n] given by their packers (ViewA or PackedA; ViewB or UnfoldB). Called inside a parallel region (the convolutions
 // give each thread its own chunk) it runs on the calling thread; outside one, a product of at
 // least 2^21 multiply-adds is split over the OpenMP threads by blocks of C's columns (or rows,
 // when C is taller than wide), each thread running the serial loop nest on its block.
-template <class PackB>
-void gemm_packed(bool trans_a, int m, int n, int k, float alpha, const MatView<const float>& A, const PackB& B,
-                 float beta, const MatView<float>& C, const float* bias = nullptr) {
+template <class PackA, class PackB>
+void gemm_packed(int m, int n, int k, float alpha, const PackA& A, const PackB& B, float beta, const MatView<float>& C,
+                 const float* bias = nullptr) {
   if (m <= 0 || n <= 0) return;
   const bool empty = k <= 0 || alpha == 0.f;
   if ((beta != 0.f && beta != 1.f) || (empty && (beta == 0.f || bias))) {
@@ -467,7 +510,7 @@ void gemm_packed(bool trans_a, int m, int n, int k, float alpha, const MatView<c
   const int units = by_cols ? (n + NR - 1) / NR : (m + MR - 1) / MR;
   const int parts = work < double(1 << 21) ? 1 : std::min(threads, units);
   if (parts <= 1) {
-    gemm_serial(trans_a, 0, m, 0, n, k, alpha, A, B, beta_one, C, bias);
+    gemm_serial(0, m, 0, n, k, alpha, A, B, beta_one, C, bias);
     return;
   }
 #pragma omp parallel num_threads(parts)
@@ -477,10 +520,10 @@ void gemm_packed(bool trans_a, int m, int n, int k, float alpha, const MatView<c
     const int u1 = static_cast<int>(static_cast<long>(units) * (t + 1) / nt);
     if (by_cols) {
       const int j0 = u0 * NR, j1 = std::min(n, u1 * NR);
-      if (j1 > j0) gemm_serial(trans_a, 0, m, j0, j1, k, alpha, A, B, beta_one, C, bias);
+      if (j1 > j0) gemm_serial(0, m, j0, j1, k, alpha, A, B, beta_one, C, bias);
     } else {
       const int i0 = u0 * MR, i1 = std::min(m, u1 * MR);
-      if (i1 > i0) gemm_serial(trans_a, i0, i1, 0, n, k, alpha, A, B, beta_one, C, bias);
+      if (i1 > i0) gemm_serial(i0, i1, 0, n, k, alpha, A, B, beta_one, C, bias);
     }
   }
 }
@@ -488,7 +531,7 @@ void gemm_packed(bool trans_a, int m, int n, int k, float alpha, const MatView<c
 // C = alpha op(A) op(B) + beta C (+ bias), all on views.
 inline void gemm(bool trans_a, bool trans_b, int m, int n, int k, float alpha, const MatView<const float>& A,
                  const MatView<const float>& B, float beta, const MatView<float>& C, const float* bias = nullptr) {
-  gemm_packed(trans_a, m, n, k, alpha, A, ViewB{B, trans_b}, beta, C, bias);
+  gemm_packed(m, n, k, alpha, ViewA{A, trans_a}, ViewB{B, trans_b}, beta, C, bias);
 }
 
 }  // namespace sgemm
