@@ -481,8 +481,9 @@ void gemm_serial(int i0, int i1, int j0, int j1, int k, float alpha, const PackA
 }
 
 // C = alpha A B + beta C (+ bias[i] on row i, when bias is set), C on a view (matview.hpp),
-// A [m, k] and B [k, n] given by their packers (ViewA or PackedA; ViewB or UnfoldB). Called inside a parallel region (the convolutions
-// give each thread its own chunk) it runs on the calling thread; outside one, a product of at
+// A [m, k] and B [k, n] given by their packers (ViewA or PackedA; ViewB or UnfoldB). Called
+// inside a parallel region (the convolutions give each thread its own chunk) it runs on the
+// calling thread; outside one, a product of at
 // least 2^21 multiply-adds is split over the OpenMP threads by blocks of C's columns (or rows,
 // when C is taller than wide), each thread running the serial loop nest on its block.
 template <class PackA, class PackB>
