@@ -14,9 +14,11 @@
 #include <cmath>
 #include <cstdint>
 #include <dtn/dtn.hpp>
+#include <fstream>
 #include <limits>
 #include <ostream>
 #include <random>
+#include <string>
 #include <vector>
 
 namespace {
@@ -233,6 +235,28 @@ TEST_CASE("The packed unfold equals the packed explicit column matrix bit for bi
     }
   }
   CHECK(checked == 2 * static_cast<int>(kGeos.size() + 3));
+}
+
+// The packed unfold serves 16x16 input planes on Intel CPUs and 8x8 ones elsewhere (unfold.hpp):
+// the vendor read with cpuid must be the one the kernel reports.
+TEST_CASE("The packed unfold's plane limit follows the CPU vendor that /proc/cpuinfo reports") {
+  std::ifstream info("/proc/cpuinfo");
+  std::string line, vendor;
+  while (vendor.empty() && std::getline(info, line))
+    if (line.rfind("vendor_id", 0) == 0) vendor = line.substr(line.find(':') + 2);
+  if (vendor.empty()) {
+    MESSAGE("no vendor_id in /proc/cpuinfo here: nothing to compare with");
+    return;
+  }
+  CAPTURE(vendor);
+  const bool intel = vendor == "GenuineIntel";
+  CHECK(dtn::cpu::cpu_is_intel() == intel);
+  CHECK(dtn::cpu::packed_unfold_max_plane() == (intel ? 256 : 64));
+  dtn::ConvGeom g;
+  g.n = 2, g.c_in = 3, g.h_in = 16, g.w_in = 16;
+  CHECK(dtn::cpu::unfold_packable(g, 2, 3 * 16 * 16) == intel);
+  g.h_in = g.w_in = 8;
+  CHECK(dtn::cpu::unfold_packable(g, 2, 3 * 8 * 8));
 }
 #endif
 

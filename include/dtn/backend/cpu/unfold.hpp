@@ -8,6 +8,7 @@
 #include <type_traits>
 
 #if defined(__AVX512F__) || defined(__AVX2__)
+#include <cpuid.h>
 #include <immintrin.h>
 #endif
 
@@ -362,10 +363,24 @@ inline void col2im_add_avx2(const ConvGeom& g, const float* cols, long ld, long 
 // and g.3 run backwards), where the explicit unfold writes 1-8 MB per chunk in rows of 4-8
 // floats and the gathers stay in cache; there the conv forward and filter passes measured 5-30%
 // faster than im2col + GEMM on the Zen 3 host (single thread, alternated, best of 9). On 16x16
-// planes (f.3, D.3) the explicit unfold, whose rows are longer copies, measured 4-25% faster.
+// planes (f.3, D.3) the explicit unfold, whose rows are longer copies, measured 4-25% faster
+// there, but on an Intel Xeon (AVX-512, 2026-12-02, DTN step at batch 64 on 2 threads,
+// alternated, medians of 4 rounds) the gathers won: 537 against 558 ms, and again 536 against
+// 556; 32x32 planes as well gave no further change (535 against 536). So the limit is 16x16 on
+// Intel CPUs and 8x8 on others (packed_unfold_max_plane).
 // Indices are 32-bit: a chunk must have fewer than 2^31 input elements.
+inline bool cpu_is_intel() {
+  unsigned a = 0, b = 0, c = 0, d = 0;
+  // cpuid leaf 0: the vendor string "GenuineIntel" in ebx, edx, ecx
+  return __get_cpuid(0, &a, &b, &c, &d) && b == 0x756e6547u && d == 0x49656e69u && c == 0x6c65746eu;
+}
+inline long packed_unfold_max_plane() {
+  static const long pixels = cpu_is_intel() ? 256 : 64;
+  return pixels;
+}
 inline bool unfold_packable(const ConvGeom& g, int cnt, long in_img) {
-  return static_cast<long>(g.h_in) * g.w_in <= 64 && static_cast<double>(cnt) * in_img < 2147483647.0;
+  return static_cast<long>(g.h_in) * g.w_in <= packed_unfold_max_plane() &&
+         static_cast<double>(cnt) * in_img < 2147483647.0;
 }
 
 struct UnfoldB {
