@@ -297,8 +297,9 @@ TEST_CASE("Backend<Cpu> float convolution passes equal the double reference") {
 }
 
 TEST_CASE("Backend<Cpu> batch norm statistics and gradients equal naive double loops") {
-  // hw values that are not multiples of the reduction's 8 lanes, and hw = 1.
-  for (long hw : {1L, 7L, 16L, 37L}) {
+  // hw values that exercise every path of the reductions' lane loops (reduce.hpp: blocks of 32
+  // lanes, blocks of 8 at lane offsets 0 and 8, a scalar tail), and hw = 1.
+  for (long hw : {1L, 7L, 16L, 37L, 50L}) {
     CAPTURE(hw);
     dtn::BnGeom g;
     g.n = 5;
