@@ -175,41 +175,32 @@ void conv2d_forward(const ConvGeom& g, const T* x, const T* w, const T* bias, T*
   const ConvPlan p(g);
   const long hw = p.hw, ckk = p.ckk, in_img = p.in_img;
   const int chunk = p.chunk, nchunks = p.nchunks;
+  bool packed_unfold = false;  // dtn's packed GEMM unfolds x inside its packing: no column matrix
 #if defined(DTN_OWN_SGEMM)
+  // The filter is packed once for all chunks (packing it per chunk was ~1.5% of a DTN step).
+  sgemm::PackedA wp{nullptr, 0};
   if constexpr (std::is_same<T, float>::value)
     if (!small_k_fits(ckk)) {
-      // The filter is packed once for all chunks (packing it per chunk was ~1.5% of a DTN step).
       const int k = static_cast<int>(ckk);
-      const sgemm::PackedA wp =
-          sgemm::pack_a_whole(plain_view(w, ckk), false, g.c_out, k, packed_filter(sgemm::packed_a_size(g.c_out, k)));
-      // y [c_out, cnt*hw] = bias + w [c_out, ckk] * unfold(x chunk), unfolded inside the GEMM's
-      // packing where unfold_packable says so, else through the explicit column matrix.
-      const bool packed_unfold = unfold_packable(g, chunk, in_img);
-      ConvScratch<T>* s = packed_unfold ? nullptr : &conv_scratch<T>(p);
-#pragma omp parallel for schedule(dynamic, 1) num_threads(p.threads)
-      for (int ci = 0; ci < nchunks; ++ci) {
-        const int i0 = ci * chunk, cnt = std::min(chunk, g.n - i0);
-        const long ld = cnt * hw;
-        if (packed_unfold) {
-          sgemm::gemm_packed(g.c_out, static_cast<int>(ld), k, 1.f, wp, UnfoldB{g, x + i0 * in_img, in_img, false}, 0.f,
-                             output_view(g, y, i0, hw), bias);
-        } else {
-          T* cols = s->cols[static_cast<std::size_t>(omp_get_thread_num())].data();
-          im2col(g, x + i0 * in_img, cnt, in_img, cols, ld, 0);
-          const sgemm::ViewB b{plain_view<const float>(cols, ld), false};
-          sgemm::gemm_packed(g.c_out, static_cast<int>(ld), k, 1.f, wp, b, 0.f, output_view(g, y, i0, hw), bias);
-        }
-      }
-      return;
+      wp = sgemm::pack_a_whole(plain_view(w, ckk), false, g.c_out, k, packed_filter(sgemm::packed_a_size(g.c_out, k)));
+      packed_unfold = unfold_packable(g, chunk, in_img);
     }
 #endif
-  ConvScratch<T>& s = conv_scratch<T>(p);
+  ConvScratch<T>* s = packed_unfold ? nullptr : &conv_scratch<T>(p);
+  // y [c_out, cnt*hw] = bias + w [c_out, ckk] * unfold(x chunk)
 #pragma omp parallel for schedule(dynamic, 1) num_threads(p.threads)
   for (int ci = 0; ci < nchunks; ++ci) {
-    const int tid = omp_get_thread_num();
     const int i0 = ci * chunk, cnt = std::min(chunk, g.n - i0);
     const long ld = cnt * hw;
-    T* cols = s.cols[static_cast<std::size_t>(tid)].data();
+#if defined(DTN_OWN_SGEMM)
+    if constexpr (std::is_same<T, float>::value)
+      if (packed_unfold) {
+        sgemm::gemm_packed(g.c_out, static_cast<int>(ld), static_cast<int>(ckk), 1.f, wp,
+                           UnfoldB{g, x + i0 * in_img, in_img, false}, 0.f, output_view(g, y, i0, hw), bias);
+        continue;
+      }
+#endif
+    T* cols = s->cols[static_cast<std::size_t>(omp_get_thread_num())].data();
     im2col(g, x + i0 * in_img, cnt, in_img, cols, ld, 0);
 #if defined(__AVX512F__)
     if constexpr (std::is_same<T, float>::value)
@@ -218,7 +209,14 @@ void conv2d_forward(const ConvGeom& g, const T* x, const T* w, const T* bias, T*
         continue;
       }
 #endif
-    // y [c_out, cnt*hw] = bias + w [c_out, ckk] * cols [ckk, cnt*hw]
+#if defined(DTN_OWN_SGEMM)
+    if constexpr (std::is_same<T, float>::value) {
+      const sgemm::ViewB b{plain_view<const float>(cols, ld), false};
+      sgemm::gemm_packed(g.c_out, static_cast<int>(ld), static_cast<int>(ckk), 1.f, wp, b, 0.f,
+                         output_view(g, y, i0, hw), bias);
+      continue;
+    }
+#endif
     gemm_view<T>(false, false, g.c_out, static_cast<int>(ld), static_cast<int>(ckk), T(1), plain_view(w, ckk),
                  plain_view<const T>(cols, ld), T(0), output_view(g, y, i0, hw), bias);
   }

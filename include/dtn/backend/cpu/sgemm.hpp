@@ -458,7 +458,7 @@ void gemm_serial(int i0, int i1, int j0, int j1, int k, float alpha, const PackA
                  const MatView<float>& C, const float* bias) {
   const int m = i1 - i0, n = j1 - j0;
   const int ncap = std::min(NC, (n + NR - 1) / NR * NR), kcap = std::min(KC, k);
-  const int mcap = std::min(MC, (m + MR - 1) / MR * MR);
+  const int mcap = static_cast<int>(std::min<long>(MC, packed_rows(m)));
   float* bp = b_buffer().get(static_cast<std::size_t>(ncap) * kcap);
   float* scratch = PackA::needs_scratch ? a_buffer().get(static_cast<std::size_t>(mcap) * kcap) : nullptr;
   for (int jc = j0; jc < j1; jc += NC) {
@@ -483,9 +483,9 @@ void gemm_serial(int i0, int i1, int j0, int j1, int k, float alpha, const PackA
 // C = alpha A B + beta C (+ bias[i] on row i, when bias is set), C on a view (matview.hpp),
 // A [m, k] and B [k, n] given by their packers (ViewA or PackedA; ViewB or UnfoldB). Called
 // inside a parallel region (the convolutions give each thread its own chunk) it runs on the
-// calling thread; outside one, a product of at
-// least 2^21 multiply-adds is split over the OpenMP threads by blocks of C's columns (or rows,
-// when C is taller than wide), each thread running the serial loop nest on its block.
+// calling thread; outside one, a product of at least 2^21 multiply-adds is split over the
+// OpenMP threads by blocks of C's columns (or rows, when C is taller than wide), each thread
+// running the serial loop nest on its block.
 template <class PackA, class PackB>
 void gemm_packed(int m, int n, int k, float alpha, const PackA& A, const PackB& B, float beta, const MatView<float>& C,
                  const float* bias = nullptr) {
