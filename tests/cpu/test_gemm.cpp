@@ -12,6 +12,9 @@
 // Algorithms, 2nd ed., sections 2.2 and 3.1; an FMA only removes roundings). The reference is computed in double
 // (its own error is ~1e-16 relative, negligible), so the check uses that worst-case bound per
 // element; an indexing or blocking mistake (a dropped, doubled or misplaced term) is O(1).
+// The shapes also take the packed kernel's two other paths: B read in place for products of at
+// most 64 rows with B not transposed, in depth sub-blocks of 128; and dot products
+// for A B^T with at most 12 columns and k >= 64.
 #include <doctest/doctest.h>
 
 #include <cmath>
@@ -94,6 +97,9 @@ const std::vector<Case> kCases = {
     {1, 1, 1},     {5, 7, 3},      {6, 16, 8},     {7, 17, 9},     {12, 32, 256}, {13, 33, 257}, {11, 21, 600},
     {150, 40, 70}, {300, 19, 300}, {9, 3100, 20},  {64, 3, 700},   {3, 200, 5},   {145, 49, 513},
     {16, 16, 4},   {17, 15, 33},   {47, 48, 100},  {8, 48, 384},   {9, 80, 385},  {15, 95, 769}, {24, 144, 10},
+    // A B^T with few columns and k >= 64 (the dot-product path): column blocks 3 + 3 + 3 and
+    // 4 + 3 + 3, row blocks of 4 with 1-3 left over, depth tails of 13 and 2 lanes
+    {9, 9, 100},   {7, 10, 64},    {5, 5, 77},     {6, 12, 2050},  {64, 3, 1000},
 };
 
 }  // namespace
@@ -135,9 +141,13 @@ TEST_CASE("CPU float GEMM: empty products scale C by beta, and m = 0 or n = 0 wr
 // packing buffers).
 TEST_CASE("dtn's packed float GEMM gives the same bits on 1 and 2 threads and inside a parallel region") {
   const int saved = dtn::num_threads();
-  for (const Case& s : {Case{300, 200, 300}, Case{40, 700, 260}}) {
+  // A B^T: packed, packed, dot products (rows split over the threads); A B: B read in place
+  // (columns split)
+  const std::pair<Case, bool> cases[] = {
+      {{300, 200, 300}, true}, {{40, 700, 260}, true}, {{64, 3, 5000}, true}, {{3, 9000, 64}, false}};
+  for (const auto& [s, tb] : cases) {
     CAPTURE(s);
-    const Problem p = make_problem(s, false, true, 1.f, 1.f, 42);
+    const Problem p = make_problem(s, false, tb, 1.f, 1.f, 42);
     std::vector<std::vector<float>> out;
     for (int threads : {1, 2}) {
       dtn::set_num_threads(threads);
@@ -164,14 +174,16 @@ TEST_CASE("dtn's packed float GEMM gives the same bits on 1 and 2 threads and in
 // Grouped views (matview.hpp), as the convolutions use them: dy [n, c_out, hw] read as a
 // [c_out, n*hw] matrix (as op(B), or as op(A) over the depth), y written as one, with a row bias.
 // Groups of 5, 16 and 37 columns: micro-tiles and packed panels that start, end or cross a group
-// boundary. Bound as above, with the bias as one more term (k + 5 roundings).
+// boundary. Bound as above, with the bias as one more term (k + 5 roundings). Each product is
+// run with 70 and 9 rows (B grouped: packed, or read in place) and 19 and 9 columns (A grouped:
+// packed, or dot products once the depth reaches 64).
 TEST_CASE("CPU float GEMM through grouped views, with a row bias, equals a double reference") {
   std::mt19937 gen(3);
   std::uniform_real_distribution<float> u(-1.f, 1.f);
   int checked = 0;
   for (long hw : {5L, 16L, 37L})
     for (int cnt : {1, 3, 7})
-      for (int which = 0; which < 3; ++which) {  // 0: C grouped + bias, 1: B grouped, 2: A grouped (depth)
+      for (int which = 0; which < 5; ++which) {  // 0: C grouped + bias, 1, 3: B grouped, 2, 4: A grouped (depth)
         CAPTURE(hw);
         CAPTURE(cnt);
         CAPTURE(which);
@@ -193,13 +205,13 @@ TEST_CASE("CPU float GEMM through grouped views, with a row bias, equals a doubl
           m = rows, n = static_cast<int>(cols), k = 300;
           dtn::cpu::gemm_view<float>(false, false, m, n, k, 1.f, dtn::cpu::plain_view<const float>(other.data(), k),
                                      dtn::cpu::plain_view<const float>(other.data() + rows * k, n), 0.f, gv, bias.data());
-        } else if (which == 1) {  // C [20, cols] = A^T [20, rows] * B [rows, cols] (grouped)
-          m = 20, n = static_cast<int>(cols), k = rows;
+        } else if (which == 1 || which == 3) {  // C [70 or 9, cols] = A^T [m, rows] * B [rows, cols] (grouped)
+          m = which == 1 ? 70 : 9, n = static_cast<int>(cols), k = rows;
           out.assign(static_cast<std::size_t>(m) * n, 0.f);
           dtn::cpu::gemm_view<float>(true, false, m, n, k, 1.f, dtn::cpu::plain_view<const float>(other.data(), m), gc, 0.f,
                                      dtn::cpu::plain_view(out.data(), n));
-        } else {  // C [rows, 19] = A [rows, cols] (grouped) * B^T [cols, 19]
-          m = rows, n = 19, k = static_cast<int>(cols);
+        } else {  // C [rows, 19 or 9] = A [rows, cols] (grouped) * B^T [cols, n]
+          m = rows, n = which == 2 ? 19 : 9, k = static_cast<int>(cols);
           out.assign(static_cast<std::size_t>(m) * n, 0.5f);
           dtn::cpu::gemm_view<float>(false, true, m, n, k, 1.f, gc, dtn::cpu::plain_view<const float>(other.data(), k), 1.f,
                                      dtn::cpu::plain_view(out.data(), n));
@@ -214,7 +226,7 @@ TEST_CASE("CPU float GEMM through grouped views, with a row bias, equals a doubl
               if (which == 0) {
                 a = other[static_cast<std::size_t>(i) * k + q];
                 b = other[static_cast<std::size_t>(rows * k) + static_cast<std::size_t>(q) * n + j];
-              } else if (which == 1) {
+              } else if (which == 1 || which == 3) {
                 a = other[static_cast<std::size_t>(q) * m + i];
                 b = *gc.at(q, j);
               } else {
@@ -224,7 +236,7 @@ TEST_CASE("CPU float GEMM through grouped views, with a row bias, equals a doubl
               exact += a * b;
               mag += std::abs(a * b);
             }
-            const double extra = which == 0 ? bias[static_cast<std::size_t>(i)] : which == 2 ? 0.5 : 0.0;
+            const double extra = which == 0 ? bias[static_cast<std::size_t>(i)] : which == 2 || which == 4 ? 0.5 : 0.0;
             exact += extra;
             mag += std::abs(extra);
             const double got = which == 0 ? *gv.at(i, j) : out[static_cast<std::size_t>(i) * n + j];
@@ -240,5 +252,5 @@ TEST_CASE("CPU float GEMM through grouped views, with a row bias, equals a doubl
         }
         ++checked;
       }
-  CHECK(checked == 27);
+  CHECK(checked == 45);
 }
