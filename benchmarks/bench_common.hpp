@@ -61,13 +61,14 @@ struct ConvInfo {
     return transposed ? double(c_in) * h_in * w_in * c_out * k * k : double(c_out) * h_out * w_out * c_in * k * k;
   }
   std::string name() const { return std::string(net) + "." + std::to_string(index); }
-  // The fewest bytes a pass can move at batch b (float32): each operand read once, each result
-  // written once. fwd reads x and w and writes y; bwd_data reads dy and w and writes dx;
-  // bwd_filter reads x and dy and reads and writes dw (and db, which is small).
-  double pass_bytes(const std::string& pass, int b) const {
+  // The fewest bytes a pass can read and write at batch b (float32): each operand read once, each
+  // result written once. fwd reads x and w and writes y; bwd_data reads dy and w and writes dx;
+  // bwd_filter reads x, dy and dw and writes dw (db is small).
+  std::pair<double, double> pass_bytes(const std::string& pass, int b) const {
     const double x = double(b) * c_in * h_in * w_in, y = double(b) * c_out * h_out * w_out;
     const double w = double(c_in) * c_out * k * k;
-    return 4.0 * (pass == "bwd_filter" ? x + y + 2 * w : x + y + w);
+    if (pass == "bwd_filter") return {4.0 * (x + y + w), 4.0 * w};
+    return {4.0 * ((pass == "fwd" ? x : y) + w), 4.0 * (pass == "fwd" ? y : x)};
   }
 };
 
@@ -498,16 +499,22 @@ class GemmNow {
 
 // What each layer pass is compared against, measured right before it: dtn's GEMM (gemm), and
 // where the caller has them, Eigen's GEMM (eigen: issue 2's conv target is stated against it) and
-// the memory bandwidth (bandwidth, bytes per second read plus written), which with the pass's
-// fewest bytes (ConvInfo::pass_bytes) gives the time below which no implementation can go.
+// the memory bandwidth (bandwidth: bytes per second, reading and writing), from which the pass's
+// fewest bytes (ConvInfo::pass_bytes) give its memory time: reads / read rate + writes / write
+// rate, the time its traffic takes when nothing else limits it.
+struct Bandwidth {
+  double read = 0, write = 0;
+};
 struct LayerRefs {
-  std::function<double()> gemm, eigen, bandwidth;
+  std::function<double()> gemm, eigen;
+  std::function<Bandwidth()> bandwidth;
 };
 
 // One convolution layer (layer I of a network) on its own: forward, backward-data and
 // backward-filter, as GFLOP/s and as a percentage of the references measured just before (best
 // runs of all: the least disturbed by other processes), and where the bandwidth is measured, the
-// memory floor of the pass (its fewest bytes at that bandwidth) as a percentage of its time.
+// pass's memory time (its fewest bytes at that bandwidth) as a percentage of its time: near 100%,
+// the pass is as fast as its memory traffic allows.
 template <std::size_t I, class Dev, class Net, class Timer>
 void bench_conv_layer(Net& net, const ConvInfo& c, int batch, Where at, Timer& timer, const LayerRefs& refs,
                       const Options& o, nlohmann::json& rows) {
@@ -525,7 +532,7 @@ void bench_conv_layer(Net& net, const ConvInfo& c, int batch, Where at, Timer& t
   for (const auto& p : passes) {
     const double gemm_best = refs.gemm();
     const double eigen_best = refs.eigen ? refs.eigen() : 0.0;
-    const double bandwidth = refs.bandwidth ? refs.bandwidth() : 0.0;
+    const Bandwidth bw = refs.bandwidth ? refs.bandwidth() : Bandwidth{};
     const Stats s = timer(p.second, o.warmup, o.reps);
     nlohmann::json r = make_row("layer:" + c.name() + ":" + p.first, at.device, "dtn", batch, at.threads, s, gflop);
     const double best = gflop * 1e3 / s.min_ms;
@@ -541,15 +548,17 @@ void bench_conv_layer(Net& net, const ConvInfo& c, int batch, Where at, Timer& t
       target_pct = r["pct_of_eigen_gemm_best"].get<double>();
       line += ", " + fmt(target_pct, 1) + "% of Eigen's (" + fmt(eigen_best, 1) + ")";
     }
-    if (bandwidth > 0) {
-      const double floor_ms = c.pass_bytes(p.first, batch) / bandwidth * 1e3;
-      r["bandwidth_gbs"] = round_to(bandwidth * 1e-9, 0.1);
-      r["mem_floor_ms"] = round_to(floor_ms, 0.0001);
-      r["pct_of_mem_floor"] = round_to(100.0 * floor_ms / s.min_ms, 0.1);
-      // Above 100%: the pass ran faster than its bytes can stream from memory, i.e. its operands
-      // were served from cache (D.9's 2 MiB input) and the floor does not bind it.
-      line += "; memory floor " + fmt(floor_ms, 3) + " ms = " + fmt(r["pct_of_mem_floor"].get<double>(), 0) + "%" +
-              (floor_ms > s.min_ms ? " (in cache)" : "");
+    if (bw.read > 0 && bw.write > 0) {
+      const auto bytes = c.pass_bytes(p.first, batch);
+      const double mem_ms = (bytes.first / bw.read + bytes.second / bw.write) * 1e3;
+      r["read_gbs"] = round_to(bw.read * 1e-9, 0.1);
+      r["write_gbs"] = round_to(bw.write * 1e-9, 0.1);
+      r["mem_ms"] = round_to(mem_ms, 0.0001);
+      r["pct_of_mem_time"] = round_to(100.0 * mem_ms / s.min_ms, 0.1);
+      // Above 100%: the pass ran faster than its bytes stream from memory, i.e. its operands were
+      // served from cache (D.9's 2 MiB input at batch 64), and memory does not bind it.
+      line += "; memory time " + fmt(mem_ms, 3) + " ms = " + fmt(r["pct_of_mem_time"].get<double>(), 0) + "%" +
+              (mem_ms > s.min_ms ? " (in cache)" : "");
     }
     rows.push_back(r);
     const bool low = std::string(p.first) == "fwd" && target_pct < 60.0;

@@ -10,12 +10,14 @@
 // targets, Eigen's elsewhere), and gemm_eigen_N, Eigen's; and, per convolution layer of f, g and
 // D, the forward, backward-data and backward-filter GFLOP/s as a percentage of gemm_N and of
 // Eigen's GEMM, both timed just before (issue 2's target for the forward: >= 60% of Eigen's), and
-// the pass's memory floor: its fewest bytes moved at the host's copy bandwidth, also measured just
-// before, as a percentage of its time (near 100%: the pass is bound by memory traffic, not by
-// arithmetic).  images/s = batch / median time.  GFLOP counts: bench_common.hpp.
+// the pass's memory time: its fewest bytes read and written at the host's read and write
+// bandwidths, also measured just before, as a percentage of its time (near 100%: the pass is
+// bound by memory traffic, not by arithmetic).  images/s = batch / median time.  GFLOP counts:
+// bench_common.hpp.
 #include <omp.h>
 
 #include <chrono>
+#include <cstdint>
 #include <cstdio>
 #include <algorithm>
 #include <exception>
@@ -39,38 +41,48 @@ struct HostTimer {
   }
 };
 
-// The host's memory bandwidth now, for the layers' memory floors: best of 5 copies of a 32 MiB
-// float buffer into another over the OpenMP threads (each thread its own contiguous part), as
-// bytes read plus bytes written per second. The loop multiplies by a factor the compiler cannot
-// see, so that it stays a loop of vector loads and ordinary stores (not a library memcpy, which
-// may switch to non-temporal stores). 32 MiB is larger than any one pass's operands, so this is
-// the bandwidth of the level the layers' large tensors stream from (L3 or DRAM).
+// The host's memory bandwidth now, for the layers' memory times: the best of 5 passes that read
+// a 32 MiB buffer (an integer xor over it: vectorised, and cannot be skipped) and of 5 that write
+// one (a value the compiler cannot see, so ordinary vector stores, not a library memset), each
+// over the OpenMP threads with a contiguous part per thread. 32 MiB is larger than any one pass's
+// operands, so these are the rates of the level the layers' large tensors stream from (L3 or
+// DRAM); a write includes the read for ownership of its cache line, as the layers' writes do.
 class BandwidthNow {
  public:
-  BandwidthNow() : src_(kFloats, 1.f), dst_(kFloats, 0.f) {}
-  double operator()() {
-    double best = 1e30;
-    for (int rep = 0; rep < 6; ++rep) {
-      const float scale = scale_;
-      const auto t0 = std::chrono::steady_clock::now();
-      const float* s = src_.data();
-      float* d = dst_.data();
-#pragma omp parallel
-      {
-        const long t = omp_get_thread_num(), nt = omp_get_num_threads();
-        const long lo = kFloats * t / nt, hi = kFloats * (t + 1) / nt;
-        for (long i = lo; i < hi; ++i) d[i] = s[i] * scale;
-      }
-      const double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-      if (rep > 0) best = std::min(best, sec);  // the first copy warms up (page faults, caches)
-    }
-    return 2.0 * 4.0 * kFloats / best;
+  BandwidthNow() : buf_(kWords, 1u) {}
+  bench::Bandwidth operator()() {
+    bench::Bandwidth b;
+    b.read = best_rate([this](long lo, long hi) {
+      std::uint32_t acc = 0;
+      for (long i = lo; i < hi; ++i) acc ^= buf_[i];
+      if (acc == 0x9e3779b9u) sink_ = acc;  // keeps the loop
+    });
+    b.write = best_rate([this](long lo, long hi) {
+      const std::uint32_t v = value_;
+      for (long i = lo; i < hi; ++i) buf_[i] = v;
+    });
+    return b;
   }
 
  private:
-  static constexpr long kFloats = 8L << 20;  // 32 MiB of floats
-  std::vector<float> src_, dst_;
-  volatile float scale_ = 1.f;
+  template <class Pass>
+  double best_rate(Pass pass) {
+    double best = 1e30;
+    for (int rep = 0; rep < 6; ++rep) {
+      const auto t0 = std::chrono::steady_clock::now();
+#pragma omp parallel
+      {
+        const long t = omp_get_thread_num(), nt = omp_get_num_threads();
+        pass(kWords * t / nt, kWords * (t + 1) / nt);
+      }
+      const double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      if (rep > 0) best = std::min(best, sec);  // the first pass warms up
+    }
+    return 4.0 * kWords / best;
+  }
+  static constexpr long kWords = 8L << 20;  // 32 MiB
+  std::vector<std::uint32_t> buf_;
+  volatile std::uint32_t value_ = 7u, sink_ = 0u;
 };
 
 bool bench_step(int batch, const bench::Where& at, HostTimer& timer, const bench::Options& o, Json& rows) {

@@ -139,14 +139,14 @@ def main():
               and "pct_of_gemm_best" in r]
     if layers:
         print("# conv layer forward, % of the GEMM reference (best runs; target >= 60% of Eigen's GEMM on the CPU);")
-        print("# where measured, / % of Eigen's GEMM, and [% of the memory floor: near 100% = bound by memory traffic]:")
+        print("# where measured, / % of Eigen's GEMM, and [memory time as % of the time: near 100% = bound by memory traffic]:")
         for (dev, thr) in sorted({(r["device"], r["threads"]) for r in layers}):
             def cell(r):
                 c = f"{r['name'][6:-4]} {r['pct_of_gemm_best']:.0f}%"
                 if "pct_of_eigen_gemm_best" in r:
                     c += f" / {r['pct_of_eigen_gemm_best']:.0f}%"
-                if "pct_of_mem_floor" in r:
-                    c += f" [{r['pct_of_mem_floor']:.0f}%]"
+                if "pct_of_mem_time" in r:
+                    c += f" [{r['pct_of_mem_time']:.0f}%]"
                 return c
             cells = [cell(r) for r in layers if r["device"] == dev and r["threads"] == thr]
             print(f"#   {dev} {thr} thr: " + ", ".join(cells))
