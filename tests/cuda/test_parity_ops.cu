@@ -206,7 +206,9 @@ std::vector<Case> cases() {
   // ---- convolutions: the geometries of the digits DTN (f, g as transposed convs, D) and odd ones
   add_conv_cases(cs, "f1 3->64 3x3 p1 32x32", conv_geom(4, 3, 32, 32, 64, 3, 1, 1));
   add_conv_cases(cs, "f2 64->128 3x3 p1 16x16", conv_geom(4, 64, 16, 16, 128, 3, 1, 1));
+  // g1 and D4 are dense (one output pixel): cuBLAS on the GPU, one GEMM on the CPU
   add_conv_cases(cs, "g1 as conv 512->128 4x4 s1 p0 4x4", conv_geom(4, 512, 4, 4, 128, 4, 1, 0));
+  add_conv_cases(cs, "D4 512->3 4x4 s1 p0 4x4", conv_geom(4, 512, 4, 4, 3, 4, 1, 0));
   add_conv_cases(cs, "g2 as conv 256->512 4x4 s2 p1 8x8", conv_geom(4, 256, 8, 8, 512, 4, 2, 1));
   add_conv_cases(cs, "g4 as conv 1->128 4x4 s2 p1 32x32", conv_geom(4, 1, 32, 32, 128, 4, 2, 1));
   add_conv_cases(cs, "odd 5->7 3x3 s2 p0 13x11", conv_geom(3, 5, 13, 11, 7, 3, 2, 0));

@@ -63,6 +63,13 @@ struct ConvGeom {
   static int out_size(int in, int k, int stride, int pad) { return (in + 2 * pad - k) / stride + 1; }
 };
 
+// A convolution whose kernel covers the whole unpadded input, so that it has one output pixel
+// (D's last layer, and g's first as a transposed convolution), is a plain matrix product over
+// the flattened images: y [n, c_out] = x [n, c_in*kh*kw] w^T. Both backends run it as a GEMM.
+inline bool conv_is_dense(const ConvGeom& g) {
+  return g.pad == 0 && g.kh == g.h_in && g.kw == g.w_in && g.h_out == 1 && g.w_out == 1;
+}
+
 struct BnGeom {
   int n = 0, c = 0;
   long hw = 0;

@@ -153,13 +153,9 @@ void bias_grad(const ConvGeom& g, const T* dy, T* db) {
   bias_grad(g.n, g.c_out, static_cast<long>(g.h_out) * g.w_out, dy, db);
 }
 
-// A convolution whose kernel covers the whole unpadded input (one output pixel: D's last layer,
-// and g's first as a transposed convolution) is a matrix product over the flattened images.
+// A dense convolution (conv_is_dense, backend.hpp) is one GEMM over the flattened images.
 // Unfolding it image by image would write each column with a stride of the batch size, which
-// thrashes the cache (measured 0.6 GFLOP/s on D's last layer), so it takes this path instead.
-inline bool conv_is_dense(const ConvGeom& g) {
-  return g.pad == 0 && g.kh == g.h_in && g.kw == g.w_in && g.h_out == 1 && g.w_out == 1;
-}
+// thrashes the cache (measured 0.6 GFLOP/s on D's last layer), so it takes that path instead.
 
 template <class T>
 void conv2d_forward(const ConvGeom& g, const T* x, const T* w, const T* bias, T* y) {

@@ -11,6 +11,12 @@
 // fits the workspace cap is taken. The workspace comes from the context and only grows.
 //
 // conv2d_backward_filter accumulates into dw (beta = 1) and db, as the contract says.
+//
+// Dense convolutions (conv_is_dense: one output pixel, the kernel over the whole input: g's first
+// layer as a transposed convolution, D's last) skip cuDNN and run as one cuBLAS GEMM, as on the
+// CPU: the 2026-11-26 H100 run measured cuDNN's heuristic choice for g.0's forward at 1.13 ms for
+// 0.27 GFLOP and D.9's at 0.29 ms for 6 MFLOP, where the same products are single small GEMMs.
+// (Not yet measured on a GPU.)
 #include <cudnn.h>
 
 #include <cstddef>
@@ -26,6 +32,7 @@
 #include "check.cuh"
 #include "context.cuh"
 #include "elementwise.cuh"
+#include "gemm.cuh"
 
 namespace dtn {
 namespace cuda {
@@ -197,6 +204,12 @@ inline ConvPlan& conv_plan(const ConvGeom& g) {
 inline void conv2d_forward(const ConvGeom& g, const float* x, const float* w, const float* bias, float* y) {
   detail::validate_conv(g, "conv2d_forward");
   if (g.n == 0) return;
+  if (conv_is_dense(g)) {
+    const int ckk = g.c_in * g.kh * g.kw;  // y [n, c_out] = x [n, ckk] w^T [ckk, c_out]
+    gemm(false, true, g.n, g.c_out, ckk, 1.f, x, ckk, w, ckk, 0.f, y, g.c_out);
+    if (bias) bias_add(g.n, g.c_out, 1, bias, y);
+    return;
+  }
   Context& ctx = context();
   cudnnHandle_t h = ctx.cudnn();
   detail::ConvPlan& plan = detail::conv_plan(g);
@@ -212,6 +225,11 @@ inline void conv2d_forward(const ConvGeom& g, const float* x, const float* w, co
 inline void conv2d_backward_data(const ConvGeom& g, const float* dy, const float* w, float* dx) {
   detail::validate_conv(g, "conv2d_backward_data");
   if (g.n == 0) return;
+  if (conv_is_dense(g)) {
+    const int ckk = g.c_in * g.kh * g.kw;  // dx [n, ckk] = dy [n, c_out] w [c_out, ckk]
+    gemm(false, false, g.n, ckk, g.c_out, 1.f, dy, g.c_out, w, ckk, 0.f, dx, ckk);
+    return;
+  }
   Context& ctx = context();
   cudnnHandle_t h = ctx.cudnn();
   detail::ConvPlan& plan = detail::conv_plan(g);
@@ -227,6 +245,12 @@ inline void conv2d_backward_data(const ConvGeom& g, const float* dy, const float
 inline void conv2d_backward_filter(const ConvGeom& g, const float* x, const float* dy, float* dw, float* db) {
   detail::validate_conv(g, "conv2d_backward_filter");
   if (g.n == 0) return;
+  if (conv_is_dense(g)) {
+    const int ckk = g.c_in * g.kh * g.kw;  // dw [c_out, ckk] += dy^T [c_out, n] x [n, ckk]
+    gemm(true, false, g.c_out, ckk, g.n, 1.f, dy, g.c_out, x, ckk, 1.f, dw, ckk);
+    if (db) bias_backward(g.n, g.c_out, 1, dy, db);
+    return;
+  }
   Context& ctx = context();
   cudnnHandle_t h = ctx.cudnn();
   detail::ConvPlan& plan = detail::conv_plan(g);
