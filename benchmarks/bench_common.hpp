@@ -159,6 +159,7 @@ struct Options {
   bool only_layers = false;
   bool graph = true;
   bool tf32 = false;
+  bool conv_autotune = false;
   std::string json;
 };
 
@@ -212,6 +213,7 @@ inline Options parse_options(int argc, char** argv, bool cuda) {
     else if (a == "--step-reps") o.step_reps = parse_int(a, value(), 1);
     else if (a == "--gemm-n") o.gemm_n = parse_int(a, value(), 16);
     else if (a == "--tf32" && cuda) o.tf32 = true;
+    else if (a == "--conv-autotune" && cuda) o.conv_autotune = true;
     else if (a == "--no-layers") o.layers = false;
     else if (a == "--only-layers") o.only_layers = true;
     else if (a == "--no-graph" && cuda) o.graph = false;
@@ -238,6 +240,8 @@ inline Options parse_options(int argc, char** argv, bool cuda) {
           o.gemm_n,
           cuda ? "  --no-graph        no CUDA-graph replay rows\n"
                  "  --tf32            allow TF32 tensor-core math (default off: exact FP32, as torch_dtn.py)\n"
+                 "  --conv-autotune   choose cuDNN's convolution algorithms by timing them (cudnnFind*,\n"
+                 "                    dtn::cuda::set_conv_autotune); rows are then labelled tuned, tuned+graph\n"
                : "");
       std::exit(0);
     } else {

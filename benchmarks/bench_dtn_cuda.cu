@@ -8,6 +8,8 @@
 // dtn_step rows carry peak_mem_mb: the caching allocator's high-water mark of bytes in use,
 // read right after the step rows (steps run first, smallest batch first, so the mark at the
 // largest batch is that step's peak).
+// --conv-autotune: cuDNN's convolution algorithms chosen by timing them (cudnnFind*) instead of by
+// its heuristics; the rows are then labelled tuned and tuned+graph.
 // Without a usable GPU it prints the reason and exits 77 (skipped).
 #include <dtn/cuda.cuh>
 
@@ -116,6 +118,8 @@ int main(int argc, char** argv) {
       return 77;
     }
     dtn::cuda::set_tf32(o.tf32);
+    dtn::cuda::set_conv_autotune(o.conv_autotune);
+    const std::string plain_mode = o.conv_autotune ? "tuned" : "dtn", graph_mode = o.conv_autotune ? "tuned+graph" : "graph";
     int sms = 0;
     double mem = 0;
     const std::string gpu = device_name(&sms, &mem);
@@ -125,19 +129,21 @@ int main(int argc, char** argv) {
     doc["meta"]["cuda_device"] = gpu;
     doc["meta"]["cpu"] = bench::cpu_model();
     doc["meta"]["tf32"] = o.tf32;
+    doc["meta"]["conv_autotune"] = o.conv_autotune;
     doc["meta"]["cuda_runtime"] = CUDART_VERSION;
     doc["meta"]["date"] = bench::utc_now();
     doc["meta"]["timing"] = "cudaEvent on dtn::cuda::stream(), median of reps after warm-up";
     doc["meta"]["dtn_step_graph"] =
         "mode graph: the whole step through dtn::cuda::GraphStep (deferred step, device-side guard, one graph launch)";
     Json& rows = doc["rows"] = Json::array();
-    std::printf("dtn GPU benchmark: %s (%d SMs, %.1f GiB), TF32 %s\n", gpu.c_str(), sms, mem, o.tf32 ? "on" : "off");
+    std::printf("dtn GPU benchmark: %s (%d SMs, %.1f GiB), TF32 %s, conv algorithms %s\n", gpu.c_str(), sms, mem,
+                o.tf32 ? "on" : "off", o.conv_autotune ? "timed (cudnnFind)" : "cuDNN heuristics");
     for (const std::string& r : bench::row_names())
       std::printf("GFLOP per image, %-10s: %.4f\n", r.c_str(), bench::gflop_per_image(r));
     bench::print_header();
 
     EventTimer timer;
-    const bench::Where at{"cuda", 0, "dtn"};
+    const bench::Where at{"cuda", 0, plain_mode.c_str()};
     std::vector<int> batches = o.batches;
     std::sort(batches.begin(), batches.end());
     const bool want_step =
@@ -165,7 +171,8 @@ int main(int argc, char** argv) {
           dtn::DtnLosses last = graph.step(xs.view(), xt.view());  // eager
           last = graph.step(xs.view(), xt.view());                 // captured, then replayed
           const bench::Stats s = timer([&] { last = graph.step(xs.view(), xt.view()); }, o.warmup, o.step_reps);
-          nlohmann::json r = bench::make_row("dtn_step", "cuda", "graph", b, 0, s, bench::gflop_per_image("dtn_step") * b);
+          nlohmann::json r =
+              bench::make_row("dtn_step", "cuda", graph_mode, b, 0, s, bench::gflop_per_image("dtn_step") * b);
           r["loss_d"] = last.d;
           r["loss_g"] = last.g;
           r["captured"] = graph.captured();
@@ -183,7 +190,7 @@ int main(int argc, char** argv) {
       for (int b : batches) bench::bench_net_rows<Cuda>(b, at, timer, o, rows);
     if (o.graph && !o.only_layers) {
       GraphTimer graph_timer;
-      const bench::Where gat{"cuda", 0, "graph"};
+      const bench::Where gat{"cuda", 0, graph_mode.c_str()};
       for (int b : batches) {
         try {
           bench::bench_net_rows<Cuda>(b, gat, graph_timer, o, rows);

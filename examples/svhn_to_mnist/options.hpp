@@ -29,6 +29,7 @@ struct Options {
   bool reuse = false;         // reuse f and the MNIST classifier from out_dir when present
   bool resume = false;        // resume DTN training from out_dir/dtn.safetensors
   bool tf32 = false;          // TF32 convolutions on the GPU
+  bool conv_autotune = false; // cuDNN convolution algorithms chosen by timing them (GPU)
   bool no_graph = false;      // GPU: run DTN steps eagerly instead of as one CUDA graph
 };
 
@@ -60,6 +61,8 @@ inline const char* usage() {
          "  --reuse              reuse f and the MNIST classifier checkpoints found in --out\n"
          "  --resume             resume DTN training from --out/dtn.safetensors\n"
          "  --tf32               allow TF32 convolutions on the GPU\n"
+         "  --conv-autotune      choose cuDNN's convolution algorithms by timing them (GPU; the choice,\n"
+         "                       and so the last bits of the results, may differ between runs)\n"
          "  --no-graph           GPU: run each DTN step eagerly, not as one captured CUDA graph\n"
          "  --full               the long run: 3000 f steps, 3000 classifier steps, 20000 DTN steps, batch 128\n";
 }
@@ -119,6 +122,7 @@ inline Options parse_options(int argc, char** argv) {
     else if (k == "--reuse") o.reuse = true;
     else if (k == "--resume") o.resume = true;
     else if (k == "--tf32") o.tf32 = true;
+    else if (k == "--conv-autotune") o.conv_autotune = true;
     else if (k == "--no-graph") o.no_graph = true;
     else if (k == "--full") {
       o.f_steps = 3000;

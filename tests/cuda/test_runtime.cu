@@ -1,6 +1,7 @@
 // The CUDA runtime layer: errors become exceptions with the call text and file:line, the caching
 // allocator reaches a steady state without cudaMalloc, copies, determinism of the reductions,
-// CUDA-graph capture of a whole training step, TF32 as an opt-in, per-thread contexts.
+// CUDA-graph capture of a whole training step, TF32 and convolution autotuning as opt-ins,
+// per-thread contexts.
 #include <doctest/doctest.h>
 
 #include <cuda_runtime.h>
@@ -9,6 +10,7 @@
 #include <dtn/cuda.cuh>
 #include <string>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
 #include "parity.cuh"
@@ -356,6 +358,72 @@ TEST_CASE("math mode: exact FP32 by default, TF32 only on request, per thread") 
   dtn::cuda::set_tf32(false);
   CHECK(run() == exact);  // back to the same exact kernel
   MESSAGE("gemm K=1024 relative L2 error: exact " << exact << ", TF32 " << tf32);
+}
+
+TEST_CASE("conv autotune: off by default and per thread; timed choices agree with the CPU; none inside a capture") {
+  CHECK_FALSE(dtn::cuda::conv_autotune());
+  dtn::cuda::set_conv_autotune(true);
+  bool other_thread = true;
+  std::thread([&] { other_thread = dtn::cuda::conv_autotune(); }).join();
+  CHECK_FALSE(other_thread);
+
+  // Algorithms chosen by cudnnFind*: the three passes agree with the CPU within the parity
+  // table's bound for sums of K products in FP32 (kSum = 1e-4; here K = 16*9 = 144 and 24*9).
+  const ConvGeom g = geom(4, 16, 12, 12, 24, 3, 1, 1);
+  const std::size_t nx = 4 * 16 * 144, nw = 24 * 16 * 9, ny = 4 * 24 * 144;
+  const auto hx = random_vector(nx, 50), hw = random_vector(nw, 51), hb = random_vector(24, 52), hdy = random_vector(ny, 53);
+  auto run = [&](auto backend, auto x, auto w, auto b, auto dy) {
+    using B = decltype(backend);
+    using Dev = typename std::decay_t<decltype(x)>::device;
+    dtn::Tensor<float, Dev> y(dtn::Shape{4, 24, 12, 12}), dx(dtn::Shape{4, 16, 12, 12}), dw(dtn::Shape{24, 16, 3, 3}),
+        db(dtn::Shape{24});
+    dw.zero();
+    db.zero();
+    B::conv2d_forward(g, x.data(), w.data(), b.data(), y.data());
+    B::conv2d_backward_data(g, dy.data(), w.data(), dx.data());
+    B::conv2d_backward_filter(g, x.data(), dy.data(), dw.data(), db.data());
+    return std::vector<std::vector<float>>{dtn::to_vector(y), dtn::to_vector(dx), dtn::to_vector(dw), dtn::to_vector(db)};
+  };
+  const auto cpu = run(CpuB{}, tensor_of<dtn::Cpu>(hx), tensor_of<dtn::Cpu>(hw), tensor_of<dtn::Cpu>(hb),
+                       tensor_of<dtn::Cpu>(hdy));
+  const auto gpu = run(GpuB{}, tensor_of(hx), tensor_of(hw), tensor_of(hb), tensor_of(hdy));
+  for (std::size_t i = 0; i < cpu.size(); ++i) {
+    CAPTURE(i);
+    CHECK(parity::rel_l2(gpu[i], cpu[i]) <= 1e-4);
+  }
+
+  // A geometry first met inside a graph capture takes cuDNN's heuristics (cudnnFind would
+  // synchronise and allocate, which a capture forbids): the capture succeeds, and the replay
+  // gives the bits of the heuristic choice made eagerly with autotuning off.
+  const ConvGeom g2 = geom(2, 4, 8, 8, 8, 3, 1, 1);
+  auto x2 = tensor_of(random_vector(2 * 4 * 64, 54)), w2 = tensor_of(random_vector(8 * 4 * 9, 55));
+  dtn::Tensor<float, Cuda> y2(dtn::Shape{2, 8, 8, 8});
+  dtn::cuda::set_conv_autotune(false);
+  GpuB::conv2d_forward(g2, x2.data(), w2.data(), static_cast<const float*>(nullptr), y2.data());  // warms the workspace
+  const auto eager = dtn::to_vector(y2);
+  dtn::cuda::set_conv_autotune(true);
+  y2.zero();
+  dtn::cuda::synchronize();
+  cudaStream_t s = dtn::cuda::stream();
+  cudaGraph_t graph = nullptr;
+  DTN_CUDA_CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
+  try {
+    GpuB::conv2d_forward(g2, x2.data(), w2.data(), static_cast<const float*>(nullptr), y2.data());
+  } catch (...) {
+    cudaGraph_t broken = nullptr;
+    (void)cudaStreamEndCapture(s, &broken);
+    if (broken) (void)cudaGraphDestroy(broken);
+    dtn::cuda::set_conv_autotune(false);
+    throw;
+  }
+  DTN_CUDA_CHECK(cudaStreamEndCapture(s, &graph));
+  cudaGraphExec_t exec = nullptr;
+  DTN_CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
+  DTN_CUDA_CHECK(cudaGraphLaunch(exec, s));
+  CHECK(parity::same_bits(dtn::to_vector(y2), eager));
+  DTN_CUDA_CHECK(cudaGraphExecDestroy(exec));
+  DTN_CUDA_CHECK(cudaGraphDestroy(graph));
+  dtn::cuda::set_conv_autotune(false);
 }
 
 TEST_CASE("each thread has its own context and stream, and results agree across threads") {

@@ -8,7 +8,10 @@
 //    deterministic reductions), both from the caching allocator; they only grow, so once every
 //    geometry has been seen no op allocates;
 //  * the math mode: exact FP32 by default (cuDNN CUDNN_FMA_MATH, cuBLAS CUBLAS_DEFAULT_MATH: no
-//    TF32 anywhere), TF32 tensor cores on request with dtn::cuda::set_tf32(true).
+//    TF32 anywhere), TF32 tensor cores on request with dtn::cuda::set_tf32(true);
+//  * how convolution algorithms are chosen: cuDNN's heuristics by default (the same choice on
+//    every run), cuDNN's timed search on request with dtn::cuda::set_conv_autotune(true)
+//    (conv.cuh).
 //
 // dtn::cuda::context() returns the calling thread's Context (created on first use, on the device
 // current at that moment). Nothing in an op synchronises with the host; call
@@ -87,6 +90,9 @@ class Context {
   // cuDNN math type for convolutions in the current mode.
   cudnnMathType_t cudnn_math() const { return tf32_ ? CUDNN_DEFAULT_MATH : CUDNN_FMA_MATH; }
 
+  bool conv_autotune() const { return conv_autotune_; }
+  void set_conv_autotune(bool on) { conv_autotune_ = on; }
+
   // Waits until everything queued on this thread's stream has finished.
   void synchronize() { DTN_CUDA_CHECK(cudaStreamSynchronize(stream_)); }
 
@@ -116,6 +122,7 @@ class Context {
   void* scratch_ = nullptr;
   std::size_t scratch_bytes_ = 0;
   bool tf32_ = false;
+  bool conv_autotune_ = false;
 };
 
 // The calling thread's context.
@@ -130,6 +137,15 @@ inline void synchronize() { context().synchronize(); }
 // false, gives exact FP32 (FMA) results comparable with the CPU backend.
 inline void set_tf32(bool on) { context().set_tf32(on); }
 inline bool tf32() { return context().tf32(); }
+// Opt in (or out) of timing cuDNN's convolution algorithms for this thread (as PyTorch's
+// torch.backends.cudnn.benchmark): each new geometry's algorithms are then chosen by
+// cudnnFind*, which runs them, instead of by cuDNN's heuristics. Deterministic algorithms are
+// still preferred. The search synchronises the device and allocates memory of its own, so it is
+// done outside CUDA graph capture only (a geometry first seen during capture takes the
+// heuristics); and since timings vary, two processes may choose different algorithms, whose
+// results can differ in the last bits. Default false.
+inline void set_conv_autotune(bool on) { context().set_conv_autotune(on); }
+inline bool conv_autotune() { return context().conv_autotune(); }
 
 }  // namespace cuda
 }  // namespace dtn

@@ -1,14 +1,17 @@
 #pragma once
 // Convolution on cuDNN's legacy API (cudnnConvolutionForward / BackwardData / BackwardFilter).
 //
-// One ConvPlan per geometry and math mode, cached per thread (like the cuDNN handle it is used
-// with): the four descriptors, and for each direction the algorithm, its math type and workspace
-// size, chosen once on first use. The choice uses cuDNN's heuristics
+// One ConvPlan per geometry, math mode and search mode, cached per thread (like the cuDNN handle
+// it is used with): the four descriptors, and for each direction the algorithm, its math type
+// and workspace size, chosen once on first use. By default the choice uses cuDNN's heuristics
 // (cudnnGet*Algorithm_v7) rather than cudnnFind*: no benchmarking noise, so the same algorithm
 // is chosen on every run (reproducible training), and no allocation or synchronisation, so even
-// a first call may be captured into a CUDA graph. Among the ranked candidates the first one that
-// is deterministic, is allowed in the math mode (no tensor-op/TF32 math unless TF32 is on) and
-// fits the workspace cap is taken. The workspace comes from the context and only grows.
+// a first call may be captured into a CUDA graph. With dtn::cuda::set_conv_autotune(true) the
+// candidates are ranked by cudnnFind* instead, which times them (outside graph capture only:
+// it synchronises and allocates). Among the ranked candidates the first one that is
+// deterministic, is allowed in the math mode (no tensor-op/TF32 math unless TF32 is on) and fits
+// the workspace cap is taken; a non-deterministic one only if none is. The workspace comes from
+// the context and only grows.
 //
 // conv2d_backward_filter accumulates into dw (beta = 1) and db, as the contract says.
 //
@@ -52,11 +55,33 @@ inline bool math_allowed(cudnnMathType_t m, bool tf32) {
   return tf32 || (m != CUDNN_TENSOR_OP_MATH && m != CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION);
 }
 
+// Whether work queued on s is being captured into a CUDA graph.
+inline bool capturing(cudaStream_t s) {
+  cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
+  DTN_CUDA_CHECK(cudaStreamIsCapturing(s, &status));
+  return status != cudaStreamCaptureStatusNone;
+}
+
+// The candidates for one direction, best first: timed by cuDNN (find) when autotuning, else
+// ranked by its heuristics (heuristic). Both have the signature (requested, &returned, perf).
+template <class Perf, class Find, class Heuristic>
+std::vector<Perf> ranked_algorithms(int max_count, bool autotune, Find&& find, Heuristic&& heuristic) {
+  std::vector<Perf> perf(static_cast<std::size_t>(max_count > 0 ? max_count : 1));
+  int count = 0;
+  if (autotune)
+    DTN_CUDNN_CHECK(find(static_cast<int>(perf.size()), &count, perf.data()));
+  else
+    DTN_CUDNN_CHECK(heuristic(static_cast<int>(perf.size()), &count, perf.data()));
+  perf.resize(static_cast<std::size_t>(count > 0 ? count : 0));
+  return perf;
+}
+
 struct ConvPlan {
   cudnnTensorDescriptor_t x = nullptr, y = nullptr;
   cudnnFilterDescriptor_t w = nullptr;
   cudnnConvolutionDescriptor_t conv = nullptr;
   bool tf32 = false;
+  bool autotune = false;  // rank algorithms by cudnnFind* (set_conv_autotune)
 
   bool have_fwd = false, have_bwd_data = false, have_bwd_filter = false;
   cudnnConvolutionFwdAlgo_t fwd{};
@@ -65,7 +90,7 @@ struct ConvPlan {
   cudnnMathType_t fwd_math{}, bwd_data_math{}, bwd_filter_math{};
   std::size_t fwd_ws = 0, bwd_data_ws = 0, bwd_filter_ws = 0;
 
-  ConvPlan(const ConvGeom& g, bool use_tf32) : tf32(use_tf32) {
+  ConvPlan(const ConvGeom& g, bool use_tf32, bool use_autotune) : tf32(use_tf32), autotune(use_autotune) {
     try {
       DTN_CUDNN_CHECK(cudnnCreateTensorDescriptor(&x));
       DTN_CUDNN_CHECK(cudnnCreateTensorDescriptor(&y));
@@ -95,11 +120,22 @@ struct ConvPlan {
   // Execution math type: FMA in exact mode, the candidate's own in TF32 mode.
   cudnnMathType_t exec_math(cudnnMathType_t candidate) const { return tf32 ? candidate : CUDNN_FMA_MATH; }
 
-  void choose_forward(cudnnHandle_t h, const ConvGeom& g) {
-    int max_count = 0, count = 0;
+  // Whether this choice may time the algorithms: autotuning, and not inside a graph capture.
+  bool timed(cudaStream_t s) const { return autotune && !capturing(s); }
+
+  void choose_forward(cudnnHandle_t h, cudaStream_t s, const ConvGeom& g) {
+    int max_count = 0;
     DTN_CUDNN_CHECK(cudnnGetConvolutionForwardAlgorithmMaxCount(h, &max_count));
-    std::vector<cudnnConvolutionFwdAlgoPerf_t> perf(static_cast<std::size_t>(max_count > 0 ? max_count : 1));
-    DTN_CUDNN_CHECK(cudnnGetConvolutionForwardAlgorithm_v7(h, x, w, conv, y, max_count, &count, perf.data()));
+    DTN_CUDNN_CHECK(cudnnSetConvolutionMathType(conv, tf32 ? CUDNN_DEFAULT_MATH : CUDNN_FMA_MATH));
+    const auto perf = ranked_algorithms<cudnnConvolutionFwdAlgoPerf_t>(
+        max_count, timed(s),
+        [&](int n, int* c, cudnnConvolutionFwdAlgoPerf_t* p) {
+          return cudnnFindConvolutionForwardAlgorithm(h, x, w, conv, y, n, c, p);
+        },
+        [&](int n, int* c, cudnnConvolutionFwdAlgoPerf_t* p) {
+          return cudnnGetConvolutionForwardAlgorithm_v7(h, x, w, conv, y, n, c, p);
+        });
+    const int count = static_cast<int>(perf.size());
     for (int pass = 0; pass < 2 && !have_fwd; ++pass)
       for (int i = 0; i < count && !have_fwd; ++i) {
         const auto& p = perf[static_cast<std::size_t>(i)];
@@ -118,11 +154,19 @@ struct ConvPlan {
       throw cuda_error("dtn::Backend<Cuda>::conv2d_forward: cuDNN offers no usable algorithm for " + conv_geom_str(g));
   }
 
-  void choose_backward_data(cudnnHandle_t h, const ConvGeom& g) {
-    int max_count = 0, count = 0;
+  void choose_backward_data(cudnnHandle_t h, cudaStream_t s, const ConvGeom& g) {
+    int max_count = 0;
     DTN_CUDNN_CHECK(cudnnGetConvolutionBackwardDataAlgorithmMaxCount(h, &max_count));
-    std::vector<cudnnConvolutionBwdDataAlgoPerf_t> perf(static_cast<std::size_t>(max_count > 0 ? max_count : 1));
-    DTN_CUDNN_CHECK(cudnnGetConvolutionBackwardDataAlgorithm_v7(h, w, y, conv, x, max_count, &count, perf.data()));
+    DTN_CUDNN_CHECK(cudnnSetConvolutionMathType(conv, tf32 ? CUDNN_DEFAULT_MATH : CUDNN_FMA_MATH));
+    const auto perf = ranked_algorithms<cudnnConvolutionBwdDataAlgoPerf_t>(
+        max_count, timed(s),
+        [&](int n, int* c, cudnnConvolutionBwdDataAlgoPerf_t* p) {
+          return cudnnFindConvolutionBackwardDataAlgorithm(h, w, y, conv, x, n, c, p);
+        },
+        [&](int n, int* c, cudnnConvolutionBwdDataAlgoPerf_t* p) {
+          return cudnnGetConvolutionBackwardDataAlgorithm_v7(h, w, y, conv, x, n, c, p);
+        });
+    const int count = static_cast<int>(perf.size());
     for (int pass = 0; pass < 2 && !have_bwd_data; ++pass)
       for (int i = 0; i < count && !have_bwd_data; ++i) {
         const auto& p = perf[static_cast<std::size_t>(i)];
@@ -143,11 +187,19 @@ struct ConvPlan {
                        conv_geom_str(g));
   }
 
-  void choose_backward_filter(cudnnHandle_t h, const ConvGeom& g) {
-    int max_count = 0, count = 0;
+  void choose_backward_filter(cudnnHandle_t h, cudaStream_t s, const ConvGeom& g) {
+    int max_count = 0;
     DTN_CUDNN_CHECK(cudnnGetConvolutionBackwardFilterAlgorithmMaxCount(h, &max_count));
-    std::vector<cudnnConvolutionBwdFilterAlgoPerf_t> perf(static_cast<std::size_t>(max_count > 0 ? max_count : 1));
-    DTN_CUDNN_CHECK(cudnnGetConvolutionBackwardFilterAlgorithm_v7(h, x, y, conv, w, max_count, &count, perf.data()));
+    DTN_CUDNN_CHECK(cudnnSetConvolutionMathType(conv, tf32 ? CUDNN_DEFAULT_MATH : CUDNN_FMA_MATH));
+    const auto perf = ranked_algorithms<cudnnConvolutionBwdFilterAlgoPerf_t>(
+        max_count, timed(s),
+        [&](int n, int* c, cudnnConvolutionBwdFilterAlgoPerf_t* p) {
+          return cudnnFindConvolutionBackwardFilterAlgorithm(h, x, y, conv, w, n, c, p);
+        },
+        [&](int n, int* c, cudnnConvolutionBwdFilterAlgoPerf_t* p) {
+          return cudnnGetConvolutionBackwardFilterAlgorithm_v7(h, x, y, conv, w, n, c, p);
+        });
+    const int count = static_cast<int>(perf.size());
     for (int pass = 0; pass < 2 && !have_bwd_filter; ++pass)
       for (int i = 0; i < count && !have_bwd_filter; ++i) {
         const auto& p = perf[static_cast<std::size_t>(i)];
@@ -180,7 +232,7 @@ struct ConvPlan {
   }
 };
 
-using ConvKey = std::tuple<int, int, int, int, int, int, int, int, int, int, int, bool>;
+using ConvKey = std::tuple<int, int, int, int, int, int, int, int, int, int, int, bool, bool>;
 
 inline void validate_conv(const ConvGeom& g, const char* where) {
   if (g.n < 0 || g.c_in <= 0 || g.h_in <= 0 || g.w_in <= 0 || g.c_out <= 0 || g.kh <= 0 || g.kw <= 0 ||
@@ -188,13 +240,13 @@ inline void validate_conv(const ConvGeom& g, const char* where) {
     throw argument_error(std::string("dtn::Backend<Cuda>::") + where + ": invalid geometry " + conv_geom_str(g));
 }
 
-// The calling thread's plan for g in the current math mode (created on first use).
+// The calling thread's plan for g in the current math and search modes (created on first use).
 inline ConvPlan& conv_plan(const ConvGeom& g) {
   thread_local std::map<ConvKey, std::unique_ptr<ConvPlan>> plans;
-  const bool tf32 = context().tf32();
-  const ConvKey key{g.n, g.c_in, g.h_in, g.w_in, g.c_out, g.kh, g.kw, g.stride, g.pad, g.h_out, g.w_out, tf32};
+  const bool tf32 = context().tf32(), autotune = context().conv_autotune();
+  const ConvKey key{g.n, g.c_in, g.h_in, g.w_in, g.c_out, g.kh, g.kw, g.stride, g.pad, g.h_out, g.w_out, tf32, autotune};
   auto it = plans.find(key);
-  if (it == plans.end()) it = plans.emplace(key, std::make_unique<ConvPlan>(g, tf32)).first;
+  if (it == plans.end()) it = plans.emplace(key, std::make_unique<ConvPlan>(g, tf32, autotune)).first;
   return *it->second;
 }
 
@@ -213,7 +265,7 @@ inline void conv2d_forward(const ConvGeom& g, const float* x, const float* w, co
   Context& ctx = context();
   cudnnHandle_t h = ctx.cudnn();
   detail::ConvPlan& plan = detail::conv_plan(g);
-  if (!plan.have_fwd) plan.choose_forward(h, g);
+  if (!plan.have_fwd) plan.choose_forward(h, ctx.stream(), g);
   void* ws = plan.fwd_ws ? ctx.workspace(plan.fwd_ws) : nullptr;
   DTN_CUDNN_CHECK(cudnnSetConvolutionMathType(plan.conv, plan.fwd_math));
   const float one = 1.0f, zero = 0.0f;
@@ -233,7 +285,7 @@ inline void conv2d_backward_data(const ConvGeom& g, const float* dy, const float
   Context& ctx = context();
   cudnnHandle_t h = ctx.cudnn();
   detail::ConvPlan& plan = detail::conv_plan(g);
-  if (!plan.have_bwd_data) plan.choose_backward_data(h, g);
+  if (!plan.have_bwd_data) plan.choose_backward_data(h, ctx.stream(), g);
   void* ws = plan.bwd_data_ws ? ctx.workspace(plan.bwd_data_ws) : nullptr;
   DTN_CUDNN_CHECK(cudnnSetConvolutionMathType(plan.conv, plan.bwd_data_math));
   const float one = 1.0f, zero = 0.0f;
@@ -254,7 +306,7 @@ inline void conv2d_backward_filter(const ConvGeom& g, const float* x, const floa
   Context& ctx = context();
   cudnnHandle_t h = ctx.cudnn();
   detail::ConvPlan& plan = detail::conv_plan(g);
-  if (!plan.have_bwd_filter) plan.choose_backward_filter(h, g);
+  if (!plan.have_bwd_filter) plan.choose_backward_filter(h, ctx.stream(), g);
   void* ws = plan.bwd_filter_ws ? ctx.workspace(plan.bwd_filter_ws) : nullptr;
   DTN_CUDNN_CHECK(cudnnSetConvolutionMathType(plan.conv, plan.bwd_filter_math));
   const float one = 1.0f;
