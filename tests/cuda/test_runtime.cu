@@ -371,7 +371,8 @@ TEST_CASE("conv autotune: off by default and per thread; timed choices agree wit
   // table's bound for sums of K products in FP32 (kSum = 1e-4; here K = 16*9 = 144 and 24*9).
   const ConvGeom g = geom(4, 16, 12, 12, 24, 3, 1, 1);
   const std::size_t nx = 4 * 16 * 144, nw = 24 * 16 * 9, ny = 4 * 24 * 144;
-  const auto hx = random_vector(nx, 50), hw = random_vector(nw, 51), hb = random_vector(24, 52), hdy = random_vector(ny, 53);
+  const auto hx = random_vector(nx, 50), hw = random_vector(nw, 51), hb = random_vector(24, 52);
+  const auto hdy = random_vector(ny, 53);
   auto run = [&](auto backend, auto x, auto w, auto b, auto dy) {
     using B = decltype(backend);
     using Dev = typename std::decay_t<decltype(x)>::device;
@@ -382,7 +383,8 @@ TEST_CASE("conv autotune: off by default and per thread; timed choices agree wit
     B::conv2d_forward(g, x.data(), w.data(), b.data(), y.data());
     B::conv2d_backward_data(g, dy.data(), w.data(), dx.data());
     B::conv2d_backward_filter(g, x.data(), dy.data(), dw.data(), db.data());
-    return std::vector<std::vector<float>>{dtn::to_vector(y), dtn::to_vector(dx), dtn::to_vector(dw), dtn::to_vector(db)};
+    return std::vector<std::vector<float>>{dtn::to_vector(y), dtn::to_vector(dx), dtn::to_vector(dw),
+                                           dtn::to_vector(db)};
   };
   const auto cpu = run(CpuB{}, tensor_of<dtn::Cpu>(hx), tensor_of<dtn::Cpu>(hw), tensor_of<dtn::Cpu>(hb),
                        tensor_of<dtn::Cpu>(hdy));

@@ -307,7 +307,8 @@ DTN_SGEMM_NOINLINE void kernel_np(int kc, const float* a, const float* b, long l
   for (int p = 0; p < kc; ++p) {
     __m512 bv[NP];
     DTN_SGEMM_UNROLL
-    for (int q = 0; q < NP; ++q) bv[q] = InPlace ? _mm512_maskz_loadu_ps(mk[q], b + q * bstep) : _mm512_load_ps(b + q * bstep);
+    for (int q = 0; q < NP; ++q)
+      bv[q] = InPlace ? _mm512_maskz_loadu_ps(mk[q], b + q * bstep) : _mm512_load_ps(b + q * bstep);
     if (InPlace && pf) {
       DTN_SGEMM_UNROLL
       for (int q = 0; q < NB; ++q) _mm_prefetch(reinterpret_cast<const char*>(pf + q * NR), _MM_HINT_T0);
@@ -364,7 +365,9 @@ inline void kernel_for(int kc, const float* a, const float* b, long ldb, const T
   if constexpr (NB > 2) { if (np == 2) return kernel_np<2, InPlace>(kc, a, b, ldb, t, pf); }
   if constexpr (NB > 3) { if (np == 3) return kernel_np<3, InPlace>(kc, a, b, ldb, t, pf); }
 }
-inline void kernel(int kc, const float* a, const float* b, const Tile& t) { kernel_for<false>(kc, a, b, NR, t, nullptr); }
+inline void kernel(int kc, const float* a, const float* b, const Tile& t) {
+  kernel_for<false>(kc, a, b, NR, t, nullptr);
+}
 inline void kernel_inplace(int kc, const float* a, const float* b, long ldb, const Tile& t, const float* pf) {
   kernel_for<true>(kc, a, b, ldb, t, pf);
 }
@@ -611,7 +614,7 @@ void gemm_block(int i0, int i1, int j0, int j1, int k, float alpha, const PackA&
 inline bool parallel_pays(int m, int n, int k) {
   const double work = static_cast<double>(m) * n * k;
   const double touched = static_cast<double>(m) * k + static_cast<double>(k) * n + static_cast<double>(m) * n;
-    return work >= double(1 << 21) || touched >= double(1 << 18);
+  return work >= double(1 << 21) || touched >= double(1 << 18);
 }
 
 // C = alpha A B + beta C (+ bias[i] on row i, when bias is set), C on a view (matview.hpp),
@@ -664,10 +667,10 @@ void gemm_packed(int m, int n, int k, float alpha, const PackA& A, const PackB& 
 
 // ---- Products with few columns whose operands both run along the depth: C = A B^T
 // C [m, n] = alpha A [m, k] B [n, k]^T + beta C (+ bias) with n small (a convolution's filter
-// gradient for few unfolded rows: dw [c_out, c_in*kh*kw] = dy * cols^T, for D.0's 9, g.9's 16 and
-// f.0's 27; D.9's forward, y [batch, 3] = x * w^T). The packed loop nest would copy all of A and
-// B into panels and then fill most of its 48 columns with padding; here each element of C is a
-// dot product of a row of A with a row of B, both read where they are stored: RI x RJ of them at
+// gradient for few unfolded rows, dw [c_out, c_in*kh*kw] = dy * cols^T: D.0's 9; D.9's forward,
+// y [batch, 3] = x * w^T; a classifier's last Linear layer). The packed loop nest would copy all
+// of A and B into panels and then fill most of its 48 columns with padding; here each element of
+// C is a dot product of a row of A with a row of B, both read where they are stored: RI x RJ at
 // a time (RI = RJ = 4: 16 accumulators, 8 loads per 16 FMAs), each kept as vector-lane partial
 // sums over the depth and added across the lanes at the end. The summation order is fixed by k
 // and the groups of the views (deterministic; threads split C's rows only), and differs from the
@@ -678,7 +681,9 @@ struct DotVec {
   static constexpr int W = 16;
   static V zero() { return _mm512_setzero_ps(); }
   static V load(const float* p) { return _mm512_loadu_ps(p); }
-  static V load_first(const float* p, int n) { return _mm512_maskz_loadu_ps(static_cast<__mmask16>((1u << n) - 1u), p); }
+  static V load_first(const float* p, int n) {
+    return _mm512_maskz_loadu_ps(static_cast<__mmask16>((1u << n) - 1u), p);
+  }
   static V fma(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
   static float sum(V v) { return _mm512_reduce_add_ps(v); }
 };

@@ -244,7 +244,8 @@ inline void validate_conv(const ConvGeom& g, const char* where) {
 inline ConvPlan& conv_plan(const ConvGeom& g) {
   thread_local std::map<ConvKey, std::unique_ptr<ConvPlan>> plans;
   const bool tf32 = context().tf32(), autotune = context().conv_autotune();
-  const ConvKey key{g.n, g.c_in, g.h_in, g.w_in, g.c_out, g.kh, g.kw, g.stride, g.pad, g.h_out, g.w_out, tf32, autotune};
+  const ConvKey key{g.n,      g.c_in,  g.h_in,   g.w_in,  g.c_out, g.kh,    g.kw,
+                    g.stride, g.pad,   g.h_out,  g.w_out, tf32,    autotune};
   auto it = plans.find(key);
   if (it == plans.end()) it = plans.emplace(key, std::make_unique<ConvPlan>(g, tf32, autotune)).first;
   return *it->second;
