@@ -62,20 +62,6 @@ inline bool capturing(cudaStream_t s) {
   return status != cudaStreamCaptureStatusNone;
 }
 
-// The candidates for one direction, best first: timed by cuDNN (find) when autotuning, else
-// ranked by its heuristics (heuristic). Both have the signature (requested, &returned, perf).
-template <class Perf, class Find, class Heuristic>
-std::vector<Perf> ranked_algorithms(int max_count, bool autotune, Find&& find, Heuristic&& heuristic) {
-  std::vector<Perf> perf(static_cast<std::size_t>(max_count > 0 ? max_count : 1));
-  int count = 0;
-  if (autotune)
-    DTN_CUDNN_CHECK(find(static_cast<int>(perf.size()), &count, perf.data()));
-  else
-    DTN_CUDNN_CHECK(heuristic(static_cast<int>(perf.size()), &count, perf.data()));
-  perf.resize(static_cast<std::size_t>(count > 0 ? count : 0));
-  return perf;
-}
-
 struct ConvPlan {
   cudnnTensorDescriptor_t x = nullptr, y = nullptr;
   cudnnFilterDescriptor_t w = nullptr;
@@ -123,33 +109,50 @@ struct ConvPlan {
   // Whether this choice may time the algorithms: autotuning, and not inside a graph capture.
   bool timed(cudaStream_t s) const { return autotune && !capturing(s); }
 
+  // One direction's choice. The candidates, best first, come from find (cudnnFind*, timed) when
+  // timed(s), else from heuristic (cudnnGet*_v7); both are called as (requested, &returned,
+  // perf). The first that is deterministic, allowed in the math mode and whose workspace
+  // (ws_size(algo, &bytes)) fits the cap is taken; a non-deterministic one only if none is.
+  // Returns whether one was found, and sets algo, math and ws to it.
+  template <class Perf, class Find, class Heuristic, class WsSize, class Algo>
+  bool choose(int max_count, cudaStream_t s, Find&& find, Heuristic&& heuristic, WsSize&& ws_size, Algo& algo,
+              cudnnMathType_t& math, std::size_t& ws) {
+    // Rank from the mode's math type, not whatever the last candidate tried left on conv.
+    DTN_CUDNN_CHECK(cudnnSetConvolutionMathType(conv, tf32 ? CUDNN_DEFAULT_MATH : CUDNN_FMA_MATH));
+    std::vector<Perf> perf(static_cast<std::size_t>(max_count > 0 ? max_count : 1));
+    int count = 0;
+    if (timed(s))
+      DTN_CUDNN_CHECK(find(static_cast<int>(perf.size()), &count, perf.data()));
+    else
+      DTN_CUDNN_CHECK(heuristic(static_cast<int>(perf.size()), &count, perf.data()));
+    for (int pass = 0; pass < 2; ++pass)
+      for (int i = 0; i < count; ++i) {
+        const Perf& p = perf[static_cast<std::size_t>(i)];
+        if (p.status != CUDNN_STATUS_SUCCESS || !math_allowed(p.mathType, tf32)) continue;
+        if (pass == 0 && p.determinism != CUDNN_DETERMINISTIC) continue;
+        std::size_t bytes = 0;
+        DTN_CUDNN_CHECK(cudnnSetConvolutionMathType(conv, exec_math(p.mathType)));
+        if (ws_size(p.algo, &bytes) != CUDNN_STATUS_SUCCESS || bytes > kConvWorkspaceCap) continue;
+        algo = p.algo;
+        math = exec_math(p.mathType);
+        ws = bytes;
+        return true;
+      }
+    return false;
+  }
+
   void choose_forward(cudnnHandle_t h, cudaStream_t s, const ConvGeom& g) {
     int max_count = 0;
     DTN_CUDNN_CHECK(cudnnGetConvolutionForwardAlgorithmMaxCount(h, &max_count));
-    DTN_CUDNN_CHECK(cudnnSetConvolutionMathType(conv, tf32 ? CUDNN_DEFAULT_MATH : CUDNN_FMA_MATH));
-    const auto perf = ranked_algorithms<cudnnConvolutionFwdAlgoPerf_t>(
-        max_count, timed(s),
-        [&](int n, int* c, cudnnConvolutionFwdAlgoPerf_t* p) {
-          return cudnnFindConvolutionForwardAlgorithm(h, x, w, conv, y, n, c, p);
+    using Perf = cudnnConvolutionFwdAlgoPerf_t;
+    have_fwd = choose<Perf>(
+        max_count, s,
+        [&](int n, int* c, Perf* p) { return cudnnFindConvolutionForwardAlgorithm(h, x, w, conv, y, n, c, p); },
+        [&](int n, int* c, Perf* p) { return cudnnGetConvolutionForwardAlgorithm_v7(h, x, w, conv, y, n, c, p); },
+        [&](cudnnConvolutionFwdAlgo_t a, std::size_t* b) {
+          return cudnnGetConvolutionForwardWorkspaceSize(h, x, w, conv, y, a, b);
         },
-        [&](int n, int* c, cudnnConvolutionFwdAlgoPerf_t* p) {
-          return cudnnGetConvolutionForwardAlgorithm_v7(h, x, w, conv, y, n, c, p);
-        });
-    const int count = static_cast<int>(perf.size());
-    for (int pass = 0; pass < 2 && !have_fwd; ++pass)
-      for (int i = 0; i < count && !have_fwd; ++i) {
-        const auto& p = perf[static_cast<std::size_t>(i)];
-        if (p.status != CUDNN_STATUS_SUCCESS || !math_allowed(p.mathType, tf32)) continue;
-        if (pass == 0 && p.determinism != CUDNN_DETERMINISTIC) continue;
-        std::size_t ws = 0;
-        DTN_CUDNN_CHECK(cudnnSetConvolutionMathType(conv, exec_math(p.mathType)));
-        if (cudnnGetConvolutionForwardWorkspaceSize(h, x, w, conv, y, p.algo, &ws) != CUDNN_STATUS_SUCCESS) continue;
-        if (ws > kConvWorkspaceCap) continue;
-        fwd = p.algo;
-        fwd_math = exec_math(p.mathType);
-        fwd_ws = ws;
-        have_fwd = true;
-      }
+        fwd, fwd_math, fwd_ws);
     if (!have_fwd)
       throw cuda_error("dtn::Backend<Cuda>::conv2d_forward: cuDNN offers no usable algorithm for " + conv_geom_str(g));
   }
@@ -157,31 +160,15 @@ struct ConvPlan {
   void choose_backward_data(cudnnHandle_t h, cudaStream_t s, const ConvGeom& g) {
     int max_count = 0;
     DTN_CUDNN_CHECK(cudnnGetConvolutionBackwardDataAlgorithmMaxCount(h, &max_count));
-    DTN_CUDNN_CHECK(cudnnSetConvolutionMathType(conv, tf32 ? CUDNN_DEFAULT_MATH : CUDNN_FMA_MATH));
-    const auto perf = ranked_algorithms<cudnnConvolutionBwdDataAlgoPerf_t>(
-        max_count, timed(s),
-        [&](int n, int* c, cudnnConvolutionBwdDataAlgoPerf_t* p) {
-          return cudnnFindConvolutionBackwardDataAlgorithm(h, w, y, conv, x, n, c, p);
+    using Perf = cudnnConvolutionBwdDataAlgoPerf_t;
+    have_bwd_data = choose<Perf>(
+        max_count, s,
+        [&](int n, int* c, Perf* p) { return cudnnFindConvolutionBackwardDataAlgorithm(h, w, y, conv, x, n, c, p); },
+        [&](int n, int* c, Perf* p) { return cudnnGetConvolutionBackwardDataAlgorithm_v7(h, w, y, conv, x, n, c, p); },
+        [&](cudnnConvolutionBwdDataAlgo_t a, std::size_t* b) {
+          return cudnnGetConvolutionBackwardDataWorkspaceSize(h, w, y, conv, x, a, b);
         },
-        [&](int n, int* c, cudnnConvolutionBwdDataAlgoPerf_t* p) {
-          return cudnnGetConvolutionBackwardDataAlgorithm_v7(h, w, y, conv, x, n, c, p);
-        });
-    const int count = static_cast<int>(perf.size());
-    for (int pass = 0; pass < 2 && !have_bwd_data; ++pass)
-      for (int i = 0; i < count && !have_bwd_data; ++i) {
-        const auto& p = perf[static_cast<std::size_t>(i)];
-        if (p.status != CUDNN_STATUS_SUCCESS || !math_allowed(p.mathType, tf32)) continue;
-        if (pass == 0 && p.determinism != CUDNN_DETERMINISTIC) continue;
-        std::size_t ws = 0;
-        DTN_CUDNN_CHECK(cudnnSetConvolutionMathType(conv, exec_math(p.mathType)));
-        if (cudnnGetConvolutionBackwardDataWorkspaceSize(h, w, y, conv, x, p.algo, &ws) != CUDNN_STATUS_SUCCESS)
-          continue;
-        if (ws > kConvWorkspaceCap) continue;
-        bwd_data = p.algo;
-        bwd_data_math = exec_math(p.mathType);
-        bwd_data_ws = ws;
-        have_bwd_data = true;
-      }
+        bwd_data, bwd_data_math, bwd_data_ws);
     if (!have_bwd_data)
       throw cuda_error("dtn::Backend<Cuda>::conv2d_backward_data: cuDNN offers no usable algorithm for " +
                        conv_geom_str(g));
@@ -190,31 +177,17 @@ struct ConvPlan {
   void choose_backward_filter(cudnnHandle_t h, cudaStream_t s, const ConvGeom& g) {
     int max_count = 0;
     DTN_CUDNN_CHECK(cudnnGetConvolutionBackwardFilterAlgorithmMaxCount(h, &max_count));
-    DTN_CUDNN_CHECK(cudnnSetConvolutionMathType(conv, tf32 ? CUDNN_DEFAULT_MATH : CUDNN_FMA_MATH));
-    const auto perf = ranked_algorithms<cudnnConvolutionBwdFilterAlgoPerf_t>(
-        max_count, timed(s),
-        [&](int n, int* c, cudnnConvolutionBwdFilterAlgoPerf_t* p) {
-          return cudnnFindConvolutionBackwardFilterAlgorithm(h, x, y, conv, w, n, c, p);
-        },
-        [&](int n, int* c, cudnnConvolutionBwdFilterAlgoPerf_t* p) {
+    using Perf = cudnnConvolutionBwdFilterAlgoPerf_t;
+    have_bwd_filter = choose<Perf>(
+        max_count, s,
+        [&](int n, int* c, Perf* p) { return cudnnFindConvolutionBackwardFilterAlgorithm(h, x, y, conv, w, n, c, p); },
+        [&](int n, int* c, Perf* p) {
           return cudnnGetConvolutionBackwardFilterAlgorithm_v7(h, x, y, conv, w, n, c, p);
-        });
-    const int count = static_cast<int>(perf.size());
-    for (int pass = 0; pass < 2 && !have_bwd_filter; ++pass)
-      for (int i = 0; i < count && !have_bwd_filter; ++i) {
-        const auto& p = perf[static_cast<std::size_t>(i)];
-        if (p.status != CUDNN_STATUS_SUCCESS || !math_allowed(p.mathType, tf32)) continue;
-        if (pass == 0 && p.determinism != CUDNN_DETERMINISTIC) continue;
-        std::size_t ws = 0;
-        DTN_CUDNN_CHECK(cudnnSetConvolutionMathType(conv, exec_math(p.mathType)));
-        if (cudnnGetConvolutionBackwardFilterWorkspaceSize(h, x, y, conv, w, p.algo, &ws) != CUDNN_STATUS_SUCCESS)
-          continue;
-        if (ws > kConvWorkspaceCap) continue;
-        bwd_filter = p.algo;
-        bwd_filter_math = exec_math(p.mathType);
-        bwd_filter_ws = ws;
-        have_bwd_filter = true;
-      }
+        },
+        [&](cudnnConvolutionBwdFilterAlgo_t a, std::size_t* b) {
+          return cudnnGetConvolutionBackwardFilterWorkspaceSize(h, x, y, conv, w, a, b);
+        },
+        bwd_filter, bwd_filter_math, bwd_filter_ws);
     if (!have_bwd_filter)
       throw cuda_error("dtn::Backend<Cuda>::conv2d_backward_filter: cuDNN offers no usable algorithm for " +
                        conv_geom_str(g));
