@@ -53,6 +53,10 @@ if(DTN_HAVE_CUDA)
   endif()
 endif()
 
+# No TEST_CASE name may contain ';': CTest would split it into entries that run no test.
+add_test(NAME meta/test_case_names COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/tests/check_test_names.sh
+                                           ${CMAKE_CURRENT_SOURCE_DIR})
+
 # A user's layer that breaks the contract must fail to compile with the readable message.
 add_test(NAME compile_fail/bad_layer
   COMMAND ${CMAKE_CXX_COMPILER} -std=c++17 -fsyntax-only -fopenmp

@@ -360,7 +360,7 @@ TEST_CASE("math mode: exact FP32 by default, TF32 only on request, per thread") 
   MESSAGE("gemm K=1024 relative L2 error: exact " << exact << ", TF32 " << tf32);
 }
 
-TEST_CASE("conv autotune: off by default and per thread; timed choices agree with the CPU; none inside a capture") {
+TEST_CASE("conv autotune: off by default and per thread, timed choices agree with the CPU, none inside a capture") {
   CHECK_FALSE(dtn::cuda::conv_autotune());
   dtn::cuda::set_conv_autotune(true);
   bool other_thread = true;

@@ -31,7 +31,7 @@ std::vector<int> ids(const dtn::data::Batch& b) {
 }
 }  // namespace
 
-TEST_CASE("batcher: each epoch visits every sample once; labels and pixels travel together") {
+TEST_CASE("batcher: each epoch visits every sample once, and labels and pixels travel together") {
   const auto set = make_set(100);
   dtn::data::Batcher b(set, 10, 42);
   CHECK(b.batches_per_epoch() == 10);

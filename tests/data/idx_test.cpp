@@ -56,7 +56,7 @@ TEST_CASE("idx: non-square images and a multi-member gzip stream") {
   CHECK(im.pixels == pixels);
 }
 
-TEST_CASE("idx: a raw and a gzip train split may be mixed; missing files are named") {
+TEST_CASE("idx: a raw and a gzip train split may be mixed, and missing files are named") {
   TempDir dir;
   const auto pixels = make_pixels(4, 28, 28);
   write_bytes(dir.file("train-images-idx3-ubyte"), idx_images(4, 28, 28, pixels));
