@@ -390,7 +390,8 @@ dtn::Tensor<float, Dev> constant_tensor(dtn::Shape s, float v) {
 struct Where {
   const char* device;         // "cpu" or "cuda"
   int threads;                // CPU threads; 0 on the GPU
-  const char* mode = "dtn";   // "dtn" (plain calls) or "graph" (CUDA-graph replay)
+  const char* mode = "dtn";   // "dtn" (plain calls) or "graph" (CUDA-graph replay); "tuned", "tuned+graph"
+                              // the same with --conv-autotune (bench_dtn_cuda)
 };
 
 inline nlohmann::json& emit(nlohmann::json& rows, nlohmann::json r) {
