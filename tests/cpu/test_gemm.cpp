@@ -142,9 +142,15 @@ TEST_CASE("CPU float GEMM: empty products scale C by beta, and m = 0 or n = 0 wr
 TEST_CASE("dtn's packed float GEMM gives the same bits on 1 and 2 threads and inside a parallel region") {
   const int saved = dtn::num_threads();
   // A B^T: packed, packed, dot products (rows split over the threads); A B: B read in place
-  // (columns split)
-  const std::pair<Case, bool> cases[] = {
-      {{300, 200, 300}, true}, {{40, 700, 260}, true}, {{64, 3, 5000}, true}, {{3, 9000, 64}, false}};
+  // (columns split), 100 rows split into two blocks of at most 64 (which must stay on the packed
+  // path: whether B is read in place is decided for the whole product), and 16 rows in place
+  // split into two single-panel blocks (summed in the same depth sub-blocks as both panels)
+  const std::pair<Case, bool> cases[] = {{{300, 200, 300}, true},
+                                         {{40, 700, 260}, true},
+                                         {{64, 3, 5000}, true},
+                                         {{3, 9000, 64}, false},
+                                         {{100, 50, 3000}, false},
+                                         {{16, 8, 20000}, false}};
   for (const auto& [s, tb] : cases) {
     CAPTURE(s);
     const Problem p = make_problem(s, false, tb, 1.f, 1.f, 42);

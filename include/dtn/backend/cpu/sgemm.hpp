@@ -562,9 +562,10 @@ void gemm_serial(int i0, int i1, int j0, int j1, int k, float alpha, const PackA
 // to NK columns inside one of B's groups, with row stride B.ld, and prefetches the next strip
 // while it reads this one (~8% on g.9). The strip is read once per row panel, in depth
 // sub-blocks of kInplaceDepth rows (NK * 4 bytes * 128 = 24 KiB, which stays in L1 between the
-// panels). Each sub-block's sum is added to C on its own, as a KC block's is, so with more than
-// one row panel and k > 128 the last bits can differ from the packed path's; the order still
-// depends only on the shape, not on the threads.
+// panels; a single panel is summed in the same sub-blocks, so that a thread's block of rows is
+// summed as the whole product is). Each sub-block's sum is added to C on its own, as a KC block's
+// is, so for k > 128 the last bits can differ from the packed path's; the order still depends
+// only on the shape, not on the threads.
 constexpr int kInplaceRows = 64, kInplaceDepth = 128;
 template <class PackA>
 void gemm_serial_inplace(int i0, int i1, int j0, int j1, int k, float alpha, const PackA& A,
@@ -576,14 +577,13 @@ void gemm_serial_inplace(int i0, int i1, int j0, int j1, int k, float alpha, con
     const int kc = std::min(KC, k - pc);
     for (int ic = i0; ic < i1; ic += MC) {
       const int mc = std::min(MC, i1 - ic);
-      const int kd_max = mc > MR ? kInplaceDepth : kc;
       const float* ap = A.block(ic, pc, mc, kc, scratch);
       for (int jr = j0; jr < j1;) {
         const int nr = static_cast<int>(std::min<long>(std::min(NK, j1 - jr), B.hw - jr % B.hw));
         const float* bp = B.at(pc, jr);
         const bool pf_next = jr + nr < j1 && B.run(jr, nr + 1);
-        for (int pd = 0; pd < kc; pd += kd_max) {
-          const int kd = std::min(kd_max, kc - pd);
+        for (int pd = 0; pd < kc; pd += kInplaceDepth) {
+          const int kd = std::min(kInplaceDepth, kc - pd);
           const bool first = pc == 0 && pd == 0;
           for (int ir = 0; ir < mc; ir += MR) {
             const Tile t{&C, ic + ir, jr, std::min(MR, mc - ir), nr, alpha, beta_one || !first,
@@ -598,13 +598,22 @@ void gemm_serial_inplace(int i0, int i1, int j0, int j1, int k, float alpha, con
   }
 }
 
-// The loop nest for one thread's block of C: B in place (above) where that pays, else packed.
+// Whether a product of m rows reads B in place (above): decided for the whole product, never for
+// one thread's block of rows, since the two paths can round differently and the result must not
+// depend on the thread count.
+template <class PackB>
+bool reads_b_in_place(int m, const PackB& B) {
+  if constexpr (std::is_same<PackB, ViewB>::value) return !B.trans && packed_rows(m) <= kInplaceRows;
+  (void)m, (void)B;
+  return false;
+}
+
+// The loop nest for one thread's block of C: B in place (in_place, from reads_b_in_place) or packed.
 template <class PackA, class PackB>
-void gemm_block(int i0, int i1, int j0, int j1, int k, float alpha, const PackA& A, const PackB& B, bool beta_one,
-                const MatView<float>& C, const float* bias) {
+void gemm_block(bool in_place, int i0, int i1, int j0, int j1, int k, float alpha, const PackA& A, const PackB& B,
+                bool beta_one, const MatView<float>& C, const float* bias) {
   if constexpr (std::is_same<PackB, ViewB>::value)
-    if (!B.trans && packed_rows(i1 - i0) <= kInplaceRows)
-      return gemm_serial_inplace(i0, i1, j0, j1, k, alpha, A, B.v, beta_one, C, bias);
+    if (in_place) return gemm_serial_inplace(i0, i1, j0, j1, k, alpha, A, B.v, beta_one, C, bias);
   gemm_serial(i0, i1, j0, j1, k, alpha, A, B, beta_one, C, bias);
 }
 
@@ -641,13 +650,13 @@ void gemm_packed(int m, int n, int k, float alpha, const PackA& A, const PackB& 
       }
   }
   if (empty) return;
-  const bool beta_one = beta != 0.f;
+  const bool beta_one = beta != 0.f, in_place = reads_b_in_place(m, B);
   const int threads = omp_in_parallel() ? 1 : omp_get_max_threads();
   const bool by_cols = n >= m;
   const int units = by_cols ? (n + NR - 1) / NR : (m + MR - 1) / MR;
   const int parts = parallel_pays(m, n, k) ? std::min(threads, units) : 1;
   if (parts <= 1) {
-    gemm_block(0, m, 0, n, k, alpha, A, B, beta_one, C, bias);
+    gemm_block(in_place, 0, m, 0, n, k, alpha, A, B, beta_one, C, bias);
     return;
   }
 #pragma omp parallel num_threads(parts)
@@ -657,10 +666,10 @@ void gemm_packed(int m, int n, int k, float alpha, const PackA& A, const PackB& 
     const int u1 = static_cast<int>(static_cast<long>(units) * (t + 1) / nt);
     if (by_cols) {
       const int j0 = u0 * NR, j1 = std::min(n, u1 * NR);
-      if (j1 > j0) gemm_block(0, m, j0, j1, k, alpha, A, B, beta_one, C, bias);
+      if (j1 > j0) gemm_block(in_place, 0, m, j0, j1, k, alpha, A, B, beta_one, C, bias);
     } else {
       const int i0 = u0 * MR, i1 = std::min(m, u1 * MR);
-      if (i1 > i0) gemm_block(i0, i1, 0, n, k, alpha, A, B, beta_one, C, bias);
+      if (i1 > i0) gemm_block(in_place, i0, i1, 0, n, k, alpha, A, B, beta_one, C, bias);
     }
   }
 }
