@@ -119,7 +119,8 @@ int main(int argc, char** argv) {
     }
     dtn::cuda::set_tf32(o.tf32);
     dtn::cuda::set_conv_autotune(o.conv_autotune);
-    const std::string plain_mode = o.conv_autotune ? "tuned" : "dtn", graph_mode = o.conv_autotune ? "tuned+graph" : "graph";
+    const std::string plain_mode = o.conv_autotune ? "tuned" : "dtn";
+    const std::string graph_mode = o.conv_autotune ? "tuned+graph" : "graph";
     int sms = 0;
     double mem = 0;
     const std::string gpu = device_name(&sms, &mem);

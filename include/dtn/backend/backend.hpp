@@ -69,6 +69,25 @@ struct ConvGeom {
 inline bool conv_is_dense(const ConvGeom& g) {
   return g.pad == 0 && g.kh == g.h_in && g.kw == g.w_in && g.h_out == 1 && g.w_out == 1;
 }
+// A dense convolution's three passes as GEMMs, for a backend's row-major
+// gemm(trans_a, trans_b, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc), with ckk = c_in*kh*kw:
+// y [n, c_out] = x [n, ckk] w^T; dx [n, ckk] = dy [n, c_out] w; dw [c_out, ckk] += dy^T x.
+// The bias and its gradient are each backend's own.
+template <class Gemm, class T>
+void dense_conv_forward(const Gemm& gemm, const ConvGeom& g, const T* x, const T* w, T* y) {
+  const int ckk = g.c_in * g.kh * g.kw;
+  gemm(false, true, g.n, g.c_out, ckk, T(1), x, ckk, w, ckk, T(0), y, g.c_out);
+}
+template <class Gemm, class T>
+void dense_conv_backward_data(const Gemm& gemm, const ConvGeom& g, const T* dy, const T* w, T* dx) {
+  const int ckk = g.c_in * g.kh * g.kw;
+  gemm(false, false, g.n, ckk, g.c_out, T(1), dy, g.c_out, w, ckk, T(0), dx, ckk);
+}
+template <class Gemm, class T>
+void dense_conv_backward_filter(const Gemm& gemm, const ConvGeom& g, const T* x, const T* dy, T* dw) {
+  const int ckk = g.c_in * g.kh * g.kw;
+  gemm(true, false, g.c_out, ckk, g.n, T(1), dy, g.c_out, x, ckk, T(1), dw, ckk);
+}
 
 struct BnGeom {
   int n = 0, c = 0;

@@ -231,8 +231,7 @@ inline void conv2d_forward(const ConvGeom& g, const float* x, const float* w, co
   detail::validate_conv(g, "conv2d_forward");
   if (g.n == 0) return;
   if (conv_is_dense(g)) {
-    const int ckk = g.c_in * g.kh * g.kw;  // y [n, c_out] = x [n, ckk] w^T [ckk, c_out]
-    gemm(false, true, g.n, g.c_out, ckk, 1.f, x, ckk, w, ckk, 0.f, y, g.c_out);
+    dense_conv_forward([](auto... a) { gemm(a...); }, g, x, w, y);
     if (bias) bias_add(g.n, g.c_out, 1, bias, y);
     return;
   }
@@ -252,8 +251,7 @@ inline void conv2d_backward_data(const ConvGeom& g, const float* dy, const float
   detail::validate_conv(g, "conv2d_backward_data");
   if (g.n == 0) return;
   if (conv_is_dense(g)) {
-    const int ckk = g.c_in * g.kh * g.kw;  // dx [n, ckk] = dy [n, c_out] w [c_out, ckk]
-    gemm(false, false, g.n, ckk, g.c_out, 1.f, dy, g.c_out, w, ckk, 0.f, dx, ckk);
+    dense_conv_backward_data([](auto... a) { gemm(a...); }, g, dy, w, dx);
     return;
   }
   Context& ctx = context();
@@ -272,8 +270,7 @@ inline void conv2d_backward_filter(const ConvGeom& g, const float* x, const floa
   detail::validate_conv(g, "conv2d_backward_filter");
   if (g.n == 0) return;
   if (conv_is_dense(g)) {
-    const int ckk = g.c_in * g.kh * g.kw;  // dw [c_out, ckk] += dy^T [c_out, n] x [n, ckk]
-    gemm(true, false, g.c_out, ckk, g.n, 1.f, dy, g.c_out, x, ckk, 1.f, dw, ckk);
+    dense_conv_backward_filter([](auto... a) { gemm(a...); }, g, x, dy, dw);
     if (db) bias_backward(g.n, g.c_out, 1, dy, db);
     return;
   }
