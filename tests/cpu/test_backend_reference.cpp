@@ -100,6 +100,9 @@ const std::vector<Geo> kGeos = {
     // more than 8 output channels and a remainder, with c_in*k*k <= 32 (the small-k forward GEMM;
     // f.0's 27 and D.0's 9 unfolded rows) and just above it
     {2, 3, 9, 20, 11, 3, 1, 1},  {3, 1, 12, 12, 16, 3, 2, 1}, {2, 2, 7, 9, 9, 4, 1, 2}, {1, 33, 4, 5, 10, 1, 1, 0},
+    // ... whose images are wider than the small-k kernel's column block (9 rows: 448 columns), and
+    // a 1x1 filter (5 unfolded rows)
+    {2, 1, 24, 24, 12, 3, 1, 1}, {2, 5, 6, 6, 10, 1, 1, 0},
     // a filter packed once for all chunks (sgemm::PackedA) over several blocks: c_in*k*k = 432 > KC
     // (384 or 256) unfolded rows and c_out = 150 > MC = 144 rows, ending in a partial panel
     {3, 48, 6, 6, 150, 3, 1, 1},
@@ -289,6 +292,12 @@ TEST_CASE("Backend<Cpu> float convolution passes equal the double reference") {
         dw(nw, 0.f);
     dtn::Backend<dtn::Cpu>::conv2d_forward(g, xf.data(), wf.data(), bf.data(), y.data());
     CHECK(max_rel_diff(to_d(y), y_ref) < 1e-4);
+    // without a bias (the transposed convolutions' data gradient runs this way)
+    Vec y_ref_nb = y_ref;
+    for (std::size_t j = 0; j < ny; ++j) y_ref_nb[j] -= bias[(j / (static_cast<std::size_t>(g.h_out) * g.w_out)) % g.c_out];
+    std::fill(y.begin(), y.end(), std::numeric_limits<float>::quiet_NaN());
+    dtn::Backend<dtn::Cpu>::conv2d_forward(g, xf.data(), wf.data(), static_cast<const float*>(nullptr), y.data());
+    CHECK(max_rel_diff(to_d(y), y_ref_nb) < 1e-4);
     dtn::Backend<dtn::Cpu>::conv2d_backward_data(g, dyf.data(), wf.data(), dx.data());
     CHECK(max_rel_diff(to_d(dx), dx_ref) < 1e-4);
     dtn::Backend<dtn::Cpu>::conv2d_backward_filter(g, xf.data(), dyf.data(), dw.data(), static_cast<float*>(nullptr));

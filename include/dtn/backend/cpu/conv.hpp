@@ -21,6 +21,7 @@
 #include <immintrin.h>
 #endif
 
+#include "../../core/memory.hpp"
 #include "../backend.hpp"
 #include "gemm.hpp"
 #include "reduce.hpp"
@@ -44,49 +45,105 @@ inline int conv_chunk(const ConvGeom& g) {
 //   y_i [m, hw] = bias (or 0) + A [m, k] * B [k, i*hw .. (i+1)*hw)   (B's rows have stride ldb).
 // Eigen packs both operands for a product this shallow and reached 25-40% of its 1024^3 rate on
 // these layers, and the result then took one more pass to reach y. Here 8 rows x 32 columns of
-// y stay in 16 registers (started at the bias) while k broadcast-FMA steps read A and B in place
-// (both stay in L1: A is m x k <= m x 32 floats, a block of B k x 32); the sum over t runs in
-// order 0..k-1 after the bias. dtn's packed GEMM (sgemm.hpp), which also writes y in place, packs
-// both operands too: on the Zen 4 host (2026-12-02, batch 64, 2 threads, alternated) D.0's
-// forward took 1.37-1.43 ms through it against 0.38-0.62 ms here; f.0's was within the noise.
+// y stay in 16 registers (started at the bias) while k broadcast-FMA steps read the packed filter
+// and B in place;
+// the sum over t runs in order 0..k-1 after the bias. dtn's packed GEMM (sgemm.hpp), which also
+// writes y in place, packs both operands too: on the Zen 4 host (2026-12-02, batch 64, 2
+// threads, alternated) D.0's forward took 1.37-1.43 ms through it against 0.38-0.62 ms here.
+//
+// Loop order: a block of B's columns (k x jb, at most 16 KiB, so it stays in L1; D.0's whole
+// image of 256 columns, f.0's 1024 in blocks of 128) is swept by one panel of 8 rows after the
+// other, so that each row of y is written front to back. These products write far more than
+// they read (D.0: 9 multiply-adds per float of y, 8 MiB of y at batch 64), so y's stores set
+// the pace: written in 32-column strips down all the rows (the order before), D.0's forward
+// stored ~19 GB/s on 1 thread where a plain store loop reaches ~30. With the rows written front
+// to back, the filter packed with the bias in panels that one pointer walks (small_k_pack; read
+// through A's row stride, the loop reloaded strides from the stack), the im2col scratch 64-byte
+// aligned (AlignedAllocator) and, for k <= 16, the next panel's lines prefetched for writing
+// while this one's FMAs run (f.0, bound by its FMAs, lost 7% to the prefetch), on the Intel
+// Xeon host (2026-12-03, bench_dtn --only-layers, batch 64, best times) D.0's forward went from
+// 0.43-0.44 to 0.33 ms on 1 thread and from 0.23-0.27 to 0.17-0.19 ms on 2 (its memory time,
+// 0.31 and 0.16 ms), and f.0's from 1.94-2.06 to 1.62-1.70 ms and from 1.03-1.10 to 0.79-0.87.
 inline bool small_k_fits(long k) { return k <= 32; }
-// R rows of y from row i: y[i + r, j0 .. j0 + 32) = bias (or 0) + sum over t of A[i + r, t] B[t, ..]
-// (the columns beyond the masks m0, m1 neither read nor written).
-template <int R>
-inline void small_k_rows(int i, int k, const float* A, const float* bj, long ldb, const float* bias, __mmask16 m0,
-                         __mmask16 m1, float* yj, long hw) {
-  __m512 a0[R], a1[R];
-  DTN_UNROLL_8
-  for (int r = 0; r < R; ++r) a0[r] = a1[r] = _mm512_set1_ps(bias ? bias[i + r] : 0.f);
-  for (int t = 0; t < k; ++t) {
-    const __m512 b0 = _mm512_maskz_loadu_ps(m0, bj + t * ldb), b1 = _mm512_maskz_loadu_ps(m1, bj + t * ldb + 16);
-    const float* at = A + static_cast<long>(i) * k + t;
-    DTN_UNROLL_8
-    for (int r = 0; r < R; ++r) {
-      const __m512 a = _mm512_set1_ps(at[r * k]);
-      a0[r] = _mm512_fmadd_ps(a, b0, a0[r]);
-      a1[r] = _mm512_fmadd_ps(a, b1, a1[r]);
-    }
-  }
-  DTN_UNROLL_8
-  for (int r = 0; r < R; ++r) {
-    float* c = yj + (i + r) * hw;
-    _mm512_mask_storeu_ps(c, m0, a0[r]);
-    _mm512_mask_storeu_ps(c + 16, m1, a1[r]);
+// The filter A [m, k] and the bias in panels of 8 rows, each (k + 1) * 8 floats: the 8 rows'
+// biases (0 without a bias), then a[8 + t*8 + r] = A[i + r, t]; rows past m are 0.
+inline long small_k_panel_size(int k) { return (k + 1) * 8L; }
+inline void small_k_pack(int m, int k, const float* A, const float* bias, float* a) {
+  for (int i = 0; i < m; i += 8) {
+    for (int r = 0; r < 8; ++r) *a++ = bias && i + r < m ? bias[i + r] : 0.f;
+    for (int t = 0; t < k; ++t)
+      for (int r = 0; r < 8; ++r) *a++ = i + r < m ? A[static_cast<long>(i + r) * k + t] : 0.f;
   }
 }
-inline void conv_small_k(int m, int cnt, long hw, int k, const float* A, const float* B, long ldb, const float* bias,
-                         float* y) {
-  for (int img = 0; img < cnt; ++img)
-    for (long j0 = 0; j0 < hw; j0 += 32) {
-      const int left = static_cast<int>(std::min<long>(32, hw - j0));
-      const __mmask16 m0 = simd::lanes(0, std::min(16, left)), m1 = simd::lanes(0, std::max(0, left - 16));
-      const float* bj = B + img * hw + j0;
-      float* yj = y + static_cast<long>(img) * m * hw + j0;
-      int i = 0;
-      for (; i + 8 <= m; i += 8) small_k_rows<8>(i, k, A, bj, ldb, bias, m0, m1, yj, hw);
-      for (; i < m; ++i) small_k_rows<1>(i, k, A, bj, ldb, bias, m0, m1, yj, hw);
+// One panel of 8 rows x 32 columns of y, from a panel of small_k_pack:
+//   y[r, 0 .. 32) = a[r] + sum over t < k of a[8 + t*8 + r] * b[t*ldb + 0 .. 32)
+// (y's rows have stride hw). Full: all 8 rows and 32 columns; otherwise rows of them, and only
+// the columns in the masks m0, m1 (the others neither read nor written). pf, when set, is the
+// first of pf_rows rows whose two lines at these columns are prefetched for writing.
+template <bool Full>
+inline void small_k_panel(int k, const float* a, const float* b, long ldb, __mmask16 m0, __mmask16 m1, float* y,
+                          long hw, int rows, const float* pf, int pf_rows) {
+  for (int r = 0; r < pf_rows; ++r) {
+    _mm_prefetch(reinterpret_cast<const char*>(pf + r * hw), _MM_HINT_ET0);
+    _mm_prefetch(reinterpret_cast<const char*>(pf + r * hw + 16), _MM_HINT_ET0);
+  }
+  __m512 a0[8], a1[8];
+  DTN_UNROLL_8
+  for (int r = 0; r < 8; ++r) a0[r] = a1[r] = _mm512_set1_ps(a[r]);
+  a += 8;
+  for (int t = 0; t < k; ++t, a += 8, b += ldb) {
+    const __m512 b0 = Full ? _mm512_loadu_ps(b) : _mm512_maskz_loadu_ps(m0, b);
+    const __m512 b1 = Full ? _mm512_loadu_ps(b + 16) : _mm512_maskz_loadu_ps(m1, b + 16);
+    DTN_UNROLL_8
+    for (int r = 0; r < 8; ++r) {
+      const __m512 av = _mm512_set1_ps(a[r]);
+      a0[r] = _mm512_fmadd_ps(av, b0, a0[r]);
+      a1[r] = _mm512_fmadd_ps(av, b1, a1[r]);
     }
+  }
+  DTN_UNROLL_8
+  for (int r = 0; r < 8; ++r) {
+    if (Full) {
+      _mm512_storeu_ps(y + r * hw, a0[r]);
+      _mm512_storeu_ps(y + r * hw + 16, a1[r]);
+    } else if (r < rows) {
+      _mm512_mask_storeu_ps(y + r * hw, m0, a0[r]);
+      _mm512_mask_storeu_ps(y + r * hw + 16, m1, a1[r]);
+    }
+  }
+}
+// y for the cnt images of a chunk, B their unfolded columns [k, cnt*hw] (row stride ldb), a the
+// filter and bias packed by small_k_pack.
+inline void conv_small_k(int m, int cnt, long hw, int k, const float* a, const float* B, long ldb, float* y) {
+  const long jb = std::min(hw, std::max(32L, 4096L / k / 32 * 32));  // k x jb floats <= 16 KiB
+  const bool prefetch = k <= 16;
+  for (int img = 0; img < cnt; ++img) {
+    const float* bi = B + img * hw;
+    float* yi = y + static_cast<long>(img) * m * hw;
+    for (long j0 = 0; j0 < hw; j0 += jb) {
+      const long j1 = std::min(hw, j0 + jb);
+      // rows of y after this panel's that the sweep writes next: y's images lie one after the
+      // other, so with one column block the last panel of an image is followed by the first of
+      // the next image of the chunk
+      const long rows_after = (jb == hw ? static_cast<long>(cnt - img) * m : m);
+      for (int i = 0; i < m; i += 8) {
+        const int rows = std::min(8, m - i);
+        const int next = prefetch ? static_cast<int>(std::min<long>(8, std::max<long>(0, rows_after - i - 8))) : 0;
+        const float* ai = a + i / 8 * small_k_panel_size(k);
+        for (long j = j0; j < j1; j += 32) {
+          const int left = static_cast<int>(std::min<long>(32, j1 - j));
+          float* yij = yi + i * hw + j;
+          const float* pf = next ? yij + 8 * hw : nullptr;
+          if (rows == 8 && left == 32) {
+            small_k_panel<true>(k, ai, bi + j, ldb, 0, 0, yij, hw, 8, pf, next);
+          } else {
+            const __mmask16 m0 = simd::lanes(0, std::min(16, left)), m1 = simd::lanes(0, std::max(0, left - 16));
+            small_k_panel<false>(k, ai, bi + j, ldb, m0, m1, yij, hw, rows, pf, next);
+          }
+        }
+      }
+    }
+  }
 }
 #endif
 
@@ -119,7 +176,7 @@ struct ConvPlan {
 // The column matrix of each thread, reused across calls (no allocation in the steady state).
 template <class T>
 struct ConvScratch {
-  std::vector<std::vector<T>> cols;
+  std::vector<std::vector<T, AlignedAllocator<T>>> cols;  // 64-byte aligned rows for the kernels
   void ensure(int threads, std::size_t ncols) {
     if (static_cast<int>(cols.size()) < threads) cols.resize(static_cast<std::size_t>(threads));
     for (int t = 0; t < threads; ++t)
@@ -182,6 +239,16 @@ void conv2d_forward(const ConvGeom& g, const T* x, const T* w, const T* bias, T*
     }
 #endif
   ConvScratch<T>* s = packed_unfold ? nullptr : &conv_scratch<T>(p);
+#if defined(__AVX512F__)
+  const float* wk = nullptr;  // the filter in conv_small_k's panels
+  if constexpr (std::is_same<T, float>::value)
+    if (small_k_fits(ckk)) {
+      static thread_local std::vector<float, AlignedAllocator<float>> panels;
+      panels.resize(static_cast<std::size_t>((g.c_out + 7) / 8 * small_k_panel_size(static_cast<int>(ckk))));
+      small_k_pack(g.c_out, static_cast<int>(ckk), w, bias, panels.data());
+      wk = panels.data();
+    }
+#endif
   // y [c_out, cnt*hw] = bias + w [c_out, ckk] * unfold(x chunk)
 #pragma omp parallel for schedule(dynamic, 1) num_threads(p.threads)
   for (int ci = 0; ci < nchunks; ++ci) {
@@ -200,7 +267,7 @@ void conv2d_forward(const ConvGeom& g, const T* x, const T* w, const T* bias, T*
 #if defined(__AVX512F__)
     if constexpr (std::is_same<T, float>::value)
       if (small_k_fits(ckk)) {
-        conv_small_k(g.c_out, cnt, hw, static_cast<int>(ckk), w, cols, ld, bias, y + static_cast<long>(i0) * g.c_out * hw);
+        conv_small_k(g.c_out, cnt, hw, static_cast<int>(ckk), wk, cols, ld, y + static_cast<long>(i0) * g.c_out * hw);
         continue;
       }
 #endif
