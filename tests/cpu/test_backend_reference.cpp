@@ -34,10 +34,13 @@ Vec random_vec(std::size_t n, unsigned seed) {
   return v;
 }
 
+// The largest |a - b| relative to the largest |b|; +inf when any a or b is NaN (the outputs start
+// as NaN, so an element a pass fails to write shows up here; std::max would skip it).
 double max_rel_diff(const Vec& a, const Vec& b) {
   REQUIRE(a.size() == b.size());
   double scale = 1e-30, diff = 0;
   for (std::size_t i = 0; i < a.size(); ++i) {
+    if (std::isnan(a[i]) || std::isnan(b[i])) return std::numeric_limits<double>::infinity();
     scale = std::max(scale, std::abs(b[i]));
     diff = std::max(diff, std::abs(a[i] - b[i]));
   }

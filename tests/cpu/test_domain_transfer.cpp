@@ -153,7 +153,8 @@ TEST_CASE("DomainTransfer: g's gradient is dL_G/dg and D's is dL_D/dD (central d
       const double lm = loss();
       p.data[i] = old;
       const double num = (lp - lm) / (2 * h);
-      worst = std::max(worst, std::abs(num - analytic[i]) / std::max(1.0, std::abs(num)));
+      const double e = std::abs(num - analytic[i]) / std::max(1.0, std::abs(num));
+      if (!std::isnan(worst) && !(e < worst)) worst = e;  // a NaN is kept, and fails the bound
     }
   };
   probe(ref.g().parameters(), gg, lg);

@@ -4,6 +4,8 @@
 
 #include <dtn/dtn.hpp>
 #include <dtn/testing/gradcheck.hpp>
+#include <limits>
+#include <string>
 
 using dtn::Shape;
 using dtn::testing::GradCheckReport;
@@ -146,4 +148,27 @@ TEST_CASE("gradcheck: a whole small network (gradient crosses every layer kind i
   INFO(r.worst);
   CHECK(r.checked > 100);
   CHECK(r.max_error < kBound);
+}
+
+// The checker itself: a wrong gradient fails the bound, and so does a NaN, wherever it comes among
+// the checked coordinates (a NaN comparison is false, so a plain running maximum would skip it).
+TEST_CASE("gradcheck: the report fails on a wrong or NaN gradient, wherever it comes") {
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  GradCheckReport good;
+  good.add(1.0, 1.0, "a");
+  good.add(-2.0, -2.0 + 1e-9, "b");
+  CHECK(good.max_error < kBound);
+  GradCheckReport wrong;
+  wrong.add(1.0, 1.0, "a");
+  wrong.add(3.0, 2.0, "b");
+  wrong.add(1.0, 1.0, "c");
+  CHECK_FALSE(wrong.max_error < kBound);
+  CHECK(wrong.worst.rfind("b:", 0) == 0);
+  for (int at = 0; at < 3; ++at) {
+    CAPTURE(at);
+    GradCheckReport r;
+    for (int i = 0; i < 3; ++i) r.add(i == at ? nan : 1.0, 1.0, std::string(1, static_cast<char>('a' + i)));
+    CHECK_FALSE(r.max_error < kBound);
+    CHECK(r.worst.rfind(std::string(1, static_cast<char>('a' + at)) + ":", 0) == 0);
+  }
 }

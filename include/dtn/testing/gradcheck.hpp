@@ -28,7 +28,9 @@ struct GradCheckReport {
   void add(double analytic, double numeric, const std::string& where) {
     const double e = std::abs(analytic - numeric) / std::max(1.0, std::abs(numeric));
     ++checked;
-    if (e >= max_error) {
+    // A NaN e (a NaN gradient or loss) is recorded and then kept, so that it fails every bound;
+    // e >= max_error alone would skip it and report the check as passed.
+    if (!std::isnan(max_error) && !(e < max_error)) {
       max_error = e;
       worst = where + ": analytic " + std::to_string(analytic) + ", numeric " + std::to_string(numeric);
     }
