@@ -112,50 +112,70 @@ inline void small_k_panel(int k, const float* a, const float* b, long ldb, __mma
     }
   }
 }
-// Images per chunk for conv_small_k (0: the usual conv_chunk): as many as keep the chunk's unfolded
-// columns within 64 KiB, at most the batch's share of one thread. The kernel prefetches across
-// the images of a chunk, and fewer chunks leave the threads less to wait for each other at the
-// end: D.0 (9 KiB of columns per image) takes 7 images at a time instead of 2, ~5% faster on 2
-// threads (Intel Xeon host, 2026-12-03, medians 186 -> 176 us). Larger chunks were no faster on 2
-// threads and slower on 1 (a thread's whole share, 64 images there, 10%: the columns no longer
-// stay in L2 beside the output); f.0 (108 KiB per image) was 5-10% slower at 8 images a chunk.
-inline int small_k_chunk(const ConvGeom& g) {
-  const long ckk = static_cast<long>(g.c_in) * g.kh * g.kw, hw = static_cast<long>(g.h_out) * g.w_out;
-  if (!small_k_fits(ckk)) return 0;
-  const int threads = std::max(1, omp_get_max_threads());
-  const long fit = std::max(1L, 16384 / std::max(1L, ckk * hw));
-  return static_cast<int>(std::min<long>(fit, (g.n + threads - 1) / threads));
-}
-// y for the cnt images of a chunk, B their unfolded columns [k, cnt*hw] (row stride ldb), a the
-// filter and bias packed by small_k_pack.
-inline void conv_small_k(int m, int cnt, long hw, int k, const float* a, const float* B, long ldb, float* y) {
+// y [m, hw] of one image from its unfolded columns B [k, hw] (row stride ldb) and the filter and
+// bias packed by small_k_pack. rows_ahead: the rows of y from this image's first on that the
+// calling thread writes one after the other (its next images' rows follow this image's), so that
+// the last panel's prefetch runs on into the next image.
+inline void conv_small_k(int m, long hw, int k, const float* a, const float* B, long ldb, float* y, long rows_ahead) {
   const long jb = std::min(hw, std::max(32L, 4096L / k / 32 * 32));  // k x jb floats <= 16 KiB
   const bool prefetch = k <= 16;
-  for (int img = 0; img < cnt; ++img) {
-    const float* bi = B + img * hw;
-    float* yi = y + static_cast<long>(img) * m * hw;
-    for (long j0 = 0; j0 < hw; j0 += jb) {
-      const long j1 = std::min(hw, j0 + jb);
-      // rows of y after this panel's that the sweep writes next: y's images lie one after the
-      // other, so with one column block the last panel of an image is followed by the first of
-      // the next image of the chunk
-      const long rows_after = (jb == hw ? static_cast<long>(cnt - img) * m : m);
-      for (int i = 0; i < m; i += 8) {
-        const int rows = std::min(8, m - i);
-        const int next = prefetch ? static_cast<int>(std::min<long>(8, std::max<long>(0, rows_after - i - 8))) : 0;
-        const float* ai = a + i / 8 * small_k_panel_size(k);
-        for (long j = j0; j < j1; j += 32) {
-          const int left = static_cast<int>(std::min<long>(32, j1 - j));
-          float* yij = yi + i * hw + j;
-          const float* pf = next ? yij + 8 * hw : nullptr;
-          if (rows == 8 && left == 32) {
-            small_k_panel<true>(k, ai, bi + j, ldb, 0, 0, yij, hw, 8, pf, next);
-          } else {
-            const __mmask16 m0 = simd::lanes(0, std::min(16, left)), m1 = simd::lanes(0, std::max(0, left - 16));
-            small_k_panel<false>(k, ai, bi + j, ldb, m0, m1, yij, hw, rows, pf, next);
-          }
+  for (long j0 = 0; j0 < hw; j0 += jb) {
+    const long j1 = std::min(hw, j0 + jb);
+    // with one column block, the sweep goes on with the next image; else with the next block
+    const long rows_after = jb == hw ? rows_ahead : m;
+    for (int i = 0; i < m; i += 8) {
+      const int rows = std::min(8, m - i);
+      const int next = prefetch ? static_cast<int>(std::min<long>(8, std::max<long>(0, rows_after - i - 8))) : 0;
+      const float* ai = a + i / 8 * small_k_panel_size(k);
+      for (long j = j0; j < j1; j += 32) {
+        const int left = static_cast<int>(std::min<long>(32, j1 - j));
+        float* yij = y + i * hw + j;
+        const float* pf = next ? yij + 8 * hw : nullptr;
+        if (rows == 8 && left == 32) {
+          small_k_panel<true>(k, ai, B + j, ldb, 0, 0, yij, hw, 8, pf, next);
+        } else {
+          const __mmask16 m0 = simd::lanes(0, std::min(16, left)), m1 = simd::lanes(0, std::max(0, left - 16));
+          small_k_panel<false>(k, ai, B + j, ldb, m0, m1, yij, hw, rows, pf, next);
         }
       }
+    }
+  }
+}
+// The forward pass of a convolution with k = c_in*kh*kw <= 32 (float): each thread unfolds one
+// image at a time into a buffer of its own (k x hw floats: 9 KiB for D.0, 108 KiB for f.0) just
+// before sweeping it, so the columns stay in cache. Where the stores set the pace (k <= 16, with
+// the prefetch for writing) each thread takes a contiguous range of images, and the prefetch runs
+// on from each image into the next. Through the chunked im2col of the other layers (chunks of 2
+// images for D.0, then of 7) it stopped at every chunk's end and the threads waited for each
+// other at the end of the schedule: D.0's forward on 2 threads took 186 and then 176 us (medians,
+// standalone driver, Intel Xeon host, 2026-12-03), now 157 us; chunks of a thread's whole share
+// had been as fast on 2 threads but 10% slower on 1 (their columns no longer stayed in L2 beside
+// y). f.0 (k = 27, bound by its FMAs) keeps a dynamic schedule: its static ranges ran up to 10%
+// slower on 2 threads in a noisy hour.
+inline void conv2d_forward_small_k(const ConvGeom& g, const float* x, const float* w, const float* bias, float* y) {
+  const int k = g.c_in * g.kh * g.kw, m = g.c_out;
+  const long hw = static_cast<long>(g.h_out) * g.w_out, in_img = static_cast<long>(g.c_in) * g.h_in * g.w_in;
+  static thread_local std::vector<float, AlignedAllocator<float>> panels;
+  panels.resize(static_cast<std::size_t>((m + 7) / 8 * small_k_panel_size(k)));
+  small_k_pack(m, k, w, bias, panels.data());
+  const float* a = panels.data();
+  const int threads = std::max(1, std::min(omp_get_max_threads(), g.n));
+#pragma omp parallel num_threads(threads)
+  {
+    static thread_local std::vector<float, AlignedAllocator<float>> cols;
+    cols.resize(static_cast<std::size_t>(k * hw));
+    const auto image = [&](int img, long rows_ahead) {
+      im2col(g, x + img * in_img, 1, in_img, cols.data(), hw, 0);
+      conv_small_k(m, hw, k, a, cols.data(), hw, y + static_cast<long>(img) * m * hw, rows_ahead);
+    };
+    if (k <= 16) {  // bound by y's stores (conv_small_k prefetches): contiguous ranges
+      const int t = omp_get_thread_num(), nt = omp_get_num_threads();
+      const int i0 = static_cast<int>(static_cast<long>(g.n) * t / nt);
+      const int i1 = static_cast<int>(static_cast<long>(g.n) * (t + 1) / nt);
+      for (int img = i0; img < i1; ++img) image(img, static_cast<long>(i1 - img) * m);
+    } else {  // bound by the FMAs: images handed out one at a time, as the threads get free
+#pragma omp for schedule(dynamic, 1)
+      for (int img = 0; img < g.n; ++img) image(img, m);
     }
   }
 }
@@ -163,7 +183,6 @@ inline void conv_small_k(int m, int cnt, long hw, int k, const float* a, const f
 
 #if !defined(__AVX512F__)
 inline bool small_k_fits(long) { return false; }  // no conv_small_k without AVX-512
-inline int small_k_chunk(const ConvGeom&) { return 0; }
 #endif
 
 #if defined(DTN_OWN_SGEMM)
@@ -179,11 +198,11 @@ inline float* packed_filter(long floats) {
 struct ConvPlan {
   long hw, ckk, in_img;
   int chunk, nchunks, threads;
-  explicit ConvPlan(const ConvGeom& g, int chunk_images = 0)
+  explicit ConvPlan(const ConvGeom& g)
       : hw(static_cast<long>(g.h_out) * g.w_out),
         ckk(static_cast<long>(g.c_in) * g.kh * g.kw),
         in_img(static_cast<long>(g.c_in) * g.h_in * g.w_in),
-        chunk(chunk_images > 0 ? chunk_images : conv_chunk(g)),
+        chunk(conv_chunk(g)),
         nchunks((g.n + chunk - 1) / chunk),
         threads(std::max(1, std::min(omp_get_max_threads(), nchunks))) {}
 };
@@ -239,31 +258,24 @@ void conv2d_forward(const ConvGeom& g, const T* x, const T* w, const T* bias, T*
         for (int co = 0; co < g.c_out; ++co) y[static_cast<long>(i) * g.c_out + co] += bias[co];
     return;
   }
-  const ConvPlan p(g, std::is_same<T, float>::value ? small_k_chunk(g) : 0);
+#if defined(__AVX512F__)
+  if constexpr (std::is_same<T, float>::value)
+    if (small_k_fits(static_cast<long>(g.c_in) * g.kh * g.kw)) return conv2d_forward_small_k(g, x, w, bias, y);
+#endif
+  const ConvPlan p(g);
   const long hw = p.hw, ckk = p.ckk, in_img = p.in_img;
   const int chunk = p.chunk, nchunks = p.nchunks;
   bool packed_unfold = false;  // dtn's packed GEMM unfolds x inside its packing: no column matrix
 #if defined(DTN_OWN_SGEMM)
   // The filter is packed once for all chunks (packing it per chunk was ~1.5% of a DTN step).
   sgemm::PackedA wp{nullptr, 0};
-  if constexpr (std::is_same<T, float>::value)
-    if (!small_k_fits(ckk)) {
-      const int k = static_cast<int>(ckk);
-      wp = sgemm::pack_a_whole(plain_view(w, ckk), false, g.c_out, k, packed_filter(sgemm::packed_a_size(g.c_out, k)));
-      packed_unfold = unfold_packable(g, chunk, in_img);
-    }
+  if constexpr (std::is_same<T, float>::value) {
+    const int k = static_cast<int>(ckk);
+    wp = sgemm::pack_a_whole(plain_view(w, ckk), false, g.c_out, k, packed_filter(sgemm::packed_a_size(g.c_out, k)));
+    packed_unfold = unfold_packable(g, chunk, in_img);
+  }
 #endif
   ConvScratch<T>* s = packed_unfold ? nullptr : &conv_scratch<T>(p);
-#if defined(__AVX512F__)
-  const float* wk = nullptr;  // the filter in conv_small_k's panels
-  if constexpr (std::is_same<T, float>::value)
-    if (small_k_fits(ckk)) {
-      static thread_local std::vector<float, AlignedAllocator<float>> panels;
-      panels.resize(static_cast<std::size_t>((g.c_out + 7) / 8 * small_k_panel_size(static_cast<int>(ckk))));
-      small_k_pack(g.c_out, static_cast<int>(ckk), w, bias, panels.data());
-      wk = panels.data();
-    }
-#endif
   // y [c_out, cnt*hw] = bias + w [c_out, ckk] * unfold(x chunk)
 #pragma omp parallel for schedule(dynamic, 1) num_threads(p.threads)
   for (int ci = 0; ci < nchunks; ++ci) {
@@ -279,13 +291,6 @@ void conv2d_forward(const ConvGeom& g, const T* x, const T* w, const T* bias, T*
 #endif
     T* cols = s->cols[static_cast<std::size_t>(omp_get_thread_num())].data();
     im2col(g, x + i0 * in_img, cnt, in_img, cols, ld, 0);
-#if defined(__AVX512F__)
-    if constexpr (std::is_same<T, float>::value)
-      if (small_k_fits(ckk)) {
-        conv_small_k(g.c_out, cnt, hw, static_cast<int>(ckk), wk, cols, ld, y + static_cast<long>(i0) * g.c_out * hw);
-        continue;
-      }
-#endif
 #if defined(DTN_OWN_SGEMM)
     if constexpr (std::is_same<T, float>::value) {
       const sgemm::ViewB b{plain_view<const float>(cols, ld), false};
