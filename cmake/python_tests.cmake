@@ -1,7 +1,7 @@
 # Python interop tests (tests/python/): dtn checkpoints read by the reference `safetensors`
 # package and numpy, and files written by them read by dtn. The C++ side is the helper program
-# dtn_st_roundtrip. The CTest entry reports "skipped" (exit 77) where python3 cannot import
-# numpy, safetensors and pytest.
+# dtn_st_roundtrip. The CTest entries report "skipped" (exit 77) where python3 cannot import
+# numpy, safetensors and pytest (python/interop_torch: and torch), or where a test skipped.
 if(NOT DTN_BUILD_TESTS)
   return()
 endif()
@@ -16,7 +16,10 @@ find_package(Python3 COMPONENTS Interpreter)
 if(Python3_Interpreter_FOUND)
   add_test(NAME python/interop
            COMMAND ${Python3_EXECUTABLE} ${dtn_SOURCE_DIR}/tests/python/run_interop.py)
-  set_tests_properties(python/interop PROPERTIES
+  # The comparison with PyTorch on its own, so that "torch not installed" shows as a skip.
+  add_test(NAME python/interop_torch
+           COMMAND ${Python3_EXECUTABLE} ${dtn_SOURCE_DIR}/tests/python/run_interop.py --torch)
+  set_tests_properties(python/interop python/interop_torch PROPERTIES
     SKIP_RETURN_CODE 77
     ENVIRONMENT "DTN_ST_ROUNDTRIP=$<TARGET_FILE:dtn_st_roundtrip>;DTN_NET_INTEROP=$<TARGET_FILE:dtn_net_interop>;PYTHONDONTWRITEBYTECODE=1")
 else()

@@ -213,7 +213,8 @@ TEST_CASE("CPU float GEMM through grouped views, with a row bias, equals a doubl
                                      dtn::cpu::plain_view<const float>(other.data() + rows * k, n), 0.f, gv, bias.data());
         } else if (which == 1 || which == 3) {  // C [70 or 9, cols] = A^T [m, rows] * B [rows, cols] (grouped)
           m = which == 1 ? 70 : 9, n = static_cast<int>(cols), k = rows;
-          out.assign(static_cast<std::size_t>(m) * n, 0.f);
+          // beta = 0: C must be written without being read, so it starts as NaN
+          out.assign(static_cast<std::size_t>(m) * n, std::numeric_limits<float>::quiet_NaN());
           dtn::cpu::gemm_view<float>(true, false, m, n, k, 1.f, dtn::cpu::plain_view<const float>(other.data(), m), gc, 0.f,
                                      dtn::cpu::plain_view(out.data(), n));
         } else {  // C [rows, 19 or 9] = A [rows, cols] (grouped) * B^T [cols, n]

@@ -100,6 +100,7 @@ TEST_CASE("gradcheck: MSE loss") {
   };
   GradCheckReport r = dtn::testing::gradcheck_function(f, a);
   INFO(r.worst);
+  CHECK(r.checked > 0);
   CHECK(r.max_error < kBound);
 }
 
@@ -116,6 +117,7 @@ TEST_CASE("gradcheck: total variation loss (B = 1)") {
   };
   GradCheckReport r = dtn::testing::gradcheck_function(f, z);
   INFO(r.worst);
+  CHECK(r.checked > 0);
   CHECK(r.max_error < kBound);
 }
 
@@ -137,6 +139,7 @@ TEST_CASE("gradcheck: softmax cross-entropy, K = 3 (ternary D) and K = 10") {
     };
     GradCheckReport r = dtn::testing::gradcheck_function(f, logits);
     INFO("K=" << k << " " << r.worst);
+    CHECK(r.checked > 0);
     CHECK(r.max_error < kBound);
   }
 }

@@ -141,7 +141,8 @@ TEST_CASE("Linear, MaxPool2d, activations, RepeatChannels by hand") {
   CHECK(dtn::to_vector(re.net.forward(xa.view())) == std::vector<double>{0, 2, 0, 0});
   One<dtn::Tanh> th(Shape{4});
   auto yt = dtn::to_vector(th.net.forward(xa.view()));
-  CHECK(yt[1] == doctest::Approx(std::tanh(2.0)));
+  REQUIRE(yt.size() == 4);
+  for (std::size_t i = 0; i < 4; ++i) CHECK(yt[i] == doctest::Approx(std::tanh(dtn::to_vector(xa.view())[i])));
 
   One<dtn::RepeatChannels<3>> rep(Shape{1, 1, 2});
   auto xr = dtn::from_vector<double>(Shape{2, 1, 1, 2}, {1, 2, 3, 4});
@@ -160,6 +161,41 @@ TEST_CASE("ResizeBilinear matches PyTorch's align_corners=False on a 2x2 -> 4x4 
   for (std::size_t i = 0; i < y.size(); ++i) CHECK(y[i] == doctest::Approx(expect[i]));
 }
 
+// Non-square, with the height and width scaled differently (up in both; down in one, up in the
+// other), so that a height/width mix-up in the layer shows. Expected values: PyTorch 2.x,
+// F.interpolate(x, size=..., mode='bilinear', align_corners=False) in float32 (hence the 1e-6
+// relative tolerance: float32 rounding of a few operations on values < 50).
+TEST_CASE("ResizeBilinear matches PyTorch on non-square sizes: 2x3 -> 3x5 and 5x3 -> 3x4") {
+  {
+    One<dtn::ResizeBilinear<3, 5>> rs(Shape{1, 2, 3});
+    auto x = dtn::from_vector<double>(Shape{1, 1, 2, 3}, {1, 2, 4, 3, 7, 5});
+    auto y = dtn::to_vector(rs.net.forward(x.view()));
+    const std::vector<double> expect = {1.0, 1.4000000953674316, 2.0, 3.200000286102295, 4.0,
+                                        2.0, 3.000000238418579, 4.5, 4.5, 4.5,
+                                        3.0, 4.600000381469727, 7.0, 5.799999713897705, 5.0};
+    REQUIRE(y.size() == expect.size());
+    for (std::size_t i = 0; i < y.size(); ++i) {
+      CAPTURE(i);
+      CHECK(y[i] == doctest::Approx(expect[i]).epsilon(1e-6));
+    }
+  }
+  {
+    One<dtn::ResizeBilinear<3, 4>> rs(Shape{1, 5, 3});
+    std::vector<double> xv(15);
+    for (int k = 0; k < 15; ++k) xv[static_cast<std::size_t>(k)] = std::pow(static_cast<double>(k), 1.5);
+    auto x = dtn::from_vector<double>(Shape{1, 1, 5, 3}, xv);
+    auto y = dtn::to_vector(rs.net.forward(x.view()));
+    const std::vector<double> expect = {1.7320506572723389, 2.7328522205352783, 4.187982559204102, 5.612398147583008,
+                                        14.696938514709473, 17.086515426635742, 20.060443878173828, 22.627416610717773,
+                                        36.71281051635742,  39.88544845581055,  43.7743034362793,   47.08308792114258};
+    REQUIRE(y.size() == expect.size());
+    for (std::size_t i = 0; i < y.size(); ++i) {
+      CAPTURE(i);
+      CHECK(y[i] == doctest::Approx(expect[i]).epsilon(1e-6));
+    }
+  }
+}
+
 TEST_CASE("BatchNorm2d: batch statistics in training, running statistics in evaluation") {
   One<dtn::BatchNorm2d> bn(Shape{1, 1, 2});
   bn.set("weight", {2});
@@ -168,15 +204,17 @@ TEST_CASE("BatchNorm2d: batch statistics in training, running statistics in eval
   auto x = dtn::from_vector<double>(Shape{2, 1, 1, 2}, {1, 3, 5, 7});
   auto y = dtn::to_vector(bn.net.forward(x.view()));
   const double s = 1.0 / std::sqrt(5.0 + 1e-5);
-  CHECK(y[0] == doctest::Approx(2 * (1 - 4) * s + 1));
-  CHECK(y[3] == doctest::Approx(2 * (7 - 4) * s + 1));
+  const std::vector<double> xs = {1, 3, 5, 7};
+  REQUIRE(y.size() == 4);
+  for (std::size_t i = 0; i < 4; ++i) CHECK(y[i] == doctest::Approx(2 * (xs[i] - 4) * s + 1));
   // running stats after one step with momentum 0.1 from (0, 1)
   auto buf = dtn::to_vector(bn.net.buffers());
   CHECK(buf[0] == doctest::Approx(0.4));
   CHECK(buf[1] == doctest::Approx(0.9 + 0.1 * 20.0 / 3.0));
   bn.net.eval();
   auto ye = dtn::to_vector(bn.net.forward(x.view()));
-  CHECK(ye[0] == doctest::Approx(2 * (1 - 0.4) / std::sqrt(buf[1] + 1e-5) + 1));
+  REQUIRE(ye.size() == 4);
+  for (std::size_t i = 0; i < 4; ++i) CHECK(ye[i] == doctest::Approx(2 * (xs[i] - 0.4) / std::sqrt(buf[1] + 1e-5) + 1));
 }
 
 TEST_CASE("float32 and float64 networks agree on the same parameters") {

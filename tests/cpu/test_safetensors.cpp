@@ -544,13 +544,17 @@ TEST_CASE("safetensors: killed at any moment, a save leaves the old checkpoint o
     int status = 0;
     ::waitpid(pid, &status, 0);
     REQUIRE((WIFEXITED(status) && WEXITSTATUS(status) == 0));
-    // The new one, killed after a delay that sweeps from "before it starts" to "after it ends".
+    // The new one, killed after a delay that sweeps from "before it starts" to "after it ends";
+    // the last trial lets it finish, so that both outcomes are seen.
     pid = ::fork();
     REQUIRE(pid >= 0);
     if (pid == 0) child_save(path, count, 1.0f);
-    std::this_thread::sleep_for(std::chrono::milliseconds(trial * trial * 3));
-    ::kill(pid, SIGKILL);
+    if (trial < 11) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(trial * trial * 3));
+      ::kill(pid, SIGKILL);
+    }
     ::waitpid(pid, &status, 0);
+    if (trial == 11) REQUIRE((WIFEXITED(status) && WEXITSTATUS(status) == 0));
 
     const auto f = dtn::io::load_safetensors(path);  // must not throw: never a half-written file
     REQUIRE(f.tensors.size() == 4);
@@ -569,5 +573,8 @@ TEST_CASE("safetensors: killed at any moment, a save leaves the old checkpoint o
       if (name != "ckpt.safetensors") fs::remove(d.dir / name);
   }
   MESSAGE("old checkpoint survived " << saw_old << " times, new one completed " << saw_new << " times");
-  CHECK(saw_old + saw_new == 12);
+  // Both outcomes occurred: killed at once (trial 0), the old file survives; run to the end (the
+  // last trial), the new one replaced it. (Their sum is 12 by construction.)
+  CHECK(saw_old > 0);
+  CHECK(saw_new > 0);
 }

@@ -1,23 +1,50 @@
-"""CTest driver for test_interop.py: exit 77 (reported as skipped) when numpy, safetensors or
-pytest cannot be imported; otherwise the pytest result."""
+"""CTest driver for test_interop.py and test_net_interop.py.
+
+  run_interop.py          every test but the PyTorch comparison; exit 77 (reported as skipped)
+                          when numpy, safetensors or pytest cannot be imported
+  run_interop.py --torch  only the comparison with PyTorch; exit 77 when torch cannot be imported
+
+Under this driver (DTN_INTEROP_STRICT=1) a helper program the build should have made but that is
+missing fails its tests instead of skipping them, and a test that skips anyway makes the run
+exit 77, so that a skip never reads as a pass in CTest's summary."""
 import importlib
 import os
 import sys
 
+torch_only = "--torch" in sys.argv[1:]
+args = [a for a in sys.argv[1:] if a != "--torch"]
 missing = []
-for module in ("numpy", "safetensors", "pytest"):
+for module in ("numpy", "safetensors", "pytest") + (("torch",) if torch_only else ()):
     try:
         importlib.import_module(module)
     except ImportError:
         missing.append(module)
 if missing:
     print(f"SKIP: python3 ({sys.executable}) cannot import {', '.join(missing)} "
-          f"(pip install numpy safetensors pytest)")
+          f"(pip install {' '.join(missing)})")
     sys.exit(77)
 
 import pytest  # noqa: E402
 
+
+class Outcomes:
+    def __init__(self):
+        self.skipped = []
+
+    def pytest_runtest_logreport(self, report):
+        if report.skipped:
+            self.skipped.append(report.nodeid)
+
+
+os.environ["DTN_INTEROP_STRICT"] = "1"
 here = os.path.dirname(os.path.abspath(__file__))
-# No cache directory in the source tree.
-sys.exit(pytest.main(["-q", "-p", "no:cacheprovider", os.path.join(here, "test_interop.py"),
-                      os.path.join(here, "test_net_interop.py"), *sys.argv[1:]]))
+outcomes = Outcomes()
+# No cache directory in the source tree; -rs prints every skip's reason.
+selection = "same_forward_as_pytorch" if torch_only else "not same_forward_as_pytorch"
+rc = pytest.main(["-q", "-rs", "-p", "no:cacheprovider", "-k", selection,
+                  os.path.join(here, "test_interop.py"), os.path.join(here, "test_net_interop.py"), *args],
+                 plugins=[outcomes])
+if rc == 0 and outcomes.skipped:
+    print(f"SKIP: {len(outcomes.skipped)} test(s) skipped: {', '.join(outcomes.skipped)}")
+    sys.exit(77)
+sys.exit(int(rc))

@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <cmath>
 #include <functional>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -121,8 +122,12 @@ GradCheckReport gradcheck_layer(Shape sample, int batch, std::uint64_t seed = 1,
 inline GradCheckReport gradcheck_function(const std::function<double(const std::vector<double>&, std::vector<double>*)>& f,
                                           std::vector<double> x, std::uint64_t seed = 1, int max_coords = 300,
                                           double h = 1e-6) {
-  std::vector<double> g(x.size());
+  // NaN until f writes it: a gradient f leaves unwritten fails the check instead of reading as 0
+  std::vector<double> g(x.size(), std::numeric_limits<double>::quiet_NaN());
   f(x, &g);
+  if (g.size() != x.size())
+    throw error("gradcheck_function: the gradient has " + std::to_string(g.size()) + " values for " +
+                std::to_string(x.size()) + " inputs");
   Rng rng(seed);
   GradCheckReport rep;
   for (std::size_t i : probe_coords(x.size(), max_coords, rng)) {
