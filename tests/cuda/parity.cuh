@@ -3,16 +3,22 @@
 // (how to fill each, which ones to compare) and one generic body that calls the op through
 // Backend<Dev>; run_case fills identical host data (fixed seed), runs the body on both devices
 // and compares every output buffer by relative L2 error ||gpu - cpu|| / ||cpu|| against the
-// case's bound. NaN in the same place on both sides counts as equal; NaN on one side only fails.
+// case's bound (bit for bit for exact and integer outputs). A NaN or Inf in a compared buffer
+// fails, except in cases whose inputs are filled with special values (in_specials): there a NaN
+// in the same place on both sides, or the same infinity, counts as equal, and one side only fails.
+// Pure outputs start with different values on the two sides (see make_buffers), so an element
+// that neither backend writes is a mismatch rather than agreement.
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <algorithm>
 #include <cstdint>
 #include <dtn/cuda.cuh>
 #include <functional>
 #include <limits>
 #include <sstream>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 namespace parity {
@@ -28,47 +34,53 @@ struct Spec {
   Fill fill = Fill::uniform;
   double lo = -1, hi = 1;  // uniform range; for ints: [0, hi)
   Check check = Check::none;
+  // A pure output (overwritten, never read by the op): it starts with different values on the
+  // CPU and the GPU side (make_buffers), so elements left unwritten cannot compare equal.
+  // Accumulated outputs (acc, acc_positive) are read by the op and start identical.
+  bool unwritten_differs = false;
 };
 
 // Inputs.
 inline Spec in(std::string name, std::size_t n, double lo = -1, double hi = 1) {
-  return {std::move(name), Kind::f32, n, Fill::uniform, lo, hi, Check::none};
+  return {std::move(name), Kind::f32, n, Fill::uniform, lo, hi, Check::none, false};
 }
 inline Spec in_normal(std::string name, std::size_t n, double scale = 1) {
-  return {std::move(name), Kind::f32, n, Fill::normal, 0, scale, Check::none};
+  return {std::move(name), Kind::f32, n, Fill::normal, 0, scale, Check::none, false};
 }
 // Uniform in [lo, hi) with lo > 0 (variances, bias corrections).
 inline Spec in_positive(std::string name, std::size_t n, double lo, double hi) {
-  return {std::move(name), Kind::f32, n, Fill::positive, lo, hi, Check::none};
+  return {std::move(name), Kind::f32, n, Fill::positive, lo, hi, Check::none, false};
 }
 // Random values with some NaN, +Inf and -Inf mixed in.
 inline Spec in_specials(std::string name, std::size_t n) {
-  return {std::move(name), Kind::f32, n, Fill::specials, -1, 1, Check::none};
+  return {std::move(name), Kind::f32, n, Fill::specials, -1, 1, Check::none, false};
 }
 inline Spec in_ints(std::string name, std::size_t n, int upper) {
-  return {std::move(name), Kind::i32, n, Fill::ints, 0, static_cast<double>(upper), Check::none};
+  return {std::move(name), Kind::i32, n, Fill::ints, 0, static_cast<double>(upper), Check::none, false};
 }
 inline Spec in_bytes(std::string name, std::size_t n) {
-  return {std::move(name), Kind::u8, n, Fill::bytes, 0, 256, Check::none};
+  return {std::move(name), Kind::u8, n, Fill::bytes, 0, 256, Check::none, false};
 }
-// Outputs: poisoned with the same random values on both sides, then compared.
+// Outputs: start with different values on the two sides (make_buffers), then compared. (The
+// fill still draws random values, unused, so that the inputs generated after an output keep
+// the values they had when outputs started from them.)
 inline Spec out(std::string name, std::size_t n) {
-  return {std::move(name), Kind::f32, n, Fill::uniform, -7, 7, Check::rel_l2};
+  return {std::move(name), Kind::f32, n, Fill::uniform, -7, 7, Check::rel_l2, true};
 }
 inline Spec out_ints(std::string name, std::size_t n) {
-  return {std::move(name), Kind::i32, n, Fill::ints, 0, 1000, Check::exact};
+  return {std::move(name), Kind::i32, n, Fill::ints, 0, 1000, Check::exact, true};
 }
-// Accumulated outputs (parameter gradients): random start values, compared.
+// Accumulated outputs (parameter gradients): the same random start values on both sides, compared.
 inline Spec acc(std::string name, std::size_t n) {
-  return {std::move(name), Kind::f32, n, Fill::uniform, -1, 1, Check::rel_l2};
+  return {std::move(name), Kind::f32, n, Fill::uniform, -1, 1, Check::rel_l2, false};
 }
 // Accumulated outputs that must stay positive (variances): uniform in [lo, hi), compared.
 inline Spec acc_positive(std::string name, std::size_t n, double lo, double hi) {
-  return {std::move(name), Kind::f32, n, Fill::positive, lo, hi, Check::rel_l2};
+  return {std::move(name), Kind::f32, n, Fill::positive, lo, hi, Check::rel_l2, false};
 }
 // An output compared bit for bit (pure selection ops: max pooling).
 inline Spec out_exact(std::string name, std::size_t n) {
-  return {std::move(name), Kind::f32, n, Fill::uniform, -7, 7, Check::exact};
+  return {std::move(name), Kind::f32, n, Fill::uniform, -7, 7, Check::exact, true};
 }
 
 // The buffers of one case on one device, indexed like the case's specs.
@@ -166,51 +178,94 @@ dtn::Tensor<T, Dev> upload(const std::vector<T>& v) {
   return t;
 }
 
+// The start contents of one buffer: the generated data, or for a pure output (unwritten_differs)
+// a value that differs between the two sides: NaN on the CPU and 1e30 on the GPU for floats
+// (an unwritten element is NaN against a finite number, a mismatch even where NaN is allowed),
+// -1 and -2 for ints, 0 and 255 for bytes.
+template <class T, class Dev>
+dtn::Tensor<T, Dev> start_buffer(const Spec& s, const std::vector<T>& generated, T cpu_start, T gpu_start) {
+  if (!s.unwritten_differs) return upload<T, Dev>(generated);
+  return upload<T, Dev>(std::vector<T>(generated.size(), std::is_same<Dev, dtn::Cpu>::value ? cpu_start : gpu_start));
+}
+
 template <class Dev>
 Buffers<Dev> make_buffers(const Case& c, const HostData& h) {
   Buffers<Dev> b;
   for (const Spec& s : c.specs) {
     switch (s.kind) {
-      case Kind::f32: b.slot.push_back(b.f32.size()); b.f32.push_back(upload<float, Dev>(h.f32[b.f32.size()])); break;
-      case Kind::i32: b.slot.push_back(b.i32.size()); b.i32.push_back(upload<int, Dev>(h.i32[b.i32.size()])); break;
-      case Kind::u8: b.slot.push_back(b.u8.size()); b.u8.push_back(upload<unsigned char, Dev>(h.u8[b.u8.size()])); break;
+      case Kind::f32:
+        b.slot.push_back(b.f32.size());
+        b.f32.push_back(
+            start_buffer<float, Dev>(s, h.f32[b.f32.size()], std::numeric_limits<float>::quiet_NaN(), 1e30f));
+        break;
+      case Kind::i32:
+        b.slot.push_back(b.i32.size());
+        b.i32.push_back(start_buffer<int, Dev>(s, h.i32[b.i32.size()], -1, -2));
+        break;
+      case Kind::u8:
+        b.slot.push_back(b.u8.size());
+        b.u8.push_back(start_buffer<unsigned char, Dev>(s, h.u8[b.u8.size()], 0, 255));
+        break;
     }
   }
   return b;
 }
 
-// Relative L2 error, NaN-aware: returns +inf when NaNs do not line up.
-inline double rel_l2(const std::vector<float>& gpu, const std::vector<float>& cpu) {
+// Relative L2 error; +inf when the sizes differ.
+// nonfinite_ok = false (the default, for buffers computed from finite inputs): any NaN or Inf
+// on either side gives +inf. nonfinite_ok = true (only where the inputs were deliberately filled
+// with special values): a NaN on both sides, or the same infinity on both sides, is skipped and
+// any other NaN/Inf gives +inf; if no finite pair is left to compare, the result is +inf too.
+inline double rel_l2(const std::vector<float>& gpu, const std::vector<float>& cpu, bool nonfinite_ok = false) {
+  constexpr double kInf = std::numeric_limits<double>::infinity();
+  if (gpu.size() != cpu.size()) return kInf;
   double num = 0, den = 0;
+  std::size_t compared = 0;
   for (std::size_t i = 0; i < cpu.size(); ++i) {
-    const bool gn = std::isnan(gpu[i]), cn = std::isnan(cpu[i]);
-    if (gn || cn) {
-      if (gn != cn) return std::numeric_limits<double>::infinity();
-      continue;
-    }
-    if (std::isinf(cpu[i]) || std::isinf(gpu[i])) {
-      if (gpu[i] != cpu[i]) return std::numeric_limits<double>::infinity();
+    if (!std::isfinite(gpu[i]) || !std::isfinite(cpu[i])) {
+      if (!nonfinite_ok) return kInf;
+      const bool gn = std::isnan(gpu[i]), cn = std::isnan(cpu[i]);
+      if (gn || cn) {
+        if (gn != cn) return kInf;
+        continue;
+      }
+      if (gpu[i] != cpu[i]) return kInf;  // an infinity against another value
       continue;
     }
     const double d = static_cast<double>(gpu[i]) - cpu[i];
     num += d * d;
     den += static_cast<double>(cpu[i]) * cpu[i];
+    ++compared;
   }
+  if (nonfinite_ok && compared == 0 && !cpu.empty()) return kInf;  // nothing finite was compared
   if (den == 0) return std::sqrt(num);  // an all-zero reference: absolute error
   return std::sqrt(num / den);
 }
 
+// Element-wise equality (operator==) of two vectors of the same size. For floating types,
+// nonfinite_ok as in rel_l2: false (the default) fails on any NaN or Inf on either side; true
+// (inputs deliberately filled with special values) counts a NaN on both sides, or the same
+// infinity, as equal.
 template <class T>
-bool same_bits(const std::vector<T>& a, const std::vector<T>& b) {
+bool same_bits(const std::vector<T>& a, const std::vector<T>& b, bool nonfinite_ok = false) {
+  (void)nonfinite_ok;  // only read for floating types
   if (a.size() != b.size()) return false;
   for (std::size_t i = 0; i < a.size(); ++i) {
-    if (a[i] == b[i]) continue;
     if constexpr (std::is_floating_point<T>::value) {
-      if (std::isnan(a[i]) && std::isnan(b[i])) continue;
+      if (!std::isfinite(a[i]) || !std::isfinite(b[i])) {
+        if (!nonfinite_ok) return false;
+        if (std::isnan(a[i]) && std::isnan(b[i])) continue;
+      }
     }
-    return false;
+    if (a[i] != b[i]) return false;
   }
   return true;
+}
+
+// Whether a case fills an input with special values (in_specials): only then may its outputs
+// legitimately hold NaN or Inf, and only then are they compared with nonfinite_ok.
+inline bool uses_specials(const Case& c) {
+  return std::any_of(c.specs.begin(), c.specs.end(), [](const Spec& s) { return s.fill == Fill::specials; });
 }
 
 // Runs one case on both devices and checks every compared buffer; returns the worst error.
@@ -221,6 +276,7 @@ inline double run_case(const Case& c) {
   Buffers<dtn::Cuda> gb = make_buffers<dtn::Cuda>(c, h);
   c.cpu(cb);
   c.gpu(gb);
+  const bool nonfinite_ok = uses_specials(c);
   double worst = 0;
   for (std::size_t k = 0; k < c.specs.size(); ++k) {
     const Spec& s = c.specs[k];
@@ -230,15 +286,19 @@ inline double run_case(const Case& c) {
       const auto cpu = dtn::to_vector(cb.f32[cb.slot[k]]);
       const auto gpu = dtn::to_vector(gb.f32[gb.slot[k]]);
       if (s.check == Check::exact) {
-        CHECK(same_bits(gpu, cpu));
+        CHECK(same_bits(gpu, cpu, nonfinite_ok));
       } else {
-        const double e = rel_l2(gpu, cpu);
+        const double e = rel_l2(gpu, cpu, nonfinite_ok);
         INFO("relative L2 error ", e, " (bound ", c.bound, ")");
         CHECK(e <= c.bound);
         worst = std::max(worst, e);
       }
     } else if (s.kind == Kind::i32) {
       CHECK(same_bits(dtn::to_vector(gb.i32[gb.slot[k]]), dtn::to_vector(cb.i32[cb.slot[k]])));
+    } else if (s.kind == Kind::u8) {
+      CHECK(same_bits(dtn::to_vector(gb.u8[gb.slot[k]]), dtn::to_vector(cb.u8[cb.slot[k]])));
+    } else {
+      FAIL_CHECK("compared buffer of an unhandled kind");
     }
   }
   return worst;
