@@ -46,10 +46,10 @@ inline int conv_chunk(const ConvGeom& g) {
 // Eigen packs both operands for a product this shallow and reached 25-40% of its 1024^3 rate on
 // these layers, and the result then took one more pass to reach y. Here 8 rows x 32 columns of
 // y stay in 16 registers (started at the bias) while k broadcast-FMA steps read the packed filter
-// and B in place;
-// the sum over t runs in order 0..k-1 after the bias. dtn's packed GEMM (sgemm.hpp), which also
-// writes y in place, packs both operands too: on the Zen 4 host (2026-12-02, batch 64, 2
-// threads, alternated) D.0's forward took 1.37-1.43 ms through it against 0.38-0.62 ms here.
+// and B in place; the sum over t runs in order 0..k-1 after the bias. dtn's packed GEMM
+// (sgemm.hpp), which also writes y in place, packs both operands too: on the Zen 4 host
+// (2026-12-02, batch 64, 2 threads, alternated) D.0's forward took 1.37-1.43 ms through it
+// against 0.38-0.62 ms here.
 //
 // Loop order: a block of B's columns (k x jb, at most 16 KiB, so it stays in L1; D.0's whole
 // image of 256 columns, f.0's 1024 in blocks of 128) is swept by one panel of 8 rows after the
@@ -59,11 +59,12 @@ inline int conv_chunk(const ConvGeom& g) {
 // stored ~19 GB/s on 1 thread where a plain store loop reaches ~30. With the rows written front
 // to back, the filter packed with the bias in panels that one pointer walks (small_k_pack; read
 // through A's row stride, the loop reloaded strides from the stack), the im2col scratch 64-byte
-// aligned (AlignedAllocator) and, for k <= 16, the next panel's lines prefetched for writing
-// while this one's FMAs run (f.0, bound by its FMAs, lost 7% to the prefetch), on the Intel
-// Xeon host (2026-12-03, bench_dtn --only-layers, batch 64, best times) D.0's forward went from
-// 0.43-0.44 to 0.33 ms on 1 thread and from 0.23-0.27 to 0.17-0.19 ms on 2 (its memory time,
-// 0.31 and 0.16 ms), and f.0's from 1.94-2.06 to 1.62-1.70 ms and from 1.03-1.10 to 0.79-0.87.
+// aligned (AlignedAllocator), for k <= 16 the next panel's lines prefetched for writing while
+// this one's FMAs run (f.0, bound by its FMAs, lost 7% to the prefetch), and the images unfolded
+// one at a time (conv2d_forward_small_k), on the Intel Xeon host (2026-12-03, bench_dtn
+// --only-layers, batch 64, best times) D.0's forward went from 0.43-0.44 to 0.31 ms on 1 thread
+// and from 0.23-0.27 to 0.16 ms on 2, its memory time (benchmarks/RESULTS.md), and f.0's from
+// 1.94-2.06 to 1.61 ms and from 1.03-1.10 to 0.92 ms.
 inline bool small_k_fits(long k) { return k <= 32; }
 // The filter A [m, k] and the bias in panels of 8 rows, each (k + 1) * 8 floats: the 8 rows'
 // biases (0 without a bias), then a[8 + t*8 + r] = A[i + r, t]; rows past m are 0.
@@ -141,44 +142,6 @@ inline void conv_small_k(int m, long hw, int k, const float* a, const float* B, 
     }
   }
 }
-// The forward pass of a convolution with k = c_in*kh*kw <= 32 (float): each thread unfolds one
-// image at a time into a buffer of its own (k x hw floats: 9 KiB for D.0, 108 KiB for f.0) just
-// before sweeping it, so the columns stay in cache. Where the stores set the pace (k <= 16, with
-// the prefetch for writing) each thread takes a contiguous range of images, and the prefetch runs
-// on from each image into the next. Through the chunked im2col of the other layers (chunks of 2
-// images for D.0, then of 7) it stopped at every chunk's end and the threads waited for each
-// other at the end of the schedule: D.0's forward on 2 threads took 186 and then 176 us (medians,
-// standalone driver, Intel Xeon host, 2026-12-03), now 157 us; chunks of a thread's whole share
-// had been as fast on 2 threads but 10% slower on 1 (their columns no longer stayed in L2 beside
-// y). f.0 (k = 27, bound by its FMAs) keeps a dynamic schedule: its static ranges ran up to 10%
-// slower on 2 threads in a noisy hour.
-inline void conv2d_forward_small_k(const ConvGeom& g, const float* x, const float* w, const float* bias, float* y) {
-  const int k = g.c_in * g.kh * g.kw, m = g.c_out;
-  const long hw = static_cast<long>(g.h_out) * g.w_out, in_img = static_cast<long>(g.c_in) * g.h_in * g.w_in;
-  static thread_local std::vector<float, AlignedAllocator<float>> panels;
-  panels.resize(static_cast<std::size_t>((m + 7) / 8 * small_k_panel_size(k)));
-  small_k_pack(m, k, w, bias, panels.data());
-  const float* a = panels.data();
-  const int threads = std::max(1, std::min(omp_get_max_threads(), g.n));
-#pragma omp parallel num_threads(threads)
-  {
-    static thread_local std::vector<float, AlignedAllocator<float>> cols;
-    cols.resize(static_cast<std::size_t>(k * hw));
-    const auto image = [&](int img, long rows_ahead) {
-      im2col(g, x + img * in_img, 1, in_img, cols.data(), hw, 0);
-      conv_small_k(m, hw, k, a, cols.data(), hw, y + static_cast<long>(img) * m * hw, rows_ahead);
-    };
-    if (k <= 16) {  // bound by y's stores (conv_small_k prefetches): contiguous ranges
-      const int t = omp_get_thread_num(), nt = omp_get_num_threads();
-      const int i0 = static_cast<int>(static_cast<long>(g.n) * t / nt);
-      const int i1 = static_cast<int>(static_cast<long>(g.n) * (t + 1) / nt);
-      for (int img = i0; img < i1; ++img) image(img, static_cast<long>(i1 - img) * m);
-    } else {  // bound by the FMAs: images handed out one at a time, as the threads get free
-#pragma omp for schedule(dynamic, 1)
-      for (int img = 0; img < g.n; ++img) image(img, m);
-    }
-  }
-}
 #endif
 
 #if !defined(__AVX512F__)
@@ -243,6 +206,50 @@ template <class T>
 void bias_grad(const ConvGeom& g, const T* dy, T* db) {
   bias_grad(g.n, g.c_out, static_cast<long>(g.h_out) * g.w_out, dy, db);
 }
+
+#if defined(__AVX512F__)
+// The forward pass of a convolution with k = c_in*kh*kw <= 32 (float): each thread unfolds one
+// image at a time into a buffer of its own (k x hw floats: 9 KiB for D.0, 108 KiB for f.0) just
+// before sweeping it, so the columns stay in cache. Where the stores set the pace (k <= 16, with
+// the prefetch for writing) each thread takes a contiguous range of images, and the prefetch runs
+// on from each image into the next. Through the chunked im2col of the other layers (chunks of 2
+// images for D.0, then of 7) it stopped at every chunk's end and the threads waited for each
+// other at the end of the schedule: D.0's forward on 2 threads took 186 and then 176 us (medians,
+// standalone driver, Intel Xeon host, 2026-12-03), now 157 us; chunks of a thread's whole share
+// had been as fast on 2 threads but 10% slower on 1 (their columns no longer stayed in L2 beside
+// y). f.0 (k = 27, bound by its FMAs) keeps a dynamic schedule: its static ranges ran up to 10%
+// slower on 2 threads in a noisy hour.
+inline void conv2d_forward_small_k(const ConvGeom& g, const float* x, const float* w, const float* bias, float* y) {
+  const int k = g.c_in * g.kh * g.kw, m = g.c_out;
+  const long hw = static_cast<long>(g.h_out) * g.w_out, in_img = static_cast<long>(g.c_in) * g.h_in * g.w_in;
+  static thread_local std::vector<float, AlignedAllocator<float>> panels;
+  panels.resize(static_cast<std::size_t>((m + 7) / 8 * small_k_panel_size(k)));
+  small_k_pack(m, k, w, bias, panels.data());
+  const float* a = panels.data();
+  const int threads = std::max(1, std::min(omp_get_max_threads(), g.n));
+  // one image's columns per thread, allocated here (an allocation failure inside the parallel
+  // region could not be thrown out of it)
+  ConvScratch<float>& s = conv_scratch<float>(ConvPlan(g));
+  s.ensure(threads, static_cast<std::size_t>(k * hw));
+#pragma omp parallel num_threads(threads)
+  {
+    float* cols = s.cols[static_cast<std::size_t>(omp_get_thread_num())].data();
+    const auto image = [&](int img, long rows_ahead) {
+      im2col(g, x + img * in_img, 1, in_img, cols, hw, 0);
+      conv_small_k(m, hw, k, a, cols, hw, y + static_cast<long>(img) * m * hw, rows_ahead);
+    };
+    if (k <= 16) {  // bound by y's stores (conv_small_k prefetches): contiguous ranges
+      const int t = omp_get_thread_num(), nt = omp_get_num_threads();
+      const int i0 = static_cast<int>(static_cast<long>(g.n) * t / nt);
+      const int i1 = static_cast<int>(static_cast<long>(g.n) * (t + 1) / nt);
+      for (int img = i0; img < i1; ++img) image(img, static_cast<long>(i1 - img) * m);
+    } else {  // bound by the FMAs: images handed out one at a time, as the threads get free
+#pragma omp for schedule(dynamic, 1)
+      for (int img = 0; img < g.n; ++img) image(img, m);
+    }
+  }
+}
+#endif
 
 // A dense convolution (conv_is_dense, backend.hpp) is one GEMM over the flattened images
 // (dense_conv_forward and the others, backend.hpp).
