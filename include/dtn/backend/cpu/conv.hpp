@@ -8,8 +8,9 @@
 // oversubscription. Filter gradients accumulate per thread over a static range of chunks and are
 // then added in thread order: deterministic for a given thread count.
 // The unfold (im2col) and fold back (col2im) are in unfold.hpp, with vectorised float versions
-// (AVX-512 or AVX2). Where the translation unit targets AVX-512F, the forward product of layers
-// with at most 32 unfolded rows (f.0, D.0) also has its own kernel (conv_small_k below).
+// (AVX-512 or AVX2). Where the translation unit targets AVX-512F, or AVX2 and FMA, the forward
+// product of layers with at most 32 unfolded rows (f.0, D.0) also has its own kernel
+// (conv_small_k below).
 #include <omp.h>
 
 #include <algorithm>
@@ -17,7 +18,7 @@
 #include <type_traits>
 #include <vector>
 
-#if defined(__AVX512F__)
+#if defined(__AVX512F__) || defined(__AVX2__)
 #include <immintrin.h>
 #endif
 
@@ -39,7 +40,10 @@ inline int conv_chunk(const ConvGeom& g) {
   return std::max(1, std::min(by_width, by_threads));
 }
 
-#if defined(__AVX512F__)
+#if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
+#define DTN_SMALL_K 1
+#endif
+#if defined(DTN_SMALL_K)
 // The forward GEMM of convolutions with few input channels (f.0: k = c_in*kh*kw = 27; D.0: 9),
 // k <= 32, written straight into y: for each of the cnt images of a chunk,
 //   y_i [m, hw] = bias (or 0) + A [m, k] * B [k, i*hw .. (i+1)*hw)   (B's rows have stride ldb).
@@ -65,44 +69,65 @@ inline int conv_chunk(const ConvGeom& g) {
 // --only-layers, batch 64, best times) D.0's forward went from 0.43-0.44 to 0.31 ms on 1 thread
 // and from 0.23-0.27 to 0.16 ms on 2, its memory time (benchmarks/RESULTS.md), and f.0's from
 // 1.94-2.06 to 1.61 ms and from 1.03-1.10 to 0.92 ms.
+//
+// Without AVX-512 (AVX2 and FMA: laptops, AMD Zen 1-3) the same loop nest runs panels of 6 rows x
+// 16 columns (12 accumulators of AVX2's 16 registers). Through the packed GEMM there, D.0's
+// forward ran at 39-42% of Eigen's GEMM rate and 40% of its memory time (an -mavx2 -mfma build
+// on the Intel Xeon host, 2026-12-03); see benchmarks/RESULTS.md for the figures with this path.
 inline bool small_k_fits(long k) { return k <= 32; }
-// The filter A [m, k] and the bias in panels of 8 rows, each (k + 1) * 8 floats: the 8 rows'
-// biases (0 without a bias), then a[8 + t*8 + r] = A[i + r, t]; rows past m are 0.
-inline long small_k_panel_size(int k) { return (k + 1) * 8L; }
+#if defined(__AVX512F__)
+constexpr int kSmallKRows = 8, kSmallKCols = 32;  // a panel: rows of y x columns, in registers
+#else
+constexpr int kSmallKRows = 6, kSmallKCols = 16;
+#endif
+#if defined(__GNUC__) && !defined(__CUDACC__)
+#define DTN_SMALL_K_UNROLL _Pragma("GCC unroll 8")
+#else
+#define DTN_SMALL_K_UNROLL
+#endif
+// The filter A [m, k] and the bias in panels of P = kSmallKRows rows, each (k + 1) * P floats:
+// the P rows' biases (0 without a bias), then a[P + t*P + r] = A[i + r, t]; rows past m are 0.
+inline long small_k_panel_size(int k) { return (k + 1) * static_cast<long>(kSmallKRows); }
+// The floats small_k_pack writes for m rows.
+inline long small_k_packed_size(int m, int k) { return (m + kSmallKRows - 1) / kSmallKRows * small_k_panel_size(k); }
 inline void small_k_pack(int m, int k, const float* A, const float* bias, float* a) {
-  for (int i = 0; i < m; i += 8) {
-    for (int r = 0; r < 8; ++r) *a++ = bias && i + r < m ? bias[i + r] : 0.f;
+  constexpr int P = kSmallKRows;
+  for (int i = 0; i < m; i += P) {
+    for (int r = 0; r < P; ++r) *a++ = bias && i + r < m ? bias[i + r] : 0.f;
     for (int t = 0; t < k; ++t)
-      for (int r = 0; r < 8; ++r) *a++ = i + r < m ? A[static_cast<long>(i + r) * k + t] : 0.f;
+      for (int r = 0; r < P; ++r) *a++ = i + r < m ? A[static_cast<long>(i + r) * k + t] : 0.f;
   }
 }
-// One panel of 8 rows x 32 columns of y, from a panel of small_k_pack:
-//   y[r, 0 .. 32) = a[r] + sum over t < k of a[8 + t*8 + r] * b[t*ldb + 0 .. 32)
-// (y's rows have stride hw). Full: all 8 rows and 32 columns; otherwise rows of them, and only
-// the columns in the masks m0, m1 (the others neither read nor written). pf, when set, is the
-// first of pf_rows rows whose two lines at these columns are prefetched for writing.
+// One panel of P = kSmallKRows rows x C = kSmallKCols columns of y, from a panel of small_k_pack:
+//   y[r, 0 .. C) = a[r] + sum over t < k of a[P + t*P + r] * b[t*ldb + 0 .. C)
+// (y's rows have stride hw). Full: all P rows and C columns; otherwise `rows` of them and the
+// first `left` columns (the others neither read nor written). pf, when set, is the first of
+// pf_rows rows whose lines at these columns are prefetched for writing.
+#if defined(__AVX512F__)
 template <bool Full>
-inline void small_k_panel(int k, const float* a, const float* b, long ldb, __mmask16 m0, __mmask16 m1, float* y,
-                          long hw, int rows, const float* pf, int pf_rows) {
+inline void small_k_panel(int k, const float* a, const float* b, long ldb, int left, float* y, long hw, int rows,
+                          const float* pf, int pf_rows) {
   for (int r = 0; r < pf_rows; ++r) {
     _mm_prefetch(reinterpret_cast<const char*>(pf + r * hw), _MM_HINT_ET0);
     _mm_prefetch(reinterpret_cast<const char*>(pf + r * hw + 16), _MM_HINT_ET0);
   }
+  const __mmask16 m0 = Full ? 0xffff : simd::lanes(0, std::min(16, left));
+  const __mmask16 m1 = Full ? 0xffff : simd::lanes(0, std::max(0, left - 16));
   __m512 a0[8], a1[8];
-  DTN_UNROLL_8
+  DTN_SMALL_K_UNROLL
   for (int r = 0; r < 8; ++r) a0[r] = a1[r] = _mm512_set1_ps(a[r]);
   a += 8;
   for (int t = 0; t < k; ++t, a += 8, b += ldb) {
     const __m512 b0 = Full ? _mm512_loadu_ps(b) : _mm512_maskz_loadu_ps(m0, b);
     const __m512 b1 = Full ? _mm512_loadu_ps(b + 16) : _mm512_maskz_loadu_ps(m1, b + 16);
-    DTN_UNROLL_8
+    DTN_SMALL_K_UNROLL
     for (int r = 0; r < 8; ++r) {
       const __m512 av = _mm512_set1_ps(a[r]);
       a0[r] = _mm512_fmadd_ps(av, b0, a0[r]);
       a1[r] = _mm512_fmadd_ps(av, b1, a1[r]);
     }
   }
-  DTN_UNROLL_8
+  DTN_SMALL_K_UNROLL
   for (int r = 0; r < 8; ++r) {
     if (Full) {
       _mm512_storeu_ps(y + r * hw, a0[r]);
@@ -113,39 +138,70 @@ inline void small_k_panel(int k, const float* a, const float* b, long ldb, __mma
     }
   }
 }
+#else
+template <bool Full>
+inline void small_k_panel(int k, const float* a, const float* b, long ldb, int left, float* y, long hw, int rows,
+                          const float* pf, int pf_rows) {
+  for (int r = 0; r < pf_rows; ++r) _mm_prefetch(reinterpret_cast<const char*>(pf + r * hw), _MM_HINT_ET0);
+  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  const __m256i m0 = _mm256_cmpgt_epi32(_mm256_set1_epi32(left), lane);
+  const __m256i m1 = _mm256_cmpgt_epi32(_mm256_set1_epi32(left - 8), lane);
+  __m256 a0[6], a1[6];
+  DTN_SMALL_K_UNROLL
+  for (int r = 0; r < 6; ++r) a0[r] = a1[r] = _mm256_set1_ps(a[r]);
+  a += 6;
+  for (int t = 0; t < k; ++t, a += 6, b += ldb) {
+    const __m256 b0 = Full ? _mm256_loadu_ps(b) : _mm256_maskload_ps(b, m0);
+    const __m256 b1 = Full ? _mm256_loadu_ps(b + 8) : _mm256_maskload_ps(b + 8, m1);
+    DTN_SMALL_K_UNROLL
+    for (int r = 0; r < 6; ++r) {
+      const __m256 av = _mm256_broadcast_ss(a + r);
+      a0[r] = _mm256_fmadd_ps(av, b0, a0[r]);
+      a1[r] = _mm256_fmadd_ps(av, b1, a1[r]);
+    }
+  }
+  DTN_SMALL_K_UNROLL
+  for (int r = 0; r < 6; ++r) {
+    if (Full) {
+      _mm256_storeu_ps(y + r * hw, a0[r]);
+      _mm256_storeu_ps(y + r * hw + 8, a1[r]);
+    } else if (r < rows) {
+      _mm256_maskstore_ps(y + r * hw, m0, a0[r]);
+      _mm256_maskstore_ps(y + r * hw + 8, m1, a1[r]);
+    }
+  }
+}
+#endif
 // y [m, hw] of one image from its unfolded columns B [k, hw] (row stride ldb) and the filter and
 // bias packed by small_k_pack. rows_ahead: the rows of y from this image's first on that the
 // calling thread writes one after the other (its next images' rows follow this image's), so that
 // the last panel's prefetch runs on into the next image.
 inline void conv_small_k(int m, long hw, int k, const float* a, const float* B, long ldb, float* y, long rows_ahead) {
-  const long jb = std::min(hw, std::max(32L, 4096L / k / 32 * 32));  // k x jb floats <= 16 KiB
+  constexpr int P = kSmallKRows, C = kSmallKCols;
+  const long jb = std::min(hw, std::max(static_cast<long>(C), 4096L / k / C * C));  // k x jb floats <= 16 KiB
   const bool prefetch = k <= 16;
   for (long j0 = 0; j0 < hw; j0 += jb) {
     const long j1 = std::min(hw, j0 + jb);
     // with one column block, the sweep goes on with the next image; else with the next block
     const long rows_after = jb == hw ? rows_ahead : m;
-    for (int i = 0; i < m; i += 8) {
-      const int rows = std::min(8, m - i);
-      const int next = prefetch ? static_cast<int>(std::min<long>(8, std::max<long>(0, rows_after - i - 8))) : 0;
-      const float* ai = a + i / 8 * small_k_panel_size(k);
-      for (long j = j0; j < j1; j += 32) {
-        const int left = static_cast<int>(std::min<long>(32, j1 - j));
+    for (int i = 0; i < m; i += P) {
+      const int rows = std::min(P, m - i);
+      const int next = prefetch ? static_cast<int>(std::min<long>(P, std::max<long>(0, rows_after - i - P))) : 0;
+      const float* ai = a + i / P * small_k_panel_size(k);
+      for (long j = j0; j < j1; j += C) {
+        const int left = static_cast<int>(std::min<long>(C, j1 - j));
         float* yij = y + i * hw + j;
-        const float* pf = next ? yij + 8 * hw : nullptr;
-        if (rows == 8 && left == 32) {
-          small_k_panel<true>(k, ai, B + j, ldb, 0, 0, yij, hw, 8, pf, next);
-        } else {
-          const __mmask16 m0 = simd::lanes(0, std::min(16, left)), m1 = simd::lanes(0, std::max(0, left - 16));
-          small_k_panel<false>(k, ai, B + j, ldb, m0, m1, yij, hw, rows, pf, next);
-        }
+        const float* pf = next ? yij + P * hw : nullptr;
+        if (rows == P && left == C)
+          small_k_panel<true>(k, ai, B + j, ldb, C, yij, hw, P, pf, next);
+        else
+          small_k_panel<false>(k, ai, B + j, ldb, left, yij, hw, rows, pf, next);
       }
     }
   }
 }
-#endif
-
-#if !defined(__AVX512F__)
-inline bool small_k_fits(long) { return false; }  // no conv_small_k without AVX-512
+#else
+inline bool small_k_fits(long) { return false; }  // no conv_small_k without AVX2 and FMA
 #endif
 
 #if defined(DTN_OWN_SGEMM)
@@ -207,7 +263,7 @@ void bias_grad(const ConvGeom& g, const T* dy, T* db) {
   bias_grad(g.n, g.c_out, static_cast<long>(g.h_out) * g.w_out, dy, db);
 }
 
-#if defined(__AVX512F__)
+#if defined(DTN_SMALL_K)
 // The forward pass of a convolution with k = c_in*kh*kw <= 32 (float): each thread unfolds one
 // image at a time into a buffer of its own (k x hw floats: 9 KiB for D.0, 108 KiB for f.0) just
 // before sweeping it, so the columns stay in cache. Where the stores set the pace (k <= 16, with
@@ -223,7 +279,7 @@ inline void conv2d_forward_small_k(const ConvGeom& g, const float* x, const floa
   const int k = g.c_in * g.kh * g.kw, m = g.c_out;
   const long hw = static_cast<long>(g.h_out) * g.w_out, in_img = static_cast<long>(g.c_in) * g.h_in * g.w_in;
   static thread_local std::vector<float, AlignedAllocator<float>> panels;
-  panels.resize(static_cast<std::size_t>((m + 7) / 8 * small_k_panel_size(k)));
+  panels.resize(static_cast<std::size_t>(small_k_packed_size(m, k)));
   small_k_pack(m, k, w, bias, panels.data());
   const float* a = panels.data();
   const int threads = std::max(1, std::min(omp_get_max_threads(), g.n));
@@ -265,7 +321,7 @@ void conv2d_forward(const ConvGeom& g, const T* x, const T* w, const T* bias, T*
         for (int co = 0; co < g.c_out; ++co) y[static_cast<long>(i) * g.c_out + co] += bias[co];
     return;
   }
-#if defined(__AVX512F__)
+#if defined(DTN_SMALL_K)
   if constexpr (std::is_same<T, float>::value)
     if (small_k_fits(static_cast<long>(g.c_in) * g.kh * g.kw)) return conv2d_forward_small_k(g, x, w, bias, y);
 #endif
