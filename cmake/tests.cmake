@@ -51,6 +51,15 @@ if(DTN_HAVE_CUDA)
     dtn_warnings(dtn_cuda_tests)
     doctest_discover_tests(dtn_cuda_tests TEST_PREFIX "cuda/" PROPERTIES SKIP_RETURN_CODE 77)
   endif()
+  # The GPU kernels' per-thread code run on the host (tests/cuda_host): built by nvcc, needs no
+  # GPU, so it runs wherever the CUDA backend compiles.
+  file(GLOB dtn_cuda_host_test_sources CONFIGURE_DEPENDS ${CMAKE_CURRENT_SOURCE_DIR}/tests/cuda_host/*.cu)
+  if(dtn_cuda_host_test_sources)
+    add_executable(dtn_cuda_host_tests tests/main.cpp ${dtn_cuda_host_test_sources})
+    target_link_libraries(dtn_cuda_host_tests PRIVATE dtn::cuda doctest::doctest)
+    dtn_warnings(dtn_cuda_host_tests)
+    doctest_discover_tests(dtn_cuda_host_tests TEST_PREFIX "cuda-host/")
+  endif()
 endif()
 
 # No TEST_CASE name may contain ';': CTest would split it into entries that run no test.

@@ -189,6 +189,10 @@ std::vector<Case> cases() {
                          [](auto B, auto& b) { decltype(B)::bias_add(5, 24, 49L, b.f(0), b.f(1)); }));
   cs.push_back(make_case("bias_backward", kRound, {in("dy", 5 * 24 * 49), acc("db", 24)},
                          [](auto B, auto& b) { decltype(B)::bias_backward(5, 24, 49L, b.f(0), b.f(1)); }));
+  cs.push_back(make_case("bias_add 3 slices", kRound, {in("bias", 3), acc("y", 7 * 3 * 1501)},
+                         [](auto B, auto& b) { decltype(B)::bias_add(7, 3, 1501L, b.f(0), b.f(1)); }));
+  cs.push_back(make_case("bias_backward 3 slices", kRound, {in("dy", 7 * 3 * 1501), acc("db", 3)},
+                         [](auto B, auto& b) { decltype(B)::bias_backward(7, 3, 1501L, b.f(0), b.f(1)); }));
   cs.push_back(make_case("repeat_channels_forward", kExact, {in("x", 4 * 2 * 30), out_exact("y", 4 * 6 * 30)},
                          [](auto B, auto& b) { decltype(B)::repeat_channels_forward(4, 2, 3, 30L, b.f(0), b.f(1)); }));
   cs.push_back(make_case("repeat_channels_backward", kRound, {in("dy", 4 * 6 * 30), out("dx", 4 * 2 * 30)},
@@ -221,8 +225,12 @@ std::vector<Case> cases() {
   add_gemm_case(cs, false, true, 64, 10, 128, 1.0f, 0.0f, 0);  // Linear forward: x W^T
 
   // ---- batch norm: conv activations and a per-feature (hw = 1) case
+  // (The GPU splits each channel's n*hw elements into slices of ~4096, at most 64: one slice,
+  // three uneven ones, and the 64-slice cap.)
   add_bn_cases(cs, "8x16x5x5", 8, 16, 25);
   add_bn_cases(cs, "hw=1", 32, 10, 1);
+  add_bn_cases(cs, "7x3x1501 (3 uneven slices)", 7, 3, 1501);
+  add_bn_cases(cs, "2x2x140000 (64 slices)", 2, 2, 140000);
 
   // ---- max pooling: the f/D geometries, overlapping windows, NaN/Inf propagation
   add_pool_cases(cs, 3, 4, 8, 8, 2, 2, false);

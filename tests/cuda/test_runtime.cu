@@ -126,6 +126,22 @@ TEST_CASE("failed CUDA, cuDNN and cuBLAS calls throw dtn::cuda_error naming the 
   CHECK_THROWS_AS(GpuB::conv2d_forward(negative, x.data(), w.data(), static_cast<const float*>(nullptr), y.data()),
                   dtn::argument_error);
 
+  // Per-channel ops number a channel's n*hw elements in 32 bits: beyond that, a clear error
+  // before any launch (the pointers are never read).
+  dtn::BnGeom huge;
+  huge.n = 1 << 16;
+  huge.c = 2;
+  huge.hw = 1L << 15;
+  std::string what;
+  try {
+    GpuB::batchnorm_forward_eval(huge, x.data(), w.data(), w.data(), w.data(), w.data(), y.data());
+  } catch (const dtn::argument_error& e) {
+    what = e.what();
+  }
+  CHECK(what.find("batchnorm_forward_eval") != std::string::npos);
+  CHECK(what.find("n * hw below 2^31") != std::string::npos);
+  CHECK_THROWS_AS(GpuB::bias_backward(1 << 16, 2, 1L << 15, x.data(), y.data()), dtn::argument_error);
+
   // None of this broke the context: a reduction afterwards is still right.
   const std::vector<float> ones(1000, 1.0f);
   auto t = tensor_of(ones);

@@ -1,115 +1,225 @@
 #pragma once
-// Batch normalisation over (n, hw) per channel, one block per channel. Statistics are two-pass
-// (mean, then sum of squared deviations) in double with the fixed block tree of launch.cuh, so
-// results are deterministic and match the CPU reference's formulas (biased variance for the
-// normalisation, unbiased for the running variance, PyTorch momentum convention).
+// Batch normalisation over (n, hw) per channel, and the bias gradient, on the channel grid of
+// channel.cuh: (channel, slice) blocks reduce into per-slice partials, one thread per channel adds
+// them in slice order, and a map applies the per-channel result. Statistics are two-pass (mean,
+// then sum of squared deviations), accumulated in double, so results are deterministic and match
+// the CPU reference's formulas (biased variance for the normalisation, unbiased for the running
+// variance, PyTorch momentum convention). The per-channel values between the kernels live in the
+// context's scratch buffer, so the whole op stays stream-ordered, host-free and capturable.
 #include <cuda_runtime.h>
 
 #include <cstddef>
 
+#include "channel.cuh"
 #include "check.cuh"
 #include "context.cuh"
 #include "launch.cuh"
+#include "../../core/macros.hpp"
 
 namespace dtn {
 namespace cuda {
 namespace detail {
 
-// Offset of element e (0 <= e < n*hw) of channel ch.
-__device__ __forceinline__ std::size_t bn_offset(long e, int ch, int c, long hw) {
-  const long img = e / hw, j = e % hw;
-  return static_cast<std::size_t>((img * c + ch) * hw + j);
+// Scratch for one batch-norm or bias op: `slices` partials per channel (room for a SumPair
+// each), then three doubles per channel.
+inline std::size_t channel_scratch_bytes(const ChannelGrid& g) {
+  return g.partials() * sizeof(SumPair) + 3 * static_cast<std::size_t>(g.c) * sizeof(double);
+}
+struct ChannelScratch {
+  void* partials;
+  double* stats;  // [3 * c]
+};
+inline ChannelScratch channel_scratch_at(const ChannelGrid& g, void* base) {
+  return ChannelScratch{base, reinterpret_cast<double*>(static_cast<char*>(base) + g.partials() * sizeof(SumPair))};
 }
 
 template <class T>
-__global__ void __launch_bounds__(kThreads)
-    bn_forward_train_kernel(int n, int c, long hw, double eps, double momentum, const T* x, const T* gamma,
-                            const T* beta, T* running_mean, T* running_var, T* y, T* save_mean, T* save_invstd) {
-  __shared__ double shared[kThreads];
-  const int ch = static_cast<int>(blockIdx.x);
-  const long m = static_cast<long>(n) * hw;
-  const double md = static_cast<double>(m);
-  double acc = 0;
-  for (long e = threadIdx.x; e < m; e += kThreads) acc += static_cast<double>(x[bn_offset(e, ch, c, hw)]);
-  const double mean = block_sum(acc, shared) / md;
-  acc = 0;
-  for (long e = threadIdx.x; e < m; e += kThreads) {
-    const double d = static_cast<double>(x[bn_offset(e, ch, c, hw)]) - mean;
-    acc += d * d;
+struct ChannelValueTerm {
+  const T* x;
+  DTN_HD double operator()(std::size_t o, unsigned) const { return static_cast<double>(x[o]); }
+};
+
+template <class T>
+struct SquaredDeviationTerm {
+  const T* x;
+  const double* mean;
+  DTN_HD double operator()(std::size_t o, unsigned ch) const {
+    const double d = static_cast<double>(x[o]) - mean[ch];
+    return d * d;
   }
-  const double sq = block_sum(acc, shared);
-  const double var = sq / md;
-  const double invstd = 1.0 / sqrt(var + eps);
-  const double a = static_cast<double>(gamma[ch]) * invstd;
-  const double b = static_cast<double>(beta[ch]) - mean * a;
-  for (long e = threadIdx.x; e < m; e += kThreads) {
-    const std::size_t o = bn_offset(e, ch, c, hw);
-    y[o] = static_cast<T>(static_cast<double>(x[o]) * a + b);
+};
+
+// sum(dy) and sum(dy * xhat), xhat = (x - mean) * invstd.
+template <class T>
+struct DyXhatTerm {
+  const T* x;
+  const T* dy;
+  const T* save_mean;
+  const T* save_invstd;
+  DTN_HD SumPair operator()(std::size_t o, unsigned ch) const {
+    const double d = static_cast<double>(dy[o]);
+    const double xhat = (static_cast<double>(x[o]) - static_cast<double>(save_mean[ch])) *
+                        static_cast<double>(save_invstd[ch]);
+    return SumPair{d, d * xhat};
   }
-  if (threadIdx.x == 0) {
+};
+
+struct MeanFinish {
+  double m;
+  double* mean;
+  DTN_HD void operator()(unsigned ch, double total) const { mean[ch] = total / m; }
+};
+
+// From the sum of squared deviations: the normalisation y = x * a + b (a, b stored beside the
+// mean), the saved statistics and the running ones.
+template <class T>
+struct BnStatsFinish {
+  double m, eps, momentum;
+  const T* gamma;
+  const T* beta;
+  T* running_mean;
+  T* running_var;
+  T* save_mean;
+  T* save_invstd;
+  double* stats;  // [mean | a | b], c each
+  unsigned c;
+  DTN_HD void operator()(unsigned ch, double sq) const {
+    const double mean = stats[ch];
+    const double var = sq / m;
+    const double invstd = 1.0 / sqrt(var + eps);
+    const double a = static_cast<double>(gamma[ch]) * invstd;
+    stats[c + ch] = a;
+    stats[2 * c + ch] = static_cast<double>(beta[ch]) - mean * a;
     save_mean[ch] = static_cast<T>(mean);
     save_invstd[ch] = static_cast<T>(invstd);
-    const double unbiased = md > 1 ? sq / (md - 1) : var;
+    const double unbiased = m > 1 ? sq / (m - 1) : var;
     running_mean[ch] = static_cast<T>((1 - momentum) * static_cast<double>(running_mean[ch]) + momentum * mean);
     running_var[ch] = static_cast<T>((1 - momentum) * static_cast<double>(running_var[ch]) + momentum * unbiased);
   }
-}
+};
 
+// y = x * a + b per channel, in double.
 template <class T>
-__global__ void bn_forward_eval_kernel(std::size_t total, int c, long hw, double eps, const T* x, const T* gamma,
-                                       const T* beta, const T* running_mean, const T* running_var, T* y) {
-  for (std::size_t i = global_index(); i < total; i += grid_stride()) {
-    const int ch = static_cast<int>((i / static_cast<std::size_t>(hw)) % static_cast<std::size_t>(c));
+struct AffineApply {
+  const T* x;
+  T* y;
+  const double* a;
+  const double* b;
+  struct At {
+    const T* x;
+    T* y;
+    double a, b;
+    DTN_HD void operator()(std::size_t o) const { y[o] = static_cast<T>(static_cast<double>(x[o]) * a + b); }
+  };
+  DTN_HD At at(unsigned ch) const { return At{x, y, a[ch], b[ch]}; }
+};
+
+// Evaluation mode: a and b from the running statistics, computed once per block.
+template <class T>
+struct BnEvalApply {
+  const T* x;
+  T* y;
+  const T* gamma;
+  const T* beta;
+  const T* running_mean;
+  const T* running_var;
+  double eps;
+  DTN_HD typename AffineApply<T>::At at(unsigned ch) const {
     const double invstd = 1.0 / sqrt(static_cast<double>(running_var[ch]) + eps);
     const double a = static_cast<double>(gamma[ch]) * invstd;
-    const double b = static_cast<double>(beta[ch]) - static_cast<double>(running_mean[ch]) * a;
-    y[i] = static_cast<T>(static_cast<double>(x[i]) * a + b);
+    return typename AffineApply<T>::At{x, y, a, static_cast<double>(beta[ch]) - static_cast<double>(running_mean[ch]) * a};
   }
-}
+};
 
-// dx = gamma*invstd/m * (m*dy - sum(dy) - xhat*sum(dy*xhat)); dgamma += sum(dy*xhat); dbeta += sum(dy).
+// dgamma += sum(dy * xhat), dbeta += sum(dy); stores sum(dy), sum(dy * xhat) and
+// k = gamma * invstd / m for the dx map.
 template <class T>
-__global__ void __launch_bounds__(kThreads)
-    bn_backward_kernel(int n, int c, long hw, const T* x, const T* dy, const T* gamma, const T* save_mean,
-                       const T* save_invstd, T* dx, T* dgamma, T* dbeta) {
-  __shared__ double shared[kThreads];
-  const int ch = static_cast<int>(blockIdx.x);
-  const long m = static_cast<long>(n) * hw;
-  const double md = static_cast<double>(m);
-  const double mean = static_cast<double>(save_mean[ch]), invstd = static_cast<double>(save_invstd[ch]);
-  double a_dy = 0, a_dyx = 0;
-  for (long e = threadIdx.x; e < m; e += kThreads) {
-    const std::size_t o = bn_offset(e, ch, c, hw);
-    const double d = static_cast<double>(dy[o]);
-    a_dy += d;
-    a_dyx += d * ((static_cast<double>(x[o]) - mean) * invstd);
+struct BnBackwardFinish {
+  double m;
+  const T* gamma;
+  const T* save_invstd;
+  T* dgamma;
+  T* dbeta;
+  double* stats;  // [sum dy | sum dy*xhat | k], c each
+  unsigned c;
+  DTN_HD void operator()(unsigned ch, SumPair s) const {
+    dgamma[ch] += static_cast<T>(s.b);
+    dbeta[ch] += static_cast<T>(s.a);
+    stats[ch] = s.a;
+    stats[c + ch] = s.b;
+    stats[2 * c + ch] = static_cast<double>(gamma[ch]) * static_cast<double>(save_invstd[ch]) / m;
   }
-  const double sdy = block_sum(a_dy, shared);
-  const double sdyx = block_sum(a_dyx, shared);
-  if (threadIdx.x == 0) {
-    dgamma[ch] += static_cast<T>(sdyx);
-    dbeta[ch] += static_cast<T>(sdy);
-  }
-  if (dx) {
-    const double k = static_cast<double>(gamma[ch]) * invstd / md;
-    for (long e = threadIdx.x; e < m; e += kThreads) {
-      const std::size_t o = bn_offset(e, ch, c, hw);
+};
+
+// dx = k * (m * dy - sum(dy) - xhat * sum(dy * xhat)).
+template <class T>
+struct BnBackwardApply {
+  const T* x;
+  const T* dy;
+  const T* save_mean;
+  const T* save_invstd;
+  T* dx;
+  const double* stats;
+  unsigned c;
+  double m;
+  struct At {
+    const T* x;
+    const T* dy;
+    T* dx;
+    double mean, invstd, sdy, sdyx, k, m;
+    DTN_HD void operator()(std::size_t o) const {
       const double xhat = (static_cast<double>(x[o]) - mean) * invstd;
-      dx[o] = static_cast<T>(k * (md * static_cast<double>(dy[o]) - sdy - xhat * sdyx));
+      dx[o] = static_cast<T>(k * (m * static_cast<double>(dy[o]) - sdy - xhat * sdyx));
     }
+  };
+  DTN_HD At at(unsigned ch) const {
+    return At{x,  dy, dx, static_cast<double>(save_mean[ch]), static_cast<double>(save_invstd[ch]), stats[ch],
+              stats[c + ch], stats[2 * c + ch], m};
   }
+};
+
+template <class T>
+struct BiasGradFinish {
+  T* db;
+  DTN_HD void operator()(unsigned ch, double total) const { db[ch] += static_cast<T>(total); }
+};
+
+// The ops' stages, written once for any executor (DeviceExec here; the host emulation of
+// tests/cuda_host runs the same code on host arrays). `scratch` holds channel_scratch_bytes(g).
+template <class Exec, class T>
+void bn_forward_train(const Exec& ex, const ChannelGrid& g, double eps, double momentum, const T* x, const T* gamma,
+                      const T* beta, T* running_mean, T* running_var, T* y, T* save_mean, T* save_invstd,
+                      void* scratch) {
+  const ChannelScratch sc = channel_scratch_at(g, scratch);
+  double* partials = static_cast<double*>(sc.partials);
+  double* mean = sc.stats;
+  const double m = static_cast<double>(g.m);
+  ex.partials(g, ChannelValueTerm<T>{x}, partials);
+  ex.finish(g, static_cast<const double*>(partials), MeanFinish{m, mean});
+  ex.partials(g, SquaredDeviationTerm<T>{x, mean}, partials);
+  ex.finish(g, static_cast<const double*>(partials),
+            BnStatsFinish<T>{m, eps, momentum, gamma, beta, running_mean, running_var, save_mean, save_invstd, sc.stats,
+                             g.c});
+  ex.map(g, AffineApply<T>{x, y, sc.stats + g.c, sc.stats + 2 * static_cast<std::size_t>(g.c)});
 }
 
-// db[ch] += sum over n and hw of dy (double accumulation), one block per channel.
-template <class T>
-__global__ void __launch_bounds__(kThreads) bias_backward_kernel(int n, int c, long hw, const T* dy, T* db) {
-  __shared__ double shared[kThreads];
-  const int ch = static_cast<int>(blockIdx.x);
-  const long m = static_cast<long>(n) * hw;
-  double acc = 0;
-  for (long e = threadIdx.x; e < m; e += kThreads) acc += static_cast<double>(dy[bn_offset(e, ch, c, hw)]);
-  const double total = block_sum(acc, shared);
-  if (threadIdx.x == 0) db[ch] += static_cast<T>(total);
+template <class Exec, class T>
+void bn_backward(const Exec& ex, const ChannelGrid& g, const T* x, const T* dy, const T* gamma, const T* save_mean,
+                 const T* save_invstd, T* dx, T* dgamma, T* dbeta, void* scratch) {
+  const ChannelScratch sc = channel_scratch_at(g, scratch);
+  auto* partials = static_cast<SumPair*>(sc.partials);
+  const double m = static_cast<double>(g.m);
+  ex.partials(g, DyXhatTerm<T>{x, dy, save_mean, save_invstd}, partials);
+  ex.finish(g, static_cast<const SumPair*>(partials),
+            BnBackwardFinish<T>{m, gamma, save_invstd, dgamma, dbeta, sc.stats, g.c});
+  if (dx) ex.map(g, BnBackwardApply<T>{x, dy, save_mean, save_invstd, dx, sc.stats, g.c, m});
+}
+
+template <class Exec, class T>
+void bias_grad(const Exec& ex, const ChannelGrid& g, const T* dy, T* db, void* scratch) {
+  double* partials = static_cast<double*>(channel_scratch_at(g, scratch).partials);
+  ex.partials(g, ChannelValueTerm<T>{dy}, partials);
+  ex.finish(g, static_cast<const double*>(partials), BiasGradFinish<T>{db});
 }
 
 }  // namespace detail
@@ -118,35 +228,37 @@ template <class T>
 void batchnorm_forward_train(int n, int c, long hw, double eps, double momentum, const T* x, const T* gamma,
                              const T* beta, T* running_mean, T* running_var, T* y, T* save_mean, T* save_invstd) {
   if (c <= 0) return;
-  detail::bn_forward_train_kernel<<<static_cast<unsigned>(c), detail::kThreads, 0, stream()>>>(
-      n, c, hw, eps, momentum, x, gamma, beta, running_mean, running_var, y, save_mean, save_invstd);
-  DTN_CUDA_CHECK_LAUNCH();
+  const detail::ChannelGrid g = detail::channel_grid(n, c, hw, "batchnorm_forward_train");
+  Context& ctx = context();
+  detail::bn_forward_train(detail::DeviceExec{ctx.stream()}, g, eps, momentum, x, gamma, beta, running_mean,
+                           running_var, y, save_mean, save_invstd, ctx.scratch(detail::channel_scratch_bytes(g)));
 }
 
 template <class T>
 void batchnorm_forward_eval(int n, int c, long hw, double eps, const T* x, const T* gamma, const T* beta,
                             const T* running_mean, const T* running_var, T* y) {
-  const std::size_t total = static_cast<std::size_t>(n) * static_cast<std::size_t>(c) * static_cast<std::size_t>(hw);
-  if (total == 0) return;
-  detail::bn_forward_eval_kernel<<<detail::grid_for(total), detail::kThreads, 0, stream()>>>(
-      total, c, hw, eps, x, gamma, beta, running_mean, running_var, y);
-  DTN_CUDA_CHECK_LAUNCH();
+  if (c <= 0) return;
+  const detail::ChannelGrid g = detail::channel_grid(n, c, hw, "batchnorm_forward_eval");
+  detail::DeviceExec{stream()}.map(g, detail::BnEvalApply<T>{x, y, gamma, beta, running_mean, running_var, eps});
 }
 
 template <class T>
 void batchnorm_backward(int n, int c, long hw, const T* x, const T* dy, const T* gamma, const T* save_mean,
                         const T* save_invstd, T* dx, T* dgamma, T* dbeta) {
   if (c <= 0) return;
-  detail::bn_backward_kernel<<<static_cast<unsigned>(c), detail::kThreads, 0, stream()>>>(
-      n, c, hw, x, dy, gamma, save_mean, save_invstd, dx, dgamma, dbeta);
-  DTN_CUDA_CHECK_LAUNCH();
+  const detail::ChannelGrid g = detail::channel_grid(n, c, hw, "batchnorm_backward");
+  Context& ctx = context();
+  detail::bn_backward(detail::DeviceExec{ctx.stream()}, g, x, dy, gamma, save_mean, save_invstd, dx, dgamma, dbeta,
+                      ctx.scratch(detail::channel_scratch_bytes(g)));
 }
 
+// db[ch] += sum over n and hw of dy (double accumulation).
 template <class T>
 void bias_backward(int n, int c, long hw, const T* dy, T* db) {
   if (c <= 0) return;
-  detail::bias_backward_kernel<<<static_cast<unsigned>(c), detail::kThreads, 0, stream()>>>(n, c, hw, dy, db);
-  DTN_CUDA_CHECK_LAUNCH();
+  const detail::ChannelGrid g = detail::channel_grid(n, c, hw, "bias_backward");
+  Context& ctx = context();
+  detail::bias_grad(detail::DeviceExec{ctx.stream()}, g, dy, db, ctx.scratch(detail::channel_scratch_bytes(g)));
 }
 
 }  // namespace cuda

@@ -1,11 +1,13 @@
 #pragma once
 // Element-wise kernels: the ops/functors.hpp maps, bias add, channel repeat, fill/axpy/scale and
-// the uint8 -> [-1, 1] conversion. Every kernel is a grid-stride loop over size_t indices.
+// the uint8 -> [-1, 1] conversion. Every kernel is a grid-stride loop over size_t indices, except
+// bias add, which runs on the channel grid of channel.cuh.
 #include <cuda_runtime.h>
 
 #include <cstddef>
 
 #include "../../ops/functors.hpp"
+#include "channel.cuh"
 #include "check.cuh"
 #include "context.cuh"
 #include "launch.cuh"
@@ -24,11 +26,19 @@ __global__ void map_backward_kernel(Op op, std::size_t n, const T* x, const T* y
   for (std::size_t i = global_index(); i < n; i += grid_stride()) dx[i] = op.backward(x[i], y[i], dy[i]);
 }
 
+// y += bias[ch], on the channel grid (channel.cuh): the bias is read once per block, and no
+// element pays for a 64-bit division to find its channel.
 template <class T>
-__global__ void bias_add_kernel(std::size_t total, int c, long hw, const T* bias, T* y) {
-  for (std::size_t i = global_index(); i < total; i += grid_stride())
-    y[i] += bias[(i / static_cast<std::size_t>(hw)) % static_cast<std::size_t>(c)];
-}
+struct BiasAddOp {
+  const T* bias;
+  T* y;
+  struct At {
+    T* y;
+    T b;
+    DTN_HD void operator()(std::size_t o) const { y[o] += b; }
+  };
+  DTN_HD At at(unsigned ch) const { return At{y, bias[ch]}; }
+};
 
 // y [n, c*reps, hw], y[:, j] = x[:, j % c]
 template <class T>
@@ -92,10 +102,8 @@ void map_backward(Op op, std::size_t n, const T* x, const T* y, const T* dy, T* 
 
 template <class T>
 void bias_add(int n, int c, long hw, const T* bias, T* y) {
-  const std::size_t total = static_cast<std::size_t>(n) * static_cast<std::size_t>(c) * static_cast<std::size_t>(hw);
-  if (total == 0) return;
-  detail::bias_add_kernel<<<detail::grid_for(total), detail::kThreads, 0, stream()>>>(total, c, hw, bias, y);
-  DTN_CUDA_CHECK_LAUNCH();
+  if (n == 0 || c == 0 || hw == 0) return;
+  detail::DeviceExec{stream()}.map(detail::channel_grid(n, c, hw, "bias_add"), detail::BiasAddOp<T>{bias, y});
 }
 
 template <class T>

@@ -1,0 +1,165 @@
+#pragma once
+// Per-channel work on [n, c, hw] tensors (NCHW, spatial dims flattened): reductions over n and hw
+// for each channel (batch-norm statistics, bias gradients) and maps with per-channel coefficients
+// (bias add, batch-norm normalisation).
+//
+// The grid is (c, slices): blockIdx.x is the channel, blockIdx.y a slice of it. Channel ch's
+// m = n*hw elements, numbered e = img*hw + j, are cut into `slices` runs of `len` consecutive e
+// (the last runs may be shorter or empty). Thread t of a block takes e = start + t,
+// start + t + kThreads, ...: a warp reads consecutive j of one image plane, so loads coalesce.
+// The slice count depends on m only (about kThreads * kElemsPerThread elements per block, at
+// most kMaxSlices), never on the GPU, so a reduction's order and its result bit for bit are the
+// same on any device. A reduction block sums its threads with block_sum (a fixed tree) into one
+// partial per (channel, slice); a finishing kernel, one thread per channel, adds that channel's
+// partials in slice order. No atomics.
+//
+// Before this, batch norm and the bias gradient ran one block per channel: 64 to 128 blocks for
+// most of the example's layers on a 132-SM GPU, one block per SM, each thread waiting on one load
+// at a time (and a 64-bit division per element). Element numbers are 32-bit here (e / hw by
+// FastDivmod): m must be below 2^31 per channel (checked; offsets are size_t, so the tensor
+// itself may be larger).
+#include <cuda_runtime.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+#include "../../core/error.hpp"
+#include "../../core/fastdiv.hpp"
+#include "../../core/macros.hpp"
+#include "check.cuh"
+#include "launch.cuh"
+
+namespace dtn {
+namespace cuda {
+namespace detail {
+
+constexpr unsigned kElemsPerThread = 16;  // per thread per block, before the slice cap
+constexpr unsigned kMaxSlices = 64;
+
+struct ChannelGrid {
+  unsigned c = 0;       // channels
+  unsigned hw = 1;      // elements per image plane
+  unsigned m = 0;       // elements per channel, n * hw
+  unsigned slices = 1;  // blocks per channel
+  unsigned len = 0;     // elements per slice, ceil(m / slices)
+  FastDivmod by_hw;
+
+  // Offset in the [n, c, hw] tensor of element e (< m) of channel ch.
+  DTN_HD std::size_t offset(std::uint32_t e, unsigned ch) const {
+    std::uint32_t img = 0, j = 0;
+    by_hw.divmod(e, img, j);
+    return (static_cast<std::size_t>(img) * c + ch) * hw + j;
+  }
+  // Slice s is the elements [begin(s), end(s)) of each channel.
+  DTN_HD unsigned begin(unsigned s) const { return s * len; }
+  DTN_HD unsigned end(unsigned s) const { return s * len + len < m ? s * len + len : m; }
+  dim3 grid() const { return dim3(c, slices); }
+  std::size_t partials() const { return static_cast<std::size_t>(c) * slices; }
+};
+
+// The grid for an [n, c, hw] tensor. Throws argument_error (naming `where`) for a negative or
+// zero size, or for n * hw >= 2^31.
+inline ChannelGrid channel_grid(int n, int c, long hw, const char* where) {
+  const unsigned long long m = static_cast<unsigned long long>(n < 0 ? 0 : n) * static_cast<unsigned long long>(hw < 0 ? 0 : hw);
+  if (n < 0 || c <= 0 || hw <= 0 || m >= FastDivmod::limit || static_cast<unsigned long long>(hw) >= FastDivmod::limit)
+    throw argument_error(std::string("dtn::Backend<Cuda>::") + where + ": unsupported shape [n " + std::to_string(n) +
+                         ", c " + std::to_string(c) + ", hw " + std::to_string(hw) +
+                         "] (sizes must be positive and n * hw below 2^31)");
+  ChannelGrid g;
+  g.c = static_cast<unsigned>(c);
+  g.hw = static_cast<unsigned>(hw);
+  g.m = static_cast<unsigned>(m);
+  const unsigned long long per_block = static_cast<unsigned long long>(kThreads) * kElemsPerThread;
+  const unsigned long long want = (m + per_block - 1) / per_block;
+  g.slices = static_cast<unsigned>(want < 1 ? 1 : (want > kMaxSlices ? kMaxSlices : want));
+  g.len = static_cast<unsigned>((m + g.slices - 1) / g.slices);
+  g.by_hw = FastDivmod(g.hw);
+  return g;
+}
+
+// Two sums carried together (batch-norm backward: sum dy and sum dy * xhat). Trivial, so it can
+// live in __shared__ memory for block_sum.
+struct SumPair {
+  double a, b;
+  DTN_HD SumPair& operator+=(const SumPair& o) {
+    a += o.a;
+    b += o.b;
+    return *this;
+  }
+};
+
+// What one thread of block (ch, s) does. The kernels below call these with threadIdx.x; a host
+// test runs the same functions over every (ch, s, t) (tests/cuda_host), so the index arithmetic,
+// the functors and the order of stages are checked on machines without a GPU.
+//
+// Thread t's share of slice s of channel ch: term summed over e = begin + t, + kThreads, ...
+template <class Acc, class Term>
+DTN_HD Acc channel_thread_sum(const ChannelGrid& g, const Term& term, unsigned ch, unsigned s, unsigned t) {
+  Acc acc{};
+  for (unsigned e = g.begin(s) + t; e < g.end(s); e += kThreads) acc += term(g.offset(e, ch), ch);
+  return acc;
+}
+// Thread t's share of a map: f (the channel's op.at(ch)) at the same elements.
+template <class F>
+DTN_HD void channel_thread_map(const ChannelGrid& g, const F& f, unsigned ch, unsigned s, unsigned t) {
+  for (unsigned e = g.begin(s) + t; e < g.end(s); e += kThreads) f(g.offset(e, ch));
+}
+// Channel ch's partials added in slice order, handed to finish.
+template <class Acc, class Finish>
+DTN_HD void channel_finish_one(const ChannelGrid& g, const Acc* partials, const Finish& finish, unsigned ch) {
+  const Acc* p = partials + static_cast<std::size_t>(ch) * g.slices;
+  Acc total{};
+  for (unsigned s = 0; s < g.slices; ++s) total += p[s];
+  finish(ch, total);
+}
+
+// partials[ch * slices + s] = the block's threads' sums added with block_sum (a fixed tree).
+template <class Acc, class Term>
+__global__ void __launch_bounds__(kThreads) channel_partials_kernel(ChannelGrid g, Term term, Acc* partials) {
+  __shared__ Acc shared[kThreads];
+  const unsigned ch = blockIdx.x, s = blockIdx.y;
+  const Acc total = block_sum(channel_thread_sum<Acc>(g, term, ch, s, threadIdx.x), shared);
+  if (threadIdx.x == 0) partials[static_cast<std::size_t>(ch) * g.slices + s] = total;
+}
+
+// finish(ch, total) for each channel, one thread each.
+template <class Acc, class Finish>
+__global__ void channel_finish_kernel(ChannelGrid g, const Acc* partials, Finish finish) {
+  for (std::size_t ch = global_index(); ch < g.c; ch += grid_stride())
+    channel_finish_one(g, partials, finish, static_cast<unsigned>(ch));
+}
+
+// For each element of each channel: op.at(ch) once per block (the channel's coefficients, kept
+// in registers), then the returned functor called with each element's offset.
+template <class Op>
+__global__ void __launch_bounds__(kThreads) channel_map_kernel(ChannelGrid g, Op op) {
+  const unsigned ch = blockIdx.x;
+  channel_thread_map(g, op.at(ch), ch, blockIdx.y, threadIdx.x);
+}
+
+// Runs the three stages on a stream. Ops that chain stages are written once against an executor
+// (this one, or the host emulation in tests/cuda_host) with the members partials, finish and map.
+struct DeviceExec {
+  cudaStream_t stream;
+  template <class Acc, class Term>
+  void partials(const ChannelGrid& g, const Term& term, Acc* out) const {
+    channel_partials_kernel<Acc><<<g.grid(), kThreads, 0, stream>>>(g, term, out);
+    DTN_CUDA_CHECK_LAUNCH();
+  }
+  template <class Acc, class Finish>
+  void finish(const ChannelGrid& g, const Acc* partials, const Finish& f) const {
+    channel_finish_kernel<Acc><<<grid_for(g.c), kThreads, 0, stream>>>(g, partials, f);
+    DTN_CUDA_CHECK_LAUNCH();
+  }
+  template <class Op>
+  void map(const ChannelGrid& g, const Op& op) const {
+    if (g.m == 0) return;
+    channel_map_kernel<<<g.grid(), kThreads, 0, stream>>>(g, op);
+    DTN_CUDA_CHECK_LAUNCH();
+  }
+};
+
+}  // namespace detail
+}  // namespace cuda
+}  // namespace dtn

@@ -1,0 +1,258 @@
+// The GPU's per-channel ops (batch norm train/eval/backward, bias add, bias gradient) run on the
+// host: every (channel, slice, thread) of the kernels' grid goes through the same DTN_HD
+// functions the kernels call (channel_thread_sum, channel_thread_map, channel_finish_one) and the
+// same stage sequences (bn_forward_train, bn_backward, bias_grad), with host arrays, and the
+// results are compared with Backend<Cpu>. No GPU is needed: this runs wherever nvcc builds the
+// CUDA backend (CI included), so the index arithmetic, the slice split, the functors and the
+// scratch layout of code that otherwise runs only on a GPU are checked on every commit. Not
+// checked here: the launches, block_sum and the memory model (tests/cuda/ covers those on a GPU).
+//
+// Bound: relative L2 error 1e-6, the parity tests' kRound. Both sides evaluate the same formulas
+// in double and round once to float; only the order of the double sums differs (~1e-16
+// relative), so outputs differ by at most an ulp of float (~6e-8 relative) in rare elements.
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <cstddef>
+#include <random>
+#include <string>
+#include <vector>
+
+#include <dtn/cuda.cuh>
+
+namespace {
+
+using dtn::cuda::detail::ChannelGrid;
+using dtn::cuda::detail::kThreads;
+using Cpu = dtn::Backend<dtn::Cpu>;
+
+// The kernels' grid, run one thread at a time. partials() sums a block's threads with the same
+// tree as block_sum.
+struct HostExec {
+  template <class Acc, class Term>
+  void partials(const ChannelGrid& g, const Term& term, Acc* out) const {
+    std::vector<Acc> v(kThreads);
+    for (unsigned ch = 0; ch < g.c; ++ch)
+      for (unsigned s = 0; s < g.slices; ++s) {
+        for (int t = 0; t < kThreads; ++t)
+          v[static_cast<std::size_t>(t)] =
+              dtn::cuda::detail::channel_thread_sum<Acc>(g, term, ch, s, static_cast<unsigned>(t));
+        for (int half = kThreads / 2; half > 0; half >>= 1)
+          for (int t = 0; t < half; ++t) v[static_cast<std::size_t>(t)] += v[static_cast<std::size_t>(t + half)];
+        out[static_cast<std::size_t>(ch) * g.slices + s] = v[0];
+      }
+  }
+  template <class Acc, class Finish>
+  void finish(const ChannelGrid& g, const Acc* partials, const Finish& f) const {
+    for (unsigned ch = 0; ch < g.c; ++ch) dtn::cuda::detail::channel_finish_one(g, partials, f, ch);
+  }
+  template <class Op>
+  void map(const ChannelGrid& g, const Op& op) const {
+    if (g.m == 0) return;
+    for (unsigned ch = 0; ch < g.c; ++ch) {
+      const auto f = op.at(ch);
+      for (unsigned s = 0; s < g.slices; ++s)
+        for (int t = 0; t < kThreads; ++t) dtn::cuda::detail::channel_thread_map(g, f, ch, s, static_cast<unsigned>(t));
+    }
+  }
+};
+
+// Counts the visits of each element (DTN_HD like the ops, though only ever run here).
+struct CountTerm {
+  int* visits;
+  unsigned* channel_of;
+  DTN_HD double operator()(std::size_t o, unsigned ch) const {
+    ++visits[o];
+    channel_of[o] = ch;
+    return 1.0;
+  }
+};
+struct CountMap {
+  int* visits;
+  unsigned* channel_of;
+  struct At {
+    int* visits;
+    unsigned* channel_of;
+    unsigned ch;
+    DTN_HD void operator()(std::size_t o) const {
+      ++visits[o];
+      channel_of[o] = ch;
+    }
+  };
+  DTN_HD At at(unsigned ch) const { return At{visits, channel_of, ch}; }
+};
+
+std::vector<float> random_vector(std::size_t n, unsigned seed, double lo = -1, double hi = 1) {
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<double> u(lo, hi);
+  std::vector<float> v(n);
+  for (float& x : v) x = static_cast<float>(u(rng));
+  return v;
+}
+std::vector<float> normal_vector(std::size_t n, unsigned seed, double mean, double sd) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<double> d(mean, sd);
+  std::vector<float> v(n);
+  for (float& x : v) x = static_cast<float>(d(rng));
+  return v;
+}
+
+// ||a - b|| / ||b||; a NaN anywhere, or a size mismatch, gives +inf.
+double rel_l2(const std::vector<float>& a, const std::vector<float>& b) {
+  if (a.size() != b.size()) return INFINITY;
+  double num = 0, den = 0;
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    if (!std::isfinite(a[i]) || !std::isfinite(b[i])) return INFINITY;
+    const double d = static_cast<double>(a[i]) - b[i];
+    num += d * d;
+    den += static_cast<double>(b[i]) * b[i];
+  }
+  return den > 0 ? std::sqrt(num / den) : std::sqrt(num);
+}
+
+constexpr double kRound = 1e-6;
+
+struct Shape3 {
+  int n, c;
+  long hw;
+  unsigned slices;  // what channel_grid should choose
+};
+// One slice, hw = 1 (strided channels), three uneven slices, 4x4 planes of the example's g.1/D.7
+// at batch 128, and the 64-slice cap.
+const Shape3 kShapes[] = {{8, 16, 25, 1}, {32, 10, 1, 1}, {7, 3, 1501, 3}, {128, 4, 16, 1}, {2, 2, 140000, 64}};
+
+std::string tag(const Shape3& s) {
+  return "[" + std::to_string(s.n) + ", " + std::to_string(s.c) + ", " + std::to_string(s.hw) + "]";
+}
+
+}  // namespace
+
+TEST_CASE("channel grid: slices tile each channel, every element visited once, by its own channel") {
+  for (const Shape3& s : kShapes) {
+    CAPTURE(tag(s));
+    const ChannelGrid g = dtn::cuda::detail::channel_grid(s.n, s.c, s.hw, "test");
+    CHECK(g.slices == s.slices);
+    CHECK(static_cast<unsigned long long>(g.slices) * g.len >= g.m);
+    const std::size_t total = static_cast<std::size_t>(s.n) * s.c * static_cast<std::size_t>(s.hw);
+    std::vector<int> visits(total, 0);
+    std::vector<unsigned> channel_of(total, ~0u);
+    std::vector<double> partials(g.partials(), -1.0);
+    HostExec{}.partials(g, CountTerm{visits.data(), channel_of.data()}, partials.data());
+    long bad = 0;
+    for (std::size_t i = 0; i < total; ++i)
+      if (visits[i] != 1 || channel_of[i] != (i / static_cast<std::size_t>(s.hw)) % static_cast<std::size_t>(s.c)) ++bad;
+    CHECK(bad == 0);
+    double counted = 0;
+    for (double p : partials) counted += p;
+    CHECK(counted == static_cast<double>(total));
+
+    std::fill(visits.begin(), visits.end(), 0);
+    std::fill(channel_of.begin(), channel_of.end(), ~0u);
+    HostExec{}.map(g, CountMap{visits.data(), channel_of.data()});
+    bad = 0;
+    for (std::size_t i = 0; i < total; ++i)
+      if (visits[i] != 1 || channel_of[i] != (i / static_cast<std::size_t>(s.hw)) % static_cast<std::size_t>(s.c)) ++bad;
+    CHECK(bad == 0);
+  }
+  // An empty batch: one empty slice per channel, nothing visited.
+  const ChannelGrid empty = dtn::cuda::detail::channel_grid(0, 3, 5, "test");
+  CHECK(empty.m == 0);
+  CHECK(empty.slices == 1);
+  // Out of range: a clear error naming the op.
+  CHECK_THROWS_WITH_AS(dtn::cuda::detail::channel_grid(1 << 16, 2, 1L << 15, "batchnorm_backward"),
+                       doctest::Contains("batchnorm_backward: unsupported shape [n 65536, c 2, hw 32768]"),
+                       dtn::argument_error);
+  CHECK_THROWS_AS(dtn::cuda::detail::channel_grid(4, 0, 5, "bias_add"), dtn::argument_error);
+  CHECK_THROWS_AS(dtn::cuda::detail::channel_grid(-1, 2, 5, "bias_add"), dtn::argument_error);
+}
+
+TEST_CASE("batch norm forward (train and eval) on the GPU's grid, run on the host, matches the CPU backend") {
+  for (const Shape3& s : kShapes) {
+    CAPTURE(tag(s));
+    const std::size_t sz = static_cast<std::size_t>(s.n) * s.c * static_cast<std::size_t>(s.hw);
+    const std::size_t c = static_cast<std::size_t>(s.c);
+    const auto x = normal_vector(sz, 1, 0.7, 2.0);  // a mean far from 0 exercises the two passes
+    const auto gamma = random_vector(c, 2, 0.5, 1.5), beta = random_vector(c, 3);
+    dtn::BnGeom bg;
+    bg.n = s.n;
+    bg.c = s.c;
+    bg.hw = s.hw;
+    bg.eps = 1e-5;
+    bg.momentum = 0.1;
+
+    // Train. Running statistics start equal on both sides; pure outputs start different.
+    auto rm_ref = random_vector(c, 4), rv_ref = random_vector(c, 5, 0.5, 2);
+    auto rm = rm_ref, rv = rv_ref;
+    std::vector<float> y_ref(sz, 1.0f), y(sz, -7.0f), mean_ref(c, 1.0f), mean(c, -7.0f), inv_ref(c, 1.0f),
+        inv(c, -7.0f);
+    Cpu::batchnorm_forward_train(bg, x.data(), gamma.data(), beta.data(), rm_ref.data(), rv_ref.data(), y_ref.data(),
+                                 mean_ref.data(), inv_ref.data());
+    const ChannelGrid g = dtn::cuda::detail::channel_grid(s.n, s.c, s.hw, "test");
+    std::vector<double> scratch(dtn::cuda::detail::channel_scratch_bytes(g) / sizeof(double) + 1, std::nan(""));
+    dtn::cuda::detail::bn_forward_train(HostExec{}, g, bg.eps, bg.momentum, x.data(), gamma.data(), beta.data(),
+                                        rm.data(), rv.data(), y.data(), mean.data(), inv.data(), scratch.data());
+    CHECK(rel_l2(y, y_ref) <= kRound);
+    CHECK(rel_l2(mean, mean_ref) <= kRound);
+    CHECK(rel_l2(inv, inv_ref) <= kRound);
+    CHECK(rel_l2(rm, rm_ref) <= kRound);
+    CHECK(rel_l2(rv, rv_ref) <= kRound);
+
+    // Eval, with the running statistics just updated.
+    std::vector<float> ye_ref(sz, 1.0f), ye(sz, -7.0f);
+    Cpu::batchnorm_forward_eval(bg, x.data(), gamma.data(), beta.data(), rm_ref.data(), rv_ref.data(), ye_ref.data());
+    HostExec{}.map(g, dtn::cuda::detail::BnEvalApply<float>{x.data(), ye.data(), gamma.data(), beta.data(), rm_ref.data(),
+                                                            rv_ref.data(), bg.eps});
+    CHECK(rel_l2(ye, ye_ref) <= kRound);
+  }
+}
+
+TEST_CASE("batch norm backward and the bias gradient on the GPU's grid, run on the host, match the CPU backend") {
+  for (const Shape3& s : kShapes) {
+    CAPTURE(tag(s));
+    const std::size_t sz = static_cast<std::size_t>(s.n) * s.c * static_cast<std::size_t>(s.hw);
+    const std::size_t c = static_cast<std::size_t>(s.c);
+    const auto x = normal_vector(sz, 11, 0.3, 2.0), dy = random_vector(sz, 12);
+    const auto gamma = random_vector(c, 13, 0.5, 1.5), mean = random_vector(c, 14, -0.2, 0.2),
+               inv = random_vector(c, 15, 0.4, 0.8);
+    dtn::BnGeom bg;
+    bg.n = s.n;
+    bg.c = s.c;
+    bg.hw = s.hw;
+    const ChannelGrid g = dtn::cuda::detail::channel_grid(s.n, s.c, s.hw, "test");
+    std::vector<double> scratch(dtn::cuda::detail::channel_scratch_bytes(g) / sizeof(double) + 1, std::nan(""));
+
+    // Gradients accumulate (start equal); dx is pure (starts different).
+    auto dg_ref = random_vector(c, 16), db_ref = random_vector(c, 17);
+    auto dg = dg_ref, db = db_ref;
+    std::vector<float> dx_ref(sz, 1.0f), dx(sz, -7.0f);
+    Cpu::batchnorm_backward(bg, x.data(), dy.data(), gamma.data(), mean.data(), inv.data(), dx_ref.data(),
+                            dg_ref.data(), db_ref.data());
+    dtn::cuda::detail::bn_backward(HostExec{}, g, x.data(), dy.data(), gamma.data(), mean.data(), inv.data(), dx.data(),
+                                   dg.data(), db.data(), scratch.data());
+    CHECK(rel_l2(dx, dx_ref) <= kRound);
+    CHECK(rel_l2(dg, dg_ref) <= kRound);
+    CHECK(rel_l2(db, db_ref) <= kRound);
+
+    // Without dx: the parameter gradients only.
+    dtn::cuda::detail::bn_backward(HostExec{}, g, x.data(), dy.data(), gamma.data(), mean.data(), inv.data(),
+                                   static_cast<float*>(nullptr), dg.data(), db.data(), scratch.data());
+    Cpu::batchnorm_backward(bg, x.data(), dy.data(), gamma.data(), mean.data(), inv.data(), static_cast<float*>(nullptr),
+                            dg_ref.data(), db_ref.data());
+    CHECK(rel_l2(dg, dg_ref) <= kRound);
+    CHECK(rel_l2(db, db_ref) <= kRound);
+
+    // Bias gradient (accumulates) and bias add.
+    auto bg_ref = random_vector(c, 18);
+    auto bgrad = bg_ref;
+    Cpu::bias_backward(s.n, s.c, s.hw, dy.data(), bg_ref.data());
+    dtn::cuda::detail::bias_grad(HostExec{}, g, dy.data(), bgrad.data(), scratch.data());
+    CHECK(rel_l2(bgrad, bg_ref) <= kRound);
+
+    const auto bias = random_vector(c, 19);
+    auto y_ref = random_vector(sz, 20);
+    auto y = y_ref;
+    Cpu::bias_add(s.n, s.c, s.hw, bias.data(), y_ref.data());
+    HostExec{}.map(g, dtn::cuda::detail::BiasAddOp<float>{bias.data(), y.data()});
+    CHECK(rel_l2(y, y_ref) == 0);  // one float addition per element on both sides
+  }
+}
