@@ -1,7 +1,8 @@
 // bench_dtn_cuda: the dtn side of the dtn-vs-PyTorch table on the GPU (peer: torch_dtn.py --device cuda).
 //
 // Same rows as bench_dtn (f_fwd, g_fwd_bwd, D_fwd_bwd, dtn_step at batch 64 and 128, per-conv-layer
-// GFLOP/s against a cuBLAS sgemm reference), timed with CUDA events on dtn's stream; TF32 off
+// GFLOP/s against a cuBLAS sgemm reference), plus the per-channel ops (batch norm, bias) at the
+// batch-norm layers' shapes in GB/s against a device-to-device copy (op:* rows), timed with CUDA events on dtn's stream; TF32 off
 // unless --tf32 (as torch_dtn.py).  Mode "graph": the f/g/D rows once more, captured into a CUDA
 // graph and replayed (the launch overhead a captured training loop would save), and the whole DTN
 // step through dtn::cuda::GraphStep (DomainTransfer's deferred step with its device-side guard).
@@ -95,6 +96,93 @@ struct GraphTimer {
     return time_events([&] { DTN_CUDA_CHECK(cudaGraphLaunch(exec, s)); }, reps);
   }
 };
+
+// The per-channel ops (batch norm, bias add and gradient) at the shapes of the example's batch-norm
+// layers, one row each ("op:<op>:<c>x<hw>"), with the effective bandwidth of the op's compulsory
+// traffic (each input read once, each output written once) beside a device-to-device copy timed
+// just before: a memory-bound op near the copy's rate has nothing left to gain. The ops read
+// more than that (batch norm's two statistics passes), so 100% is out of reach for them.
+void bench_channel_ops(int batch, const bench::Where& at, const EventTimer& timer, const bench::Options& o,
+                       Json& rows) {
+  using B = dtn::Backend<Cuda>;
+  // Device-to-device copy reference: 256 MiB each way.
+  const std::size_t copy_n = std::size_t(64) << 20;
+  dtn::Tensor<float, Cuda> src(dtn::Shape{static_cast<std::int64_t>(copy_n)}), dst(src.shape());
+  src.zero();
+  const bench::Stats cs = timer(
+      [&] {
+        DTN_CUDA_CHECK(cudaMemcpyAsync(dst.data(), src.data(), copy_n * sizeof(float), cudaMemcpyDeviceToDevice,
+                                       dtn::cuda::stream()));
+      },
+      o.warmup, std::max(o.reps, 5));
+  const double copy_gbs = 2.0 * copy_n * sizeof(float) / (cs.min_ms * 1e6);
+  Json cr = bench::make_row("copy_d2d", at.device, "copy", 0, 0, cs, 0);
+  cr["images_per_s"] = 0;
+  cr["gbs_best"] = bench::round_to(copy_gbs, 0.1);
+  bench::emit(rows, cr);
+  std::printf("per-channel ops at batch %d; device-to-device copy %.0f GB/s (read + write, best of %d)\n", batch,
+              copy_gbs, cs.reps);
+
+  struct Shape2 {
+    int c;
+    long hw;
+  };
+  // The batch-norm layers of f (64x16x16 .. 128x1x1), g and D (128x16x16 .. 512x4x4).
+  const Shape2 shapes[] = {{64, 256}, {128, 64}, {256, 16}, {128, 1}, {512, 16}, {256, 64}, {128, 256}};
+  for (const Shape2& sh : shapes) {
+    const std::int64_t n = batch, c = sh.c, hw = sh.hw;
+    const dtn::Shape big{n, c, hw}, small{c};
+    auto x = bench::uniform_tensor<Cuda>(big, -1, 1, 300), dy = bench::uniform_tensor<Cuda>(big, -1, 1, 301);
+    dtn::Tensor<float, Cuda> y(big), dx(big);
+    auto gamma = bench::uniform_tensor<Cuda>(small, 0.5, 1.5, 302), beta = bench::uniform_tensor<Cuda>(small, -1, 1, 303);
+    auto rmean = bench::uniform_tensor<Cuda>(small, -0.1f, 0.1f, 304), rvar = bench::uniform_tensor<Cuda>(small, 0.5, 2, 305);
+    dtn::Tensor<float, Cuda> smean(small), sinv(small), dg(small), db(small);
+    dg.zero();
+    db.zero();
+    dtn::BnGeom g;
+    g.n = batch;
+    g.c = sh.c;
+    g.hw = sh.hw;
+    g.eps = 1e-5;
+    g.momentum = 0.1;
+    const double elems = double(n) * c * hw;
+    const std::string tag = std::to_string(sh.c) + "x" + std::to_string(sh.hw);
+    struct Op {
+      const char* name;
+      double bytes_per_elem;  // compulsory traffic
+      std::function<void()> fn;
+    };
+    const Op ops[] = {
+        {"bn_fwd_train", 8,
+         [&] {
+           B::batchnorm_forward_train(g, x.data(), gamma.data(), beta.data(), rmean.data(), rvar.data(), y.data(),
+                                      smean.data(), sinv.data());
+         }},
+        {"bn_fwd_eval", 8,
+         [&] { B::batchnorm_forward_eval(g, x.data(), gamma.data(), beta.data(), rmean.data(), rvar.data(), y.data()); }},
+        {"bn_bwd", 12,
+         [&] {
+           B::batchnorm_backward(g, x.data(), dy.data(), gamma.data(), smean.data(), sinv.data(), dx.data(), dg.data(),
+                                 db.data());
+         }},
+        {"bias_add", 8, [&] { B::bias_add(batch, sh.c, sh.hw, beta.data(), y.data()); }},
+        {"bias_bwd", 4, [&] { B::bias_backward(batch, sh.c, sh.hw, dy.data(), db.data()); }},
+    };
+    for (const Op& op : ops) {
+      const bench::Stats st = timer(op.fn, o.warmup, o.reps);
+      Json r = bench::make_row(std::string("op:") + op.name + ":" + tag, at.device, at.mode, batch, 0, st, 0);
+      const double gbs = op.bytes_per_elem * elems / (st.min_ms * 1e6);
+      r["images_per_s"] = 0;
+      r["us_best"] = bench::round_to(st.min_ms * 1e3, 0.01);
+      r["gbs_best"] = bench::round_to(gbs, 0.1);
+      r["pct_of_copy"] = bench::round_to(100.0 * gbs / copy_gbs, 0.1);
+      bench::emit(rows, r);
+      std::printf("  %-13s [%d, %3d, %3ld]  best %8.2f us  %7.0f GB/s = %5.1f%% of copy\n", op.name, batch, sh.c, sh.hw,
+                  st.min_ms * 1e3, gbs, 100.0 * gbs / copy_gbs);
+    }
+  }
+  std::fflush(stdout);
+}
 
 std::string device_name(int* sm_count, double* mem_gib) {
   int dev = 0;
@@ -204,6 +292,7 @@ int main(int argc, char** argv) {
     }
     bench::bench_gemm<Cuda>(o.gemm_n, at, timer, o, rows);
     if (o.layers) bench::bench_layers<Cuda>(batches.back(), at, timer, o, rows);
+    if (o.layers) bench_channel_ops(batches.back(), at, timer, o, rows);
     const dtn::cuda::AllocatorStats st = dtn::cuda::allocator_stats();
     doc["meta"]["allocator"] = {{"peak_bytes_in_use", st.peak_bytes_in_use},
                                 {"bytes_reserved", st.bytes_reserved},

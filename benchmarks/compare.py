@@ -150,6 +150,14 @@ def main():
                 return c
             cells = [cell(r) for r in layers if r["device"] == dev and r["threads"] == thr]
             print(f"#   {dev} {thr} thr: " + ", ".join(cells))
+    ops = [r for r in extra if r["name"].startswith("op:") and "gbs_best" in r]
+    copies = [r for r in extra if r["name"] == "copy_d2d" and "gbs_best" in r]
+    if ops:
+        ref = f" (device-to-device copy {copies[0]['gbs_best']:.0f} GB/s)" if copies else ""
+        print(f"# per-channel ops, best time and GB/s of compulsory traffic, % of copy{ref}:")
+        for r in ops:
+            print(f"#   {r['name'][3:]:<24} B={r['batch']}: {r['us_best']:8.2f} us  {r['gbs_best']:7.0f} GB/s"
+                  f"  {r.get('pct_of_copy', 0):5.1f}%")
     for w in sorted(set(warnings)):
         print("# WARNING: FLOP counts differ: " + w)
     for r in dtn_rows + torch_rows:
