@@ -160,6 +160,7 @@ struct Options {
   bool graph = true;
   bool tf32 = false;
   bool conv_autotune = false;
+  bool dgrad_gemm = false;
   std::string json;
 };
 
@@ -214,6 +215,7 @@ inline Options parse_options(int argc, char** argv, bool cuda) {
     else if (a == "--gemm-n") o.gemm_n = parse_int(a, value(), 16);
     else if (a == "--tf32" && cuda) o.tf32 = true;
     else if (a == "--conv-autotune" && cuda) o.conv_autotune = true;
+    else if (a == "--dgrad-gemm" && cuda) o.dgrad_gemm = true;
     else if (a == "--no-layers") o.layers = false;
     else if (a == "--only-layers") o.only_layers = true;
     else if (a == "--no-graph" && cuda) o.graph = false;
@@ -242,6 +244,8 @@ inline Options parse_options(int argc, char** argv, bool cuda) {
                  "  --tf32            allow TF32 tensor-core math (default off: exact FP32, as torch_dtn.py)\n"
                  "  --conv-autotune   choose cuDNN's convolution algorithms by timing them (cudnnFind*,\n"
                  "                    dtn::cuda::set_conv_autotune); rows are then labelled tuned, tuned+graph\n"
+                 "  --dgrad-gemm      convolution backward-data as cuBLAS GEMM + gather (dtn::cuda::set_conv_dgrad_gemm);\n"
+                 "                    the mode label gets a +dgemm suffix\n"
                : "");
       std::exit(0);
     } else {
@@ -539,7 +543,7 @@ void bench_conv_layer(Net& net, const ConvInfo& c, int batch, Where at, Timer& t
     const double eigen_best = refs.eigen ? refs.eigen() : 0.0;
     const Bandwidth bw = refs.bandwidth ? refs.bandwidth() : Bandwidth{};
     const Stats s = timer(p.second, o.warmup, o.reps);
-    nlohmann::json r = make_row("layer:" + c.name() + ":" + p.first, at.device, "dtn", batch, at.threads, s, gflop);
+    nlohmann::json r = make_row("layer:" + c.name() + ":" + p.first, at.device, at.mode, batch, at.threads, s, gflop);
     const double best = gflop * 1e3 / s.min_ms;
     r["gflops_best"] = round_to(best, 0.01);
     r["gemm_gflops_best"] = round_to(gemm_best, 0.01);

@@ -10,7 +10,9 @@
 // read right after the step rows (steps run first, smallest batch first, so the mark at the
 // largest batch is that step's peak).
 // --conv-autotune: cuDNN's convolution algorithms chosen by timing them (cudnnFind*) instead of by
-// its heuristics; the rows are then labelled tuned and tuned+graph.
+// its heuristics; the rows are then labelled tuned and tuned+graph. --dgrad-gemm: convolution
+// backward-data (and transposed-convolution forward) as a cuBLAS GEMM plus a gather
+// (conv_gemm.cuh); the labels get a +dgemm suffix.
 // Without a usable GPU it prints the reason and exits 77 (skipped).
 #include <dtn/cuda.cuh>
 
@@ -207,8 +209,10 @@ int main(int argc, char** argv) {
     }
     dtn::cuda::set_tf32(o.tf32);
     dtn::cuda::set_conv_autotune(o.conv_autotune);
-    const std::string plain_mode = o.conv_autotune ? "tuned" : "dtn";
-    const std::string graph_mode = o.conv_autotune ? "tuned+graph" : "graph";
+    dtn::cuda::set_conv_dgrad_gemm(o.dgrad_gemm);
+    const std::string suffix = o.dgrad_gemm ? "+dgemm" : "";
+    const std::string plain_mode = (o.conv_autotune ? "tuned" : "dtn") + suffix;
+    const std::string graph_mode = (o.conv_autotune ? "tuned+graph" : "graph") + suffix;
     int sms = 0;
     double mem = 0;
     const std::string gpu = device_name(&sms, &mem);
@@ -219,14 +223,16 @@ int main(int argc, char** argv) {
     doc["meta"]["cpu"] = bench::cpu_model();
     doc["meta"]["tf32"] = o.tf32;
     doc["meta"]["conv_autotune"] = o.conv_autotune;
+    doc["meta"]["conv_dgrad_gemm"] = o.dgrad_gemm;
     doc["meta"]["cuda_runtime"] = CUDART_VERSION;
     doc["meta"]["date"] = bench::utc_now();
     doc["meta"]["timing"] = "cudaEvent on dtn::cuda::stream(), median of reps after warm-up";
     doc["meta"]["dtn_step_graph"] =
         "mode graph: the whole step through dtn::cuda::GraphStep (deferred step, device-side guard, one graph launch)";
     Json& rows = doc["rows"] = Json::array();
-    std::printf("dtn GPU benchmark: %s (%d SMs, %.1f GiB), TF32 %s, conv algorithms %s\n", gpu.c_str(), sms, mem,
-                o.tf32 ? "on" : "off", o.conv_autotune ? "timed (cudnnFind)" : "cuDNN heuristics");
+    std::printf("dtn GPU benchmark: %s (%d SMs, %.1f GiB), TF32 %s, conv algorithms %s, backward-data %s\n", gpu.c_str(),
+                sms, mem, o.tf32 ? "on" : "off", o.conv_autotune ? "timed (cudnnFind)" : "cuDNN heuristics",
+                o.dgrad_gemm ? "cuBLAS GEMM + gather" : "cuDNN");
     for (const std::string& r : bench::row_names())
       std::printf("GFLOP per image, %-10s: %.4f\n", r.c_str(), bench::gflop_per_image(r));
     bench::print_header();
@@ -292,7 +298,7 @@ int main(int argc, char** argv) {
     }
     bench::bench_gemm<Cuda>(o.gemm_n, at, timer, o, rows);
     if (o.layers) bench::bench_layers<Cuda>(batches.back(), at, timer, o, rows);
-    if (o.layers) bench_channel_ops(batches.back(), at, timer, o, rows);
+    if (o.layers && !o.dgrad_gemm && !o.conv_autotune) bench_channel_ops(batches.back(), at, timer, o, rows);
     const dtn::cuda::AllocatorStats st = dtn::cuda::allocator_stats();
     doc["meta"]["allocator"] = {{"peak_bytes_in_use", st.peak_bytes_in_use},
                                 {"bytes_reserved", st.bytes_reserved},

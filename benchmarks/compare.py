@@ -140,7 +140,7 @@ def main():
     if layers:
         print("# conv layer forward, % of the GEMM reference (best runs; target >= 60% of Eigen's GEMM on the CPU);")
         print("# where measured, / % of Eigen's GEMM, and [memory time as % of the time: near 100% = bound by memory traffic]:")
-        for (dev, thr) in sorted({(r["device"], r["threads"]) for r in layers}):
+        for (dev, thr, mode) in sorted({(r["device"], r["threads"], r.get("mode", "")) for r in layers}):
             def cell(r):
                 c = f"{r['name'][6:-4]} {r['pct_of_gemm_best']:.0f}%"
                 if "pct_of_eigen_gemm_best" in r:
@@ -148,8 +148,10 @@ def main():
                 if "pct_of_mem_time" in r:
                     c += f" [{r['pct_of_mem_time']:.0f}%]"
                 return c
-            cells = [cell(r) for r in layers if r["device"] == dev and r["threads"] == thr]
-            print(f"#   {dev} {thr} thr: " + ", ".join(cells))
+            cells = [cell(r) for r in layers
+                     if r["device"] == dev and r["threads"] == thr and r.get("mode", "") == mode]
+            label = f" {mode}" if mode not in ("", "dtn") else ""
+            print(f"#   {dev} {thr} thr{label}: " + ", ".join(cells))
     ops = [r for r in extra if r["name"].startswith("op:") and "gbs_best" in r]
     copies = [r for r in extra if r["name"] == "copy_d2d" and "gbs_best" in r]
     if ops:

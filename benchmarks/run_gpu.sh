@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# dtn vs PyTorch on the GPU machine, about 4 minutes in all. Assumes build-gpu was configured and built
+# dtn vs PyTorch on the GPU machine, about 5 minutes in all. Assumes build-gpu was configured and built
 # by scripts/gpu-check.sh (bench_dtn_cuda is built here if it is missing) and that python3 has torch.
 #   BUILD_DIR  (default <repo>/build-gpu)   OUT_DIR (default $BUILD_DIR/bench-results)
 #   COMPILE_BATCHES  batches for torch.compile (default 128: each batch size compiles anew)
@@ -34,6 +34,15 @@ if [[ -x "$build/bench_dtn_cuda" ]]; then
     dtn_files+=("$out/dtn_cuda_tuned.json")
   else
     echo "run_gpu.sh: bench_dtn_cuda --conv-autotune failed or timed out" >&2; status=1
+  fi
+  # Convolution backward-data (and transposed-convolution forward) as cuBLAS GEMM + gather
+  # (dtn::cuda::set_conv_dgrad_gemm; off by default until measured): rows labelled dtn+dgemm,
+  # graph+dgemm, with the per-layer table, whose bwd_data lines show the difference.
+  echo "== bench_dtn_cuda --dgrad-gemm"
+  if timeout 90 "$build/bench_dtn_cuda" --dgrad-gemm --json "$out/dtn_cuda_dgemm.json" --reps 20 --step-reps 10; then
+    dtn_files+=("$out/dtn_cuda_dgemm.json")
+  else
+    echo "run_gpu.sh: bench_dtn_cuda --dgrad-gemm failed or timed out" >&2; status=1
   fi
 fi
 

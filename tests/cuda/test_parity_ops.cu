@@ -64,6 +64,23 @@ void add_conv_cases(std::vector<Case>& cs, const std::string& tag, const ConvGeo
                          }));
 }
 
+// Backward-data through the GEMM + gather path (dtn::cuda::set_conv_dgrad_gemm), switched on
+// for the op only. The CPU side ignores the switch.
+struct DgradGemmOn {
+  bool was = dtn::cuda::conv_dgrad_gemm();
+  DgradGemmOn() { dtn::cuda::set_conv_dgrad_gemm(true); }
+  ~DgradGemmOn() { dtn::cuda::set_conv_dgrad_gemm(was); }
+  DgradGemmOn(const DgradGemmOn&) = delete;
+  DgradGemmOn& operator=(const DgradGemmOn&) = delete;
+};
+void add_dgrad_gemm_case(std::vector<Case>& cs, const std::string& tag, const ConvGeom& g) {
+  cs.push_back(make_case("conv2d_backward_data GEMM path " + tag, kSum, {in("dy", ys(g)), in("w", ws(g)), out("dx", xs(g))},
+                         [g](auto B, auto& b) {
+                           DgradGemmOn on;
+                           decltype(B)::conv2d_backward_data(g, b.f(0), b.f(1), b.f(2));
+                         }));
+}
+
 void add_gemm_case(std::vector<Case>& cs, bool ta, bool tb, int m, int n, int k, float alpha, float beta, int pad) {
   // Row-major op(A) [m, k], op(B) [k, n]; leading dimensions padded by `pad` columns.
   const int a_rows = ta ? k : m, a_cols = ta ? m : k, b_rows = tb ? n : k, b_cols = tb ? k : n;
@@ -216,6 +233,14 @@ std::vector<Case> cases() {
   add_conv_cases(cs, "g2 as conv 256->512 4x4 s2 p1 8x8", conv_geom(4, 256, 8, 8, 512, 4, 2, 1));
   add_conv_cases(cs, "g4 as conv 1->128 4x4 s2 p1 32x32", conv_geom(4, 1, 32, 32, 128, 4, 2, 1));
   add_conv_cases(cs, "odd 5->7 3x3 s2 p0 13x11", conv_geom(3, 5, 13, 11, 7, 3, 2, 0));
+  // backward-data as GEMM + gather: D.6 and g.3/g.6/g.9 (as convolutions) at batch 4, a stride-1
+  // case and the odd geometry whose last row and column no output covers
+  add_dgrad_gemm_case(cs, "D6 256->512 3x3 s2 p1 8x8", conv_geom(4, 256, 8, 8, 512, 3, 2, 1));
+  add_dgrad_gemm_case(cs, "g2 as conv 256->512 4x4 s2 p1 8x8", conv_geom(4, 256, 8, 8, 512, 4, 2, 1));
+  add_dgrad_gemm_case(cs, "g3 as conv 128->256 4x4 s2 p1 16x16", conv_geom(4, 128, 16, 16, 256, 4, 2, 1));
+  add_dgrad_gemm_case(cs, "g4 as conv 1->128 4x4 s2 p1 32x32", conv_geom(4, 1, 32, 32, 128, 4, 2, 1));
+  add_dgrad_gemm_case(cs, "f2 64->128 3x3 p1 16x16", conv_geom(4, 64, 16, 16, 128, 3, 1, 1));
+  add_dgrad_gemm_case(cs, "odd 5->7 3x3 s2 p0 13x11", conv_geom(3, 5, 13, 11, 7, 3, 2, 0));
 
   // ---- GEMM: all transposes, padded leading dimensions, alpha and beta
   add_gemm_case(cs, false, false, 37, 29, 53, 1.0f, 0.0f, 0);

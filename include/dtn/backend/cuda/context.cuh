@@ -11,7 +11,9 @@
 //    TF32 anywhere), TF32 tensor cores on request with dtn::cuda::set_tf32(true);
 //  * how convolution algorithms are chosen: cuDNN's heuristics by default (the same choice on
 //    every run), cuDNN's timed search on request with dtn::cuda::set_conv_autotune(true)
-//    (conv.cuh).
+//    (conv.cuh);
+//  * whether convolution backward-data goes through cuBLAS instead (set_conv_dgrad_gemm, off by
+//    default; conv_gemm.cuh).
 //
 // dtn::cuda::context() returns the calling thread's Context (created on first use, on the device
 // current at that moment). Nothing in an op synchronises with the host; call
@@ -93,6 +95,9 @@ class Context {
   bool conv_autotune() const { return conv_autotune_; }
   void set_conv_autotune(bool on) { conv_autotune_ = on; }
 
+  bool conv_dgrad_gemm() const { return conv_dgrad_gemm_; }
+  void set_conv_dgrad_gemm(bool on) { conv_dgrad_gemm_ = on; }
+
   // Waits until everything queued on this thread's stream has finished.
   void synchronize() { DTN_CUDA_CHECK(cudaStreamSynchronize(stream_)); }
 
@@ -123,6 +128,7 @@ class Context {
   std::size_t scratch_bytes_ = 0;
   bool tf32_ = false;
   bool conv_autotune_ = false;
+  bool conv_dgrad_gemm_ = false;
 };
 
 // The calling thread's context.
@@ -146,6 +152,11 @@ inline bool tf32() { return context().tf32(); }
 // results can differ in the last bits. Default false.
 inline void set_conv_autotune(bool on) { context().set_conv_autotune(on); }
 inline bool conv_autotune() { return context().conv_autotune(); }
+// Opt in (or out) of convolution backward-data (and transposed-convolution forward) as a cuBLAS
+// GEMM plus a deterministic gather (conv_gemm.cuh) instead of cuDNN, for this thread's non-dense
+// convolutions whose indices fit 32 bits. Default false until it has been measured on a GPU.
+inline void set_conv_dgrad_gemm(bool on) { context().set_conv_dgrad_gemm(on); }
+inline bool conv_dgrad_gemm() { return context().conv_dgrad_gemm(); }
 
 }  // namespace cuda
 }  // namespace dtn

@@ -20,6 +20,9 @@
 // CPU: the 2026-11-26 H100 run measured cuDNN's heuristic choice for g.0's forward at 1.13 ms for
 // 0.27 GFLOP and D.9's at 0.29 ms for 6 MFLOP, where the same products are single small GEMMs.
 // (Not yet measured on a GPU.)
+//
+// Backward-data may also run as a GEMM plus a gather (conv_gemm.cuh) when
+// dtn::cuda::set_conv_dgrad_gemm(true): off by default until measured.
 #include <cudnn.h>
 
 #include <cstddef>
@@ -34,6 +37,7 @@
 #include "batchnorm.cuh"
 #include "check.cuh"
 #include "context.cuh"
+#include "conv_gemm.cuh"
 #include "elementwise.cuh"
 #include "gemm.cuh"
 
@@ -255,6 +259,10 @@ inline void conv2d_backward_data(const ConvGeom& g, const float* dy, const float
     return;
   }
   Context& ctx = context();
+  if (ctx.conv_dgrad_gemm() && detail::gemm_dgrad_supported(g)) {
+    conv2d_backward_data_gemm(g, dy, w, dx);
+    return;
+  }
   cudnnHandle_t h = ctx.cudnn();
   detail::ConvPlan& plan = detail::conv_plan(g);
   if (!plan.have_bwd_data) plan.choose_backward_data(h, ctx.stream(), g);
