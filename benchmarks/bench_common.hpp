@@ -160,7 +160,7 @@ struct Options {
   bool graph = true;
   bool tf32 = false;
   bool conv_autotune = false;
-  bool dgrad_gemm = false;
+  bool conv_gemm = false;
   std::string json;
 };
 
@@ -215,7 +215,7 @@ inline Options parse_options(int argc, char** argv, bool cuda) {
     else if (a == "--gemm-n") o.gemm_n = parse_int(a, value(), 16);
     else if (a == "--tf32" && cuda) o.tf32 = true;
     else if (a == "--conv-autotune" && cuda) o.conv_autotune = true;
-    else if (a == "--dgrad-gemm" && cuda) o.dgrad_gemm = true;
+    else if (a == "--conv-gemm" && cuda) o.conv_gemm = true;
     else if (a == "--no-layers") o.layers = false;
     else if (a == "--only-layers") o.only_layers = true;
     else if (a == "--no-graph" && cuda) o.graph = false;
@@ -244,8 +244,8 @@ inline Options parse_options(int argc, char** argv, bool cuda) {
                  "  --tf32            allow TF32 tensor-core math (default off: exact FP32, as torch_dtn.py)\n"
                  "  --conv-autotune   choose cuDNN's convolution algorithms by timing them (cudnnFind*,\n"
                  "                    dtn::cuda::set_conv_autotune); rows are then labelled tuned, tuned+graph\n"
-                 "  --dgrad-gemm      convolution backward-data as cuBLAS GEMM + gather (dtn::cuda::set_conv_dgrad_gemm);\n"
-                 "                    the mode label gets a +dgemm suffix\n"
+                 "  --conv-gemm       every convolution pass on the GEMM engine, im2col/gather + cuBLAS\n"
+                 "                    (dtn::cuda::set_conv_gemm); the mode label gets a +gemm suffix\n"
                : "");
       std::exit(0);
     } else {

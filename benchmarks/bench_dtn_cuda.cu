@@ -10,9 +10,9 @@
 // read right after the step rows (steps run first, smallest batch first, so the mark at the
 // largest batch is that step's peak).
 // --conv-autotune: cuDNN's convolution algorithms chosen by timing them (cudnnFind*) instead of by
-// its heuristics; the rows are then labelled tuned and tuned+graph. --dgrad-gemm: convolution
-// backward-data (and transposed-convolution forward) as a cuBLAS GEMM plus a gather
-// (conv_gemm.cuh); the labels get a +dgemm suffix.
+// its heuristics, the GEMM engine (conv_gemm.cuh) timed beside them; the rows are then labelled
+// tuned and tuned+graph, and the choices are listed at the end. --conv-gemm: every convolution
+// pass on the GEMM engine; the labels get a +gemm suffix.
 // Without a usable GPU it prints the reason and exits 77 (skipped).
 #include <dtn/cuda.cuh>
 
@@ -209,8 +209,8 @@ int main(int argc, char** argv) {
     }
     dtn::cuda::set_tf32(o.tf32);
     dtn::cuda::set_conv_autotune(o.conv_autotune);
-    dtn::cuda::set_conv_dgrad_gemm(o.dgrad_gemm);
-    const std::string suffix = o.dgrad_gemm ? "+dgemm" : "";
+    dtn::cuda::set_conv_gemm(o.conv_gemm);
+    const std::string suffix = o.conv_gemm ? "+gemm" : "";
     const std::string plain_mode = (o.conv_autotune ? "tuned" : "dtn") + suffix;
     const std::string graph_mode = (o.conv_autotune ? "tuned+graph" : "graph") + suffix;
     int sms = 0;
@@ -223,16 +223,16 @@ int main(int argc, char** argv) {
     doc["meta"]["cpu"] = bench::cpu_model();
     doc["meta"]["tf32"] = o.tf32;
     doc["meta"]["conv_autotune"] = o.conv_autotune;
-    doc["meta"]["conv_dgrad_gemm"] = o.dgrad_gemm;
+    doc["meta"]["conv_gemm"] = o.conv_gemm;
     doc["meta"]["cuda_runtime"] = CUDART_VERSION;
     doc["meta"]["date"] = bench::utc_now();
     doc["meta"]["timing"] = "cudaEvent on dtn::cuda::stream(), median of reps after warm-up";
     doc["meta"]["dtn_step_graph"] =
         "mode graph: the whole step through dtn::cuda::GraphStep (deferred step, device-side guard, one graph launch)";
     Json& rows = doc["rows"] = Json::array();
-    std::printf("dtn GPU benchmark: %s (%d SMs, %.1f GiB), TF32 %s, conv algorithms %s, backward-data %s\n", gpu.c_str(),
+    std::printf("dtn GPU benchmark: %s (%d SMs, %.1f GiB), TF32 %s, conv algorithms %s, engine %s\n", gpu.c_str(),
                 sms, mem, o.tf32 ? "on" : "off", o.conv_autotune ? "timed (cudnnFind)" : "cuDNN heuristics",
-                o.dgrad_gemm ? "cuBLAS GEMM + gather" : "cuDNN");
+                o.conv_gemm ? "GEMM for every pass" : (o.conv_autotune ? "cuDNN or GEMM, whichever times faster" : "cuDNN"));
     for (const std::string& r : bench::row_names())
       std::printf("GFLOP per image, %-10s: %.4f\n", r.c_str(), bench::gflop_per_image(r));
     bench::print_header();
@@ -298,7 +298,11 @@ int main(int argc, char** argv) {
     }
     bench::bench_gemm<Cuda>(o.gemm_n, at, timer, o, rows);
     if (o.layers) bench::bench_layers<Cuda>(batches.back(), at, timer, o, rows);
-    if (o.layers && !o.dgrad_gemm && !o.conv_autotune) bench_channel_ops(batches.back(), at, timer, o, rows);
+    if (o.layers && !o.conv_gemm && !o.conv_autotune) bench_channel_ops(batches.back(), at, timer, o, rows);
+    if (o.conv_autotune) {
+      std::printf("convolution choices (autotuned; times are cuDNN's cudnnFind and the GEMM engine's best of 3):\n");
+      for (const std::string& line : dtn::cuda::conv_choices()) std::printf("  %s\n", line.c_str());
+    }
     const dtn::cuda::AllocatorStats st = dtn::cuda::allocator_stats();
     doc["meta"]["allocator"] = {{"peak_bytes_in_use", st.peak_bytes_in_use},
                                 {"bytes_reserved", st.bytes_reserved},

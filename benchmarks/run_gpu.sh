@@ -27,7 +27,8 @@ if [[ -x "$build/bench_dtn_cuda" ]]; then
     echo "run_gpu.sh: bench_dtn_cuda failed or timed out" >&2; status=1
   fi
   # The same rows with cuDNN's algorithms chosen by timing them (dtn::cuda::set_conv_autotune,
-  # like torch.backends.cudnn.benchmark): rows labelled tuned and tuned+graph.
+  # like torch.backends.cudnn.benchmark), the GEMM engine timed beside them: rows labelled tuned
+  # and tuned+graph, then the choice per layer and pass.
   echo "== bench_dtn_cuda --conv-autotune"
   if timeout 90 "$build/bench_dtn_cuda" --conv-autotune --no-layers --json "$out/dtn_cuda_tuned.json" --reps 20 \
        --step-reps 10; then
@@ -35,14 +36,14 @@ if [[ -x "$build/bench_dtn_cuda" ]]; then
   else
     echo "run_gpu.sh: bench_dtn_cuda --conv-autotune failed or timed out" >&2; status=1
   fi
-  # Convolution backward-data (and transposed-convolution forward) as cuBLAS GEMM + gather
-  # (dtn::cuda::set_conv_dgrad_gemm; off by default until measured): rows labelled dtn+dgemm,
-  # graph+dgemm, with the per-layer table, whose bwd_data lines show the difference.
-  echo "== bench_dtn_cuda --dgrad-gemm"
-  if timeout 90 "$build/bench_dtn_cuda" --dgrad-gemm --json "$out/dtn_cuda_dgemm.json" --reps 20 --step-reps 10; then
-    dtn_files+=("$out/dtn_cuda_dgemm.json")
+  # Every convolution pass on the GEMM engine (im2col / gather kernels + cuBLAS;
+  # dtn::cuda::set_conv_gemm, off by default until measured): rows labelled dtn+gemm and
+  # graph+gemm, and the per-layer table, to set beside the plain run's pass by pass.
+  echo "== bench_dtn_cuda --conv-gemm"
+  if timeout 90 "$build/bench_dtn_cuda" --conv-gemm --json "$out/dtn_cuda_gemm.json" --reps 20 --step-reps 10; then
+    dtn_files+=("$out/dtn_cuda_gemm.json")
   else
-    echo "run_gpu.sh: bench_dtn_cuda --dgrad-gemm failed or timed out" >&2; status=1
+    echo "run_gpu.sh: bench_dtn_cuda --conv-gemm failed or timed out" >&2; status=1
   fi
 fi
 

@@ -64,20 +64,30 @@ void add_conv_cases(std::vector<Case>& cs, const std::string& tag, const ConvGeo
                          }));
 }
 
-// Backward-data through the GEMM + gather path (dtn::cuda::set_conv_dgrad_gemm), switched on
-// for the op only. The CPU side ignores the switch.
-struct DgradGemmOn {
-  bool was = dtn::cuda::conv_dgrad_gemm();
-  DgradGemmOn() { dtn::cuda::set_conv_dgrad_gemm(true); }
-  ~DgradGemmOn() { dtn::cuda::set_conv_dgrad_gemm(was); }
-  DgradGemmOn(const DgradGemmOn&) = delete;
-  DgradGemmOn& operator=(const DgradGemmOn&) = delete;
+// The three passes on the GEMM engine (dtn::cuda::set_conv_gemm), switched on for the op only.
+// The CPU side ignores the switch.
+struct ConvGemmOn {
+  bool was = dtn::cuda::conv_gemm();
+  ConvGemmOn() { dtn::cuda::set_conv_gemm(true); }
+  ~ConvGemmOn() { dtn::cuda::set_conv_gemm(was); }
+  ConvGemmOn(const ConvGemmOn&) = delete;
+  ConvGemmOn& operator=(const ConvGemmOn&) = delete;
 };
-void add_dgrad_gemm_case(std::vector<Case>& cs, const std::string& tag, const ConvGeom& g) {
-  cs.push_back(make_case("conv2d_backward_data GEMM path " + tag, kSum, {in("dy", ys(g)), in("w", ws(g)), out("dx", xs(g))},
+void add_conv_gemm_cases(std::vector<Case>& cs, const std::string& tag, const ConvGeom& g) {
+  cs.push_back(make_case("conv2d_forward GEMM engine " + tag, kSum,
+                         {in("x", xs(g)), in("w", ws(g)), in("b", g.c_out), out("y", ys(g))}, [g](auto B, auto& b) {
+                           ConvGemmOn on;
+                           decltype(B)::conv2d_forward(g, b.f(0), b.f(1), b.f(2), b.f(3));
+                         }));
+  cs.push_back(make_case("conv2d_backward_data GEMM engine " + tag, kSum, {in("dy", ys(g)), in("w", ws(g)), out("dx", xs(g))},
                          [g](auto B, auto& b) {
-                           DgradGemmOn on;
+                           ConvGemmOn on;
                            decltype(B)::conv2d_backward_data(g, b.f(0), b.f(1), b.f(2));
+                         }));
+  cs.push_back(make_case("conv2d_backward_filter GEMM engine " + tag, kSum,
+                         {in("x", xs(g)), in("dy", ys(g)), acc("dw", ws(g)), acc("db", g.c_out)}, [g](auto B, auto& b) {
+                           ConvGemmOn on;
+                           decltype(B)::conv2d_backward_filter(g, b.f(0), b.f(1), b.f(2), b.f(3));
                          }));
 }
 
@@ -233,14 +243,14 @@ std::vector<Case> cases() {
   add_conv_cases(cs, "g2 as conv 256->512 4x4 s2 p1 8x8", conv_geom(4, 256, 8, 8, 512, 4, 2, 1));
   add_conv_cases(cs, "g4 as conv 1->128 4x4 s2 p1 32x32", conv_geom(4, 1, 32, 32, 128, 4, 2, 1));
   add_conv_cases(cs, "odd 5->7 3x3 s2 p0 13x11", conv_geom(3, 5, 13, 11, 7, 3, 2, 0));
-  // backward-data as GEMM + gather: D.6 and g.3/g.6/g.9 (as convolutions) at batch 4, a stride-1
-  // case and the odd geometry whose last row and column no output covers
-  add_dgrad_gemm_case(cs, "D6 256->512 3x3 s2 p1 8x8", conv_geom(4, 256, 8, 8, 512, 3, 2, 1));
-  add_dgrad_gemm_case(cs, "g2 as conv 256->512 4x4 s2 p1 8x8", conv_geom(4, 256, 8, 8, 512, 4, 2, 1));
-  add_dgrad_gemm_case(cs, "g3 as conv 128->256 4x4 s2 p1 16x16", conv_geom(4, 128, 16, 16, 256, 4, 2, 1));
-  add_dgrad_gemm_case(cs, "g4 as conv 1->128 4x4 s2 p1 32x32", conv_geom(4, 1, 32, 32, 128, 4, 2, 1));
-  add_dgrad_gemm_case(cs, "f2 64->128 3x3 p1 16x16", conv_geom(4, 64, 16, 16, 128, 3, 1, 1));
-  add_dgrad_gemm_case(cs, "odd 5->7 3x3 s2 p0 13x11", conv_geom(3, 5, 13, 11, 7, 3, 2, 0));
+  // the GEMM engine: D.6 and g.3/g.6/g.9 (as convolutions) at batch 4, f's second layer
+  // (stride 1) and the odd geometry whose last row and column no output covers
+  add_conv_gemm_cases(cs, "D6 256->512 3x3 s2 p1 8x8", conv_geom(4, 256, 8, 8, 512, 3, 2, 1));
+  add_conv_gemm_cases(cs, "g2 as conv 256->512 4x4 s2 p1 8x8", conv_geom(4, 256, 8, 8, 512, 4, 2, 1));
+  add_conv_gemm_cases(cs, "g3 as conv 128->256 4x4 s2 p1 16x16", conv_geom(4, 128, 16, 16, 256, 4, 2, 1));
+  add_conv_gemm_cases(cs, "g4 as conv 1->128 4x4 s2 p1 32x32", conv_geom(4, 1, 32, 32, 128, 4, 2, 1));
+  add_conv_gemm_cases(cs, "f2 64->128 3x3 p1 16x16", conv_geom(4, 64, 16, 16, 128, 3, 1, 1));
+  add_conv_gemm_cases(cs, "odd 5->7 3x3 s2 p0 13x11", conv_geom(3, 5, 13, 11, 7, 3, 2, 0));
 
   // ---- GEMM: all transposes, padded leading dimensions, alpha and beta
   add_gemm_case(cs, false, false, 37, 29, 53, 1.0f, 0.0f, 0);

@@ -450,8 +450,21 @@ TEST_CASE("conv autotune: off by default and per thread, timed choices agree wit
   const auto gpu = run(GpuB{}, tensor_of(hx), tensor_of(hw), tensor_of(hb), tensor_of(hdy));
   for (std::size_t i = 0; i < cpu.size(); ++i) {
     CAPTURE(i);
-    CHECK(parity::rel_l2(gpu[i], cpu[i]) <= 1e-4);
+    CHECK(parity::rel_l2(gpu[i], cpu[i]) <= 1e-4);  // dw too: the GEMM engine was timed into scratch
   }
+  // Every pass was timed on both engines (the GEMM engine takes this shape), and the choice is
+  // listed with the times.
+  int listed = 0;
+  for (const std::string& line : dtn::cuda::conv_choices()) {
+    if (line.find("x [4, 16, 12, 12]") == std::string::npos || line.find("timed") == std::string::npos) continue;
+    ++listed;
+    CAPTURE(line);
+    for (const char* pass : {"; fwd ", "; bwd_data ", "; bwd_filter "}) CHECK(line.find(pass) != std::string::npos);
+    int timed_both = 0;
+    for (std::size_t at = line.find(", gemm "); at != std::string::npos; at = line.find(", gemm ", at + 1)) ++timed_both;
+    CHECK(timed_both == 3);
+  }
+  CHECK(listed == 1);
 
   // A geometry first met inside a graph capture takes cuDNN's heuristics (cudnnFind would
   // synchronise and allocate, which a capture forbids): the capture succeeds, and the replay

@@ -12,7 +12,7 @@
 //  * how convolution algorithms are chosen: cuDNN's heuristics by default (the same choice on
 //    every run), cuDNN's timed search on request with dtn::cuda::set_conv_autotune(true)
 //    (conv.cuh);
-//  * whether convolution backward-data goes through cuBLAS instead (set_conv_dgrad_gemm, off by
+//  * whether convolutions run on the GEMM engine instead of cuDNN (set_conv_gemm, off by
 //    default; conv_gemm.cuh).
 //
 // dtn::cuda::context() returns the calling thread's Context (created on first use, on the device
@@ -95,8 +95,8 @@ class Context {
   bool conv_autotune() const { return conv_autotune_; }
   void set_conv_autotune(bool on) { conv_autotune_ = on; }
 
-  bool conv_dgrad_gemm() const { return conv_dgrad_gemm_; }
-  void set_conv_dgrad_gemm(bool on) { conv_dgrad_gemm_ = on; }
+  bool conv_gemm() const { return conv_gemm_; }
+  void set_conv_gemm(bool on) { conv_gemm_ = on; }
 
   // Waits until everything queued on this thread's stream has finished.
   void synchronize() { DTN_CUDA_CHECK(cudaStreamSynchronize(stream_)); }
@@ -128,7 +128,7 @@ class Context {
   std::size_t scratch_bytes_ = 0;
   bool tf32_ = false;
   bool conv_autotune_ = false;
-  bool conv_dgrad_gemm_ = false;
+  bool conv_gemm_ = false;
 };
 
 // The calling thread's context.
@@ -152,11 +152,11 @@ inline bool tf32() { return context().tf32(); }
 // results can differ in the last bits. Default false.
 inline void set_conv_autotune(bool on) { context().set_conv_autotune(on); }
 inline bool conv_autotune() { return context().conv_autotune(); }
-// Opt in (or out) of convolution backward-data (and transposed-convolution forward) as a cuBLAS
-// GEMM plus a deterministic gather (conv_gemm.cuh) instead of cuDNN, for this thread's non-dense
-// convolutions whose indices fit 32 bits. Default false until it has been measured on a GPU.
-inline void set_conv_dgrad_gemm(bool on) { context().set_conv_dgrad_gemm(on); }
-inline bool conv_dgrad_gemm() { return context().conv_dgrad_gemm(); }
+// Run every pass of this thread's non-dense convolutions whose indices fit 32 bits on the GEMM
+// engine (conv_gemm.cuh: im2col / gather kernels and cuBLAS, deterministic) instead of cuDNN.
+// Default false: until measured on a GPU, only autotuning picks it, and only where it times faster.
+inline void set_conv_gemm(bool on) { context().set_conv_gemm(on); }
+inline bool conv_gemm() { return context().conv_gemm(); }
 
 }  // namespace cuda
 }  // namespace dtn

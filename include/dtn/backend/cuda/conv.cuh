@@ -21,8 +21,11 @@
 // 0.27 GFLOP and D.9's at 0.29 ms for 6 MFLOP, where the same products are single small GEMMs.
 // (Not yet measured on a GPU.)
 //
-// Backward-data may also run as a GEMM plus a gather (conv_gemm.cuh) when
-// dtn::cuda::set_conv_dgrad_gemm(true): off by default until measured.
+// Each pass can also run on the GEMM engine of conv_gemm.cuh (im2col / gather kernels and one
+// cuBLAS SGEMM per image chunk): always with dtn::cuda::set_conv_gemm(true) (where the shape fits
+// its 32-bit indices), and when autotuning as one more candidate, timed on the op's own buffers
+// against cuDNN's best and taken if faster. With neither, cuDNN only, as before. The choices are
+// listed by dtn::cuda::conv_choices().
 #include <cudnn.h>
 
 #include <cstddef>
@@ -66,6 +69,34 @@ inline bool capturing(cudaStream_t s) {
   return status != cudaStreamCaptureStatusNone;
 }
 
+enum class ConvEngine { cudnn, gemm };
+
+// Milliseconds of run() on stream s: one untimed run (workspace sized, cuBLAS ready), then the
+// best of three runs timed with events. Synchronises: outside graph capture only.
+template <class Run>
+float time_on_stream(cudaStream_t s, Run&& run) {
+  struct Event {
+    cudaEvent_t e = nullptr;
+    Event() { DTN_CUDA_CHECK(cudaEventCreate(&e)); }
+    ~Event() { (void)cudaEventDestroy(e); }
+    Event(const Event&) = delete;
+    Event& operator=(const Event&) = delete;
+  };
+  Event a, b;
+  run();
+  float best = -1;
+  for (int i = 0; i < 3; ++i) {
+    DTN_CUDA_CHECK(cudaEventRecord(a.e, s));
+    run();
+    DTN_CUDA_CHECK(cudaEventRecord(b.e, s));
+    DTN_CUDA_CHECK(cudaEventSynchronize(b.e));
+    float t = 0;
+    DTN_CUDA_CHECK(cudaEventElapsedTime(&t, a.e, b.e));
+    if (best < 0 || t < best) best = t;
+  }
+  return best;
+}
+
 struct ConvPlan {
   cudnnTensorDescriptor_t x = nullptr, y = nullptr;
   cudnnFilterDescriptor_t w = nullptr;
@@ -79,8 +110,14 @@ struct ConvPlan {
   cudnnConvolutionBwdFilterAlgo_t bwd_filter{};
   cudnnMathType_t fwd_math{}, bwd_data_math{}, bwd_filter_math{};
   std::size_t fwd_ws = 0, bwd_data_ws = 0, bwd_filter_ws = 0;
+  // Per direction: cuDNN, or the GEMM engine when autotuning timed it faster; with the times
+  // (ms, -1 where not measured) behind the choice, for conv_choices().
+  ConvEngine fwd_engine = ConvEngine::cudnn, bwd_data_engine = ConvEngine::cudnn, bwd_filter_engine = ConvEngine::cudnn;
+  float fwd_ms[2] = {-1, -1}, bwd_data_ms[2] = {-1, -1}, bwd_filter_ms[2] = {-1, -1};  // {cuDNN, GEMM}
 
-  ConvPlan(const ConvGeom& g, bool use_tf32, bool use_autotune) : tf32(use_tf32), autotune(use_autotune) {
+  ConvGeom geom;
+
+  ConvPlan(const ConvGeom& g, bool use_tf32, bool use_autotune) : tf32(use_tf32), autotune(use_autotune), geom(g) {
     try {
       DTN_CUDNN_CHECK(cudnnCreateTensorDescriptor(&x));
       DTN_CUDNN_CHECK(cudnnCreateTensorDescriptor(&y));
@@ -120,7 +157,7 @@ struct ConvPlan {
   // Returns whether one was found, and sets algo, math and ws to it.
   template <class Perf, class Find, class Heuristic, class WsSize, class Algo>
   bool choose(int max_count, cudaStream_t s, Find&& find, Heuristic&& heuristic, WsSize&& ws_size, Algo& algo,
-              cudnnMathType_t& math, std::size_t& ws) {
+              cudnnMathType_t& math, std::size_t& ws, float& ms) {
     // Rank from the mode's math type, not whatever the last candidate tried left on conv.
     DTN_CUDNN_CHECK(cudnnSetConvolutionMathType(conv, tf32 ? CUDNN_DEFAULT_MATH : CUDNN_FMA_MATH));
     std::vector<Perf> perf(static_cast<std::size_t>(max_count > 0 ? max_count : 1));
@@ -140,9 +177,19 @@ struct ConvPlan {
         algo = p.algo;
         math = exec_math(p.mathType);
         ws = bytes;
+        ms = timed(s) ? p.time : -1.0f;
         return true;
       }
     return false;
+  }
+
+  // When autotuning (outside capture) and the GEMM engine takes g: time run_gemm() and take the
+  // GEMM engine for this direction if it beats the cuDNN algorithm just chosen.
+  template <class Run>
+  void consider_gemm(cudaStream_t s, const ConvGeom& g, float (&ms)[2], ConvEngine& engine, Run&& run_gemm) {
+    if (!timed(s) || !conv_gemm_supported(g)) return;
+    ms[1] = time_on_stream(s, run_gemm);
+    if (ms[0] < 0 || ms[1] < ms[0]) engine = ConvEngine::gemm;
   }
 
   void choose_forward(cudnnHandle_t h, cudaStream_t s, const ConvGeom& g) {
@@ -156,7 +203,7 @@ struct ConvPlan {
         [&](cudnnConvolutionFwdAlgo_t a, std::size_t* b) {
           return cudnnGetConvolutionForwardWorkspaceSize(h, x, w, conv, y, a, b);
         },
-        fwd, fwd_math, fwd_ws);
+        fwd, fwd_math, fwd_ws, fwd_ms[0]);
     if (!have_fwd)
       throw cuda_error("dtn::Backend<Cuda>::conv2d_forward: cuDNN offers no usable algorithm for " + conv_geom_str(g));
   }
@@ -172,7 +219,7 @@ struct ConvPlan {
         [&](cudnnConvolutionBwdDataAlgo_t a, std::size_t* b) {
           return cudnnGetConvolutionBackwardDataWorkspaceSize(h, w, y, conv, x, a, b);
         },
-        bwd_data, bwd_data_math, bwd_data_ws);
+        bwd_data, bwd_data_math, bwd_data_ws, bwd_data_ms[0]);
     if (!have_bwd_data)
       throw cuda_error("dtn::Backend<Cuda>::conv2d_backward_data: cuDNN offers no usable algorithm for " +
                        conv_geom_str(g));
@@ -191,7 +238,7 @@ struct ConvPlan {
         [&](cudnnConvolutionBwdFilterAlgo_t a, std::size_t* b) {
           return cudnnGetConvolutionBackwardFilterWorkspaceSize(h, x, y, conv, w, a, b);
         },
-        bwd_filter, bwd_filter_math, bwd_filter_ws);
+        bwd_filter, bwd_filter_math, bwd_filter_ws, bwd_filter_ms[0]);
     if (!have_bwd_filter)
       throw cuda_error("dtn::Backend<Cuda>::conv2d_backward_filter: cuDNN offers no usable algorithm for " +
                        conv_geom_str(g));
@@ -218,8 +265,12 @@ inline void validate_conv(const ConvGeom& g, const char* where) {
 }
 
 // The calling thread's plan for g in the current math and search modes (created on first use).
-inline ConvPlan& conv_plan(const ConvGeom& g) {
+inline std::map<ConvKey, std::unique_ptr<ConvPlan>>& conv_plans() {
   thread_local std::map<ConvKey, std::unique_ptr<ConvPlan>> plans;
+  return plans;
+}
+inline ConvPlan& conv_plan(const ConvGeom& g) {
+  auto& plans = conv_plans();
   const bool tf32 = context().tf32(), autotune = context().conv_autotune();
   const ConvKey key{g.n,      g.c_in,  g.h_in,   g.w_in,  g.c_out, g.kh,    g.kw,
                     g.stride, g.pad,   g.h_out,  g.w_out, tf32,    autotune};
@@ -231,6 +282,29 @@ inline ConvPlan& conv_plan(const ConvGeom& g) {
 
 }  // namespace detail
 
+// One line per convolution plan of the calling thread: geometry, math and search mode, and for
+// each direction chosen so far the engine and, when autotuned, the times behind the choice.
+inline std::vector<std::string> conv_choices() {
+  std::vector<std::string> out;
+  for (const auto& kv : detail::conv_plans()) {
+    const detail::ConvPlan& p = *kv.second;
+    std::string line = detail::conv_geom_str(p.geom) + (p.tf32 ? ", tf32" : ", fp32") + (p.autotune ? ", timed" : ", heuristic");
+    auto dir = [&](const char* name, bool have, int algo, detail::ConvEngine e, const float (&ms)[2]) {
+      if (!have) return;
+      line += std::string("; ") + name + " " +
+              (e == detail::ConvEngine::gemm ? std::string("gemm") : "cudnn algo " + std::to_string(algo));
+      if (ms[0] >= 0) line += " (cudnn " + std::to_string(ms[0]) + " ms";
+      if (ms[0] >= 0 && ms[1] >= 0) line += ", gemm " + std::to_string(ms[1]) + " ms";
+      if (ms[0] >= 0) line += ")";
+    };
+    dir("fwd", p.have_fwd, static_cast<int>(p.fwd), p.fwd_engine, p.fwd_ms);
+    dir("bwd_data", p.have_bwd_data, static_cast<int>(p.bwd_data), p.bwd_data_engine, p.bwd_data_ms);
+    dir("bwd_filter", p.have_bwd_filter, static_cast<int>(p.bwd_filter), p.bwd_filter_engine, p.bwd_filter_ms);
+    out.push_back(line);
+  }
+  return out;
+}
+
 inline void conv2d_forward(const ConvGeom& g, const float* x, const float* w, const float* bias, float* y) {
   detail::validate_conv(g, "conv2d_forward");
   if (g.n == 0) return;
@@ -240,9 +314,22 @@ inline void conv2d_forward(const ConvGeom& g, const float* x, const float* w, co
     return;
   }
   Context& ctx = context();
+  if (ctx.conv_gemm() && detail::conv_gemm_supported(g)) {
+    conv2d_forward_gemm(g, x, w, y);
+    if (bias) bias_add(g.n, g.c_out, static_cast<long>(g.h_out) * g.w_out, bias, y);
+    return;
+  }
   cudnnHandle_t h = ctx.cudnn();
   detail::ConvPlan& plan = detail::conv_plan(g);
-  if (!plan.have_fwd) plan.choose_forward(h, ctx.stream(), g);
+  if (!plan.have_fwd) {
+    plan.choose_forward(h, ctx.stream(), g);
+    plan.consider_gemm(ctx.stream(), g, plan.fwd_ms, plan.fwd_engine, [&] { conv2d_forward_gemm(g, x, w, y); });
+  }
+  if (plan.fwd_engine == detail::ConvEngine::gemm) {
+    conv2d_forward_gemm(g, x, w, y);
+    if (bias) bias_add(g.n, g.c_out, static_cast<long>(g.h_out) * g.w_out, bias, y);
+    return;
+  }
   void* ws = plan.fwd_ws ? ctx.workspace(plan.fwd_ws) : nullptr;
   DTN_CUDNN_CHECK(cudnnSetConvolutionMathType(plan.conv, plan.fwd_math));
   const float one = 1.0f, zero = 0.0f;
@@ -259,13 +346,21 @@ inline void conv2d_backward_data(const ConvGeom& g, const float* dy, const float
     return;
   }
   Context& ctx = context();
-  if (ctx.conv_dgrad_gemm() && detail::gemm_dgrad_supported(g)) {
+  if (ctx.conv_gemm() && detail::conv_gemm_supported(g)) {
     conv2d_backward_data_gemm(g, dy, w, dx);
     return;
   }
   cudnnHandle_t h = ctx.cudnn();
   detail::ConvPlan& plan = detail::conv_plan(g);
-  if (!plan.have_bwd_data) plan.choose_backward_data(h, ctx.stream(), g);
+  if (!plan.have_bwd_data) {
+    plan.choose_backward_data(h, ctx.stream(), g);
+    plan.consider_gemm(ctx.stream(), g, plan.bwd_data_ms, plan.bwd_data_engine,
+                       [&] { conv2d_backward_data_gemm(g, dy, w, dx); });
+  }
+  if (plan.bwd_data_engine == detail::ConvEngine::gemm) {
+    conv2d_backward_data_gemm(g, dy, w, dx);
+    return;
+  }
   void* ws = plan.bwd_data_ws ? ctx.workspace(plan.bwd_data_ws) : nullptr;
   DTN_CUDNN_CHECK(cudnnSetConvolutionMathType(plan.conv, plan.bwd_data_math));
   const float one = 1.0f, zero = 0.0f;
@@ -283,9 +378,32 @@ inline void conv2d_backward_filter(const ConvGeom& g, const float* x, const floa
     return;
   }
   Context& ctx = context();
+  if (ctx.conv_gemm() && detail::conv_gemm_supported(g)) {
+    conv2d_backward_filter_gemm(g, x, dy, dw);
+    if (db) bias_backward(g.n, g.c_out, static_cast<long>(g.h_out) * g.w_out, dy, db);
+    return;
+  }
   cudnnHandle_t h = ctx.cudnn();
   detail::ConvPlan& plan = detail::conv_plan(g);
-  if (!plan.have_bwd_filter) plan.choose_backward_filter(h, ctx.stream(), g);
+  if (!plan.have_bwd_filter) {
+    plan.choose_backward_filter(h, ctx.stream(), g);
+    // Timed into a scratch filter: the pass accumulates, and dw must get exactly one gradient.
+    if (plan.timed(ctx.stream()) && detail::conv_gemm_supported(g)) {
+      const std::size_t bytes = static_cast<std::size_t>(g.c_out) * detail::conv_gemm_k(g) * sizeof(float);
+      struct Scratch {
+        void* p;
+        cudaStream_t s;
+        ~Scratch() { caching_allocator().deallocate(p, s); }
+      } tmp{caching_allocator().allocate(bytes, ctx.stream()), ctx.stream()};
+      plan.consider_gemm(ctx.stream(), g, plan.bwd_filter_ms, plan.bwd_filter_engine,
+                         [&] { conv2d_backward_filter_gemm(g, x, dy, static_cast<float*>(tmp.p)); });
+    }
+  }
+  if (plan.bwd_filter_engine == detail::ConvEngine::gemm) {
+    conv2d_backward_filter_gemm(g, x, dy, dw);
+    if (db) bias_backward(g.n, g.c_out, static_cast<long>(g.h_out) * g.w_out, dy, db);
+    return;
+  }
   void* ws = plan.bwd_filter_ws ? ctx.workspace(plan.bwd_filter_ws) : nullptr;
   DTN_CUDNN_CHECK(cudnnSetConvolutionMathType(plan.conv, plan.bwd_filter_math));
   const float one = 1.0f;

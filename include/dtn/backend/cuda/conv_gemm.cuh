@@ -1,24 +1,28 @@
 #pragma once
-// Convolution backward-data (and so the forward pass of a transposed convolution) as one cuBLAS
-// GEMM and a gather, the GPU counterpart of the CPU backend's GEMM + col2im:
+// Convolution as cuBLAS GEMMs plus index kernels, the GPU counterpart of the CPU backend's
+// im2col + GEMM: an alternative engine to cuDNN for each of the three passes. With P = h_out*w_out,
+// K = c_in*kh*kw and a chunk of nb images:
 //
-//   1. dyT [c_out, nb * P] = dy [nb, c_out, P] with the first two axes swapped (P = h_out * w_out),
-//      so that the GEMM sees every image of the chunk as more columns;
-//   2. cols [K, nb * P] = w^T dyT, K = c_in * kh * kw (cuBLAS, FP32 unless TF32 is on);
-//   3. dx[i, c, ih, iw] = sum over the kernel taps (a, b) in row-major order whose output pixel
-//      oh = (ih + pad - a) / stride, ow = (iw + pad - b) / stride exists and divides evenly, of
-//      cols[(c * kh + a) * kw + b, i * P + oh * w_out + ow]: a gather, one thread per dx element,
-//      a fixed order and no atomics (deterministic, overlapping windows included).
+//   cols [K, nb*P]   = im2col(x): cols[(c*kh + a)*kw + b, i*P + oh*w_out + ow]
+//                      = x[i, c, oh*stride - pad + a, ow*stride - pad + b] (0 outside x);
+//   zT   [c_out, nb*P] is z [nb, c_out, P] (y or dy) with its first two axes swapped, so that the
+//                      GEMMs see every image of the chunk as more columns;
+//   forward:         yT = w [c_out, K] cols,            then y = yT with the axes swapped back;
+//   backward-data:   cols = w^T dyT,                     then dx = gather(cols): each dx element
+//                    sums the taps (a, b) in row-major order whose output pixel exists, a fixed
+//                    order and no atomics (deterministic, overlapping windows included);
+//   backward-filter: dw += dyT cols^T (accumulates, as the contract says; chunk after chunk).
 //
 // Why: the 2026-11-26 H100 run measured cuDNN's deterministic choices for stride-2 backward-data
 // at 8-15% of the GEMM rate (D.6 backward-data 1.21 ms, g.3 forward 1.09 ms at batch 128): for
-// strided dgrad the legacy API's only deterministic algorithm is ALGO_1. The same work here is a
-// 2304 x 2048 x 512 GEMM (D.6) plus two passes over a few MiB. Images go in chunks so that the
-// workspace (dyT and cols) stays under kGemmDgradWorkspace.
+// strided dgrad the legacy API's only deterministic algorithm is ALGO_1, where the same work here
+// is one 2304 x 2048 x 512 SGEMM (D.6) and two passes over a few MiB. Images go in chunks that
+// keep the workspace under kConvGemmWorkspace. All indices are 32-bit (FastDivmod): shapes whose
+// chunk does not fit are left to cuDNN (conv_gemm_supported).
 //
-// Off by default (dtn::cuda::set_conv_dgrad_gemm(true) turns it on per thread): it has been
-// compiled and its index arithmetic checked on the host (tests/cuda_host), but not yet run on a
-// GPU. The default becomes whichever the next GPU measurement favours.
+// Chosen per shape and direction in conv.cuh: forced with dtn::cuda::set_conv_gemm(true), or
+// timed against cuDNN's best when autotuning; otherwise cuDNN. Compiled and checked on the host
+// (tests/cuda_host), not yet run on a GPU.
 #include <cuda_runtime.h>
 
 #include <cstddef>
@@ -36,21 +40,36 @@ namespace dtn {
 namespace cuda {
 namespace detail {
 
-constexpr std::size_t kGemmDgradWorkspace = std::size_t(128) << 20;  // bytes for dyT + cols per chunk
+constexpr std::size_t kConvGemmWorkspace = std::size_t(128) << 20;  // bytes for zT + cols per chunk
 
-// The geometry as the kernels need it, with the divisors of the index decompositions.
-struct DgradGeom {
+// The geometry of one chunk as the kernels need it, with the divisors of the index decompositions.
+struct ConvGemmGeom {
   int c_in = 0, h_in = 0, w_in = 0, c_out = 0, kh = 0, kw = 0, stride = 1, pad = 0, h_out = 0, w_out = 0;
   unsigned P = 0;   // h_out * w_out
-  unsigned nP = 0;  // images in the chunk * P: the row length of dyT and cols
-  FastDivmod by_P, by_cout_P, by_hw_in, by_c_in, by_w_in;
+  unsigned nP = 0;  // images in the chunk * P: the row length of zT and cols
+  FastDivmod by_P, by_cout_P, by_hw_in, by_c_in, by_w_in, by_nP, by_kk, by_kw, by_w_out;
 
-  // dyT[co, i * P + p] = dy[(i * c_out + co) * P + p], for element e of dy (e < nb * c_out * P).
+  // zT[co, i * P + p] = z[(i * c_out + co) * P + p]: the zT index of element e of z (< nb*c_out*P).
   DTN_HD std::size_t transposed_index(std::uint32_t e) const {
     std::uint32_t i = 0, rest = 0, co = 0, p = 0;
     by_cout_P.divmod(e, i, rest);
     by_P.divmod(rest, co, p);
     return static_cast<std::size_t>(co) * nP + static_cast<std::size_t>(i) * P + p;
+  }
+
+  // cols element e (< K * nP) of im2col(x).
+  template <class T>
+  DTN_HD T im2col(const T* x, std::uint32_t e) const {
+    std::uint32_t row = 0, col = 0, c = 0, tap = 0, a = 0, b = 0, i = 0, p = 0, oh = 0, ow = 0;
+    by_nP.divmod(e, row, col);
+    by_kk.divmod(row, c, tap);
+    by_kw.divmod(tap, a, b);
+    by_P.divmod(col, i, p);
+    by_w_out.divmod(p, oh, ow);
+    const int ih = static_cast<int>(oh) * stride - pad + static_cast<int>(a);
+    const int iw = static_cast<int>(ow) * stride - pad + static_cast<int>(b);
+    if (ih < 0 || ih >= h_in || iw < 0 || iw >= w_in) return T(0);
+    return x[((static_cast<std::size_t>(i) * c_in + c) * h_in + ih) * w_in + iw];
   }
 
   // dx element e of the chunk (e < nb * c_in * h_in * w_in), gathered from cols [K, nP].
@@ -79,27 +98,36 @@ struct DgradGeom {
   }
 };
 
-// Images per chunk: as many as fit kGemmDgradWorkspace (at least one).
-inline int dgrad_chunk_images(const ConvGeom& g) {
-  const std::size_t K = static_cast<std::size_t>(g.c_in) * g.kh * g.kw;
-  const std::size_t per_image = (K + static_cast<std::size_t>(g.c_out)) * g.h_out * g.w_out * sizeof(float);
-  const std::size_t fit = per_image == 0 ? 1 : kGemmDgradWorkspace / per_image;
+inline std::size_t conv_gemm_k(const ConvGeom& g) { return static_cast<std::size_t>(g.c_in) * g.kh * g.kw; }
+inline std::size_t conv_gemm_p(const ConvGeom& g) { return static_cast<std::size_t>(g.h_out) * g.w_out; }
+
+// Floats of workspace per image: zT and cols.
+inline std::size_t conv_gemm_image_floats(const ConvGeom& g) {
+  return (conv_gemm_k(g) + static_cast<std::size_t>(g.c_out)) * conv_gemm_p(g);
+}
+
+// Images per chunk: as many as fit kConvGemmWorkspace (at least one, at most n).
+inline int conv_gemm_chunk_images(const ConvGeom& g) {
+  const std::size_t per_image = conv_gemm_image_floats(g) * sizeof(float);
+  const std::size_t fit = per_image == 0 ? 1 : kConvGemmWorkspace / per_image;
   return static_cast<int>(fit < 1 ? 1 : (fit > static_cast<std::size_t>(g.n) ? g.n : fit));
 }
 
-// Whether the GEMM path can take g: every index of a chunk within 32 bits (FastDivmod's domain).
-inline bool gemm_dgrad_supported(const ConvGeom& g) {
-  if (g.n <= 0 || g.stride <= 0) return false;
-  const std::size_t nb = static_cast<std::size_t>(dgrad_chunk_images(g));
-  const std::size_t P = static_cast<std::size_t>(g.h_out) * g.w_out;
-  const std::size_t K = static_cast<std::size_t>(g.c_in) * g.kh * g.kw;
+// Whether the GEMM engine can take g: every index of a chunk within 32 bits (FastDivmod's domain)
+// and every GEMM dimension within int.
+inline bool conv_gemm_supported(const ConvGeom& g) {
+  if (g.n <= 0 || g.stride <= 0 || g.c_in <= 0 || g.c_out <= 0 || g.kh <= 0 || g.kw <= 0 || g.h_out <= 0 ||
+      g.w_out <= 0 || g.h_in <= 0 || g.w_in <= 0 || g.pad < 0)
+    return false;
+  const std::size_t nb = static_cast<std::size_t>(conv_gemm_chunk_images(g));
+  const std::size_t P = conv_gemm_p(g), K = conv_gemm_k(g);
   const std::size_t lim = FastDivmod::limit;
   return nb * P < lim && nb * g.c_out * P < lim && K * nb * P < lim &&
          nb * g.c_in * static_cast<std::size_t>(g.h_in) * g.w_in < lim;
 }
 
-inline DgradGeom dgrad_geom(const ConvGeom& g, int nb) {
-  DgradGeom d;
+inline ConvGemmGeom conv_gemm_geom(const ConvGeom& g, int nb) {
+  ConvGemmGeom d;
   d.c_in = g.c_in;
   d.h_in = g.h_in;
   d.w_in = g.w_in;
@@ -110,80 +138,155 @@ inline DgradGeom dgrad_geom(const ConvGeom& g, int nb) {
   d.pad = g.pad;
   d.h_out = g.h_out;
   d.w_out = g.w_out;
-  d.P = static_cast<unsigned>(g.h_out) * static_cast<unsigned>(g.w_out);
+  d.P = static_cast<unsigned>(conv_gemm_p(g));
   d.nP = static_cast<unsigned>(nb) * d.P;
   d.by_P = FastDivmod(d.P);
   d.by_cout_P = FastDivmod(static_cast<std::uint32_t>(g.c_out) * d.P);
   d.by_hw_in = FastDivmod(static_cast<std::uint32_t>(g.h_in) * static_cast<std::uint32_t>(g.w_in));
   d.by_c_in = FastDivmod(static_cast<std::uint32_t>(g.c_in));
   d.by_w_in = FastDivmod(static_cast<std::uint32_t>(g.w_in));
+  d.by_nP = FastDivmod(d.nP);
+  d.by_kk = FastDivmod(static_cast<std::uint32_t>(g.kh) * static_cast<std::uint32_t>(g.kw));
+  d.by_kw = FastDivmod(static_cast<std::uint32_t>(g.kw));
+  d.by_w_out = FastDivmod(static_cast<std::uint32_t>(g.w_out));
   return d;
 }
 
 template <class T>
-__global__ void dgrad_transpose_kernel(DgradGeom d, std::uint32_t total, const T* dy, T* dyT) {
+__global__ void conv_gemm_transpose_kernel(ConvGemmGeom d, std::uint32_t total, const T* z, T* zT) {
   for (std::size_t e = global_index(); e < total; e += grid_stride())
-    dyT[d.transposed_index(static_cast<std::uint32_t>(e))] = dy[e];
+    zT[d.transposed_index(static_cast<std::uint32_t>(e))] = z[e];
 }
-
 template <class T>
-__global__ void dgrad_gather_kernel(DgradGeom d, std::uint32_t total, const T* cols, T* dx) {
+__global__ void conv_gemm_untranspose_kernel(ConvGemmGeom d, std::uint32_t total, const T* zT, T* z) {
+  for (std::size_t e = global_index(); e < total; e += grid_stride())
+    z[e] = zT[d.transposed_index(static_cast<std::uint32_t>(e))];
+}
+template <class T>
+__global__ void conv_gemm_im2col_kernel(ConvGemmGeom d, std::uint32_t total, const T* x, T* cols) {
+  for (std::size_t e = global_index(); e < total; e += grid_stride())
+    cols[e] = d.im2col(x, static_cast<std::uint32_t>(e));
+}
+template <class T>
+__global__ void conv_gemm_gather_kernel(ConvGemmGeom d, std::uint32_t total, const T* cols, T* dx) {
   for (std::size_t e = global_index(); e < total; e += grid_stride())
     dx[e] = d.gather(cols, static_cast<std::uint32_t>(e));
 }
 
-// The three stages for images [0, g.n) in chunks of `chunk`, written once for any executor with
-// transpose(d, total, dy, dyT), gemm(...) (the backend's row-major signature) and
-// gather(d, total, cols, dx): DeviceDgrad below, or the host emulation of tests/cuda_host.
-// ws holds (c_out + K) * P * chunk floats.
-template <class Exec>
-void dgrad_gemm_run(const Exec& ex, const ConvGeom& g, const float* dy, const float* w, float* dx, float* ws,
-                    int chunk) {
-  const std::size_t P = static_cast<std::size_t>(g.h_out) * g.w_out;
-  const std::size_t K = static_cast<std::size_t>(g.c_in) * g.kh * g.kw;
-  const std::size_t dy_image = static_cast<std::size_t>(g.c_out) * P;
-  const std::size_t dx_image = static_cast<std::size_t>(g.c_in) * g.h_in * g.w_in;
+// The passes over images [0, g.n) in chunks of `chunk`, written once for any executor with
+// transpose / untranspose / im2col / gather (d, total, src, dst) and gemm (the backend's row-major
+// signature): DeviceConvGemm below, or the host emulation of tests/cuda_host. ws holds
+// conv_gemm_image_floats(g) * chunk floats: zT first, then cols.
+struct ConvGemmChunk {
+  ConvGemmGeom d;
+  int i0, nb;
+  float* zT;
+  float* cols;
+};
+template <class F>
+void for_conv_gemm_chunks(const ConvGeom& g, float* ws, int chunk, F&& f) {
+  const std::size_t zt_image = static_cast<std::size_t>(g.c_out) * conv_gemm_p(g);
   for (int i0 = 0; i0 < g.n; i0 += chunk) {
     const int nb = g.n - i0 < chunk ? g.n - i0 : chunk;
-    const DgradGeom d = dgrad_geom(g, nb);
-    float* dyT = ws;
-    float* cols = ws + dy_image * static_cast<std::size_t>(nb);
-    ex.transpose(d, static_cast<std::uint32_t>(dy_image * static_cast<std::size_t>(nb)),
-                 dy + dy_image * static_cast<std::size_t>(i0), dyT);
-    // cols [K, nb*P] = w^T [K, c_out] * dyT [c_out, nb*P]; w is [c_out, K] row-major.
-    ex.gemm(true, false, static_cast<int>(K), static_cast<int>(d.nP), g.c_out, 1.0f, w, static_cast<int>(K), dyT,
-            static_cast<int>(d.nP), 0.0f, cols, static_cast<int>(d.nP));
-    ex.gather(d, static_cast<std::uint32_t>(dx_image * static_cast<std::size_t>(nb)), cols,
-              dx + dx_image * static_cast<std::size_t>(i0));
+    f(ConvGemmChunk{conv_gemm_geom(g, nb), i0, nb, ws, ws + zt_image * static_cast<std::size_t>(nb)});
   }
 }
 
-struct DeviceDgrad {
+// y = conv(x, w) (no bias).
+template <class Exec>
+void conv_gemm_forward(const Exec& ex, const ConvGeom& g, const float* x, const float* w, float* y, float* ws,
+                       int chunk) {
+  const int K = static_cast<int>(conv_gemm_k(g));
+  const std::size_t x_image = static_cast<std::size_t>(g.c_in) * g.h_in * g.w_in;
+  const std::size_t y_image = static_cast<std::size_t>(g.c_out) * conv_gemm_p(g);
+  for_conv_gemm_chunks(g, ws, chunk, [&](const ConvGemmChunk& ch) {
+    const int nP = static_cast<int>(ch.d.nP);
+    ex.im2col(ch.d, static_cast<std::uint32_t>(static_cast<std::size_t>(K) * ch.d.nP), x + x_image * ch.i0, ch.cols);
+    // yT [c_out, nP] = w [c_out, K] cols [K, nP]
+    ex.gemm(false, false, g.c_out, nP, K, 1.0f, w, K, ch.cols, nP, 0.0f, ch.zT, nP);
+    ex.untranspose(ch.d, static_cast<std::uint32_t>(y_image * ch.nb), ch.zT, y + y_image * ch.i0);
+  });
+}
+
+// dx = conv2d_backward_data(dy, w).
+template <class Exec>
+void conv_gemm_backward_data(const Exec& ex, const ConvGeom& g, const float* dy, const float* w, float* dx, float* ws,
+                             int chunk) {
+  const int K = static_cast<int>(conv_gemm_k(g));
+  const std::size_t x_image = static_cast<std::size_t>(g.c_in) * g.h_in * g.w_in;
+  const std::size_t y_image = static_cast<std::size_t>(g.c_out) * conv_gemm_p(g);
+  for_conv_gemm_chunks(g, ws, chunk, [&](const ConvGemmChunk& ch) {
+    const int nP = static_cast<int>(ch.d.nP);
+    ex.transpose(ch.d, static_cast<std::uint32_t>(y_image * ch.nb), dy + y_image * ch.i0, ch.zT);
+    // cols [K, nP] = w^T [K, c_out] dyT [c_out, nP]; w is [c_out, K] row-major.
+    ex.gemm(true, false, K, nP, g.c_out, 1.0f, w, K, ch.zT, nP, 0.0f, ch.cols, nP);
+    ex.gather(ch.d, static_cast<std::uint32_t>(x_image * ch.nb), ch.cols, dx + x_image * ch.i0);
+  });
+}
+
+// dw += dL/dw (no bias gradient).
+template <class Exec>
+void conv_gemm_backward_filter(const Exec& ex, const ConvGeom& g, const float* x, const float* dy, float* dw,
+                               float* ws, int chunk) {
+  const int K = static_cast<int>(conv_gemm_k(g));
+  const std::size_t x_image = static_cast<std::size_t>(g.c_in) * g.h_in * g.w_in;
+  const std::size_t y_image = static_cast<std::size_t>(g.c_out) * conv_gemm_p(g);
+  for_conv_gemm_chunks(g, ws, chunk, [&](const ConvGemmChunk& ch) {
+    const int nP = static_cast<int>(ch.d.nP);
+    ex.im2col(ch.d, static_cast<std::uint32_t>(static_cast<std::size_t>(K) * ch.d.nP), x + x_image * ch.i0, ch.cols);
+    ex.transpose(ch.d, static_cast<std::uint32_t>(y_image * ch.nb), dy + y_image * ch.i0, ch.zT);
+    // dw [c_out, K] += dyT [c_out, nP] cols^T [nP, K]
+    ex.gemm(false, true, g.c_out, K, nP, 1.0f, ch.zT, nP, ch.cols, nP, 1.0f, dw, K);
+  });
+}
+
+struct DeviceConvGemm {
   cudaStream_t stream;
-  void transpose(const DgradGeom& d, std::uint32_t total, const float* dy, float* dyT) const {
-    dgrad_transpose_kernel<float><<<grid_for(total), kThreads, 0, stream>>>(d, total, dy, dyT);
+  void transpose(const ConvGemmGeom& d, std::uint32_t total, const float* z, float* zT) const {
+    conv_gemm_transpose_kernel<float><<<grid_for(total), kThreads, 0, stream>>>(d, total, z, zT);
+    DTN_CUDA_CHECK_LAUNCH();
+  }
+  void untranspose(const ConvGemmGeom& d, std::uint32_t total, const float* zT, float* z) const {
+    conv_gemm_untranspose_kernel<float><<<grid_for(total), kThreads, 0, stream>>>(d, total, zT, z);
+    DTN_CUDA_CHECK_LAUNCH();
+  }
+  void im2col(const ConvGemmGeom& d, std::uint32_t total, const float* x, float* cols) const {
+    conv_gemm_im2col_kernel<float><<<grid_for(total), kThreads, 0, stream>>>(d, total, x, cols);
+    DTN_CUDA_CHECK_LAUNCH();
+  }
+  void gather(const ConvGemmGeom& d, std::uint32_t total, const float* cols, float* dx) const {
+    conv_gemm_gather_kernel<float><<<grid_for(total), kThreads, 0, stream>>>(d, total, cols, dx);
     DTN_CUDA_CHECK_LAUNCH();
   }
   template <class... A>
   void gemm(A... a) const {
     cuda::gemm(a...);
   }
-  void gather(const DgradGeom& d, std::uint32_t total, const float* cols, float* dx) const {
-    dgrad_gather_kernel<float><<<grid_for(total), kThreads, 0, stream>>>(d, total, cols, dx);
-    DTN_CUDA_CHECK_LAUNCH();
-  }
 };
+
+// The workspace and chunk for g on the calling thread's context.
+inline float* conv_gemm_workspace(const ConvGeom& g, int chunk) {
+  return static_cast<float*>(
+      context().workspace(conv_gemm_image_floats(g) * static_cast<std::size_t>(chunk) * sizeof(float)));
+}
 
 }  // namespace detail
 
-// dx = conv2d_backward_data(dy, w) through the GEMM path. Requires gemm_dgrad_supported(g).
+// The three passes through the GEMM engine on the context stream. Each requires
+// detail::conv_gemm_supported(g); bias and bias gradient are the caller's.
+inline void conv2d_forward_gemm(const ConvGeom& g, const float* x, const float* w, float* y) {
+  const int chunk = detail::conv_gemm_chunk_images(g);
+  detail::conv_gemm_forward(detail::DeviceConvGemm{stream()}, g, x, w, y, detail::conv_gemm_workspace(g, chunk), chunk);
+}
 inline void conv2d_backward_data_gemm(const ConvGeom& g, const float* dy, const float* w, float* dx) {
-  Context& ctx = context();
-  const int chunk = detail::dgrad_chunk_images(g);
-  const std::size_t per_image =
-      (static_cast<std::size_t>(g.c_out) + static_cast<std::size_t>(g.c_in) * g.kh * g.kw) * g.h_out * g.w_out;
-  float* ws = static_cast<float*>(ctx.workspace(per_image * static_cast<std::size_t>(chunk) * sizeof(float)));
-  detail::dgrad_gemm_run(detail::DeviceDgrad{ctx.stream()}, g, dy, w, dx, ws, chunk);
+  const int chunk = detail::conv_gemm_chunk_images(g);
+  detail::conv_gemm_backward_data(detail::DeviceConvGemm{stream()}, g, dy, w, dx, detail::conv_gemm_workspace(g, chunk),
+                                  chunk);
+}
+inline void conv2d_backward_filter_gemm(const ConvGeom& g, const float* x, const float* dy, float* dw) {
+  const int chunk = detail::conv_gemm_chunk_images(g);
+  detail::conv_gemm_backward_filter(detail::DeviceConvGemm{stream()}, g, x, dy, dw,
+                                    detail::conv_gemm_workspace(g, chunk), chunk);
 }
 
 }  // namespace cuda
