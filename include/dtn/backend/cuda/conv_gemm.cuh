@@ -47,7 +47,7 @@ struct ConvGemmGeom {
   int c_in = 0, h_in = 0, w_in = 0, c_out = 0, kh = 0, kw = 0, stride = 1, pad = 0, h_out = 0, w_out = 0;
   unsigned P = 0;   // h_out * w_out
   unsigned nP = 0;  // images in the chunk * P: the row length of zT and cols
-  FastDivmod by_P, by_cout_P, by_hw_in, by_c_in, by_w_in, by_nP, by_kk, by_kw, by_w_out;
+  FastDivmod by_P, by_cout_P, by_hw_in, by_c_in, by_w_in, by_nP, by_kk, by_kw, by_w_out, by_stride;
 
   // zT[co, i * P + p] = z[(i * c_out + co) * P + p]: the zT index of element e of z (< nb*c_out*P).
   DTN_HD std::size_t transposed_index(std::uint32_t e) const {
@@ -72,26 +72,29 @@ struct ConvGemmGeom {
     return x[((static_cast<std::size_t>(i) * c_in + c) * h_in + ih) * w_in + iw];
   }
 
-  // dx element e of the chunk (e < nb * c_in * h_in * w_in), gathered from cols [K, nP].
+  // dx element e of the chunk (e < nb * c_in * h_in * w_in), gathered from cols [K, nP]. Only the
+  // taps that hit an output pixel are visited: with t = ih + pad, a tap row a contributes when
+  // (t - a) is a multiple of stride, i.e. a = t mod stride, + stride, ..., at output row
+  // oh = (t - a) / stride, which falls by one per step (likewise for columns). The order is that
+  // of a full row-major sweep of the taps that skips the others.
   template <class T>
   DTN_HD T gather(const T* cols, std::uint32_t e) const {
     std::uint32_t plane = 0, pix = 0, i = 0, c = 0, ih = 0, iw = 0;
     by_hw_in.divmod(e, plane, pix);
     by_c_in.divmod(plane, i, c);
     by_w_in.divmod(pix, ih, iw);
+    std::uint32_t oh0 = 0, a0 = 0, ow0 = 0, b0 = 0;
+    by_stride.divmod(ih + static_cast<std::uint32_t>(pad), oh0, a0);
+    by_stride.divmod(iw + static_cast<std::uint32_t>(pad), ow0, b0);
+    const T* base = cols + static_cast<std::size_t>(c) * kh * kw * nP + static_cast<std::size_t>(i) * P;
     T acc = T(0);
-    for (int a = 0; a < kh; ++a) {
-      const int th = static_cast<int>(ih) + pad - a;
-      if (th < 0 || th % stride != 0) continue;
-      const int oh = th / stride;
+    int oh = static_cast<int>(oh0);
+    for (int a = static_cast<int>(a0); a < kh && oh >= 0; a += stride, --oh) {
       if (oh >= h_out) continue;
-      for (int b = 0; b < kw; ++b) {
-        const int tw = static_cast<int>(iw) + pad - b;
-        if (tw < 0 || tw % stride != 0) continue;
-        const int ow = tw / stride;
+      int ow = static_cast<int>(ow0);
+      for (int b = static_cast<int>(b0); b < kw && ow >= 0; b += stride, --ow) {
         if (ow >= w_out) continue;
-        const std::size_t row = (static_cast<std::size_t>(c) * kh + a) * kw + b;
-        acc += cols[row * nP + static_cast<std::size_t>(i) * P + static_cast<std::size_t>(oh) * w_out + ow];
+        acc += base[static_cast<std::size_t>(a * kw + b) * nP + static_cast<std::size_t>(oh) * w_out + ow];
       }
     }
     return acc;
@@ -123,7 +126,9 @@ inline bool conv_gemm_supported(const ConvGeom& g) {
   const std::size_t P = conv_gemm_p(g), K = conv_gemm_k(g);
   const std::size_t lim = FastDivmod::limit;
   return nb * P < lim && nb * g.c_out * P < lim && K * nb * P < lim &&
-         nb * g.c_in * static_cast<std::size_t>(g.h_in) * g.w_in < lim;
+         nb * g.c_in * static_cast<std::size_t>(g.h_in) * g.w_in < lim &&
+         static_cast<std::size_t>(g.h_in) + g.pad < lim && static_cast<std::size_t>(g.w_in) + g.pad < lim &&
+         static_cast<std::size_t>(g.stride) < lim;
 }
 
 inline ConvGemmGeom conv_gemm_geom(const ConvGeom& g, int nb) {
@@ -149,6 +154,7 @@ inline ConvGemmGeom conv_gemm_geom(const ConvGeom& g, int nb) {
   d.by_kk = FastDivmod(static_cast<std::uint32_t>(g.kh) * static_cast<std::uint32_t>(g.kw));
   d.by_kw = FastDivmod(static_cast<std::uint32_t>(g.kw));
   d.by_w_out = FastDivmod(static_cast<std::uint32_t>(g.w_out));
+  d.by_stride = FastDivmod(static_cast<std::uint32_t>(g.stride));
   return d;
 }
 
