@@ -52,9 +52,18 @@ void trainable_params(NetG& gpu, NetC& cpu, const std::vector<std::string>& skip
     pc.insert(pc.end(), b.begin(), b.end());
   }
 }
-}  // namespace
+// Runs a test body with every convolution pass on the GEMM engine (dtn::cuda::set_conv_gemm) or
+// on cuDNN, restoring the setting afterwards.
+struct ConvEngineScope {
+  bool was = dtn::cuda::conv_gemm();
+  explicit ConvEngineScope(bool gemm) { dtn::cuda::set_conv_gemm(gemm); }
+  ~ConvEngineScope() { dtn::cuda::set_conv_gemm(was); }
+  ConvEngineScope(const ConvEngineScope&) = delete;
+  ConvEngineScope& operator=(const ConvEngineScope&) = delete;
+};
 
-TEST_CASE("DomainTransfer on the GPU matches the CPU trainer over 3 steps") {
+void trainer_matches_cpu(bool gemm_engine) {
+  const ConvEngineScope engine(gemm_engine);
   dtn::DtnConfig cfg;
   cfg.seed = 4;
   cfg.gamma = 0.1;
@@ -95,7 +104,8 @@ TEST_CASE("DomainTransfer on the GPU matches the CPU trainer over 3 steps") {
   MESSAGE("after 3 steps: parameter relative L2 error D " << rel(pg, pc) << ", g " << rel(qg, qc));
 }
 
-TEST_CASE("a whole DTN training step as a CUDA graph replays the eager step bit for bit, without cudaMalloc") {
+void graph_replays_eager_step(bool gemm_engine) {
+  const ConvEngineScope engine(gemm_engine);
   dtn::DtnConfig cfg;
   cfg.seed = 6;
   cfg.gamma = 0.05;
@@ -119,4 +129,20 @@ TEST_CASE("a whole DTN training step as a CUDA graph replays the eager step bit 
   CHECK(parity::same_bits(dtn::to_vector(graphed.d().parameters()), dtn::to_vector(eager.d().parameters())));
   CHECK(graphed.steps() == 5);
   CHECK(graphed.g_optimizer().steps() == 5);
+}
+
+}  // namespace
+
+TEST_CASE("DomainTransfer on the GPU matches the CPU trainer over 3 steps") { trainer_matches_cpu(false); }
+
+TEST_CASE("DomainTransfer on the GPU's GEMM convolution engine matches the CPU trainer over 3 steps") {
+  trainer_matches_cpu(true);
+}
+
+TEST_CASE("a whole DTN training step as a CUDA graph replays the eager step bit for bit, without cudaMalloc") {
+  graph_replays_eager_step(false);
+}
+
+TEST_CASE("a whole DTN training step on the GEMM convolution engine as a CUDA graph replays bit for bit") {
+  graph_replays_eager_step(true);
 }
