@@ -74,6 +74,7 @@ struct ConvGemmOn {
   ConvGemmOn& operator=(const ConvGemmOn&) = delete;
 };
 void add_conv_gemm_cases(std::vector<Case>& cs, const std::string& tag, const ConvGeom& g) {
+  REQUIRE(dtn::cuda::detail::conv_gemm_supported(g));  // else these cases would test cuDNN again
   cs.push_back(make_case("conv2d_forward GEMM engine " + tag, kSum,
                          {in("x", xs(g)), in("w", ws(g)), in("b", g.c_out), out("y", ys(g))}, [g](auto B, auto& b) {
                            ConvGemmOn on;
@@ -251,6 +252,10 @@ std::vector<Case> cases() {
   add_conv_gemm_cases(cs, "g4 as conv 1->128 4x4 s2 p1 32x32", conv_geom(4, 1, 32, 32, 128, 4, 2, 1));
   add_conv_gemm_cases(cs, "f2 64->128 3x3 p1 16x16", conv_geom(4, 64, 16, 16, 128, 3, 1, 1));
   add_conv_gemm_cases(cs, "odd 5->7 3x3 s2 p0 13x11", conv_geom(3, 5, 13, 11, 7, 3, 2, 0));
+  // 53 MiB of workspace per image: 3 images in chunks of 2 and 1
+  const ConvGeom chunked = conv_geom(3, 64, 144, 144, 64, 3, 1, 1);
+  REQUIRE(dtn::cuda::detail::conv_gemm_chunk_images(chunked) == 2);
+  add_conv_gemm_cases(cs, "chunked 64->64 3x3 p1 144x144", chunked);
 
   // ---- GEMM: all transposes, padded leading dimensions, alpha and beta
   add_gemm_case(cs, false, false, 37, 29, 53, 1.0f, 0.0f, 0);

@@ -146,6 +146,10 @@ TEST_CASE("GEMM convolution engine: chunks fit the workspace cap, and 32-bit ind
   // One image whose unfolded columns alone exceed 2^31 elements: not taken (cuDNN runs it).
   const ConvGeom huge = geom(1, 512, 1024, 1024, 4, 3, 1, 1);
   CHECK_FALSE(dtn::cuda::detail::conv_gemm_supported(huge));
+  // One image needing 1.1 GiB of workspace (K = 4608, P = 65536, indices within 32 bits): not
+  // taken either, so the engine never asks for more than its 128 MiB.
+  const ConvGeom wide = geom(1, 512, 256, 256, 4, 3, 1, 1);
+  CHECK_FALSE(dtn::cuda::detail::conv_gemm_supported(wide));
   // An invalid geometry is never taken either.
   ConvGeom bad = d6;
   bad.stride = 0;

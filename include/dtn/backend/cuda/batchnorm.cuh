@@ -237,7 +237,7 @@ void batchnorm_forward_train(int n, int c, long hw, double eps, double momentum,
 template <class T>
 void batchnorm_forward_eval(int n, int c, long hw, double eps, const T* x, const T* gamma, const T* beta,
                             const T* running_mean, const T* running_var, T* y) {
-  if (c <= 0) return;
+  if (c <= 0 || n == 0 || hw == 0) return;  // nothing to normalise
   const detail::ChannelGrid g = detail::channel_grid(n, c, hw, "batchnorm_forward_eval");
   detail::DeviceExec{stream()}.map(g, detail::BnEvalApply<T>{x, y, gamma, beta, running_mean, running_var, eps});
 }
@@ -255,7 +255,7 @@ void batchnorm_backward(int n, int c, long hw, const T* x, const T* dy, const T*
 // db[ch] += sum over n and hw of dy (double accumulation).
 template <class T>
 void bias_backward(int n, int c, long hw, const T* dy, T* db) {
-  if (c <= 0) return;
+  if (c <= 0 || n == 0 || hw == 0) return;  // an empty sum adds nothing
   const detail::ChannelGrid g = detail::channel_grid(n, c, hw, "bias_backward");
   Context& ctx = context();
   detail::bias_grad(detail::DeviceExec{ctx.stream()}, g, dy, db, ctx.scratch(detail::channel_scratch_bytes(g)));

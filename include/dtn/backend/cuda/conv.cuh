@@ -185,10 +185,18 @@ struct ConvPlan {
 
   // When autotuning (outside capture) and the GEMM engine takes g: time run_gemm() and take the
   // GEMM engine for this direction if it beats the cuDNN algorithm just chosen.
+  // A timing run that fails (out of memory, a cuBLAS error) leaves cuDNN in place rather than
+  // failing an op cuDNN can run.
   template <class Run>
   void consider_gemm(cudaStream_t s, const ConvGeom& g, float (&ms)[2], ConvEngine& engine, Run&& run_gemm) {
     if (!timed(s) || !conv_gemm_supported(g)) return;
-    ms[1] = time_on_stream(s, run_gemm);
+    try {
+      ms[1] = time_on_stream(s, run_gemm);
+    } catch (const error&) {
+      (void)cudaGetLastError();
+      ms[1] = -1;
+      return;
+    }
     if (ms[0] < 0 || ms[1] < ms[0]) engine = ConvEngine::gemm;
   }
 
@@ -258,10 +266,17 @@ struct ConvPlan {
 
 using ConvKey = std::tuple<int, int, int, int, int, int, int, int, int, int, int, bool, bool>;
 
+// Before any engine runs: sizes positive, and the output size the one the input, kernel, stride
+// and padding give (cuDNN's descriptors would catch a mismatch, but the dense and GEMM paths
+// build none).
 inline void validate_conv(const ConvGeom& g, const char* where) {
   if (g.n < 0 || g.c_in <= 0 || g.h_in <= 0 || g.w_in <= 0 || g.c_out <= 0 || g.kh <= 0 || g.kw <= 0 ||
       g.stride <= 0 || g.pad < 0 || g.h_out <= 0 || g.w_out <= 0)
     throw argument_error(std::string("dtn::Backend<Cuda>::") + where + ": invalid geometry " + conv_geom_str(g));
+  if (g.h_out != ConvGeom::out_size(g.h_in, g.kh, g.stride, g.pad) ||
+      g.w_out != ConvGeom::out_size(g.w_in, g.kw, g.stride, g.pad))
+    throw shape_error(std::string("dtn::Backend<Cuda>::") + where + ": output size " + std::to_string(g.h_out) + "x" +
+                      std::to_string(g.w_out) + " does not match the geometry " + conv_geom_str(g));
 }
 
 // The calling thread's plan for g in the current math and search modes (created on first use).
@@ -391,12 +406,20 @@ inline void conv2d_backward_filter(const ConvGeom& g, const float* x, const floa
     if (plan.timed(ctx.stream()) && detail::conv_gemm_supported(g)) {
       const std::size_t bytes = static_cast<std::size_t>(g.c_out) * detail::conv_gemm_k(g) * sizeof(float);
       struct Scratch {
-        void* p;
+        void* p = nullptr;
         cudaStream_t s;
-        ~Scratch() { caching_allocator().deallocate(p, s); }
-      } tmp{caching_allocator().allocate(bytes, ctx.stream()), ctx.stream()};
-      plan.consider_gemm(ctx.stream(), g, plan.bwd_filter_ms, plan.bwd_filter_engine,
-                         [&] { conv2d_backward_filter_gemm(g, x, dy, static_cast<float*>(tmp.p)); });
+        ~Scratch() {
+          if (p) caching_allocator().deallocate(p, s);
+        }
+      } tmp{nullptr, ctx.stream()};
+      try {
+        tmp.p = caching_allocator().allocate(bytes, ctx.stream());
+      } catch (const error&) {
+        (void)cudaGetLastError();  // no scratch: cuDNN stays
+      }
+      if (tmp.p)
+        plan.consider_gemm(ctx.stream(), g, plan.bwd_filter_ms, plan.bwd_filter_engine,
+                           [&] { conv2d_backward_filter_gemm(g, x, dy, static_cast<float*>(tmp.p)); });
     }
   }
   if (plan.bwd_filter_engine == detail::ConvEngine::gemm) {

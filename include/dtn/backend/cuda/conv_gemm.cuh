@@ -18,7 +18,8 @@
 // strided dgrad the legacy API's only deterministic algorithm is ALGO_1, where the same work here
 // is one 2304 x 2048 x 512 SGEMM (D.6) and two passes over a few MiB. Images go in chunks that
 // keep the workspace under kConvGemmWorkspace. All indices are 32-bit (FastDivmod): shapes whose
-// chunk does not fit are left to cuDNN (conv_gemm_supported).
+// chunk does not fit, or one image of which needs more workspace, are left to cuDNN
+// (conv_gemm_supported).
 //
 // Chosen per shape and direction in conv.cuh: forced with dtn::cuda::set_conv_gemm(true), or
 // timed against cuDNN's best when autotuning; otherwise cuDNN. Compiled and checked on the host
@@ -116,12 +117,14 @@ inline int conv_gemm_chunk_images(const ConvGeom& g) {
   return static_cast<int>(fit < 1 ? 1 : (fit > static_cast<std::size_t>(g.n) ? g.n : fit));
 }
 
-// Whether the GEMM engine can take g: every index of a chunk within 32 bits (FastDivmod's domain)
-// and every GEMM dimension within int.
+// Whether the GEMM engine can take g: one image's zT and cols within kConvGemmWorkspace (so the
+// engine never asks for more than that, even for one image), and every index of a chunk within
+// 32 bits (FastDivmod's domain) and every GEMM dimension within int.
 inline bool conv_gemm_supported(const ConvGeom& g) {
   if (g.n <= 0 || g.stride <= 0 || g.c_in <= 0 || g.c_out <= 0 || g.kh <= 0 || g.kw <= 0 || g.h_out <= 0 ||
       g.w_out <= 0 || g.h_in <= 0 || g.w_in <= 0 || g.pad < 0)
     return false;
+  if (conv_gemm_image_floats(g) * sizeof(float) > kConvGemmWorkspace) return false;
   const std::size_t nb = static_cast<std::size_t>(conv_gemm_chunk_images(g));
   const std::size_t P = conv_gemm_p(g), K = conv_gemm_k(g);
   const std::size_t lim = FastDivmod::limit;
