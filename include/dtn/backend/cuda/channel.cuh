@@ -58,14 +58,14 @@ struct ChannelGrid {
   std::size_t partials() const { return static_cast<std::size_t>(c) * slices; }
 };
 
-// The grid for an [n, c, hw] tensor. Throws argument_error (naming `where`) for a negative or
-// zero size, or for n * hw >= 2^31.
+// The grid for an [n, c, hw] tensor. Throws argument_error (naming `where`) for a negative n, a
+// c or hw below 1, or n * hw >= 2^31.
 inline ChannelGrid channel_grid(int n, int c, long hw, const char* where) {
   const unsigned long long m = static_cast<unsigned long long>(n < 0 ? 0 : n) * static_cast<unsigned long long>(hw < 0 ? 0 : hw);
   if (n < 0 || c <= 0 || hw <= 0 || m >= FastDivmod::limit || static_cast<unsigned long long>(hw) >= FastDivmod::limit)
     throw argument_error(std::string("dtn::Backend<Cuda>::") + where + ": unsupported shape [n " + std::to_string(n) +
                          ", c " + std::to_string(c) + ", hw " + std::to_string(hw) +
-                         "] (sizes must be positive and n * hw below 2^31)");
+                         "] (n must be >= 0, c and hw positive, and n * hw below 2^31)");
   ChannelGrid g;
   g.c = static_cast<unsigned>(c);
   g.hw = static_cast<unsigned>(hw);
