@@ -304,4 +304,20 @@ inline double run_case(const Case& c) {
   return worst;
 }
 
+// The geometry of a square convolution (h x w input, k x k kernel) with its output size.
+inline dtn::ConvGeom conv_geom(int n, int c_in, int h, int w, int c_out, int k, int stride, int pad) {
+  dtn::ConvGeom g;
+  g.n = n;
+  g.c_in = c_in;
+  g.h_in = h;
+  g.w_in = w;
+  g.c_out = c_out;
+  g.kh = g.kw = k;
+  g.stride = stride;
+  g.pad = pad;
+  g.h_out = dtn::ConvGeom::out_size(h, k, stride, pad);
+  g.w_out = dtn::ConvGeom::out_size(w, k, stride, pad);
+  return g;
+}
+
 }  // namespace parity

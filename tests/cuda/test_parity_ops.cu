@@ -28,20 +28,6 @@ constexpr double kExact = 0;
 constexpr double kRound = 1e-6;
 constexpr double kSum = 1e-4;
 
-ConvGeom conv_geom(int n, int c_in, int h, int w, int c_out, int k, int stride, int pad) {
-  ConvGeom g;
-  g.n = n;
-  g.c_in = c_in;
-  g.h_in = h;
-  g.w_in = w;
-  g.c_out = c_out;
-  g.kh = g.kw = k;
-  g.stride = stride;
-  g.pad = pad;
-  g.h_out = ConvGeom::out_size(h, k, stride, pad);
-  g.w_out = ConvGeom::out_size(w, k, stride, pad);
-  return g;
-}
 std::size_t xs(const ConvGeom& g) { return static_cast<std::size_t>(g.n) * g.c_in * g.h_in * g.w_in; }
 std::size_t ws(const ConvGeom& g) { return static_cast<std::size_t>(g.c_out) * g.c_in * g.kh * g.kw; }
 std::size_t ys(const ConvGeom& g) { return static_cast<std::size_t>(g.n) * g.c_out * g.h_out * g.w_out; }

@@ -59,21 +59,6 @@ void poison(dtn::Tensor<T, Dev>& t) {
   dtn::Backend<Dev>::fill(t.size(), t.data(), std::numeric_limits<T>::quiet_NaN());
 }
 
-ConvGeom geom(int n, int c_in, int h, int w, int c_out, int k, int stride, int pad) {
-  ConvGeom g;
-  g.n = n;
-  g.c_in = c_in;
-  g.h_in = h;
-  g.w_in = w;
-  g.c_out = c_out;
-  g.kh = g.kw = k;
-  g.stride = stride;
-  g.pad = pad;
-  g.h_out = ConvGeom::out_size(h, k, stride, pad);
-  g.w_out = ConvGeom::out_size(w, k, stride, pad);
-  return g;
-}
-
 }  // namespace
 
 TEST_CASE("failed CUDA, cuDNN and cuBLAS calls throw dtn::cuda_error naming the call, the error and file:line") {
@@ -114,7 +99,7 @@ TEST_CASE("failed CUDA, cuDNN and cuBLAS calls throw dtn::cuda_error naming the 
   CHECK(m.find(here(line)) != std::string::npos);
 
   // Geometry errors are reported before cuDNN sees them.
-  ConvGeom g = geom(2, 3, 8, 8, 4, 3, 1, 1);
+  ConvGeom g = parity::conv_geom(2, 3, 8, 8, 4, 3, 1, 1);
   auto x = tensor_of(random_vector(2 * 3 * 64, 4)), w = tensor_of(random_vector(4 * 3 * 9, 5));
   auto y = tensor_of(random_vector(2 * 4 * 64, 6));
   ConvGeom wrong = g;
@@ -194,7 +179,7 @@ TEST_CASE("caching allocator: size classes, reuse, and no cudaMalloc in a steady
   CHECK(after.bytes_reserved >= after.bytes_in_use);
 
   // A training-like loop: temporaries allocated inside, convolutions (workspace), losses (scratch).
-  const ConvGeom g = geom(4, 8, 16, 16, 16, 3, 1, 1);
+  const ConvGeom g = parity::conv_geom(4, 8, 16, 16, 16, 3, 1, 1);
   auto x = tensor_of(random_vector(4 * 8 * 256, 7)), w = tensor_of(random_vector(16 * 8 * 9, 8));
   auto step = [&] {
     dtn::Tensor<float, Cuda> y(dtn::Shape{4, 16, 16, 16}), dy(dtn::Shape{4, 16, 16, 16}), dx(dtn::Shape{4, 8, 16, 16}),
@@ -277,7 +262,7 @@ TEST_CASE("determinism: reductions and gradients repeated give bitwise-equal res
 
   // Convolution filter gradient (deterministic cuDNN algorithms only) and bias gradient; dx
   // filled with NaN first, as above.
-  const ConvGeom g = geom(8, 16, 16, 16, 32, 3, 1, 1);
+  const ConvGeom g = parity::conv_geom(8, 16, 16, 16, 32, 3, 1, 1);
   auto cx = tensor_of(random_vector(8 * 16 * 256, 16)), cdy = tensor_of(random_vector(8 * 32 * 256, 17));
   auto run_conv = [&] {
     dtn::Tensor<float, Cuda> dw(dtn::Shape{32, 16, 3, 3}), db(dtn::Shape{32}), dx(dtn::Shape{8, 16, 16, 16}),
@@ -298,7 +283,7 @@ TEST_CASE("determinism: reductions and gradients repeated give bitwise-equal res
 }
 
 TEST_CASE("a training step captured as a CUDA graph replays bit for bit, with no allocation") {
-  const ConvGeom g = geom(8, 3, 16, 16, 16, 3, 1, 1);
+  const ConvGeom g = parity::conv_geom(8, 3, 16, 16, 16, 3, 1, 1);
   const std::size_t nx = 8 * 3 * 256, nw = 16 * 3 * 9, ny = 8 * 16 * 256;
   const auto hx = random_vector(nx, 20), hw = random_vector(nw, 21, -0.3, 0.3), hb = random_vector(16, 22);
   const auto ht = random_vector(ny, 23);
@@ -426,7 +411,7 @@ TEST_CASE("conv autotune: off by default and per thread, timed choices agree wit
 
   // Algorithms chosen by cudnnFind*: the three passes agree with the CPU within the parity
   // table's bound for sums of K products in FP32 (kSum = 1e-4; here K = 16*9 = 144 and 24*9).
-  const ConvGeom g = geom(4, 16, 12, 12, 24, 3, 1, 1);
+  const ConvGeom g = parity::conv_geom(4, 16, 12, 12, 24, 3, 1, 1);
   const std::size_t nx = 4 * 16 * 144, nw = 24 * 16 * 9, ny = 4 * 24 * 144;
   const auto hx = random_vector(nx, 50), hw = random_vector(nw, 51), hb = random_vector(24, 52);
   const auto hdy = random_vector(ny, 53);
@@ -469,7 +454,7 @@ TEST_CASE("conv autotune: off by default and per thread, timed choices agree wit
   // A geometry first met inside a graph capture takes cuDNN's heuristics (cudnnFind would
   // synchronise and allocate, which a capture forbids): the capture succeeds, and the replay
   // gives the bits of the heuristic choice made eagerly with autotuning off.
-  const ConvGeom g2 = geom(2, 4, 8, 8, 8, 3, 1, 1);
+  const ConvGeom g2 = parity::conv_geom(2, 4, 8, 8, 8, 3, 1, 1);
   auto x2 = tensor_of(random_vector(2 * 4 * 64, 54)), w2 = tensor_of(random_vector(8 * 4 * 9, 55));
   dtn::Tensor<float, Cuda> y2(dtn::Shape{2, 8, 8, 8});
   dtn::cuda::set_conv_autotune(false);

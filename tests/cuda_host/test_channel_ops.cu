@@ -20,6 +20,8 @@
 
 #include <dtn/cuda.cuh>
 
+#include "../cuda/parity.cuh"
+
 namespace {
 
 using dtn::cuda::detail::ChannelGrid;
@@ -95,19 +97,6 @@ std::vector<float> normal_vector(std::size_t n, unsigned seed, double mean, doub
   std::vector<float> v(n);
   for (float& x : v) x = static_cast<float>(d(rng));
   return v;
-}
-
-// ||a - b|| / ||b||; a NaN anywhere, or a size mismatch, gives +inf.
-double rel_l2(const std::vector<float>& a, const std::vector<float>& b) {
-  if (a.size() != b.size()) return INFINITY;
-  double num = 0, den = 0;
-  for (std::size_t i = 0; i < a.size(); ++i) {
-    if (!std::isfinite(a[i]) || !std::isfinite(b[i])) return INFINITY;
-    const double d = static_cast<double>(a[i]) - b[i];
-    num += d * d;
-    den += static_cast<double>(b[i]) * b[i];
-  }
-  return den > 0 ? std::sqrt(num / den) : std::sqrt(num);
 }
 
 constexpr double kRound = 1e-6;
@@ -191,18 +180,18 @@ TEST_CASE("batch norm forward (train and eval) on the GPU's grid, run on the hos
     std::vector<double> scratch(dtn::cuda::detail::channel_scratch_bytes(g) / sizeof(double) + 1, std::nan(""));
     dtn::cuda::detail::bn_forward_train(HostExec{}, g, bg.eps, bg.momentum, x.data(), gamma.data(), beta.data(),
                                         rm.data(), rv.data(), y.data(), mean.data(), inv.data(), scratch.data());
-    CHECK(rel_l2(y, y_ref) <= kRound);
-    CHECK(rel_l2(mean, mean_ref) <= kRound);
-    CHECK(rel_l2(inv, inv_ref) <= kRound);
-    CHECK(rel_l2(rm, rm_ref) <= kRound);
-    CHECK(rel_l2(rv, rv_ref) <= kRound);
+    CHECK(parity::rel_l2(y, y_ref) <= kRound);
+    CHECK(parity::rel_l2(mean, mean_ref) <= kRound);
+    CHECK(parity::rel_l2(inv, inv_ref) <= kRound);
+    CHECK(parity::rel_l2(rm, rm_ref) <= kRound);
+    CHECK(parity::rel_l2(rv, rv_ref) <= kRound);
 
     // Eval, with the running statistics just updated.
     std::vector<float> ye_ref(sz, 1.0f), ye(sz, -7.0f);
     Cpu::batchnorm_forward_eval(bg, x.data(), gamma.data(), beta.data(), rm_ref.data(), rv_ref.data(), ye_ref.data());
     HostExec{}.map(g, dtn::cuda::detail::BnEvalApply<float>{x.data(), ye.data(), gamma.data(), beta.data(), rm_ref.data(),
                                                             rv_ref.data(), bg.eps});
-    CHECK(rel_l2(ye, ye_ref) <= kRound);
+    CHECK(parity::rel_l2(ye, ye_ref) <= kRound);
   }
 }
 
@@ -229,30 +218,30 @@ TEST_CASE("batch norm backward and the bias gradient on the GPU's grid, run on t
                             dg_ref.data(), db_ref.data());
     dtn::cuda::detail::bn_backward(HostExec{}, g, x.data(), dy.data(), gamma.data(), mean.data(), inv.data(), dx.data(),
                                    dg.data(), db.data(), scratch.data());
-    CHECK(rel_l2(dx, dx_ref) <= kRound);
-    CHECK(rel_l2(dg, dg_ref) <= kRound);
-    CHECK(rel_l2(db, db_ref) <= kRound);
+    CHECK(parity::rel_l2(dx, dx_ref) <= kRound);
+    CHECK(parity::rel_l2(dg, dg_ref) <= kRound);
+    CHECK(parity::rel_l2(db, db_ref) <= kRound);
 
     // Without dx: the parameter gradients only.
     dtn::cuda::detail::bn_backward(HostExec{}, g, x.data(), dy.data(), gamma.data(), mean.data(), inv.data(),
                                    static_cast<float*>(nullptr), dg.data(), db.data(), scratch.data());
     Cpu::batchnorm_backward(bg, x.data(), dy.data(), gamma.data(), mean.data(), inv.data(), static_cast<float*>(nullptr),
                             dg_ref.data(), db_ref.data());
-    CHECK(rel_l2(dg, dg_ref) <= kRound);
-    CHECK(rel_l2(db, db_ref) <= kRound);
+    CHECK(parity::rel_l2(dg, dg_ref) <= kRound);
+    CHECK(parity::rel_l2(db, db_ref) <= kRound);
 
     // Bias gradient (accumulates) and bias add.
     auto bg_ref = random_vector(c, 18);
     auto bgrad = bg_ref;
     Cpu::bias_backward(s.n, s.c, s.hw, dy.data(), bg_ref.data());
     dtn::cuda::detail::bias_grad(HostExec{}, g, dy.data(), bgrad.data(), scratch.data());
-    CHECK(rel_l2(bgrad, bg_ref) <= kRound);
+    CHECK(parity::rel_l2(bgrad, bg_ref) <= kRound);
 
     const auto bias = random_vector(c, 19);
     auto y_ref = random_vector(sz, 20);
     auto y = y_ref;
     Cpu::bias_add(s.n, s.c, s.hw, bias.data(), y_ref.data());
     HostExec{}.map(g, dtn::cuda::detail::BiasAddOp<float>{bias.data(), y.data()});
-    CHECK(rel_l2(y, y_ref) == 0);  // one float addition per element on both sides
+    CHECK(parity::rel_l2(y, y_ref) == 0);  // one float addition per element on both sides
   }
 }

@@ -20,6 +20,8 @@
 
 #include <dtn/cuda.cuh>
 
+#include "../cuda/parity.cuh"
+
 namespace {
 
 using dtn::ConvGeom;
@@ -56,39 +58,12 @@ struct HostConvGemm {
   }
 };
 
-ConvGeom geom(int n, int c_in, int h, int w, int c_out, int k, int stride, int pad) {
-  ConvGeom g;
-  g.n = n;
-  g.c_in = c_in;
-  g.h_in = h;
-  g.w_in = w;
-  g.c_out = c_out;
-  g.kh = g.kw = k;
-  g.stride = stride;
-  g.pad = pad;
-  g.h_out = ConvGeom::out_size(h, k, stride, pad);
-  g.w_out = ConvGeom::out_size(w, k, stride, pad);
-  return g;
-}
-
 std::vector<float> random_vector(std::size_t n, unsigned seed) {
   std::mt19937 rng(seed);
   std::uniform_real_distribution<float> u(-1, 1);
   std::vector<float> v(n);
   for (float& x : v) x = u(rng);
   return v;
-}
-
-double rel_l2(const std::vector<float>& a, const std::vector<float>& b) {
-  if (a.size() != b.size()) return INFINITY;
-  double num = 0, den = 0;
-  for (std::size_t i = 0; i < a.size(); ++i) {
-    if (!std::isfinite(a[i]) || !std::isfinite(b[i])) return INFINITY;
-    const double d = static_cast<double>(a[i]) - b[i];
-    num += d * d;
-    den += static_cast<double>(b[i]) * b[i];
-  }
-  return den > 0 ? std::sqrt(num / den) : std::sqrt(num);
 }
 
 }  // namespace
@@ -99,12 +74,12 @@ TEST_CASE("GEMM convolution engine of the GPU backend, run on the host, matches 
     ConvGeom g;
   };
   const Case cases[] = {
-      {"D.6-like 3x3 s2 p1 8x8 -> 4x4", geom(5, 6, 8, 8, 7, 3, 2, 1)},
-      {"g.3-like (as conv) 4x4 s2 p1 8x8 -> 4x4", geom(5, 4, 8, 8, 6, 4, 2, 1)},
-      {"g.9-like (as conv) 4x4 s2 p1 32x32 -> 16x16, one channel", geom(3, 1, 32, 32, 5, 4, 2, 1)},
-      {"3x3 s1 p1 9x7", geom(4, 3, 9, 7, 5, 3, 1, 1)},
-      {"odd 3x3 s2 p0 13x11 (uncovered last row and column)", geom(3, 5, 13, 11, 7, 3, 2, 0)},
-      {"5x5 s3 p2 10x10", geom(2, 2, 10, 10, 3, 5, 3, 2)},
+      {"D.6-like 3x3 s2 p1 8x8 -> 4x4", parity::conv_geom(5, 6, 8, 8, 7, 3, 2, 1)},
+      {"g.3-like (as conv) 4x4 s2 p1 8x8 -> 4x4", parity::conv_geom(5, 4, 8, 8, 6, 4, 2, 1)},
+      {"g.9-like (as conv) 4x4 s2 p1 32x32 -> 16x16, one channel", parity::conv_geom(3, 1, 32, 32, 5, 4, 2, 1)},
+      {"3x3 s1 p1 9x7", parity::conv_geom(4, 3, 9, 7, 5, 3, 1, 1)},
+      {"odd 3x3 s2 p0 13x11 (uncovered last row and column)", parity::conv_geom(3, 5, 13, 11, 7, 3, 2, 0)},
+      {"5x5 s3 p2 10x10", parity::conv_geom(2, 2, 10, 10, 3, 5, 3, 2)},
   };
   for (const Case& c : cases) {
     CAPTURE(std::string(c.name));
@@ -125,30 +100,30 @@ TEST_CASE("GEMM convolution engine of the GPU backend, run on the host, matches 
       // Pure outputs start as NaN: an element a pass misses stays NaN and fails.
       std::vector<float> y(y_size, NAN), dx(x_size, NAN), dw = dw0;
       dtn::cuda::detail::conv_gemm_forward(HostConvGemm{}, g, x.data(), w.data(), y.data(), ws.data(), chunk);
-      CHECK(rel_l2(y, y_ref) <= 1e-5);
+      CHECK(parity::rel_l2(y, y_ref) <= 1e-5);
       dtn::cuda::detail::conv_gemm_backward_data(HostConvGemm{}, g, dy.data(), w.data(), dx.data(), ws.data(), chunk);
-      CHECK(rel_l2(dx, dx_ref) <= 1e-5);
+      CHECK(parity::rel_l2(dx, dx_ref) <= 1e-5);
       dtn::cuda::detail::conv_gemm_backward_filter(HostConvGemm{}, g, x.data(), dy.data(), dw.data(), ws.data(), chunk);
-      CHECK(rel_l2(dw, dw_ref) <= 1e-5);
+      CHECK(parity::rel_l2(dw, dw_ref) <= 1e-5);
     }
   }
 }
 
 TEST_CASE("GEMM convolution engine: chunks fit the workspace cap, and 32-bit index limits are respected") {
   // The example's D.6 at batch 128: (2304 + 512) * 16 floats = 176 KiB per image, one chunk.
-  const ConvGeom d6 = geom(128, 256, 8, 8, 512, 3, 2, 1);
+  const ConvGeom d6 = parity::conv_geom(128, 256, 8, 8, 512, 3, 2, 1);
   CHECK(dtn::cuda::detail::conv_gemm_chunk_images(d6) == 128);
   CHECK(dtn::cuda::detail::conv_gemm_supported(d6));
   // g.6 as a convolution at batch 4096: (2048 + 256) * 64 floats = 576 KiB per image, so 227
   // images per 128 MiB chunk.
-  const ConvGeom g6 = geom(4096, 128, 16, 16, 256, 4, 2, 1);
+  const ConvGeom g6 = parity::conv_geom(4096, 128, 16, 16, 256, 4, 2, 1);
   CHECK(dtn::cuda::detail::conv_gemm_chunk_images(g6) == 227);
   // One image whose unfolded columns alone exceed 2^31 elements: not taken (cuDNN runs it).
-  const ConvGeom huge = geom(1, 512, 1024, 1024, 4, 3, 1, 1);
+  const ConvGeom huge = parity::conv_geom(1, 512, 1024, 1024, 4, 3, 1, 1);
   CHECK_FALSE(dtn::cuda::detail::conv_gemm_supported(huge));
   // One image needing 1.1 GiB of workspace (K = 4608, P = 65536, indices within 32 bits): not
   // taken either, so the engine never asks for more than its 128 MiB.
-  const ConvGeom wide = geom(1, 512, 256, 256, 4, 3, 1, 1);
+  const ConvGeom wide = parity::conv_geom(1, 512, 256, 256, 4, 3, 1, 1);
   CHECK_FALSE(dtn::cuda::detail::conv_gemm_supported(wide));
   // An invalid geometry is never taken either.
   ConvGeom bad = d6;

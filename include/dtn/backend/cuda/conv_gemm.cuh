@@ -188,16 +188,24 @@ __global__ void conv_gemm_gather_kernel(ConvGemmGeom d, std::uint32_t total, con
 // conv_gemm_image_floats(g) * chunk floats: zT first, then cols.
 struct ConvGemmChunk {
   ConvGemmGeom d;
-  int i0, nb;
+  std::size_t x_off, y_off;      // the chunk's first image in x (or dx) and in y (or dy)
+  std::uint32_t x_n, y_n, cols_n;  // elements of the chunk's x, y and cols
+  int K, nP;                     // GEMM sizes: c_in*kh*kw, images * h_out*w_out
   float* zT;
   float* cols;
 };
 template <class F>
 void for_conv_gemm_chunks(const ConvGeom& g, float* ws, int chunk, F&& f) {
-  const std::size_t zt_image = static_cast<std::size_t>(g.c_out) * conv_gemm_p(g);
+  const std::size_t x_image = static_cast<std::size_t>(g.c_in) * g.h_in * g.w_in;
+  const std::size_t y_image = static_cast<std::size_t>(g.c_out) * conv_gemm_p(g);
+  const std::size_t K = conv_gemm_k(g);
   for (int i0 = 0; i0 < g.n; i0 += chunk) {
-    const int nb = g.n - i0 < chunk ? g.n - i0 : chunk;
-    f(ConvGemmChunk{conv_gemm_geom(g, nb), i0, nb, ws, ws + zt_image * static_cast<std::size_t>(nb)});
+    const std::size_t nb = static_cast<std::size_t>(g.n - i0 < chunk ? g.n - i0 : chunk);
+    const ConvGemmGeom d = conv_gemm_geom(g, static_cast<int>(nb));
+    f(ConvGemmChunk{d, x_image * static_cast<std::size_t>(i0), y_image * static_cast<std::size_t>(i0),
+                    static_cast<std::uint32_t>(x_image * nb), static_cast<std::uint32_t>(y_image * nb),
+                    static_cast<std::uint32_t>(K * d.nP), static_cast<int>(K), static_cast<int>(d.nP), ws,
+                    ws + y_image * nb});
   }
 }
 
@@ -205,15 +213,11 @@ void for_conv_gemm_chunks(const ConvGeom& g, float* ws, int chunk, F&& f) {
 template <class Exec>
 void conv_gemm_forward(const Exec& ex, const ConvGeom& g, const float* x, const float* w, float* y, float* ws,
                        int chunk) {
-  const int K = static_cast<int>(conv_gemm_k(g));
-  const std::size_t x_image = static_cast<std::size_t>(g.c_in) * g.h_in * g.w_in;
-  const std::size_t y_image = static_cast<std::size_t>(g.c_out) * conv_gemm_p(g);
-  for_conv_gemm_chunks(g, ws, chunk, [&](const ConvGemmChunk& ch) {
-    const int nP = static_cast<int>(ch.d.nP);
-    ex.im2col(ch.d, static_cast<std::uint32_t>(static_cast<std::size_t>(K) * ch.d.nP), x + x_image * ch.i0, ch.cols);
+  for_conv_gemm_chunks(g, ws, chunk, [&](const ConvGemmChunk& c) {
+    ex.im2col(c.d, c.cols_n, x + c.x_off, c.cols);
     // yT [c_out, nP] = w [c_out, K] cols [K, nP]
-    ex.gemm(false, false, g.c_out, nP, K, 1.0f, w, K, ch.cols, nP, 0.0f, ch.zT, nP);
-    ex.untranspose(ch.d, static_cast<std::uint32_t>(y_image * ch.nb), ch.zT, y + y_image * ch.i0);
+    ex.gemm(false, false, g.c_out, c.nP, c.K, 1.0f, w, c.K, c.cols, c.nP, 0.0f, c.zT, c.nP);
+    ex.untranspose(c.d, c.y_n, c.zT, y + c.y_off);
   });
 }
 
@@ -221,15 +225,11 @@ void conv_gemm_forward(const Exec& ex, const ConvGeom& g, const float* x, const 
 template <class Exec>
 void conv_gemm_backward_data(const Exec& ex, const ConvGeom& g, const float* dy, const float* w, float* dx, float* ws,
                              int chunk) {
-  const int K = static_cast<int>(conv_gemm_k(g));
-  const std::size_t x_image = static_cast<std::size_t>(g.c_in) * g.h_in * g.w_in;
-  const std::size_t y_image = static_cast<std::size_t>(g.c_out) * conv_gemm_p(g);
-  for_conv_gemm_chunks(g, ws, chunk, [&](const ConvGemmChunk& ch) {
-    const int nP = static_cast<int>(ch.d.nP);
-    ex.transpose(ch.d, static_cast<std::uint32_t>(y_image * ch.nb), dy + y_image * ch.i0, ch.zT);
+  for_conv_gemm_chunks(g, ws, chunk, [&](const ConvGemmChunk& c) {
+    ex.transpose(c.d, c.y_n, dy + c.y_off, c.zT);
     // cols [K, nP] = w^T [K, c_out] dyT [c_out, nP]; w is [c_out, K] row-major.
-    ex.gemm(true, false, K, nP, g.c_out, 1.0f, w, K, ch.zT, nP, 0.0f, ch.cols, nP);
-    ex.gather(ch.d, static_cast<std::uint32_t>(x_image * ch.nb), ch.cols, dx + x_image * ch.i0);
+    ex.gemm(true, false, c.K, c.nP, g.c_out, 1.0f, w, c.K, c.zT, c.nP, 0.0f, c.cols, c.nP);
+    ex.gather(c.d, c.x_n, c.cols, dx + c.x_off);
   });
 }
 
@@ -237,15 +237,11 @@ void conv_gemm_backward_data(const Exec& ex, const ConvGeom& g, const float* dy,
 template <class Exec>
 void conv_gemm_backward_filter(const Exec& ex, const ConvGeom& g, const float* x, const float* dy, float* dw,
                                float* ws, int chunk) {
-  const int K = static_cast<int>(conv_gemm_k(g));
-  const std::size_t x_image = static_cast<std::size_t>(g.c_in) * g.h_in * g.w_in;
-  const std::size_t y_image = static_cast<std::size_t>(g.c_out) * conv_gemm_p(g);
-  for_conv_gemm_chunks(g, ws, chunk, [&](const ConvGemmChunk& ch) {
-    const int nP = static_cast<int>(ch.d.nP);
-    ex.im2col(ch.d, static_cast<std::uint32_t>(static_cast<std::size_t>(K) * ch.d.nP), x + x_image * ch.i0, ch.cols);
-    ex.transpose(ch.d, static_cast<std::uint32_t>(y_image * ch.nb), dy + y_image * ch.i0, ch.zT);
+  for_conv_gemm_chunks(g, ws, chunk, [&](const ConvGemmChunk& c) {
+    ex.im2col(c.d, c.cols_n, x + c.x_off, c.cols);
+    ex.transpose(c.d, c.y_n, dy + c.y_off, c.zT);
     // dw [c_out, K] += dyT [c_out, nP] cols^T [nP, K]
-    ex.gemm(false, true, g.c_out, K, nP, 1.0f, ch.zT, nP, ch.cols, nP, 1.0f, dw, K);
+    ex.gemm(false, true, g.c_out, c.K, c.nP, 1.0f, c.zT, c.nP, c.cols, c.nP, 1.0f, dw, c.K);
   });
 }
 
