@@ -161,6 +161,7 @@ struct Options {
   bool tf32 = false;
   bool conv_autotune = false;
   bool conv_gemm = false;
+  bool profile_step = false;
   std::string json;
 };
 
@@ -216,6 +217,7 @@ inline Options parse_options(int argc, char** argv, bool cuda) {
     else if (a == "--tf32" && cuda) o.tf32 = true;
     else if (a == "--conv-autotune" && cuda) o.conv_autotune = true;
     else if (a == "--conv-gemm" && cuda) o.conv_gemm = true;
+    else if (a == "--profile-step") o.profile_step = true;
     else if (a == "--no-layers") o.layers = false;
     else if (a == "--only-layers") o.only_layers = true;
     else if (a == "--no-graph" && cuda) o.graph = false;
@@ -237,6 +239,7 @@ inline Options parse_options(int argc, char** argv, bool cuda) {
           "%s"
           "  --no-layers       skip the per-convolution-layer table\n"
           "  --only-layers     only the GEMM reference and the per-convolution-layer table\n"
+          "  --profile-step    break a DTN step at the largest batch down layer by layer (LayerHook)\n"
           "  --json PATH       write rows and metadata as JSON (read by compare.py)\n",
           argv[0], cuda ? "" : "  --threads LIST    thread counts (default 1,2)\n", o.warmup, o.reps, o.step_reps,
           o.gemm_n,
@@ -634,6 +637,49 @@ std::size_t bench_step(int batch, Where at, Timer& timer, const Options& o, nloh
   r["loss_g"] = last.g;
   emit(rows, r);
   return rows.size() - 1;
+}
+
+// The DTN step at one batch size broken down layer by layer: `steps` steps (after the warm-up)
+// with `hook` installed on this thread, `collect()` called after them (the GPU hook waits for
+// its events there), the step's wall time around them. Prints the time per layer kind and pass,
+// then the 25 longest (network, layer, pass) entries, per step; returns the lines, also stored
+// under "profile" in the JSON metadata by the callers.
+template <class Dev, class Hook, class Collect>
+std::vector<std::string> profile_step(int batch, const Options& o, Hook& hook, Collect&& collect, int steps = 3) {
+  typename Trainer<Dev>::Type trainer(f_input(), d_input(), Trainer<Dev>::config());
+  auto xs = uniform_tensor<Dev>(dtn::Shape{batch, 3, 32, 32}, -1, 1, 200);
+  auto xt = uniform_tensor<Dev>(dtn::Shape{batch, 1, 32, 32}, -1, 1, 201);
+  for (int i = 0; i < std::max(o.warmup, 1); ++i) trainer.step(xs.view(), xt.view());
+  hook.clear();
+  double wall_ms = 0;
+  {
+    dtn::ScopedLayerHook on(hook);
+    const auto t0 = std::chrono::steady_clock::now();
+    for (int i = 0; i < steps; ++i) trainer.step(xs.view(), xt.view());  // reads the losses back: waits for the work
+    collect();
+    wall_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count() / steps;
+  }
+  const dtn::LayerTimes& t = hook.times();
+  const double in_layers = t.total_ms() / steps;
+  std::vector<std::string> lines;
+  char buf[200];
+  std::snprintf(buf, sizeof buf,
+                "DTN step at batch %d, mean of %d steps: %.2f ms; in layers %.2f ms (%.1f%%), outside them (losses, "
+                "optimizer, copies, checks, hook overhead) %.2f ms",
+                batch, steps, wall_ms, in_layers, wall_ms > 0 ? 100.0 * in_layers / wall_ms : 0.0, wall_ms - in_layers);
+  lines.emplace_back(buf);
+  lines.emplace_back("per layer kind and pass (ms per step, % of the step):");
+  for (const auto& kv : t.by_kind()) {
+    std::snprintf(buf, sizeof buf, "  %-22s %9.3f ms  %5.1f%%", kv.first.c_str(), kv.second / steps,
+                  wall_ms > 0 ? 100.0 * kv.second / steps / wall_ms : 0.0);
+    lines.emplace_back(buf);
+  }
+  lines.emplace_back("longest layer passes (ms per step, % of the time in layers):");
+  const std::vector<std::string> table = t.table(steps);
+  for (std::size_t i = 0; i < table.size() && i < 25; ++i) lines.push_back("  " + table[i]);
+  for (const std::string& l : lines) std::printf("%s\n", l.c_str());
+  std::fflush(stdout);
+  return lines;
 }
 #endif
 

@@ -150,6 +150,14 @@ int main(int argc, char** argv) {
         refs.bandwidth = [&bandwidth_now] { return bandwidth_now(); };
         bench::bench_layers<Cpu>(*std::max_element(o.batches.begin(), o.batches.end()), at, timer, o, rows, refs);
       }
+#if BENCH_HAVE_TRAINER
+      if (o.profile_step) {
+        dtn::HostLayerProfile prof;
+        const int b = *std::max_element(o.batches.begin(), o.batches.end());
+        std::printf("layer profile, %d thread(s):\n", t);
+        doc["meta"]["profile_" + std::to_string(t) + "thr"] = bench::profile_step<Cpu>(b, o, prof, [] {});
+      }
+#endif
     }
     if (step_missing) std::printf("note: dtn_step not measured (no DomainTransfer trainer in this build)\n");
     doc["meta"]["loadavg_after"] = bench::loadavg();

@@ -129,7 +129,8 @@ void bench_channel_ops(int batch, const bench::Where& at, const EventTimer& time
     int c;
     long hw;
   };
-  // The batch-norm layers of f (64x16x16 .. 128x1x1), g and D (128x16x16 .. 512x4x4).
+  // The batch-norm shapes of g and D (128x16x16 .. 512x4x4), and those of the example's f, which
+  // has batch norm after each pooling (64x16x16 .. 128x1x1; the benchmark's f has none).
   const Shape2 shapes[] = {{64, 256}, {128, 64}, {256, 16}, {128, 1}, {512, 16}, {256, 64}, {128, 256}};
   for (const Shape2& sh : shapes) {
     const std::int64_t n = batch, c = sh.c, hw = sh.hw;
@@ -299,6 +300,13 @@ int main(int argc, char** argv) {
     bench::bench_gemm<Cuda>(o.gemm_n, at, timer, o, rows);
     if (o.layers) bench::bench_layers<Cuda>(batches.back(), at, timer, o, rows);
     if (o.layers && !o.conv_gemm && !o.conv_autotune) bench_channel_ops(batches.back(), at, timer, o, rows);
+#if BENCH_HAVE_TRAINER
+    if (o.profile_step) {
+      dtn::cuda::LayerProfile prof;
+      std::printf("layer profile (CUDA events around each layer pass, eager steps):\n");
+      doc["meta"]["profile"] = bench::profile_step<Cuda>(batches.back(), o, prof, [&prof] { prof.collect(); });
+    }
+#endif
     if (o.conv_autotune) {
       std::printf("convolution choices (autotuned; times are cuDNN's cudnnFind and the GEMM engine's best of 3):\n");
       for (const std::string& line : dtn::cuda::conv_choices()) std::printf("  %s\n", line.c_str());

@@ -21,7 +21,7 @@ fi
 dtn_files=()
 if [[ -x "$build/bench_dtn_cuda" ]]; then
   echo "== bench_dtn_cuda"
-  if timeout 60 "$build/bench_dtn_cuda" --json "$out/dtn_cuda.json" --reps 20 --step-reps 10; then
+  if timeout 75 "$build/bench_dtn_cuda" --json "$out/dtn_cuda.json" --reps 20 --step-reps 10 --profile-step; then
     dtn_files+=("$out/dtn_cuda.json")
   else
     echo "run_gpu.sh: bench_dtn_cuda failed or timed out" >&2; status=1
@@ -31,7 +31,7 @@ if [[ -x "$build/bench_dtn_cuda" ]]; then
   # and tuned+graph, then the choice per layer and pass.
   echo "== bench_dtn_cuda --conv-autotune"
   if timeout 90 "$build/bench_dtn_cuda" --conv-autotune --no-layers --json "$out/dtn_cuda_tuned.json" --reps 20 \
-       --step-reps 10; then
+       --step-reps 10 --profile-step; then
     dtn_files+=("$out/dtn_cuda_tuned.json")
   else
     echo "run_gpu.sh: bench_dtn_cuda --conv-autotune failed or timed out" >&2; status=1
@@ -40,7 +40,8 @@ if [[ -x "$build/bench_dtn_cuda" ]]; then
   # dtn::cuda::set_conv_gemm, off by default until measured): rows labelled dtn+gemm and
   # graph+gemm, and the per-layer table, to set beside the plain run's pass by pass.
   echo "== bench_dtn_cuda --conv-gemm"
-  if timeout 90 "$build/bench_dtn_cuda" --conv-gemm --json "$out/dtn_cuda_gemm.json" --reps 20 --step-reps 10; then
+  if timeout 90 "$build/bench_dtn_cuda" --conv-gemm --json "$out/dtn_cuda_gemm.json" --reps 20 --step-reps 10 \
+       --profile-step; then
     dtn_files+=("$out/dtn_cuda_gemm.json")
   else
     echo "run_gpu.sh: bench_dtn_cuda --conv-gemm failed or timed out" >&2; status=1

@@ -17,4 +17,5 @@
 #include "backend/cuda/check.cuh"
 #include "backend/cuda/context.cuh"
 #include "backend/cuda/memory.cuh"
+#include "backend/cuda/profile.cuh"
 #include "train/graph_step.cuh"

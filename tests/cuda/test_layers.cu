@@ -213,3 +213,36 @@ TEST_CASE("end to end: five Adam steps of a classifier and a generator give the 
   CHECK(eg <= kNet);
   MESSAGE("after 5 steps: parameter relative L2 error classifier " << ef << ", generator " << eg);
 }
+
+TEST_CASE("LayerProfile times every layer pass on the GPU with CUDA events") {
+  dtn::Net<Classifier, float, dtn::Cuda> net(dtn::Shape{3, 16, 16}, "c");
+  auto x = dtn::to<dtn::Cuda>(dtn::from_vector(dtn::Shape{4, 3, 16, 16}, std::vector<float>(4 * 3 * 256, 0.5f)));
+  dtn::cuda::LayerProfile prof;
+  {
+    dtn::ScopedLayerHook on(prof);
+    for (int rep = 0; rep < 2; ++rep) {
+      auto y = net.forward(x.view());
+      dtn::Tensor<float, dtn::Cuda> dy(y.shape);
+      dtn::Backend<dtn::Cuda>::fill(dy.size(), dy.data(), 1.0f);
+      net.backward(dy.view(), true);
+    }
+  }
+  prof.collect();
+  const dtn::LayerTimes& t = prof.times();
+  const std::size_t depth = dtn::Net<Classifier, float, dtn::Cuda>::depth;
+  CHECK(t.rows().size() == 2 * depth);  // every layer, forward and backward
+  for (const auto& r : t.rows()) {
+    CAPTURE(r.layer);
+    CHECK(r.net == "c");
+    CHECK(r.calls == 2);
+    CHECK(r.ms >= 0);
+  }
+  CHECK(t.total_ms() > 0);
+  // collect() recycles the events: a second round reuses them and adds to the same rows.
+  {
+    dtn::ScopedLayerHook on(prof);
+    net.forward(x.view());
+  }
+  prof.collect();
+  for (const auto& r : prof.times().rows()) CHECK(r.calls == (r.backward ? 2 : 3));
+}

@@ -10,7 +10,8 @@
 // networks (D's input gradient flows into g; L_CONST's flows through the frozen f into g).
 // A frozen network passes gradients through but never computes or changes its parameters.
 // Parameters are reachable by stable names "<net>.<layer index>.<tensor>" (e.g. "g.3.weight"),
-// the names torch.nn.Sequential gives the same modules.
+// the names torch.nn.Sequential gives the same modules. Each layer's pass can be timed with a
+// LayerHook (profile.hpp).
 #include <array>
 #include <cstdint>
 #include <sstream>
@@ -24,6 +25,7 @@
 #include "../core/tensor.hpp"
 #include "contract.hpp"
 #include "param.hpp"
+#include "profile.hpp"
 
 namespace dtn {
 
@@ -239,7 +241,11 @@ class Network {
     View<const T, Dev> in = I == 0 ? input_ : outs_[I == 0 ? 0 : I - 1].view();
     const Shape out_shape = batch_shape(sample_shapes_[I + 1], in.shape[0]);
     outs_[I].resize(out_shape);
+    LayerHook* hook = layer_hook();
+    const LayerEvent event{&name_, I, kinds_[I], false};
+    if (hook) hook->begin(event);
     std::get<I>(layers_).forward(in, outs_[I].view(), train_);
+    if (hook) hook->end(event);
   }
 
   template <std::size_t... I>
@@ -256,7 +262,11 @@ class Network {
       gin_[I % 2].resize(in.shape);
       dx = gin_[I % 2].view();
     }
+    LayerHook* hook = layer_hook();
+    const LayerEvent event{&name_, I, kinds_[I], true};
+    if (hook) hook->begin(event);
     std::get<I>(layers_).backward(in, outs_[I].view(), dy, dx, !frozen_);
+    if (hook) hook->end(event);
   }
 
   static Shape batch_shape(const Shape& sample, std::int64_t n) {
