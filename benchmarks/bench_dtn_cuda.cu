@@ -29,33 +29,13 @@ namespace {
 using dtn::Cuda;
 using Json = nlohmann::json;
 
-class Event {
- public:
-  Event() { DTN_CUDA_CHECK(cudaEventCreate(&e_)); }
-  ~Event() { (void)cudaEventDestroy(e_); }
-  Event(const Event&) = delete;
-  Event& operator=(const Event&) = delete;
-  cudaEvent_t get() const { return e_; }
-
- private:
-  cudaEvent_t e_ = nullptr;
-};
-
 // Times fn() with events recorded on dtn's stream around each run.
 template <class Launch>
 bench::Stats time_events(Launch&& launch, int reps) {
   cudaStream_t s = dtn::cuda::stream();
-  Event a, b;
+  const dtn::cuda::Event a, b;
   std::vector<double> ms;
-  for (int i = 0; i < reps; ++i) {
-    DTN_CUDA_CHECK(cudaEventRecord(a.get(), s));
-    launch();
-    DTN_CUDA_CHECK(cudaEventRecord(b.get(), s));
-    DTN_CUDA_CHECK(cudaEventSynchronize(b.get()));
-    float t = 0;
-    DTN_CUDA_CHECK(cudaEventElapsedTime(&t, a.get(), b.get()));
-    ms.push_back(t);
-  }
+  for (int i = 0; i < reps; ++i) ms.push_back(dtn::cuda::elapsed_ms(s, a, b, launch));
   return bench::summarize(ms);
 }
 
@@ -259,14 +239,12 @@ int main(int argc, char** argv) {
     if (want_step && o.graph)
       for (int b : batches) {
         try {
-          using T = typename bench::Trainer<Cuda>::Type;
-          T trainer(bench::f_input(), bench::d_input(), bench::Trainer<Cuda>::config());
-          dtn::cuda::GraphStep<T> graph(trainer);
-          auto xs = bench::uniform_tensor<Cuda>(dtn::Shape{b, 3, 32, 32}, -1, 1, 200);
-          auto xt = bench::uniform_tensor<Cuda>(dtn::Shape{b, 1, 32, 32}, -1, 1, 201);
-          dtn::DtnLosses last = graph.step(xs.view(), xt.view());  // eager
-          last = graph.step(xs.view(), xt.view());                 // captured, then replayed
-          const bench::Stats s = timer([&] { last = graph.step(xs.view(), xt.view()); }, o.warmup, o.step_reps);
+          bench::StepSetup<Cuda> setup(b);
+          dtn::cuda::GraphStep<typename bench::Trainer<Cuda>::Type> graph(setup.trainer);
+          const auto xs = setup.xs.view(), xt = setup.xt.view();
+          dtn::DtnLosses last = graph.step(xs, xt);  // eager
+          last = graph.step(xs, xt);                 // captured, then replayed
+          const bench::Stats s = timer([&] { last = graph.step(xs, xt); }, o.warmup, o.step_reps);
           nlohmann::json r =
               bench::make_row("dtn_step", "cuda", graph_mode, b, 0, s, bench::gflop_per_image("dtn_step") * b);
           r["loss_d"] = last.d;

@@ -139,6 +139,32 @@ inline Context& context() {
 
 inline cudaStream_t stream() { return context().stream(); }
 inline void synchronize() { context().synchronize(); }
+
+// A CUDA event, destroyed with its owner.
+class Event {
+ public:
+  Event() { DTN_CUDA_CHECK(cudaEventCreate(&e_)); }
+  ~Event() { (void)cudaEventDestroy(e_); }
+  Event(const Event&) = delete;
+  Event& operator=(const Event&) = delete;
+  cudaEvent_t get() const { return e_; }
+
+ private:
+  cudaEvent_t e_ = nullptr;
+};
+
+// The device time, in ms, of the work run() queues on stream s, measured with the events a and
+// b recorded around it. Waits for that work (synchronises): not inside a graph capture.
+template <class Run>
+float elapsed_ms(cudaStream_t s, const Event& a, const Event& b, Run&& run) {
+  DTN_CUDA_CHECK(cudaEventRecord(a.get(), s));
+  run();
+  DTN_CUDA_CHECK(cudaEventRecord(b.get(), s));
+  DTN_CUDA_CHECK(cudaEventSynchronize(b.get()));
+  float ms = 0;
+  DTN_CUDA_CHECK(cudaEventElapsedTime(&ms, a.get(), b.get()));
+  return ms;
+}
 // Opt in (or out) of TF32 tensor-core math for this thread's convolutions and GEMMs. The default,
 // false, gives exact FP32 (FMA) results comparable with the CPU backend.
 inline void set_tf32(bool on) { context().set_tf32(on); }

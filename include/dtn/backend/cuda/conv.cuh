@@ -31,11 +31,13 @@
 #include <cstddef>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <tuple>
 #include <vector>
 
 #include "../../core/error.hpp"
+#include "../../core/tensor.hpp"
 #include "../backend.hpp"
 #include "batchnorm.cuh"
 #include "check.cuh"
@@ -43,6 +45,7 @@
 #include "conv_gemm.cuh"
 #include "elementwise.cuh"
 #include "gemm.cuh"
+#include "memory.cuh"
 
 namespace dtn {
 namespace cuda {
@@ -75,23 +78,11 @@ enum class ConvEngine { cudnn, gemm };
 // best of three runs timed with events. Synchronises: outside graph capture only.
 template <class Run>
 float time_on_stream(cudaStream_t s, Run&& run) {
-  struct Event {
-    cudaEvent_t e = nullptr;
-    Event() { DTN_CUDA_CHECK(cudaEventCreate(&e)); }
-    ~Event() { (void)cudaEventDestroy(e); }
-    Event(const Event&) = delete;
-    Event& operator=(const Event&) = delete;
-  };
-  Event a, b;
+  const Event a, b;
   run();
   float best = -1;
   for (int i = 0; i < 3; ++i) {
-    DTN_CUDA_CHECK(cudaEventRecord(a.e, s));
-    run();
-    DTN_CUDA_CHECK(cudaEventRecord(b.e, s));
-    DTN_CUDA_CHECK(cudaEventSynchronize(b.e));
-    float t = 0;
-    DTN_CUDA_CHECK(cudaEventElapsedTime(&t, a.e, b.e));
+    const float t = elapsed_ms(s, a, b, run);
     if (best < 0 || t < best) best = t;
   }
   return best;
@@ -320,6 +311,9 @@ inline std::vector<std::string> conv_choices() {
   return out;
 }
 
+// Each pass below: the dense GEMM where conv_is_dense; else the GEMM engine when it is forced
+// and takes g (no cuDNN plan is made then); else the plan's engine for the pass, chosen on its
+// first use (cuDNN's algorithm, then, when autotuning, the GEMM engine timed beside it).
 inline void conv2d_forward(const ConvGeom& g, const float* x, const float* w, const float* bias, float* y) {
   detail::validate_conv(g, "conv2d_forward");
   if (g.n == 0) return;
@@ -329,27 +323,23 @@ inline void conv2d_forward(const ConvGeom& g, const float* x, const float* w, co
     return;
   }
   Context& ctx = context();
-  if (ctx.conv_gemm() && detail::conv_gemm_supported(g)) {
+  detail::ConvPlan* plan = nullptr;
+  if (!(ctx.conv_gemm() && detail::conv_gemm_supported(g))) {
+    plan = &detail::conv_plan(g);
+    if (!plan->have_fwd) {
+      plan->choose_forward(ctx.cudnn(), ctx.stream(), g);
+      plan->consider_gemm(ctx.stream(), g, plan->fwd_ms, plan->fwd_engine, [&] { conv2d_forward_gemm(g, x, w, y); });
+    }
+  }
+  if (plan == nullptr || plan->fwd_engine == detail::ConvEngine::gemm) {
     conv2d_forward_gemm(g, x, w, y);
-    if (bias) bias_add(g.n, g.c_out, static_cast<long>(g.h_out) * g.w_out, bias, y);
-    return;
+  } else {
+    void* ws = plan->fwd_ws ? ctx.workspace(plan->fwd_ws) : nullptr;
+    DTN_CUDNN_CHECK(cudnnSetConvolutionMathType(plan->conv, plan->fwd_math));
+    const float one = 1.0f, zero = 0.0f;
+    DTN_CUDNN_CHECK(cudnnConvolutionForward(ctx.cudnn(), &one, plan->x, x, plan->w, w, plan->conv, plan->fwd, ws,
+                                            plan->fwd_ws, &zero, plan->y, y));
   }
-  cudnnHandle_t h = ctx.cudnn();
-  detail::ConvPlan& plan = detail::conv_plan(g);
-  if (!plan.have_fwd) {
-    plan.choose_forward(h, ctx.stream(), g);
-    plan.consider_gemm(ctx.stream(), g, plan.fwd_ms, plan.fwd_engine, [&] { conv2d_forward_gemm(g, x, w, y); });
-  }
-  if (plan.fwd_engine == detail::ConvEngine::gemm) {
-    conv2d_forward_gemm(g, x, w, y);
-    if (bias) bias_add(g.n, g.c_out, static_cast<long>(g.h_out) * g.w_out, bias, y);
-    return;
-  }
-  void* ws = plan.fwd_ws ? ctx.workspace(plan.fwd_ws) : nullptr;
-  DTN_CUDNN_CHECK(cudnnSetConvolutionMathType(plan.conv, plan.fwd_math));
-  const float one = 1.0f, zero = 0.0f;
-  DTN_CUDNN_CHECK(cudnnConvolutionForward(h, &one, plan.x, x, plan.w, w, plan.conv, plan.fwd, ws, plan.fwd_ws, &zero,
-                                          plan.y, y));
   if (bias) bias_add(g.n, g.c_out, static_cast<long>(g.h_out) * g.w_out, bias, y);
 }
 
@@ -361,26 +351,24 @@ inline void conv2d_backward_data(const ConvGeom& g, const float* dy, const float
     return;
   }
   Context& ctx = context();
-  if (ctx.conv_gemm() && detail::conv_gemm_supported(g)) {
+  detail::ConvPlan* plan = nullptr;
+  if (!(ctx.conv_gemm() && detail::conv_gemm_supported(g))) {
+    plan = &detail::conv_plan(g);
+    if (!plan->have_bwd_data) {
+      plan->choose_backward_data(ctx.cudnn(), ctx.stream(), g);
+      plan->consider_gemm(ctx.stream(), g, plan->bwd_data_ms, plan->bwd_data_engine,
+                          [&] { conv2d_backward_data_gemm(g, dy, w, dx); });
+    }
+  }
+  if (plan == nullptr || plan->bwd_data_engine == detail::ConvEngine::gemm) {
     conv2d_backward_data_gemm(g, dy, w, dx);
-    return;
+  } else {
+    void* ws = plan->bwd_data_ws ? ctx.workspace(plan->bwd_data_ws) : nullptr;
+    DTN_CUDNN_CHECK(cudnnSetConvolutionMathType(plan->conv, plan->bwd_data_math));
+    const float one = 1.0f, zero = 0.0f;
+    DTN_CUDNN_CHECK(cudnnConvolutionBackwardData(ctx.cudnn(), &one, plan->w, w, plan->y, dy, plan->conv,
+                                                 plan->bwd_data, ws, plan->bwd_data_ws, &zero, plan->x, dx));
   }
-  cudnnHandle_t h = ctx.cudnn();
-  detail::ConvPlan& plan = detail::conv_plan(g);
-  if (!plan.have_bwd_data) {
-    plan.choose_backward_data(h, ctx.stream(), g);
-    plan.consider_gemm(ctx.stream(), g, plan.bwd_data_ms, plan.bwd_data_engine,
-                       [&] { conv2d_backward_data_gemm(g, dy, w, dx); });
-  }
-  if (plan.bwd_data_engine == detail::ConvEngine::gemm) {
-    conv2d_backward_data_gemm(g, dy, w, dx);
-    return;
-  }
-  void* ws = plan.bwd_data_ws ? ctx.workspace(plan.bwd_data_ws) : nullptr;
-  DTN_CUDNN_CHECK(cudnnSetConvolutionMathType(plan.conv, plan.bwd_data_math));
-  const float one = 1.0f, zero = 0.0f;
-  DTN_CUDNN_CHECK(cudnnConvolutionBackwardData(h, &one, plan.w, w, plan.y, dy, plan.conv, plan.bwd_data, ws,
-                                               plan.bwd_data_ws, &zero, plan.x, dx));
 }
 
 // Accumulates: dw += dL/dw, db += dL/db (db may be null).
@@ -393,45 +381,34 @@ inline void conv2d_backward_filter(const ConvGeom& g, const float* x, const floa
     return;
   }
   Context& ctx = context();
-  if (ctx.conv_gemm() && detail::conv_gemm_supported(g)) {
-    conv2d_backward_filter_gemm(g, x, dy, dw);
-    if (db) bias_backward(g.n, g.c_out, static_cast<long>(g.h_out) * g.w_out, dy, db);
-    return;
-  }
-  cudnnHandle_t h = ctx.cudnn();
-  detail::ConvPlan& plan = detail::conv_plan(g);
-  if (!plan.have_bwd_filter) {
-    plan.choose_backward_filter(h, ctx.stream(), g);
-    // Timed into a scratch filter: the pass accumulates, and dw must get exactly one gradient.
-    if (plan.timed(ctx.stream()) && detail::conv_gemm_supported(g)) {
-      const std::size_t bytes = static_cast<std::size_t>(g.c_out) * detail::conv_gemm_k(g) * sizeof(float);
-      struct Scratch {
-        void* p = nullptr;
-        cudaStream_t s;
-        ~Scratch() {
-          if (p) caching_allocator().deallocate(p, s);
+  detail::ConvPlan* plan = nullptr;
+  if (!(ctx.conv_gemm() && detail::conv_gemm_supported(g))) {
+    plan = &detail::conv_plan(g);
+    if (!plan->have_bwd_filter) {
+      plan->choose_backward_filter(ctx.cudnn(), ctx.stream(), g);
+      // Timed into a scratch filter: the pass accumulates, and dw must get exactly one gradient.
+      if (plan->timed(ctx.stream()) && detail::conv_gemm_supported(g)) {
+        std::optional<Tensor<float, Cuda>> scratch;
+        try {
+          scratch.emplace(Shape{g.c_out, static_cast<std::int64_t>(detail::conv_gemm_k(g))});
+        } catch (const error&) {
+          (void)cudaGetLastError();  // no scratch: cuDNN stays
         }
-      } tmp{nullptr, ctx.stream()};
-      try {
-        tmp.p = caching_allocator().allocate(bytes, ctx.stream());
-      } catch (const error&) {
-        (void)cudaGetLastError();  // no scratch: cuDNN stays
+        if (scratch)
+          plan->consider_gemm(ctx.stream(), g, plan->bwd_filter_ms, plan->bwd_filter_engine,
+                              [&] { conv2d_backward_filter_gemm(g, x, dy, scratch->data()); });
       }
-      if (tmp.p)
-        plan.consider_gemm(ctx.stream(), g, plan.bwd_filter_ms, plan.bwd_filter_engine,
-                           [&] { conv2d_backward_filter_gemm(g, x, dy, static_cast<float*>(tmp.p)); });
     }
   }
-  if (plan.bwd_filter_engine == detail::ConvEngine::gemm) {
+  if (plan == nullptr || plan->bwd_filter_engine == detail::ConvEngine::gemm) {
     conv2d_backward_filter_gemm(g, x, dy, dw);
-    if (db) bias_backward(g.n, g.c_out, static_cast<long>(g.h_out) * g.w_out, dy, db);
-    return;
+  } else {
+    void* ws = plan->bwd_filter_ws ? ctx.workspace(plan->bwd_filter_ws) : nullptr;
+    DTN_CUDNN_CHECK(cudnnSetConvolutionMathType(plan->conv, plan->bwd_filter_math));
+    const float one = 1.0f;
+    DTN_CUDNN_CHECK(cudnnConvolutionBackwardFilter(ctx.cudnn(), &one, plan->x, x, plan->y, dy, plan->conv,
+                                                   plan->bwd_filter, ws, plan->bwd_filter_ws, &one, plan->w, dw));
   }
-  void* ws = plan.bwd_filter_ws ? ctx.workspace(plan.bwd_filter_ws) : nullptr;
-  DTN_CUDNN_CHECK(cudnnSetConvolutionMathType(plan.conv, plan.bwd_filter_math));
-  const float one = 1.0f;
-  DTN_CUDNN_CHECK(cudnnConvolutionBackwardFilter(h, &one, plan.x, x, plan.y, dy, plan.conv, plan.bwd_filter, ws,
-                                                 plan.bwd_filter_ws, &one, plan.w, dw));
   if (db) bias_backward(g.n, g.c_out, static_cast<long>(g.h_out) * g.w_out, dy, db);
 }
 
