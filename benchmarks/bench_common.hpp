@@ -620,18 +620,27 @@ struct Trainer {
   }
 };
 
+// The trainer and the two batches (uniform in [-1, 1], fixed seeds) a DTN-step row runs on.
+template <class Dev>
+struct StepSetup {
+  typename Trainer<Dev>::Type trainer{f_input(), d_input(), Trainer<Dev>::config()};
+  dtn::Tensor<float, Dev> xs, xt;
+  explicit StepSetup(int batch)
+      : xs(uniform_tensor<Dev>(dtn::Shape{batch, 3, 32, 32}, -1, 1, 200)),
+        xt(uniform_tensor<Dev>(dtn::Shape{batch, 1, 32, 32}, -1, 1, 201)) {}
+  dtn::DtnLosses step() { return trainer.step(xs.view(), xt.view()); }
+};
+
 // Times trainer.step() at one batch size; throws if a step produces a non-finite loss (the
 // trainer's default policy), so a broken step cannot post a fast time. Returns the row index.
 template <class Dev, class Timer>
 std::size_t bench_step(int batch, Where at, Timer& timer, const Options& o, nlohmann::json& rows) {
-  typename Trainer<Dev>::Type trainer(f_input(), d_input(), Trainer<Dev>::config());
-  check_table(trainer.f(), "f");
-  check_table(trainer.g(), "g");
-  check_table(trainer.d(), "D");
-  auto xs = uniform_tensor<Dev>(dtn::Shape{batch, 3, 32, 32}, -1, 1, 200);
-  auto xt = uniform_tensor<Dev>(dtn::Shape{batch, 1, 32, 32}, -1, 1, 201);
+  StepSetup<Dev> setup(batch);
+  check_table(setup.trainer.f(), "f");
+  check_table(setup.trainer.g(), "g");
+  check_table(setup.trainer.d(), "D");
   dtn::DtnLosses last;
-  const Stats s = timer([&] { last = trainer.step(xs.view(), xt.view()); }, o.warmup, o.step_reps);
+  const Stats s = timer([&] { last = setup.step(); }, o.warmup, o.step_reps);
   nlohmann::json r = make_row("dtn_step", at.device, at.mode, batch, at.threads, s, gflop_per_image("dtn_step") * batch);
   r["loss_d"] = last.d;
   r["loss_g"] = last.g;
@@ -646,16 +655,14 @@ std::size_t bench_step(int batch, Where at, Timer& timer, const Options& o, nloh
 // under "profile" in the JSON metadata by the callers.
 template <class Dev, class Hook, class Collect>
 std::vector<std::string> profile_step(int batch, const Options& o, Hook& hook, Collect&& collect, int steps = 3) {
-  typename Trainer<Dev>::Type trainer(f_input(), d_input(), Trainer<Dev>::config());
-  auto xs = uniform_tensor<Dev>(dtn::Shape{batch, 3, 32, 32}, -1, 1, 200);
-  auto xt = uniform_tensor<Dev>(dtn::Shape{batch, 1, 32, 32}, -1, 1, 201);
-  for (int i = 0; i < std::max(o.warmup, 1); ++i) trainer.step(xs.view(), xt.view());
+  StepSetup<Dev> setup(batch);
+  for (int i = 0; i < std::max(o.warmup, 1); ++i) setup.step();
   hook.clear();
   double wall_ms = 0;
   {
     dtn::ScopedLayerHook on(hook);
     const auto t0 = std::chrono::steady_clock::now();
-    for (int i = 0; i < steps; ++i) trainer.step(xs.view(), xt.view());  // reads the losses back: waits for the work
+    for (int i = 0; i < steps; ++i) setup.step();  // reads the losses back: waits for the work
     collect();
     wall_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count() / steps;
   }

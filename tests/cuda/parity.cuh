@@ -304,6 +304,27 @@ inline double run_case(const Case& c) {
   return worst;
 }
 
+// n values uniform in [lo, hi) from dtn's generator with the given seed.
+inline std::vector<float> random_vector(std::size_t n, std::uint64_t seed, double lo = -1, double hi = 1) {
+  dtn::Rng rng(seed);
+  std::vector<float> v(n);
+  for (auto& x : v) x = static_cast<float>(rng.uniform(lo, hi));
+  return v;
+}
+
+// Every convolution pass of the calling thread on the GEMM engine (dtn::cuda::set_conv_gemm) or
+// on cuDNN for the scope's lifetime; the previous setting comes back after.
+class ConvGemmScope {
+ public:
+  explicit ConvGemmScope(bool gemm) : was_(dtn::cuda::conv_gemm()) { dtn::cuda::set_conv_gemm(gemm); }
+  ~ConvGemmScope() { dtn::cuda::set_conv_gemm(was_); }
+  ConvGemmScope(const ConvGemmScope&) = delete;
+  ConvGemmScope& operator=(const ConvGemmScope&) = delete;
+
+ private:
+  bool was_;
+};
+
 // The geometry of a square convolution (h x w input, k x k kernel) with its output size.
 inline dtn::ConvGeom conv_geom(int n, int c_in, int h, int w, int c_out, int k, int stride, int pad) {
   dtn::ConvGeom g;

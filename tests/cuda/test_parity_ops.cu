@@ -50,30 +50,22 @@ void add_conv_cases(std::vector<Case>& cs, const std::string& tag, const ConvGeo
                          }));
 }
 
-// The three passes on the GEMM engine (dtn::cuda::set_conv_gemm), switched on for the op only.
-// The CPU side ignores the switch.
-struct ConvGemmOn {
-  bool was = dtn::cuda::conv_gemm();
-  ConvGemmOn() { dtn::cuda::set_conv_gemm(true); }
-  ~ConvGemmOn() { dtn::cuda::set_conv_gemm(was); }
-  ConvGemmOn(const ConvGemmOn&) = delete;
-  ConvGemmOn& operator=(const ConvGemmOn&) = delete;
-};
+// The three passes on the GEMM engine, switched on for the op only (the CPU side ignores it).
 void add_conv_gemm_cases(std::vector<Case>& cs, const std::string& tag, const ConvGeom& g) {
   REQUIRE(dtn::cuda::detail::conv_gemm_supported(g));  // else these cases would test cuDNN again
   cs.push_back(make_case("conv2d_forward GEMM engine " + tag, kSum,
                          {in("x", xs(g)), in("w", ws(g)), in("b", g.c_out), out("y", ys(g))}, [g](auto B, auto& b) {
-                           ConvGemmOn on;
+                           const ConvGemmScope on(true);
                            decltype(B)::conv2d_forward(g, b.f(0), b.f(1), b.f(2), b.f(3));
                          }));
   cs.push_back(make_case("conv2d_backward_data GEMM engine " + tag, kSum, {in("dy", ys(g)), in("w", ws(g)), out("dx", xs(g))},
                          [g](auto B, auto& b) {
-                           ConvGemmOn on;
+                           const ConvGemmScope on(true);
                            decltype(B)::conv2d_backward_data(g, b.f(0), b.f(1), b.f(2));
                          }));
   cs.push_back(make_case("conv2d_backward_filter GEMM engine " + tag, kSum,
                          {in("x", xs(g)), in("dy", ys(g)), acc("dw", ws(g)), acc("db", g.c_out)}, [g](auto B, auto& b) {
-                           ConvGemmOn on;
+                           const ConvGemmScope on(true);
                            decltype(B)::conv2d_backward_filter(g, b.f(0), b.f(1), b.f(2), b.f(3));
                          }));
 }

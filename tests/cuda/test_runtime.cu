@@ -39,12 +39,7 @@ __global__ void noop_kernel(float* p) {
   if (p) p[threadIdx.x] = 0;
 }
 
-std::vector<float> random_vector(std::size_t n, std::uint64_t seed, double lo = -1, double hi = 1) {
-  dtn::Rng rng(seed);
-  std::vector<float> v(n);
-  for (auto& x : v) x = static_cast<float>(rng.uniform(lo, hi));
-  return v;
-}
+using parity::random_vector;
 
 template <class Dev = Cuda>
 dtn::Tensor<float, Dev> tensor_of(const std::vector<float>& v) {

@@ -52,18 +52,8 @@ void trainable_params(NetG& gpu, NetC& cpu, const std::vector<std::string>& skip
     pc.insert(pc.end(), b.begin(), b.end());
   }
 }
-// Runs a test body with every convolution pass on the GEMM engine (dtn::cuda::set_conv_gemm) or
-// on cuDNN, restoring the setting afterwards.
-struct ConvEngineScope {
-  bool was = dtn::cuda::conv_gemm();
-  explicit ConvEngineScope(bool gemm) { dtn::cuda::set_conv_gemm(gemm); }
-  ~ConvEngineScope() { dtn::cuda::set_conv_gemm(was); }
-  ConvEngineScope(const ConvEngineScope&) = delete;
-  ConvEngineScope& operator=(const ConvEngineScope&) = delete;
-};
-
 void trainer_matches_cpu(bool gemm_engine) {
-  const ConvEngineScope engine(gemm_engine);
+  const parity::ConvGemmScope engine(gemm_engine);
   dtn::DtnConfig cfg;
   cfg.seed = 4;
   cfg.gamma = 0.1;
@@ -105,7 +95,7 @@ void trainer_matches_cpu(bool gemm_engine) {
 }
 
 void graph_replays_eager_step(bool gemm_engine) {
-  const ConvEngineScope engine(gemm_engine);
+  const parity::ConvGemmScope engine(gemm_engine);
   dtn::DtnConfig cfg;
   cfg.seed = 6;
   cfg.gamma = 0.05;

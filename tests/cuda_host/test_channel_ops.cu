@@ -84,13 +84,6 @@ struct CountMap {
   DTN_HD At at(unsigned ch) const { return At{visits, channel_of, ch}; }
 };
 
-std::vector<float> random_vector(std::size_t n, unsigned seed, double lo = -1, double hi = 1) {
-  std::mt19937 rng(seed);
-  std::uniform_real_distribution<double> u(lo, hi);
-  std::vector<float> v(n);
-  for (float& x : v) x = static_cast<float>(u(rng));
-  return v;
-}
 std::vector<float> normal_vector(std::size_t n, unsigned seed, double mean, double sd) {
   std::mt19937 rng(seed);
   std::normal_distribution<double> d(mean, sd);
@@ -161,7 +154,7 @@ TEST_CASE("batch norm forward (train and eval) on the GPU's grid, run on the hos
     const std::size_t sz = static_cast<std::size_t>(s.n) * s.c * static_cast<std::size_t>(s.hw);
     const std::size_t c = static_cast<std::size_t>(s.c);
     const auto x = normal_vector(sz, 1, 0.7, 2.0);  // a mean far from 0 exercises the two passes
-    const auto gamma = random_vector(c, 2, 0.5, 1.5), beta = random_vector(c, 3);
+    const auto gamma = parity::random_vector(c, 2, 0.5, 1.5), beta = parity::random_vector(c, 3);
     dtn::BnGeom bg;
     bg.n = s.n;
     bg.c = s.c;
@@ -170,7 +163,7 @@ TEST_CASE("batch norm forward (train and eval) on the GPU's grid, run on the hos
     bg.momentum = 0.1;
 
     // Train. Running statistics start equal on both sides; pure outputs start different.
-    auto rm_ref = random_vector(c, 4), rv_ref = random_vector(c, 5, 0.5, 2);
+    auto rm_ref = parity::random_vector(c, 4), rv_ref = parity::random_vector(c, 5, 0.5, 2);
     auto rm = rm_ref, rv = rv_ref;
     std::vector<float> y_ref(sz, 1.0f), y(sz, -7.0f), mean_ref(c, 1.0f), mean(c, -7.0f), inv_ref(c, 1.0f),
         inv(c, -7.0f);
@@ -200,9 +193,9 @@ TEST_CASE("batch norm backward and the bias gradient on the GPU's grid, run on t
     CAPTURE(tag(s));
     const std::size_t sz = static_cast<std::size_t>(s.n) * s.c * static_cast<std::size_t>(s.hw);
     const std::size_t c = static_cast<std::size_t>(s.c);
-    const auto x = normal_vector(sz, 11, 0.3, 2.0), dy = random_vector(sz, 12);
-    const auto gamma = random_vector(c, 13, 0.5, 1.5), mean = random_vector(c, 14, -0.2, 0.2),
-               inv = random_vector(c, 15, 0.4, 0.8);
+    const auto x = normal_vector(sz, 11, 0.3, 2.0), dy = parity::random_vector(sz, 12);
+    const auto gamma = parity::random_vector(c, 13, 0.5, 1.5), mean = parity::random_vector(c, 14, -0.2, 0.2),
+               inv = parity::random_vector(c, 15, 0.4, 0.8);
     dtn::BnGeom bg;
     bg.n = s.n;
     bg.c = s.c;
@@ -211,7 +204,7 @@ TEST_CASE("batch norm backward and the bias gradient on the GPU's grid, run on t
     std::vector<double> scratch(dtn::cuda::detail::channel_scratch_bytes(g) / sizeof(double) + 1, std::nan(""));
 
     // Gradients accumulate (start equal); dx is pure (starts different).
-    auto dg_ref = random_vector(c, 16), db_ref = random_vector(c, 17);
+    auto dg_ref = parity::random_vector(c, 16), db_ref = parity::random_vector(c, 17);
     auto dg = dg_ref, db = db_ref;
     std::vector<float> dx_ref(sz, 1.0f), dx(sz, -7.0f);
     Cpu::batchnorm_backward(bg, x.data(), dy.data(), gamma.data(), mean.data(), inv.data(), dx_ref.data(),
@@ -231,14 +224,14 @@ TEST_CASE("batch norm backward and the bias gradient on the GPU's grid, run on t
     CHECK(parity::rel_l2(db, db_ref) <= kRound);
 
     // Bias gradient (accumulates) and bias add.
-    auto bg_ref = random_vector(c, 18);
+    auto bg_ref = parity::random_vector(c, 18);
     auto bgrad = bg_ref;
     Cpu::bias_backward(s.n, s.c, s.hw, dy.data(), bg_ref.data());
     dtn::cuda::detail::bias_grad(HostExec{}, g, dy.data(), bgrad.data(), scratch.data());
     CHECK(parity::rel_l2(bgrad, bg_ref) <= kRound);
 
-    const auto bias = random_vector(c, 19);
-    auto y_ref = random_vector(sz, 20);
+    const auto bias = parity::random_vector(c, 19);
+    auto y_ref = parity::random_vector(sz, 20);
     auto y = y_ref;
     Cpu::bias_add(s.n, s.c, s.hw, bias.data(), y_ref.data());
     HostExec{}.map(g, dtn::cuda::detail::BiasAddOp<float>{bias.data(), y.data()});

@@ -14,7 +14,6 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
-#include <random>
 #include <string>
 #include <vector>
 
@@ -58,14 +57,6 @@ struct HostConvGemm {
   }
 };
 
-std::vector<float> random_vector(std::size_t n, unsigned seed) {
-  std::mt19937 rng(seed);
-  std::uniform_real_distribution<float> u(-1, 1);
-  std::vector<float> v(n);
-  for (float& x : v) x = u(rng);
-  return v;
-}
-
 }  // namespace
 
 TEST_CASE("GEMM convolution engine of the GPU backend, run on the host, matches the CPU backend in all three passes") {
@@ -88,8 +79,9 @@ TEST_CASE("GEMM convolution engine of the GPU backend, run on the host, matches 
     const std::size_t P = dtn::cuda::detail::conv_gemm_p(g), K = dtn::cuda::detail::conv_gemm_k(g);
     const std::size_t x_size = static_cast<std::size_t>(g.n) * g.c_in * g.h_in * g.w_in;
     const std::size_t y_size = static_cast<std::size_t>(g.n) * g.c_out * P, w_size = static_cast<std::size_t>(g.c_out) * K;
-    const auto x = random_vector(x_size, 1), dy = random_vector(y_size, 2), w = random_vector(w_size, 3);
-    const auto dw0 = random_vector(w_size, 4);  // backward-filter accumulates onto this
+    const auto x = parity::random_vector(x_size, 1), dy = parity::random_vector(y_size, 2);
+    const auto w = parity::random_vector(w_size, 3);
+    const auto dw0 = parity::random_vector(w_size, 4);  // backward-filter accumulates onto this
     std::vector<float> y_ref(y_size, 1.0f), dx_ref(x_size, 1.0f), dw_ref = dw0;
     Cpu::conv2d_forward(g, x.data(), w.data(), static_cast<const float*>(nullptr), y_ref.data());
     Cpu::conv2d_backward_data(g, dy.data(), w.data(), dx_ref.data());
