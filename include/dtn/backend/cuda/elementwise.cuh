@@ -1,15 +1,20 @@
 #pragma once
 // Element-wise kernels: the ops/functors.hpp maps, bias add, channel repeat, fill/axpy/scale and
-// the uint8 -> [-1, 1] conversion. Every kernel is a grid-stride loop over size_t indices, except
-// bias add, which runs on the channel grid of channel.cuh.
+// the uint8 -> [-1, 1] conversion. The maps are grid-stride loops over size_t indices (no
+// division in them); bias add runs on the channel grid of channel.cuh, channel repeat on the
+// 32-bit index kernels of index_map.cuh (an image's channel found by FastDivmod).
 #include <cuda_runtime.h>
 
 #include <cstddef>
+#include <cstdint>
 
+#include "../../core/fastdiv.hpp"
+#include "../../core/macros.hpp"
 #include "../../ops/functors.hpp"
 #include "channel.cuh"
 #include "check.cuh"
 #include "context.cuh"
+#include "index_map.cuh"
 #include "launch.cuh"
 
 namespace dtn {
@@ -40,27 +45,59 @@ struct BiasAddOp {
   DTN_HD At at(unsigned ch) const { return At{y, bias[ch]}; }
 };
 
-// y [n, c*reps, hw], y[:, j] = x[:, j % c]
+// y [n, c*reps, hw], y[:, j] = x[:, j % c]: y[i] for element i of a run of images.
 template <class T>
-__global__ void repeat_channels_forward_kernel(std::size_t total, int c, int reps, long hw, const T* x, T* y) {
-  const std::size_t chw = static_cast<std::size_t>(c) * hw, plane = chw * reps;
-  for (std::size_t i = global_index(); i < total; i += grid_stride()) {
-    const std::size_t img = i / plane, within = i % plane;
-    y[i] = x[img * chw + within % chw];
+struct RepeatChannelsForwardOp {
+  const T* x;
+  T* y;
+  std::uint32_t chw;                // c * hw: one image of x
+  FastDivmod by_plane, by_chw;      // c * reps * hw: one image of y; c * hw
+  DTN_HD void operator()(std::uint32_t i) const {
+    std::uint32_t img = 0, within = 0, r = 0, j = 0;
+    by_plane.divmod(i, img, within);
+    by_chw.divmod(within, r, j);
+    y[i] = x[static_cast<std::size_t>(img) * chw + j];
   }
-}
+};
 
-// dx [n, c, hw] = sum over r (in order) of dy[:, r*c + ch]
+// dx [n, c, hw] = sum over r (in order) of dy[:, r*c + ch]: dx[i] for element i of a run of images.
 template <class T>
-__global__ void repeat_channels_backward_kernel(std::size_t total, int c, int reps, long hw, const T* dy, T* dx) {
-  const std::size_t chw = static_cast<std::size_t>(c) * hw, plane = chw * reps;
-  for (std::size_t i = global_index(); i < total; i += grid_stride()) {
-    const std::size_t img = i / chw, within = i % chw;
-    const T* src = dy + img * plane + within;
+struct RepeatChannelsBackwardOp {
+  const T* dy;
+  T* dx;
+  int reps;
+  std::uint32_t chw;
+  FastDivmod by_chw;
+  DTN_HD void operator()(std::uint32_t i) const {
+    std::uint32_t img = 0, within = 0;
+    by_chw.divmod(i, img, within);
+    const T* src = dy + static_cast<std::size_t>(img) * chw * static_cast<unsigned>(reps) + within;
     T acc = T(0);
     for (int r = 0; r < reps; ++r) acc += src[static_cast<std::size_t>(r) * chw];
     dx[i] = acc;
   }
+};
+
+template <class Exec, class T>
+void repeat_channels_forward_on(const Exec& ex, int n, int c, int reps, long hw, const T* x, T* y,
+                                std::uint32_t max_elems = kIndexLimit) {
+  const std::size_t chw = static_cast<std::size_t>(c) * static_cast<std::size_t>(hw), plane = chw * static_cast<std::size_t>(reps);
+  for_plane_chunks(static_cast<std::size_t>(n), plane, "repeat_channels_forward", [&](std::size_t i0, std::size_t ni) {
+    const RepeatChannelsForwardOp<T> op{x + i0 * chw, y + i0 * plane, static_cast<std::uint32_t>(chw), divisor(plane),
+                                        divisor(chw)};
+    ex.run(op, static_cast<std::uint32_t>(ni * plane));
+  }, max_elems);
+}
+
+template <class Exec, class T>
+void repeat_channels_backward_on(const Exec& ex, int n, int c, int reps, long hw, const T* dy, T* dx,
+                                 std::uint32_t max_elems = kIndexLimit) {
+  const std::size_t chw = static_cast<std::size_t>(c) * static_cast<std::size_t>(hw), plane = chw * static_cast<std::size_t>(reps);
+  for_plane_chunks(static_cast<std::size_t>(n), chw, "repeat_channels_backward", [&](std::size_t i0, std::size_t ni) {
+    const RepeatChannelsBackwardOp<T> op{dy + i0 * plane, dx + i0 * chw, reps, static_cast<std::uint32_t>(chw),
+                                         divisor(chw)};
+    ex.run(op, static_cast<std::uint32_t>(ni * chw));
+  }, max_elems);
 }
 
 template <class T>
@@ -108,20 +145,12 @@ void bias_add(int n, int c, long hw, const T* bias, T* y) {
 
 template <class T>
 void repeat_channels_forward(int n, int c, int reps, long hw, const T* x, T* y) {
-  const std::size_t total = static_cast<std::size_t>(n) * c * static_cast<std::size_t>(reps) * hw;
-  if (total == 0) return;
-  detail::repeat_channels_forward_kernel<<<detail::grid_for(total), detail::kThreads, 0, stream()>>>(total, c, reps,
-                                                                                                    hw, x, y);
-  DTN_CUDA_CHECK_LAUNCH();
+  detail::repeat_channels_forward_on(detail::DeviceIndexExec{stream()}, n, c, reps, hw, x, y);
 }
 
 template <class T>
 void repeat_channels_backward(int n, int c, int reps, long hw, const T* dy, T* dx) {
-  const std::size_t total = static_cast<std::size_t>(n) * c * static_cast<std::size_t>(hw);
-  if (total == 0) return;
-  detail::repeat_channels_backward_kernel<<<detail::grid_for(total), detail::kThreads, 0, stream()>>>(
-      total, c, reps, hw, dy, dx);
-  DTN_CUDA_CHECK_LAUNCH();
+  detail::repeat_channels_backward_on(detail::DeviceIndexExec{stream()}, n, c, reps, hw, dy, dx);
 }
 
 template <class T>

@@ -1,21 +1,48 @@
 #pragma once
 // Bilinear resize with align_corners = false (PyTorch's default). The source coordinates and
-// weights are computed in double with the same operations as the CPU reference, written with
-// explicit round-to-nearest intrinsics so nvcc cannot fuse them into FMAs: both backends pick the
-// same source pixels and weights. The backward pass is a gather over the outputs that read each
-// input pixel, summed in the CPU's order (outputs row-major, then the four corners), so it needs
-// no atomics.
+// weights are computed in double with the same operations as the CPU reference, on the device
+// with explicit round-to-nearest intrinsics so nvcc cannot fuse them into FMAs: both backends
+// pick the same source pixels and weights. The backward pass is a gather over the outputs that
+// read each input pixel, summed in the CPU's order (outputs row-major, then the four corners), so
+// it needs no atomics. 32-bit indices divided by FastDivmod, launched through index_map.cuh
+// (checked on the host in tests/cuda_host).
 #include <cuda_runtime.h>
 
+#include <cmath>
 #include <cstddef>
+#include <cstdint>
 
-#include "check.cuh"
+#include "../../core/fastdiv.hpp"
+#include "../../core/macros.hpp"
 #include "context.cuh"
-#include "launch.cuh"
+#include "index_map.cuh"
 
 namespace dtn {
 namespace cuda {
 namespace detail {
+
+// Double arithmetic rounded once per operation (no FMA contraction on the device).
+DTN_HD double add_rn(double a, double b) {
+#if defined(__CUDA_ARCH__)
+  return __dadd_rn(a, b);
+#else
+  return a + b;
+#endif
+}
+DTN_HD double mul_rn(double a, double b) {
+#if defined(__CUDA_ARCH__)
+  return __dmul_rn(a, b);
+#else
+  return a * b;
+#endif
+}
+DTN_HD double div_rn(double a, double b) {
+#if defined(__CUDA_ARCH__)
+  return __ddiv_rn(a, b);
+#else
+  return a / b;
+#endif
+}
 
 struct Lerp {
   int i0, i1;
@@ -23,39 +50,21 @@ struct Lerp {
 };
 
 // src = (out + 0.5) * (in / out) - 0.5, clamped below at 0; i0 = floor(src), i1 = i0 + 1 inside.
-__device__ __forceinline__ Lerp lerp_index(int out_index, int in_size, int out_size) {
-  const double scale = __ddiv_rn(static_cast<double>(in_size), static_cast<double>(out_size));
-  double src = __dadd_rn(__dmul_rn(__dadd_rn(static_cast<double>(out_index), 0.5), scale), -0.5);
+DTN_HD Lerp lerp_index(int out_index, int in_size, int out_size) {
+  const double scale = div_rn(static_cast<double>(in_size), static_cast<double>(out_size));
+  double src = add_rn(mul_rn(add_rn(static_cast<double>(out_index), 0.5), scale), -0.5);
   if (src < 0) src = 0;
   int i0 = static_cast<int>(src);
   if (i0 > in_size - 1) i0 = in_size - 1;
   const int i1 = i0 < in_size - 1 ? i0 + 1 : i0;
-  const double w1 = __dadd_rn(src, -static_cast<double>(i0));
-  return {i0, i1, __dadd_rn(1.0, -w1), w1};
-}
-
-template <class T>
-__global__ void resize_forward_kernel(std::size_t total, int h_in, int w_in, int h_out, int w_out, const T* x, T* y) {
-  const std::size_t out_plane = static_cast<std::size_t>(h_out) * w_out;
-  const std::size_t in_plane = static_cast<std::size_t>(h_in) * w_in;
-  for (std::size_t i = global_index(); i < total; i += grid_stride()) {
-    const std::size_t p = i / out_plane;
-    const int o = static_cast<int>(i % out_plane);
-    const Lerp h = lerp_index(o / w_out, h_in, h_out);
-    const Lerp w = lerp_index(o % w_out, w_in, w_out);
-    const T* xp = x + p * in_plane;
-    const double top = __dadd_rn(__dmul_rn(w.w0, static_cast<double>(xp[h.i0 * w_in + w.i0])),
-                                 __dmul_rn(w.w1, static_cast<double>(xp[h.i0 * w_in + w.i1])));
-    const double bottom = __dadd_rn(__dmul_rn(w.w0, static_cast<double>(xp[h.i1 * w_in + w.i0])),
-                                    __dmul_rn(w.w1, static_cast<double>(xp[h.i1 * w_in + w.i1])));
-    y[i] = static_cast<T>(__dadd_rn(__dmul_rn(h.w0, top), __dmul_rn(h.w1, bottom)));
-  }
+  const double w1 = add_rn(src, -static_cast<double>(i0));
+  return {i0, i1, add_rn(1.0, -w1), w1};
 }
 
 // Conservative range of outputs along one axis whose source pixels may include `in_index`
 // (i0 in {in_index - 1, in_index}); widened by one on each side against rounding, and then
 // filtered exactly with lerp_index.
-__device__ __forceinline__ void lerp_range(int in_index, int in_size, int out_size, int& lo, int& hi) {
+DTN_HD void lerp_range(int in_index, int in_size, int out_size, int& lo, int& hi) {
   const double inv_scale = static_cast<double>(out_size) / static_cast<double>(in_size);
   lo = static_cast<int>(floor((in_index - 0.5) * inv_scale - 0.5)) - 1;
   hi = static_cast<int>(ceil((in_index + 1.5) * inv_scale - 0.5)) + 1;
@@ -63,19 +72,44 @@ __device__ __forceinline__ void lerp_range(int in_index, int in_size, int out_si
   if (hi > out_size - 1) hi = out_size - 1;
 }
 
+// y[i] for output element i of a run of planes.
 template <class T>
-__global__ void resize_backward_kernel(std::size_t total, int h_in, int w_in, int h_out, int w_out, const T* dy,
-                                       T* dx) {
-  const std::size_t out_plane = static_cast<std::size_t>(h_out) * w_out;
-  const std::size_t in_plane = static_cast<std::size_t>(h_in) * w_in;
-  for (std::size_t i = global_index(); i < total; i += grid_stride()) {
-    const std::size_t p = i / in_plane;
-    const int idx = static_cast<int>(i % in_plane);
-    const int ih = idx / w_in, iw = idx % w_in;
-    int oh_lo, oh_hi, ow_lo, ow_hi;
+struct ResizeForwardOp {
+  const T* x;
+  T* y;
+  int h_in, w_in, h_out, w_out;
+  FastDivmod by_out_plane, by_w_out;
+  DTN_HD void operator()(std::uint32_t i) const {
+    std::uint32_t p = 0, o = 0, oh = 0, ow = 0;
+    by_out_plane.divmod(i, p, o);
+    by_w_out.divmod(o, oh, ow);
+    const Lerp h = lerp_index(static_cast<int>(oh), h_in, h_out);
+    const Lerp w = lerp_index(static_cast<int>(ow), w_in, w_out);
+    const T* xp = x + static_cast<std::size_t>(p) * h_in * w_in;
+    const double top = add_rn(mul_rn(w.w0, static_cast<double>(xp[h.i0 * w_in + w.i0])),
+                              mul_rn(w.w1, static_cast<double>(xp[h.i0 * w_in + w.i1])));
+    const double bottom = add_rn(mul_rn(w.w0, static_cast<double>(xp[h.i1 * w_in + w.i0])),
+                                 mul_rn(w.w1, static_cast<double>(xp[h.i1 * w_in + w.i1])));
+    y[i] = static_cast<T>(add_rn(mul_rn(h.w0, top), mul_rn(h.w1, bottom)));
+  }
+};
+
+// dx[i] for input element i of a run of planes.
+template <class T>
+struct ResizeBackwardOp {
+  const T* dy;
+  T* dx;
+  int h_in, w_in, h_out, w_out;
+  FastDivmod by_in_plane, by_w_in;
+  DTN_HD void operator()(std::uint32_t i) const {
+    std::uint32_t p = 0, idx = 0, uh = 0, uw = 0;
+    by_in_plane.divmod(i, p, idx);
+    by_w_in.divmod(idx, uh, uw);
+    const int ih = static_cast<int>(uh), iw = static_cast<int>(uw);
+    int oh_lo = 0, oh_hi = 0, ow_lo = 0, ow_hi = 0;
     lerp_range(ih, h_in, h_out, oh_lo, oh_hi);
     lerp_range(iw, w_in, w_out, ow_lo, ow_hi);
-    const T* dyp = dy + p * out_plane;
+    const T* dyp = dy + static_cast<std::size_t>(p) * h_out * w_out;
     T acc = T(0);
     for (int oh = oh_lo; oh <= oh_hi; ++oh) {
       const Lerp h = lerp_index(oh, h_in, h_out);
@@ -84,34 +118,52 @@ __global__ void resize_backward_kernel(std::size_t total, int h_in, int w_in, in
         const Lerp w = lerp_index(ow, w_in, w_out);
         if (w.i0 != iw && w.i1 != iw) continue;
         const double d = static_cast<double>(dyp[oh * w_out + ow]);
-        if (h.i0 == ih && w.i0 == iw) acc += static_cast<T>(__dmul_rn(__dmul_rn(h.w0, w.w0), d));
-        if (h.i0 == ih && w.i1 == iw) acc += static_cast<T>(__dmul_rn(__dmul_rn(h.w0, w.w1), d));
-        if (h.i1 == ih && w.i0 == iw) acc += static_cast<T>(__dmul_rn(__dmul_rn(h.w1, w.w0), d));
-        if (h.i1 == ih && w.i1 == iw) acc += static_cast<T>(__dmul_rn(__dmul_rn(h.w1, w.w1), d));
+        if (h.i0 == ih && w.i0 == iw) acc += static_cast<T>(mul_rn(mul_rn(h.w0, w.w0), d));
+        if (h.i0 == ih && w.i1 == iw) acc += static_cast<T>(mul_rn(mul_rn(h.w0, w.w1), d));
+        if (h.i1 == ih && w.i0 == iw) acc += static_cast<T>(mul_rn(mul_rn(h.w1, w.w0), d));
+        if (h.i1 == ih && w.i1 == iw) acc += static_cast<T>(mul_rn(mul_rn(h.w1, w.w1), d));
       }
     }
     dx[i] = acc;
   }
+};
+
+template <class Exec, class T>
+void resize_bilinear_forward_on(const Exec& ex, int n, int c, int h_in, int w_in, int h_out, int w_out, const T* x,
+                                T* y, std::uint32_t max_elems = kIndexLimit) {
+  const std::size_t in_plane = static_cast<std::size_t>(h_in) * w_in, out_plane = static_cast<std::size_t>(h_out) * w_out;
+  for_plane_chunks(static_cast<std::size_t>(n) * c, out_plane, "resize_bilinear_forward",
+                   [&](std::size_t p0, std::size_t np) {
+                     const ResizeForwardOp<T> op{x + p0 * in_plane, y + p0 * out_plane, h_in, w_in, h_out, w_out,
+                                                 divisor(out_plane), divisor(w_out)};
+                     ex.run(op, static_cast<std::uint32_t>(np * out_plane));
+                   },
+                   max_elems);
+}
+
+template <class Exec, class T>
+void resize_bilinear_backward_on(const Exec& ex, int n, int c, int h_in, int w_in, int h_out, int w_out, const T* dy,
+                                 T* dx, std::uint32_t max_elems = kIndexLimit) {
+  const std::size_t in_plane = static_cast<std::size_t>(h_in) * w_in, out_plane = static_cast<std::size_t>(h_out) * w_out;
+  for_plane_chunks(static_cast<std::size_t>(n) * c, in_plane, "resize_bilinear_backward",
+                   [&](std::size_t p0, std::size_t np) {
+                     const ResizeBackwardOp<T> op{dy + p0 * out_plane, dx + p0 * in_plane, h_in, w_in, h_out, w_out,
+                                                  divisor(in_plane), divisor(w_in)};
+                     ex.run(op, static_cast<std::uint32_t>(np * in_plane));
+                   },
+                   max_elems);
 }
 
 }  // namespace detail
 
 template <class T>
 void resize_bilinear_forward(int n, int c, int h_in, int w_in, int h_out, int w_out, const T* x, T* y) {
-  const std::size_t total = static_cast<std::size_t>(n) * c * static_cast<std::size_t>(h_out) * w_out;
-  if (total == 0) return;
-  detail::resize_forward_kernel<<<detail::grid_for(total), detail::kThreads, 0, stream()>>>(total, h_in, w_in,
-                                                                                           h_out, w_out, x, y);
-  DTN_CUDA_CHECK_LAUNCH();
+  detail::resize_bilinear_forward_on(detail::DeviceIndexExec{stream()}, n, c, h_in, w_in, h_out, w_out, x, y);
 }
 
 template <class T>
 void resize_bilinear_backward(int n, int c, int h_in, int w_in, int h_out, int w_out, const T* dy, T* dx) {
-  const std::size_t total = static_cast<std::size_t>(n) * c * static_cast<std::size_t>(h_in) * w_in;
-  if (total == 0) return;
-  detail::resize_backward_kernel<<<detail::grid_for(total), detail::kThreads, 0, stream()>>>(total, h_in, w_in,
-                                                                                            h_out, w_out, dy, dx);
-  DTN_CUDA_CHECK_LAUNCH();
+  detail::resize_bilinear_backward_on(detail::DeviceIndexExec{stream()}, n, c, h_in, w_in, h_out, w_out, dy, dx);
 }
 
 }  // namespace cuda
