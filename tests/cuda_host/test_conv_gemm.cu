@@ -1,7 +1,8 @@
 // The GPU's GEMM convolution engine (conv_gemm.cuh) run on the host: the same pass sequences
 // (conv_gemm_forward, _backward_data, _backward_filter) and the same DTN_HD index code
 // (ConvGemmGeom::transposed_index, ::im2col, ::gather) the kernels run, with a host GEMM in place
-// of cuBLAS, against Backend<Cpu>'s convolution. Needs no GPU. Chunks smaller than the batch are
+// of cuBLAS (column-major, from the BLAS definition, reached through the same row-to-column-major
+// argument swap the backend hands cuBLAS), against Backend<Cpu>'s convolution. Needs no GPU. Chunks smaller than the batch are
 // forced here, so the chunk offsets are checked too (on the GPU a chunk is as many images as fit
 // 128 MiB of workspace).
 //
@@ -11,6 +12,7 @@
 // sqrt(terms) * 2^-24 <= 1.7e-6 relative; the gather then adds at most kh*kw floats on both sides.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -40,18 +42,34 @@ struct HostConvGemm {
   void gather(const ConvGemmGeom& d, std::uint32_t total, const float* cols, float* dx) const {
     for (std::uint32_t e = 0; e < total; ++e) dx[e] = d.gather(cols, e);
   }
-  // Row-major C = alpha op(A) op(B) + beta C, sums in double.
+  // The backend's row-major gemm, through the same argument swap it hands cuBLAS (gemm.cuh), into
+  // a column-major SGEMM written from the BLAS definition.
   void gemm(bool ta, bool tb, int m, int n, int k, float alpha, const float* A, int lda, const float* B, int ldb,
             float beta, float* C, int ldc) const {
-    for (int i = 0; i < m; ++i)
-      for (int j = 0; j < n; ++j) {
+    dtn::cuda::detail::gemm_as_column_major(column_major_sgemm, ta, tb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);
+  }
+  // cublasSgemm's contract without the handle: C (m x n, column-major, element (i, j) at
+  // C[i + j*ldc]) = alpha op(A) op(B) + beta C, with op(A) m x k and op(B) k x n; sums in double.
+  // cuBLAS rejects (CUBLAS_STATUS_INVALID_VALUE) lda < max(1, op_a == N ? m : k),
+  // ldb < max(1, op_b == N ? k : n) and ldc < max(1, m): so does this, failing the test.
+  static void column_major_sgemm(cublasOperation_t op_a, cublasOperation_t op_b, int m, int n, int k, float alpha,
+                                 const float* A, int lda, const float* B, int ldb, float beta, float* C, int ldc) {
+    const bool ta = op_a == CUBLAS_OP_T, tb = op_b == CUBLAS_OP_T;
+    REQUIRE((op_a == CUBLAS_OP_N || ta));
+    REQUIRE((op_b == CUBLAS_OP_N || tb));
+    REQUIRE((m >= 0 && n >= 0 && k >= 0));
+    REQUIRE(lda >= std::max(1, ta ? k : m));
+    REQUIRE(ldb >= std::max(1, tb ? n : k));
+    REQUIRE(ldc >= std::max(1, m));
+    for (int j = 0; j < n; ++j)
+      for (int i = 0; i < m; ++i) {
         double acc = 0;
         for (int p = 0; p < k; ++p) {
-          const double a = ta ? A[static_cast<std::size_t>(p) * lda + i] : A[static_cast<std::size_t>(i) * lda + p];
-          const double b = tb ? B[static_cast<std::size_t>(j) * ldb + p] : B[static_cast<std::size_t>(p) * ldb + j];
+          const double a = ta ? A[p + static_cast<std::size_t>(i) * lda] : A[i + static_cast<std::size_t>(p) * lda];
+          const double b = tb ? B[j + static_cast<std::size_t>(p) * ldb] : B[p + static_cast<std::size_t>(j) * ldb];
           acc += a * b;
         }
-        float& c = C[static_cast<std::size_t>(i) * ldc + j];
+        float& c = C[i + static_cast<std::size_t>(j) * ldc];
         c = static_cast<float>(alpha * acc + (beta == 0.0f ? 0.0 : static_cast<double>(beta) * c));
       }
   }
@@ -88,7 +106,18 @@ TEST_CASE("GEMM convolution engine of the GPU backend, run on the host, matches 
     Cpu::conv2d_backward_filter(g, x.data(), dy.data(), dw_ref.data(), static_cast<float*>(nullptr));
     for (int chunk : {g.n, 2, 1}) {
       CAPTURE(chunk);
-      std::vector<float> ws(dtn::cuda::detail::conv_gemm_image_floats(g) * static_cast<std::size_t>(chunk), NAN);
+      const std::size_t ws_floats = dtn::cuda::detail::conv_gemm_ws_floats(g, static_cast<std::size_t>(chunk));
+      std::vector<float> ws(ws_floats, NAN);
+      // Each chunk's zT and cols lie within the workspace, cols 256-byte aligned relative to it.
+      int chunks = 0;
+      dtn::cuda::detail::for_conv_gemm_chunks(g, ws.data(), chunk, [&](const dtn::cuda::detail::ConvGemmChunk& c) {
+        ++chunks;
+        const std::size_t cols_at = static_cast<std::size_t>(c.cols - ws.data());
+        CHECK(cols_at % dtn::cuda::detail::kConvGemmAlign == 0);
+        CHECK(cols_at >= c.y_n);
+        CHECK(cols_at + c.cols_n <= ws_floats);
+      });
+      CHECK(chunks == (g.n + chunk - 1) / chunk);
       // Pure outputs start as NaN: an element a pass misses stays NaN and fails.
       std::vector<float> y(y_size, NAN), dx(x_size, NAN), dw = dw0;
       dtn::cuda::detail::conv_gemm_forward(HostConvGemm{}, g, x.data(), w.data(), y.data(), ws.data(), chunk);
@@ -110,6 +139,15 @@ TEST_CASE("GEMM convolution engine: chunks fit the workspace cap, and 32-bit ind
   // images per 128 MiB chunk.
   const ConvGeom g6 = parity::conv_geom(4096, 128, 16, 16, 256, 4, 2, 1);
   CHECK(dtn::cuda::detail::conv_gemm_chunk_images(g6) == 227);
+  // zT's rounding up to kConvGemmAlign counts against the cap: 1x1 images of one channel to two
+  // take 3 floats each, and the chunk that fills the cap to the float would overflow it.
+  const ConvGeom tight = parity::conv_geom(20000000, 1, 1, 1, 2, 1, 1, 0);
+  const int tight_nb = dtn::cuda::detail::conv_gemm_chunk_images(tight);
+  CHECK(tight_nb == 11184789);
+  for (const ConvGeom& g : {d6, g6, tight})
+    CHECK(dtn::cuda::detail::conv_gemm_ws_floats(g, static_cast<std::size_t>(dtn::cuda::detail::conv_gemm_chunk_images(g))) *
+              sizeof(float) <=
+          dtn::cuda::detail::kConvGemmWorkspace);
   // One image whose unfolded columns alone exceed 2^31 elements: not taken (cuDNN runs it).
   const ConvGeom huge = parity::conv_geom(1, 512, 1024, 1024, 4, 3, 1, 1);
   CHECK_FALSE(dtn::cuda::detail::conv_gemm_supported(huge));

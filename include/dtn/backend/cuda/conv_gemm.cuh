@@ -105,15 +105,27 @@ struct ConvGemmGeom {
 inline std::size_t conv_gemm_k(const ConvGeom& g) { return static_cast<std::size_t>(g.c_in) * g.kh * g.kw; }
 inline std::size_t conv_gemm_p(const ConvGeom& g) { return static_cast<std::size_t>(g.h_out) * g.w_out; }
 
-// Floats of workspace per image: zT and cols.
-inline std::size_t conv_gemm_image_floats(const ConvGeom& g) {
-  return (conv_gemm_k(g) + static_cast<std::size_t>(g.c_out)) * conv_gemm_p(g);
+// cols starts at zT's size rounded up to this many floats (256 bytes), so that cuBLAS gets
+// aligned operands (at zT's size itself, cols could start only 4-byte aligned, and cuBLAS fall
+// back to slower unvectorised kernels).
+constexpr std::size_t kConvGemmAlign = 64;
+
+// Floats of zT for a chunk of nb images, rounded up to kConvGemmAlign: cols follows it.
+inline std::size_t conv_gemm_zt_floats(const ConvGeom& g, std::size_t nb) {
+  const std::size_t n = static_cast<std::size_t>(g.c_out) * conv_gemm_p(g) * nb;
+  return (n + kConvGemmAlign - 1) / kConvGemmAlign * kConvGemmAlign;
+}
+// Floats of workspace for a chunk of nb images: zT, then cols.
+inline std::size_t conv_gemm_ws_floats(const ConvGeom& g, std::size_t nb) {
+  return conv_gemm_zt_floats(g, nb) + conv_gemm_k(g) * conv_gemm_p(g) * nb;
 }
 
-// Images per chunk: as many as fit kConvGemmWorkspace (at least one, at most n).
+// Images per chunk: as many as fit kConvGemmWorkspace (at least one, at most n). Each image
+// takes (K + c_out) * P floats, and zT's rounding at most kConvGemmAlign - 1 more per chunk.
 inline int conv_gemm_chunk_images(const ConvGeom& g) {
-  const std::size_t per_image = conv_gemm_image_floats(g) * sizeof(float);
-  const std::size_t fit = per_image == 0 ? 1 : kConvGemmWorkspace / per_image;
+  const std::size_t per_image = (conv_gemm_k(g) + static_cast<std::size_t>(g.c_out)) * conv_gemm_p(g);
+  const std::size_t room = kConvGemmWorkspace / sizeof(float) - (kConvGemmAlign - 1);
+  const std::size_t fit = per_image == 0 ? 1 : room / per_image;
   return static_cast<int>(fit < 1 ? 1 : (fit > static_cast<std::size_t>(g.n) ? g.n : fit));
 }
 
@@ -124,7 +136,7 @@ inline bool conv_gemm_supported(const ConvGeom& g) {
   if (g.n <= 0 || g.stride <= 0 || g.c_in <= 0 || g.c_out <= 0 || g.kh <= 0 || g.kw <= 0 || g.h_out <= 0 ||
       g.w_out <= 0 || g.h_in <= 0 || g.w_in <= 0 || g.pad < 0)
     return false;
-  if (conv_gemm_image_floats(g) * sizeof(float) > kConvGemmWorkspace) return false;
+  if (conv_gemm_ws_floats(g, 1) * sizeof(float) > kConvGemmWorkspace) return false;
   const std::size_t nb = static_cast<std::size_t>(conv_gemm_chunk_images(g));
   const std::size_t P = conv_gemm_p(g), K = conv_gemm_k(g);
   const std::size_t lim = FastDivmod::limit;
@@ -185,7 +197,7 @@ __global__ void conv_gemm_gather_kernel(ConvGemmGeom d, std::uint32_t total, con
 // The passes over images [0, g.n) in chunks of `chunk`, written once for any executor with
 // transpose / untranspose / im2col / gather (d, total, src, dst) and gemm (the backend's row-major
 // signature): DeviceConvGemm below, or the host emulation of tests/cuda_host. ws holds
-// conv_gemm_image_floats(g) * chunk floats: zT first, then cols.
+// conv_gemm_ws_floats(g, chunk) floats: zT first, then cols (kConvGemmAlign-aligned within ws).
 struct ConvGemmChunk {
   ConvGemmGeom d;
   std::size_t x_off, y_off;      // the chunk's first image in x (or dx) and in y (or dy)
@@ -205,7 +217,7 @@ void for_conv_gemm_chunks(const ConvGeom& g, float* ws, int chunk, F&& f) {
     f(ConvGemmChunk{d, x_image * static_cast<std::size_t>(i0), y_image * static_cast<std::size_t>(i0),
                     static_cast<std::uint32_t>(x_image * nb), static_cast<std::uint32_t>(y_image * nb),
                     static_cast<std::uint32_t>(K * d.nP), static_cast<int>(K), static_cast<int>(d.nP), ws,
-                    ws + y_image * nb});
+                    ws + conv_gemm_zt_floats(g, nb)});
   }
 }
 
@@ -272,7 +284,7 @@ struct DeviceConvGemm {
 // The workspace and chunk for g on the calling thread's context.
 inline float* conv_gemm_workspace(const ConvGeom& g, int chunk) {
   return static_cast<float*>(
-      context().workspace(conv_gemm_image_floats(g) * static_cast<std::size_t>(chunk) * sizeof(float)));
+      context().workspace(conv_gemm_ws_floats(g, static_cast<std::size_t>(chunk)) * sizeof(float)));
 }
 
 }  // namespace detail

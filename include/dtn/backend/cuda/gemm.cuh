@@ -16,15 +16,34 @@
 namespace dtn {
 namespace cuda {
 
+namespace detail {
+
+// The row-major product as the column-major call above. `sgemm` takes cublasSgemm's arguments
+// after the handle (alpha and beta by value): cuBLAS here, and in tests/cuda_host a column-major
+// reference that follows the BLAS definition and checks cuBLAS's argument rules, so the swap is
+// checked without a GPU.
+template <class Sgemm>
+void gemm_as_column_major(Sgemm&& sgemm, bool trans_a, bool trans_b, int m, int n, int k, float alpha, const float* A,
+                          int lda, const float* B, int ldb, float beta, float* C, int ldc) {
+  sgemm(trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, n, m, k, alpha, B, ldb, A, lda, beta,
+        C, ldc);
+}
+
+}  // namespace detail
+
 inline void gemm(bool trans_a, bool trans_b, int m, int n, int k, float alpha, const float* A, int lda,
                  const float* B, int ldb, float beta, float* C, int ldc) {
   if (m < 0 || n < 0 || k < 0)
     throw argument_error("dtn::Backend<Cuda>::gemm: negative size m=" + std::to_string(m) + " n=" + std::to_string(n) +
                          " k=" + std::to_string(k));
   if (m == 0 || n == 0) return;
-  const cublasOperation_t op_a = trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
-  const cublasOperation_t op_b = trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
-  DTN_CUBLAS_CHECK(cublasSgemm(context().cublas(), op_b, op_a, n, m, k, &alpha, B, ldb, A, lda, &beta, C, ldc));
+  detail::gemm_as_column_major(
+      [](cublasOperation_t op_1, cublasOperation_t op_2, int m_1, int n_1, int k_1, float a, const float* A_1, int ld_1,
+         const float* B_1, int ld_2, float b, float* C_1, int ld_3) {
+        DTN_CUBLAS_CHECK(
+            cublasSgemm(context().cublas(), op_1, op_2, m_1, n_1, k_1, &a, A_1, ld_1, B_1, ld_2, &b, C_1, ld_3));
+      },
+      trans_a, trans_b, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 
 }  // namespace cuda
