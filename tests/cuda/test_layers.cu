@@ -245,4 +245,18 @@ TEST_CASE("LayerProfile times every layer pass on the GPU with CUDA events") {
   }
   prof.collect();
   for (const auto& r : prof.times().rows()) CHECK(r.calls == (r.backward ? 2 : 3));
+  // Passes queued during a graph capture are left out, and the capture is not disturbed.
+  {
+    cudaStream_t s = dtn::cuda::stream();
+    REQUIRE(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal) == cudaSuccess);
+    {
+      dtn::ScopedLayerHook on(prof);
+      net.forward(x.view());
+    }
+    cudaGraph_t graph = nullptr;
+    CHECK(cudaStreamEndCapture(s, &graph) == cudaSuccess);
+    if (graph != nullptr) (void)cudaGraphDestroy(graph);
+  }
+  prof.collect();
+  for (const auto& r : prof.times().rows()) CHECK(r.calls == (r.backward ? 2 : 3));
 }

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <dtn/cuda.cuh>
 #include <string>
 #include <vector>
@@ -94,7 +95,10 @@ void trainer_matches_cpu(bool gemm_engine) {
   MESSAGE("after 3 steps: parameter relative L2 error D " << rel(pg, pc) << ", g " << rel(qg, qc));
 }
 
-void graph_replays_eager_step(bool gemm_engine) {
+// move_workspace: before step 4 the context's workspace and scratch grow (as an evaluation at
+// another geometry could make them): that step must run eagerly and step 5 recapture, rather
+// than replay a graph that writes to the released blocks.
+void graph_replays_eager_step(bool gemm_engine, bool move_workspace = false) {
   const parity::ConvGemmScope engine(gemm_engine);
   dtn::DtnConfig cfg;
   cfg.seed = 6;
@@ -103,15 +107,31 @@ void graph_replays_eager_step(bool gemm_engine) {
   dtn::DomainTransfer<F, G, D, Cuda> graphed(Shape{3, 16, 16}, Shape{1, 16, 16}, cfg);
   dtn::cuda::GraphStep<dtn::DomainTransfer<F, G, D, Cuda>> graph(graphed);
   std::size_t mallocs_after_capture = 0;
+  dtn::Tensor<float, Cuda> reuse;
   for (int i = 0; i < 5; ++i) {
     auto ds = dtn::to<Cuda>(dtn::from_vector(Shape{8, 3, 16, 16}, batch(8 * 3 * 256, 300 + i)));
     auto dt = dtn::to<Cuda>(dtn::from_vector(Shape{8, 1, 16, 16}, batch(8 * 256, 400 + i)));
+    if (move_workspace && i == 3) {
+      REQUIRE(graph.captured());
+      dtn::cuda::Context& ctx = dtn::cuda::context();
+      const std::uint64_t moves = ctx.buffer_moves();
+      const void* old_ws = ctx.workspace(0);
+      const std::size_t old_bytes = ctx.workspace_bytes();
+      CHECK(ctx.workspace(old_bytes + (std::size_t(1) << 20)) != old_ws);
+      (void)ctx.scratch(std::size_t(64) << 20);
+      CHECK(ctx.buffer_moves() >= moves + 1);
+      // The released block is most likely handed on at once (same size, same stream) and
+      // overwritten: a stale replay would read and write this tensor's memory.
+      reuse = dtn::Tensor<float, Cuda>(Shape{static_cast<std::int64_t>(old_bytes / sizeof(float))});
+      dtn::Backend<Cuda>::fill(reuse.size(), reuse.data(), 1e30f);
+    }
     const dtn::DtnLosses le = eager.step_deferred(ds.view(), dt.view());
     const dtn::DtnLosses lg = graph.step(ds.view(), dt.view());
     CHECK(le.d == lg.d);
     CHECK(le.g == lg.g);
     CHECK(le.constancy == lg.constancy);
-    if (i == 2) mallocs_after_capture = dtn::cuda::allocator_stats().num_cuda_malloc;
+    if (move_workspace && i == 3) CHECK_FALSE(graph.captured());  // ran eagerly
+    if (i == (move_workspace ? 3 : 2)) mallocs_after_capture = dtn::cuda::allocator_stats().num_cuda_malloc;
   }
   CHECK(graph.captured());
   CHECK(dtn::cuda::allocator_stats().num_cuda_malloc == mallocs_after_capture);
@@ -135,4 +155,8 @@ TEST_CASE("a whole DTN training step as a CUDA graph replays the eager step bit 
 
 TEST_CASE("a whole DTN training step on the GEMM convolution engine as a CUDA graph replays bit for bit") {
   graph_replays_eager_step(true);
+}
+
+TEST_CASE("a DTN step graph is recaptured, not replayed, after the convolution workspace has moved") {
+  graph_replays_eager_step(true, true);
 }

@@ -5,11 +5,17 @@
 // instead of hundreds of kernel launches, with no host round trip inside it. The non-finite
 // guard runs on the device (DomainTransfer::run_deferred); the losses are read after the replay.
 //
-// A graph holds the device addresses of the trainer's buffers. It is recaptured when the batch
-// shapes change. Between steps, run the trainer's networks (transfer(), evaluation) only on
-// batches no larger than the training batch, or call reset() before the next step: a larger
-// batch makes the networks reallocate buffers the graph still points to.
+// A graph holds the device addresses of the trainer's buffers and of the thread's convolution
+// workspace and reduction scratch. It is recaptured when the batch shapes change, and when the
+// workspace or scratch has moved since the capture (an op between steps needed more of it: an
+// evaluation at another geometry, an algorithm chosen by autotuning): that step runs eagerly and
+// the next one captures anew, so a replay never writes to a block the cache has handed on.
+// Between steps, run the trainer's networks (transfer(), evaluation) only on batches no larger
+// than the training batch, or call reset() before the next step: a larger batch makes the
+// networks reallocate buffers the graph still points to.
 #include <cuda_runtime.h>
+
+#include <cstdint>
 
 #include "../backend/cuda/check.cuh"
 #include "../backend/cuda/context.cuh"
@@ -35,6 +41,7 @@ class GraphStep {
     copy(xs, xs_.view());
     copy(xt, xt_.view());
     trainer_.prepare_deferred();
+    if (exec_ != nullptr && context().buffer_moves() != buffer_moves_) reset();
     if (!warm_) {
       trainer_.run_deferred(xs_.view(), xt_.view());
       warm_ = true;
@@ -72,11 +79,13 @@ class GraphStep {
       exec_ = nullptr;
       DTN_CUDA_CHECK(inst);
     }
+    buffer_moves_ = context().buffer_moves();
   }
 
   Trainer& trainer_;
   Tensor<float, Cuda> xs_, xt_;
   cudaGraphExec_t exec_ = nullptr;
+  std::uint64_t buffer_moves_ = 0;  // context().buffer_moves() when the graph was captured
   bool warm_ = false;
 };
 

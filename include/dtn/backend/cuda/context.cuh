@@ -23,6 +23,7 @@
 #include <cudnn.h>
 
 #include <cstddef>
+#include <cstdint>
 
 #include "allocator.cuh"
 #include "check.cuh"
@@ -83,6 +84,10 @@ class Context {
   std::size_t workspace_bytes() const { return workspace_bytes_; }
   // Scratch for reductions (separate from the workspace so one op can use both).
   void* scratch(std::size_t bytes) { return grow(scratch_, scratch_bytes_, bytes); }
+  // Counts the moves of the workspace and the scratch buffer (each growth is a new address, the
+  // old block going back to the cache). A CUDA graph captured before a move still points at the
+  // old block: GraphStep compares this count with the one at its capture and recaptures.
+  std::uint64_t buffer_moves() const { return buffer_moves_; }
 
   bool tf32() const { return tf32_; }
   void set_tf32(bool on) {
@@ -113,6 +118,7 @@ class Context {
       caching_allocator().deallocate(buffer, stream_);
       buffer = bigger;
       size = CachingAllocator::round_size(bytes);
+      ++buffer_moves_;
     }
     return buffer;
   }
@@ -126,6 +132,7 @@ class Context {
   std::size_t workspace_bytes_ = 0;
   void* scratch_ = nullptr;
   std::size_t scratch_bytes_ = 0;
+  std::uint64_t buffer_moves_ = 0;
   bool tf32_ = false;
   bool conv_autotune_ = false;
   bool conv_gemm_ = false;
@@ -138,6 +145,14 @@ inline Context& context() {
 }
 
 inline cudaStream_t stream() { return context().stream(); }
+
+// Whether work queued on s is being captured into a CUDA graph (then nothing may synchronise,
+// allocate or time it).
+inline bool capturing(cudaStream_t s) {
+  cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
+  DTN_CUDA_CHECK(cudaStreamIsCapturing(s, &status));
+  return status != cudaStreamCaptureStatusNone;
+}
 inline void synchronize() { context().synchronize(); }
 
 // A CUDA event, destroyed with its owner.

@@ -65,13 +65,6 @@ inline bool math_allowed(cudnnMathType_t m, bool tf32) {
   return tf32 || (m != CUDNN_TENSOR_OP_MATH && m != CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION);
 }
 
-// Whether work queued on s is being captured into a CUDA graph.
-inline bool capturing(cudaStream_t s) {
-  cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
-  DTN_CUDA_CHECK(cudaStreamIsCapturing(s, &status));
-  return status != cudaStreamCaptureStatusNone;
-}
-
 enum class ConvEngine { cudnn, gemm };
 
 // Milliseconds of run() on stream s: one untimed run (workspace sized, cuBLAS ready), then the
@@ -176,15 +169,19 @@ struct ConvPlan {
 
   // When autotuning (outside capture) and the GEMM engine takes g: time run_gemm() and take the
   // GEMM engine for this direction if it beats the cuDNN algorithm just chosen.
-  // A timing run that fails (out of memory, a cuBLAS error) leaves cuDNN in place rather than
-  // failing an op cuDNN can run.
+  // A timing run that fails with the stream intact (out of memory, a cuBLAS error) leaves cuDNN
+  // in place rather than failing an op cuDNN can run; a device fault is rethrown.
   template <class Run>
   void consider_gemm(cudaStream_t s, const ConvGeom& g, float (&ms)[2], ConvEngine& engine, Run&& run_gemm) {
     if (!timed(s) || !conv_gemm_supported(g)) return;
     try {
       ms[1] = time_on_stream(s, run_gemm);
     } catch (const error&) {
+      // A fault that poisons the context (an illegal address in one of the engine's kernels) is
+      // sticky: every later call would fail, far from its cause. Only an error that leaves the
+      // stream usable (no memory for the workspace, a cuBLAS status) is passed over.
       (void)cudaGetLastError();
+      if (cudaStreamSynchronize(s) != cudaSuccess || cudaPeekAtLastError() != cudaSuccess) throw;
       ms[1] = -1;
       return;
     }

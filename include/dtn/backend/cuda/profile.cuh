@@ -2,8 +2,9 @@
 // dtn::cuda::LayerProfile: the LayerHook (nn/profile.hpp) for the GPU backend. A layer's pass
 // returns as soon as its kernels are queued, so a host clock would time the queueing; this hook
 // records a CUDA event on the calling thread's stream before and after each pass, and collect()
-// waits for the stream and adds the elapsed times to times(). Events are pooled and reused. Not
-// for use while the stream is being captured into a CUDA graph (time the eager step instead).
+// waits for those events and adds the elapsed times to times(). Events are pooled and reused.
+// Passes queued while the stream is being captured into a CUDA graph are not timed (an event
+// recorded there becomes a node of the graph, not a timestamp): time the eager step instead.
 //
 //   dtn::cuda::LayerProfile prof;
 //   { dtn::ScopedLayerHook on(prof); trainer.step(xs, xt); }
@@ -35,6 +36,7 @@ class LayerProfile : public LayerHook {
   LayerProfile& operator=(const LayerProfile&) = delete;
 
   void begin(const LayerEvent& e) override {
+    if (capturing(stream())) return;
     Pass p{*e.net, e.layer, e.kind, e.backward, nullptr, nullptr};
     p.start = record();
     passes_.push_back(p);
@@ -42,18 +44,18 @@ class LayerProfile : public LayerHook {
   void end(const LayerEvent& e) override {
     // The matching begin is the last pass opened (passes do not nest); a pass whose layer threw
     // has no end and is dropped by collect().
-    if (passes_.empty()) return;
+    if (passes_.empty() || capturing(stream())) return;
     Pass& p = passes_.back();
     if (p.stop != nullptr || p.layer != e.layer || p.backward != e.backward || p.net != *e.net) return;
     p.stop = record();
   }
 
-  // Waits for the stream, adds every completed pass to times() and recycles the events.
+  // Waits for the recorded passes (on whichever thread's stream they ran), adds every completed
+  // one to times() and recycles the events.
   void collect() {
-    if (passes_.empty()) return;
-    DTN_CUDA_CHECK(cudaStreamSynchronize(stream()));
     for (Pass& p : passes_) {
       if (p.stop != nullptr) {
+        DTN_CUDA_CHECK(cudaEventSynchronize(p.stop));
         float ms = 0;
         DTN_CUDA_CHECK(cudaEventElapsedTime(&ms, p.start, p.stop));
         times_.add(LayerEvent{&p.net, p.layer, p.kind, p.backward}, ms);
