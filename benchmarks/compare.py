@@ -4,7 +4,8 @@
 Rows are matched on (name, device, batch, threads); CUDA rows carry threads 0.  A row found in
 several files (repeated runs) counts once, with its fastest time by --stat.  For each dtn row the
 table shows the speed of every PyTorch mode found for the same key and the ratio
-dtn images/s / PyTorch images/s (> 1: dtn is faster).
+dtn images/s / PyTorch images/s (> 1: dtn is faster).  Modes labelled +tf32 (TF32 tensor-core
+math allowed) are compared only with +tf32 modes, exact FP32 only with exact FP32.
 
 usage: compare.py DTN.json [DTN2.json ...] --torch TORCH.json [TORCH2.json ...] [--markdown]
 """
@@ -39,6 +40,11 @@ def load(paths):
 
 def key(r):
     return (r["name"], r["device"], int(r["batch"]), int(r["threads"]))
+
+
+def tf32(mode):
+    """Whether a mode label says TF32 math: such rows are compared only with each other."""
+    return "tf32" in (mode or "").split("+")
 
 
 def fmt_ratio(x):
@@ -97,7 +103,7 @@ def main():
                 f"{r['gflop'] * 1e3 / ms(r):.1f}" if "gflop" in r else "-"]
         for m in modes:
             t = by_key.get((key(r), m))
-            if t is None:
+            if t is None or tf32(m) != tf32(r.get("mode", "")):
                 line += ["-", "-", "-"]
             else:
                 line += [f"{ms(t):.2f}", f"{ips(t):.1f}", fmt_ratio(ips(r) / ips(t))]

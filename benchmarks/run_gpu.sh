@@ -4,6 +4,9 @@
 #   BUILD_DIR  (default <repo>/build-gpu)   OUT_DIR (default $BUILD_DIR/bench-results)
 #   COMPILE_BATCHES  batches for torch.compile (default 128: each batch size compiles anew)
 #   COMPILE_TIMEOUT  seconds allowed for the torch.compile run (default 100), then skipped
+#   TF32             1 (default): also time both sides with TF32 tensor-core math allowed (dtn
+#                    autotuned, PyTorch eager; rows labelled +tf32, compared only with each other);
+#                    0 leaves that pair out (about a minute)
 set -uo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/.." && pwd)
@@ -64,6 +67,27 @@ if timeout $((ct + 30)) python3 "$here/torch_dtn.py" --device cuda --modes compi
   torch_files+=("$out/torch_cuda_compile.json")
 else
   echo "run_gpu.sh: torch_dtn.py compile failed or timed out" >&2
+fi
+
+# TF32 on both sides: exact FP32 caps the step near cuBLAS's SGEMM rate (RESULTS.md), TF32 does
+# not; dtn's is opt-in (dtn::cuda::set_tf32), PyTorch's allow_tf32 flags.
+if [[ ${TF32:-1} != 0 ]]; then
+  if [[ -x "$build/bench_dtn_cuda" ]]; then
+    echo "== bench_dtn_cuda --tf32 --conv-autotune"
+    if timeout 75 "$build/bench_dtn_cuda" --tf32 --conv-autotune --no-layers --json "$out/dtn_cuda_tf32.json" --reps 20 \
+         --step-reps 10; then
+      dtn_files+=("$out/dtn_cuda_tf32.json")
+    else
+      echo "run_gpu.sh: bench_dtn_cuda --tf32 failed or timed out" >&2; status=1
+    fi
+  fi
+  echo "== torch_dtn.py --device cuda --modes eager --tf32"
+  if timeout 60 python3 "$here/torch_dtn.py" --device cuda --modes eager --tf32 --reps 20 --step-reps 10 \
+       --json "$out/torch_cuda_eager_tf32.json" --quiet; then
+    torch_files+=("$out/torch_cuda_eager_tf32.json")
+  else
+    echo "run_gpu.sh: torch_dtn.py eager --tf32 failed or timed out" >&2; status=1
+  fi
 fi
 
 echo "== comparison (ratio = dtn images/s / PyTorch images/s; > 1 means dtn is faster)"

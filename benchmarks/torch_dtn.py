@@ -246,7 +246,8 @@ def bench_device(args, device, mode, flops, on_row=None):
             wall = time.perf_counter() - t0
             gflop = flops[kind] * batch
             row = {
-                "impl": "torch", "name": kind, "device": device, "mode": mode, "batch": batch,
+                "impl": "torch", "name": kind, "device": device,
+                "mode": mode + ("+tf32" if args.tf32 else ""), "batch": batch,
                 "threads": threads, "median_ms": round(med, 4),
                 "min_ms": round(min(times), 4), "max_ms": round(max(times), 4), "reps": reps,
                 "images_per_s": round(batch * 1e3 / med, 2),

@@ -9,8 +9,9 @@
 #   6. benchmarks/run_gpu.sh, if present                         -> $OUT/bench.log
 #   7. examples/svhn_to_mnist/run_gpu.sh, if present             -> $OUT/train.log
 # and a summary table at the end (also $OUT/summary.txt). Configure and build output goes to
-# $OUT/build.log. Stages 1-5 take about 5 minutes; 6 about 5 more (three bench_dtn_cuda runs,
-# PyTorch eager, and torch.compile within COMPILE_TIMEOUT, default 100 s); 7 whatever it takes.
+# $OUT/build.log. Stages 1-5 take about 5 minutes; 6 about 6 more (three bench_dtn_cuda runs,
+# PyTorch eager, torch.compile within COMPILE_TIMEOUT, default 100 s, and a TF32 pair of runs that
+# TF32=0 leaves out); 7 whatever it takes.
 # Within a 15-minute device budget: SKIP_TRAIN=1 (and COMPILE_TIMEOUT=45 for a little room).
 # Data: ./shared/data or ../shared/data, exported as DTN_DATA_DIR unless it is already set.
 # Environment: OUT (default ./gpu-check-out), BUILD_DIR (default build-gpu), JOBS (default 16),
