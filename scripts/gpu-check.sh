@@ -17,6 +17,10 @@
 # Environment: OUT (default ./gpu-check-out), BUILD_DIR (default build-gpu), JOBS (default 16),
 # T_CONFIGURE, T_BUILD, T_CTEST, T_CUDA, T_BENCH, T_TRAIN (stage time limits in seconds),
 # SKIP_BENCH=1 / SKIP_TRAIN=1 to leave out stages 6 / 7.
+# PREBUILT=DIR: skip stages 2-4 and run the programs scripts/prebuild-gpu.sh built elsewhere
+# (carried to the GPU machine), the GPU and host-emulation test programs directly (the CPU-only
+# tests too with PREBUILT_CPU_TESTS=1), then stage 6 with them; saves the build's minutes of a
+# short lease. Falls back to building here if they do not start.
 set -u
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root" || exit 1
@@ -50,6 +54,7 @@ stage() {
   case $rc in
     0) verdict=ok ;;
     124 | 137) verdict="TIMEOUT (${limit}s)" ;;
+    77) verdict="skipped: exit 77, no GPU seen" ;;
     *) verdict="FAILED (exit $rc)" ;;
   esac
   echo "=== [$name] $verdict after ${dt}s" | tee -a "$log"
@@ -67,7 +72,33 @@ skip() {
 
 stage nvidia-smi 30 "$OUT/build.log" nvidia-smi
 
-if stage configure "${T_CONFIGURE:-180}" "$OUT/build.log" \
+# PREBUILT: programs built off the GPU machine by scripts/prebuild-gpu.sh (carried along), used
+# if they start here; otherwise the build below runs as usual.
+pre=""
+if [[ -n "${PREBUILT:-}" ]]; then
+  if [[ -d "$PREBUILT" && -x "$PREBUILT/dtn_cuda_tests" ]] &&
+    "$PREBUILT/dtn_cuda_tests" --list-test-cases > /dev/null 2>> "$OUT/build.log"; then
+    pre=$(cd "$PREBUILT" && pwd)
+    echo "gpu-check: using the prebuilt programs in $pre: $(tr '\n' ' ' < "$pre/SOURCE" 2> /dev/null)" |
+      tee -a "$OUT/build.log"
+  else
+    echo "gpu-check: PREBUILT=$PREBUILT does not run here; building instead" | tee -a "$OUT/build.log"
+  fi
+fi
+
+if [[ -n "$pre" ]]; then
+  build=$pre
+  skip configure "prebuilt programs ($PREBUILT)"
+  skip build "prebuilt programs ($PREBUILT)"
+  # The test programs themselves, without CTest (which needs the build tree).
+  stage cuda-tests "${T_CUDA:-300}" "$OUT/ctest.log" "$pre/dtn_cuda_tests"
+  stage cuda-host-tests 300 "$OUT/ctest.log" "$pre/dtn_cuda_host_tests"
+  if [[ -n "${PREBUILT_CPU_TESTS:-}" ]]; then
+    stage cpu-tests "${T_CTEST:-600}" "$OUT/ctest.log" "$pre/dtn_tests"
+  else
+    skip cpu-tests "prebuilt mode: CPU-only tests run in CI (PREBUILT_CPU_TESTS=1 runs them here)"
+  fi
+elif stage configure "${T_CONFIGURE:-180}" "$OUT/build.log" \
   cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DDTN_CUDA=ON \
   -DCMAKE_CUDA_ARCHITECTURES=90 -DDTN_WERROR=OFF; then
   built=0
@@ -95,7 +126,7 @@ fi
 if [[ -n "${SKIP_BENCH:-}" ]]; then
   skip bench "SKIP_BENCH is set"
 elif [[ -f benchmarks/run_gpu.sh ]]; then
-  stage bench "${T_BENCH:-600}" "$OUT/bench.log" env BUILD_DIR="$root/$build" bash benchmarks/run_gpu.sh
+  stage bench "${T_BENCH:-600}" "$OUT/bench.log" env BUILD_DIR="$(cd "$build" && pwd)" bash benchmarks/run_gpu.sh
 else
   skip bench "benchmarks/run_gpu.sh not present"
 fi
@@ -103,7 +134,7 @@ fi
 if [[ -n "${SKIP_TRAIN:-}" ]]; then
   skip train "SKIP_TRAIN is set"
 elif [[ -f examples/svhn_to_mnist/run_gpu.sh ]]; then
-  stage train "${T_TRAIN:-1800}" "$OUT/train.log" env BUILD_DIR="$root/$build" bash examples/svhn_to_mnist/run_gpu.sh
+  stage train "${T_TRAIN:-1800}" "$OUT/train.log" env BUILD_DIR="$(cd "$build" && pwd)" bash examples/svhn_to_mnist/run_gpu.sh
 else
   skip train "examples/svhn_to_mnist/run_gpu.sh not present"
 fi
