@@ -297,3 +297,15 @@ TEST_CASE("share_parameters_of: two networks, one set of parameters, each its ow
   CHECK_THROWS_WITH_AS(wrong_input.share_parameters_of(owner), doctest::Contains("share_parameters_of g"),
                        dtn::shape_error);
 }
+
+TEST_CASE("CPU tensors growing or reassigned leave dtn::storage_moves unchanged (it tracks device storage)") {
+  // A host pipeline that grows or reassigns its batches must not make a captured CUDA graph
+  // recapture (dtn::cuda::GraphStep compares this count).
+  const std::uint64_t start = dtn::storage_moves();
+  dtn::Tensor<float> t(dtn::Shape{4});
+  t.resize(dtn::Shape{4000});
+  t = dtn::Tensor<float>(dtn::Shape{8});
+  CHECK(t.size() == 8);
+  CHECK(dtn::storage_moves() == start);
+  CHECK_FALSE(dtn::Tensor<float>::counts_moves);
+}

@@ -249,13 +249,19 @@ TEST_CASE("LayerProfile times every layer pass on the GPU with CUDA events") {
   {
     cudaStream_t s = dtn::cuda::stream();
     REQUIRE(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal) == cudaSuccess);
-    {
+    bool threw = false;
+    try {
       dtn::ScopedLayerHook on(prof);
       net.forward(x.view());
+    } catch (const std::exception& e) {
+      threw = true;  // the capture still has to end, or every later test on this stream fails
+      MESSAGE("forward pass under capture threw: " << e.what());
     }
     cudaGraph_t graph = nullptr;
     CHECK(cudaStreamEndCapture(s, &graph) == cudaSuccess);
     if (graph != nullptr) (void)cudaGraphDestroy(graph);
+    (void)cudaGetLastError();
+    CHECK_FALSE(threw);
   }
   prof.collect();
   for (const auto& r : prof.times().rows()) CHECK(r.calls == (r.backward ? 2 : 3));

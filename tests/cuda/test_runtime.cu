@@ -198,6 +198,32 @@ TEST_CASE("caching allocator: size classes, reuse, and no cudaMalloc in a steady
   CHECK(released.bytes_reserved == released.bytes_in_use);
 }
 
+TEST_CASE("storage_moves counts device buffers that grew out of their storage, and nothing else") {
+  const std::uint64_t start = dtn::storage_moves();
+  {
+    dtn::Tensor<float, Cuda> t(dtn::Shape{100});  // fresh storage
+    t.resize(dtn::Shape{50});                       // within capacity
+    t.resize(dtn::Shape{100});
+    CHECK(dtn::storage_moves() == start);
+    t.resize(dtn::Shape{101});  // grows: the old block is released
+    CHECK(dtn::storage_moves() == start + 1);
+    t = dtn::Tensor<float, Cuda>(dtn::Shape{10});  // replaced by assignment: not a growth
+    CHECK(dtn::storage_moves() == start + 1);
+    dtn::Tensor<float, Cuda> empty;
+    empty.resize(dtn::Shape{10});  // first storage: nothing released
+    CHECK(dtn::storage_moves() == start + 1);
+    dtn::Tensor<float, dtn::Cpu> host(dtn::Shape{10});
+    host.resize(dtn::Shape{1000});  // CPU tensors do not count
+    CHECK(dtn::storage_moves() == start + 1);
+  }
+  CHECK(dtn::storage_moves() == start + 1);  // destruction does not count
+  dtn::cuda::Context& ctx = dtn::cuda::context();
+  (void)ctx.workspace(1);
+  const std::uint64_t before = dtn::storage_moves();
+  (void)ctx.workspace(ctx.workspace_bytes() + 1);  // the workspace moves
+  CHECK(dtn::storage_moves() == before + 1);
+}
+
 TEST_CASE("copies: host -> device -> host is exact, device -> device too, empty copies are fine") {
   const auto v = random_vector(100001, 9);
   auto d = tensor_of(v);

@@ -95,10 +95,17 @@ void trainer_matches_cpu(bool gemm_engine) {
   MESSAGE("after 3 steps: parameter relative L2 error D " << rel(pg, pc) << ", g " << rel(qg, qc));
 }
 
-// move_workspace: before step 4 the context's workspace and scratch grow (as an evaluation at
-// another geometry could make them): that step must run eagerly and step 5 recapture, rather
-// than replay a graph that writes to the released blocks.
-void graph_replays_eager_step(bool gemm_engine, bool move_workspace = false) {
+// What happens between steps 3 and 4, after the graph was captured (at step 2):
+//  * moved_workspace: the context's workspace and scratch grow (as an evaluation at another
+//    geometry, or autotuning, could make them), and the released workspace block goes to a new
+//    tensor filled with 1e30;
+//  * larger_batch: both trainers transfer a batch twice the training batch (the example's
+//    validation with --eval-batch above --batch), which grows f's and g's buffers.
+// Either way step 4 must run eagerly and step 5 recapture, rather than replay a graph that writes
+// to released blocks; every loss and parameter must still match the eager trainer bit for bit.
+enum class Between { nothing, moved_workspace, larger_batch };
+
+void graph_replays_eager_step(bool gemm_engine, Between between = Between::nothing) {
   const parity::ConvGemmScope engine(gemm_engine);
   dtn::DtnConfig cfg;
   cfg.seed = 6;
@@ -108,30 +115,41 @@ void graph_replays_eager_step(bool gemm_engine, bool move_workspace = false) {
   dtn::cuda::GraphStep<dtn::DomainTransfer<F, G, D, Cuda>> graph(graphed);
   std::size_t mallocs_after_capture = 0;
   dtn::Tensor<float, Cuda> reuse;
+  const bool disturbed = between != Between::nothing;
   for (int i = 0; i < 5; ++i) {
     auto ds = dtn::to<Cuda>(dtn::from_vector(Shape{8, 3, 16, 16}, batch(8 * 3 * 256, 300 + i)));
     auto dt = dtn::to<Cuda>(dtn::from_vector(Shape{8, 1, 16, 16}, batch(8 * 256, 400 + i)));
-    if (move_workspace && i == 3) {
+    if (disturbed && i == 3) {
       REQUIRE(graph.captured());
-      dtn::cuda::Context& ctx = dtn::cuda::context();
-      const std::uint64_t moves = ctx.buffer_moves();
-      const void* old_ws = ctx.workspace(0);
-      const std::size_t old_bytes = ctx.workspace_bytes();
-      CHECK(ctx.workspace(old_bytes + (std::size_t(1) << 20)) != old_ws);
-      (void)ctx.scratch(std::size_t(64) << 20);
-      CHECK(ctx.buffer_moves() >= moves + 1);
-      // The released block is most likely handed on at once (same size, same stream) and
-      // overwritten: a stale replay would read and write this tensor's memory.
-      reuse = dtn::Tensor<float, Cuda>(Shape{static_cast<std::int64_t>(old_bytes / sizeof(float))});
-      dtn::Backend<Cuda>::fill(reuse.size(), reuse.data(), 1e30f);
+      const std::uint64_t moves = dtn::storage_moves();
+      if (between == Between::moved_workspace) {
+        dtn::cuda::Context& ctx = dtn::cuda::context();
+        const void* old_ws = ctx.workspace(0);
+        const std::size_t old_bytes = ctx.workspace_bytes();
+        REQUIRE(old_ws != nullptr);  // the GEMM engine has used it
+        CHECK(ctx.workspace(old_bytes + (std::size_t(1) << 20)) != old_ws);
+        (void)ctx.scratch(std::size_t(64) << 20);
+        reuse = dtn::Tensor<float, Cuda>(Shape{static_cast<std::int64_t>(old_bytes / sizeof(float))});
+        dtn::Backend<Cuda>::fill(reuse.size(), reuse.data(), 1e30f);
+      } else {
+        auto big = dtn::to<Cuda>(dtn::from_vector(Shape{16, 3, 16, 16}, batch(16 * 3 * 256, 500)));
+        (void)graphed.transfer(big.view());
+        (void)eager.transfer(big.view());
+      }
+      CHECK(dtn::storage_moves() > moves);
     }
     const dtn::DtnLosses le = eager.step_deferred(ds.view(), dt.view());
     const dtn::DtnLosses lg = graph.step(ds.view(), dt.view());
     CHECK(le.d == lg.d);
     CHECK(le.g == lg.g);
     CHECK(le.constancy == lg.constancy);
-    if (move_workspace && i == 3) CHECK_FALSE(graph.captured());  // ran eagerly
-    if (i == (move_workspace ? 3 : 2)) mallocs_after_capture = dtn::cuda::allocator_stats().num_cuda_malloc;
+    if (disturbed && i == 3) CHECK_FALSE(graph.captured());  // ran eagerly
+    if (!reuse.empty()) {
+      // The block handed on after the workspace moved kept its values: nothing wrote to it.
+      const std::vector<float> r = dtn::to_vector(reuse);
+      CHECK(std::all_of(r.begin(), r.end(), [](float v) { return v == 1e30f; }));
+    }
+    if (i == (disturbed ? 3 : 2)) mallocs_after_capture = dtn::cuda::allocator_stats().num_cuda_malloc;
   }
   CHECK(graph.captured());
   CHECK(dtn::cuda::allocator_stats().num_cuda_malloc == mallocs_after_capture);
@@ -158,5 +176,9 @@ TEST_CASE("a whole DTN training step on the GEMM convolution engine as a CUDA gr
 }
 
 TEST_CASE("a DTN step graph is recaptured, not replayed, after the convolution workspace has moved") {
-  graph_replays_eager_step(true, true);
+  graph_replays_eager_step(true, Between::moved_workspace);
+}
+
+TEST_CASE("a DTN step graph is recaptured, not replayed, after a larger batch grew the networks' buffers") {
+  graph_replays_eager_step(false, Between::larger_batch);
 }

@@ -3,7 +3,9 @@
 // View<T, Dev>: a cheap non-owning (pointer, shape) pair; View<const T, Dev> for read-only.
 // Copies across devices are explicit: dtn::to<Dst>(tensor). Nothing is synchronised behind
 // the user's back.
+#include <atomic>
 #include <cstddef>
+#include <cstdint>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -12,6 +14,24 @@
 #include "shape.hpp"
 
 namespace dtn {
+
+namespace detail {
+inline std::atomic<std::uint64_t>& storage_move_count() {
+  static std::atomic<std::uint64_t> n{0};
+  return n;
+}
+}  // namespace detail
+
+// How many times device storage has been released because its owner grew: a device (non-CPU)
+// Tensor resized past its capacity, the CUDA context's workspace or scratch growing. That is how
+// the buffers a network, a loss or the trainer keeps move (they only ever resize). Allocating
+// fresh storage, destroying or move-assigning a tensor do not count, nor do CPU tensors, so a
+// loop that makes a new batch tensor every step does not move it. Anything that keeps device
+// addresses across calls (a captured CUDA graph: dtn::cuda::GraphStep) compares this count with
+// the one it started with, since a released block may be handed to another tensor.
+// Process-wide and thread-safe; it only grows.
+inline std::uint64_t storage_moves() { return detail::storage_move_count().load(std::memory_order_relaxed); }
+inline void note_storage_move() { detail::storage_move_count().fetch_add(1, std::memory_order_relaxed); }
 
 template <class T, class Dev>
 struct View {
@@ -46,6 +66,8 @@ class Tensor {
  public:
   using value_type = T;
   using device = Dev;
+  // Whether growing past this tensor's capacity counts in storage_moves().
+  static constexpr bool counts_moves = !std::is_same<Dev, Cpu>::value;
 
   Tensor() = default;
   explicit Tensor(Shape s) { resize(s); }
@@ -75,6 +97,7 @@ class Tensor {
   void resize(Shape s) {
     std::size_t n = s.numel();
     if (n > capacity_) {
+      if (counts_moves && data_ != nullptr) note_storage_move();
       release();
       data_ = static_cast<T*>(Memory<Dev>::allocate(n * sizeof(T)));
       capacity_ = n;

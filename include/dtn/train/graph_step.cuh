@@ -6,13 +6,13 @@
 // guard runs on the device (DomainTransfer::run_deferred); the losses are read after the replay.
 //
 // A graph holds the device addresses of the trainer's buffers and of the thread's convolution
-// workspace and reduction scratch. It is recaptured when the batch shapes change, and when the
-// workspace or scratch has moved since the capture (an op between steps needed more of it: an
-// evaluation at another geometry, an algorithm chosen by autotuning): that step runs eagerly and
-// the next one captures anew, so a replay never writes to a block the cache has handed on.
-// Between steps, run the trainer's networks (transfer(), evaluation) only on batches no larger
-// than the training batch, or call reset() before the next step: a larger batch makes the
-// networks reallocate buffers the graph still points to.
+// workspace and reduction scratch. It is recaptured when the batch shapes change, and when a
+// device buffer has grown (and so moved) since the capture began (dtn::storage_moves(): between
+// steps, an evaluation on a larger batch grows the networks' buffers, one at another geometry or
+// with autotuning can grow the workspace): that step runs eagerly and the next one captures
+// anew, so a replay never writes to a block the cache has handed on. reset() forgets the graph
+// by hand (needed only for buffers replaced by assignment, which the count does not see; the
+// trainer's never are).
 #include <cuda_runtime.h>
 
 #include <cstdint>
@@ -41,7 +41,7 @@ class GraphStep {
     copy(xs, xs_.view());
     copy(xt, xt_.view());
     trainer_.prepare_deferred();
-    if (exec_ != nullptr && context().buffer_moves() != buffer_moves_) reset();
+    if (exec_ != nullptr && storage_moves() != storage_moves_) reset();
     if (!warm_) {
       trainer_.run_deferred(xs_.view(), xt_.view());
       warm_ = true;
@@ -62,6 +62,9 @@ class GraphStep {
  private:
   void capture() {
     cudaStream_t s = stream();
+    // Counted before the capture: a buffer that grows during it leaves nodes captured earlier
+    // pointing at the released block, and the next step recaptures.
+    const std::uint64_t moves = storage_moves();
     DTN_CUDA_CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
     try {
       trainer_.run_deferred(xs_.view(), xt_.view());
@@ -79,13 +82,13 @@ class GraphStep {
       exec_ = nullptr;
       DTN_CUDA_CHECK(inst);
     }
-    buffer_moves_ = context().buffer_moves();
+    storage_moves_ = moves;
   }
 
   Trainer& trainer_;
   Tensor<float, Cuda> xs_, xt_;
   cudaGraphExec_t exec_ = nullptr;
-  std::uint64_t buffer_moves_ = 0;  // context().buffer_moves() when the graph was captured
+  std::uint64_t storage_moves_ = 0;  // dtn::storage_moves() when the capture began
   bool warm_ = false;
 };
 

@@ -23,8 +23,8 @@
 #include <cudnn.h>
 
 #include <cstddef>
-#include <cstdint>
 
+#include "../../core/tensor.hpp"
 #include "allocator.cuh"
 #include "check.cuh"
 
@@ -84,10 +84,6 @@ class Context {
   std::size_t workspace_bytes() const { return workspace_bytes_; }
   // Scratch for reductions (separate from the workspace so one op can use both).
   void* scratch(std::size_t bytes) { return grow(scratch_, scratch_bytes_, bytes); }
-  // Counts the moves of the workspace and the scratch buffer (each growth is a new address, the
-  // old block going back to the cache). A CUDA graph captured before a move still points at the
-  // old block: GraphStep compares this count with the one at its capture and recaptures.
-  std::uint64_t buffer_moves() const { return buffer_moves_; }
 
   bool tf32() const { return tf32_; }
   void set_tf32(bool on) {
@@ -113,12 +109,13 @@ class Context {
   void* grow(void*& buffer, std::size_t& size, std::size_t bytes) {
     if (bytes > size) {
       // The old buffer goes back to the cache tagged with this stream: queued work that still
-      // reads it finishes before anything later on this stream can reuse it.
+      // reads it finishes before anything later on this stream can reuse it. A graph captured
+      // before this still points at it: counted in dtn::storage_moves().
       void* bigger = caching_allocator().allocate(bytes, stream_);
+      if (buffer != nullptr) note_storage_move();
       caching_allocator().deallocate(buffer, stream_);
       buffer = bigger;
       size = CachingAllocator::round_size(bytes);
-      ++buffer_moves_;
     }
     return buffer;
   }
@@ -132,7 +129,6 @@ class Context {
   std::size_t workspace_bytes_ = 0;
   void* scratch_ = nullptr;
   std::size_t scratch_bytes_ = 0;
-  std::uint64_t buffer_moves_ = 0;
   bool tf32_ = false;
   bool conv_autotune_ = false;
   bool conv_gemm_ = false;

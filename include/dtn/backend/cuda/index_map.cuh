@@ -53,9 +53,9 @@ void for_plane_chunks(std::size_t planes, std::size_t per_plane, const char* whe
                       std::uint32_t max_elems = kIndexLimit) {
   if (planes == 0 || per_plane == 0) return;
   if (per_plane > max_elems)
-    throw argument_error(std::string("dtn::Backend<Cuda>::") + where + ": one image plane of " +
-                         std::to_string(per_plane) + " elements exceeds the kernels' 32-bit index range (" +
-                         std::to_string(max_elems) + ")");
+    throw argument_error(std::string("dtn::Backend<Cuda>::") + where + ": one plane (an image's channel, or a whole " +
+                         "image for channel repeat) of " + std::to_string(per_plane) +
+                         " elements exceeds the kernels' 32-bit index range (" + std::to_string(max_elems) + ")");
   const std::size_t per_chunk = max_elems / per_plane;
   for (std::size_t p0 = 0; p0 < planes; p0 += per_chunk)
     f(p0, planes - p0 < per_chunk ? planes - p0 : per_chunk);
