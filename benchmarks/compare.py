@@ -113,9 +113,9 @@ def main():
                                     f"PyTorch {t['gflop']:.4f}")
         table.append(line)
     # PyTorch rows with no dtn counterpart still get listed, so nothing measured is hidden.
-    dtn_keys = {key(r) for r in dtn_rows}
+    dtn_keys = {(key(r), tf32(r.get("mode", ""))) for r in dtn_rows}
     for (k, m), t in sorted(by_key.items()):
-        if k not in dtn_keys:
+        if (k, tf32(m)) not in dtn_keys:
             line = [k[0], k[1], str(k[2]), str(k[3]), "-", "-", "-", "-"]
             for mm in modes:
                 line += ([f"{ms(t):.2f}", f"{ips(t):.1f}", "-"] if mm == m else ["-", "-", "-"])
@@ -139,7 +139,8 @@ def main():
             print("  ".join(v.rjust(w) for v, w in zip(line, widths)))
     gemm = [r for r in extra if r["name"].startswith("gemm_")]
     for r in gemm:
-        print(f"# GEMM reference {r['name']} ({r['device']}, {r['threads']} thr): median "
+        math = " TF32" if tf32(r.get("mode", "")) else ""
+        print(f"# GEMM reference {r['name']}{math} ({r['device']}, {r['threads']} thr): median "
               f"{r['gflops']:.1f} GFLOP/s, best {r.get('gflops_best', r['gflops']):.1f} GFLOP/s")
     layers = [r for r in extra if r["name"].startswith("layer:") and r["name"].endswith(":fwd")
               and "pct_of_gemm_best" in r]

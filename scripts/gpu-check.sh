@@ -17,7 +17,8 @@
 # Environment: OUT (default ./gpu-check-out), BUILD_DIR (default build-gpu), JOBS (default 16),
 # T_CONFIGURE, T_BUILD, T_CTEST, T_CUDA, T_BENCH, T_TRAIN (stage time limits in seconds),
 # SKIP_BENCH=1 / SKIP_TRAIN=1 to leave out stages 6 / 7.
-# PREBUILT=DIR: skip stages 2-4 and run the programs scripts/prebuild-gpu.sh built elsewhere
+# PREBUILT=DIR (relative to the repository root): skip stages 2-4 and run the programs
+# scripts/prebuild-gpu.sh built elsewhere
 # (carried to the GPU machine), the GPU and host-emulation test programs directly (the CPU-only
 # tests too with PREBUILT_CPU_TESTS=1), then stage 6 with them; saves the build's minutes of a
 # short lease. Falls back to building here if they do not start.
@@ -54,7 +55,7 @@ stage() {
   case $rc in
     0) verdict=ok ;;
     124 | 137) verdict="TIMEOUT (${limit}s)" ;;
-    77) verdict="skipped: exit 77, no GPU seen" ;;
+    77) verdict="FAILED (exit 77: no GPU seen)" ;;
     *) verdict="FAILED (exit $rc)" ;;
   esac
   echo "=== [$name] $verdict after ${dt}s" | tee -a "$log"
@@ -126,7 +127,7 @@ fi
 if [[ -n "${SKIP_BENCH:-}" ]]; then
   skip bench "SKIP_BENCH is set"
 elif [[ -f benchmarks/run_gpu.sh ]]; then
-  stage bench "${T_BENCH:-600}" "$OUT/bench.log" env BUILD_DIR="$(cd "$build" && pwd)" bash benchmarks/run_gpu.sh
+  stage bench "${T_BENCH:-900}" "$OUT/bench.log" env BUILD_DIR="$(cd "$build" && pwd)" bash benchmarks/run_gpu.sh
 else
   skip bench "benchmarks/run_gpu.sh not present"
 fi
@@ -144,7 +145,9 @@ fi
   echo "gpu-check summary ($(date -u +%Y-%m-%dT%H:%M:%SZ))"
   printf '%-14s %-28s %8s\n' stage result seconds
   for i in "${!names[@]}"; do printf '%-14s %-28s %8s\n' "${names[$i]}" "${results[$i]}" "${secs[$i]}"; done
-  if [[ -f "$OUT/ctest.log" ]]; then grep -E "tests passed|tests failed|Total Test time" "$OUT/ctest.log" | tail -3; fi
+  if [[ -f "$OUT/ctest.log" ]]; then
+    grep -E "tests passed|tests failed|Total Test time|^\[doctest\] (test cases|Status)" "$OUT/ctest.log" | tail -8
+  fi
 } | tee "$OUT/summary.txt"
 failed=0
 for r in "${results[@]}"; do [[ $r == ok || $r == skipped* ]] || failed=1; done

@@ -22,7 +22,8 @@ rm -rf prebuilt-gpu
 mkdir prebuilt-gpu
 for t in "${targets[@]}"; do cp "$build/$t" prebuilt-gpu/; done
 {
-  echo "commit $(git rev-parse HEAD)$(git diff --quiet HEAD -- include tests benchmarks CMakeLists.txt cmake || echo ' + uncommitted changes')"
+  changed=$(git status --porcelain -- include tests benchmarks examples CMakeLists.txt cmake)
+  echo "commit $(git rev-parse HEAD)${changed:+ + uncommitted changes}"
   echo "built $(date -u +%Y-%m-%dT%H:%M:%SZ) on $(uname -m), $(nvcc --version | tail -1)"
 } > prebuilt-gpu/SOURCE
 du -sh prebuilt-gpu
