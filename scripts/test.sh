@@ -5,8 +5,9 @@
 # are skipped with a message otherwise.
 #
 #   scripts/test.sh          build + all tests
-#   scripts/test.sh --all    also the AddressSanitizer/UBSan build of the CPU tests and the fuzzers
-#                            (what CI runs; CI=true implies --all)
+#   scripts/test.sh --all    also the AddressSanitizer/UBSan build of the CPU tests (and, where nvcc
+#                            is, of the host-emulated GPU kernels) and the fuzzers (what CI runs;
+#                            CI=true implies --all)
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -37,6 +38,18 @@ if [ "$all" = 1 ]; then
     -DCMAKE_EXE_LINKER_FLAGS="-fsanitize=address,undefined"
   cmake --build build-asan -j "$jobs"
   ASAN_OPTIONS=detect_leaks=1 ctest --test-dir build-asan --output-on-failure -j "$jobs"
+  if [ -x build/dtn_cuda_host_tests ]; then
+    # The GPU kernels' per-thread index code, run on the host (tests/cuda_host), under the same
+    # sanitizers: an index that strays outside a tensor is a heap overflow here, caught without
+    # a GPU even where the values it reads would not change a result.
+    echo "test.sh: AddressSanitizer + UndefinedBehaviorSanitizer build of the host-emulated GPU kernels"
+    cmake -S . -B build-asan-cuda -DCMAKE_BUILD_TYPE=Debug -DDTN_CUDA=ON -DDTN_WERROR=ON -DDTN_BUILD_EXAMPLES=OFF \
+      -DDTN_BUILD_BENCHMARKS=OFF -DDTN_NATIVE=OFF \
+      -DCMAKE_CUDA_FLAGS="-Xcompiler=-O1,-g,-fsanitize=address,-fsanitize=undefined,-fno-sanitize-recover=undefined,-fno-omit-frame-pointer" \
+      -DCMAKE_EXE_LINKER_FLAGS="-fsanitize=address,undefined"
+    cmake --build build-asan-cuda -j "$jobs" --target dtn_cuda_host_tests
+    ASAN_OPTIONS=detect_leaks=1 build-asan-cuda/dtn_cuda_host_tests
+  fi
   echo "test.sh: fuzzing each parser for ${DTN_FUZZ_SECONDS:-60} s"
   scripts/run_fuzz.sh "${DTN_FUZZ_SECONDS:-60}"
 fi
