@@ -160,3 +160,36 @@ TEST_CASE("GEMM convolution engine: chunks fit the workspace cap, and 32-bit ind
   bad.stride = 0;
   CHECK_FALSE(dtn::cuda::detail::conv_gemm_supported(bad));
 }
+
+TEST_CASE("dense convolutions (one output pixel) through the cuBLAS argument swap match the CPU backend") {
+  // The GPU runs D's last layer and g's first (as a transposed convolution: backward-data) as one
+  // cuBLAS GEMM per pass (conv.cuh: dense_conv_* with cuda::gemm). Here the same calls go through
+  // gemm_as_column_major into the column-major reference, which also enforces cuBLAS's
+  // leading-dimension rules.
+  const HostConvGemm host;
+  const auto gemm = [&](auto... a) { host.gemm(a...); };
+  for (const ConvGeom& g : {parity::conv_geom(5, 7, 4, 4, 3, 4, 1, 0),   // D.9-like: 4x4 valid -> 1x1
+                            parity::conv_geom(3, 6, 4, 4, 9, 4, 1, 0),   // g.0 transposed: c_out = its c_in
+                            parity::conv_geom(1, 2, 3, 3, 1, 3, 1, 0)}) {  // one image, one output channel
+    CAPTURE(g.n);
+    CAPTURE(g.c_in);
+    CAPTURE(g.c_out);
+    REQUIRE(dtn::conv_is_dense(g));
+    const std::size_t x_size = static_cast<std::size_t>(g.n) * g.c_in * g.h_in * g.w_in;
+    const std::size_t y_size = static_cast<std::size_t>(g.n) * g.c_out;
+    const std::size_t w_size = static_cast<std::size_t>(g.c_out) * g.c_in * g.kh * g.kw;
+    const auto x = parity::random_vector(x_size, 41), dy = parity::random_vector(y_size, 42);
+    const auto w = parity::random_vector(w_size, 43), dw0 = parity::random_vector(w_size, 44);
+    std::vector<float> y_ref(y_size, 1.0f), dx_ref(x_size, 1.0f), dw_ref = dw0;
+    Cpu::conv2d_forward(g, x.data(), w.data(), static_cast<const float*>(nullptr), y_ref.data());
+    Cpu::conv2d_backward_data(g, dy.data(), w.data(), dx_ref.data());
+    Cpu::conv2d_backward_filter(g, x.data(), dy.data(), dw_ref.data(), static_cast<float*>(nullptr));
+    std::vector<float> y(y_size, NAN), dx(x_size, NAN), dw = dw0;
+    dtn::dense_conv_forward(gemm, g, x.data(), w.data(), y.data());
+    CHECK(parity::rel_l2(y, y_ref) <= 1e-5);
+    dtn::dense_conv_backward_data(gemm, g, dy.data(), w.data(), dx.data());
+    CHECK(parity::rel_l2(dx, dx_ref) <= 1e-5);
+    dtn::dense_conv_backward_filter(gemm, g, x.data(), dy.data(), dw.data());
+    CHECK(parity::rel_l2(dw, dw_ref) <= 1e-5);
+  }
+}
