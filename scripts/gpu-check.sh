@@ -76,9 +76,24 @@ stage nvidia-smi 30 "$OUT/build.log" nvidia-smi
 # PREBUILT: programs built off the GPU machine by scripts/prebuild-gpu.sh (carried along), used
 # if they start here; otherwise the build below runs as usual.
 pre=""
+prebuilt_starts() { "$PREBUILT/dtn_cuda_tests" --list-test-cases > /dev/null 2>> "$OUT/build.log"; }
+# Where a program built elsewhere may find CUDA's and cuDNN's libraries here if the loader does
+# not: CUDA's folders and the pip wheels PyTorch brings (nvidia-cudnn-cu*, nvidia-cublas, ...).
+cuda_lib_dirs() {
+  local d
+  for d in /usr/local/cuda/lib64 /usr/local/cuda/lib; do [[ -d $d ]] && printf '%s:' "$d"; done
+  python3 -c 'import importlib
+for n in ("nvidia.cudnn", "nvidia.cublas", "nvidia.cuda_runtime"):
+    try: print(list(importlib.import_module(n).__path__)[0] + "/lib", end=":")
+    except Exception: pass' 2> /dev/null
+}
 if [[ -n "${PREBUILT:-}" ]]; then
-  if [[ -d "$PREBUILT" && -x "$PREBUILT/dtn_cuda_tests" ]] &&
-    "$PREBUILT/dtn_cuda_tests" --list-test-cases > /dev/null 2>> "$OUT/build.log"; then
+  if [[ -d "$PREBUILT" && -x "$PREBUILT/dtn_cuda_tests" ]] && ! prebuilt_starts; then
+    dirs=$(cuda_lib_dirs)
+    export LD_LIBRARY_PATH="${dirs%:}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+    echo "gpu-check: the prebuilt programs did not start; trying LD_LIBRARY_PATH=$LD_LIBRARY_PATH" | tee -a "$OUT/build.log"
+  fi
+  if [[ -d "$PREBUILT" && -x "$PREBUILT/dtn_cuda_tests" ]] && prebuilt_starts; then
     pre=$(cd "$PREBUILT" && pwd)
     echo "gpu-check: using the prebuilt programs in $pre: $(tr '\n' ' ' < "$pre/SOURCE" 2> /dev/null)" |
       tee -a "$OUT/build.log"
