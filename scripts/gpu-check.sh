@@ -17,11 +17,11 @@
 # Environment: OUT (default ./gpu-check-out), BUILD_DIR (default build-gpu), JOBS (default 16),
 # T_CONFIGURE, T_BUILD, T_CTEST, T_CUDA, T_BENCH, T_TRAIN (stage time limits in seconds),
 # SKIP_BENCH=1 / SKIP_TRAIN=1 to leave out stages 6 / 7.
-# PREBUILT=DIR (relative to the repository root): skip stages 2-4 and run the programs
-# scripts/prebuild-gpu.sh built elsewhere
-# (carried to the GPU machine), the GPU and host-emulation test programs directly (the CPU-only
-# tests too with PREBUILT_CPU_TESTS=1), then stage 6 with them; saves the build's minutes of a
-# short lease. Falls back to building here if they do not start.
+# PREBUILT=DIR (relative to the repository root): skip stages 2-4 and use the programs that
+# scripts/prebuild-gpu.sh built elsewhere (carried to the GPU machine): the GPU and
+# host-emulation test programs run directly (the CPU-only tests too with PREBUILT_CPU_TESTS=1),
+# then stage 6 with them; saves the build's minutes of a short lease. If they do not start, it
+# retries with CUDA's and the nvidia wheels' library folders on LD_LIBRARY_PATH, then builds here.
 set -u
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root" || exit 1
