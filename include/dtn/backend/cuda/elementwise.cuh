@@ -82,10 +82,9 @@ template <class Exec, class T>
 void repeat_channels_forward_on(const Exec& ex, int n, int c, int reps, long hw, const T* x, T* y,
                                 std::uint32_t max_elems = kIndexLimit) {
   const std::size_t chw = static_cast<std::size_t>(c) * static_cast<std::size_t>(hw), plane = chw * static_cast<std::size_t>(reps);
-  for_plane_chunks(static_cast<std::size_t>(n), plane, "repeat_channels_forward", [&](std::size_t i0, std::size_t ni) {
-    const RepeatChannelsForwardOp<T> op{x + i0 * chw, y + i0 * plane, static_cast<std::uint32_t>(chw), divisor(plane),
-                                        divisor(chw)};
-    ex.run(op, static_cast<std::uint32_t>(ni * plane));
+  run_plane_chunks(ex, static_cast<std::size_t>(n), plane, "repeat_channels_forward", [&](std::size_t i0) {
+    return RepeatChannelsForwardOp<T>{x + i0 * chw, y + i0 * plane, static_cast<std::uint32_t>(chw), divisor(plane),
+                                      divisor(chw)};
   }, max_elems);
 }
 
@@ -93,10 +92,9 @@ template <class Exec, class T>
 void repeat_channels_backward_on(const Exec& ex, int n, int c, int reps, long hw, const T* dy, T* dx,
                                  std::uint32_t max_elems = kIndexLimit) {
   const std::size_t chw = static_cast<std::size_t>(c) * static_cast<std::size_t>(hw), plane = chw * static_cast<std::size_t>(reps);
-  for_plane_chunks(static_cast<std::size_t>(n), chw, "repeat_channels_backward", [&](std::size_t i0, std::size_t ni) {
-    const RepeatChannelsBackwardOp<T> op{dy + i0 * plane, dx + i0 * chw, reps, static_cast<std::uint32_t>(chw),
-                                         divisor(chw)};
-    ex.run(op, static_cast<std::uint32_t>(ni * chw));
+  run_plane_chunks(ex, static_cast<std::size_t>(n), chw, "repeat_channels_backward", [&](std::size_t i0) {
+    return RepeatChannelsBackwardOp<T>{dy + i0 * plane, dx + i0 * chw, reps, static_cast<std::uint32_t>(chw),
+                                       divisor(chw)};
   }, max_elems);
 }
 

@@ -3,7 +3,7 @@
 // i; index_map_kernel calls it for i in [0, total) in a grid-stride loop. Ops that must find an
 // element's image plane, row and column divide i by divisors fixed before the launch
 // (FastDivmod: a multiply-high and a shift, where `i / plane` on a 64-bit index costs a long
-// emulated division per element on a GPU). That needs i < 2^31: for_plane_chunks cuts a tensor of
+// emulated division per element on a GPU). That needs i < 2^31: run_plane_chunks cuts a tensor of
 // equal planes into launches of whole planes that each stay below that, so any size still works
 // (one launch for every shape of the example).
 //
@@ -45,11 +45,12 @@ struct DeviceIndexExec {
   }
 };
 
-// f(first_plane, planes_in_chunk) for consecutive chunks of whole planes, each chunk at most
-// max_elems elements of per_plane each (max_elems below kIndexLimit only in tests, to force
-// several chunks). Throws argument_error naming `where` if one plane alone exceeds max_elems.
-template <class F>
-void for_plane_chunks(std::size_t planes, std::size_t per_plane, const char* where, F&& f,
+// ex.run(make_op(p0), np * per_plane) for consecutive chunks of np whole planes starting at plane
+// p0, each chunk at most max_elems elements (max_elems below kIndexLimit only in tests, to force
+// several chunks); make_op(p0) returns the op with its pointers moved to plane p0. Throws
+// argument_error naming `where` if one plane alone exceeds max_elems.
+template <class Exec, class MakeOp>
+void run_plane_chunks(const Exec& ex, std::size_t planes, std::size_t per_plane, const char* where, MakeOp&& make_op,
                       std::uint32_t max_elems = kIndexLimit) {
   if (planes == 0 || per_plane == 0) return;
   if (per_plane > max_elems)
@@ -57,8 +58,10 @@ void for_plane_chunks(std::size_t planes, std::size_t per_plane, const char* whe
                          "image for channel repeat) of " + std::to_string(per_plane) +
                          " elements exceeds the kernels' 32-bit index range (" + std::to_string(max_elems) + ")");
   const std::size_t per_chunk = max_elems / per_plane;
-  for (std::size_t p0 = 0; p0 < planes; p0 += per_chunk)
-    f(p0, planes - p0 < per_chunk ? planes - p0 : per_chunk);
+  for (std::size_t p0 = 0; p0 < planes; p0 += per_chunk) {
+    const std::size_t np = planes - p0 < per_chunk ? planes - p0 : per_chunk;
+    ex.run(make_op(p0), static_cast<std::uint32_t>(np * per_plane));
+  }
 }
 
 inline FastDivmod divisor(std::size_t d) { return FastDivmod(static_cast<std::uint32_t>(d)); }

@@ -132,26 +132,20 @@ template <class Exec, class T>
 void resize_bilinear_forward_on(const Exec& ex, int n, int c, int h_in, int w_in, int h_out, int w_out, const T* x,
                                 T* y, std::uint32_t max_elems = kIndexLimit) {
   const std::size_t in_plane = static_cast<std::size_t>(h_in) * w_in, out_plane = static_cast<std::size_t>(h_out) * w_out;
-  for_plane_chunks(static_cast<std::size_t>(n) * c, out_plane, "resize_bilinear_forward",
-                   [&](std::size_t p0, std::size_t np) {
-                     const ResizeForwardOp<T> op{x + p0 * in_plane, y + p0 * out_plane, h_in, w_in, h_out, w_out,
-                                                 divisor(out_plane), divisor(w_out)};
-                     ex.run(op, static_cast<std::uint32_t>(np * out_plane));
-                   },
-                   max_elems);
+  run_plane_chunks(ex, static_cast<std::size_t>(n) * c, out_plane, "resize_bilinear_forward", [&](std::size_t p0) {
+    return ResizeForwardOp<T>{x + p0 * in_plane, y + p0 * out_plane, h_in, w_in, h_out, w_out, divisor(out_plane),
+                              divisor(w_out)};
+  }, max_elems);
 }
 
 template <class Exec, class T>
 void resize_bilinear_backward_on(const Exec& ex, int n, int c, int h_in, int w_in, int h_out, int w_out, const T* dy,
                                  T* dx, std::uint32_t max_elems = kIndexLimit) {
   const std::size_t in_plane = static_cast<std::size_t>(h_in) * w_in, out_plane = static_cast<std::size_t>(h_out) * w_out;
-  for_plane_chunks(static_cast<std::size_t>(n) * c, in_plane, "resize_bilinear_backward",
-                   [&](std::size_t p0, std::size_t np) {
-                     const ResizeBackwardOp<T> op{dy + p0 * out_plane, dx + p0 * in_plane, h_in, w_in, h_out, w_out,
-                                                  divisor(in_plane), divisor(w_in)};
-                     ex.run(op, static_cast<std::uint32_t>(np * in_plane));
-                   },
-                   max_elems);
+  run_plane_chunks(ex, static_cast<std::size_t>(n) * c, in_plane, "resize_bilinear_backward", [&](std::size_t p0) {
+    return ResizeBackwardOp<T>{dy + p0 * out_plane, dx + p0 * in_plane, h_in, w_in, h_out, w_out, divisor(in_plane),
+                               divisor(w_in)};
+  }, max_elems);
 }
 
 }  // namespace detail
