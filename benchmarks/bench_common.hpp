@@ -162,8 +162,15 @@ struct Options {
   bool conv_autotune = false;
   bool conv_gemm = false;
   bool profile_step = false;
+  bool fusion = true;  // --no-fusion: batch norm and its activation as two passes
   std::string json;
 };
+
+// --no-fusion, for every network and trainer the benchmark builds (set by parse_options).
+inline bool& fuse_layers() {
+  static bool on = true;
+  return on;
+}
 
 inline std::vector<std::string> split(const std::string& s) {
   std::vector<std::string> out;
@@ -219,6 +226,7 @@ inline Options parse_options(int argc, char** argv, bool cuda) {
     else if (a == "--conv-gemm" && cuda) o.conv_gemm = true;
     else if (a == "--profile-step") o.profile_step = true;
     else if (a == "--no-layers") o.layers = false;
+    else if (a == "--no-fusion") o.fusion = false;
     else if (a == "--only-layers") o.only_layers = true;
     else if (a == "--no-graph" && cuda) o.graph = false;
     else if (a == "--json") o.json = value();
@@ -240,6 +248,8 @@ inline Options parse_options(int argc, char** argv, bool cuda) {
           "  --no-layers       skip the per-convolution-layer table\n"
           "  --only-layers     only the GEMM reference and the per-convolution-layer table\n"
           "  --profile-step    break a DTN step at the largest batch down layer by layer (LayerHook)\n"
+          "  --no-fusion       batch norm and the activation after it as two layers (default: one fused\n"
+          "                    pass, Network::set_fusion); the mode label gets a +unfused suffix\n"
           "  --json PATH       write rows and metadata as JSON (read by compare.py)\n",
           argv[0], cuda ? "" : "  --threads LIST    thread counts (default 1,2)\n", o.warmup, o.reps, o.step_reps,
           o.gemm_n,
@@ -255,6 +265,7 @@ inline Options parse_options(int argc, char** argv, bool cuda) {
       throw dtn::argument_error("bench: unknown option '" + a + "' (try --help)");
     }
   }
+  fuse_layers() = o.fusion;
   return o;
 }
 
@@ -445,6 +456,9 @@ struct Nets {
     check_table(d, "D");
     f.eval();
     f.freeze();
+    f.set_fusion(fuse_layers());
+    g.set_fusion(fuse_layers());
+    d.set_fusion(fuse_layers());
   }
 };
 
@@ -616,6 +630,7 @@ struct Trainer {
     dtn::DtnConfig cfg;  // alpha = beta = 15, gamma = 0, Adam 2e-4 (0.5, 0.999): the digits setting
     cfg.init = dtn::InitScheme::pytorch;
     cfg.seed = 7;
+    cfg.fuse_layers = fuse_layers();
     return cfg;
   }
 };

@@ -104,6 +104,7 @@ int main(int argc, char** argv) {
     doc["meta"] = bench::flop_meta(o.batches);
     doc["meta"]["impl"] = "dtn";
     doc["meta"]["cpu"] = bench::cpu_model();
+    doc["meta"]["fusion"] = o.fusion;
     doc["meta"]["compiler"] = __VERSION__;
     doc["meta"]["eigen"] = std::to_string(EIGEN_WORLD_VERSION) + "." + std::to_string(EIGEN_MAJOR_VERSION) + "." +
                            std::to_string(EIGEN_MINOR_VERSION);
@@ -126,7 +127,7 @@ int main(int argc, char** argv) {
     HostTimer timer;
     for (int t : o.threads) {
       dtn::set_num_threads(t);
-      const bench::Where at{"cpu", t};
+      const bench::Where at{"cpu", t, o.fusion ? "dtn" : "dtn+unfused"};
       bench::bench_gemm<Cpu>(o.gemm_n, at, timer, o, rows);
       // Eigen's GEMM on the same product (issue 2's conv target is stated against it); gemm_N
       // above is dtn's own packed GEMM where the target has AVX2 + FMA.

@@ -191,7 +191,8 @@ int main(int argc, char** argv) {
     dtn::cuda::set_tf32(o.tf32);
     dtn::cuda::set_conv_autotune(o.conv_autotune);
     dtn::cuda::set_conv_gemm(o.conv_gemm);
-    const std::string suffix = std::string(o.conv_gemm ? "+gemm" : "") + (o.tf32 ? "+tf32" : "");
+    const std::string suffix =
+        std::string(o.conv_gemm ? "+gemm" : "") + (o.tf32 ? "+tf32" : "") + (o.fusion ? "" : "+unfused");
     const std::string plain_mode = (o.conv_autotune ? "tuned" : "dtn") + suffix;
     const std::string graph_mode = (o.conv_autotune ? "tuned+graph" : "graph") + suffix;
     int sms = 0;
@@ -203,6 +204,7 @@ int main(int argc, char** argv) {
     doc["meta"]["cuda_device"] = gpu;
     doc["meta"]["cpu"] = bench::cpu_model();
     doc["meta"]["tf32"] = o.tf32;
+    doc["meta"]["fusion"] = o.fusion;
     doc["meta"]["conv_autotune"] = o.conv_autotune;
     doc["meta"]["conv_gemm"] = o.conv_gemm;
     doc["meta"]["cuda_runtime"] = CUDART_VERSION;

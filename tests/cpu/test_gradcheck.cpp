@@ -20,6 +20,13 @@ void check(Shape sample, int batch, bool train = true) {
   CHECK(r.checked > 0);
   CHECK(r.max_error < kBound);
 }
+template <class NetSpec>
+void check_net(Shape sample, int batch) {
+  GradCheckReport r = dtn::testing::gradcheck_network<NetSpec>(sample, batch, 5, true);
+  INFO("worst: " << r.worst);
+  CHECK(r.checked > 0);
+  CHECK(r.max_error < kBound);
+}
 }  // namespace
 
 TEST_CASE("gradcheck: Conv2d 3x3 stride 1 pad 1") { check<dtn::Conv2d<4, 3, 1, 1>>(Shape{3, 6, 6}, 2); }
@@ -32,6 +39,12 @@ TEST_CASE("gradcheck: ConvTranspose2d 4x4 stride 2 pad 1") { check<dtn::ConvTran
 TEST_CASE("gradcheck: Linear") { check<dtn::Linear<5>>(Shape{7}, 4); }
 TEST_CASE("gradcheck: Linear on a [C, H, W] input (flattened)") { check<dtn::Linear<3>>(Shape{2, 2, 2}, 3); }
 TEST_CASE("gradcheck: BatchNorm2d, training mode") { check<dtn::BatchNorm2d>(Shape{3, 4, 4}, 4); }
+TEST_CASE("gradcheck: BatchNorm2d fused with the activation after it (training mode)") {
+  // Sequential runs these pairs as one fused pass (nn/contract.hpp).
+  check_net<dtn::Sequential<dtn::BatchNorm2d, dtn::ReLU>>(Shape{3, 4, 4}, 4);
+  check_net<dtn::Sequential<dtn::BatchNorm2d, dtn::LeakyReLU<1, 5>>>(Shape{2, 3, 5}, 3);
+  check_net<dtn::Sequential<dtn::BatchNorm2d, dtn::Tanh>>(Shape{3, 2, 2}, 5);
+}
 TEST_CASE("gradcheck: BatchNorm2d, evaluation mode in a frozen network (input gradient)") {
   // A frozen f with batch norm: the trainer runs it in evaluation mode and back-propagates
   // through it. Running statistics set away from (0, 1) so the check is not trivial.
@@ -57,10 +70,14 @@ TEST_CASE("gradcheck: BatchNorm2d, evaluation mode in a frozen network (input gr
     if (grad) *grad = dtn::to_vector(net.backward(r.view()));
     return s;
   };
-  GradCheckReport rep = dtn::testing::gradcheck_function(f, x);
-  INFO(rep.worst);
-  CHECK(rep.checked == static_cast<int>(x.size()));
-  CHECK(rep.max_error < kBound);
+  for (bool fusion : {true, false}) {  // batch norm and ReLU as one pass, and as two
+    CAPTURE(fusion);
+    net.set_fusion(fusion);
+    GradCheckReport rep = dtn::testing::gradcheck_function(f, x);
+    INFO(rep.worst);
+    CHECK(rep.checked == static_cast<int>(x.size()));
+    CHECK(rep.max_error < kBound);
+  }
   // Unfrozen, evaluation mode: parameter gradients are refused with a clear message.
   net.freeze(false);
   auto xt = dtn::from_vector(Shape{3, 2, 5, 5}, x);

@@ -39,23 +39,36 @@ TEST_CASE("a layer hook sees every pass of every layer, in order, begin before e
   dtn::Net<D> d(Shape{1, 8, 8}, "d");
   auto x = uniform(Shape{2, 1, 8, 8}, 1);
   Recorder rec;
-  {
-    dtn::ScopedLayerHook on(rec);
-    auto y = d.forward(x.view());
-    auto dy = uniform(y.shape, 2);
-    d.backward(dy.view(), true);
-  }
-  const std::vector<std::string> expect = {
+  auto record = [&](bool fusion) {
+    d.set_fusion(fusion);
+    rec.calls.clear();
+    {
+      dtn::ScopedLayerHook on(rec);
+      auto y = d.forward(x.view());
+      auto dy = uniform(y.shape, 2);
+      d.backward(dy.view(), true);
+    }
+    return rec.calls;
+  };
+  const std::vector<std::string> layer_by_layer = {
       "begin d.0 Conv2d fwd",    "end d.0 Conv2d fwd",    "begin d.1 BatchNorm2d fwd", "end d.1 BatchNorm2d fwd",
       "begin d.2 LeakyReLU fwd", "end d.2 LeakyReLU fwd", "begin d.3 Conv2d fwd",      "end d.3 Conv2d fwd",
       "begin d.3 Conv2d bwd",    "end d.3 Conv2d bwd",    "begin d.2 LeakyReLU bwd",   "end d.2 LeakyReLU bwd",
       "begin d.1 BatchNorm2d bwd", "end d.1 BatchNorm2d bwd", "begin d.0 Conv2d bwd",  "end d.0 Conv2d bwd"};
-  CHECK(rec.calls == expect);
+  CHECK(record(false) == layer_by_layer);
+  // Fused (the default): batch norm and the activation are one pass, under batch norm's index.
+  const std::vector<std::string> fused = {
+      "begin d.0 Conv2d fwd", "end d.0 Conv2d fwd", "begin d.1 BatchNorm2d+LeakyReLU fwd",
+      "end d.1 BatchNorm2d+LeakyReLU fwd", "begin d.3 Conv2d fwd", "end d.3 Conv2d fwd", "begin d.3 Conv2d bwd",
+      "end d.3 Conv2d bwd", "begin d.1 BatchNorm2d+LeakyReLU bwd", "end d.1 BatchNorm2d+LeakyReLU bwd",
+      "begin d.0 Conv2d bwd", "end d.0 Conv2d bwd"};
+  const std::vector<std::string> calls = record(true);
+  CHECK(calls == fused);
 
   // Out of scope, no hook: nothing more is recorded, and the slot is empty again.
   CHECK(dtn::layer_hook() == nullptr);
   d.forward(x.view());
-  CHECK(rec.calls.size() == expect.size());
+  CHECK(rec.calls.size() == fused.size());
 }
 
 TEST_CASE("layer hooks are per thread and nest: the inner scope restores the outer hook") {
@@ -107,8 +120,8 @@ TEST_CASE("HostLayerProfile over a DTN step: every network's layers, call counts
   CHECK(d_fwd == 2 * 5);
   CHECK(d_bwd == 2 * 5);
   // Every layer of every network appears (f 6, g 5, D 4 layers, forward; backward too except
-  // where no pass ran: all do here).
-  CHECK(t.rows().size() == 2 * (6 + 5 + 4));
+  // where no pass ran: all do here), less the activations run inside batch norm (g.2, D.2).
+  CHECK(t.rows().size() == 2 * (6 + 5 + 4 - 2));
   CHECK(t.total_ms() <= wall);
   double by_kind = 0;
   for (const auto& kv : t.by_kind()) by_kind += kv.second;

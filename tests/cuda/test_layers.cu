@@ -37,6 +37,8 @@ using Classifier = dtn::Sequential<dtn::Conv2d<8, 3, 1, 1>, dtn::BatchNorm2d, dt
                                    dtn::Linear<5>>;
 using Generator = dtn::Sequential<dtn::ConvTranspose2d<16, 4, 1, 0>, dtn::BatchNorm2d, dtn::ReLU,
                                   dtn::ConvTranspose2d<1, 4, 2, 1>, dtn::Tanh>;
+using FusedPairs = dtn::Sequential<dtn::Conv2d<6, 3, 1, 1>, dtn::BatchNorm2d, dtn::LeakyReLU<1, 5>,
+                                   dtn::Conv2d<4, 3, 2, 1>, dtn::BatchNorm2d, dtn::Tanh>;
 using Preprocess = dtn::Sequential<dtn::ResizeBilinear<12>, dtn::RepeatChannels<3>, dtn::Conv2d<4, 3, 1, 1>>;
 
 dtn::Shape batch_shape(int n, const dtn::Shape& sample) {
@@ -89,11 +91,15 @@ double params_error(NetG& gpu, NetC& cpu, const std::vector<std::string>& skip) 
   return parity::rel_l2(g, c);
 }
 
+// fusion: batch norm and the activation after it as one pass (the default), or as two.
 template <class Spec>
-void network_parity(const char* what, const dtn::Shape& sample, int batch) {
+void network_parity(const char* what, const dtn::Shape& sample, int batch, bool fusion = true) {
   INFO("network: ", std::string(what));
+  CAPTURE(fusion);
   dtn::Net<Spec, float, dtn::Cpu> cpu(sample, "net", dtn::InitScheme::pytorch, 5);
   dtn::Net<Spec, float, dtn::Cuda> gpu(sample, "net", dtn::InitScheme::pytorch, 5);
+  cpu.set_fusion(fusion);
+  gpu.set_fusion(fusion);
   REQUIRE(dtn::to_vector(gpu.parameters()) == dtn::to_vector(cpu.parameters()));
 
   const auto xc = random_tensor(batch_shape(batch, sample), 6);
@@ -127,8 +133,21 @@ void network_parity(const char* what, const dtn::Shape& sample, int batch) {
       CHECK(err(eg.param->value, ec.param->value) <= kNet);  // batch-norm running statistics
     }
   }
-  MESSAGE(std::string(what) << ": relative L2 error forward " << e_fwd << ", input gradient " << e_dx << ", parameter gradients "
-               << e_grads);
+  // Evaluation mode in a frozen network (how the trainer runs f): running statistics, input
+  // gradient only.
+  cpu.eval();
+  gpu.eval();
+  cpu.freeze();
+  gpu.freeze();
+  const auto ec = cpu.forward(xc.view());
+  const auto eg = gpu.forward(xg.view());
+  const double e_eval = err(eg, ec);
+  CHECK(e_eval <= kNet);
+  const double e_eval_dx = err(gpu.backward(dyg.view()), cpu.backward(dyc.view()));
+  CHECK(e_eval_dx <= kNet);
+  MESSAGE(std::string(what) << (fusion ? "" : " (unfused)") << ": relative L2 error forward " << e_fwd
+                            << ", input gradient " << e_dx << ", parameter gradients " << e_grads
+                            << "; evaluation mode forward " << e_eval << ", input gradient " << e_eval_dx);
 }
 
 }  // namespace
@@ -138,6 +157,11 @@ TEST_CASE("network parity: forward, input gradient and every parameter gradient 
                              dtn::Shape{3, 16, 16}, 6);
   network_parity<Generator>("generator (transposed convs, batch norm, relu, tanh)", dtn::Shape{8, 1, 1}, 6);
   network_parity<Preprocess>("preprocessing (bilinear resize, channel repeat, conv)", dtn::Shape{1, 10, 10}, 4);
+  network_parity<FusedPairs>("batch norm fused with leaky relu and tanh", dtn::Shape{2, 9, 9}, 5);
+  // The same networks with batch norm and its activation as separate layers.
+  network_parity<Classifier>("classifier", dtn::Shape{3, 16, 16}, 6, false);
+  network_parity<Generator>("generator", dtn::Shape{8, 1, 1}, 6, false);
+  network_parity<FusedPairs>("batch norm then leaky relu and tanh", dtn::Shape{2, 9, 9}, 5, false);
 }
 
 TEST_CASE("end to end: five Adam steps of a classifier and a generator give the same losses on both devices") {
@@ -230,7 +254,11 @@ TEST_CASE("LayerProfile times every layer pass on the GPU with CUDA events") {
   prof.collect();
   const dtn::LayerTimes& t = prof.times();
   const std::size_t depth = dtn::Net<Classifier, float, dtn::Cuda>::depth;
-  CHECK(t.rows().size() == 2 * depth);  // every layer, forward and backward
+  // Every layer, forward and backward, the ReLU run inside batch norm's pass counted with it.
+  CHECK(t.rows().size() == 2 * (depth - 1));
+  bool fused_row = false;
+  for (const auto& r : t.rows()) fused_row = fused_row || r.kind == "BatchNorm2d+ReLU";
+  CHECK(fused_row);
   for (const auto& r : t.rows()) {
     CAPTURE(r.layer);
     CHECK(r.net == "c");

@@ -118,6 +118,46 @@ void add_bn_cases(std::vector<Case>& cs, const std::string& tag, int n, int c, l
                            decltype(B)::batchnorm_backward(g, b.f(0), b.f(1), b.f(2), b.f(3), b.f(4),
                                                            static_cast<float*>(nullptr), b.f(5), b.f(6));
                          }));
+  cs.push_back(make_case("batchnorm_backward_eval " + tag, kRound,
+                         {in("dy", sz), in("gamma", cs_, 0.5, 1.5), in_positive("var", cs_, 0.5, 2), out("dx", sz)},
+                         [g](auto B, auto& b) {
+                           decltype(B)::batchnorm_backward_eval(g, b.f(0), b.f(1), b.f(2), b.f(3));
+                         }));
+  // Fused with an activation (layers/batch_norm.hpp): y is the activation's output in backward.
+  auto fused = [&](const auto& act, const std::string& name) {
+    const std::string t = " + " + name + " " + tag;
+    cs.push_back(make_case("batchnorm_forward_train" + t, kRound,
+                           {in_normal("x", sz, 2), in("gamma", cs_, 0.5, 1.5), in("beta", cs_), acc("running_mean", cs_),
+                            acc_positive("running_var", cs_, 0.5, 2), out("y", sz), out("save_mean", cs_),
+                            out("save_invstd", cs_)},
+                           [g, act](auto B, auto& b) {
+                             decltype(B)::batchnorm_forward_train(g, b.f(0), b.f(1), b.f(2), b.f(3), b.f(4), b.f(5),
+                                                                  b.f(6), b.f(7), act);
+                           }));
+    cs.push_back(make_case("batchnorm_forward_eval" + t, kRound,
+                           {in_normal("x", sz, 2), in("gamma", cs_, 0.5, 1.5), in("beta", cs_), in("mean", cs_),
+                            in_positive("var", cs_, 0.5, 2), out("y", sz)},
+                           [g, act](auto B, auto& b) {
+                             decltype(B)::batchnorm_forward_eval(g, b.f(0), b.f(1), b.f(2), b.f(3), b.f(4), b.f(5), act);
+                           }));
+    cs.push_back(make_case("batchnorm_backward" + t, kRound,
+                           {in_normal("x", sz, 2), in("dy", sz), in("gamma", cs_, 0.5, 1.5), in("mean", cs_, -0.2, 0.2),
+                            in_positive("invstd", cs_, 0.4, 0.8), in("y", sz), out("dx", sz), acc("dgamma", cs_),
+                            acc("dbeta", cs_)},
+                           [g, act](auto B, auto& b) {
+                             decltype(B)::batchnorm_backward(g, b.f(0), b.f(1), b.f(2), b.f(3), b.f(4), b.f(6), b.f(7),
+                                                             b.f(8), b.f(5), act);
+                           }));
+    cs.push_back(make_case("batchnorm_backward_eval" + t, kRound,
+                           {in("dy", sz), in("gamma", cs_, 0.5, 1.5), in_positive("var", cs_, 0.5, 2), in("y", sz),
+                            out("dx", sz)},
+                           [g, act](auto B, auto& b) {
+                             decltype(B)::batchnorm_backward_eval(g, b.f(0), b.f(1), b.f(2), b.f(4), b.f(3), act);
+                           }));
+  };
+  fused(dtn::ops::Relu{}, "ReLU");
+  fused(dtn::ops::LeakyRelu{0.2}, "LeakyReLU(0.2)");
+  fused(dtn::ops::Tanh{}, "Tanh");
 }
 
 void add_pool_cases(std::vector<Case>& cs, int n, int c, int h, int w, int k, int stride, bool specials) {

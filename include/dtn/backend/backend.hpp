@@ -21,12 +21,17 @@
 //  gemm(bool trans_a, bool trans_b, int m, int n, int k, T alpha, const T* A, int lda,
 //       const T* B, int ldb, T beta, T* C, int ldc)                       row-major C = a*op(A)op(B) + b*C
 //  batchnorm_forward_train(const BnGeom&, const T* x, const T* gamma, const T* beta,
-//       T* running_mean, T* running_var, T* y, T* save_mean, T* save_invstd)
-//       (running statistics updated with momentum and the unbiased variance, as PyTorch)
+//       T* running_mean, T* running_var, T* y, T* save_mean, T* save_invstd, Act act = Identity)
+//       (running statistics updated with momentum and the unbiased variance, as PyTorch;
+//        y = act.forward(normalised x): an activation fused into the pass, ops/functors.hpp)
 //  batchnorm_forward_eval(const BnGeom&, const T* x, const T* gamma, const T* beta,
-//       const T* running_mean, const T* running_var, T* y)
+//       const T* running_mean, const T* running_var, T* y, Act act = Identity)
 //  batchnorm_backward(const BnGeom&, const T* x, const T* dy, const T* gamma, const T* save_mean,
-//       const T* save_invstd, T* dx_or_null, T* dgamma, T* dbeta)          dx overwritten, dgamma/dbeta accumulate
+//       const T* save_invstd, T* dx_or_null, T* dgamma, T* dbeta, const T* y = null, Act act = Identity)
+//       dx overwritten, dgamma/dbeta accumulate; dy is the gradient at act's output y, turned
+//       into the gradient at batch norm's output by act.grad_from_output(y, dy)
+//  batchnorm_backward_eval(const BnGeom&, const T* dy, const T* gamma, const T* running_var, T* dx,
+//       const T* y = null, Act act = Identity)      evaluation mode, input gradient only; overwrites dx
 //  maxpool_forward(const PoolGeom&, const T* x, T* y, int* argmax)         argmax = index within the input plane
 //  maxpool_backward(const PoolGeom&, const T* dy, const int* argmax, T* dx) overwrites dx
 //  map_forward(Op, size_t n, const T* x, T* y)                             y = op.forward(x) (ops/functors.hpp)

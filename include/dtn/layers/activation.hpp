@@ -18,6 +18,7 @@ class ActivationLayer {
   void backward(View<const T, Dev> x, View<const T, Dev> y, View<const T, Dev> dy, View<T, Dev> dx, bool) {
     if (dx.data) Backend<Dev>::map_backward(op_, x.size(), x.data, y.data, dy.data, dx.data);
   }
+  const Op& op() const { return op_; }
 
  private:
   Op op_;
@@ -26,15 +27,19 @@ class ActivationLayer {
 template <class T, class Dev>
 struct ReLULayer : ActivationLayer<T, Dev, ops::Relu> {
   static constexpr const char* kind = "ReLU";
+  static constexpr bool fusable_after_batch_norm = true;  // see layers/batch_norm.hpp
 };
 template <class T, class Dev>
 struct TanhLayer : ActivationLayer<T, Dev, ops::Tanh> {
   static constexpr const char* kind = "Tanh";
+  static constexpr bool fusable_after_batch_norm = true;
 };
 template <class T, class Dev, int Num, int Den>
 struct LeakyReLULayer : ActivationLayer<T, Dev, ops::LeakyRelu> {
   static_assert(Den > 0, "LeakyReLU: the slope's denominator must be positive");
   static constexpr const char* kind = "LeakyReLU";
+  // ops::LeakyRelu::grad_from_output is exact for a slope >= 0 only.
+  static constexpr bool fusable_after_batch_norm = Num >= 0;
   LeakyReLULayer() : ActivationLayer<T, Dev, ops::LeakyRelu>(ops::LeakyRelu{static_cast<double>(Num) / Den}) {}
 };
 

@@ -1,10 +1,20 @@
 #pragma once
 // BatchNorm2d: per-channel normalisation with batch statistics in training mode and running
 // statistics in evaluation mode (momentum 0.1, eps 1e-5, unbiased running variance: PyTorch's).
+#include <type_traits>
+
 #include "../backend/backend.hpp"
 #include "../nn/param.hpp"
+#include "../ops/functors.hpp"
 
 namespace dtn {
+namespace detail {
+template <class L, class = void>
+struct runs_after_batch_norm : std::false_type {};
+template <class L>
+struct runs_after_batch_norm<L, std::enable_if_t<L::fusable_after_batch_norm>> : std::true_type {};
+}  // namespace detail
+
 namespace layers {
 
 template <class T, class Dev>
@@ -31,36 +41,60 @@ class BatchNorm2dLayer {
     f("running_mean", mean_);
     f("running_var", var_);
   }
-  void forward(View<const T, Dev> x, View<T, Dev> y, bool train) {
+  void forward(View<const T, Dev> x, View<T, Dev> y, bool train) { forward_with(x, y, train, ops::Identity{}); }
+  void backward(View<const T, Dev> x, View<const T, Dev> /*y*/, View<const T, Dev> dy, View<T, Dev> dx,
+                bool param_grads) {
+    backward_with(x, View<const T, Dev>(), dy, dx, param_grads, ops::Identity{});
+  }
+
+  // Fusion with the activation layer after it (nn/contract.hpp; Sequential does this on its
+  // own): the activation runs inside batch norm's passes, y = act(BN(x)), and backward takes the
+  // activation's output y and the gradient there. Batch norm's own output is never stored, and
+  // each direction saves a pass over the tensor; the results are bit for bit those of the two
+  // layers one after the other. Offered to activations whose gradient is a function of their
+  // output (ops::*::grad_from_output; ReLU, LeakyReLU with a slope >= 0, Tanh): those declare
+  // fusable_after_batch_norm = true.
+  template <class Next>
+  static constexpr bool fuses_with = detail::runs_after_batch_norm<Next>::value;
+  template <class Next>
+  void forward_fused(View<const T, Dev> x, View<T, Dev> y, bool train, const Next& next) {
+    forward_with(x, y, train, next.op());
+  }
+  template <class Next>
+  void backward_fused(View<const T, Dev> x, View<const T, Dev> y, View<const T, Dev> dy, View<T, Dev> dx,
+                      bool param_grads, const Next& next) {
+    backward_with(x, y, dy, dx, param_grads, next.op());
+  }
+
+ private:
+  template <class Act>
+  void forward_with(View<const T, Dev> x, View<T, Dev> y, bool train, const Act& act) {
     const BnGeom g = geom(x.shape);
     train_ = train;
     if (train) {
       save_mean_.resize(Shape{c_});
       save_invstd_.resize(Shape{c_});
       Backend<Dev>::batchnorm_forward_train(g, x.data, scale_.value.data, shift_.value.data, mean_.value.data,
-                                            var_.value.data, y.data, save_mean_.data(), save_invstd_.data());
+                                            var_.value.data, y.data, save_mean_.data(), save_invstd_.data(), act);
     } else {
       Backend<Dev>::batchnorm_forward_eval(g, x.data, scale_.value.data, shift_.value.data, mean_.value.data,
-                                           var_.value.data, y.data);
+                                           var_.value.data, y.data, act);
     }
   }
-  void backward(View<const T, Dev> x, View<const T, Dev> /*y*/, View<const T, Dev> dy, View<T, Dev> dx,
-                bool param_grads) {
+  // y: the activation's output (not read when Act is ops::Identity); dy: the gradient there.
+  template <class Act>
+  void backward_with(View<const T, Dev> x, View<const T, Dev> y, View<const T, Dev> dy, View<T, Dev> dx,
+                      bool param_grads, const Act& act) {
     if (!train_) {
-      // Evaluation mode is an affine map per channel, y = gamma (x - mean) / sqrt(var + eps) + beta
-      // with the running statistics, so dx = gamma / sqrt(var + eps) * dy: the same map applied to
-      // dy with mean and beta set to zero. This is what a frozen f with batch norm needs (the
+      // Evaluation mode is an affine map per channel with the running statistics, so
+      // dx = gamma / sqrt(var + eps) * dy. This is what a frozen f with batch norm needs (the
       // trainer runs f in evaluation mode and back-propagates L_CONST through it).
       if (param_grads)
         throw error("BatchNorm2d: parameter gradients after an evaluation-mode forward are not supported "
                     "(freeze the network, or train it in training mode)");
       if (!dx.data) return;
-      if (zeros_.size() != static_cast<std::size_t>(2 * c_)) {
-        zeros_.resize(Shape{2 * c_});
-        zeros_.zero();
-      }
-      Backend<Dev>::batchnorm_forward_eval(geom(x.shape), dy.data, scale_.value.data, zeros_.data(), zeros_.data() + c_,
-                                           var_.value.data, dx.data);
+      Backend<Dev>::batchnorm_backward_eval(geom(x.shape), dy.data, scale_.value.data, var_.value.data, dx.data,
+                                            y.data, act);
       return;
     }
     T* dgamma = scale_.grad.data;
@@ -72,10 +106,9 @@ class BatchNorm2dLayer {
       dbeta = scratch_.data() + c_;
     }
     Backend<Dev>::batchnorm_backward(geom(x.shape), x.data, dy.data, scale_.value.data, save_mean_.data(),
-                                     save_invstd_.data(), dx.data, dgamma, dbeta);
+                                     save_invstd_.data(), dx.data, dgamma, dbeta, y.data, act);
   }
 
- private:
   BnGeom geom(const Shape& x) const {
     BnGeom g;
     g.n = static_cast<int>(x[0]);
@@ -89,7 +122,7 @@ class BatchNorm2dLayer {
   long hw_ = 1;
   bool train_ = true;
   Param<T, Dev> scale_, shift_, mean_, var_;
-  Tensor<T, Dev> save_mean_, save_invstd_, scratch_, zeros_;
+  Tensor<T, Dev> save_mean_, save_invstd_, scratch_;
 };
 
 }  // namespace layers

@@ -13,6 +13,18 @@
 //     void backward(View<const T, Dev> x, View<const T, Dev> y, View<const T, Dev> dy,
 //                   View<T, Dev> dx, bool param_grads);    // dx.data may be null: skip it; parameter
 //                                                           // gradients ACCUMULATE when param_grads
+//
+// Optional: a layer that can run the layer after it inside its own passes (batch norm with the
+// activation after it) declares
+//     template <class Next> static constexpr bool fuses_with = ...;  // true for the Next it can run
+//     template <class Next> void forward_fused(View<const T, Dev> x, View<T, Dev> y, bool train,
+//                                              const Next& next);   // y = next(this(x))
+//     template <class Next> void backward_fused(View<const T, Dev> x, View<const T, Dev> y,
+//                                               View<const T, Dev> dy, View<T, Dev> dx, bool param_grads,
+//                                               const Next& next);  // y, dy: next's output and its gradient
+// and Sequential runs such a pair as one pass each way, unless Network::set_fusion(false). The
+// pair's results must be those of the two layers run one after the other, bit for bit; Next
+// must have no parameters.
 #include <type_traits>
 #include <utility>
 
@@ -62,6 +74,11 @@ struct has_backward<L, T, Dev,
                         std::declval<View<const T, Dev>>(), std::declval<View<const T, Dev>>(),
                         std::declval<View<const T, Dev>>(), std::declval<View<T, Dev>>(), true))>>
     : std::true_type {};
+
+template <class L, class Next, class = void>
+struct fuses : std::false_type {};
+template <class L, class Next>
+struct fuses<L, Next, std::enable_if_t<L::template fuses_with<Next>>> : std::true_type {};
 
 // bind_layer<Spec, T, Dev>::type is the checked layer type.
 template <class S, class T, class Dev, bool = has_layer_template<S, T, Dev>::value>

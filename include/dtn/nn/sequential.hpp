@@ -11,7 +11,8 @@
 // A frozen network passes gradients through but never computes or changes its parameters.
 // Parameters are reachable by stable names "<net>.<layer index>.<tensor>" (e.g. "g.3.weight"),
 // the names torch.nn.Sequential gives the same modules. Each layer's pass can be timed with a
-// LayerHook (profile.hpp).
+// LayerHook (profile.hpp). Batch norm and the activation after it run as one fused pass
+// (set_fusion).
 #include <array>
 #include <cstdint>
 #include <sstream>
@@ -75,6 +76,13 @@ class Network {
   // A frozen network computes input gradients but no parameter gradients.
   void freeze(bool on = true) { frozen_ = on; }
   bool frozen() const { return frozen_; }
+  // Layer fusion (on by default): a layer that can run the next one inside its own passes does
+  // so (batch norm with a ReLU, LeakyReLU or Tanh after it: nn/contract.hpp). The results are the
+  // same bit for bit either way; fused, the pair takes one pass each way, keeps no tensor between
+  // the two layers, and a LayerHook sees one pass of kind "BatchNorm2d+ReLU" under the first
+  // layer's index. Takes effect at the next forward(); backward() follows that forward().
+  void set_fusion(bool on) { fusion_ = on; }
+  bool fusion() const { return fusion_; }
 
   // Runs the network on x [N, in_sample...]. x must stay alive and unchanged until backward()
   // has run (the layers read it again). Returns a view of the network's own output buffer,
@@ -82,6 +90,7 @@ class Network {
   View<const T, Dev> forward(View<const T, Dev> x) {
     check_input(x.shape);
     input_ = x;
+    fused_ = fusion_;
     forward_layers(std::make_index_sequence<depth>{});
     return outs_[depth - 1].view();
   }
@@ -95,7 +104,7 @@ class Network {
                         ", got " + dy.shape.str());
     need_input_grad_ = need_input_grad;
     backward_layers(dy, std::make_index_sequence<depth>{});
-    return need_input_grad ? gin_[0].view() : View<const T, Dev>();  // layer 0's: buffer 0
+    return need_input_grad ? dy_next_ : View<const T, Dev>();  // layer 0's input gradient
   }
   View<const T, Dev> output() const { return outs_[depth - 1].view(); }
 
@@ -232,16 +241,57 @@ class Network {
     }
   }
 
+  // Fusion (nn/contract.hpp): layer I runs layer I + 1 inside its own passes when it declares
+  // fuses_with<that layer>, pairs taken from the front (a layer that is the second of a pair does
+  // not start another).
+  template <std::size_t I>
+  static constexpr bool fused_head() {
+    if constexpr (I + 1 < depth) {
+      if constexpr (I > 0)
+        if (fused_head<I - 1>()) return false;
+      return detail::fuses<std::tuple_element_t<I, Layers>, std::tuple_element_t<I + 1, Layers>>::value;
+    } else {
+      return false;
+    }
+  }
+  template <std::size_t I>
+  static constexpr bool fused_tail() {
+    if constexpr (I > 0)
+      return fused_head<I - 1>();
+    else
+      return false;
+  }
+  // The kind a LayerHook sees for a fused pair, e.g. "BatchNorm2d+ReLU" (static storage).
+  template <std::size_t I>
+  static const char* fused_kind() {
+    static const std::string kind =
+        std::string(std::tuple_element_t<I, Layers>::kind) + "+" + std::tuple_element_t<I + 1, Layers>::kind;
+    return kind.c_str();
+  }
+
   template <std::size_t... I>
   void forward_layers(std::index_sequence<I...>) {
     (forward_one<I>(), ...);
   }
   template <std::size_t I>
   void forward_one() {
+    if constexpr (fused_tail<I>())
+      if (fused_) return;  // ran inside layer I - 1
     View<const T, Dev> in = I == 0 ? input_ : outs_[I == 0 ? 0 : I - 1].view();
+    LayerHook* hook = layer_hook();
+    if constexpr (fused_head<I>()) {
+      if (fused_) {
+        // Layer I's own output is never formed: the pair writes layer I + 1's.
+        outs_[I + 1].resize(batch_shape(sample_shapes_[I + 2], in.shape[0]));
+        const LayerEvent event{&name_, I, fused_kind<I>(), false};
+        if (hook) hook->begin(event);
+        std::get<I>(layers_).forward_fused(in, outs_[I + 1].view(), train_, std::get<I + 1>(layers_));
+        if (hook) hook->end(event);
+        return;
+      }
+    }
     const Shape out_shape = batch_shape(sample_shapes_[I + 1], in.shape[0]);
     outs_[I].resize(out_shape);
-    LayerHook* hook = layer_hook();
     const LayerEvent event{&name_, I, kinds_[I], false};
     if (hook) hook->begin(event);
     std::get<I>(layers_).forward(in, outs_[I].view(), train_);
@@ -250,23 +300,41 @@ class Network {
 
   template <std::size_t... I>
   void backward_layers(View<const T, Dev> dy, std::index_sequence<I...>) {
-    dy_top_ = dy;
+    dy_next_ = dy;
+    slot_ = 0;
     (backward_one<depth - 1 - I>(), ...);
   }
+  // dy_next_ is the gradient at the output of the next layer to run; the layer writes its input
+  // gradient into gin_[slot_], which becomes the next one's dy_next_.
   template <std::size_t I>
   void backward_one() {
+    if constexpr (fused_tail<I>())
+      if (fused_) return;  // runs inside layer I - 1
     View<const T, Dev> in = I == 0 ? input_ : outs_[I == 0 ? 0 : I - 1].view();
-    View<const T, Dev> dy = I == depth - 1 ? dy_top_ : gin_[(I + 1) % 2].view();
     View<T, Dev> dx;
     if (I > 0 || need_input_grad_) {
-      gin_[I % 2].resize(in.shape);
-      dx = gin_[I % 2].view();
+      gin_[slot_].resize(in.shape);
+      dx = gin_[slot_].view();
     }
     LayerHook* hook = layer_hook();
-    const LayerEvent event{&name_, I, kinds_[I], true};
-    if (hook) hook->begin(event);
-    std::get<I>(layers_).backward(in, outs_[I].view(), dy, dx, !frozen_);
-    if (hook) hook->end(event);
+    bool ran = false;
+    if constexpr (fused_head<I>()) {
+      if (fused_) {
+        const LayerEvent event{&name_, I, fused_kind<I>(), true};
+        if (hook) hook->begin(event);
+        std::get<I>(layers_).backward_fused(in, outs_[I + 1].view(), dy_next_, dx, !frozen_, std::get<I + 1>(layers_));
+        if (hook) hook->end(event);
+        ran = true;
+      }
+    }
+    if (!ran) {
+      const LayerEvent event{&name_, I, kinds_[I], true};
+      if (hook) hook->begin(event);
+      std::get<I>(layers_).backward(in, outs_[I].view(), dy_next_, dx, !frozen_);
+      if (hook) hook->end(event);
+    }
+    dy_next_ = dx;
+    slot_ ^= 1;
   }
 
   static Shape batch_shape(const Shape& sample, std::int64_t n) {
@@ -287,14 +355,16 @@ class Network {
   std::vector<Entry> entries_;
   Tensor<T, Dev> params_, grads_, buffers_;
   std::array<Tensor<T, Dev>, depth> outs_;
-  // Input gradients, ping-pong: layer I writes buffer I % 2 while reading its output gradient
-  // from the other one, which layer I + 1 wrote and nothing needs afterwards. Two buffers (each
-  // grown to the largest gradient it held, then stable, as CUDA graphs need) instead of one per
-  // layer: for g at batch 128, 8M floats instead of 21M.
+  // Input gradients, ping-pong: each layer writes one buffer while reading its output gradient
+  // from the other one, which the layer after it wrote and nothing needs afterwards. Two buffers
+  // (each grown to the largest gradient it held, then stable, as CUDA graphs need) instead of one
+  // per layer: for g at batch 128, 8M floats instead of 21M.
   std::array<Tensor<T, Dev>, 2> gin_;
-  View<const T, Dev> input_, dy_top_;
+  View<const T, Dev> input_, dy_next_;
+  int slot_ = 0;
   Network* owner_ = nullptr;  // set by share_parameters_of
   bool train_ = true, frozen_ = false, need_input_grad_ = true;
+  bool fusion_ = true, fused_ = true;  // fused_: fusion_ at the last forward()
 };
 
 template <class... Specs>

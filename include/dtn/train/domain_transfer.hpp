@@ -46,6 +46,7 @@ struct DtnConfig {
   InitScheme init = InitScheme::dcgan;
   std::uint64_t seed = 0;
   NonFinitePolicy on_nonfinite = NonFinitePolicy::stop;
+  bool fuse_layers = true;  // batch norm and its activation as one pass (Network::set_fusion)
 };
 
 // Every loss term of one step (the last update of each kind).
@@ -75,6 +76,10 @@ class DomainTransfer {
         d_opt_(d_, cfg.d_optim),
         tv_{TotalVariationLoss<T, Dev>(static_cast<T>(cfg.tv_eps)), TotalVariationLoss<T, Dev>(static_cast<T>(cfg.tv_eps))} {
     g_src_.share_parameters_of(g_);
+    f_.set_fusion(cfg.fuse_layers);
+    g_.set_fusion(cfg.fuse_layers);
+    g_src_.set_fusion(cfg.fuse_layers);
+    d_.set_fusion(cfg.fuse_layers);
     if (g_.output_sample_shape() != target_sample)
       throw shape_error("DomainTransfer: g produces images of shape " + g_.output_sample_shape().str() +
                         " but the target domain's images are " + target_sample.str());

@@ -9,6 +9,7 @@
 #include <cstddef>
 #include <cstring>
 #include <limits>
+#include <type_traits>
 
 #include "../../ops/functors.hpp"
 #include "../backend.hpp"
@@ -55,10 +56,33 @@ struct Backend<Cpu> {
     cpu::bias_grad(n, c, hw, dy, db);
   }
 
-  // ---- batch norm (per channel over n and hw)
-  template <class T>
+  // y = act(x * a + b) over channel ch (a and b in double, the result rounded to T first).
+  template <class T, class Act>
+  static void affine_channel(const BnGeom& g, int ch, const T* x, T* y, double a, double b, const Act& act) {
+    for (int i = 0; i < g.n; ++i) {
+      const T* p = x + (static_cast<long>(i) * g.c + ch) * g.hw;
+      T* q = y + (static_cast<long>(i) * g.c + ch) * g.hw;
+      for (long j = 0; j < g.hw; ++j) q[j] = act.forward(static_cast<T>(p[j] * a + b));
+    }
+  }
+
+  // out = act.grad_from_output(y, dy) over channel ch (out may be dy's own storage). A pass of its
+  // own because inside the double-precision loops that follow, the select of ReLU's gradient
+  // (y > 0 ? g : 0) does not vectorise: under -ftrapping-math GCC moves the float-to-double
+  // conversion into the select's arms, where it may not be executed unconditionally (the fused
+  // backward ran at half the speed of the two unfused passes).
+  template <class T, class Act>
+  static void act_grad_channel(const BnGeom& g, int ch, const Act& act, const T* y, const T* dy, T* out) {
+    for (int i = 0; i < g.n; ++i) {
+      const long off = (static_cast<long>(i) * g.c + ch) * g.hw;
+      for (long j = 0; j < g.hw; ++j) out[off + j] = act.grad_from_output(y[off + j], dy[off + j]);
+    }
+  }
+
+  // ---- batch norm (per channel over n and hw), with an activation applied to its output (fused)
+  template <class T, class Act = ops::Identity>
   static void batchnorm_forward_train(const BnGeom& g, const T* x, const T* gamma, const T* beta, T* running_mean,
-                                      T* running_var, T* y, T* save_mean, T* save_invstd) {
+                                      T* running_var, T* y, T* save_mean, T* save_invstd, Act act = Act{}) {
     const double m = static_cast<double>(g.n) * static_cast<double>(g.hw);
 #pragma omp parallel for
     for (int ch = 0; ch < g.c; ++ch) {
@@ -69,11 +93,7 @@ struct Backend<Cpu> {
       const double var = sq / m;  // biased, used for normalisation
       const double invstd = 1.0 / std::sqrt(var + g.eps);
       const double a = gamma[ch] * invstd, b = beta[ch] - mean * a;
-      for (int i = 0; i < g.n; ++i) {
-        const T* p = x + (static_cast<long>(i) * g.c + ch) * g.hw;
-        T* q = y + (static_cast<long>(i) * g.c + ch) * g.hw;
-        for (long j = 0; j < g.hw; ++j) q[j] = static_cast<T>(p[j] * a + b);
-      }
+      affine_channel(g, ch, x, y, a, b, act);
       save_mean[ch] = static_cast<T>(mean);
       save_invstd[ch] = static_cast<T>(invstd);
       const double unbiased = m > 1 ? sq / (m - 1) : var;
@@ -81,31 +101,41 @@ struct Backend<Cpu> {
       running_var[ch] = static_cast<T>((1 - g.momentum) * running_var[ch] + g.momentum * unbiased);
     }
   }
-  template <class T>
+  template <class T, class Act = ops::Identity>
   static void batchnorm_forward_eval(const BnGeom& g, const T* x, const T* gamma, const T* beta, const T* running_mean,
-                                     const T* running_var, T* y) {
+                                     const T* running_var, T* y, Act act = Act{}) {
 #pragma omp parallel for
     for (int ch = 0; ch < g.c; ++ch) {
       const double invstd = 1.0 / std::sqrt(static_cast<double>(running_var[ch]) + g.eps);
       const double a = gamma[ch] * invstd, b = beta[ch] - running_mean[ch] * a;
-      for (int i = 0; i < g.n; ++i) {
-        const T* p = x + (static_cast<long>(i) * g.c + ch) * g.hw;
-        T* q = y + (static_cast<long>(i) * g.c + ch) * g.hw;
-        for (long j = 0; j < g.hw; ++j) q[j] = static_cast<T>(p[j] * a + b);
-      }
+      affine_channel(g, ch, x, y, a, b, act);
     }
   }
-  // Training-mode backward: dx = gamma*invstd/m * (m*dy - sum(dy) - xhat*sum(dy*xhat)).
-  template <class T>
+  // Training-mode backward: dx = gamma*invstd/m * (m*dz - sum(dz) - xhat*sum(dz*xhat)), where
+  // dz = act.grad_from_output(y, dy) is the gradient at batch norm's own output (dz = dy when Act
+  // is Identity, and then y is not read).
+  template <class T, class Act = ops::Identity>
   static void batchnorm_backward(const BnGeom& g, const T* x, const T* dy, const T* gamma, const T* save_mean,
-                                 const T* save_invstd, T* dx, T* dgamma, T* dbeta) {
+                                 const T* save_invstd, T* dx, T* dgamma, T* dbeta, const T* y = nullptr,
+                                 Act act = Act{}) {
+    constexpr bool plain = std::is_same<Act, ops::Identity>::value;
     const double m = static_cast<double>(g.n) * static_cast<double>(g.hw);
 #pragma omp parallel for
     for (int ch = 0; ch < g.c; ++ch) {
       const double mean = save_mean[ch], invstd = save_invstd[ch];
-      double sdy = 0, sdyx = 0;  // sum(dy) and sum(dy * xhat) = invstd * sum(dy * (x - mean))
+      double sdy = 0, sdyx = 0;  // sum(dz) and sum(dz * xhat) = invstd * sum(dz * (x - mean))
       const long first = static_cast<long>(ch) * g.hw, stride = static_cast<long>(g.c) * g.hw;
-      cpu::sum_and_dot_dev_d(dy + first, x + first, g.n, stride, g.hw, mean, sdy, sdyx);
+      // Fused with dx to write: dz goes into dx first (see act_grad_channel), then dx is
+      // computed from it in place.
+      const bool dz_in_dx = !plain && dx;
+      if (dz_in_dx) act_grad_channel(g, ch, act, y, dy, dx);
+      const T* dz = dz_in_dx ? dx : dy;
+      if (plain || dz_in_dx) {
+        cpu::sum_and_dot_dev_d([&](long q) { return dz[first + q]; }, x + first, g.n, stride, g.hw, mean, sdy, sdyx);
+      } else {  // parameter gradients only: dz formed as it is summed
+        cpu::sum_and_dot_dev_d([&](long q) { return ops::grad_at(act, y, first + q, dy[first + q]); }, x + first, g.n,
+                               stride, g.hw, mean, sdy, sdyx);
+      }
       sdyx *= invstd;
       dgamma[ch] += static_cast<T>(sdyx);
       dbeta[ch] += static_cast<T>(sdy);
@@ -113,11 +143,34 @@ struct Backend<Cpu> {
         const double k = gamma[ch] * invstd / m;
         for (int i = 0; i < g.n; ++i) {
           const long off = (static_cast<long>(i) * g.c + ch) * g.hw;
+          // one pointer for the in-place case, so the loop is not versioned for aliasing
+          const T* src = plain ? dy + off : dx + off;
+          T* dst = dx + off;
+          const T* xp = x + off;
           for (long j = 0; j < g.hw; ++j) {
-            const double xhat = (x[off + j] - mean) * invstd;
-            dx[off + j] = static_cast<T>(k * (m * dy[off + j] - sdy - xhat * sdyx));
+            const double xhat = (xp[j] - mean) * invstd;
+            dst[j] = static_cast<T>(k * (m * static_cast<double>(src[j]) - sdy - xhat * sdyx));
           }
         }
+      }
+    }
+  }
+  // Evaluation-mode backward (input gradient only): batch norm is then the affine map
+  // z = gamma (x - mean) / sqrt(var + eps) + beta with the running statistics, so
+  // dx = gamma / sqrt(var + eps) * dz, dz as in batchnorm_backward.
+  template <class T, class Act = ops::Identity>
+  static void batchnorm_backward_eval(const BnGeom& g, const T* dy, const T* gamma, const T* running_var, T* dx,
+                                      const T* y = nullptr, Act act = Act{}) {
+    constexpr bool plain = std::is_same<Act, ops::Identity>::value;
+#pragma omp parallel for
+    for (int ch = 0; ch < g.c; ++ch) {
+      const double a = gamma[ch] / std::sqrt(static_cast<double>(running_var[ch]) + g.eps);
+      if (!plain) act_grad_channel(g, ch, act, y, dy, dx);
+      for (int i = 0; i < g.n; ++i) {
+        const long off = (static_cast<long>(i) * g.c + ch) * g.hw;
+        const T* src = plain ? dy + off : dx + off;
+        T* dst = dx + off;
+        for (long j = 0; j < g.hw; ++j) dst[j] = static_cast<T>(static_cast<double>(src[j]) * a);
       }
     }
   }

@@ -63,12 +63,12 @@ double sum_sq_dev_d(const T* p, int n, long stride, long hw, double c) {
   return lanes_total(acc);
 }
 
-// sum of a, and sum of a * (b - c), over the channel, in one pass
-template <class T>
-void sum_and_dot_dev_d(const T* a, const T* b, int n, long stride, long hw, double c, double& sum_a, double& dot) {
+// sum of a, and sum of a * (b - c), over the channel, in one pass; a(q) gives element q of a
+template <class A, class T>
+void sum_and_dot_dev_d(const A& a, const T* b, int n, long stride, long hw, double c, double& sum_a, double& dot) {
   double sa[kLanes] = {}, sd[kLanes] = {};
   for_lanes(n, stride, hw, [&](long q, int l) {
-    const double v = static_cast<double>(a[q]);
+    const double v = static_cast<double>(a(q));
     sa[l] += v;
     sd[l] += v * (static_cast<double>(b[q]) - c);
   });

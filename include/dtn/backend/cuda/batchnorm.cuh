@@ -15,6 +15,7 @@
 #include "context.cuh"
 #include "launch.cuh"
 #include "../../core/macros.hpp"
+#include "../../ops/functors.hpp"
 
 namespace dtn {
 namespace cuda {
@@ -49,15 +50,18 @@ struct SquaredDeviationTerm {
   }
 };
 
-// sum(dy) and sum(dy * xhat), xhat = (x - mean) * invstd.
-template <class T>
+// sum(dz) and sum(dz * xhat), xhat = (x - mean) * invstd, dz = the gradient at batch norm's
+// output: dy through the fused activation (ops::grad_at; dz = dy for ops::Identity).
+template <class T, class Act>
 struct DyXhatTerm {
   const T* x;
   const T* dy;
   const T* save_mean;
   const T* save_invstd;
+  const T* y;  // the activation's output
+  Act act;
   DTN_HD SumPair operator()(std::size_t o, unsigned ch) const {
-    const double d = static_cast<double>(dy[o]);
+    const double d = static_cast<double>(ops::grad_at(act, y, o, dy[o]));
     const double xhat = (static_cast<double>(x[o]) - static_cast<double>(save_mean[ch])) *
                         static_cast<double>(save_invstd[ch]);
     return SumPair{d, d * xhat};
@@ -98,24 +102,28 @@ struct BnStatsFinish {
   }
 };
 
-// y = x * a + b per channel, in double.
-template <class T>
+// y = act(x * a + b) per channel, the affine map in double (rounded to T before act).
+template <class T, class Act>
 struct AffineApply {
   const T* x;
   T* y;
   const double* a;
   const double* b;
+  Act act;
   struct At {
     const T* x;
     T* y;
     double a, b;
-    DTN_HD void operator()(std::size_t o) const { y[o] = static_cast<T>(static_cast<double>(x[o]) * a + b); }
+    Act act;
+    DTN_HD void operator()(std::size_t o) const {
+      y[o] = act.forward(static_cast<T>(static_cast<double>(x[o]) * a + b));
+    }
   };
-  DTN_HD At at(unsigned ch) const { return At{x, y, a[ch], b[ch]}; }
+  DTN_HD At at(unsigned ch) const { return At{x, y, a[ch], b[ch], act}; }
 };
 
 // Evaluation mode: a and b from the running statistics, computed once per block.
-template <class T>
+template <class T, class Act>
 struct BnEvalApply {
   const T* x;
   T* y;
@@ -124,10 +132,37 @@ struct BnEvalApply {
   const T* running_mean;
   const T* running_var;
   double eps;
-  DTN_HD typename AffineApply<T>::At at(unsigned ch) const {
+  Act act;
+  DTN_HD typename AffineApply<T, Act>::At at(unsigned ch) const {
     const double invstd = 1.0 / sqrt(static_cast<double>(running_var[ch]) + eps);
     const double a = static_cast<double>(gamma[ch]) * invstd;
-    return typename AffineApply<T>::At{x, y, a, static_cast<double>(beta[ch]) - static_cast<double>(running_mean[ch]) * a};
+    return typename AffineApply<T, Act>::At{x, y, a,
+                                            static_cast<double>(beta[ch]) - static_cast<double>(running_mean[ch]) * a, act};
+  }
+};
+
+// Evaluation-mode backward: dx = gamma / sqrt(running_var + eps) * dz.
+template <class T, class Act>
+struct BnEvalBackwardApply {
+  const T* dy;
+  T* dx;
+  const T* gamma;
+  const T* running_var;
+  const T* y;
+  double eps;
+  Act act;
+  struct At {
+    const T* dy;
+    T* dx;
+    const T* y;
+    double a;
+    Act act;
+    DTN_HD void operator()(std::size_t o) const {
+      dx[o] = static_cast<T>(static_cast<double>(ops::grad_at(act, y, o, dy[o])) * a);
+    }
+  };
+  DTN_HD At at(unsigned ch) const {
+    return At{dy, dx, y, static_cast<double>(gamma[ch]) / sqrt(static_cast<double>(running_var[ch]) + eps), act};
   }
 };
 
@@ -151,8 +186,8 @@ struct BnBackwardFinish {
   }
 };
 
-// dx = k * (m * dy - sum(dy) - xhat * sum(dy * xhat)).
-template <class T>
+// dx = k * (m * dz - sum(dz) - xhat * sum(dz * xhat)), dz as in DyXhatTerm.
+template <class T, class Act>
 struct BnBackwardApply {
   const T* x;
   const T* dy;
@@ -162,19 +197,33 @@ struct BnBackwardApply {
   const double* stats;
   unsigned c;
   double m;
+  const T* y;
+  Act act;
   struct At {
     const T* x;
     const T* dy;
     T* dx;
+    const T* y;
     double mean, invstd, sdy, sdyx, k, m;
+    Act act;
     DTN_HD void operator()(std::size_t o) const {
       const double xhat = (static_cast<double>(x[o]) - mean) * invstd;
-      dx[o] = static_cast<T>(k * (m * static_cast<double>(dy[o]) - sdy - xhat * sdyx));
+      const double dz = static_cast<double>(ops::grad_at(act, y, o, dy[o]));
+      dx[o] = static_cast<T>(k * (m * dz - sdy - xhat * sdyx));
     }
   };
   DTN_HD At at(unsigned ch) const {
-    return At{x,  dy, dx, static_cast<double>(save_mean[ch]), static_cast<double>(save_invstd[ch]), stats[ch],
-              stats[c + ch], stats[2 * c + ch], m};
+    return At{x,
+              dy,
+              dx,
+              y,
+              static_cast<double>(save_mean[ch]),
+              static_cast<double>(save_invstd[ch]),
+              stats[ch],
+              stats[c + ch],
+              stats[2 * c + ch],
+              m,
+              act};
   }
 };
 
@@ -186,10 +235,10 @@ struct BiasGradFinish {
 
 // The ops' stages, written once for any executor (DeviceExec here; the host emulation of
 // tests/cuda_host runs the same code on host arrays). `scratch` holds channel_scratch_bytes(g).
-template <class Exec, class T>
+template <class Exec, class T, class Act>
 void bn_forward_train(const Exec& ex, const ChannelGrid& g, double eps, double momentum, const T* x, const T* gamma,
                       const T* beta, T* running_mean, T* running_var, T* y, T* save_mean, T* save_invstd,
-                      void* scratch) {
+                      void* scratch, const Act& act) {
   const ChannelScratch sc = channel_scratch_at(g, scratch);
   double* partials = static_cast<double*>(sc.partials);
   double* mean = sc.stats;
@@ -200,19 +249,20 @@ void bn_forward_train(const Exec& ex, const ChannelGrid& g, double eps, double m
   ex.finish(g, static_cast<const double*>(partials),
             BnStatsFinish<T>{m, eps, momentum, gamma, beta, running_mean, running_var, save_mean, save_invstd, sc.stats,
                              g.c});
-  ex.map(g, AffineApply<T>{x, y, sc.stats + g.c, sc.stats + 2 * static_cast<std::size_t>(g.c)});
+  ex.map(g, AffineApply<T, Act>{x, y, sc.stats + g.c, sc.stats + 2 * static_cast<std::size_t>(g.c), act});
 }
 
-template <class Exec, class T>
+// y: the fused activation's output (not read for ops::Identity); dy: the gradient there.
+template <class Exec, class T, class Act>
 void bn_backward(const Exec& ex, const ChannelGrid& g, const T* x, const T* dy, const T* gamma, const T* save_mean,
-                 const T* save_invstd, T* dx, T* dgamma, T* dbeta, void* scratch) {
+                 const T* save_invstd, T* dx, T* dgamma, T* dbeta, void* scratch, const T* y, const Act& act) {
   const ChannelScratch sc = channel_scratch_at(g, scratch);
   auto* partials = static_cast<SumPair*>(sc.partials);
   const double m = static_cast<double>(g.m);
-  ex.partials(g, DyXhatTerm<T>{x, dy, save_mean, save_invstd}, partials);
+  ex.partials(g, DyXhatTerm<T, Act>{x, dy, save_mean, save_invstd, y, act}, partials);
   ex.finish(g, static_cast<const SumPair*>(partials),
             BnBackwardFinish<T>{m, gamma, save_invstd, dgamma, dbeta, sc.stats, g.c});
-  if (dx) ex.map(g, BnBackwardApply<T>{x, dy, save_mean, save_invstd, dx, sc.stats, g.c, m});
+  if (dx) ex.map(g, BnBackwardApply<T, Act>{x, dy, save_mean, save_invstd, dx, sc.stats, g.c, m, y, act});
 }
 
 template <class Exec, class T>
@@ -224,32 +274,42 @@ void bias_grad(const Exec& ex, const ChannelGrid& g, const T* dy, T* db, void* s
 
 }  // namespace detail
 
-template <class T>
+template <class T, class Act = ops::Identity>
 void batchnorm_forward_train(int n, int c, long hw, double eps, double momentum, const T* x, const T* gamma,
-                             const T* beta, T* running_mean, T* running_var, T* y, T* save_mean, T* save_invstd) {
+                             const T* beta, T* running_mean, T* running_var, T* y, T* save_mean, T* save_invstd,
+                             Act act = Act{}) {
   if (c <= 0) return;
   const detail::ChannelGrid g = detail::channel_grid(n, c, hw, "batchnorm_forward_train");
   Context& ctx = context();
   detail::bn_forward_train(detail::DeviceExec{ctx.stream()}, g, eps, momentum, x, gamma, beta, running_mean,
-                           running_var, y, save_mean, save_invstd, ctx.scratch(detail::channel_scratch_bytes(g)));
+                           running_var, y, save_mean, save_invstd, ctx.scratch(detail::channel_scratch_bytes(g)), act);
 }
 
-template <class T>
+template <class T, class Act = ops::Identity>
 void batchnorm_forward_eval(int n, int c, long hw, double eps, const T* x, const T* gamma, const T* beta,
-                            const T* running_mean, const T* running_var, T* y) {
+                            const T* running_mean, const T* running_var, T* y, Act act = Act{}) {
   if (c <= 0 || n == 0 || hw == 0) return;  // nothing to normalise
   const detail::ChannelGrid g = detail::channel_grid(n, c, hw, "batchnorm_forward_eval");
-  detail::DeviceExec{stream()}.map(g, detail::BnEvalApply<T>{x, y, gamma, beta, running_mean, running_var, eps});
+  detail::DeviceExec{stream()}.map(g,
+                                   detail::BnEvalApply<T, Act>{x, y, gamma, beta, running_mean, running_var, eps, act});
 }
 
-template <class T>
+template <class T, class Act = ops::Identity>
 void batchnorm_backward(int n, int c, long hw, const T* x, const T* dy, const T* gamma, const T* save_mean,
-                        const T* save_invstd, T* dx, T* dgamma, T* dbeta) {
+                        const T* save_invstd, T* dx, T* dgamma, T* dbeta, const T* y = nullptr, Act act = Act{}) {
   if (c <= 0) return;
   const detail::ChannelGrid g = detail::channel_grid(n, c, hw, "batchnorm_backward");
   Context& ctx = context();
   detail::bn_backward(detail::DeviceExec{ctx.stream()}, g, x, dy, gamma, save_mean, save_invstd, dx, dgamma, dbeta,
-                      ctx.scratch(detail::channel_scratch_bytes(g)));
+                      ctx.scratch(detail::channel_scratch_bytes(g)), y, act);
+}
+
+template <class T, class Act = ops::Identity>
+void batchnorm_backward_eval(int n, int c, long hw, double eps, const T* dy, const T* gamma, const T* running_var,
+                             T* dx, const T* y = nullptr, Act act = Act{}) {
+  if (c <= 0 || n == 0 || hw == 0) return;  // nothing to do
+  const detail::ChannelGrid g = detail::channel_grid(n, c, hw, "batchnorm_backward_eval");
+  detail::DeviceExec{stream()}.map(g, detail::BnEvalBackwardApply<T, Act>{dy, dx, gamma, running_var, y, eps, act});
 }
 
 // db[ch] += sum over n and hw of dy (double accumulation).
