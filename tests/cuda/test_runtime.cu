@@ -303,6 +303,28 @@ TEST_CASE("determinism: reductions and gradients repeated give bitwise-equal res
   CHECK(parity::same_bits(conv1, conv2));
 }
 
+TEST_CASE("an allocation the cache cannot serve, inside a graph capture, throws a clear error") {
+  // CUDA would refuse the cudaMalloc with cudaErrorStreamCaptureUnsupported and invalidate the
+  // capture; dtn says what happened before calling it, and the capture itself stays valid.
+  cudaStream_t s = dtn::cuda::stream();
+  dtn::cuda::synchronize();
+  DTN_CUDA_CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
+  std::string message;
+  try {
+    dtn::Tensor<float, Cuda> fresh(dtn::Shape{7654321});  // a size class nothing has used
+  } catch (const dtn::cuda_error& e) {
+    message = e.what();
+  }
+  cudaGraph_t graph = nullptr;
+  CHECK(cudaStreamEndCapture(s, &graph) == cudaSuccess);
+  if (graph) (void)cudaGraphDestroy(graph);
+  CHECK(message.find("cudaMalloc") != std::string::npos);
+  CHECK(message.find("during a CUDA graph capture") != std::string::npos);
+  // Outside the capture the same allocation works.
+  dtn::Tensor<float, Cuda> fresh(dtn::Shape{7654321});
+  CHECK(fresh.size() == 7654321);
+}
+
 TEST_CASE("a training step captured as a CUDA graph replays bit for bit, with no allocation") {
   const ConvGeom g = parity::conv_geom(8, 3, 16, 16, 16, 3, 1, 1);
   const std::size_t nx = 8 * 3 * 256, nw = 16 * 3 * 9, ny = 8 * 16 * 256;

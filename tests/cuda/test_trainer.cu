@@ -105,7 +105,8 @@ void trainer_matches_cpu(bool gemm_engine) {
 // to released blocks; every loss and parameter must still match the eager trainer bit for bit.
 enum class Between { nothing, moved_workspace, larger_batch };
 
-void graph_replays_eager_step(bool gemm_engine, Between between = Between::nothing) {
+// ns: the source batch (the target batch is 8).
+void graph_replays_eager_step(bool gemm_engine, Between between = Between::nothing, int ns = 8) {
   const parity::ConvGemmScope engine(gemm_engine);
   dtn::DtnConfig cfg;
   cfg.seed = 6;
@@ -117,7 +118,7 @@ void graph_replays_eager_step(bool gemm_engine, Between between = Between::nothi
   dtn::Tensor<float, Cuda> reuse;
   const bool disturbed = between != Between::nothing;
   for (int i = 0; i < 5; ++i) {
-    auto ds = dtn::to<Cuda>(dtn::from_vector(Shape{8, 3, 16, 16}, batch(8 * 3 * 256, 300 + i)));
+    auto ds = dtn::to<Cuda>(dtn::from_vector(Shape{ns, 3, 16, 16}, batch(static_cast<std::size_t>(ns) * 3 * 256, 300 + i)));
     auto dt = dtn::to<Cuda>(dtn::from_vector(Shape{8, 1, 16, 16}, batch(8 * 256, 400 + i)));
     if (disturbed && i == 3) {
       REQUIRE(graph.captured());
@@ -181,4 +182,10 @@ TEST_CASE("a DTN step graph is recaptured, not replayed, after the convolution w
 
 TEST_CASE("a DTN step graph is recaptured, not replayed, after a larger batch grew the networks' buffers") {
   graph_replays_eager_step(false, Between::larger_batch);
+}
+
+TEST_CASE("a DTN step graph with source and target batches of different sizes is captured and replays bit for bit") {
+  // D's labels for the source batch (6) and the target batch (8) are two tensors made once, not
+  // one remade each step, which would allocate inside the capture.
+  graph_replays_eager_step(false, Between::nothing, 6);
 }

@@ -110,6 +110,7 @@ TEST_CASE("GPU bilinear resize, run on the host, matches the CPU backend (up, do
       {"2x3 -> 3x5", {2, 3, 2, 3, 3, 5}},
       {"5x3 -> 3x4 (down in h)", {2, 2, 5, 3, 3, 4}},
       {"9x11 -> 4x5 (down)", {2, 2, 9, 11, 4, 5}},
+      {"2x3 -> 10x11 (up 5x: outputs clamped to source 0)", {2, 1, 2, 3, 10, 11}},
   };
   for (const Case& c : cases) {
     CAPTURE(std::string(c.name));
@@ -133,6 +134,16 @@ TEST_CASE("GPU bilinear resize, run on the host, matches the CPU backend (up, do
       CHECK(parity::rel_l2(dx, dx_ref) <= 1e-6);
       CHECK(launches == launches_for(planes, out_plane, limit) + launches_for(planes, in_plane, limit));
     }
+    // An infinite gradient at each plane's first output: every input that output reads, with
+    // a zero weight included, gets NaN (0 * inf) or inf on the CPU, and must on the GPU too.
+    auto dy_inf = dy;
+    for (std::size_t p = 0; p < planes; ++p) dy_inf[p * out_plane] = INFINITY;
+    std::vector<float> dxi_ref(dx_ref.size(), -7.0f), dxi(dx_ref.size(), -7.0f);
+    Cpu::resize_bilinear_backward(g, dy_inf.data(), dxi_ref.data());
+    int launches = 0;
+    dtn::cuda::detail::resize_bilinear_backward_on(HostIndexExec{&launches}, g.n, g.c, g.h_in, g.w_in, g.h_out, g.w_out,
+                                                   dy_inf.data(), dxi.data());
+    CHECK(parity::rel_l2(dxi, dxi_ref, true) <= 1e-6);
   }
 }
 

@@ -19,6 +19,7 @@
 #include <cstdint>
 #include <map>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "../backend/backend.hpp"
@@ -235,10 +236,13 @@ class DomainTransfer {
     dst.resize(src.shape);
     Copy<Dev, Dev>::run(dst.data(), src.data, src.size() * sizeof(T));
   }
+  // The label tensor of class cls for a batch of n, made once per (cls, n): a step whose source
+  // and target batches differ in size needs two of class 2, and remaking them every step would
+  // allocate (and copy from the host) inside a captured step graph.
   Tensor<int, Dev>& targets(int cls, int n) {
-    Tensor<int, Dev>& t = targets_[cls];
-    if (t.size() != static_cast<std::size_t>(n)) t = constant_targets<Dev>(n, cls);
-    return t;
+    auto it = targets_.find({cls, n});
+    if (it == targets_.end()) it = targets_.emplace(std::make_pair(cls, n), constant_targets<Dev>(n, cls)).first;
+    return it->second;
   }
   void collect(std::vector<T>& host, const std::vector<View<const T, Dev>>& scalars) {
     host.resize(scalars.size());
@@ -394,7 +398,7 @@ class DomainTransfer {
   CrossEntropyLoss<T, Dev> ce_[5];
   MSELoss<T, Dev> mse_const_, mse_tid_;
   TotalVariationLoss<T, Dev> tv_[2];  // [0] on G(xs), [1] on G(xt)
-  std::map<int, Tensor<int, Dev>> targets_;
+  std::map<std::pair<int, int>, Tensor<int, Dev>> targets_;  // (class, batch size)
   Tensor<T, Dev> xs3_, xt3_, gs3_, dgs3_, fs_, ft_, gs_, gt_, dimg_;
   Tensor<int, Dev> nonfinite_{Shape{2}};  // non-finite gradient counts of the D and g updates
   Tensor<T, Dev> adam_scalars_;           // AdamStep<T> of D and of g for a deferred step

@@ -54,7 +54,10 @@ class CachingAllocator {
     const std::size_t cls = round_size(bytes);
     std::lock_guard<std::mutex> lock(mu_);
     void* p = take_cached(cls, stream);
-    if (!p) p = fresh(cls);
+    if (!p) {
+      detail::refuse_during_capture(stream, "cudaMalloc (a device allocation the cache cannot serve)");
+      p = fresh(cls);
+    }
     live_[p] = cls;
     stats_.bytes_in_use += cls;
     if (stats_.bytes_in_use > stats_.peak_bytes_in_use) stats_.peak_bytes_in_use = stats_.bytes_in_use;
@@ -117,6 +120,7 @@ class CachingAllocator {
       }
     }
     Block b = list.back();
+    detail::refuse_during_capture(stream, "a device allocation that has to wait for another stream");
     DTN_CUDA_CHECK(cudaStreamSynchronize(b.stream));  // the other stream's queued work is done with it
     list.pop_back();
     --stats_.cached_blocks;

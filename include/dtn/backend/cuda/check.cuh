@@ -28,6 +28,24 @@ inline std::string cuda_error_text(cudaError_t e) {
   return std::string(cudaGetErrorString(e)) + " (" + cudaGetErrorName(e) + ")";
 }
 
+// Whether work queued on s is being captured into a CUDA graph.
+inline bool stream_capturing(cudaStream_t s) {
+  cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
+  const cudaError_t e = cudaStreamIsCapturing(s, &status);
+  if (e != cudaSuccess) throw_call_error("CUDA", "cudaStreamIsCapturing(stream)", cuda_error_text(e), __FILE__, __LINE__);
+  return status != cudaStreamCaptureStatusNone;
+}
+
+// Throws cuda_error if s is being captured: `what` (a cudaMalloc, a handle's creation, a wait on
+// another stream) cannot be part of a CUDA graph, and CUDA itself would only report
+// cudaErrorStreamCaptureUnsupported and invalidate the capture.
+inline void refuse_during_capture(cudaStream_t s, const char* what) {
+  if (stream_capturing(s))
+    throw cuda_error(std::string("dtn: ") + what +
+                     " during a CUDA graph capture: run the captured work once eagerly before capturing it, so "
+                     "that its buffers, handles and algorithm choices exist (dtn::cuda::GraphStep does)");
+}
+
 inline std::string cublas_error_text(cublasStatus_t s) {
   return std::string(cublasGetStatusString(s)) + " (" + cublasGetStatusName(s) + ")";
 }

@@ -61,6 +61,7 @@ class Context {
 
   cudnnHandle_t cudnn() {
     if (!cudnn_) {
+      detail::refuse_during_capture(stream_, "creating this thread's cuDNN handle");
       DTN_CUDNN_CHECK(cudnnCreate(&cudnn_));
       DTN_CUDNN_CHECK(cudnnSetStream(cudnn_, stream_));
     }
@@ -69,6 +70,7 @@ class Context {
 
   cublasHandle_t cublas() {
     if (!cublas_) {
+      detail::refuse_during_capture(stream_, "creating this thread's cuBLAS handle");
       DTN_CUBLAS_CHECK(cublasCreate(&cublas_));
       DTN_CUBLAS_CHECK(cublasSetStream(cublas_, stream_));
       cublas_workspace_ = caching_allocator().allocate(cublas_workspace_bytes, stream_);
@@ -144,11 +146,7 @@ inline cudaStream_t stream() { return context().stream(); }
 
 // Whether work queued on s is being captured into a CUDA graph (then nothing may synchronise,
 // allocate or time it).
-inline bool capturing(cudaStream_t s) {
-  cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
-  DTN_CUDA_CHECK(cudaStreamIsCapturing(s, &status));
-  return status != cudaStreamCaptureStatusNone;
-}
+inline bool capturing(cudaStream_t s) { return detail::stream_capturing(s); }
 inline void synchronize() { context().synchronize(); }
 
 // A CUDA event, destroyed with its owner.

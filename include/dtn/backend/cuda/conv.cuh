@@ -5,8 +5,9 @@
 // it is used with): the four descriptors, and for each direction the algorithm, its math type
 // and workspace size, chosen once on first use. By default the choice uses cuDNN's heuristics
 // (cudnnGet*Algorithm_v7) rather than cudnnFind*: no benchmarking noise, so the same algorithm
-// is chosen on every run (reproducible training), and no allocation or synchronisation, so even
-// a first call may be captured into a CUDA graph. With dtn::cuda::set_conv_autotune(true) the
+// is chosen on every run (reproducible training), and no synchronisation, so even a first call
+// may be captured into a CUDA graph, provided the handles exist and the workspace is large enough
+// (else a clear cuda_error: run the work once eagerly first, as GraphStep does). With dtn::cuda::set_conv_autotune(true) the
 // candidates are ranked by cudnnFind* instead, which times them (outside graph capture only:
 // it synchronises and allocates). Among the ranked candidates the first one that is
 // deterministic, is allowed in the math mode (no tensor-op/TF32 math unless TF32 is on) and fits
@@ -61,8 +62,12 @@ inline std::string conv_geom_str(const ConvGeom& g) {
          std::to_string(g.h_out) + ", " + std::to_string(g.w_out) + "]";
 }
 
+// Exact FP32: no tensor-core math. TF32 allowed: tensor-core math, but never
+// CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION, which lets cuDNN convert FP32 data down to FP16/BF16
+// (coarser than the TF32 that PyTorch's allow_tf32 rows use).
 inline bool math_allowed(cudnnMathType_t m, bool tf32) {
-  return tf32 || (m != CUDNN_TENSOR_OP_MATH && m != CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION);
+  if (m == CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION) return false;
+  return tf32 || m != CUDNN_TENSOR_OP_MATH;
 }
 
 enum class ConvEngine { cudnn, gemm };

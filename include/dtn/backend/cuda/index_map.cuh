@@ -64,6 +64,15 @@ void run_plane_chunks(const Exec& ex, std::size_t planes, std::size_t per_plane,
   }
 }
 
+// The ops also index the plane of the tensor that the launch does not run over (a pooling's
+// input plane when it runs over outputs, and the reverse) with 32-bit numbers: that plane must
+// fit too, whatever the chunking. Throws argument_error naming `where` otherwise.
+inline void check_plane(std::size_t plane, const char* where) {
+  if (plane > kIndexLimit)
+    throw argument_error(std::string("dtn::Backend<Cuda>::") + where + ": one image plane of " + std::to_string(plane) +
+                         " elements exceeds the kernels' 32-bit index range (" + std::to_string(kIndexLimit) + ")");
+}
+
 inline FastDivmod divisor(std::size_t d) { return FastDivmod(static_cast<std::uint32_t>(d)); }
 
 }  // namespace detail

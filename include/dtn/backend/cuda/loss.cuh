@@ -113,6 +113,7 @@ struct CrossEntropyTerm {
     double se = 0;
     for (int j = 0; j < k; ++j) se += exp(__dadd_rn(static_cast<double>(l[j]), -mx));
     const double lse = __dadd_rn(mx, log(se));
+    const double lt = static_cast<double>(l[t]);  // read before dlogits is written: it may be logits
     if (dlogits) {
       T* d = dlogits + i * static_cast<std::size_t>(k);
       for (int j = 0; j < k; ++j) {
@@ -120,7 +121,7 @@ struct CrossEntropyTerm {
         d[j] = static_cast<T>(__dmul_rn(grad_mul, __dadd_rn(p, j == t ? -1.0 : 0.0)));
       }
     }
-    return __dadd_rn(lse, -static_cast<double>(l[t]));
+    return __dadd_rn(lse, -lt);
   }
 };
 

@@ -87,6 +87,7 @@ template <class Exec, class T>
 void maxpool_forward_on(const Exec& ex, int n, int c, int h_in, int w_in, int h_out, int w_out, int k, int stride,
                         const T* x, T* y, int* argmax, std::uint32_t max_elems = kIndexLimit) {
   const std::size_t in_plane = static_cast<std::size_t>(h_in) * w_in, out_plane = static_cast<std::size_t>(h_out) * w_out;
+  check_plane(in_plane, "maxpool_forward");
   run_plane_chunks(ex, static_cast<std::size_t>(n) * c, out_plane, "maxpool_forward", [&](std::size_t p0) {
     return MaxPoolForwardOp<T>{x + p0 * in_plane, y + p0 * out_plane, argmax + p0 * out_plane, w_in, k, stride,
                                static_cast<std::uint32_t>(in_plane), divisor(out_plane), divisor(w_out)};
@@ -97,6 +98,7 @@ template <class Exec, class T>
 void maxpool_backward_on(const Exec& ex, int n, int c, int h_in, int w_in, int h_out, int w_out, int k, int stride,
                          const T* dy, const int* argmax, T* dx, std::uint32_t max_elems = kIndexLimit) {
   const std::size_t in_plane = static_cast<std::size_t>(h_in) * w_in, out_plane = static_cast<std::size_t>(h_out) * w_out;
+  check_plane(out_plane, "maxpool_backward");
   run_plane_chunks(ex, static_cast<std::size_t>(n) * c, in_plane, "maxpool_backward", [&](std::size_t p0) {
     return MaxPoolBackwardOp<T>{dy + p0 * out_plane, argmax + p0 * out_plane, dx + p0 * in_plane, h_out, w_out, k,
                                 static_cast<std::uint32_t>(out_plane), divisor(in_plane), divisor(w_in),

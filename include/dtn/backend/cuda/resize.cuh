@@ -63,12 +63,14 @@ DTN_HD Lerp lerp_index(int out_index, int in_size, int out_size) {
 
 // Conservative range of outputs along one axis whose source pixels may include `in_index`
 // (i0 in {in_index - 1, in_index}); widened by one on each side against rounding, and then
-// filtered exactly with lerp_index.
+// filtered exactly with lerp_index. Input 1 also takes the first outputs, whose source was
+// clamped to 0 (i0 = 0, i1 = 1 with weight 0): the CPU adds 0 * dy for them too, which is NaN
+// where dy is infinite, and the two devices must agree there.
 DTN_HD void lerp_range(int in_index, int in_size, int out_size, int& lo, int& hi) {
   const double inv_scale = static_cast<double>(out_size) / static_cast<double>(in_size);
   lo = static_cast<int>(floor((in_index - 0.5) * inv_scale - 0.5)) - 1;
   hi = static_cast<int>(ceil((in_index + 1.5) * inv_scale - 0.5)) + 1;
-  if (lo < 0) lo = 0;
+  if (lo < 0 || in_index <= 1) lo = 0;
   if (hi > out_size - 1) hi = out_size - 1;
 }
 
@@ -132,6 +134,7 @@ template <class Exec, class T>
 void resize_bilinear_forward_on(const Exec& ex, int n, int c, int h_in, int w_in, int h_out, int w_out, const T* x,
                                 T* y, std::uint32_t max_elems = kIndexLimit) {
   const std::size_t in_plane = static_cast<std::size_t>(h_in) * w_in, out_plane = static_cast<std::size_t>(h_out) * w_out;
+  check_plane(in_plane, "resize_bilinear_forward");
   run_plane_chunks(ex, static_cast<std::size_t>(n) * c, out_plane, "resize_bilinear_forward", [&](std::size_t p0) {
     return ResizeForwardOp<T>{x + p0 * in_plane, y + p0 * out_plane, h_in, w_in, h_out, w_out, divisor(out_plane),
                               divisor(w_out)};
@@ -142,6 +145,7 @@ template <class Exec, class T>
 void resize_bilinear_backward_on(const Exec& ex, int n, int c, int h_in, int w_in, int h_out, int w_out, const T* dy,
                                  T* dx, std::uint32_t max_elems = kIndexLimit) {
   const std::size_t in_plane = static_cast<std::size_t>(h_in) * w_in, out_plane = static_cast<std::size_t>(h_out) * w_out;
+  check_plane(out_plane, "resize_bilinear_backward");
   run_plane_chunks(ex, static_cast<std::size_t>(n) * c, in_plane, "resize_bilinear_backward", [&](std::size_t p0) {
     return ResizeBackwardOp<T>{dy + p0 * out_plane, dx + p0 * in_plane, h_in, w_in, h_out, w_out, divisor(in_plane),
                                divisor(w_in)};
