@@ -7,13 +7,59 @@
 #   TF32             1 (default): also time both sides with TF32 tensor-core math allowed (dtn
 #                    autotuned, PyTorch eager; rows labelled +tf32, compared only with each other);
 #                    0 leaves that pair out (about a minute)
+#   BENCH_BUDGET     seconds for the whole script (default: none): a run whose time limit would
+#                    end past it is left out (said in the log), so that the comparison at the end
+#                    always runs. The runs go most important first: dtn plain, PyTorch eager,
+#                    dtn autotuned, torch.compile, dtn on the GEMM engine, the TF32 pair, dtn
+#                    with batch norm and its activation unfused.
 set -uo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/.." && pwd)
 build=${BUILD_DIR:-$root/build-gpu}
 out=${OUT_DIR:-$build/bench-results}
 mkdir -p "$out"
+export PYTHONUNBUFFERED=1  # a run stopped by its time limit still leaves what it printed
 status=0
+
+# fits LIMIT NAME: whether a run of at most LIMIT seconds ends within BENCH_BUDGET (with 15 s
+# kept for the comparison).
+fits() {
+  [[ -z "${BENCH_BUDGET:-}" ]] && return 0
+  if ((SECONDS + $1 + 15 > BENCH_BUDGET)); then
+    echo "run_gpu.sh: $2 left out: its limit of $1 s would end past BENCH_BUDGET=$BENCH_BUDGET s (now ${SECONDS} s)"
+    return 1
+  fi
+}
+dtn_files=()
+torch_files=()
+# dtn NAME LIMIT JSON ARGS...: one bench_dtn_cuda run
+dtn() {
+  local name=$1 limit=$2 json=$3
+  shift 3
+  [[ -x "$build/bench_dtn_cuda" ]] || return 0
+  fits "$limit" "$name" || return 0
+  echo "== $name"
+  if timeout "$limit" "$build/bench_dtn_cuda" --json "$out/$json" --reps 20 --step-reps 10 "$@"; then
+    dtn_files+=("$out/$json")
+  else
+    echo "run_gpu.sh: $name failed or timed out" >&2
+    status=1
+  fi
+}
+# torch NAME LIMIT JSON ARGS...: one torch_dtn.py run
+torch() {
+  local name=$1 limit=$2 json=$3
+  shift 3
+  fits "$limit" "$name" || return 0
+  echo "== $name"
+  if timeout "$limit" python3 "$here/torch_dtn.py" --device cuda --reps 20 --step-reps 10 --json "$out/$json" \
+       --quiet "$@"; then
+    torch_files+=("$out/$json")
+  else
+    echo "run_gpu.sh: $name failed or timed out" >&2
+    [[ $name == *compile* ]] || status=1
+  fi
+}
 
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
 if [[ ! -x "$build/bench_dtn_cuda" ]]; then
@@ -21,74 +67,29 @@ if [[ ! -x "$build/bench_dtn_cuda" ]]; then
   timeout 240 cmake --build "$build" --target bench_dtn_cuda -j"$(nproc)" || status=1
 fi
 
-dtn_files=()
-if [[ -x "$build/bench_dtn_cuda" ]]; then
-  echo "== bench_dtn_cuda"
-  if timeout 75 "$build/bench_dtn_cuda" --json "$out/dtn_cuda.json" --reps 20 --step-reps 10 --profile-step; then
-    dtn_files+=("$out/dtn_cuda.json")
-  else
-    echo "run_gpu.sh: bench_dtn_cuda failed or timed out" >&2; status=1
-  fi
-  # The same rows with cuDNN's algorithms chosen by timing them (dtn::cuda::set_conv_autotune,
-  # like torch.backends.cudnn.benchmark), the GEMM engine timed beside them: rows labelled tuned
-  # and tuned+graph, then the choice per layer and pass.
-  echo "== bench_dtn_cuda --conv-autotune"
-  if timeout 90 "$build/bench_dtn_cuda" --conv-autotune --no-layers --json "$out/dtn_cuda_tuned.json" --reps 20 \
-       --step-reps 10 --profile-step; then
-    dtn_files+=("$out/dtn_cuda_tuned.json")
-  else
-    echo "run_gpu.sh: bench_dtn_cuda --conv-autotune failed or timed out" >&2; status=1
-  fi
-  # Every convolution pass on the GEMM engine (im2col / gather kernels + cuBLAS;
-  # dtn::cuda::set_conv_gemm, off by default until measured): rows labelled dtn+gemm and
-  # graph+gemm, and the per-layer table, to set beside the plain run's pass by pass.
-  echo "== bench_dtn_cuda --conv-gemm"
-  if timeout 90 "$build/bench_dtn_cuda" --conv-gemm --json "$out/dtn_cuda_gemm.json" --reps 20 --step-reps 10 \
-       --profile-step; then
-    dtn_files+=("$out/dtn_cuda_gemm.json")
-  else
-    echo "run_gpu.sh: bench_dtn_cuda --conv-gemm failed or timed out" >&2; status=1
-  fi
-fi
-
-torch_files=()
-echo "== torch_dtn.py --device cuda --modes eager"
-if timeout 60 python3 "$here/torch_dtn.py" --device cuda --modes eager --reps 20 --step-reps 10 \
-     --json "$out/torch_cuda_eager.json" --quiet; then
-  torch_files+=("$out/torch_cuda_eager.json")
-else
-  echo "run_gpu.sh: torch_dtn.py eager failed or timed out" >&2; status=1
-fi
+dtn "bench_dtn_cuda" 75 dtn_cuda.json --profile-step
+torch "torch_dtn.py --modes eager" 60 torch_cuda_eager.json --modes eager
+# The same rows with cuDNN's algorithms chosen by timing them (dtn::cuda::set_conv_autotune,
+# like torch.backends.cudnn.benchmark), the GEMM engine timed beside them: rows labelled tuned
+# and tuned+graph, then the choice per layer and pass.
+dtn "bench_dtn_cuda --conv-autotune" 90 dtn_cuda_tuned.json --conv-autotune --no-layers --profile-step
 ct=${COMPILE_TIMEOUT:-100}
-echo "== torch_dtn.py --device cuda --modes compile (batches ${COMPILE_BATCHES:-128}, timeout ${ct} s)"
 # torch_dtn.py runs torch.compile in a child under --compile-timeout and keeps the rows it finished.
-if timeout $((ct + 30)) python3 "$here/torch_dtn.py" --device cuda --modes compile --reps 20 --step-reps 10 \
-     --batches "${COMPILE_BATCHES:-128}" --compile-timeout "$ct" --json "$out/torch_cuda_compile.json" --quiet; then
-  torch_files+=("$out/torch_cuda_compile.json")
-else
-  echo "run_gpu.sh: torch_dtn.py compile failed or timed out" >&2
-fi
-
+torch "torch_dtn.py --modes compile (batches ${COMPILE_BATCHES:-128}, compile timeout ${ct} s)" $((ct + 30)) \
+  torch_cuda_compile.json --modes compile --batches "${COMPILE_BATCHES:-128}" --compile-timeout "$ct"
+# Every convolution pass on the GEMM engine (im2col / gather kernels + cuBLAS;
+# dtn::cuda::set_conv_gemm, off by default until measured): rows labelled dtn+gemm and
+# graph+gemm, and the per-layer table, to set beside the plain run's pass by pass.
+dtn "bench_dtn_cuda --conv-gemm" 90 dtn_cuda_gemm.json --conv-gemm --profile-step
 # TF32 on both sides: exact FP32 caps the step near cuBLAS's SGEMM rate (RESULTS.md), TF32 does
 # not; dtn's is opt-in (dtn::cuda::set_tf32), PyTorch's allow_tf32 flags.
 if [[ ${TF32:-1} != 0 ]]; then
-  if [[ -x "$build/bench_dtn_cuda" ]]; then
-    echo "== bench_dtn_cuda --tf32 --conv-autotune"
-    if timeout 75 "$build/bench_dtn_cuda" --tf32 --conv-autotune --no-layers --json "$out/dtn_cuda_tf32.json" --reps 20 \
-         --step-reps 10; then
-      dtn_files+=("$out/dtn_cuda_tf32.json")
-    else
-      echo "run_gpu.sh: bench_dtn_cuda --tf32 failed or timed out" >&2; status=1
-    fi
-  fi
-  echo "== torch_dtn.py --device cuda --modes eager --tf32"
-  if timeout 60 python3 "$here/torch_dtn.py" --device cuda --modes eager --tf32 --reps 20 --step-reps 10 \
-       --json "$out/torch_cuda_eager_tf32.json" --quiet; then
-    torch_files+=("$out/torch_cuda_eager_tf32.json")
-  else
-    echo "run_gpu.sh: torch_dtn.py eager --tf32 failed or timed out" >&2; status=1
-  fi
+  dtn "bench_dtn_cuda --tf32 --conv-autotune" 75 dtn_cuda_tf32.json --tf32 --conv-autotune --no-layers
+  torch "torch_dtn.py --modes eager --tf32" 60 torch_cuda_eager_tf32.json --modes eager --tf32
 fi
+# Batch norm and its activation as two passes (the plain run fuses them): what fusion is worth
+# on this card. Rows labelled dtn+unfused / graph+unfused.
+dtn "bench_dtn_cuda --no-fusion" 60 dtn_cuda_unfused.json --no-fusion --no-layers --rows dtn_step --batches 128
 
 echo "== comparison (ratio = dtn images/s / PyTorch images/s; > 1 means dtn is faster)"
 if ((${#torch_files[@]})); then

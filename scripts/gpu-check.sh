@@ -20,8 +20,13 @@
 # PREBUILT=DIR (relative to the repository root): skip stages 2-4 and use the programs that
 # scripts/prebuild-gpu.sh built elsewhere (carried to the GPU machine): the GPU and
 # host-emulation test programs run directly (the CPU-only tests too with PREBUILT_CPU_TESTS=1),
-# then stage 6 with them; saves the build's minutes of a short lease. If they do not start, it
-# retries with CUDA's and the nvidia wheels' library folders on LD_LIBRARY_PATH, then builds here.
+# then stage 6 with them; saves the build's minutes of a short lease. Programs built from other
+# sources than this tree's (the "sources" hash in DIR/SOURCE, scripts/source-hash.sh) are not
+# used: it builds here instead. If they do not start, it retries with CUDA's and the nvidia
+# wheels' library folders on LD_LIBRARY_PATH, then builds here. In this mode the stage limits
+# default to what fits one 600-second device command: T_CUDA 150, T_BENCH 360 (run_gpu.sh
+# leaves out the runs that no longer fit); the host-emulation tests, which need no GPU and run
+# in CI, run only with PREBUILT_HOST_TESTS=1.
 set -u
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root" || exit 1
@@ -83,10 +88,19 @@ cuda_lib_dirs() {
   local d
   for d in /usr/local/cuda/lib64 /usr/local/cuda/lib; do [[ -d $d ]] && printf '%s:' "$d"; done
   python3 -c 'import importlib
-for n in ("nvidia.cudnn", "nvidia.cublas", "nvidia.cuda_runtime"):
+for n in ("nvidia.cudnn", "nvidia.cublas", "nvidia.cuda_runtime", "nvidia.cu13"):
     try: print(list(importlib.import_module(n).__path__)[0] + "/lib", end=":")
     except Exception: pass' 2> /dev/null
 }
+if [[ -n "${PREBUILT:-}" ]]; then
+  want=$(bash scripts/source-hash.sh 2> /dev/null)
+  have=$(sed -n 's/^sources //p' "$PREBUILT/SOURCE" 2> /dev/null)
+  if [[ -z "$want" || "$want" != "$have" ]]; then
+    echo "gpu-check: $PREBUILT was built from other sources (${have:-no hash} there, ${want:-none} here); building instead" |
+      tee -a "$OUT/build.log"
+    PREBUILT=""
+  fi
+fi
 if [[ -n "${PREBUILT:-}" ]]; then
   if [[ -d "$PREBUILT" && -x "$PREBUILT/dtn_cuda_tests" ]] && ! prebuilt_starts; then
     dirs=$(cuda_lib_dirs)
@@ -107,8 +121,12 @@ if [[ -n "$pre" ]]; then
   skip configure "prebuilt programs ($PREBUILT)"
   skip build "prebuilt programs ($PREBUILT)"
   # The test programs themselves, without CTest (which needs the build tree).
-  stage cuda-tests "${T_CUDA:-300}" "$OUT/ctest.log" "$pre/dtn_cuda_tests"
-  stage cuda-host-tests 300 "$OUT/ctest.log" "$pre/dtn_cuda_host_tests"
+  stage cuda-tests "${T_CUDA:-150}" "$OUT/ctest.log" "$pre/dtn_cuda_tests"
+  if [[ -n "${PREBUILT_HOST_TESTS:-}" ]]; then
+    stage cuda-host-tests 120 "$OUT/ctest.log" "$pre/dtn_cuda_host_tests"
+  else
+    skip cuda-host-tests "prebuilt mode: no GPU needed, run in CI (PREBUILT_HOST_TESTS=1 runs them here)"
+  fi
   if [[ -n "${PREBUILT_CPU_TESTS:-}" ]]; then
     stage cpu-tests "${T_CTEST:-600}" "$OUT/ctest.log" "$pre/dtn_tests"
   else
@@ -142,7 +160,12 @@ fi
 if [[ -n "${SKIP_BENCH:-}" ]]; then
   skip bench "SKIP_BENCH is set"
 elif [[ -f benchmarks/run_gpu.sh ]]; then
-  stage bench "${T_BENCH:-900}" "$OUT/bench.log" env BUILD_DIR="$(cd "$build" && pwd)" bash benchmarks/run_gpu.sh
+  t_bench=${T_BENCH:-900}
+  [[ -n "$pre" ]] && t_bench=${T_BENCH:-360}
+  stage bench "$t_bench" "$OUT/bench.log" env BUILD_DIR="$(cd "$build" && pwd)" BENCH_BUDGET=$((t_bench - 10)) \
+    bash benchmarks/run_gpu.sh
+  # The rows as JSON (run_gpu.sh writes them in the build folder), for RESULTS.md and compare.py.
+  [[ -d "$build/bench-results" ]] && tar czf "$OUT/bench-json.tgz" -C "$build" bench-results 2> /dev/null
 else
   skip bench "benchmarks/run_gpu.sh not present"
 fi
