@@ -149,109 +149,105 @@ TEST_CASE("channel grid: slices tile each channel, every element visited once, b
   CHECK_THROWS_AS(dtn::cuda::detail::channel_grid(-1, 2, 5, "bias_add"), dtn::argument_error);
 }
 
-// Each batch-norm test runs plain (ops::Identity) and with each activation the layer fuses.
+// Each batch-norm test runs over every shape, plain (ops::Identity) and with each activation the
+// layer fuses: body(act, shape, elements, channels).
 template <class Body>
-void for_each_activation(Body&& body) {
-  body(dtn::ops::Identity{}, "none");
-  body(dtn::ops::Relu{}, "ReLU");
-  body(dtn::ops::LeakyRelu{0.2}, "LeakyReLU(0.2)");
-  body(dtn::ops::Tanh{}, "Tanh");
-}
-
-TEST_CASE("batch norm forward (train and eval) on the GPU's grid, run on the host, matches the CPU backend") {
-  for_each_activation([](const auto& act, const char* act_name) {
-    using Act = std::decay_t<decltype(act)>;
+void for_each_case(Body&& body) {
+  auto shapes = [&](const auto& act, const char* act_name) {
     CAPTURE(act_name);
     for (const Shape3& s : kShapes) {
       CAPTURE(tag(s));
-      const std::size_t sz = static_cast<std::size_t>(s.n) * s.c * static_cast<std::size_t>(s.hw);
-      const std::size_t c = static_cast<std::size_t>(s.c);
-      const auto x = normal_vector(sz, 1, 0.7, 2.0);  // a mean far from 0 exercises the two passes
-      const auto gamma = parity::random_vector(c, 2, 0.5, 1.5), beta = parity::random_vector(c, 3);
-      dtn::BnGeom bg;
-      bg.n = s.n;
-      bg.c = s.c;
-      bg.hw = s.hw;
-      bg.eps = 1e-5;
-      bg.momentum = 0.1;
-
-      // Train. Running statistics start equal on both sides; pure outputs start different.
-      auto rm_ref = parity::random_vector(c, 4), rv_ref = parity::random_vector(c, 5, 0.5, 2);
-      auto rm = rm_ref, rv = rv_ref;
-      std::vector<float> y_ref(sz, 1.0f), y(sz, -7.0f), mean_ref(c, 1.0f), mean(c, -7.0f), inv_ref(c, 1.0f),
-          inv(c, -7.0f);
-      Cpu::batchnorm_forward_train(bg, x.data(), gamma.data(), beta.data(), rm_ref.data(), rv_ref.data(), y_ref.data(),
-                                   mean_ref.data(), inv_ref.data(), act);
-      const ChannelGrid g = dtn::cuda::detail::channel_grid(s.n, s.c, s.hw, "test");
-      std::vector<double> scratch(dtn::cuda::detail::channel_scratch_bytes(g) / sizeof(double) + 1, std::nan(""));
-      dtn::cuda::detail::bn_forward_train(HostExec{}, g, bg.eps, bg.momentum, x.data(), gamma.data(), beta.data(),
-                                          rm.data(), rv.data(), y.data(), mean.data(), inv.data(), scratch.data(), act);
-      CHECK(parity::rel_l2(y, y_ref) <= kRound);
-      CHECK(parity::rel_l2(mean, mean_ref) <= kRound);
-      CHECK(parity::rel_l2(inv, inv_ref) <= kRound);
-      CHECK(parity::rel_l2(rm, rm_ref) <= kRound);
-      CHECK(parity::rel_l2(rv, rv_ref) <= kRound);
-
-      // Eval, with the running statistics just updated.
-      std::vector<float> ye_ref(sz, 1.0f), ye(sz, -7.0f);
-      Cpu::batchnorm_forward_eval(bg, x.data(), gamma.data(), beta.data(), rm_ref.data(), rv_ref.data(), ye_ref.data(),
-                                  act);
-      HostExec{}.map(g, dtn::cuda::detail::BnEvalApply<float, Act>{x.data(), ye.data(), gamma.data(), beta.data(),
-                                                                   rm_ref.data(), rv_ref.data(), bg.eps, act});
-      CHECK(parity::rel_l2(ye, ye_ref) <= kRound);
+      body(act, s, static_cast<std::size_t>(s.n) * s.c * static_cast<std::size_t>(s.hw), static_cast<std::size_t>(s.c));
     }
+  };
+  shapes(dtn::ops::Identity{}, "none");
+  shapes(dtn::ops::Relu{}, "ReLU");
+  shapes(dtn::ops::LeakyRelu{0.2}, "LeakyReLU(0.2)");
+  shapes(dtn::ops::Tanh{}, "Tanh");
+}
+
+TEST_CASE("batch norm forward (train and eval) on the GPU's grid, run on the host, matches the CPU backend") {
+  for_each_case([](const auto& act, const Shape3& s, std::size_t sz, std::size_t c) {
+    using Act = std::decay_t<decltype(act)>;
+    const auto x = normal_vector(sz, 1, 0.7, 2.0);  // a mean far from 0 exercises the two passes
+    const auto gamma = parity::random_vector(c, 2, 0.5, 1.5), beta = parity::random_vector(c, 3);
+    dtn::BnGeom bg;
+    bg.n = s.n;
+    bg.c = s.c;
+    bg.hw = s.hw;
+    bg.eps = 1e-5;
+    bg.momentum = 0.1;
+
+    // Train. Running statistics start equal on both sides; pure outputs start different.
+    auto rm_ref = parity::random_vector(c, 4), rv_ref = parity::random_vector(c, 5, 0.5, 2);
+    auto rm = rm_ref, rv = rv_ref;
+    std::vector<float> y_ref(sz, 1.0f), y(sz, -7.0f), mean_ref(c, 1.0f), mean(c, -7.0f), inv_ref(c, 1.0f),
+        inv(c, -7.0f);
+    Cpu::batchnorm_forward_train(bg, x.data(), gamma.data(), beta.data(), rm_ref.data(), rv_ref.data(), y_ref.data(),
+                                 mean_ref.data(), inv_ref.data(), act);
+    const ChannelGrid g = dtn::cuda::detail::channel_grid(s.n, s.c, s.hw, "test");
+    std::vector<double> scratch(dtn::cuda::detail::channel_scratch_bytes(g) / sizeof(double) + 1, std::nan(""));
+    dtn::cuda::detail::bn_forward_train(HostExec{}, g, bg.eps, bg.momentum, x.data(), gamma.data(), beta.data(),
+                                        rm.data(), rv.data(), y.data(), mean.data(), inv.data(), scratch.data(), act);
+    CHECK(parity::rel_l2(y, y_ref) <= kRound);
+    CHECK(parity::rel_l2(mean, mean_ref) <= kRound);
+    CHECK(parity::rel_l2(inv, inv_ref) <= kRound);
+    CHECK(parity::rel_l2(rm, rm_ref) <= kRound);
+    CHECK(parity::rel_l2(rv, rv_ref) <= kRound);
+
+    // Eval, with the running statistics just updated.
+    std::vector<float> ye_ref(sz, 1.0f), ye(sz, -7.0f);
+    Cpu::batchnorm_forward_eval(bg, x.data(), gamma.data(), beta.data(), rm_ref.data(), rv_ref.data(), ye_ref.data(),
+                                act);
+    HostExec{}.map(g, dtn::cuda::detail::BnEvalApply<float, Act>{x.data(), ye.data(), gamma.data(), beta.data(),
+                                                                 rm_ref.data(), rv_ref.data(), bg.eps, act});
+    CHECK(parity::rel_l2(ye, ye_ref) <= kRound);
   });
 }
 
 TEST_CASE("batch norm backward (train and eval) on the GPU's grid, run on the host, matches the CPU backend") {
-  for_each_activation([](const auto& act, const char* act_name) {
+  for_each_case([](const auto& act, const Shape3& s, std::size_t sz, std::size_t c) {
     using Act = std::decay_t<decltype(act)>;
-    CAPTURE(act_name);
-    for (const Shape3& s : kShapes) {
-      CAPTURE(tag(s));
-      const std::size_t sz = static_cast<std::size_t>(s.n) * s.c * static_cast<std::size_t>(s.hw);
-      const std::size_t c = static_cast<std::size_t>(s.c);
-      const auto x = normal_vector(sz, 11, 0.3, 2.0), dy = parity::random_vector(sz, 12);
-      // The fused activation's output, from a pre-activation of both signs (not read by Identity).
-      std::vector<float> y = parity::random_vector(sz, 21, -2, 2);
-      for (float& v : y) v = act.forward(v);
-      const auto gamma = parity::random_vector(c, 13, 0.5, 1.5), mean = parity::random_vector(c, 14, -0.2, 0.2),
-                 inv = parity::random_vector(c, 15, 0.4, 0.8);
-      dtn::BnGeom bg;
-      bg.n = s.n;
-      bg.c = s.c;
-      bg.hw = s.hw;
-      const ChannelGrid g = dtn::cuda::detail::channel_grid(s.n, s.c, s.hw, "test");
-      std::vector<double> scratch(dtn::cuda::detail::channel_scratch_bytes(g) / sizeof(double) + 1, std::nan(""));
+    const auto x = normal_vector(sz, 11, 0.3, 2.0), dy = parity::random_vector(sz, 12);
+    // The fused activation's output, from a pre-activation of both signs (not read by Identity).
+    std::vector<float> y = parity::random_vector(sz, 21, -2, 2);
+    for (float& v : y) v = act.forward(v);
+    const auto gamma = parity::random_vector(c, 13, 0.5, 1.5), mean = parity::random_vector(c, 14, -0.2, 0.2),
+               inv = parity::random_vector(c, 15, 0.4, 0.8);
+    dtn::BnGeom bg;
+    bg.n = s.n;
+    bg.c = s.c;
+    bg.hw = s.hw;
+    const ChannelGrid g = dtn::cuda::detail::channel_grid(s.n, s.c, s.hw, "test");
+    std::vector<double> scratch(dtn::cuda::detail::channel_scratch_bytes(g) / sizeof(double) + 1, std::nan(""));
 
-      // Gradients accumulate (start equal); dx is pure (starts different).
-      auto dg_ref = parity::random_vector(c, 16), db_ref = parity::random_vector(c, 17);
-      auto dg = dg_ref, db = db_ref;
-      std::vector<float> dx_ref(sz, 1.0f), dx(sz, -7.0f);
-      Cpu::batchnorm_backward(bg, x.data(), dy.data(), gamma.data(), mean.data(), inv.data(), dx_ref.data(),
-                              dg_ref.data(), db_ref.data(), y.data(), act);
-      dtn::cuda::detail::bn_backward(HostExec{}, g, x.data(), dy.data(), gamma.data(), mean.data(), inv.data(), dx.data(),
-                                     dg.data(), db.data(), scratch.data(), y.data(), act);
-      CHECK(parity::rel_l2(dx, dx_ref) <= kRound);
-      CHECK(parity::rel_l2(dg, dg_ref) <= kRound);
-      CHECK(parity::rel_l2(db, db_ref) <= kRound);
+    // Gradients accumulate (start equal); dx is pure (starts different).
+    auto dg_ref = parity::random_vector(c, 16), db_ref = parity::random_vector(c, 17);
+    auto dg = dg_ref, db = db_ref;
+    std::vector<float> dx_ref(sz, 1.0f), dx(sz, -7.0f);
+    Cpu::batchnorm_backward(bg, x.data(), dy.data(), gamma.data(), mean.data(), inv.data(), dx_ref.data(),
+                            dg_ref.data(), db_ref.data(), y.data(), act);
+    dtn::cuda::detail::bn_backward(HostExec{}, g, x.data(), dy.data(), gamma.data(), mean.data(), inv.data(), dx.data(),
+                                   dg.data(), db.data(), scratch.data(), y.data(), act);
+    CHECK(parity::rel_l2(dx, dx_ref) <= kRound);
+    CHECK(parity::rel_l2(dg, dg_ref) <= kRound);
+    CHECK(parity::rel_l2(db, db_ref) <= kRound);
 
-      // Without dx: the parameter gradients only.
-      dtn::cuda::detail::bn_backward(HostExec{}, g, x.data(), dy.data(), gamma.data(), mean.data(), inv.data(),
-                                     static_cast<float*>(nullptr), dg.data(), db.data(), scratch.data(), y.data(), act);
-      Cpu::batchnorm_backward(bg, x.data(), dy.data(), gamma.data(), mean.data(), inv.data(), static_cast<float*>(nullptr),
-                              dg_ref.data(), db_ref.data(), y.data(), act);
-      CHECK(parity::rel_l2(dg, dg_ref) <= kRound);
-      CHECK(parity::rel_l2(db, db_ref) <= kRound);
+    // Without dx: the parameter gradients only.
+    dtn::cuda::detail::bn_backward(HostExec{}, g, x.data(), dy.data(), gamma.data(), mean.data(), inv.data(),
+                                   static_cast<float*>(nullptr), dg.data(), db.data(), scratch.data(), y.data(), act);
+    Cpu::batchnorm_backward(bg, x.data(), dy.data(), gamma.data(), mean.data(), inv.data(), static_cast<float*>(nullptr),
+                            dg_ref.data(), db_ref.data(), y.data(), act);
+    CHECK(parity::rel_l2(dg, dg_ref) <= kRound);
+    CHECK(parity::rel_l2(db, db_ref) <= kRound);
 
-      // Evaluation mode: dx only, from the running variance.
-      const auto rv = parity::random_vector(c, 22, 0.5, 2);
-      std::vector<float> dxe_ref(sz, 1.0f), dxe(sz, -7.0f);
-      Cpu::batchnorm_backward_eval(bg, dy.data(), gamma.data(), rv.data(), dxe_ref.data(), y.data(), act);
-      HostExec{}.map(g, dtn::cuda::detail::BnEvalBackwardApply<float, Act>{dy.data(), dxe.data(), gamma.data(), rv.data(),
-                                                                           y.data(), bg.eps, act});
-      CHECK(parity::rel_l2(dxe, dxe_ref) <= kRound);
-    }
+    // Evaluation mode: dx only, from the running variance.
+    const auto rv = parity::random_vector(c, 22, 0.5, 2);
+    std::vector<float> dxe_ref(sz, 1.0f), dxe(sz, -7.0f);
+    Cpu::batchnorm_backward_eval(bg, dy.data(), gamma.data(), rv.data(), dxe_ref.data(), y.data(), act);
+    HostExec{}.map(g, dtn::cuda::detail::BnEvalBackwardApply<float, Act>{dy.data(), dxe.data(), gamma.data(), rv.data(),
+                                                                         y.data(), bg.eps, act});
+    CHECK(parity::rel_l2(dxe, dxe_ref) <= kRound);
   });
 }
 
