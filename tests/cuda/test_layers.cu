@@ -120,6 +120,16 @@ void network_parity(const char* what, const dtn::Shape& sample, int batch, bool 
   CHECK(e_dx <= kNet);
   const double e_grads = err(gpu.gradients(), cpu.gradients());
   CHECK(e_grads <= kNet);
+  {
+    // On the GPU too, fusion changes no bit: the same network with fusion the other way round.
+    dtn::Net<Spec, float, dtn::Cuda> other(sample, "net", dtn::InitScheme::pytorch, 5);
+    other.set_fusion(!fusion);
+    CHECK(parity::same_bits(dtn::to_vector(other.forward(xg.view())), dtn::to_vector(yg)));
+    other.zero_grad();
+    CHECK(parity::same_bits(dtn::to_vector(other.backward(dyg.view())), dtn::to_vector(dxg)));
+    CHECK(parity::same_bits(dtn::to_vector(other.gradients()), dtn::to_vector(gpu.gradients())));
+    CHECK(parity::same_bits(dtn::to_vector(other.buffers()), dtn::to_vector(gpu.buffers())));
+  }
   const double arena_norm = norm(dtn::to_vector(cpu.gradients()));
   for (std::size_t i = 0; i < cpu.entries().size(); ++i) {
     const auto& ec = cpu.entries()[i];
