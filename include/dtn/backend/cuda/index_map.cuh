@@ -45,6 +45,18 @@ struct DeviceIndexExec {
   }
 };
 
+// Throws argument_error naming `where` if one plane (an image's channel, or a whole image for
+// channel repeat) has more than `limit` elements. run_plane_chunks checks the plane it launches
+// over; the ops also index the plane of the tensor the launch does not run over (a pooling's
+// input plane when it runs over outputs, and the reverse) with 32-bit numbers, which their
+// callers check against kIndexLimit, whatever the chunking.
+inline void check_plane(std::size_t plane, const char* where, std::uint32_t limit = kIndexLimit) {
+  if (plane > limit)
+    throw argument_error(std::string("dtn::Backend<Cuda>::") + where + ": one plane (an image's channel, or a whole " +
+                         "image for channel repeat) of " + std::to_string(plane) +
+                         " elements exceeds the kernels' 32-bit index range (" + std::to_string(limit) + ")");
+}
+
 // ex.run(make_op(p0), np * per_plane) for consecutive chunks of np whole planes starting at plane
 // p0, each chunk at most max_elems elements (max_elems below kIndexLimit only in tests, to force
 // several chunks); make_op(p0) returns the op with its pointers moved to plane p0. Throws
@@ -53,24 +65,12 @@ template <class Exec, class MakeOp>
 void run_plane_chunks(const Exec& ex, std::size_t planes, std::size_t per_plane, const char* where, MakeOp&& make_op,
                       std::uint32_t max_elems = kIndexLimit) {
   if (planes == 0 || per_plane == 0) return;
-  if (per_plane > max_elems)
-    throw argument_error(std::string("dtn::Backend<Cuda>::") + where + ": one plane (an image's channel, or a whole " +
-                         "image for channel repeat) of " + std::to_string(per_plane) +
-                         " elements exceeds the kernels' 32-bit index range (" + std::to_string(max_elems) + ")");
+  check_plane(per_plane, where, max_elems);
   const std::size_t per_chunk = max_elems / per_plane;
   for (std::size_t p0 = 0; p0 < planes; p0 += per_chunk) {
     const std::size_t np = planes - p0 < per_chunk ? planes - p0 : per_chunk;
     ex.run(make_op(p0), static_cast<std::uint32_t>(np * per_plane));
   }
-}
-
-// The ops also index the plane of the tensor that the launch does not run over (a pooling's
-// input plane when it runs over outputs, and the reverse) with 32-bit numbers: that plane must
-// fit too, whatever the chunking. Throws argument_error naming `where` otherwise.
-inline void check_plane(std::size_t plane, const char* where) {
-  if (plane > kIndexLimit)
-    throw argument_error(std::string("dtn::Backend<Cuda>::") + where + ": one image plane of " + std::to_string(plane) +
-                         " elements exceeds the kernels' 32-bit index range (" + std::to_string(kIndexLimit) + ")");
 }
 
 inline FastDivmod divisor(std::size_t d) { return FastDivmod(static_cast<std::uint32_t>(d)); }
