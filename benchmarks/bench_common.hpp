@@ -166,12 +166,6 @@ struct Options {
   std::string json;
 };
 
-// --no-fusion, for every network and trainer the benchmark builds (set by parse_options).
-inline bool& fuse_layers() {
-  static bool on = true;
-  return on;
-}
-
 inline std::vector<std::string> split(const std::string& s) {
   std::vector<std::string> out;
   std::stringstream ss(s);
@@ -265,7 +259,6 @@ inline Options parse_options(int argc, char** argv, bool cuda) {
       throw dtn::argument_error("bench: unknown option '" + a + "' (try --help)");
     }
   }
-  fuse_layers() = o.fusion;
   return o;
 }
 
@@ -450,22 +443,23 @@ struct Nets {
   dtn::Net<FSpec, float, Dev> f{f_input(), "f", dtn::InitScheme::pytorch, 1};
   dtn::Net<GSpec, float, Dev> g{g_input(), "g", dtn::InitScheme::pytorch, 2};
   dtn::Net<DSpec, float, Dev> d{d_input(), "D", dtn::InitScheme::pytorch, 3};
-  Nets() {
+  // fusion: Options::fusion (--no-fusion), batch norm and its activation as one pass
+  explicit Nets(bool fusion) {
     check_table(f, "f");
     check_table(g, "g");
     check_table(d, "D");
     f.eval();
     f.freeze();
-    f.set_fusion(fuse_layers());
-    g.set_fusion(fuse_layers());
-    d.set_fusion(fuse_layers());
+    f.set_fusion(fusion);
+    g.set_fusion(fusion);
+    d.set_fusion(fusion);
   }
 };
 
 // f_fwd, g_fwd_bwd, D_fwd_bwd at one batch size.
 template <class Dev, class Timer>
 void bench_net_rows(int batch, Where at, Timer& timer, const Options& o, nlohmann::json& rows) {
-  Nets<Dev> n;
+  Nets<Dev> n(o.fusion);
   auto xs = uniform_tensor<Dev>(dtn::Shape{batch, 3, 32, 32}, -1, 1, 100);
   auto xt = uniform_tensor<Dev>(dtn::Shape{batch, 1, 32, 32}, -1, 1, 101);
   auto feats = uniform_tensor<Dev>(dtn::Shape{batch, 128, 1, 1}, 0, 1, 102);  // f outputs are post-ReLU
@@ -615,7 +609,7 @@ void bench_layers(int batch, Where at, Timer& timer, const Options& o, nlohmann:
               batch, at.device, at.threads, o.gemm_n);
   GemmNow<Dev, Timer> gemm_now(o.gemm_n, timer);
   if (!refs.gemm) refs.gemm = [&gemm_now] { return gemm_now(); };
-  Nets<Dev> n;
+  Nets<Dev> n(o.fusion);
   bench_net_layers<Dev>(n.f, "f", batch, at, timer, refs, o, rows, std::make_index_sequence<FSpec::template network<float, Dev>::depth>{});
   bench_net_layers<Dev>(n.g, "g", batch, at, timer, refs, o, rows, std::make_index_sequence<GSpec::template network<float, Dev>::depth>{});
   bench_net_layers<Dev>(n.d, "D", batch, at, timer, refs, o, rows, std::make_index_sequence<DSpec::template network<float, Dev>::depth>{});
@@ -626,11 +620,11 @@ void bench_layers(int batch, Where at, Timer& timer, const Options& o, nlohmann:
 template <class Dev>
 struct Trainer {
   using Type = dtn::DomainTransfer<FSpec, GSpec, DSpec, Dev>;
-  static dtn::DtnConfig config() {
+  static dtn::DtnConfig config(bool fusion) {
     dtn::DtnConfig cfg;  // alpha = beta = 15, gamma = 0, Adam 2e-4 (0.5, 0.999): the digits setting
     cfg.init = dtn::InitScheme::pytorch;
     cfg.seed = 7;
-    cfg.fuse_layers = fuse_layers();
+    cfg.fuse_layers = fusion;
     return cfg;
   }
 };
@@ -638,10 +632,11 @@ struct Trainer {
 // The trainer and the two batches (uniform in [-1, 1], fixed seeds) a DTN-step row runs on.
 template <class Dev>
 struct StepSetup {
-  typename Trainer<Dev>::Type trainer{f_input(), d_input(), Trainer<Dev>::config()};
+  typename Trainer<Dev>::Type trainer;
   dtn::Tensor<float, Dev> xs, xt;
-  explicit StepSetup(int batch)
-      : xs(uniform_tensor<Dev>(dtn::Shape{batch, 3, 32, 32}, -1, 1, 200)),
+  StepSetup(int batch, const Options& o)
+      : trainer(f_input(), d_input(), Trainer<Dev>::config(o.fusion)),
+        xs(uniform_tensor<Dev>(dtn::Shape{batch, 3, 32, 32}, -1, 1, 200)),
         xt(uniform_tensor<Dev>(dtn::Shape{batch, 1, 32, 32}, -1, 1, 201)) {}
   dtn::DtnLosses step() { return trainer.step(xs.view(), xt.view()); }
 };
@@ -650,7 +645,7 @@ struct StepSetup {
 // trainer's default policy), so a broken step cannot post a fast time. Returns the row index.
 template <class Dev, class Timer>
 std::size_t bench_step(int batch, Where at, Timer& timer, const Options& o, nlohmann::json& rows) {
-  StepSetup<Dev> setup(batch);
+  StepSetup<Dev> setup(batch, o);
   check_table(setup.trainer.f(), "f");
   check_table(setup.trainer.g(), "g");
   check_table(setup.trainer.d(), "D");
@@ -670,7 +665,7 @@ std::size_t bench_step(int batch, Where at, Timer& timer, const Options& o, nloh
 // under "profile" in the JSON metadata by the callers.
 template <class Dev, class Hook, class Collect>
 std::vector<std::string> profile_step(int batch, const Options& o, Hook& hook, Collect&& collect, int steps = 3) {
-  StepSetup<Dev> setup(batch);
+  StepSetup<Dev> setup(batch, o);
   for (int i = 0; i < std::max(o.warmup, 1); ++i) setup.step();
   hook.clear();
   double wall_ms = 0;

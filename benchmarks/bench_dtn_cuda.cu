@@ -241,7 +241,7 @@ int main(int argc, char** argv) {
     if (want_step && o.graph)
       for (int b : batches) {
         try {
-          bench::StepSetup<Cuda> setup(b);
+          bench::StepSetup<Cuda> setup(b, o);
           dtn::cuda::GraphStep<typename bench::Trainer<Cuda>::Type> graph(setup.trainer);
           const auto xs = setup.xs.view(), xt = setup.xt.view();
           dtn::DtnLosses last = graph.step(xs, xt);  // eager
