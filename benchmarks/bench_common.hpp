@@ -661,10 +661,12 @@ std::size_t bench_step(int batch, Where at, Timer& timer, const Options& o, nloh
 // The DTN step at one batch size broken down layer by layer: `steps` steps (after the warm-up)
 // with `hook` installed on this thread, `collect()` called after them (the GPU hook waits for
 // its events there), the step's wall time around them. Prints the time per layer kind and pass,
-// then the 25 longest (network, layer, pass) entries, per step; returns the lines, also stored
-// under "profile" in the JSON metadata by the callers.
+// then the 25 longest (network, layer, pass) entries, per step. Returns the profile for the JSON
+// metadata ("layer_profiles", which compare.py sets beside torch_dtn.py --profile-step's, layer
+// by layer): where it ran (`at`), the batch, the step's wall time, the printed lines and every
+// (network, layer, pass) with its time per step.
 template <class Dev, class Hook, class Collect>
-std::vector<std::string> profile_step(int batch, const Options& o, Hook& hook, Collect&& collect, int steps = 3) {
+nlohmann::json profile_step(int batch, Where at, const Options& o, Hook& hook, Collect&& collect, int steps = 3) {
   StepSetup<Dev> setup(batch, o);
   for (int i = 0; i < std::max(o.warmup, 1); ++i) setup.step();
   hook.clear();
@@ -696,7 +698,17 @@ std::vector<std::string> profile_step(int batch, const Options& o, Hook& hook, C
   for (std::size_t i = 0; i < table.size() && i < 25; ++i) lines.push_back("  " + table[i]);
   for (const std::string& l : lines) std::printf("%s\n", l.c_str());
   std::fflush(stdout);
-  return lines;
+  nlohmann::json rows = nlohmann::json::array();
+  for (const dtn::LayerTimes::Row& r : t.rows())
+    rows.push_back({{"net", r.net},
+                    {"layer", r.layer},
+                    {"kind", r.kind},
+                    {"pass", r.backward ? "bwd" : "fwd"},
+                    {"ms", r.ms / steps},
+                    {"calls", static_cast<double>(r.calls) / steps}});
+  return {{"impl", "dtn"},        {"device", at.device},   {"threads", at.threads}, {"mode", at.mode},
+          {"batch", batch},       {"steps", steps},        {"step_ms", wall_ms},    {"in_layers_ms", in_layers},
+          {"lines", lines},       {"rows", rows}};
 }
 #endif
 

@@ -156,7 +156,7 @@ int main(int argc, char** argv) {
         dtn::HostLayerProfile prof;
         const int b = *std::max_element(o.batches.begin(), o.batches.end());
         std::printf("layer profile, %d thread(s):\n", t);
-        doc["meta"]["profile_" + std::to_string(t) + "thr"] = bench::profile_step<Cpu>(b, o, prof, [] {});
+        doc["meta"]["layer_profiles"].push_back(bench::profile_step<Cpu>(b, at, o, prof, [] {}));
       }
 #endif
     }

@@ -284,7 +284,8 @@ int main(int argc, char** argv) {
     if (o.profile_step) {
       dtn::cuda::LayerProfile prof;
       std::printf("layer profile (CUDA events around each layer pass, eager steps):\n");
-      doc["meta"]["profile"] = bench::profile_step<Cuda>(batches.back(), o, prof, [&prof] { prof.collect(); });
+      doc["meta"]["layer_profiles"].push_back(
+          bench::profile_step<Cuda>(batches.back(), at, o, prof, [&prof] { prof.collect(); }));
     }
 #endif
     if (o.conv_autotune) {

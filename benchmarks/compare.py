@@ -51,6 +51,83 @@ def fmt_ratio(x):
     return f"{x:.2f}x" if x is not None else "-"
 
 
+def layer_profiles(metas):
+    """The layer profiles (bench_dtn --profile-step, torch_dtn.py --profile-step) in the metadata;
+    of several for the same device, threads, batch and mode (repeated runs) the one with the least
+    time in layers."""
+    best = {}
+    for meta in metas:
+        for p in meta.get("layer_profiles") or []:
+            if not (isinstance(p, dict) and isinstance(p.get("rows"), list) and "batch" in p and "device" in p):
+                continue
+            k = (p["device"], int(p.get("threads", 0)), int(p["batch"]), p.get("mode", ""))
+            if k not in best or p["in_layers_ms"] < best[k]["in_layers_ms"]:
+                best[k] = p
+    return [best[k] for k in sorted(best)]
+
+
+def compare_layers(dp, tp, longest=20):
+    """Lines setting dtn's profile dp beside PyTorch's tp, pass by pass and per layer kind.
+
+    A dtn pass of fused layers ("BatchNorm2d+ReLU" at index i) stands for PyTorch's layers i and
+    i+1 together.  speed = PyTorch ms / dtn ms (> 1: dtn is faster)."""
+    torch_by = {(r["net"], int(r["layer"]), r["pass"]): r for r in tp["rows"]}
+    used, rows, warnings = set(), [], []
+    for r in dp["rows"]:
+        kinds = r["kind"].split("+")
+        keys = [(r["net"], int(r["layer"]) + i, r["pass"]) for i in range(len(kinds))]
+        found = [torch_by[k] for k in keys if k in torch_by]
+        used.update(keys)
+        t_ms = sum(x["ms"] for x in found) if len(found) == len(keys) else None
+        if found and [x["kind"] for x in found] != kinds[:len(found)]:
+            warnings.append(f"{r['net']}.{r['layer']} {r['pass']}: dtn {r['kind']}, PyTorch "
+                            + "+".join(x["kind"] for x in found))
+        rows.append((f"{r['net']}.{r['layer']} {r['kind']}", r["kind"], r["pass"], float(r["ms"]), t_ms))
+    for k, r in torch_by.items():
+        if k not in used:
+            rows.append((f"{r['net']}.{r['layer']} {r['kind']}", r["kind"], r["pass"], None, float(r["ms"])))
+
+    def cell(x):
+        return f"{x:9.3f}" if x is not None else f"{'-':>9s}"
+
+    def speed(d, t):
+        return f"{t / d:6.2f}x" if d and t is not None else f"{'-':>7s}"
+
+    where = f"{dp['device']}" + (f", {dp['threads']} thr" if dp["device"] == "cpu" else "")
+    lines = [f"# per layer, DTN step at batch {dp['batch']} on {where}: dtn {dp['mode']} "
+             f"(step {dp['step_ms']:.2f} ms, in layers {dp['in_layers_ms']:.2f}) vs PyTorch {tp['mode']} "
+             f"(step {tp['step_ms']:.2f} ms with the profiler on, in layers {tp['in_layers_ms']:.2f}; "
+             f"{tp.get('time', 'time per pass')}); ms per step, speed = PyTorch ms / dtn ms"]
+    kinds = {}
+    for _, kind, pas, d, t in rows:
+        k = kinds.setdefault((kind, pas), [0.0, 0.0])
+        k[0] += d or 0.0
+        k[1] += t or 0.0
+    lines.append(f"#   {'kind and pass':<26s} {'dtn':>9s} {'PyTorch':>9s} {'speed':>7s}")
+    for (kind, pas), (d, t) in sorted(kinds.items(), key=lambda kv: -max(kv[1])):
+        lines.append(f"#   {kind + ' ' + pas:<26s} {cell(d)} {cell(t)} {speed(d, t)}")
+    lines.append(f"#   {'layer pass (longest first)':<26s} {'dtn':>9s} {'PyTorch':>9s} {'speed':>7s}")
+    top = sorted(rows, key=lambda r: -max(r[3] or 0.0, r[4] or 0.0))[:longest]
+    for label, _, pas, d, t in top:
+        lines.append(f"#   {label + ' ' + pas:<26s} {cell(d)} {cell(t)} {speed(d, t)}")
+    if len(rows) > longest:
+        lines.append(f"#   ({len(rows) - longest} shorter layer passes left out)")
+    for w in warnings:
+        lines.append(f"# WARNING: layer kinds differ: {w}")
+    return lines
+
+
+def profile_pairs(dtn_profiles, torch_profiles):
+    """Each dtn profile with the PyTorch profile of the same device, threads, batch and math."""
+    for dp in dtn_profiles:
+        for tp in torch_profiles:
+            if (tp["device"] == dp["device"] and int(tp["batch"]) == int(dp["batch"])
+                    and int(tp.get("threads", 0)) == int(dp.get("threads", 0))
+                    and tf32(tp.get("mode", "")) == tf32(dp.get("mode", ""))):
+                yield dp, tp
+                break
+
+
 def main():
     ap = argparse.ArgumentParser(description="dtn vs PyTorch comparison table")
     ap.add_argument("dtn", nargs="*", help="JSON files written by bench_dtn / bench_dtn_cuda")
@@ -169,6 +246,9 @@ def main():
                   f"  {r.get('pct_of_copy', 0):5.1f}%")
     for w in sorted(set(warnings)):
         print("# WARNING: FLOP counts differ: " + w)
+    for dp, tp in profile_pairs(layer_profiles(dtn_meta), layer_profiles(torch_meta)):
+        for line in compare_layers(dp, tp):
+            print(line)
     for r in dtn_rows + torch_rows:
         if "peak_mem_mb" in r:
             print(f"# peak device memory, {r.get('impl', '?')} {r.get('mode', '')} {r['name']} "

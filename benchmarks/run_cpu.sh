@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # dtn vs PyTorch on the CPU, one command: builds bench_dtn (Release, -O3 -march=native), runs it at
-# 1 and 2 threads and torch_dtn.py at 2 threads, and prints the comparison table.
+# 1 and 2 threads and torch_dtn.py at 2 threads, and prints the comparison table, then the DTN
+# step at the largest batch layer by layer on both sides (--profile-step).
 #   BUILD_DIR   build folder (default <repo>/build-bench)
 #   OUT_DIR     where the JSON files go (default $BUILD_DIR/bench-results)
 #   DTN_THREADS thread counts for bench_dtn (default 1,2); TORCH_THREADS for PyTorch (default 2)
@@ -35,13 +36,14 @@ torch_files=()
 for ((run = 1; run <= runs; run++)); do
   echo "== run $run/$runs: bench_dtn --threads $dtn_threads"
   # shellcheck disable=SC2086
-  "$build/bench_dtn" --threads "$dtn_threads" --json "$out/dtn_cpu_r$run.json" ${BENCH_ARGS:-}
+  "$build/bench_dtn" --threads "$dtn_threads" --profile-step --json "$out/dtn_cpu_r$run.json" ${BENCH_ARGS:-}
   dtn_files+=("$out/dtn_cpu_r$run.json")
   if ((have_torch)); then
     for t in ${torch_threads//,/ }; do
       echo "== run $run/$runs: torch_dtn.py --device cpu --threads $t"
       # shellcheck disable=SC2086
-      python3 "$here/torch_dtn.py" --device cpu --threads "$t" --json "$out/torch_cpu_t${t}_r$run.json" --quiet ${TORCH_ARGS:-}
+      python3 "$here/torch_dtn.py" --device cpu --threads "$t" --json "$out/torch_cpu_t${t}_r$run.json" --quiet \
+        --profile-step ${TORCH_ARGS:-}
       torch_files+=("$out/torch_cpu_t${t}_r$run.json")
     done
   fi

@@ -68,7 +68,9 @@ if [[ ! -x "$build/bench_dtn_cuda" ]]; then
 fi
 
 dtn "bench_dtn_cuda" 75 dtn_cuda.json --profile-step
-torch "torch_dtn.py --modes eager" 60 torch_cuda_eager.json --modes eager
+# --profile-step: the eager step at batch 128 layer by layer (torch.profiler), which compare.py
+# sets beside each dtn run's --profile-step pass by pass.
+torch "torch_dtn.py --modes eager" 75 torch_cuda_eager.json --modes eager --profile-step
 # The same rows with cuDNN's algorithms chosen by timing them (dtn::cuda::set_conv_autotune,
 # like torch.backends.cudnn.benchmark), the GEMM engine timed beside them: rows labelled tuned
 # and tuned+graph, then the choice per layer and pass.

@@ -264,6 +264,105 @@ def bench_device(args, device, mode, flops, on_row=None):
     return rows
 
 
+LAYER_TAG = "layer:"
+BACKWARD_PREFIX = "autograd::engine::evaluate_function: "
+
+
+def layer_profile(device, batch, args, steps=3):
+    """The DTN step at one batch size broken down layer by layer, as bench_dtn --profile-step does.
+
+    Each layer's forward runs inside a profiler range named after it (forward pre/post hooks); a
+    backward node is the layer's whose forward op has the node's sequence number.  Time per pass:
+    the CPU time of the range or node on the CPU, the time of the kernels launched in it on CUDA
+    (CUPTI; dtn's GPU profile puts CUDA events around each pass, which also counts the gaps
+    between kernels).  Returns the profile for the JSON metadata ("layer_profiles")."""
+    from torch.profiler import ProfilerActivity, profile, record_function
+
+    torch.manual_seed(args.seed)
+    m = Dtn(device)
+    xs, xt, _ = make_inputs(device, batch, args.seed)
+    for _ in range(max(args.warmup, 1)):
+        m.step(xs, xt)
+    sync(device)
+
+    def enter(tag):
+        def hook(mod, inputs):
+            mod._dtn_range = record_function(tag)
+            mod._dtn_range.__enter__()
+        return hook
+
+    def leave(mod, inputs, out):
+        mod._dtn_range.__exit__(None, None, None)
+
+    handles = []
+    for net, seq in (("f", m.f), ("g", m.g), ("d", m.d)):
+        for i, mod in enumerate(seq):
+            tag = f"{LAYER_TAG}{net}:{i}:{type(mod).__name__}"
+            handles += [mod.register_forward_pre_hook(enter(tag)), mod.register_forward_hook(leave)]
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
+    try:
+        with profile(activities=activities) as prof:
+            t0 = time.perf_counter()
+            for _ in range(steps):
+                m.step(xs, xt)
+            sync(device)
+            wall_ms = (time.perf_counter() - t0) * 1e3 / steps
+    finally:
+        for h in handles:
+            h.remove()
+
+    def ms(e):
+        if device == "cpu":
+            return e.cpu_time_total / 1e3
+        t = getattr(e, "device_time_total", None)
+        return (t if t is not None else e.cuda_time_total) / 1e3
+
+    events = prof.events()
+    rows, layer_of = {}, {}
+
+    def add(net, layer, kind, pas, t):
+        r = rows.setdefault((net, layer, pas), {"net": net, "layer": layer, "kind": kind, "pass": pas,
+                                                "ms": 0.0, "calls": 0})
+        r["ms"] += t
+        r["calls"] += 1
+
+    for e in events:
+        if not e.name.startswith(LAYER_TAG):
+            continue
+        net, layer, kind = e.name[len(LAYER_TAG):].split(":")
+        add(net, int(layer), kind, "fwd", ms(e))
+        stack = list(e.cpu_children)
+        while stack:
+            c = stack.pop()
+            if c.sequence_nr >= 0:
+                layer_of[(c.thread, c.sequence_nr)] = (net, int(layer), kind)
+            stack.extend(c.cpu_children)
+    for e in events:
+        if e.name.startswith(BACKWARD_PREFIX) and e.sequence_nr >= 0:
+            owner = layer_of.get((e.fwd_thread, e.sequence_nr))
+            if owner is not None:
+                add(*owner, "bwd", ms(e))
+    out = sorted(rows.values(), key=lambda r: -r["ms"])
+    for r in out:
+        r["ms"] /= steps
+        r["calls"] /= steps
+    in_layers = sum(r["ms"] for r in out)
+    return {"impl": "torch", "device": device, "threads": args.threads if device == "cpu" else 0,
+            "mode": "eager" + ("+tf32" if args.tf32 else ""), "batch": batch, "steps": steps,
+            "step_ms": wall_ms, "in_layers_ms": in_layers,
+            "time": "CPU time per pass" if device == "cpu" else "kernel time per pass (CUPTI)",
+            "rows": out}
+
+
+def print_profile(p, file=sys.stdout):
+    print(f"layer profile, PyTorch {p['mode']} on {p['device']}, batch {p['batch']}, mean of {p['steps']} steps "
+          f"(profiler on): {p['step_ms']:.2f} ms per step, {p['time']} in layers {p['in_layers_ms']:.2f} ms",
+          file=file)
+    for r in p["rows"][:25]:
+        print(f"  {r['net']}.{r['layer']} {r['kind']:<16s} {r['pass']} {r['ms']:10.3f} ms  ({r['calls']:g} calls)",
+              file=file)
+
+
 def run_compile_subprocess(args, device):
     """torch.compile can take a minute or hang on a bad toolchain: run it in a child with a timeout."""
     out = args.json + f".compile-{device}.tmp.json" if args.json else f"/tmp/torch_dtn_compile_{os.getpid()}.json"
@@ -335,6 +434,9 @@ def main():
     ap.add_argument("--json", default=None, help="write the rows and metadata here")
     ap.add_argument("--no-child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--quiet", action="store_true", help="no table on stdout")
+    ap.add_argument("--profile-step", action="store_true",
+                    help="also break the eager DTN step at the largest batch down layer by layer "
+                         "(torch.profiler), for compare.py to set beside bench_dtn --profile-step")
     args = ap.parse_args()
 
     args.batches = [int(b) for b in args.batches.split(",") if b]
@@ -363,7 +465,7 @@ def main():
         flops[kind] = per_image
         breakdown[kind] = {"fwd_gflop_per_image": 2e-9 * counter.fwd, "bwd_gflop_per_image": 2e-9 * counter.bwd}
 
-    rows, notes = [], []
+    rows, notes, profiles = [], [], []
     for device in devices:
         modes = args.modes.split(",") if args.modes else (["eager"] if device == "cpu" else ["eager", "compile"])
         reps = args.reps if args.reps is not None else (7 if device == "cpu" else 30)
@@ -386,6 +488,14 @@ def main():
                         with open(args.json, "w") as fh:
                             json.dump({"meta": {}, "rows": done + new_rows}, fh)
                 rows += bench_device(a, device, mode, flops, save_partial)
+                if mode == "eager" and args.profile_step:
+                    # A profiler that cannot start (no CUPTI, say) costs the profile, not the rows.
+                    try:
+                        profiles.append(layer_profile(device, max(args.batches), a))
+                        print_profile(profiles[-1], sys.stdout if not args.quiet else sys.stderr)
+                    except Exception as e:  # noqa: BLE001 (any profiler failure)
+                        notes.append(f"layer profile on {device} failed: {type(e).__name__}: {e}")
+                        print("torch_dtn.py: " + notes[-1], file=sys.stderr)
             else:
                 ap.error(f"--modes: unknown mode {mode!r}")
 
@@ -399,6 +509,7 @@ def main():
         "loadavg_after": list(os.getloadavg()),
         "gflop_per_image": flops, "gflop_breakdown_per_image": breakdown,
         "gflop_per_dtn_step": {str(b): flops["dtn_step"] * b for b in args.batches},
+        "layer_profiles": profiles,
     }
     if args.json:
         with open(args.json, "w") as fh:

@@ -19,7 +19,12 @@ if(Python3_Interpreter_FOUND)
   # The comparison with PyTorch on its own, so that "torch not installed" shows as a skip.
   add_test(NAME python/interop_torch
            COMMAND ${Python3_EXECUTABLE} ${dtn_SOURCE_DIR}/tests/python/run_interop.py --torch)
-  set_tests_properties(python/interop python/interop_torch PROPERTIES
+  # The benchmark scripts' layer-by-layer comparison (compare.py, torch_dtn.py --profile-step).
+  add_test(NAME python/bench_tools
+           COMMAND ${Python3_EXECUTABLE} ${dtn_SOURCE_DIR}/tests/python/run_interop.py --bench)
+  add_test(NAME python/bench_tools_torch
+           COMMAND ${Python3_EXECUTABLE} ${dtn_SOURCE_DIR}/tests/python/run_interop.py --bench --torch)
+  set_tests_properties(python/interop python/interop_torch python/bench_tools python/bench_tools_torch PROPERTIES
     SKIP_RETURN_CODE 77
     ENVIRONMENT "DTN_ST_ROUNDTRIP=$<TARGET_FILE:dtn_st_roundtrip>;DTN_NET_INTEROP=$<TARGET_FILE:dtn_net_interop>;PYTHONDONTWRITEBYTECODE=1")
 else()

@@ -1,8 +1,12 @@
-"""CTest driver for test_interop.py and test_net_interop.py.
+"""CTest driver for test_interop.py and test_net_interop.py, and for test_bench_tools.py.
 
   run_interop.py          every test but the PyTorch comparison; exit 77 (reported as skipped)
                           when numpy, safetensors or pytest cannot be imported
   run_interop.py --torch  only the comparison with PyTorch; exit 77 when torch cannot be imported
+  run_interop.py --bench [--torch]
+                          test_bench_tools.py (the benchmark scripts' layer comparison): without
+                          --torch the tests that need only pytest, with --torch the one that runs
+                          PyTorch's profiler
 
 Under this driver (DTN_INTEROP_STRICT=1) a helper program the build should have made but that is
 missing fails its tests instead of skipping them, and a test that skips anyway makes the run
@@ -12,9 +16,11 @@ import os
 import sys
 
 torch_only = "--torch" in sys.argv[1:]
-args = [a for a in sys.argv[1:] if a != "--torch"]
+bench = "--bench" in sys.argv[1:]
+args = [a for a in sys.argv[1:] if a not in ("--torch", "--bench")]
 missing = []
-for module in ("numpy", "safetensors", "pytest") + (("torch",) if torch_only else ()):
+needed = ("pytest",) if bench else ("numpy", "safetensors", "pytest")
+for module in needed + (("torch",) if torch_only else ()):
     try:
         importlib.import_module(module)
     except ImportError:
@@ -40,9 +46,11 @@ os.environ["DTN_INTEROP_STRICT"] = "1"
 here = os.path.dirname(os.path.abspath(__file__))
 outcomes = Outcomes()
 # No cache directory in the source tree; -rs prints every skip's reason.
-selection = "same_forward_as_pytorch" if torch_only else "not same_forward_as_pytorch"
+torch_tests = "torch_layer_profile" if bench else "same_forward_as_pytorch"
+selection = torch_tests if torch_only else "not " + torch_tests
+files = ["test_bench_tools.py"] if bench else ["test_interop.py", "test_net_interop.py"]
 rc = pytest.main(["-q", "-rs", "-p", "no:cacheprovider", "-k", selection,
-                  os.path.join(here, "test_interop.py"), os.path.join(here, "test_net_interop.py"), *args],
+                  *(os.path.join(here, f) for f in files), *args],
                  plugins=[outcomes])
 if rc == 0 and outcomes.skipped:
     print(f"SKIP: {len(outcomes.skipped)} test(s) skipped: {', '.join(outcomes.skipped)}")
