@@ -3,6 +3,8 @@
 # by scripts/gpu-check.sh (bench_dtn_cuda is built here if it is missing) and that python3 has torch.
 #   BUILD_DIR  (default <repo>/build-gpu)   OUT_DIR (default $BUILD_DIR/bench-results)
 #   COMPILE_BATCHES  batches for torch.compile (default 128: each batch size compiles anew)
+#   COMPILE_ROWS     rows for torch.compile (default dtn_step, the row the targets name: the
+#                    others would spend the compile budget's seconds on their own warm-up)
 #   COMPILE_TIMEOUT  seconds allowed for the torch.compile run (default 100), then skipped
 #   TF32             1 (default): also time both sides with TF32 tensor-core math allowed (dtn
 #                    autotuned, PyTorch eager; rows labelled +tf32, compared only with each other);
@@ -77,8 +79,9 @@ torch "torch_dtn.py --modes eager" 75 torch_cuda_eager.json --modes eager --prof
 dtn "bench_dtn_cuda --conv-autotune" 90 dtn_cuda_tuned.json --conv-autotune --no-layers --profile-step
 ct=${COMPILE_TIMEOUT:-100}
 # torch_dtn.py runs torch.compile in a child under --compile-timeout and keeps the rows it finished.
-torch "torch_dtn.py --modes compile (batches ${COMPILE_BATCHES:-128}, compile timeout ${ct} s)" $((ct + 30)) \
-  torch_cuda_compile.json --modes compile --batches "${COMPILE_BATCHES:-128}" --compile-timeout "$ct"
+torch "torch_dtn.py --modes compile (batches ${COMPILE_BATCHES:-128}, rows ${COMPILE_ROWS:-dtn_step}, compile timeout ${ct} s)" \
+  $((ct + 30)) torch_cuda_compile.json --modes compile --batches "${COMPILE_BATCHES:-128}" \
+  --rows "${COMPILE_ROWS:-dtn_step}" --compile-timeout "$ct"
 # Every convolution pass on the GEMM engine (im2col / gather kernels + cuBLAS;
 # dtn::cuda::set_conv_gemm, off by default until measured): rows labelled dtn+gemm and
 # graph+gemm, and the per-layer table, to set beside the plain run's pass by pass.

@@ -77,7 +77,9 @@ def make_d():
 
 
 def repeat3(x):
-    return x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
+    # A contiguous copy, as dtn's repeat_channels makes: an expanded view (stride 1024 where f's
+    # other input has 3072) made torch.compile build f a graph more (one recompile, no gain).
+    return x.repeat(1, 3, 1, 1) if x.shape[1] == 1 else x
 
 
 class Dtn:
