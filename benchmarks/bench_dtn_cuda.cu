@@ -191,8 +191,9 @@ int main(int argc, char** argv) {
     dtn::cuda::set_tf32(o.tf32);
     dtn::cuda::set_conv_autotune(o.conv_autotune);
     dtn::cuda::set_conv_gemm(o.conv_gemm);
-    const std::string suffix =
-        std::string(o.conv_gemm ? "+gemm" : "") + (o.tf32 ? "+tf32" : "") + (o.fusion ? "" : "+unfused");
+    dtn::cuda::set_conv_deterministic(o.conv_deterministic);
+    const std::string suffix = std::string(o.conv_gemm ? "+gemm" : "") + (o.conv_deterministic ? "" : "+nondet") +
+                               (o.tf32 ? "+tf32" : "") + (o.fusion ? "" : "+unfused");
     const std::string plain_mode = (o.conv_autotune ? "tuned" : "dtn") + suffix;
     const std::string graph_mode = (o.conv_autotune ? "tuned+graph" : "graph") + suffix;
     int sms = 0;
@@ -207,6 +208,7 @@ int main(int argc, char** argv) {
     doc["meta"]["fusion"] = o.fusion;
     doc["meta"]["conv_autotune"] = o.conv_autotune;
     doc["meta"]["conv_gemm"] = o.conv_gemm;
+    doc["meta"]["conv_deterministic"] = o.conv_deterministic;
     doc["meta"]["cuda_runtime"] = CUDART_VERSION;
     doc["meta"]["date"] = bench::utc_now();
     doc["meta"]["timing"] = "cudaEvent on dtn::cuda::stream(), median of reps after warm-up";

@@ -12,8 +12,9 @@
 #   BENCH_BUDGET     seconds for the whole script (default: none): a run whose time limit would
 #                    end past it is left out (said in the log), so that the comparison at the end
 #                    always runs. The runs go most important first: dtn plain, PyTorch eager,
-#                    dtn autotuned, torch.compile, dtn on the GEMM engine, the TF32 pair, dtn
-#                    with batch norm and its activation unfused.
+#                    dtn autotuned, torch.compile, dtn autotuned with non-deterministic cuDNN
+#                    algorithms allowed, dtn on the GEMM engine, the TF32 pair, dtn with batch
+#                    norm and its activation unfused.
 set -uo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/.." && pwd)
@@ -82,6 +83,10 @@ ct=${COMPILE_TIMEOUT:-100}
 torch "torch_dtn.py --modes compile (batches ${COMPILE_BATCHES:-128}, rows ${COMPILE_ROWS:-dtn_step}, compile timeout ${ct} s)" \
   $((ct + 30)) torch_cuda_compile.json --modes compile --batches "${COMPILE_BATCHES:-128}" \
   --rows "${COMPILE_ROWS:-dtn_step}" --compile-timeout "$ct"
+# Autotuned with cuDNN's non-deterministic algorithms allowed, as PyTorch allows them (rows
+# tuned+nondet): what dtn's deterministic default costs, layer by layer.
+dtn "bench_dtn_cuda --conv-autotune --conv-nondeterministic" 60 dtn_cuda_nondet.json --conv-autotune \
+  --conv-nondeterministic --no-layers --rows dtn_step --batches 128 --profile-step
 # Every convolution pass on the GEMM engine (im2col / gather kernels + cuBLAS;
 # dtn::cuda::set_conv_gemm, off by default until measured): rows labelled dtn+gemm and
 # graph+gemm, and the per-layer table, to set beside the plain run's pass by pass.

@@ -30,6 +30,7 @@ struct Options {
   bool resume = false;        // resume DTN training from out_dir/dtn.safetensors
   bool tf32 = false;          // TF32 convolutions on the GPU
   bool conv_autotune = false; // cuDNN convolution algorithms chosen by timing them (GPU)
+  bool conv_nondeterministic = false; // cuDNN's non-deterministic algorithms allowed (GPU)
   bool conv_gemm = false;     // every convolution pass on the GEMM engine (GPU)
   bool no_graph = false;      // GPU: run DTN steps eagerly instead of as one CUDA graph
 };
@@ -66,6 +67,8 @@ inline const char* usage() {
          "                       and so the last bits of the results, may differ between runs; the GEMM\n"
          "                       engine is timed beside cuDNN and taken where faster)\n"
          "  --conv-gemm          GPU: every convolution pass as im2col/gather + cuBLAS GEMM instead of cuDNN\n"
+         "  --conv-nondeterministic  GPU: cuDNN's non-deterministic convolution algorithms allowed like the\n"
+         "                       others (default: deterministic ones wherever cuDNN has one)\n"
          "  --no-graph           GPU: run each DTN step eagerly, not as one captured CUDA graph\n"
          "  --full               the long run: 3000 f steps, 3000 classifier steps, 20000 DTN steps, batch 128\n";
 }
@@ -126,6 +129,7 @@ inline Options parse_options(int argc, char** argv) {
     else if (k == "--resume") o.resume = true;
     else if (k == "--tf32") o.tf32 = true;
     else if (k == "--conv-autotune") o.conv_autotune = true;
+    else if (k == "--conv-nondeterministic") o.conv_nondeterministic = true;
     else if (k == "--conv-gemm") o.conv_gemm = true;
     else if (k == "--no-graph") o.no_graph = true;
     else if (k == "--full") {

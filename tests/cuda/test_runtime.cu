@@ -528,6 +528,69 @@ TEST_CASE("conv autotune: off by default and per thread, timed choices agree wit
   dtn::cuda::set_conv_autotune(false);
 }
 
+TEST_CASE("conv determinism: on by default and per thread, and off, cuDNN's first choice agrees with the CPU and is listed") {
+  CHECK(dtn::cuda::conv_deterministic());
+  dtn::cuda::set_conv_deterministic(false);
+  bool other_thread = false;
+  std::thread([&] { other_thread = dtn::cuda::conv_deterministic(); }).join();
+  CHECK(other_thread);
+
+  // Timed and heuristic choices with non-deterministic algorithms allowed: the three passes
+  // agree with the CPU within the parity bound for sums of K products in FP32 (as above). A
+  // stride-2 geometry, where cuDNN's backward passes offer non-deterministic algorithms.
+  const ConvGeom g = parity::conv_geom(3, 16, 12, 12, 20, 3, 2, 1);
+  const std::size_t nx = 3 * 16 * 144, nw = 20 * 16 * 9, ny = 3 * 20 * 36;
+  const auto hx = random_vector(nx, 60), hw = random_vector(nw, 61), hb = random_vector(20, 62);
+  const auto hdy = random_vector(ny, 63);
+  auto run = [&](auto backend, auto x, auto w, auto b, auto dy) {
+    using B = decltype(backend);
+    using Dev = typename std::decay_t<decltype(x)>::device;
+    dtn::Tensor<float, Dev> y(dtn::Shape{3, 20, 6, 6}), dx(dtn::Shape{3, 16, 12, 12}), dw(dtn::Shape{20, 16, 3, 3}),
+        db(dtn::Shape{20});
+    dw.zero();
+    db.zero();
+    poison(y);
+    poison(dx);
+    B::conv2d_forward(g, x.data(), w.data(), b.data(), y.data());
+    B::conv2d_backward_data(g, dy.data(), w.data(), dx.data());
+    B::conv2d_backward_filter(g, x.data(), dy.data(), dw.data(), db.data());
+    return std::vector<std::vector<float>>{dtn::to_vector(y), dtn::to_vector(dx), dtn::to_vector(dw),
+                                           dtn::to_vector(db)};
+  };
+  const auto cpu = run(CpuB{}, tensor_of<dtn::Cpu>(hx), tensor_of<dtn::Cpu>(hw), tensor_of<dtn::Cpu>(hb),
+                       tensor_of<dtn::Cpu>(hdy));
+  for (bool timed : {false, true}) {
+    CAPTURE(timed);
+    dtn::cuda::set_conv_autotune(timed);
+    const auto gpu = run(GpuB{}, tensor_of(hx), tensor_of(hw), tensor_of(hb), tensor_of(hdy));
+    for (std::size_t i = 0; i < cpu.size(); ++i) {
+      CAPTURE(i);
+      CHECK(parity::rel_l2(gpu[i], cpu[i]) <= 1e-4);
+    }
+  }
+  dtn::cuda::set_conv_autotune(false);
+  dtn::cuda::set_conv_deterministic(true);
+  // Both plans (heuristic and timed) are listed as made with any determinism allowed, and a
+  // plan made in the default mode afterwards is a different one (the mode is part of its key).
+  int listed = 0;
+  for (const std::string& line : dtn::cuda::conv_choices())
+    if (line.find("x [3, 16, 12, 12]") != std::string::npos && line.find("stride 2") != std::string::npos) {
+      CAPTURE(line);
+      if (line.find("any determinism") != std::string::npos) ++listed;
+    }
+  CHECK(listed == 2);
+  const auto gpu = run(GpuB{}, tensor_of(hx), tensor_of(hw), tensor_of(hb), tensor_of(hdy));
+  for (std::size_t i = 0; i < cpu.size(); ++i) CHECK(parity::rel_l2(gpu[i], cpu[i]) <= 1e-4);
+  for (const std::string& line : dtn::cuda::conv_choices())
+    if (line.find("x [3, 16, 12, 12]") != std::string::npos && line.find("stride 2") != std::string::npos &&
+        line.find("heuristic") != std::string::npos && line.find("any determinism") == std::string::npos) {
+      CAPTURE(line);
+      CHECK(line.find("non-deterministic") == std::string::npos);  // the default mode kept to deterministic ones
+      ++listed;
+    }
+  CHECK(listed == 3);
+}
+
 TEST_CASE("each thread has its own context and stream, and results agree across threads") {
   const auto v = random_vector(500009, 40);
   auto x = tensor_of(v);

@@ -13,7 +13,9 @@
 //    every run), cuDNN's timed search on request with dtn::cuda::set_conv_autotune(true)
 //    (conv.cuh);
 //  * whether convolutions run on the GEMM engine instead of cuDNN (set_conv_gemm, off by
-//    default; conv_gemm.cuh).
+//    default; conv_gemm.cuh);
+//  * whether cuDNN's non-deterministic convolution algorithms may be chosen like the others
+//    (set_conv_deterministic(false); by default they are taken only where no deterministic one is).
 //
 // dtn::cuda::context() returns the calling thread's Context (created on first use, on the device
 // current at that moment). Nothing in an op synchronises with the host; call
@@ -101,6 +103,9 @@ class Context {
   bool conv_gemm() const { return conv_gemm_; }
   void set_conv_gemm(bool on) { conv_gemm_ = on; }
 
+  bool conv_deterministic() const { return conv_deterministic_; }
+  void set_conv_deterministic(bool on) { conv_deterministic_ = on; }
+
   // Waits until everything queued on this thread's stream has finished.
   void synchronize() { DTN_CUDA_CHECK(cudaStreamSynchronize(stream_)); }
 
@@ -134,6 +139,7 @@ class Context {
   bool tf32_ = false;
   bool conv_autotune_ = false;
   bool conv_gemm_ = false;
+  bool conv_deterministic_ = true;
 };
 
 // The calling thread's context.
@@ -192,6 +198,14 @@ inline bool conv_autotune() { return context().conv_autotune(); }
 // Default false: until measured on a GPU, only autotuning picks it, and only where it times faster.
 inline void set_conv_gemm(bool on) { context().set_conv_gemm(on); }
 inline bool conv_gemm() { return context().conv_gemm(); }
+// Whether this thread's convolutions keep to cuDNN's deterministic algorithms where cuDNN has one
+// (default true: the same inputs give the same bits on every run, as the tests and a reproducible
+// training run need). false (as PyTorch's default torch.backends.cudnn.deterministic = False)
+// lets the heuristics' or the timed search's first choice stand even where it is
+// non-deterministic (for backward filter and data some are, by accumulating with atomics), which
+// may be faster. The dense and GEMM-engine paths are deterministic either way.
+inline void set_conv_deterministic(bool on) { context().set_conv_deterministic(on); }
+inline bool conv_deterministic() { return context().conv_deterministic(); }
 
 }  // namespace cuda
 }  // namespace dtn

@@ -11,8 +11,8 @@
 // candidates are ranked by cudnnFind* instead, which times them (outside graph capture only:
 // it synchronises and allocates). Among the ranked candidates the first one that is
 // deterministic, is allowed in the math mode (no tensor-op/TF32 math unless TF32 is on) and fits
-// the workspace cap is taken; a non-deterministic one only if none is. The workspace comes from
-// the context and only grows.
+// the workspace cap is taken; a non-deterministic one only if none is, or at once when
+// dtn::cuda::set_conv_deterministic(false). The workspace comes from the context and only grows.
 //
 // conv2d_backward_filter accumulates into dw (beta = 1) and db, as the contract says.
 //
@@ -91,7 +91,8 @@ struct ConvPlan {
   cudnnFilterDescriptor_t w = nullptr;
   cudnnConvolutionDescriptor_t conv = nullptr;
   bool tf32 = false;
-  bool autotune = false;  // rank algorithms by cudnnFind* (set_conv_autotune)
+  bool autotune = false;       // rank algorithms by cudnnFind* (set_conv_autotune)
+  bool deterministic = true;   // prefer deterministic algorithms (set_conv_deterministic)
 
   bool have_fwd = false, have_bwd_data = false, have_bwd_filter = false;
   cudnnConvolutionFwdAlgo_t fwd{};
@@ -99,6 +100,7 @@ struct ConvPlan {
   cudnnConvolutionBwdFilterAlgo_t bwd_filter{};
   cudnnMathType_t fwd_math{}, bwd_data_math{}, bwd_filter_math{};
   std::size_t fwd_ws = 0, bwd_data_ws = 0, bwd_filter_ws = 0;
+  bool fwd_det = true, bwd_data_det = true, bwd_filter_det = true;  // the chosen algorithm's determinism
   // Per direction: cuDNN, or the GEMM engine when autotuning timed it faster; with the times
   // (ms, -1 where not measured) behind the choice, for conv_choices().
   ConvEngine fwd_engine = ConvEngine::cudnn, bwd_data_engine = ConvEngine::cudnn, bwd_filter_engine = ConvEngine::cudnn;
@@ -106,7 +108,8 @@ struct ConvPlan {
 
   ConvGeom geom;
 
-  ConvPlan(const ConvGeom& g, bool use_tf32, bool use_autotune) : tf32(use_tf32), autotune(use_autotune), geom(g) {
+  ConvPlan(const ConvGeom& g, bool use_tf32, bool use_autotune, bool prefer_deterministic = true)
+      : tf32(use_tf32), autotune(use_autotune), deterministic(prefer_deterministic), geom(g) {
     try {
       DTN_CUDNN_CHECK(cudnnCreateTensorDescriptor(&x));
       DTN_CUDNN_CHECK(cudnnCreateTensorDescriptor(&y));
@@ -142,11 +145,12 @@ struct ConvPlan {
   // One direction's choice. The candidates, best first, come from find (cudnnFind*, timed) when
   // timed(s), else from heuristic (cudnnGet*_v7); both are called as (requested, &returned,
   // perf). The first that is deterministic, allowed in the math mode and whose workspace
-  // (ws_size(algo, &bytes)) fits the cap is taken; a non-deterministic one only if none is.
-  // Returns whether one was found, and sets algo, math and ws to it.
+  // (ws_size(algo, &bytes)) fits the cap is taken; a non-deterministic one only if none is (or
+  // in the first pass already, when deterministic is false).
+  // Returns whether one was found, and sets algo, math, ws, ms and det to it.
   template <class Perf, class Find, class Heuristic, class WsSize, class Algo>
   bool choose(int max_count, cudaStream_t s, Find&& find, Heuristic&& heuristic, WsSize&& ws_size, Algo& algo,
-              cudnnMathType_t& math, std::size_t& ws, float& ms) {
+              cudnnMathType_t& math, std::size_t& ws, float& ms, bool& det) {
     // Rank from the mode's math type, not whatever the last candidate tried left on conv.
     DTN_CUDNN_CHECK(cudnnSetConvolutionMathType(conv, tf32 ? CUDNN_DEFAULT_MATH : CUDNN_FMA_MATH));
     std::vector<Perf> perf(static_cast<std::size_t>(max_count > 0 ? max_count : 1));
@@ -159,7 +163,7 @@ struct ConvPlan {
       for (int i = 0; i < count; ++i) {
         const Perf& p = perf[static_cast<std::size_t>(i)];
         if (p.status != CUDNN_STATUS_SUCCESS || !math_allowed(p.mathType, tf32)) continue;
-        if (pass == 0 && p.determinism != CUDNN_DETERMINISTIC) continue;
+        if (pass == 0 && deterministic && p.determinism != CUDNN_DETERMINISTIC) continue;
         std::size_t bytes = 0;
         DTN_CUDNN_CHECK(cudnnSetConvolutionMathType(conv, exec_math(p.mathType)));
         if (ws_size(p.algo, &bytes) != CUDNN_STATUS_SUCCESS || bytes > kConvWorkspaceCap) continue;
@@ -167,6 +171,7 @@ struct ConvPlan {
         math = exec_math(p.mathType);
         ws = bytes;
         ms = timed(s) ? p.time : -1.0f;
+        det = p.determinism == CUDNN_DETERMINISTIC;
         return true;
       }
     return false;
@@ -204,7 +209,7 @@ struct ConvPlan {
         [&](cudnnConvolutionFwdAlgo_t a, std::size_t* b) {
           return cudnnGetConvolutionForwardWorkspaceSize(h, x, w, conv, y, a, b);
         },
-        fwd, fwd_math, fwd_ws, fwd_ms[0]);
+        fwd, fwd_math, fwd_ws, fwd_ms[0], fwd_det);
     if (!have_fwd)
       throw cuda_error("dtn::Backend<Cuda>::conv2d_forward: cuDNN offers no usable algorithm for " + conv_geom_str(g));
   }
@@ -220,7 +225,7 @@ struct ConvPlan {
         [&](cudnnConvolutionBwdDataAlgo_t a, std::size_t* b) {
           return cudnnGetConvolutionBackwardDataWorkspaceSize(h, w, y, conv, x, a, b);
         },
-        bwd_data, bwd_data_math, bwd_data_ws, bwd_data_ms[0]);
+        bwd_data, bwd_data_math, bwd_data_ws, bwd_data_ms[0], bwd_data_det);
     if (!have_bwd_data)
       throw cuda_error("dtn::Backend<Cuda>::conv2d_backward_data: cuDNN offers no usable algorithm for " +
                        conv_geom_str(g));
@@ -239,7 +244,7 @@ struct ConvPlan {
         [&](cudnnConvolutionBwdFilterAlgo_t a, std::size_t* b) {
           return cudnnGetConvolutionBackwardFilterWorkspaceSize(h, x, y, conv, w, a, b);
         },
-        bwd_filter, bwd_filter_math, bwd_filter_ws, bwd_filter_ms[0]);
+        bwd_filter, bwd_filter_math, bwd_filter_ws, bwd_filter_ms[0], bwd_filter_det);
     if (!have_bwd_filter)
       throw cuda_error("dtn::Backend<Cuda>::conv2d_backward_filter: cuDNN offers no usable algorithm for " +
                        conv_geom_str(g));
@@ -257,7 +262,7 @@ struct ConvPlan {
   }
 };
 
-using ConvKey = std::tuple<int, int, int, int, int, int, int, int, int, int, int, bool, bool>;
+using ConvKey = std::tuple<int, int, int, int, int, int, int, int, int, int, int, bool, bool, bool>;
 
 // Before any engine runs: sizes positive, and the output size the one the input, kernel, stride
 // and padding give (cuDNN's descriptors would catch a mismatch, but the dense and GEMM paths
@@ -279,11 +284,11 @@ inline std::map<ConvKey, std::unique_ptr<ConvPlan>>& conv_plans() {
 }
 inline ConvPlan& conv_plan(const ConvGeom& g) {
   auto& plans = conv_plans();
-  const bool tf32 = context().tf32(), autotune = context().conv_autotune();
-  const ConvKey key{g.n,      g.c_in,  g.h_in,   g.w_in,  g.c_out, g.kh,    g.kw,
-                    g.stride, g.pad,   g.h_out,  g.w_out, tf32,    autotune};
+  const bool tf32 = context().tf32(), autotune = context().conv_autotune(), det = context().conv_deterministic();
+  const ConvKey key{g.n,      g.c_in, g.h_in,  g.w_in,  g.c_out, g.kh,     g.kw,
+                    g.stride, g.pad,  g.h_out, g.w_out, tf32,    autotune, det};
   auto it = plans.find(key);
-  if (it == plans.end()) it = plans.emplace(key, std::make_unique<ConvPlan>(g, tf32, autotune)).first;
+  if (it == plans.end()) it = plans.emplace(key, std::make_unique<ConvPlan>(g, tf32, autotune, det)).first;
   return *it->second;
 }
 
@@ -296,18 +301,22 @@ inline std::vector<std::string> conv_choices() {
   std::vector<std::string> out;
   for (const auto& kv : detail::conv_plans()) {
     const detail::ConvPlan& p = *kv.second;
-    std::string line = detail::conv_geom_str(p.geom) + (p.tf32 ? ", tf32" : ", fp32") + (p.autotune ? ", timed" : ", heuristic");
-    auto dir = [&](const char* name, bool have, int algo, detail::ConvEngine e, const float (&ms)[2]) {
+    std::string line = detail::conv_geom_str(p.geom) + (p.tf32 ? ", tf32" : ", fp32") +
+                       (p.autotune ? ", timed" : ", heuristic") + (p.deterministic ? "" : ", any determinism");
+    auto dir = [&](const char* name, bool have, int algo, bool det, detail::ConvEngine e, const float (&ms)[2]) {
       if (!have) return;
       line += std::string("; ") + name + " " +
-              (e == detail::ConvEngine::gemm ? std::string("gemm") : "cudnn algo " + std::to_string(algo));
+              (e == detail::ConvEngine::gemm
+                   ? std::string("gemm")
+                   : "cudnn algo " + std::to_string(algo) + (det ? "" : " (non-deterministic)"));
       if (ms[0] >= 0) line += " (cudnn " + std::to_string(ms[0]) + " ms";
       if (ms[0] >= 0 && ms[1] >= 0) line += ", gemm " + std::to_string(ms[1]) + " ms";
       if (ms[0] >= 0) line += ")";
     };
-    dir("fwd", p.have_fwd, static_cast<int>(p.fwd), p.fwd_engine, p.fwd_ms);
-    dir("bwd_data", p.have_bwd_data, static_cast<int>(p.bwd_data), p.bwd_data_engine, p.bwd_data_ms);
-    dir("bwd_filter", p.have_bwd_filter, static_cast<int>(p.bwd_filter), p.bwd_filter_engine, p.bwd_filter_ms);
+    dir("fwd", p.have_fwd, static_cast<int>(p.fwd), p.fwd_det, p.fwd_engine, p.fwd_ms);
+    dir("bwd_data", p.have_bwd_data, static_cast<int>(p.bwd_data), p.bwd_data_det, p.bwd_data_engine, p.bwd_data_ms);
+    dir("bwd_filter", p.have_bwd_filter, static_cast<int>(p.bwd_filter), p.bwd_filter_det, p.bwd_filter_engine,
+        p.bwd_filter_ms);
     out.push_back(line);
   }
   return out;
