@@ -54,6 +54,27 @@ void poison(dtn::Tensor<T, Dev>& t) {
   dtn::Backend<Dev>::fill(t.size(), t.data(), std::numeric_limits<T>::quiet_NaN());
 }
 
+// The three passes of convolution g on Dev from host inputs: y (forward, with the bias), dx
+// (backward data) and dw, db (backward filter, accumulated from zero), the overwritten outputs
+// poisoned first.
+template <class Dev>
+std::vector<std::vector<float>> conv_passes(const ConvGeom& g, const std::vector<float>& hx,
+                                            const std::vector<float>& hw, const std::vector<float>& hb,
+                                            const std::vector<float>& hdy) {
+  using B = dtn::Backend<Dev>;
+  auto x = tensor_of<Dev>(hx), w = tensor_of<Dev>(hw), b = tensor_of<Dev>(hb), dy = tensor_of<Dev>(hdy);
+  dtn::Tensor<float, Dev> y(dtn::Shape{g.n, g.c_out, g.h_out, g.w_out}), dx(dtn::Shape{g.n, g.c_in, g.h_in, g.w_in}),
+      dw(dtn::Shape{g.c_out, g.c_in, g.kh, g.kw}), db(dtn::Shape{g.c_out});
+  dw.zero();
+  db.zero();
+  poison(y);  // an unwritten element stays NaN and fails rel_l2
+  poison(dx);
+  B::conv2d_forward(g, x.data(), w.data(), b.data(), y.data());
+  B::conv2d_backward_data(g, dy.data(), w.data(), dx.data());
+  B::conv2d_backward_filter(g, x.data(), dy.data(), dw.data(), db.data());
+  return {dtn::to_vector(y), dtn::to_vector(dx), dtn::to_vector(dw), dtn::to_vector(db)};
+}
+
 }  // namespace
 
 TEST_CASE("failed CUDA, cuDNN and cuBLAS calls throw dtn::cuda_error naming the call, the error and file:line") {
@@ -458,24 +479,8 @@ TEST_CASE("conv autotune: off by default and per thread, timed choices agree wit
   const std::size_t nx = 4 * 16 * 144, nw = 24 * 16 * 9, ny = 4 * 24 * 144;
   const auto hx = random_vector(nx, 50), hw = random_vector(nw, 51), hb = random_vector(24, 52);
   const auto hdy = random_vector(ny, 53);
-  auto run = [&](auto backend, auto x, auto w, auto b, auto dy) {
-    using B = decltype(backend);
-    using Dev = typename std::decay_t<decltype(x)>::device;
-    dtn::Tensor<float, Dev> y(dtn::Shape{4, 24, 12, 12}), dx(dtn::Shape{4, 16, 12, 12}), dw(dtn::Shape{24, 16, 3, 3}),
-        db(dtn::Shape{24});
-    dw.zero();
-    db.zero();
-    poison(y);  // overwritten outputs: an unwritten element stays NaN and fails rel_l2
-    poison(dx);
-    B::conv2d_forward(g, x.data(), w.data(), b.data(), y.data());
-    B::conv2d_backward_data(g, dy.data(), w.data(), dx.data());
-    B::conv2d_backward_filter(g, x.data(), dy.data(), dw.data(), db.data());
-    return std::vector<std::vector<float>>{dtn::to_vector(y), dtn::to_vector(dx), dtn::to_vector(dw),
-                                           dtn::to_vector(db)};
-  };
-  const auto cpu = run(CpuB{}, tensor_of<dtn::Cpu>(hx), tensor_of<dtn::Cpu>(hw), tensor_of<dtn::Cpu>(hb),
-                       tensor_of<dtn::Cpu>(hdy));
-  const auto gpu = run(GpuB{}, tensor_of(hx), tensor_of(hw), tensor_of(hb), tensor_of(hdy));
+  const auto cpu = conv_passes<dtn::Cpu>(g, hx, hw, hb, hdy);
+  const auto gpu = conv_passes<Cuda>(g, hx, hw, hb, hdy);
   for (std::size_t i = 0; i < cpu.size(); ++i) {
     CAPTURE(i);
     CHECK(parity::rel_l2(gpu[i], cpu[i]) <= 1e-4);  // dw too: the GEMM engine was timed into scratch
@@ -542,27 +547,11 @@ TEST_CASE("conv determinism: on by default and per thread, and off, cuDNN's firs
   const std::size_t nx = 3 * 16 * 144, nw = 20 * 16 * 9, ny = 3 * 20 * 36;
   const auto hx = random_vector(nx, 60), hw = random_vector(nw, 61), hb = random_vector(20, 62);
   const auto hdy = random_vector(ny, 63);
-  auto run = [&](auto backend, auto x, auto w, auto b, auto dy) {
-    using B = decltype(backend);
-    using Dev = typename std::decay_t<decltype(x)>::device;
-    dtn::Tensor<float, Dev> y(dtn::Shape{3, 20, 6, 6}), dx(dtn::Shape{3, 16, 12, 12}), dw(dtn::Shape{20, 16, 3, 3}),
-        db(dtn::Shape{20});
-    dw.zero();
-    db.zero();
-    poison(y);
-    poison(dx);
-    B::conv2d_forward(g, x.data(), w.data(), b.data(), y.data());
-    B::conv2d_backward_data(g, dy.data(), w.data(), dx.data());
-    B::conv2d_backward_filter(g, x.data(), dy.data(), dw.data(), db.data());
-    return std::vector<std::vector<float>>{dtn::to_vector(y), dtn::to_vector(dx), dtn::to_vector(dw),
-                                           dtn::to_vector(db)};
-  };
-  const auto cpu = run(CpuB{}, tensor_of<dtn::Cpu>(hx), tensor_of<dtn::Cpu>(hw), tensor_of<dtn::Cpu>(hb),
-                       tensor_of<dtn::Cpu>(hdy));
+  const auto cpu = conv_passes<dtn::Cpu>(g, hx, hw, hb, hdy);
   for (bool timed : {false, true}) {
     CAPTURE(timed);
     dtn::cuda::set_conv_autotune(timed);
-    const auto gpu = run(GpuB{}, tensor_of(hx), tensor_of(hw), tensor_of(hb), tensor_of(hdy));
+    const auto gpu = conv_passes<Cuda>(g, hx, hw, hb, hdy);
     for (std::size_t i = 0; i < cpu.size(); ++i) {
       CAPTURE(i);
       CHECK(parity::rel_l2(gpu[i], cpu[i]) <= 1e-4);
@@ -579,7 +568,7 @@ TEST_CASE("conv determinism: on by default and per thread, and off, cuDNN's firs
       if (line.find("any determinism") != std::string::npos) ++listed;
     }
   CHECK(listed == 2);
-  const auto gpu = run(GpuB{}, tensor_of(hx), tensor_of(hw), tensor_of(hb), tensor_of(hdy));
+  const auto gpu = conv_passes<Cuda>(g, hx, hw, hb, hdy);
   for (std::size_t i = 0; i < cpu.size(); ++i) CHECK(parity::rel_l2(gpu[i], cpu[i]) <= 1e-4);
   for (const std::string& line : dtn::cuda::conv_choices())
     if (line.find("x [3, 16, 12, 12]") != std::string::npos && line.find("stride 2") != std::string::npos &&
