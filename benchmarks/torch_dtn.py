@@ -278,6 +278,7 @@ def layer_profile(device, batch, args, steps=3):
     the CPU time of the range or node on the CPU, the time of the kernels launched in it on CUDA
     (CUPTI; dtn's GPU profile puts CUDA events around each pass, which also counts the gaps
     between kernels).  Returns the profile for the JSON metadata ("layer_profiles")."""
+    from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile, record_function
 
     torch.manual_seed(args.seed)
@@ -319,7 +320,10 @@ def layer_profile(device, batch, args, steps=3):
         t = getattr(e, "device_time_total", None)
         return (t if t is not None else e.cuda_time_total) / 1e3
 
-    events = prof.events()
+    # Host-side events only: with CUDA on, each profiler range also appears as a device-side
+    # annotation of the same name (its time the span from first to last kernel), which would count
+    # every forward twice.
+    events = [e for e in prof.events() if e.device_type == DeviceType.CPU]
     rows, layer_of = {}, {}
 
     def add(net, layer, kind, pas, t):
@@ -349,6 +353,9 @@ def layer_profile(device, batch, args, steps=3):
         r["ms"] /= steps
         r["calls"] /= steps
     in_layers = sum(r["ms"] for r in out)
+    if not out or in_layers <= 0:
+        # E.g. CUPTI unavailable: the profiler only warns and every kernel time reads 0.
+        raise RuntimeError(f"the profiler attributed no time to any layer on {device}")
     return {"impl": "torch", "device": device, "threads": args.threads if device == "cpu" else 0,
             "mode": "eager" + ("+tf32" if args.tf32 else ""), "batch": batch, "steps": steps,
             "step_ms": wall_ms, "in_layers_ms": in_layers,
@@ -491,7 +498,12 @@ def main():
                             json.dump({"meta": {}, "rows": done + new_rows}, fh)
                 rows += bench_device(a, device, mode, flops, save_partial)
                 if mode == "eager" and args.profile_step:
-                    # A profiler that cannot start (no CUPTI, say) costs the profile, not the rows.
+                    # A profiler that cannot start (no CUPTI, say) costs the profile, not the rows:
+                    # they are on disk before it starts (also against a time limit or a crash).
+                    if args.json:
+                        with open(args.json, "w") as fh:
+                            json.dump({"meta": {"impl": "torch", "notes": ["written before the layer profile"]},
+                                       "rows": rows}, fh)
                     try:
                         profiles.append(layer_profile(device, max(args.batches), a))
                         print_profile(profiles[-1], sys.stdout if not args.quiet else sys.stderr)

@@ -314,16 +314,22 @@ inline std::vector<float> random_vector(std::size_t n, std::uint64_t seed, doubl
 
 // Every convolution pass of the calling thread on the GEMM engine (dtn::cuda::set_conv_gemm) or
 // on cuDNN for the scope's lifetime; the previous setting comes back after.
-class ConvGemmScope {
+// Sets one of this thread's CUDA modes (Get/Set: dtn::cuda::conv_gemm/set_conv_gemm, ...) for a
+// scope and restores it after, also when a check throws.
+template <bool (*Get)(), void (*Set)(bool)>
+class ModeScope {
  public:
-  explicit ConvGemmScope(bool gemm) : was_(dtn::cuda::conv_gemm()) { dtn::cuda::set_conv_gemm(gemm); }
-  ~ConvGemmScope() { dtn::cuda::set_conv_gemm(was_); }
-  ConvGemmScope(const ConvGemmScope&) = delete;
-  ConvGemmScope& operator=(const ConvGemmScope&) = delete;
+  explicit ModeScope(bool on) : was_(Get()) { Set(on); }
+  ~ModeScope() { Set(was_); }
+  ModeScope(const ModeScope&) = delete;
+  ModeScope& operator=(const ModeScope&) = delete;
 
  private:
   bool was_;
 };
+using ConvGemmScope = ModeScope<dtn::cuda::conv_gemm, dtn::cuda::set_conv_gemm>;
+using ConvAutotuneScope = ModeScope<dtn::cuda::conv_autotune, dtn::cuda::set_conv_autotune>;
+using ConvDeterministicScope = ModeScope<dtn::cuda::conv_deterministic, dtn::cuda::set_conv_deterministic>;
 
 // The geometry of a square convolution (h x w input, k x k kernel) with its output size.
 inline dtn::ConvGeom conv_geom(int n, int c_in, int h, int w, int c_out, int k, int stride, int pad) {

@@ -535,44 +535,43 @@ TEST_CASE("conv autotune: off by default and per thread, timed choices agree wit
 
 TEST_CASE("conv determinism: on by default and per thread, and off, cuDNN's first choice agrees with the CPU and is listed") {
   CHECK(dtn::cuda::conv_deterministic());
-  dtn::cuda::set_conv_deterministic(false);
-  bool other_thread = false;
-  std::thread([&] { other_thread = dtn::cuda::conv_deterministic(); }).join();
-  CHECK(other_thread);
-
-  // Timed and heuristic choices with non-deterministic algorithms allowed: the three passes
-  // agree with the CPU within the parity bound for sums of K products in FP32 (as above). A
-  // stride-2 geometry, where cuDNN's backward passes offer non-deterministic algorithms.
+  // A stride-2 geometry, where cuDNN's backward passes offer non-deterministic algorithms.
   const ConvGeom g = parity::conv_geom(3, 16, 12, 12, 20, 3, 2, 1);
   const std::size_t nx = 3 * 16 * 144, nw = 20 * 16 * 9, ny = 3 * 20 * 36;
   const auto hx = random_vector(nx, 60), hw = random_vector(nw, 61), hb = random_vector(20, 62);
   const auto hdy = random_vector(ny, 63);
   const auto cpu = conv_passes<dtn::Cpu>(g, hx, hw, hb, hdy);
-  for (bool timed : {false, true}) {
-    CAPTURE(timed);
-    dtn::cuda::set_conv_autotune(timed);
-    const auto gpu = conv_passes<Cuda>(g, hx, hw, hb, hdy);
-    for (std::size_t i = 0; i < cpu.size(); ++i) {
-      CAPTURE(i);
-      CHECK(parity::rel_l2(gpu[i], cpu[i]) <= 1e-4);
+  auto is_g = [](const std::string& line) {
+    return line.find("x [3, 16, 12, 12]") != std::string::npos && line.find("stride 2") != std::string::npos;
+  };
+  {
+    const parity::ConvDeterministicScope any(false);
+    bool other_thread = false;
+    std::thread([&] { other_thread = dtn::cuda::conv_deterministic(); }).join();
+    CHECK(other_thread);
+    // Heuristic and timed choices with non-deterministic algorithms allowed: the three passes
+    // agree with the CPU within the parity bound for sums of K products in FP32 (as above).
+    for (bool timed : {false, true}) {
+      CAPTURE(timed);
+      const parity::ConvAutotuneScope tuned(timed);
+      const auto gpu = conv_passes<Cuda>(g, hx, hw, hb, hdy);
+      for (std::size_t i = 0; i < cpu.size(); ++i) {
+        CAPTURE(i);
+        CHECK(parity::rel_l2(gpu[i], cpu[i]) <= 1e-4);
+      }
     }
   }
-  dtn::cuda::set_conv_autotune(false);
-  dtn::cuda::set_conv_deterministic(true);
-  // Both plans (heuristic and timed) are listed as made with any determinism allowed, and a
-  // plan made in the default mode afterwards is a different one (the mode is part of its key).
+  CHECK(dtn::cuda::conv_deterministic());
+  // Both plans (heuristic and timed) are listed as made with any determinism allowed, and a plan
+  // made in the default mode afterwards is a different one (the mode is part of its key).
   int listed = 0;
   for (const std::string& line : dtn::cuda::conv_choices())
-    if (line.find("x [3, 16, 12, 12]") != std::string::npos && line.find("stride 2") != std::string::npos) {
-      CAPTURE(line);
-      if (line.find("any determinism") != std::string::npos) ++listed;
-    }
+    if (is_g(line) && line.find("any determinism") != std::string::npos) ++listed;
   CHECK(listed == 2);
   const auto gpu = conv_passes<Cuda>(g, hx, hw, hb, hdy);
   for (std::size_t i = 0; i < cpu.size(); ++i) CHECK(parity::rel_l2(gpu[i], cpu[i]) <= 1e-4);
   for (const std::string& line : dtn::cuda::conv_choices())
-    if (line.find("x [3, 16, 12, 12]") != std::string::npos && line.find("stride 2") != std::string::npos &&
-        line.find("heuristic") != std::string::npos && line.find("any determinism") == std::string::npos) {
+    if (is_g(line) && line.find("heuristic") != std::string::npos && line.find("any determinism") == std::string::npos) {
       CAPTURE(line);
       CHECK(line.find("non-deterministic") == std::string::npos);  // the default mode kept to deterministic ones
       ++listed;
