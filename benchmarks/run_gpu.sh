@@ -22,6 +22,11 @@ build=${BUILD_DIR:-$root/build-gpu}
 out=${OUT_DIR:-$build/bench-results}
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1  # a run stopped by its time limit still leaves what it printed
+# torch.compile's caches (FX graphs, AOTAutograd, Triton kernels) in the checkout, which
+# scripts/gpu-check.sh brings back: carried to a later run on the same image, they cut the
+# compile (over 45 s on 2026-11-26) to loading what was built, within COMPILE_TIMEOUT.
+export TORCHINDUCTOR_CACHE_DIR=${TORCHINDUCTOR_CACHE_DIR:-$root/.torch-inductor-cache}
+mkdir -p "$TORCHINDUCTOR_CACHE_DIR"
 status=0
 
 # fits LIMIT NAME: whether a run of at most LIMIT seconds ends within BENCH_BUDGET (with 15 s

@@ -13,6 +13,9 @@
 # PyTorch eager, torch.compile within COMPILE_TIMEOUT, default 100 s, and a TF32 pair of runs that
 # TF32=0 leaves out); 7 whatever it takes.
 # Within a 15-minute device budget: SKIP_TRAIN=1 (and COMPILE_TIMEOUT=45 for a little room).
+# torch.compile's caches come back as $OUT/torch-inductor-cache.tgz: unpacked in the repository
+# root (`tar xzf FILE`, giving .torch-inductor-cache/, git-ignored) and named in the device
+# tool's carry, they let the next run's compile start warm (same PyTorch image).
 # Data: ./shared/data or ../shared/data, exported as DTN_DATA_DIR unless it is already set.
 # Environment: OUT (default ./gpu-check-out), BUILD_DIR (default build-gpu), JOBS (default 16),
 # T_CONFIGURE, T_BUILD, T_CTEST, T_CUDA, T_BENCH, T_TRAIN (stage time limits in seconds),
@@ -166,6 +169,16 @@ elif [[ -f benchmarks/run_gpu.sh ]]; then
     bash benchmarks/run_gpu.sh
   # The rows as JSON (run_gpu.sh writes them in the build folder), for RESULTS.md and compare.py.
   [[ -d "$build/bench-results" ]] && tar czf "$OUT/bench-json.tgz" -C "$build" bench-results 2> /dev/null
+  # torch.compile's caches, which run_gpu.sh keeps in .torch-inductor-cache: brought back, unpacked
+  # into the checkout and carried next time, they spare the next run the Inductor build (a file
+  # back from the device may be 16 MiB at most).
+  if [[ -d .torch-inductor-cache ]] && [[ -n "$(ls -A .torch-inductor-cache)" ]]; then
+    tar czf "$OUT/torch-inductor-cache.tgz" .torch-inductor-cache 2> /dev/null
+    if (($(stat -c %s "$OUT/torch-inductor-cache.tgz") > 16 * 1024 * 1024 - 4096)); then
+      echo "gpu-check: the torch.compile cache is over 16 MiB packed: not brought back" | tee -a "$OUT/bench.log"
+      rm -f "$OUT/torch-inductor-cache.tgz"
+    fi
+  fi
 else
   skip bench "benchmarks/run_gpu.sh not present"
 fi
