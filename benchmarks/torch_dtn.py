@@ -399,6 +399,11 @@ def run_compile_subprocess(args, device):
     return rows, note
 
 
+def write_json(path, meta, rows, indent=None):
+    with open(path, "w") as fh:
+        json.dump({"meta": meta, "rows": rows}, fh, indent=indent)
+
+
 def cpu_model():
     try:
         with open("/proc/cpuinfo") as fh:
@@ -494,16 +499,13 @@ def main():
                 def save_partial(new_rows, done=done):
                     # A child run (--no-child) saves after every row for its parent's timeout.
                     if args.no_child and args.json:
-                        with open(args.json, "w") as fh:
-                            json.dump({"meta": {}, "rows": done + new_rows}, fh)
+                        write_json(args.json, {}, done + new_rows)
                 rows += bench_device(a, device, mode, flops, save_partial)
                 if mode == "eager" and args.profile_step:
                     # A profiler that cannot start (no CUPTI, say) costs the profile, not the rows:
                     # they are on disk before it starts (also against a time limit or a crash).
                     if args.json:
-                        with open(args.json, "w") as fh:
-                            json.dump({"meta": {"impl": "torch", "notes": ["written before the layer profile"]},
-                                       "rows": rows}, fh)
+                        write_json(args.json, {"impl": "torch", "notes": ["written before the layer profile"]}, rows)
                     try:
                         profiles.append(layer_profile(device, max(args.batches), a))
                         print_profile(profiles[-1], sys.stdout if not args.quiet else sys.stderr)
@@ -526,8 +528,7 @@ def main():
         "layer_profiles": profiles,
     }
     if args.json:
-        with open(args.json, "w") as fh:
-            json.dump({"meta": meta, "rows": rows}, fh, indent=1)
+        write_json(args.json, meta, rows, indent=1)
     if not args.quiet:
         print(f"PyTorch {torch.__version__}, CPU: {meta['cpu']}, threads {args.threads}, TF32 {args.tf32}"
               + (f", GPU: {meta['cuda_device']}" if meta["cuda_device"] else ""))

@@ -273,29 +273,34 @@ class Network {
   void forward_layers(std::index_sequence<I...>) {
     (forward_one<I>(), ...);
   }
+  // Runs pass(), one layer pass, between the calling thread's LayerHook's begin and end (when
+  // one is installed).
+  template <class Pass>
+  void hooked(std::size_t layer, const char* kind, bool backward, Pass&& pass) {
+    LayerHook* hook = layer_hook();
+    const LayerEvent event{&name_, layer, kind, backward};
+    if (hook) hook->begin(event);
+    pass();
+    if (hook) hook->end(event);
+  }
+
   template <std::size_t I>
   void forward_one() {
     if constexpr (fused_tail<I>())
       if (fused_) return;  // ran inside layer I - 1
     View<const T, Dev> in = I == 0 ? input_ : outs_[I == 0 ? 0 : I - 1].view();
-    LayerHook* hook = layer_hook();
     if constexpr (fused_head<I>()) {
       if (fused_) {
         // Layer I's own output is never formed: the pair writes layer I + 1's.
         outs_[I + 1].resize(batch_shape(sample_shapes_[I + 2], in.shape[0]));
-        const LayerEvent event{&name_, I, fused_kind<I>(), false};
-        if (hook) hook->begin(event);
-        std::get<I>(layers_).forward_fused(in, outs_[I + 1].view(), train_, std::get<I + 1>(layers_));
-        if (hook) hook->end(event);
+        hooked(I, fused_kind<I>(), false, [&] {
+          std::get<I>(layers_).forward_fused(in, outs_[I + 1].view(), train_, std::get<I + 1>(layers_));
+        });
         return;
       }
     }
-    const Shape out_shape = batch_shape(sample_shapes_[I + 1], in.shape[0]);
-    outs_[I].resize(out_shape);
-    const LayerEvent event{&name_, I, kinds_[I], false};
-    if (hook) hook->begin(event);
-    std::get<I>(layers_).forward(in, outs_[I].view(), train_);
-    if (hook) hook->end(event);
+    outs_[I].resize(batch_shape(sample_shapes_[I + 1], in.shape[0]));
+    hooked(I, kinds_[I], false, [&] { std::get<I>(layers_).forward(in, outs_[I].view(), train_); });
   }
 
   template <std::size_t... I>
@@ -316,23 +321,17 @@ class Network {
       gin_[slot_].resize(in.shape);
       dx = gin_[slot_].view();
     }
-    LayerHook* hook = layer_hook();
-    bool ran = false;
+    bool fused = false;
     if constexpr (fused_head<I>()) {
-      if (fused_) {
-        const LayerEvent event{&name_, I, fused_kind<I>(), true};
-        if (hook) hook->begin(event);
-        std::get<I>(layers_).backward_fused(in, outs_[I + 1].view(), dy_next_, dx, !frozen_, std::get<I + 1>(layers_));
-        if (hook) hook->end(event);
-        ran = true;
-      }
+      fused = fused_;
+      if (fused)
+        hooked(I, fused_kind<I>(), true, [&] {
+          std::get<I>(layers_).backward_fused(in, outs_[I + 1].view(), dy_next_, dx, !frozen_,
+                                              std::get<I + 1>(layers_));
+        });
     }
-    if (!ran) {
-      const LayerEvent event{&name_, I, kinds_[I], true};
-      if (hook) hook->begin(event);
-      std::get<I>(layers_).backward(in, outs_[I].view(), dy_next_, dx, !frozen_);
-      if (hook) hook->end(event);
-    }
+    if (!fused)
+      hooked(I, kinds_[I], true, [&] { std::get<I>(layers_).backward(in, outs_[I].view(), dy_next_, dx, !frozen_); });
     dy_next_ = dx;
     slot_ ^= 1;
   }
