@@ -109,6 +109,12 @@ const std::vector<Geo> kGeos = {
     // a filter packed once for all chunks (sgemm::PackedA) over several blocks: c_in*k*k = 432 > KC
     // (384 or 256) unfolded rows and c_out = 150 > MC = 144 rows, ending in a partial panel
     {3, 48, 6, 6, 150, 3, 1, 1},
+    // 3x3 stride-1 "same" convolutions with even sides and >= 4 channels each way: the forward and
+    // data passes go through Winograd F(2x2, 3x3) (winograd.hpp). Non-square, one tile (2x2), the
+    // least channels, and batches that split into uneven chunks of images (4x4 planes: 32 images
+    // of 4 tiles per chunk; 8x8: 8 of 16).
+    {2, 4, 4, 6, 5, 3, 1, 1},    {1, 6, 2, 2, 4, 3, 1, 1},  {33, 5, 4, 4, 6, 3, 1, 1}, {9, 7, 8, 8, 9, 3, 1, 1},
+    {2, 16, 10, 12, 24, 3, 1, 1},
 };
 
 }  // namespace
@@ -274,6 +280,10 @@ TEST_CASE("The packed unfold's plane limit follows the CPU vendor that /proc/cpu
 // c_out*k*k = 1350, dw at most n*h_out*w_out = 1040; with float32 rounding (eps 6e-8) the worst
 // case is K * eps relative to the largest partial sum: 3e-5, 8e-5 and 6e-5, all under 1e-4
 // (rounding errors of random data grow like sqrt(K) * eps, ~2e-6), while an indexing error is O(1).
+// Winograd's passes (K = 16 * 9 = 144 and 24 * 9 = 216 here) round transformed values, sums of
+// up to 4 inputs and 9 filter taps, and add their 16 products' sums back with +-1: a worst case
+// several times direct summation's (below 1e-4 for these K all the same: 144 * 6e-8 * 9 = 8e-5),
+// random-data errors of the same sqrt(K) * eps order (the next test measures them).
 TEST_CASE("Backend<Cpu> float convolution passes equal the double reference") {
   unsigned seed = 500;
   for (const Geo& q : kGeos) {
@@ -462,5 +472,64 @@ TEST_CASE("Backend<Cpu> max pooling: first maximum wins, NaN propagates, overlap
           else
             CHECK(y[o] == expect);
         }
+  }
+}
+
+// Winograd F(2x2, 3x3) (winograd.hpp) is what the float forward and data passes of f's 3x3
+// convolutions run, and it can be switched off (winograd::set_enabled) for the im2col + GEMM path.
+// At f's layer shapes (batch 8) both paths agree with the double reference within
+// kFloatSum = 2e-5 relative to the largest output: K = c_in*9 = 576-2304 float products of O(1)
+// values, random-data errors ~sqrt(K) * eps * a few (~1e-5 worst here; measured 2-5e-7 for the
+// max over ~1M outputs), far below the O(1) of an indexing error. The two paths round differently,
+// so their bits differ somewhere: that shows the switch takes effect.
+TEST_CASE("CPU Winograd F(2x2, 3x3): where it applies, and both conv paths equal the double reference") {
+  namespace wg = dtn::cpu::winograd;
+  const auto geo = [](int c_in, int h, int w, int c_out, int k, int stride, int pad) {
+    return make(Geo{8, c_in, h, w, c_out, k, stride, pad});
+  };
+  CHECK(wg::fits(geo(64, 16, 16, 128, 3, 1, 1)));   // f.3
+  CHECK(wg::fits(geo(128, 8, 8, 256, 3, 1, 1)));    // f.6
+  CHECK(wg::fits(geo(256, 4, 4, 128, 3, 1, 1)));    // f.9
+  CHECK_FALSE(wg::fits(geo(3, 32, 32, 64, 3, 1, 1)));   // f.0: 3 input channels (small-k kernel)
+  CHECK_FALSE(wg::fits(geo(8, 16, 16, 3, 3, 1, 1)));    // 3 output channels
+  CHECK_FALSE(wg::fits(geo(64, 16, 16, 128, 3, 2, 1)));  // D's stride 2
+  CHECK_FALSE(wg::fits(geo(64, 9, 16, 128, 3, 1, 1)));   // odd height
+  CHECK_FALSE(wg::fits(geo(64, 16, 15, 128, 3, 1, 1)));  // odd width
+  CHECK_FALSE(wg::fits(geo(64, 16, 16, 128, 3, 1, 0)));  // no padding: output smaller
+  CHECK_FALSE(wg::fits(geo(64, 16, 16, 128, 5, 1, 2)));  // 5x5
+  CHECK(wg::enabled());  // on by default
+
+  constexpr double kFloatSum = 2e-5;
+  unsigned seed = 900;
+  for (const Geo& q : {Geo{8, 64, 16, 16, 128, 3, 1, 1}, Geo{8, 128, 8, 8, 256, 3, 1, 1}, Geo{8, 256, 4, 4, 128, 3, 1, 1}}) {
+    const dtn::ConvGeom g = make(q);
+    CAPTURE(q);
+    const std::size_t nx = static_cast<std::size_t>(g.n) * g.c_in * g.h_in * g.w_in;
+    const std::size_t nw = static_cast<std::size_t>(g.c_out) * g.c_in * 9;
+    const std::size_t ny = static_cast<std::size_t>(g.n) * g.c_out * g.h_out * g.w_out;
+    const Vec x = random_vec(nx, seed++), w = random_vec(nw, seed++), dy = random_vec(ny, seed++),
+              bias = random_vec(static_cast<std::size_t>(g.c_out), seed++);
+    Vec y_ref(ny), dx_ref(nx, 0.0);
+    for (std::size_t j = 0; j < ny; ++j) y_ref[j] = bias[(j / (static_cast<std::size_t>(g.h_out) * g.w_out)) % g.c_out];
+    for_each_tap(g, [&](std::size_t xi, std::size_t wi, std::size_t yi) {
+      y_ref[yi] += x[xi] * w[wi];
+      dx_ref[xi] += dy[yi] * w[wi];
+    });
+    const std::vector<float> xf(x.begin(), x.end()), wf(w.begin(), w.end()), dyf(dy.begin(), dy.end()),
+        bf(bias.begin(), bias.end());
+    std::vector<float> y[2], dx[2];
+    for (int path = 0; path < 2; ++path) {  // 0: Winograd, 1: im2col + GEMM
+      wg::set_enabled(path == 0);
+      y[path].assign(ny, std::numeric_limits<float>::quiet_NaN());
+      dx[path].assign(nx, std::numeric_limits<float>::quiet_NaN());
+      dtn::Backend<dtn::Cpu>::conv2d_forward(g, xf.data(), wf.data(), bf.data(), y[path].data());
+      dtn::Backend<dtn::Cpu>::conv2d_backward_data(g, dyf.data(), wf.data(), dx[path].data());
+      INFO("path " << (path == 0 ? "Winograd" : "im2col + GEMM"));
+      CHECK(max_rel_diff(Vec(y[path].begin(), y[path].end()), y_ref) < kFloatSum);
+      CHECK(max_rel_diff(Vec(dx[path].begin(), dx[path].end()), dx_ref) < kFloatSum);
+    }
+    wg::set_enabled(true);
+    CHECK(y[0] != y[1]);
+    CHECK(dx[0] != dx[1]);
   }
 }

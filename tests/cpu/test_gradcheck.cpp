@@ -30,6 +30,12 @@ void check_net(Shape sample, int batch) {
 }  // namespace
 
 TEST_CASE("gradcheck: Conv2d 3x3 stride 1 pad 1") { check<dtn::Conv2d<4, 3, 1, 1>>(Shape{3, 6, 6}, 2); }
+TEST_CASE("gradcheck: Conv2d 3x3 stride 1 pad 1 through Winograd F(2x2, 3x3) (f's layers)") {
+  dtn::ConvGeom g;
+  g.n = 2, g.c_in = 4, g.h_in = g.h_out = 6, g.w_in = g.w_out = 4, g.c_out = 5, g.kh = g.kw = 3, g.stride = 1, g.pad = 1;
+  REQUIRE(dtn::cpu::winograd::fits(g));  // the forward and data passes below run through it
+  check<dtn::Conv2d<5, 3, 1, 1>>(Shape{4, 6, 4}, 2);
+}
 TEST_CASE("gradcheck: Conv2d 3x3 stride 2 pad 1 (D's layers)") { check<dtn::Conv2d<5, 3, 2, 1>>(Shape{2, 7, 8}, 3); }
 TEST_CASE("gradcheck: Conv2d 4x4 valid, no bias") { check<dtn::Conv2d<3, 4, 1, 0, false>>(Shape{4, 4, 4}, 2); }
 TEST_CASE("gradcheck: ConvTranspose2d 4x4 stride 1 pad 0 (g's first layer)") {

@@ -1,0 +1,263 @@
+#pragma once
+// Winograd F(2x2, 3x3) for the CPU's 3x3 stride-1 "same" convolutions (f's layers after the
+// first, and the classifiers' of the example): forward, and backward-data, which is the same
+// convolution of dy with the filter flipped and its channels swapped.
+//
+// Each 2x2 block of outputs is computed from the 4x4 block of input around it (Lavin & Gray,
+// "Fast Algorithms for Convolutional Neural Networks", 2016): with the transforms
+//   V = B^T d B (input tile d, 4x4),  U = G g G^T (filter g, 3x3 -> 4x4),  Y = A^T M A (2x2),
+// the products over the channels become 16 independent GEMMs, one per position xi of the 4x4
+// transformed tile: M_xi [c_out, tiles] = U_xi [c_out, c_in] V_xi [c_in, tiles]. That is 16
+// multiply-adds per 4 outputs and input channel, where im2col + GEMM does 36: 2.25x fewer. The
+// transforms are additions (and halvings of the filter, exact in binary), O(1) per element
+// against the GEMM's O(c_in) or O(c_out), so they pay from a handful of channels on.
+//
+// Rounding: the result is the same sum of products in another order and grouping, with each
+// input value added into a tile with coefficients +-1 and each filter value with 1 or 1/2. Its
+// error bound is a small multiple of im2col's (the tests compare the two paths within a bound
+// of that form). Like the im2col path it is deterministic and does not depend on the thread
+// count: each image's tiles are computed by one thread, in a fixed order.
+//
+// Layout of a chunk of cnt images (columns t = image * tiles + ty * tw + tx, tiles = th * tw,
+// th = h/2, tw = w/2): V [16][c_in][T] and M [16][c_out][T], T = cnt * tiles, each position's
+// matrix contiguous for its GEMM. Images are handed to the threads chunk by chunk, each thread
+// with its own scratch.
+#include <omp.h>
+
+#include <algorithm>
+#include <cstddef>
+#include <type_traits>
+#include <vector>
+
+#include "../../core/memory.hpp"
+#include "../backend.hpp"
+#include "gemm.hpp"
+
+namespace dtn {
+namespace cpu {
+namespace winograd {
+
+// The convolutions this path computes: 3x3 kernel, stride 1, padding 1 (output size = input
+// size), even height and width, and enough input channels that the GEMMs are worth it. (With
+// c_in * 9 <= 32 the CPU forward has its own small-depth kernel: f.0's 3 channels.)
+inline bool fits(const ConvGeom& g) {
+  return g.kh == 3 && g.kw == 3 && g.stride == 1 && g.pad == 1 && g.h_in == g.h_out && g.w_in == g.w_out &&
+         g.h_in % 2 == 0 && g.w_in % 2 == 0 && g.h_in >= 2 && g.w_in >= 2 && g.c_in >= 4 && g.c_out >= 4;
+}
+
+// Whether the CPU convolutions use this path where it fits (default on). Per thread, like the
+// CUDA backend's conv modes; the tests turn it off to compare with im2col + GEMM.
+inline bool& enabled_flag() {
+  static thread_local bool on = true;
+  return on;
+}
+inline bool enabled() { return enabled_flag(); }
+inline void set_enabled(bool on) { enabled_flag() = on; }
+
+// U_xi [rows, cols] for xi = 0..15, stored u[xi * rows * cols + r * cols + c], from the 3x3
+// filters g_rc = w + (r * cols + c) * 9, or, with flip, from the filter that convolves dy back
+// into dx: g_rc [ky][kx] = w[(c * rows + r) * 9 + (2 - ky) * 3 + (2 - kx)], i.e. the stored
+// filter [c_out = cols][c_in = rows] with the kernel rotated by 180 degrees.
+template <class T>
+void transform_filter(const T* w, int rows, int cols, bool flip, T* u) {
+  const long plane = static_cast<long>(rows) * cols;
+  const T h = T(0.5);
+#pragma omp parallel for if (!omp_in_parallel() && plane > 4096)
+  for (long rc = 0; rc < plane; ++rc) {
+    const long r = rc / cols, c = rc % cols;
+    T g[3][3];
+    for (int ky = 0; ky < 3; ++ky)
+      for (int kx = 0; kx < 3; ++kx)
+        g[ky][kx] = flip ? w[(c * rows + r) * 9 + (2 - ky) * 3 + (2 - kx)] : w[rc * 9 + ky * 3 + kx];
+    T t[4][3];  // G g
+    for (int j = 0; j < 3; ++j) {
+      t[0][j] = g[0][j];
+      t[1][j] = h * (g[0][j] + g[1][j] + g[2][j]);
+      t[2][j] = h * (g[0][j] - g[1][j] + g[2][j]);
+      t[3][j] = g[2][j];
+    }
+    for (int i = 0; i < 4; ++i) {  // (G g) G^T
+      T* ui = u + (i * 4) * plane + rc;
+      ui[0 * plane] = t[i][0];
+      ui[1 * plane] = h * (t[i][0] + t[i][1] + t[i][2]);
+      ui[2 * plane] = h * (t[i][0] - t[i][1] + t[i][2]);
+      ui[3 * plane] = t[i][2];
+    }
+  }
+}
+
+// The input transform of one image plane x [h, w] into v (position xi's values of this plane's
+// tiles at v + xi * vstride + t, t = ty * tw + tx). pad is a scratch plane of (h + 2) x (w + 2)
+// values whose border is zero (the caller zeroes it once; only the interior is written here).
+// (Two passes with inner loops along the tiles, the row transforms first, took 1.6-1.8x as long
+// as this on f's planes of 4-8 tiles across: Intel Xeon host, 2026-12-03.)
+template <class T>
+void transform_input(const T* x, int h, int w, T* pad, T* v, long vstride) {
+  const int pw = w + 2, th = h / 2, tw = w / 2;
+  for (int y = 0; y < h; ++y)
+    std::copy(x + static_cast<long>(y) * w, x + static_cast<long>(y + 1) * w, pad + (y + 1) * pw + 1);
+  for (int ty = 0; ty < th; ++ty) {
+    const T* r0 = pad + (2 * ty) * pw;
+    const T* r1 = r0 + pw;
+    const T* r2 = r1 + pw;
+    const T* r3 = r2 + pw;
+    T* vt = v + static_cast<long>(ty) * tw;
+    for (int tx = 0; tx < tw; ++tx) {
+      const int c = 2 * tx;
+      const T d[4][4] = {{r0[c], r0[c + 1], r0[c + 2], r0[c + 3]},
+                         {r1[c], r1[c + 1], r1[c + 2], r1[c + 3]},
+                         {r2[c], r2[c + 1], r2[c + 2], r2[c + 3]},
+                         {r3[c], r3[c + 1], r3[c + 2], r3[c + 3]}};
+      T s[4][4];  // B^T d: rows
+      for (int j = 0; j < 4; ++j) {
+        s[0][j] = d[0][j] - d[2][j];
+        s[1][j] = d[1][j] + d[2][j];
+        s[2][j] = d[2][j] - d[1][j];
+        s[3][j] = d[1][j] - d[3][j];
+      }
+      for (int i = 0; i < 4; ++i) {  // (B^T d) B: columns
+        T* vi = vt + (i * 4) * vstride + tx;
+        vi[0 * vstride] = s[i][0] - s[i][2];
+        vi[1 * vstride] = s[i][1] + s[i][2];
+        vi[2 * vstride] = s[i][2] - s[i][1];
+        vi[3 * vstride] = s[i][1] - s[i][3];
+      }
+    }
+  }
+}
+
+// The output transform of one output plane y [h, w] from m (position xi's values of this plane's
+// tiles at m + xi * mstride + t), plus bias: Y = A^T M A per tile.
+template <class T>
+void transform_output(const T* m, long mstride, int h, int w, T bias, T* y) {
+  const int th = h / 2, tw = w / 2;
+  for (int ty = 0; ty < th; ++ty) {
+    const T* mt = m + static_cast<long>(ty) * tw;
+    T* y0 = y + static_cast<long>(2 * ty) * w;
+    T* y1 = y0 + w;
+    for (int tx = 0; tx < tw; ++tx) {
+      T a[4][4];
+      for (int xi = 0; xi < 16; ++xi) a[xi / 4][xi % 4] = mt[xi * mstride + tx];
+      T s[2][4];  // A^T M
+      for (int j = 0; j < 4; ++j) {
+        s[0][j] = a[0][j] + a[1][j] + a[2][j];
+        s[1][j] = a[1][j] - a[2][j] - a[3][j];
+      }
+      y0[2 * tx] = bias + (s[0][0] + s[0][1] + s[0][2]);  // (A^T M) A
+      y0[2 * tx + 1] = bias + (s[0][1] - s[0][2] - s[0][3]);
+      y1[2 * tx] = bias + (s[1][0] + s[1][1] + s[1][2]);
+      y1[2 * tx + 1] = bias + (s[1][1] - s[1][2] - s[1][3]);
+    }
+  }
+}
+
+template <class T>
+struct Scratch {
+  std::vector<T, AlignedAllocator<T>> v, m, pad;
+};
+
+// y [n, c_out, h, w] = conv(x [n, c_in, h, w], filters transformed into u by transform_filter
+// with rows = c_out, cols = c_in) + bias (or nothing). Overwrites y.
+// The stride between two positions' matrices of rows x cols: 16 floats (a cache line) more than
+// the matrix, so that the 16 positions of a tile, written (input transform) or read (output
+// transform) together, do not fall into the same cache sets. (With the matrices' own sizes, powers
+// of two here, the input transform of f.3 took 3 ns per value on the Intel Xeon host.)
+inline long xi_stride(int rows, long cols) { return static_cast<long>(rows) * cols + 16; }
+
+template <class T>
+void convolve(int n, int c_in, int c_out, int h, int w, const T* x, const T* u, const T* bias, T* y) {
+  const int tiles = (h / 2) * (w / 2);
+  const long plane = static_cast<long>(h) * w;
+  const int threads = std::max(1, omp_get_max_threads());
+  // Images per chunk: GEMMs ~128 columns wide, but no fewer chunks than threads. Narrow enough
+  // that a chunk's V and M (16 * (c_in + c_out) * 4 bytes a column: 1.5 MiB for f.6 at 128)
+  // stay near the core's L2: at batch 128 on 2 threads (Intel Xeon host, 2026-12-03), chunks of
+  // 256 and 512 columns made f.3-f.9 8-20% slower than 128; 64 and 96 were within the noise of it.
+  const int by_width = std::max(1, (128 + tiles - 1) / tiles);
+  const int by_threads = std::max(1, (n + threads - 1) / threads);
+  const int chunk = std::max(1, std::min(by_width, by_threads));
+  const int nchunks = (n + chunk - 1) / chunk;
+  const long cols = static_cast<long>(chunk) * tiles;
+  const long uplane = static_cast<long>(c_out) * c_in;
+  // The calling thread's scratch, one per worker: named here, since inside the parallel region a
+  // thread_local would name each worker's own.
+  static thread_local std::vector<Scratch<T>> store;
+  std::vector<Scratch<T>>& scratch = store;
+  const int used = std::min(threads, nchunks);
+  if (static_cast<int>(scratch.size()) < used) scratch.resize(static_cast<std::size_t>(used));
+  for (int t = 0; t < used; ++t) {
+    Scratch<T>& s = scratch[static_cast<std::size_t>(t)];
+    s.v.resize(static_cast<std::size_t>(16 * xi_stride(c_in, cols)));
+    s.m.resize(static_cast<std::size_t>(16 * xi_stride(c_out, cols)));
+    s.pad.assign(static_cast<std::size_t>((h + 2) * (w + 2)), T(0));
+  }
+#if defined(DTN_OWN_SGEMM)
+  // dtn's GEMM takes each position's filter matrix packed once for all chunks.
+  sgemm::PackedA packed[16];
+  if constexpr (std::is_same<T, float>::value) {
+    static thread_local std::vector<float, AlignedAllocator<float>> pstore;
+    const long each = sgemm::packed_a_size(c_out, c_in);
+    pstore.resize(static_cast<std::size_t>(16 * each));
+    for (int xi = 0; xi < 16; ++xi)
+      packed[xi] = sgemm::pack_a_whole(plain_view<const float>(u + xi * uplane, c_in), false, c_out, c_in,
+                                       pstore.data() + xi * each);
+  }
+#endif
+#pragma omp parallel for schedule(dynamic, 1) num_threads(used)
+  for (int ci = 0; ci < nchunks; ++ci) {
+    Scratch<T>& s = scratch[static_cast<std::size_t>(omp_get_thread_num())];
+    const int i0 = ci * chunk, cnt = std::min(chunk, n - i0);
+    const long tcols = static_cast<long>(cnt) * tiles;  // this chunk's T (the last may be short)
+    const long vs = xi_stride(c_in, tcols), ms = xi_stride(c_out, tcols);
+    T* v = s.v.data();
+    T* m = s.m.data();
+    for (int img = 0; img < cnt; ++img)
+      for (int c = 0; c < c_in; ++c)
+        transform_input(x + (static_cast<long>(i0 + img) * c_in + c) * plane, h, w, s.pad.data(),
+                        v + c * tcols + static_cast<long>(img) * tiles, vs);
+    for (int xi = 0; xi < 16; ++xi) {
+#if defined(DTN_OWN_SGEMM)
+      if constexpr (std::is_same<T, float>::value) {
+        sgemm::gemm_packed(c_out, static_cast<int>(tcols), c_in, 1.f, packed[xi],
+                           sgemm::ViewB{plain_view<const float>(v + xi * vs, tcols), false}, 0.f,
+                           plain_view(m + xi * ms, tcols));
+        continue;
+      }
+#endif
+      gemm<T>(false, false, c_out, static_cast<int>(tcols), c_in, T(1), u + xi * uplane, c_in, v + xi * vs,
+              static_cast<int>(tcols), T(0), m + xi * ms, static_cast<int>(tcols));
+    }
+    for (int img = 0; img < cnt; ++img)
+      for (int co = 0; co < c_out; ++co)
+        transform_output(m + co * tcols + static_cast<long>(img) * tiles, ms, h, w, bias ? bias[co] : T(0),
+                         y + (static_cast<long>(i0 + img) * c_out + co) * plane);
+  }
+}
+
+template <class T>
+std::vector<T, AlignedAllocator<T>>& filter_scratch() {
+  static thread_local std::vector<T, AlignedAllocator<T>> u;
+  return u;
+}
+
+// The convolution's forward pass through this path (fits(g) holds).
+template <class T>
+void forward(const ConvGeom& g, const T* x, const T* w, const T* bias, T* y) {
+  auto& u = filter_scratch<T>();
+  u.resize(static_cast<std::size_t>(16L * g.c_out * g.c_in));
+  transform_filter(w, g.c_out, g.c_in, false, u.data());
+  convolve(g.n, g.c_in, g.c_out, g.h_in, g.w_in, x, u.data(), bias, y);
+}
+
+// Its backward-data pass: dx = the convolution of dy with the flipped, channel-swapped filter.
+template <class T>
+void backward_data(const ConvGeom& g, const T* dy, const T* w, T* dx) {
+  auto& u = filter_scratch<T>();
+  u.resize(static_cast<std::size_t>(16L * g.c_out * g.c_in));
+  transform_filter(w, g.c_in, g.c_out, true, u.data());
+  convolve<T>(g.n, g.c_out, g.c_in, g.h_out, g.w_out, dy, u.data(), nullptr, dx);
+}
+
+}  // namespace winograd
+}  // namespace cpu
+}  // namespace dtn
