@@ -164,6 +164,7 @@ struct Options {
   bool conv_deterministic = true;  // --conv-nondeterministic: cuDNN's first choice even if non-deterministic
   bool profile_step = false;
   bool fusion = true;  // --no-fusion: batch norm and its activation as two passes
+  bool winograd = true;  // --no-winograd (CPU): f's 3x3 convolutions through im2col + GEMM
   std::string json;
 };
 
@@ -223,6 +224,7 @@ inline Options parse_options(int argc, char** argv, bool cuda) {
     else if (a == "--profile-step") o.profile_step = true;
     else if (a == "--no-layers") o.layers = false;
     else if (a == "--no-fusion") o.fusion = false;
+    else if (a == "--no-winograd" && !cuda) o.winograd = false;
     else if (a == "--only-layers") o.only_layers = true;
     else if (a == "--no-graph" && cuda) o.graph = false;
     else if (a == "--json") o.json = value();
@@ -246,6 +248,7 @@ inline Options parse_options(int argc, char** argv, bool cuda) {
           "  --profile-step    break a DTN step at the largest batch down layer by layer (LayerHook)\n"
           "  --no-fusion       batch norm and the activation after it as two layers (default: one fused\n"
           "                    pass, Network::set_fusion); the mode label gets a +unfused suffix\n"
+          "%s"
           "  --json PATH       write rows and metadata as JSON (read by compare.py)\n",
           argv[0], cuda ? "" : "  --threads LIST    thread counts (default 1,2)\n", o.warmup, o.reps, o.step_reps,
           o.gemm_n,
@@ -258,7 +261,11 @@ inline Options parse_options(int argc, char** argv, bool cuda) {
                  "  --conv-nondeterministic  cuDNN's non-deterministic algorithms allowed like the others\n"
                  "                    (dtn::cuda::set_conv_deterministic(false), as PyTorch's default); the mode\n"
                  "                    label gets a +nondet suffix\n"
-               : "");
+               : "",
+          cuda ? ""
+               : "  --no-winograd     3x3 stride-1 convolutions through im2col + GEMM instead of Winograd\n"
+                 "                    F(2x2, 3x3) (dtn::cpu::winograd::set_enabled(false)); the mode label gets\n"
+                 "                    a +im2col suffix\n");
       std::exit(0);
     } else {
       throw dtn::argument_error("bench: unknown option '" + a + "' (try --help)");

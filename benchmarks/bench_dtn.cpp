@@ -105,6 +105,8 @@ int main(int argc, char** argv) {
     doc["meta"]["impl"] = "dtn";
     doc["meta"]["cpu"] = bench::cpu_model();
     doc["meta"]["fusion"] = o.fusion;
+    doc["meta"]["winograd"] = o.winograd;
+    dtn::cpu::winograd::set_enabled(o.winograd);  // the CPU ops run on this thread (OpenMP inside)
     doc["meta"]["compiler"] = __VERSION__;
     doc["meta"]["eigen"] = std::to_string(EIGEN_WORLD_VERSION) + "." + std::to_string(EIGEN_MAJOR_VERSION) + "." +
                            std::to_string(EIGEN_MINOR_VERSION);
@@ -125,9 +127,10 @@ int main(int argc, char** argv) {
     bench::print_header();
     bool step_missing = false;
     HostTimer timer;
+    const std::string mode = std::string("dtn") + (o.fusion ? "" : "+unfused") + (o.winograd ? "" : "+im2col");
     for (int t : o.threads) {
       dtn::set_num_threads(t);
-      const bench::Where at{"cpu", t, o.fusion ? "dtn" : "dtn+unfused"};
+      const bench::Where at{"cpu", t, mode.c_str()};
       bench::bench_gemm<Cpu>(o.gemm_n, at, timer, o, rows);
       // Eigen's GEMM on the same product (issue 2's conv target is stated against it); gemm_N
       // above is dtn's own packed GEMM where the target has AVX2 + FMA.

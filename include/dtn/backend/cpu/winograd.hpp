@@ -1,7 +1,7 @@
 #pragma once
 // Winograd F(2x2, 3x3) for the CPU's 3x3 stride-1 "same" convolutions (f's layers after the
-// first, and the classifiers' of the example): forward, and backward-data, which is the same
-// convolution of dy with the filter flipped and its channels swapped.
+// first, and the second of the example's MNIST classifier): forward, and backward-data, which is
+// the same convolution of dy with the filter flipped and its channels swapped.
 //
 // Each 2x2 block of outputs is computed from the 4x4 block of input around it (Lavin & Gray,
 // "Fast Algorithms for Convolutional Neural Networks", 2016): with the transforms
@@ -22,6 +22,13 @@
 // th = h/2, tw = w/2): V [16][c_in][T] and M [16][c_out][T], T = cnt * tiles, each position's
 // matrix contiguous for its GEMM. Images are handed to the threads chunk by chunk, each thread
 // with its own scratch.
+//
+// Tried and left out (Intel Xeon host, 2026-12-03, batch 128, 2 threads): the same scheme for the
+// data pass of 4x4 stride-2 convolutions (g's transposed convolutions' forward), one F(2x2, 2x2)
+// per output parity, 9 multiply-adds per 4 outputs instead of 16: 1.00-1.05x on g.3 and
+// 1.09-1.14x on g.6, since each parity transforms the whole input again (9 values per input value,
+// against im2col's fold of 16 per output) and those transforms, with 2-4 tiles across, do not
+// vectorise.
 #include <omp.h>
 
 #include <algorithm>
@@ -54,21 +61,25 @@ inline bool& enabled_flag() {
 inline bool enabled() { return enabled_flag(); }
 inline void set_enabled(bool on) { enabled_flag() = on; }
 
-// U_xi [rows, cols] for xi = 0..15, stored u[xi * rows * cols + r * cols + c], from the 3x3
-// filters g_rc = w + (r * cols + c) * 9, or, with flip, from the filter that convolves dy back
-// into dx: g_rc [ky][kx] = w[(c * rows + r) * 9 + (2 - ky) * 3 + (2 - kx)], i.e. the stored
-// filter [c_out = cols][c_in = rows] with the kernel rotated by 180 degrees.
+// The transformed filters are stored in the filter's own order, U_xi [c_out, c_in] at
+// u + xi * u_stride(c_out * c_in), so that the transforms read w and write u front to back (read
+// in the other order, one 64-byte filter per 4 KiB page, the 4x4 stride-2 transform took 10-14% of
+// g.3's transposed convolution on one thread); the data passes, whose products need U^T, have the
+// GEMM read it transposed. Matrices are a cache line more than their size apart: that size is a
+// power of two for most layers, and the transforms write all positions of a filter at once.
+inline long u_stride(long plane) { return plane + 16; }
+
+// U_xi for xi = 0..15 from the 3x3 filters w [c_out][c_in][3][3], or, with flip, from the same
+// filters rotated by 180 degrees (the data pass convolves dy with them, channels swapped).
 template <class T>
-void transform_filter(const T* w, int rows, int cols, bool flip, T* u) {
-  const long plane = static_cast<long>(rows) * cols;
+void transform_filter(const T* w, int c_out, int c_in, bool flip, T* u) {
+  const long plane = static_cast<long>(c_out) * c_in, us = u_stride(plane);
   const T h = T(0.5);
 #pragma omp parallel for if (!omp_in_parallel() && plane > 4096)
   for (long rc = 0; rc < plane; ++rc) {
-    const long r = rc / cols, c = rc % cols;
     T g[3][3];
     for (int ky = 0; ky < 3; ++ky)
-      for (int kx = 0; kx < 3; ++kx)
-        g[ky][kx] = flip ? w[(c * rows + r) * 9 + (2 - ky) * 3 + (2 - kx)] : w[rc * 9 + ky * 3 + kx];
+      for (int kx = 0; kx < 3; ++kx) g[ky][kx] = flip ? w[rc * 9 + (2 - ky) * 3 + (2 - kx)] : w[rc * 9 + ky * 3 + kx];
     T t[4][3];  // G g
     for (int j = 0; j < 3; ++j) {
       t[0][j] = g[0][j];
@@ -77,11 +88,11 @@ void transform_filter(const T* w, int rows, int cols, bool flip, T* u) {
       t[3][j] = g[2][j];
     }
     for (int i = 0; i < 4; ++i) {  // (G g) G^T
-      T* ui = u + (i * 4) * plane + rc;
-      ui[0 * plane] = t[i][0];
-      ui[1 * plane] = h * (t[i][0] + t[i][1] + t[i][2]);
-      ui[2 * plane] = h * (t[i][0] - t[i][1] + t[i][2]);
-      ui[3 * plane] = t[i][2];
+      T* ui = u + (i * 4) * us + rc;
+      ui[0 * us] = t[i][0];
+      ui[1 * us] = h * (t[i][0] + t[i][1] + t[i][2]);
+      ui[2 * us] = h * (t[i][0] - t[i][1] + t[i][2]);
+      ui[3 * us] = t[i][2];
     }
   }
 }
@@ -156,18 +167,21 @@ struct Scratch {
   std::vector<T, AlignedAllocator<T>> v, m, pad;
 };
 
-// y [n, c_out, h, w] = conv(x [n, c_in, h, w], filters transformed into u by transform_filter
-// with rows = c_out, cols = c_in) + bias (or nothing). Overwrites y.
 // The stride between two positions' matrices of rows x cols: 16 floats (a cache line) more than
-// the matrix, so that the 16 positions of a tile, written (input transform) or read (output
+// the matrix, so that the positions of a tile, written (input transform) or read (output
 // transform) together, do not fall into the same cache sets. (With the matrices' own sizes, powers
 // of two here, the input transform of f.3 took 3 ns per value on the Intel Xeon host.)
 inline long xi_stride(int rows, long cols) { return static_cast<long>(rows) * cols + 16; }
 
-template <class T>
-void convolve(int n, int c_in, int c_out, int h, int w, const T* x, const T* u, const T* bias, T* y) {
-  const int tiles = (h / 2) * (w / 2);
-  const long plane = static_cast<long>(h) * w;
+// The chunk loop, apart from the transforms: for each chunk of images, in(s, i0, cnt, v, vs, tcols)
+// writes the chunk's transformed input V (positions matrices [depth, tcols], vs apart), then
+//   M_xi [rows, tcols] = U_xi [rows, depth] V_xi
+// for each position xi, U_xi at u + xi * u_stride(rows * depth), stored [rows, depth] or, with
+// u_trans, [depth, rows] (see u_stride); then out(i0, cnt, m, ms, tcols) writes the outputs from
+// M. tcols = cnt * tiles.
+template <class T, class In, class Out>
+void run_chunks(int n, int depth, int rows, int tiles, int positions, const T* u, bool u_trans, const In& in,
+                const Out& out) {
   const int threads = std::max(1, omp_get_max_threads());
   // Images per chunk: GEMMs ~128 columns wide, but no fewer chunks than threads. Narrow enough
   // that a chunk's V and M (16 * (c_in + c_out) * 4 bytes a column: 1.5 MiB for f.6 at 128)
@@ -178,7 +192,8 @@ void convolve(int n, int c_in, int c_out, int h, int w, const T* x, const T* u, 
   const int chunk = std::max(1, std::min(by_width, by_threads));
   const int nchunks = (n + chunk - 1) / chunk;
   const long cols = static_cast<long>(chunk) * tiles;
-  const long uplane = static_cast<long>(c_out) * c_in;
+  const long uplane = u_stride(static_cast<long>(rows) * depth);
+  const int ldu = u_trans ? rows : depth;
   // The calling thread's scratch, one per worker: named here, since inside the parallel region a
   // thread_local would name each worker's own.
   static thread_local std::vector<Scratch<T>> store;
@@ -187,51 +202,68 @@ void convolve(int n, int c_in, int c_out, int h, int w, const T* x, const T* u, 
   if (static_cast<int>(scratch.size()) < used) scratch.resize(static_cast<std::size_t>(used));
   for (int t = 0; t < used; ++t) {
     Scratch<T>& s = scratch[static_cast<std::size_t>(t)];
-    s.v.resize(static_cast<std::size_t>(16 * xi_stride(c_in, cols)));
-    s.m.resize(static_cast<std::size_t>(16 * xi_stride(c_out, cols)));
-    s.pad.assign(static_cast<std::size_t>((h + 2) * (w + 2)), T(0));
+    s.v.resize(static_cast<std::size_t>(positions * xi_stride(depth, cols)));
+    s.m.resize(static_cast<std::size_t>(positions * xi_stride(rows, cols)));
   }
 #if defined(DTN_OWN_SGEMM)
-  // dtn's GEMM takes each position's filter matrix packed once for all chunks.
-  sgemm::PackedA packed[16];
+  // dtn's GEMM takes each filter matrix packed once for all chunks.
+  static thread_local std::vector<sgemm::PackedA> packed_store;
+  std::vector<sgemm::PackedA>& packed = packed_store;
   if constexpr (std::is_same<T, float>::value) {
     static thread_local std::vector<float, AlignedAllocator<float>> pstore;
-    const long each = sgemm::packed_a_size(c_out, c_in);
-    pstore.resize(static_cast<std::size_t>(16 * each));
-    for (int xi = 0; xi < 16; ++xi)
-      packed[xi] = sgemm::pack_a_whole(plain_view<const float>(u + xi * uplane, c_in), false, c_out, c_in,
-                                       pstore.data() + xi * each);
+    const long each = sgemm::packed_a_size(rows, depth);
+    pstore.resize(static_cast<std::size_t>(positions * each));
+    packed.resize(static_cast<std::size_t>(positions));
+    for (int k = 0; k < positions; ++k)
+      packed[static_cast<std::size_t>(k)] = sgemm::pack_a_whole(plain_view<const float>(u + k * uplane, ldu), u_trans,
+                                                                rows, depth, pstore.data() + k * each);
   }
 #endif
 #pragma omp parallel for schedule(dynamic, 1) num_threads(used)
   for (int ci = 0; ci < nchunks; ++ci) {
     Scratch<T>& s = scratch[static_cast<std::size_t>(omp_get_thread_num())];
     const int i0 = ci * chunk, cnt = std::min(chunk, n - i0);
-    const long tcols = static_cast<long>(cnt) * tiles;  // this chunk's T (the last may be short)
-    const long vs = xi_stride(c_in, tcols), ms = xi_stride(c_out, tcols);
+    const long tcols = static_cast<long>(cnt) * tiles;  // this chunk's columns (the last may be short)
+    const long vs = xi_stride(depth, tcols), ms = xi_stride(rows, tcols);
     T* v = s.v.data();
     T* m = s.m.data();
-    for (int img = 0; img < cnt; ++img)
-      for (int c = 0; c < c_in; ++c)
-        transform_input(x + (static_cast<long>(i0 + img) * c_in + c) * plane, h, w, s.pad.data(),
-                        v + c * tcols + static_cast<long>(img) * tiles, vs);
-    for (int xi = 0; xi < 16; ++xi) {
+    in(s, i0, cnt, v, vs, tcols);
+    for (int xi = 0; xi < positions; ++xi) {
 #if defined(DTN_OWN_SGEMM)
       if constexpr (std::is_same<T, float>::value) {
-        sgemm::gemm_packed(c_out, static_cast<int>(tcols), c_in, 1.f, packed[xi],
+        sgemm::gemm_packed(rows, static_cast<int>(tcols), depth, 1.f, packed[static_cast<std::size_t>(xi)],
                            sgemm::ViewB{plain_view<const float>(v + xi * vs, tcols), false}, 0.f,
                            plain_view(m + xi * ms, tcols));
         continue;
       }
 #endif
-      gemm<T>(false, false, c_out, static_cast<int>(tcols), c_in, T(1), u + xi * uplane, c_in, v + xi * vs,
+      gemm<T>(u_trans, false, rows, static_cast<int>(tcols), depth, T(1), u + xi * uplane, ldu, v + xi * vs,
               static_cast<int>(tcols), T(0), m + xi * ms, static_cast<int>(tcols));
     }
+    out(i0, cnt, m, ms, tcols);
+  }
+}
+
+// y [n, c_out, h, w] = conv(x [n, c_in, h, w], filters U_xi [c_out, c_in], or [c_in, c_out]
+// with u_trans) + bias (or nothing). Overwrites y.
+template <class T>
+void convolve(int n, int c_in, int c_out, int h, int w, const T* x, const T* u, bool u_trans, const T* bias, T* y) {
+  const int tiles = (h / 2) * (w / 2);
+  const long plane = static_cast<long>(h) * w;
+  const auto in = [&](Scratch<T>& s, int i0, int cnt, T* v, long vs, long tcols) {
+    s.pad.assign(static_cast<std::size_t>((h + 2) * (w + 2)), T(0));
+    for (int img = 0; img < cnt; ++img)
+      for (int c = 0; c < c_in; ++c)
+        transform_input(x + (static_cast<long>(i0 + img) * c_in + c) * plane, h, w, s.pad.data(),
+                        v + c * tcols + static_cast<long>(img) * tiles, vs);
+  };
+  const auto out = [&](int i0, int cnt, const T* m, long ms, long tcols) {
     for (int img = 0; img < cnt; ++img)
       for (int co = 0; co < c_out; ++co)
         transform_output(m + co * tcols + static_cast<long>(img) * tiles, ms, h, w, bias ? bias[co] : T(0),
                          y + (static_cast<long>(i0 + img) * c_out + co) * plane);
-  }
+  };
+  run_chunks(n, c_in, c_out, tiles, 16, u, u_trans, in, out);
 }
 
 template <class T>
@@ -244,18 +276,18 @@ std::vector<T, AlignedAllocator<T>>& filter_scratch() {
 template <class T>
 void forward(const ConvGeom& g, const T* x, const T* w, const T* bias, T* y) {
   auto& u = filter_scratch<T>();
-  u.resize(static_cast<std::size_t>(16L * g.c_out * g.c_in));
+  u.resize(static_cast<std::size_t>(16 * u_stride(static_cast<long>(g.c_out) * g.c_in)));
   transform_filter(w, g.c_out, g.c_in, false, u.data());
-  convolve(g.n, g.c_in, g.c_out, g.h_in, g.w_in, x, u.data(), bias, y);
+  convolve(g.n, g.c_in, g.c_out, g.h_in, g.w_in, x, u.data(), false, bias, y);
 }
 
 // Its backward-data pass: dx = the convolution of dy with the flipped, channel-swapped filter.
 template <class T>
 void backward_data(const ConvGeom& g, const T* dy, const T* w, T* dx) {
   auto& u = filter_scratch<T>();
-  u.resize(static_cast<std::size_t>(16L * g.c_out * g.c_in));
-  transform_filter(w, g.c_in, g.c_out, true, u.data());
-  convolve<T>(g.n, g.c_out, g.c_in, g.h_out, g.w_out, dy, u.data(), nullptr, dx);
+  u.resize(static_cast<std::size_t>(16 * u_stride(static_cast<long>(g.c_out) * g.c_in)));
+  transform_filter(w, g.c_out, g.c_in, true, u.data());
+  convolve<T>(g.n, g.c_out, g.c_in, g.h_out, g.w_out, dy, u.data(), true, nullptr, dx);
 }
 
 }  // namespace winograd
