@@ -111,8 +111,8 @@ const std::vector<Geo> kGeos = {
     {3, 48, 6, 6, 150, 3, 1, 1},
     // 3x3 stride-1 "same" convolutions with even sides and >= 4 channels each way: the forward and
     // data passes go through Winograd F(2x2, 3x3) (winograd.hpp). Non-square, one tile (2x2), the
-    // least channels, and batches that split into uneven chunks of images (4x4 planes: 32 images
-    // of 4 tiles per chunk; 8x8: 8 of 16).
+    // least channels, and batches that split into uneven chunks of images (up to 32 images of 4
+    // tiles per chunk on 4x4 planes, 8 of 16 on 8x8; fewer where the threads split the batch).
     {2, 4, 4, 6, 5, 3, 1, 1},    {1, 6, 2, 2, 4, 3, 1, 1},  {33, 5, 4, 4, 6, 3, 1, 1}, {9, 7, 8, 8, 9, 3, 1, 1},
     {2, 16, 10, 12, 24, 3, 1, 1},
 };
@@ -282,8 +282,8 @@ TEST_CASE("The packed unfold's plane limit follows the CPU vendor that /proc/cpu
 // (rounding errors of random data grow like sqrt(K) * eps, ~2e-6), while an indexing error is O(1).
 // Winograd's passes (K = 16 * 9 = 144 and 24 * 9 = 216 here) round transformed values, sums of
 // up to 4 inputs and 9 filter taps, and add their 16 products' sums back with +-1: a worst case
-// several times direct summation's (below 1e-4 for these K all the same: 144 * 6e-8 * 9 = 8e-5),
-// random-data errors of the same sqrt(K) * eps order (the next test measures them).
+// several times direct summation's, but for random data errors that still grow like sqrt(K) * eps
+// times a small constant (~1e-6 here), two orders under the bound (the next test measures them).
 TEST_CASE("Backend<Cpu> float convolution passes equal the double reference") {
   unsigned seed = 500;
   for (const Geo& q : kGeos) {

@@ -99,7 +99,8 @@ void transform_filter(const T* w, int c_out, int c_in, bool flip, T* u) {
 
 // The input transform of one image plane x [h, w] into v (position xi's values of this plane's
 // tiles at v + xi * vstride + t, t = ty * tw + tx). pad is a scratch plane of (h + 2) x (w + 2)
-// values whose border is zero (the caller zeroes it once; only the interior is written here).
+// values whose border is zero (the caller zeroes it once per chunk; only the interior is
+// written here).
 // (Two passes with inner loops along the tiles, the row transforms first, took 1.6-1.8x as long
 // as this on f's planes of 4-8 tiles across: Intel Xeon host, 2026-12-03.)
 template <class T>
