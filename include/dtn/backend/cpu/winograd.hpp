@@ -61,19 +61,22 @@ inline bool& enabled_flag() {
 inline bool enabled() { return enabled_flag(); }
 inline void set_enabled(bool on) { enabled_flag() = on; }
 
-// The transformed filters are stored in the filter's own order, U_xi [c_out, c_in] at
-// u + xi * u_stride(c_out * c_in), so that the transforms read w and write u front to back (read
-// in the other order, one 64-byte filter per 4 KiB page, the 4x4 stride-2 transform took 10-14% of
-// g.3's transposed convolution on one thread); the data passes, whose products need U^T, have the
-// GEMM read it transposed. Matrices are a cache line more than their size apart: that size is a
-// power of two for most layers, and the transforms write all positions of a filter at once.
-inline long u_stride(long plane) { return plane + 16; }
+// The 16 positions' matrices of a transformed filter (U), input (V) or output (M) are stored
+// position_stride(floats) apart: 16 floats, a cache line, more than the matrix. The matrices'
+// sizes are powers of two for most layers, and the transforms write or read all 16 positions of
+// a tile or filter at once: a power-of-two apart those accesses fell into the same cache sets
+// (the input transform of f.3 took 3 ns per value on the Intel Xeon host, 9x what it takes now).
+inline long position_stride(long floats) { return floats + 16; }
 
+// The transformed filters are stored in the filter's own order, U_xi [c_out, c_in], so that the
+// transforms read w and write u front to back (read in the other order, one filter per 4 KiB
+// page, the filter transform of the 4x4 stride-2 attempt above took 10-14% of g.3's pass on one
+// thread); the data pass, whose products need U^T, has the GEMM read it transposed.
 // U_xi for xi = 0..15 from the 3x3 filters w [c_out][c_in][3][3], or, with flip, from the same
 // filters rotated by 180 degrees (the data pass convolves dy with them, channels swapped).
 template <class T>
 void transform_filter(const T* w, int c_out, int c_in, bool flip, T* u) {
-  const long plane = static_cast<long>(c_out) * c_in, us = u_stride(plane);
+  const long plane = static_cast<long>(c_out) * c_in, us = position_stride(plane);
   const T h = T(0.5);
 #pragma omp parallel for if (!omp_in_parallel() && plane > 4096)
   for (long rc = 0; rc < plane; ++rc) {
@@ -168,21 +171,14 @@ struct Scratch {
   std::vector<T, AlignedAllocator<T>> v, m, pad;
 };
 
-// The stride between two positions' matrices of rows x cols: 16 floats (a cache line) more than
-// the matrix, so that the positions of a tile, written (input transform) or read (output
-// transform) together, do not fall into the same cache sets. (With the matrices' own sizes, powers
-// of two here, the input transform of f.3 took 3 ns per value on the Intel Xeon host.)
-inline long xi_stride(int rows, long cols) { return static_cast<long>(rows) * cols + 16; }
-
-// The chunk loop, apart from the transforms: for each chunk of images, in(s, i0, cnt, v, vs, tcols)
-// writes the chunk's transformed input V (positions matrices [depth, tcols], vs apart), then
-//   M_xi [rows, tcols] = U_xi [rows, depth] V_xi
-// for each position xi, U_xi at u + xi * u_stride(rows * depth), stored [rows, depth] or, with
-// u_trans, [depth, rows] (see u_stride); then out(i0, cnt, m, ms, tcols) writes the outputs from
-// M. tcols = cnt * tiles.
-template <class T, class In, class Out>
-void run_chunks(int n, int depth, int rows, int tiles, int positions, const T* u, bool u_trans, const In& in,
-                const Out& out) {
+// y [n, c_out, h, w] = conv(x [n, c_in, h, w]) + bias (or nothing), overwriting y, with the
+// transformed filters U_xi [c_out, c_in] at u + xi * position_stride(c_out * c_in), or stored
+// [c_in, c_out] with u_trans. For each chunk of images: the input transform into V, the 16
+// products M_xi = U_xi V_xi, the output transform from M.
+template <class T>
+void convolve(int n, int c_in, int c_out, int h, int w, const T* x, const T* u, bool u_trans, const T* bias, T* y) {
+  const int tiles = (h / 2) * (w / 2);
+  const long plane = static_cast<long>(h) * w;
   const int threads = std::max(1, omp_get_max_threads());
   // Images per chunk: GEMMs ~128 columns wide, but no fewer chunks than threads. Narrow enough
   // that a chunk's V and M (16 * (c_in + c_out) * 4 bytes a column: 1.5 MiB for f.6 at 128)
@@ -193,8 +189,8 @@ void run_chunks(int n, int depth, int rows, int tiles, int positions, const T* u
   const int chunk = std::max(1, std::min(by_width, by_threads));
   const int nchunks = (n + chunk - 1) / chunk;
   const long cols = static_cast<long>(chunk) * tiles;
-  const long uplane = u_stride(static_cast<long>(rows) * depth);
-  const int ldu = u_trans ? rows : depth;
+  const long us = position_stride(static_cast<long>(c_out) * c_in);
+  const int ldu = u_trans ? c_out : c_in;
   // The calling thread's scratch, one per worker: named here, since inside the parallel region a
   // thread_local would name each worker's own.
   static thread_local std::vector<Scratch<T>> store;
@@ -203,21 +199,19 @@ void run_chunks(int n, int depth, int rows, int tiles, int positions, const T* u
   if (static_cast<int>(scratch.size()) < used) scratch.resize(static_cast<std::size_t>(used));
   for (int t = 0; t < used; ++t) {
     Scratch<T>& s = scratch[static_cast<std::size_t>(t)];
-    s.v.resize(static_cast<std::size_t>(positions * xi_stride(depth, cols)));
-    s.m.resize(static_cast<std::size_t>(positions * xi_stride(rows, cols)));
+    s.v.resize(static_cast<std::size_t>(16 * position_stride(c_in * cols)));
+    s.m.resize(static_cast<std::size_t>(16 * position_stride(c_out * cols)));
   }
 #if defined(DTN_OWN_SGEMM)
-  // dtn's GEMM takes each filter matrix packed once for all chunks.
-  static thread_local std::vector<sgemm::PackedA> packed_store;
-  std::vector<sgemm::PackedA>& packed = packed_store;
+  // dtn's GEMM takes each position's filter matrix packed once for all chunks.
+  sgemm::PackedA packed[16];
   if constexpr (std::is_same<T, float>::value) {
     static thread_local std::vector<float, AlignedAllocator<float>> pstore;
-    const long each = sgemm::packed_a_size(rows, depth);
-    pstore.resize(static_cast<std::size_t>(positions * each));
-    packed.resize(static_cast<std::size_t>(positions));
-    for (int k = 0; k < positions; ++k)
-      packed[static_cast<std::size_t>(k)] = sgemm::pack_a_whole(plain_view<const float>(u + k * uplane, ldu), u_trans,
-                                                                rows, depth, pstore.data() + k * each);
+    const long each = sgemm::packed_a_size(c_out, c_in);
+    pstore.resize(static_cast<std::size_t>(16 * each));
+    for (int xi = 0; xi < 16; ++xi)
+      packed[xi] = sgemm::pack_a_whole(plain_view<const float>(u + xi * us, ldu), u_trans, c_out, c_in,
+                                       pstore.data() + xi * each);
   }
 #endif
 #pragma omp parallel for schedule(dynamic, 1) num_threads(used)
@@ -225,46 +219,31 @@ void run_chunks(int n, int depth, int rows, int tiles, int positions, const T* u
     Scratch<T>& s = scratch[static_cast<std::size_t>(omp_get_thread_num())];
     const int i0 = ci * chunk, cnt = std::min(chunk, n - i0);
     const long tcols = static_cast<long>(cnt) * tiles;  // this chunk's columns (the last may be short)
-    const long vs = xi_stride(depth, tcols), ms = xi_stride(rows, tcols);
+    const long vs = position_stride(c_in * tcols), ms = position_stride(c_out * tcols);
     T* v = s.v.data();
     T* m = s.m.data();
-    in(s, i0, cnt, v, vs, tcols);
-    for (int xi = 0; xi < positions; ++xi) {
-#if defined(DTN_OWN_SGEMM)
-      if constexpr (std::is_same<T, float>::value) {
-        sgemm::gemm_packed(rows, static_cast<int>(tcols), depth, 1.f, packed[static_cast<std::size_t>(xi)],
-                           sgemm::ViewB{plain_view<const float>(v + xi * vs, tcols), false}, 0.f,
-                           plain_view(m + xi * ms, tcols));
-        continue;
-      }
-#endif
-      gemm<T>(u_trans, false, rows, static_cast<int>(tcols), depth, T(1), u + xi * uplane, ldu, v + xi * vs,
-              static_cast<int>(tcols), T(0), m + xi * ms, static_cast<int>(tcols));
-    }
-    out(i0, cnt, m, ms, tcols);
-  }
-}
-
-// y [n, c_out, h, w] = conv(x [n, c_in, h, w], filters U_xi [c_out, c_in], or [c_in, c_out]
-// with u_trans) + bias (or nothing). Overwrites y.
-template <class T>
-void convolve(int n, int c_in, int c_out, int h, int w, const T* x, const T* u, bool u_trans, const T* bias, T* y) {
-  const int tiles = (h / 2) * (w / 2);
-  const long plane = static_cast<long>(h) * w;
-  const auto in = [&](Scratch<T>& s, int i0, int cnt, T* v, long vs, long tcols) {
     s.pad.assign(static_cast<std::size_t>((h + 2) * (w + 2)), T(0));
     for (int img = 0; img < cnt; ++img)
       for (int c = 0; c < c_in; ++c)
         transform_input(x + (static_cast<long>(i0 + img) * c_in + c) * plane, h, w, s.pad.data(),
                         v + c * tcols + static_cast<long>(img) * tiles, vs);
-  };
-  const auto out = [&](int i0, int cnt, const T* m, long ms, long tcols) {
+    for (int xi = 0; xi < 16; ++xi) {
+#if defined(DTN_OWN_SGEMM)
+      if constexpr (std::is_same<T, float>::value) {
+        sgemm::gemm_packed(c_out, static_cast<int>(tcols), c_in, 1.f, packed[xi],
+                           sgemm::ViewB{plain_view<const float>(v + xi * vs, tcols), false}, 0.f,
+                           plain_view(m + xi * ms, tcols));
+        continue;
+      }
+#endif
+      gemm<T>(u_trans, false, c_out, static_cast<int>(tcols), c_in, T(1), u + xi * us, ldu, v + xi * vs,
+              static_cast<int>(tcols), T(0), m + xi * ms, static_cast<int>(tcols));
+    }
     for (int img = 0; img < cnt; ++img)
       for (int co = 0; co < c_out; ++co)
         transform_output(m + co * tcols + static_cast<long>(img) * tiles, ms, h, w, bias ? bias[co] : T(0),
                          y + (static_cast<long>(i0 + img) * c_out + co) * plane);
-  };
-  run_chunks(n, c_in, c_out, tiles, 16, u, u_trans, in, out);
+  }
 }
 
 template <class T>
@@ -277,7 +256,7 @@ std::vector<T, AlignedAllocator<T>>& filter_scratch() {
 template <class T>
 void forward(const ConvGeom& g, const T* x, const T* w, const T* bias, T* y) {
   auto& u = filter_scratch<T>();
-  u.resize(static_cast<std::size_t>(16 * u_stride(static_cast<long>(g.c_out) * g.c_in)));
+  u.resize(static_cast<std::size_t>(16 * position_stride(static_cast<long>(g.c_out) * g.c_in)));
   transform_filter(w, g.c_out, g.c_in, false, u.data());
   convolve(g.n, g.c_in, g.c_out, g.h_in, g.w_in, x, u.data(), false, bias, y);
 }
@@ -286,7 +265,7 @@ void forward(const ConvGeom& g, const T* x, const T* w, const T* bias, T* y) {
 template <class T>
 void backward_data(const ConvGeom& g, const T* dy, const T* w, T* dx) {
   auto& u = filter_scratch<T>();
-  u.resize(static_cast<std::size_t>(16 * u_stride(static_cast<long>(g.c_out) * g.c_in)));
+  u.resize(static_cast<std::size_t>(16 * position_stride(static_cast<long>(g.c_out) * g.c_in)));
   transform_filter(w, g.c_out, g.c_in, true, u.data());
   convolve<T>(g.n, g.c_out, g.c_in, g.h_out, g.w_out, dy, u.data(), true, nullptr, dx);
 }

@@ -108,7 +108,7 @@ struct ConvPlan {
 
   ConvGeom geom;
 
-  ConvPlan(const ConvGeom& g, bool use_tf32, bool use_autotune, bool prefer_deterministic = true)
+  ConvPlan(const ConvGeom& g, bool use_tf32, bool use_autotune, bool prefer_deterministic)
       : tf32(use_tf32), autotune(use_autotune), deterministic(prefer_deterministic), geom(g) {
     try {
       DTN_CUDNN_CHECK(cudnnCreateTensorDescriptor(&x));
