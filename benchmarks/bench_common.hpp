@@ -160,7 +160,7 @@ struct Options {
   bool graph = true;
   bool tf32 = false;
   bool conv_autotune = false;
-  bool conv_gemm = false;
+  bool conv_gemm = true;   // --conv-cudnn: cuDNN's heuristic algorithms instead of the GEMM engine
   bool conv_deterministic = true;  // --conv-nondeterministic: cuDNN's first choice even if non-deterministic
   bool profile_step = false;
   bool fusion = true;  // --no-fusion: batch norm and its activation as two passes
@@ -219,7 +219,7 @@ inline Options parse_options(int argc, char** argv, bool cuda) {
     else if (a == "--gemm-n") o.gemm_n = parse_int(a, value(), 16);
     else if (a == "--tf32" && cuda) o.tf32 = true;
     else if (a == "--conv-autotune" && cuda) o.conv_autotune = true;
-    else if (a == "--conv-gemm" && cuda) o.conv_gemm = true;
+    else if (a == "--conv-cudnn" && cuda) o.conv_gemm = false;
     else if (a == "--conv-nondeterministic" && cuda) o.conv_deterministic = false;
     else if (a == "--profile-step") o.profile_step = true;
     else if (a == "--no-layers") o.layers = false;
@@ -256,8 +256,9 @@ inline Options parse_options(int argc, char** argv, bool cuda) {
                  "  --tf32            allow TF32 tensor-core math (default off: exact FP32, as torch_dtn.py)\n"
                  "  --conv-autotune   choose cuDNN's convolution algorithms by timing them (cudnnFind*,\n"
                  "                    dtn::cuda::set_conv_autotune); rows are then labelled tuned, tuned+graph\n"
-                 "  --conv-gemm       every convolution pass on the GEMM engine, im2col/gather + cuBLAS\n"
-                 "                    (dtn::cuda::set_conv_gemm); the mode label gets a +gemm suffix\n"
+                 "  --conv-cudnn      convolutions on cuDNN's heuristic algorithms instead of the GEMM\n"
+                 "                    engine, the default (dtn::cuda::set_conv_gemm(false)); the mode label\n"
+                 "                    gets a +cudnn suffix\n"
                  "  --conv-nondeterministic  cuDNN's non-deterministic algorithms allowed like the others\n"
                  "                    (dtn::cuda::set_conv_deterministic(false), as PyTorch's default); the mode\n"
                  "                    label gets a +nondet suffix\n"

@@ -13,8 +13,8 @@
 #                    end past it is left out (said in the log), so that the comparison at the end
 #                    always runs. The runs go most important first: dtn plain, PyTorch eager,
 #                    dtn autotuned, torch.compile, dtn autotuned with non-deterministic cuDNN
-#                    algorithms allowed, dtn on the GEMM engine, the TF32 pair, dtn with batch
-#                    norm and its activation unfused.
+#                    algorithms allowed, dtn on cuDNN's heuristic algorithms, the TF32 pair, dtn
+#                    with batch norm and its activation unfused.
 set -uo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/.." && pwd)
@@ -98,10 +98,10 @@ torch "torch_dtn.py --modes compile (batches ${COMPILE_BATCHES:-128}, rows ${COM
 # tuned+nondet): what dtn's deterministic default costs, layer by layer.
 dtn "bench_dtn_cuda --conv-autotune --conv-nondeterministic" 60 dtn_cuda_nondet.json --conv-autotune \
   --conv-nondeterministic --no-layers --rows dtn_step --batches 128 --profile-step
-# Every convolution pass on the GEMM engine (im2col / gather kernels + cuBLAS;
-# dtn::cuda::set_conv_gemm, off by default until measured): rows labelled dtn+gemm and
-# graph+gemm, and the per-layer table, to set beside the plain run's pass by pass.
-dtn "bench_dtn_cuda --conv-gemm" 90 dtn_cuda_gemm.json --conv-gemm --profile-step
+# Convolutions on cuDNN's heuristic algorithms (dtn::cuda::set_conv_gemm(false)) instead of the
+# GEMM engine, the default since the H200 run of 2026-12-04: rows labelled dtn+cudnn and
+# graph+cudnn, and the per-layer table, to set beside the plain run's pass by pass.
+dtn "bench_dtn_cuda --conv-cudnn" 90 dtn_cuda_cudnn.json --conv-cudnn --profile-step
 # TF32 on both sides: exact FP32 caps the step near cuBLAS's SGEMM rate (RESULTS.md), TF32 does
 # not; dtn's is opt-in (dtn::cuda::set_tf32), PyTorch's allow_tf32 flags.
 if [[ ${TF32:-1} != 0 ]]; then

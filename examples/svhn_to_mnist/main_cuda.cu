@@ -7,6 +7,6 @@ int run_cuda(const digits::Options& o) {
   dtn::cuda::set_tf32(o.tf32);
   dtn::cuda::set_conv_autotune(o.conv_autotune);
   dtn::cuda::set_conv_deterministic(!o.conv_nondeterministic);
-  dtn::cuda::set_conv_gemm(o.conv_gemm);
+  dtn::cuda::set_conv_gemm(!o.conv_cudnn);
   return digits::run_pipeline<dtn::Cuda>(o);
 }

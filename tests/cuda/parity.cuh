@@ -312,8 +312,6 @@ inline std::vector<float> random_vector(std::size_t n, std::uint64_t seed, doubl
   return v;
 }
 
-// Every convolution pass of the calling thread on the GEMM engine (dtn::cuda::set_conv_gemm) or
-// on cuDNN for the scope's lifetime; the previous setting comes back after.
 // Sets one of this thread's CUDA modes (Get/Set: dtn::cuda::conv_gemm/set_conv_gemm, ...) for a
 // scope and restores it after, also when a check throws.
 template <bool (*Get)(), void (*Set)(bool)>

@@ -155,7 +155,7 @@ void network_parity(const char* what, const dtn::Shape& sample, int batch, bool 
   CHECK(e_eval <= kNet);
   const double e_eval_dx = err(gpu.backward(dyg.view()), cpu.backward(dyc.view()));
   CHECK(e_eval_dx <= kNet);
-  MESSAGE(std::string(what) << (fusion ? "" : " (unfused)") << ": relative L2 error forward " << e_fwd
+  MESSAGE(std::string(what) << std::string(fusion ? "" : " (unfused)") << ": relative L2 error forward " << e_fwd
                             << ", input gradient " << e_dx << ", parameter gradients " << e_grads
                             << "; evaluation mode forward " << e_eval << ", input gradient " << e_eval_dx);
 }
@@ -172,6 +172,11 @@ TEST_CASE("network parity: forward, input gradient and every parameter gradient 
   network_parity<Classifier>("classifier", dtn::Shape{3, 16, 16}, 6, false);
   network_parity<Generator>("generator", dtn::Shape{8, 1, 1}, 6, false);
   network_parity<FusedPairs>("batch norm then leaky relu and tanh", dtn::Shape{2, 9, 9}, 5, false);
+  // Convolutions on cuDNN (its heuristic algorithms) instead of the GEMM engine, the default.
+  const parity::ConvGemmScope cudnn(false);
+  network_parity<Classifier>("classifier on cuDNN", dtn::Shape{3, 16, 16}, 6);
+  network_parity<Generator>("generator on cuDNN", dtn::Shape{8, 1, 1}, 6);
+  network_parity<Preprocess>("preprocessing on cuDNN", dtn::Shape{1, 10, 10}, 4);
 }
 
 TEST_CASE("end to end: five Adam steps of a classifier and a generator give the same losses on both devices") {

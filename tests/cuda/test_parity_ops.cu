@@ -32,20 +32,33 @@ std::size_t xs(const ConvGeom& g) { return static_cast<std::size_t>(g.n) * g.c_i
 std::size_t ws(const ConvGeom& g) { return static_cast<std::size_t>(g.c_out) * g.c_in * g.kh * g.kw; }
 std::size_t ys(const ConvGeom& g) { return static_cast<std::size_t>(g.n) * g.c_out * g.h_out * g.w_out; }
 
+// The three passes on cuDNN (its heuristic algorithm), switched on for the op only: the GEMM
+// engine, the default, has cases of its own below.
 void add_conv_cases(std::vector<Case>& cs, const std::string& tag, const ConvGeom& g) {
   cs.push_back(make_case("conv2d_forward " + tag, kSum, {in("x", xs(g)), in("w", ws(g)), in("b", g.c_out), out("y", ys(g))},
-                         [g](auto B, auto& b) { decltype(B)::conv2d_forward(g, b.f(0), b.f(1), b.f(2), b.f(3)); }));
+                         [g](auto B, auto& b) {
+                           const ConvGemmScope cudnn(false);
+                           decltype(B)::conv2d_forward(g, b.f(0), b.f(1), b.f(2), b.f(3));
+                         }));
   cs.push_back(make_case("conv2d_forward nobias " + tag, kSum, {in("x", xs(g)), in("w", ws(g)), out("y", ys(g))},
                          [g](auto B, auto& b) {
+                           const ConvGemmScope cudnn(false);
                            decltype(B)::conv2d_forward(g, b.f(0), b.f(1), static_cast<const float*>(nullptr), b.f(2));
                          }));
   cs.push_back(make_case("conv2d_backward_data " + tag, kSum, {in("dy", ys(g)), in("w", ws(g)), out("dx", xs(g))},
-                         [g](auto B, auto& b) { decltype(B)::conv2d_backward_data(g, b.f(0), b.f(1), b.f(2)); }));
+                         [g](auto B, auto& b) {
+                           const ConvGemmScope cudnn(false);
+                           decltype(B)::conv2d_backward_data(g, b.f(0), b.f(1), b.f(2));
+                         }));
   cs.push_back(make_case("conv2d_backward_filter " + tag, kSum,
                          {in("x", xs(g)), in("dy", ys(g)), acc("dw", ws(g)), acc("db", g.c_out)},
-                         [g](auto B, auto& b) { decltype(B)::conv2d_backward_filter(g, b.f(0), b.f(1), b.f(2), b.f(3)); }));
+                         [g](auto B, auto& b) {
+                           const ConvGemmScope cudnn(false);
+                           decltype(B)::conv2d_backward_filter(g, b.f(0), b.f(1), b.f(2), b.f(3));
+                         }));
   cs.push_back(make_case("conv2d_backward_filter nobias " + tag, kSum, {in("x", xs(g)), in("dy", ys(g)), acc("dw", ws(g))},
                          [g](auto B, auto& b) {
+                           const ConvGemmScope cudnn(false);
                            decltype(B)::conv2d_backward_filter(g, b.f(0), b.f(1), b.f(2), static_cast<float*>(nullptr));
                          }));
 }

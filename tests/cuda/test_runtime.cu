@@ -499,42 +499,61 @@ TEST_CASE("conv autotune: off by default and per thread, timed choices agree wit
   }
   CHECK(listed == 1);
 
-  // A geometry first met inside a graph capture takes cuDNN's heuristics (cudnnFind would
-  // synchronise and allocate, which a capture forbids): the capture succeeds, and the replay
-  // gives the bits of the heuristic choice made eagerly with autotuning off.
-  const ConvGeom g2 = parity::conv_geom(2, 4, 8, 8, 8, 3, 1, 1);
-  auto x2 = tensor_of(random_vector(2 * 4 * 64, 54)), w2 = tensor_of(random_vector(8 * 4 * 9, 55));
-  dtn::Tensor<float, Cuda> y2(dtn::Shape{2, 8, 8, 8});
-  dtn::cuda::set_conv_autotune(false);
-  GpuB::conv2d_forward(g2, x2.data(), w2.data(), static_cast<const float*>(nullptr), y2.data());  // warms the workspace
-  const auto eager = dtn::to_vector(y2);
-  dtn::cuda::set_conv_autotune(true);
-  y2.zero();
-  dtn::cuda::synchronize();
-  cudaStream_t s = dtn::cuda::stream();
-  cudaGraph_t graph = nullptr;
-  DTN_CUDA_CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
-  try {
-    GpuB::conv2d_forward(g2, x2.data(), w2.data(), static_cast<const float*>(nullptr), y2.data());
-  } catch (...) {
-    cudaGraph_t broken = nullptr;
-    (void)cudaStreamEndCapture(s, &broken);
-    if (broken) (void)cudaGraphDestroy(broken);
+  // A geometry first met inside a graph capture is not timed (cudnnFind would synchronise and
+  // allocate, which a capture forbids): it takes the untimed choice, the GEMM engine by default
+  // (set_conv_gemm), else cuDNN's heuristics. Either way the capture succeeds, and the replay
+  // gives the bits of the choice made eagerly with autotuning off.
+  // Two geometries, one per untimed choice, each first met in its capture.
+  for (const bool gemm : {true, false}) {
+    CAPTURE(gemm);
+    const parity::ConvGemmScope engine(gemm);
+    const int c = gemm ? 4 : 5;
+    const ConvGeom g2 = parity::conv_geom(2, c, 8, 8, 8, 3, 1, 1);
+    auto x2 = tensor_of(random_vector(2 * c * 64, 54)), w2 = tensor_of(random_vector(8 * c * 9, 55));
+    dtn::Tensor<float, Cuda> y2(dtn::Shape{2, 8, 8, 8});
     dtn::cuda::set_conv_autotune(false);
-    throw;
+    GpuB::conv2d_forward(g2, x2.data(), w2.data(), static_cast<const float*>(nullptr), y2.data());  // warms the workspace
+    const auto eager = dtn::to_vector(y2);
+    dtn::cuda::set_conv_autotune(true);
+    y2.zero();
+    dtn::cuda::synchronize();
+    cudaStream_t s = dtn::cuda::stream();
+    cudaGraph_t graph = nullptr;
+    DTN_CUDA_CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
+    try {
+      GpuB::conv2d_forward(g2, x2.data(), w2.data(), static_cast<const float*>(nullptr), y2.data());
+    } catch (...) {
+      cudaGraph_t broken = nullptr;
+      (void)cudaStreamEndCapture(s, &broken);
+      if (broken) (void)cudaGraphDestroy(broken);
+      dtn::cuda::set_conv_autotune(false);
+      throw;
+    }
+    DTN_CUDA_CHECK(cudaStreamEndCapture(s, &graph));
+    cudaGraphExec_t exec = nullptr;
+    DTN_CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
+    DTN_CUDA_CHECK(cudaGraphLaunch(exec, s));
+    CHECK(parity::same_bits(dtn::to_vector(y2), eager));
+    DTN_CUDA_CHECK(cudaGraphExecDestroy(exec));
+    DTN_CUDA_CHECK(cudaGraphDestroy(graph));
+    dtn::cuda::set_conv_autotune(false);
+    // The plan made in the capture is listed as timed mode but holds the untimed engine, no times.
+    const std::string tag = "x [2, " + std::to_string(c) + ", 8, 8]";
+    int listed = 0;
+    for (const std::string& line : dtn::cuda::conv_choices()) {
+      if (line.find(tag) == std::string::npos || line.find("timed") == std::string::npos) continue;
+      ++listed;
+      CAPTURE(line);
+      CHECK(line.find(gemm ? "; fwd gemm" : "; fwd cudnn algo") != std::string::npos);
+      CHECK(line.find(" ms") == std::string::npos);
+    }
+    CHECK(listed == 1);
   }
-  DTN_CUDA_CHECK(cudaStreamEndCapture(s, &graph));
-  cudaGraphExec_t exec = nullptr;
-  DTN_CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
-  DTN_CUDA_CHECK(cudaGraphLaunch(exec, s));
-  CHECK(parity::same_bits(dtn::to_vector(y2), eager));
-  DTN_CUDA_CHECK(cudaGraphExecDestroy(exec));
-  DTN_CUDA_CHECK(cudaGraphDestroy(graph));
-  dtn::cuda::set_conv_autotune(false);
 }
 
 TEST_CASE("conv determinism: on by default and per thread, and off, cuDNN's first choice agrees with the CPU and is listed") {
   CHECK(dtn::cuda::conv_deterministic());
+  const parity::ConvGemmScope cudnn(false);  // cuDNN's heuristic choice where not timed
   // A stride-2 geometry, where cuDNN's backward passes offer non-deterministic algorithms.
   const ConvGeom g = parity::conv_geom(3, 16, 12, 12, 20, 3, 2, 1);
   const std::size_t nx = 3 * 16 * 144, nw = 20 * 16 * 9, ny = 3 * 20 * 36;

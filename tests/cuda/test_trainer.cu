@@ -162,13 +162,13 @@ void graph_replays_eager_step(bool gemm_engine, Between between = Between::nothi
 
 }  // namespace
 
-TEST_CASE("DomainTransfer on the GPU matches the CPU trainer over 3 steps") { trainer_matches_cpu(false); }
+TEST_CASE("DomainTransfer on the GPU with cuDNN convolutions matches the CPU trainer over 3 steps") { trainer_matches_cpu(false); }
 
-TEST_CASE("DomainTransfer on the GPU's GEMM convolution engine matches the CPU trainer over 3 steps") {
+TEST_CASE("DomainTransfer on the GPU's GEMM convolution engine (the default) matches the CPU trainer over 3 steps") {
   trainer_matches_cpu(true);
 }
 
-TEST_CASE("a whole DTN training step as a CUDA graph replays the eager step bit for bit, without cudaMalloc") {
+TEST_CASE("a whole DTN training step on cuDNN convolutions as a CUDA graph replays the eager step bit for bit, without cudaMalloc") {
   graph_replays_eager_step(false);
 }
 

@@ -138,7 +138,7 @@ class Context {
   std::size_t scratch_bytes_ = 0;
   bool tf32_ = false;
   bool conv_autotune_ = false;
-  bool conv_gemm_ = false;
+  bool conv_gemm_ = true;
   bool conv_deterministic_ = true;
 };
 
@@ -184,18 +184,23 @@ float elapsed_ms(cudaStream_t s, const Event& a, const Event& b, Run&& run) {
 // false, gives exact FP32 (FMA) results comparable with the CPU backend.
 inline void set_tf32(bool on) { context().set_tf32(on); }
 inline bool tf32() { return context().tf32(); }
-// Opt in (or out) of timing cuDNN's convolution algorithms for this thread (as PyTorch's
-// torch.backends.cudnn.benchmark): each new geometry's algorithms are then chosen by
-// cudnnFind*, which runs them, instead of by cuDNN's heuristics. Deterministic algorithms are
-// still preferred. The search synchronises the device and allocates memory of its own, so it is
-// done outside CUDA graph capture only (a geometry first seen during capture takes the
-// heuristics); and since timings vary, two processes may choose different algorithms, whose
-// results can differ in the last bits. Default false.
+// Opt in (or out) of timing the convolution engines for this thread (as PyTorch's
+// torch.backends.cudnn.benchmark): each new geometry's passes are then run on whichever times
+// faster, cuDNN's best algorithm by cudnnFind* (deterministic ones still preferred) or the GEMM
+// engine. The search synchronises the device and allocates memory of its own, so it is done
+// outside CUDA graph capture only (a geometry first seen during capture takes the untimed
+// choice, set_conv_gemm's); and since timings vary, two processes may choose differently, and
+// their results can differ in the last bits. Default false.
 inline void set_conv_autotune(bool on) { context().set_conv_autotune(on); }
 inline bool conv_autotune() { return context().conv_autotune(); }
-// Run every pass of this thread's non-dense convolutions whose indices fit 32 bits on the GEMM
-// engine (conv_gemm.cuh: im2col / gather kernels and cuBLAS, deterministic) instead of cuDNN.
-// Default false: until measured on a GPU, only autotuning picks it, and only where it times faster.
+// Whether this thread's non-dense convolutions whose indices fit 32 bits run on the GEMM engine
+// (conv_gemm.cuh: im2col / gather kernels and cuBLAS, deterministic) rather than on the algorithm
+// cuDNN's heuristics pick. Default true: on an H200 (2026-12-04, benchmarks/RESULTS.md) the
+// engine ran the DTN step at batch 128 in 11.8 ms against 23.2 ms with cuDNN's deterministic
+// heuristic choices, whose stride-2 backward passes ran at 8-25% of the SGEMM rate. false gives
+// cuDNN's heuristic choice. With set_conv_autotune(true) each pass takes whichever of the two
+// times faster, and this setting only decides a pass that cannot be timed (first met inside a
+// graph capture).
 inline void set_conv_gemm(bool on) { context().set_conv_gemm(on); }
 inline bool conv_gemm() { return context().conv_gemm(); }
 // Whether this thread's convolutions keep to cuDNN's deterministic algorithms where cuDNN has one

@@ -178,12 +178,19 @@ struct ConvPlan {
   }
 
   // When autotuning (outside capture) and the GEMM engine takes g: time run_gemm() and take the
-  // GEMM engine for this direction if it beats the cuDNN algorithm just chosen.
+  // GEMM engine for this direction if it beats the cuDNN algorithm just chosen. Where the choice
+  // cannot be timed (a plan first needed inside a graph capture), the untimed default stands:
+  // the GEMM engine if gemm_default (set_conv_gemm, on by default), as without autotuning.
   // A timing run that fails with the stream intact (out of memory, a cuBLAS error) leaves cuDNN
   // in place rather than failing an op cuDNN can run; a device fault is rethrown.
   template <class Run>
-  void consider_gemm(cudaStream_t s, const ConvGeom& g, float (&ms)[2], ConvEngine& engine, Run&& run_gemm) {
-    if (!timed(s) || !conv_gemm_supported(g)) return;
+  void consider_gemm(cudaStream_t s, const ConvGeom& g, bool gemm_default, float (&ms)[2], ConvEngine& engine,
+                     Run&& run_gemm) {
+    if (!conv_gemm_supported(g)) return;
+    if (!timed(s)) {
+      if (gemm_default) engine = ConvEngine::gemm;
+      return;
+    }
     try {
       ms[1] = time_on_stream(s, run_gemm);
     } catch (const error&) {
@@ -322,9 +329,18 @@ inline std::vector<std::string> conv_choices() {
   return out;
 }
 
-// Each pass below: the dense GEMM where conv_is_dense; else the GEMM engine when it is forced
-// and takes g (no cuDNN plan is made then); else the plan's engine for the pass, chosen on its
-// first use (cuDNN's algorithm, then, when autotuning, the GEMM engine timed beside it).
+namespace detail {
+// Whether g's passes run on the GEMM engine with no plan made: the engine is on
+// (set_conv_gemm, the default), takes g, and no timed choice (set_conv_autotune) is asked for.
+inline bool conv_gemm_untimed(const Context& ctx, const ConvGeom& g) {
+  return ctx.conv_gemm() && !ctx.conv_autotune() && conv_gemm_supported(g);
+}
+}  // namespace detail
+
+// Each pass below: the dense GEMM where conv_is_dense; else the GEMM engine when it is on and
+// takes g and autotuning is off (no cuDNN plan is made then); else the plan's engine for the
+// pass, chosen on its first use (cuDNN's algorithm, then, when autotuning, the GEMM engine timed
+// beside it).
 inline void conv2d_forward(const ConvGeom& g, const float* x, const float* w, const float* bias, float* y) {
   detail::validate_conv(g, "conv2d_forward");
   if (g.n == 0) return;
@@ -335,11 +351,12 @@ inline void conv2d_forward(const ConvGeom& g, const float* x, const float* w, co
   }
   Context& ctx = context();
   detail::ConvPlan* plan = nullptr;
-  if (!(ctx.conv_gemm() && detail::conv_gemm_supported(g))) {
+  if (!detail::conv_gemm_untimed(ctx, g)) {
     plan = &detail::conv_plan(g);
     if (!plan->have_fwd) {
       plan->choose_forward(ctx.cudnn(), ctx.stream(), g);
-      plan->consider_gemm(ctx.stream(), g, plan->fwd_ms, plan->fwd_engine, [&] { conv2d_forward_gemm(g, x, w, y); });
+      plan->consider_gemm(ctx.stream(), g, ctx.conv_gemm(), plan->fwd_ms, plan->fwd_engine,
+                          [&] { conv2d_forward_gemm(g, x, w, y); });
     }
   }
   if (plan == nullptr || plan->fwd_engine == detail::ConvEngine::gemm) {
@@ -363,11 +380,11 @@ inline void conv2d_backward_data(const ConvGeom& g, const float* dy, const float
   }
   Context& ctx = context();
   detail::ConvPlan* plan = nullptr;
-  if (!(ctx.conv_gemm() && detail::conv_gemm_supported(g))) {
+  if (!detail::conv_gemm_untimed(ctx, g)) {
     plan = &detail::conv_plan(g);
     if (!plan->have_bwd_data) {
       plan->choose_backward_data(ctx.cudnn(), ctx.stream(), g);
-      plan->consider_gemm(ctx.stream(), g, plan->bwd_data_ms, plan->bwd_data_engine,
+      plan->consider_gemm(ctx.stream(), g, ctx.conv_gemm(), plan->bwd_data_ms, plan->bwd_data_engine,
                           [&] { conv2d_backward_data_gemm(g, dy, w, dx); });
     }
   }
@@ -393,12 +410,14 @@ inline void conv2d_backward_filter(const ConvGeom& g, const float* x, const floa
   }
   Context& ctx = context();
   detail::ConvPlan* plan = nullptr;
-  if (!(ctx.conv_gemm() && detail::conv_gemm_supported(g))) {
+  if (!detail::conv_gemm_untimed(ctx, g)) {
     plan = &detail::conv_plan(g);
     if (!plan->have_bwd_filter) {
       plan->choose_backward_filter(ctx.cudnn(), ctx.stream(), g);
       // Timed into a scratch filter: the pass accumulates, and dw must get exactly one gradient.
-      if (plan->timed(ctx.stream()) && detail::conv_gemm_supported(g)) {
+      if (!plan->timed(ctx.stream())) {
+        plan->consider_gemm(ctx.stream(), g, ctx.conv_gemm(), plan->bwd_filter_ms, plan->bwd_filter_engine, [] {});
+      } else if (detail::conv_gemm_supported(g)) {
         std::optional<Tensor<float, Cuda>> scratch;
         try {
           scratch.emplace(Shape{g.c_out, static_cast<std::int64_t>(detail::conv_gemm_k(g))});
@@ -406,7 +425,7 @@ inline void conv2d_backward_filter(const ConvGeom& g, const float* x, const floa
           (void)cudaGetLastError();  // no scratch: cuDNN stays
         }
         if (scratch)
-          plan->consider_gemm(ctx.stream(), g, plan->bwd_filter_ms, plan->bwd_filter_engine,
+          plan->consider_gemm(ctx.stream(), g, ctx.conv_gemm(), plan->bwd_filter_ms, plan->bwd_filter_engine,
                               [&] { conv2d_backward_filter_gemm(g, x, dy, scratch->data()); });
       }
     }
