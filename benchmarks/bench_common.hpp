@@ -254,8 +254,9 @@ inline Options parse_options(int argc, char** argv, bool cuda) {
           o.gemm_n,
           cuda ? "  --no-graph        no CUDA-graph replay rows\n"
                  "  --tf32            allow TF32 tensor-core math (default off: exact FP32, as torch_dtn.py)\n"
-                 "  --conv-autotune   choose cuDNN's convolution algorithms by timing them (cudnnFind*,\n"
-                 "                    dtn::cuda::set_conv_autotune); rows are then labelled tuned, tuned+graph\n"
+                 "  --conv-autotune   run each convolution pass on whichever times fastest: cuDNN's legacy\n"
+                 "                    algorithms (cudnnFind*), its graph-API plans or the GEMM engine\n"
+                 "                    (dtn::cuda::set_conv_autotune); rows are then labelled tuned, tuned+graph\n"
                  "  --conv-cudnn      convolutions on cuDNN's heuristic algorithms instead of the GEMM\n"
                  "                    engine, the default (dtn::cuda::set_conv_gemm(false)); the mode label\n"
                  "                    gets a +cudnn suffix\n"

@@ -294,7 +294,9 @@ int main(int argc, char** argv) {
     }
 #endif
     if (o.conv_autotune) {
-      std::printf("convolution choices (autotuned; times are cuDNN's cudnnFind and the GEMM engine's best of 3):\n");
+      std::printf(
+          "convolution choices (autotuned; times: cuDNN's cudnnFind, then the best of 3 runs of the GEMM engine\n"
+          "and of the fastest graph-API plan):\n");
       for (const std::string& line : dtn::cuda::conv_choices()) std::printf("  %s\n", line.c_str());
     }
     const dtn::cuda::AllocatorStats st = dtn::cuda::allocator_stats();

@@ -328,6 +328,10 @@ class ModeScope {
 using ConvGemmScope = ModeScope<dtn::cuda::conv_gemm, dtn::cuda::set_conv_gemm>;
 using ConvAutotuneScope = ModeScope<dtn::cuda::conv_autotune, dtn::cuda::set_conv_autotune>;
 using ConvDeterministicScope = ModeScope<dtn::cuda::conv_deterministic, dtn::cuda::set_conv_deterministic>;
+inline bool conv_graph_forced() { return dtn::cuda::detail::conv_graph_forced(); }
+inline void set_conv_graph_forced(bool on) { dtn::cuda::detail::conv_graph_forced() = on; }
+// Autotuning takes cuDNN's graph-API plan wherever one builds (dtn::cuda::detail::conv_graph_forced).
+using ConvGraphForcedScope = ModeScope<conv_graph_forced, set_conv_graph_forced>;
 
 // The geometry of a square convolution (h x w input, k x k kernel) with its output size.
 inline dtn::ConvGeom conv_geom(int n, int c_in, int h, int w, int c_out, int k, int stride, int pad) {

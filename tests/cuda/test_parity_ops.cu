@@ -83,6 +83,29 @@ void add_conv_gemm_cases(std::vector<Case>& cs, const std::string& tag, const Co
                          }));
 }
 
+// The three passes on cuDNN's graph API: autotuning, with its plan forced wherever one builds
+// (the test of conv autotune in test_runtime.cu checks that it was taken).
+void add_conv_graph_cases(std::vector<Case>& cs, const std::string& tag, const ConvGeom& g) {
+  cs.push_back(make_case("conv2d_forward graph API " + tag, kSum,
+                         {in("x", xs(g)), in("w", ws(g)), in("b", g.c_out), out("y", ys(g))}, [g](auto B, auto& b) {
+                           const ConvAutotuneScope tuned(true);
+                           const ConvGraphForcedScope forced(true);
+                           decltype(B)::conv2d_forward(g, b.f(0), b.f(1), b.f(2), b.f(3));
+                         }));
+  cs.push_back(make_case("conv2d_backward_data graph API " + tag, kSum,
+                         {in("dy", ys(g)), in("w", ws(g)), out("dx", xs(g))}, [g](auto B, auto& b) {
+                           const ConvAutotuneScope tuned(true);
+                           const ConvGraphForcedScope forced(true);
+                           decltype(B)::conv2d_backward_data(g, b.f(0), b.f(1), b.f(2));
+                         }));
+  cs.push_back(make_case("conv2d_backward_filter graph API " + tag, kSum,
+                         {in("x", xs(g)), in("dy", ys(g)), acc("dw", ws(g)), acc("db", g.c_out)}, [g](auto B, auto& b) {
+                           const ConvAutotuneScope tuned(true);
+                           const ConvGraphForcedScope forced(true);
+                           decltype(B)::conv2d_backward_filter(g, b.f(0), b.f(1), b.f(2), b.f(3));
+                         }));
+}
+
 void add_gemm_case(std::vector<Case>& cs, bool ta, bool tb, int m, int n, int k, float alpha, float beta, int pad) {
   // Row-major op(A) [m, k], op(B) [k, n]; leading dimensions padded by `pad` columns.
   const int a_rows = ta ? k : m, a_cols = ta ? m : k, b_rows = tb ? n : k, b_cols = tb ? k : n;
@@ -283,6 +306,10 @@ std::vector<Case> cases() {
   add_conv_gemm_cases(cs, "g4 as conv 1->128 4x4 s2 p1 32x32", conv_geom(4, 1, 32, 32, 128, 4, 2, 1));
   add_conv_gemm_cases(cs, "f2 64->128 3x3 p1 16x16", conv_geom(4, 64, 16, 16, 128, 3, 1, 1));
   add_conv_gemm_cases(cs, "odd 5->7 3x3 s2 p0 13x11", conv_geom(3, 5, 13, 11, 7, 3, 2, 0));
+  add_conv_graph_cases(cs, "D6 256->512 3x3 s2 p1 8x8", conv_geom(4, 256, 8, 8, 512, 3, 2, 1));
+  add_conv_graph_cases(cs, "g3 as conv 128->256 4x4 s2 p1 16x16", conv_geom(4, 128, 16, 16, 256, 4, 2, 1));
+  add_conv_graph_cases(cs, "f2 64->128 3x3 p1 16x16", conv_geom(4, 64, 16, 16, 128, 3, 1, 1));
+  add_conv_graph_cases(cs, "odd 5->7 3x3 s2 p0 13x11", conv_geom(3, 5, 13, 11, 7, 3, 2, 0));
   // 53 MiB of workspace per image: 3 images in chunks of 2 and 1
   const ConvGeom chunked = conv_geom(3, 64, 144, 144, 64, 3, 1, 1);
   REQUIRE(dtn::cuda::detail::conv_gemm_chunk_images(chunked) == 2);

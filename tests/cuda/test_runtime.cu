@@ -551,6 +551,55 @@ TEST_CASE("conv autotune: off by default and per thread, timed choices agree wit
   }
 }
 
+TEST_CASE("conv autotune: cuDNN's graph-API plans run every pass and agree with the CPU, in FP32 and TF32") {
+  // The graph API is one of autotuning's candidates; forced here, so that its execution path is
+  // checked whether or not it wins the timing on this GPU. Two of the DTN's kinds of layer: a
+  // stride-1 3x3 convolution (f) and a stride-2 one (D), small.
+  const parity::ConvAutotuneScope tuned(true);
+  const parity::ConvGraphForcedScope forced(true);
+  const ConvGeom geoms[] = {parity::conv_geom(4, 32, 8, 8, 48, 3, 1, 1), parity::conv_geom(4, 32, 16, 16, 64, 3, 2, 1)};
+  for (const bool tf32 : {false, true}) {
+    CAPTURE(tf32);
+    const parity::ModeScope<dtn::cuda::tf32, dtn::cuda::set_tf32> math(tf32);
+    for (const ConvGeom& g : geoms) {
+      CAPTURE(g.stride);
+      const std::size_t nx = static_cast<std::size_t>(g.n) * g.c_in * g.h_in * g.w_in,
+                        nw = static_cast<std::size_t>(g.c_out) * g.c_in * 9,
+                        ny = static_cast<std::size_t>(g.n) * g.c_out * g.h_out * g.w_out;
+      const auto hx = random_vector(nx, 70), hw = random_vector(nw, 71), hb = random_vector(g.c_out, 72);
+      const auto hdy = random_vector(ny, 73);
+      const auto cpu = conv_passes<dtn::Cpu>(g, hx, hw, hb, hdy);
+      const auto gpu = conv_passes<Cuda>(g, hx, hw, hb, hdy);
+      // Exact FP32: the parity table's bound for sums of K products (kSum = 1e-4; K = 288 and
+      // more here). TF32 rounds both operands to 10 mantissa bits (relative 2^-11 = 4.9e-4
+      // each, so up to about 1e-3 a product), random in sign across a sum: 2e-3.
+      const double bound = tf32 ? 2e-3 : 1e-4;
+      for (std::size_t i = 0; i < cpu.size(); ++i) {
+        CAPTURE(i);
+        CHECK(parity::rel_l2(gpu[i], cpu[i]) <= bound);  // dw: timed into scratch, accumulated once
+      }
+      // All three passes ran on a graph-API plan, listed with its engine and time; in exact FP32
+      // none that uses tensor cores.
+      const std::string tag = "x [4, 32, " + std::to_string(g.h_in) + ", " + std::to_string(g.w_in) + "]";
+      int listed = 0;
+      for (const std::string& line : dtn::cuda::conv_choices()) {
+        if (line.find(tag) == std::string::npos || line.find(tf32 ? "tf32" : "fp32") == std::string::npos ||
+            line.find("timed") == std::string::npos)
+          continue;
+        ++listed;
+        CAPTURE(line);
+        for (const char* pass : {"; fwd cudnn graph engine ", "; bwd_data cudnn graph engine ",
+                                 "; bwd_filter cudnn graph engine "})
+          CHECK(line.find(pass) != std::string::npos);
+        CHECK(line.find(", graph ") != std::string::npos);
+        if (!tf32) CHECK(line.find("(tensor cores)") == std::string::npos);
+        MESSAGE(line);
+      }
+      CHECK(listed == 1);
+    }
+  }
+}
+
 TEST_CASE("conv determinism: on by default and per thread, and off, cuDNN's first choice agrees with the CPU and is listed") {
   CHECK(dtn::cuda::conv_deterministic());
   const parity::ConvGemmScope cudnn(false);  // cuDNN's heuristic choice where not timed

@@ -106,8 +106,11 @@ void trainer_matches_cpu(bool gemm_engine) {
 enum class Between { nothing, moved_workspace, larger_batch };
 
 // ns: the source batch (the target batch is 8).
-void graph_replays_eager_step(bool gemm_engine, Between between = Between::nothing, int ns = 8) {
+// graph_api: autotuning on, with cuDNN's graph-API plans taken wherever they build.
+void graph_replays_eager_step(bool gemm_engine, Between between = Between::nothing, int ns = 8, bool graph_api = false) {
   const parity::ConvGemmScope engine(gemm_engine);
+  const parity::ConvAutotuneScope tuned(graph_api);
+  const parity::ConvGraphForcedScope forced(graph_api);
   dtn::DtnConfig cfg;
   cfg.seed = 6;
   cfg.gamma = 0.05;
@@ -158,6 +161,12 @@ void graph_replays_eager_step(bool gemm_engine, Between between = Between::nothi
   CHECK(parity::same_bits(dtn::to_vector(graphed.d().parameters()), dtn::to_vector(eager.d().parameters())));
   CHECK(graphed.steps() == 5);
   CHECK(graphed.g_optimizer().steps() == 5);
+  if (graph_api) {
+    int on_graph_api = 0;
+    for (const std::string& line : dtn::cuda::conv_choices())
+      if (line.find("timed") != std::string::npos && line.find("cudnn graph engine") != std::string::npos) ++on_graph_api;
+    CHECK(on_graph_api > 0);  // the step's convolutions did run on graph-API plans
+  }
 }
 
 }  // namespace
@@ -174,6 +183,10 @@ TEST_CASE("a whole DTN training step on cuDNN convolutions as a CUDA graph repla
 
 TEST_CASE("a whole DTN training step on the GEMM convolution engine as a CUDA graph replays bit for bit") {
   graph_replays_eager_step(true);
+}
+
+TEST_CASE("a whole DTN training step on cuDNN graph-API plans (autotuned) as a CUDA graph replays bit for bit") {
+  graph_replays_eager_step(false, Between::nothing, 8, true);
 }
 
 TEST_CASE("a DTN step graph is recaptured, not replayed, after the convolution workspace has moved") {

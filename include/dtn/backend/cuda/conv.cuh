@@ -23,10 +23,11 @@
 // (Not yet measured on a GPU.)
 //
 // Each pass can also run on the GEMM engine of conv_gemm.cuh (im2col / gather kernels and one
-// cuBLAS SGEMM per image chunk): always with dtn::cuda::set_conv_gemm(true) (where the shape fits
-// its 32-bit indices), and when autotuning as one more candidate, timed on the op's own buffers
-// against cuDNN's best and taken if faster. With neither, cuDNN only, as before. The choices are
-// listed by dtn::cuda::conv_choices().
+// cuBLAS SGEMM per image chunk): always with dtn::cuda::set_conv_gemm(true), the default (where
+// the shape fits its 32-bit indices), and when autotuning as one more candidate, timed on the
+// op's own buffers against cuDNN's best and taken if faster. Autotuning also times the plans of
+// cuDNN's graph API (conv_graph.cuh), which reach engines the legacy API does not. The choices
+// are listed by dtn::cuda::conv_choices().
 #include <cudnn.h>
 
 #include <cstddef>
@@ -44,6 +45,7 @@
 #include "check.cuh"
 #include "context.cuh"
 #include "conv_gemm.cuh"
+#include "conv_graph.cuh"
 #include "elementwise.cuh"
 #include "gemm.cuh"
 #include "memory.cuh"
@@ -53,6 +55,10 @@ namespace cuda {
 namespace detail {
 
 constexpr std::size_t kConvWorkspaceCap = std::size_t(1) << 30;  // 1 GiB per convolution call
+// For the graph API's plans, lower: the context's workspace only grows, so one candidate timed
+// with a large workspace keeps that memory for the process. Uncapped, autotuning the DTN step
+// at batch 128 in FP32 left a peak of 1613 MiB on an H200 (643 MiB without the graph API).
+constexpr std::size_t kGraphWorkspaceCap = std::size_t(256) << 20;
 
 inline std::string conv_geom_str(const ConvGeom& g) {
   return "x [" + std::to_string(g.n) + ", " + std::to_string(g.c_in) + ", " + std::to_string(g.h_in) + ", " +
@@ -70,7 +76,15 @@ inline bool math_allowed(cudnnMathType_t m, bool tf32) {
   return tf32 || m != CUDNN_TENSOR_OP_MATH;
 }
 
-enum class ConvEngine { cudnn, gemm };
+enum class ConvEngine { cudnn, gemm, graph };
+
+// Per thread, for tests: when autotuning, take the fastest plan of cuDNN's graph API wherever it
+// builds one, whatever the other engines time (so that its execution path is checked against the
+// CPU whether or not it wins on the GPU at hand). Part of a plan's key.
+inline bool& conv_graph_forced() {
+  thread_local bool forced = false;
+  return forced;
+}
 
 // Milliseconds of run() on stream s: one untimed run (workspace sized, cuBLAS ready), then the
 // best of three runs timed with events. Synchronises: outside graph capture only.
@@ -104,12 +118,17 @@ struct ConvPlan {
   // Per direction: cuDNN, or the GEMM engine when autotuning timed it faster; with the times
   // (ms, -1 where not measured) behind the choice, for conv_choices().
   ConvEngine fwd_engine = ConvEngine::cudnn, bwd_data_engine = ConvEngine::cudnn, bwd_filter_engine = ConvEngine::cudnn;
-  float fwd_ms[2] = {-1, -1}, bwd_data_ms[2] = {-1, -1}, bwd_filter_ms[2] = {-1, -1};  // {cuDNN, GEMM}
+  float fwd_ms[3] = {-1, -1, -1}, bwd_data_ms[3] = {-1, -1, -1}, bwd_filter_ms[3] = {-1, -1, -1};  // {cuDNN, GEMM, graph}
+  // Per direction, when autotuning took it: the graph API's plan; else why it was not (for
+  // conv_choices: empty when it was timed and lost).
+  std::unique_ptr<GraphConv> fwd_graph, bwd_data_graph, bwd_filter_graph;
+  std::string fwd_graph_note, bwd_data_graph_note, bwd_filter_graph_note;
+  bool force_graph = false;  // conv_graph_forced() when the plan was made
 
   ConvGeom geom;
 
-  ConvPlan(const ConvGeom& g, bool use_tf32, bool use_autotune, bool prefer_deterministic)
-      : tf32(use_tf32), autotune(use_autotune), deterministic(prefer_deterministic), geom(g) {
+  ConvPlan(const ConvGeom& g, bool use_tf32, bool use_autotune, bool prefer_deterministic, bool graph_forced = false)
+      : tf32(use_tf32), autotune(use_autotune), deterministic(prefer_deterministic), force_graph(graph_forced), geom(g) {
     try {
       DTN_CUDNN_CHECK(cudnnCreateTensorDescriptor(&x));
       DTN_CUDNN_CHECK(cudnnCreateTensorDescriptor(&y));
@@ -184,7 +203,7 @@ struct ConvPlan {
   // A timing run that fails with the stream intact (out of memory, a cuBLAS error) leaves cuDNN
   // in place rather than failing an op cuDNN can run; a device fault is rethrown.
   template <class Run>
-  void consider_gemm(cudaStream_t s, const ConvGeom& g, bool gemm_default, float (&ms)[2], ConvEngine& engine,
+  void consider_gemm(cudaStream_t s, const ConvGeom& g, bool gemm_default, float (&ms)[3], ConvEngine& engine,
                      Run&& run_gemm) {
     if (!conv_gemm_supported(g)) return;
     if (!timed(s)) {
@@ -203,6 +222,41 @@ struct ConvPlan {
       return;
     }
     if (ms[0] < 0 || ms[1] < ms[0]) engine = ConvEngine::gemm;
+  }
+
+  // When autotuning (outside capture): build the execution plans cuDNN's graph API ranks for
+  // pass p (conv_graph.cuh), time each with run(plan), and take the fastest for this direction
+  // if it beats the engine chosen so far (always, when force_graph). A plan whose run fails with
+  // the stream intact is passed over; a device fault is rethrown.
+  template <class Run>
+  void consider_graph(cudnnHandle_t h, cudaStream_t s, const ConvGeom& g, ConvPass p, float (&ms)[3],
+                      ConvEngine& engine, std::unique_ptr<GraphConv>& chosen, std::string& note, Run&& run) {
+    if (!timed(s)) return;
+    std::vector<GraphConv> cands = graph_conv_candidates(h, g, p, tf32, deterministic, kGraphWorkspaceCap, note);
+    int best = -1;
+    for (std::size_t i = 0; i < cands.size(); ++i) {
+      float t = -1;
+      try {
+        t = time_on_stream(s, [&] { run(cands[i]); });
+      } catch (const error&) {
+        (void)cudaGetLastError();
+        if (cudaStreamSynchronize(s) != cudaSuccess || cudaPeekAtLastError() != cudaSuccess) throw;
+        continue;
+      }
+      if (best < 0 || t < ms[2]) {
+        best = static_cast<int>(i);
+        ms[2] = t;
+      }
+    }
+    if (best < 0) {
+      if (note.empty()) note = "no graph-API plan ran";
+      return;
+    }
+    const float current = engine == ConvEngine::gemm ? ms[1] : ms[0];
+    if (force_graph || current < 0 || ms[2] < current) {
+      engine = ConvEngine::graph;
+      chosen = std::make_unique<GraphConv>(std::move(cands[static_cast<std::size_t>(best)]));
+    }
   }
 
   void choose_forward(cudnnHandle_t h, cudaStream_t s, const ConvGeom& g) {
@@ -269,7 +323,7 @@ struct ConvPlan {
   }
 };
 
-using ConvKey = std::tuple<int, int, int, int, int, int, int, int, int, int, int, bool, bool, bool>;
+using ConvKey = std::tuple<int, int, int, int, int, int, int, int, int, int, int, bool, bool, bool, bool>;
 
 // Before any engine runs: sizes positive, and the output size the one the input, kernel, stride
 // and padding give (cuDNN's descriptors would catch a mismatch, but the dense and GEMM paths
@@ -292,10 +346,11 @@ inline std::map<ConvKey, std::unique_ptr<ConvPlan>>& conv_plans() {
 inline ConvPlan& conv_plan(const ConvGeom& g) {
   auto& plans = conv_plans();
   const bool tf32 = context().tf32(), autotune = context().conv_autotune(), det = context().conv_deterministic();
-  const ConvKey key{g.n,      g.c_in, g.h_in,  g.w_in,  g.c_out, g.kh,     g.kw,
-                    g.stride, g.pad,  g.h_out, g.w_out, tf32,    autotune, det};
+  const bool forced = autotune && conv_graph_forced();
+  const ConvKey key{g.n,      g.c_in, g.h_in,  g.w_in,  g.c_out, g.kh,     g.kw,  g.stride,
+                    g.pad,    g.h_out, g.w_out, tf32,    autotune, det,    forced};
   auto it = plans.find(key);
-  if (it == plans.end()) it = plans.emplace(key, std::make_unique<ConvPlan>(g, tf32, autotune, det)).first;
+  if (it == plans.end()) it = plans.emplace(key, std::make_unique<ConvPlan>(g, tf32, autotune, det, forced)).first;
   return *it->second;
 }
 
@@ -310,26 +365,44 @@ inline std::vector<std::string> conv_choices() {
     const detail::ConvPlan& p = *kv.second;
     std::string line = detail::conv_geom_str(p.geom) + (p.tf32 ? ", tf32" : ", fp32") +
                        (p.autotune ? ", timed" : ", heuristic") + (p.deterministic ? "" : ", any determinism");
-    auto dir = [&](const char* name, bool have, int algo, bool det, detail::ConvEngine e, const float (&ms)[2]) {
+    auto dir = [&](const char* name, bool have, int algo, bool det, detail::ConvEngine e, const float (&ms)[3],
+                   const std::unique_ptr<detail::GraphConv>& graph, const std::string& graph_note) {
       if (!have) return;
-      line += std::string("; ") + name + " " +
-              (e == detail::ConvEngine::gemm
-                   ? std::string("gemm")
-                   : "cudnn algo " + std::to_string(algo) + (det ? "" : " (non-deterministic)"));
+      line += std::string("; ") + name + " ";
+      if (e == detail::ConvEngine::gemm)
+        line += "gemm";
+      else if (e == detail::ConvEngine::graph && graph)
+        line += "cudnn graph engine " + std::to_string(graph->engine) + (graph->deterministic ? "" : " (non-deterministic)") +
+                (graph->tensor_core ? " (tensor cores)" : "");
+      else
+        line += "cudnn algo " + std::to_string(algo) + (det ? "" : " (non-deterministic)");
       if (ms[0] >= 0) line += " (cudnn " + std::to_string(ms[0]) + " ms";
       if (ms[0] >= 0 && ms[1] >= 0) line += ", gemm " + std::to_string(ms[1]) + " ms";
+      if (ms[0] >= 0 && ms[2] >= 0) line += ", graph " + std::to_string(ms[2]) + " ms";
+      if (ms[0] >= 0 && !graph_note.empty()) line += ", graph API: " + graph_note;
       if (ms[0] >= 0) line += ")";
     };
-    dir("fwd", p.have_fwd, static_cast<int>(p.fwd), p.fwd_det, p.fwd_engine, p.fwd_ms);
-    dir("bwd_data", p.have_bwd_data, static_cast<int>(p.bwd_data), p.bwd_data_det, p.bwd_data_engine, p.bwd_data_ms);
+    dir("fwd", p.have_fwd, static_cast<int>(p.fwd), p.fwd_det, p.fwd_engine, p.fwd_ms, p.fwd_graph, p.fwd_graph_note);
+    dir("bwd_data", p.have_bwd_data, static_cast<int>(p.bwd_data), p.bwd_data_det, p.bwd_data_engine, p.bwd_data_ms,
+        p.bwd_data_graph, p.bwd_data_graph_note);
     dir("bwd_filter", p.have_bwd_filter, static_cast<int>(p.bwd_filter), p.bwd_filter_det, p.bwd_filter_engine,
-        p.bwd_filter_ms);
+        p.bwd_filter_ms, p.bwd_filter_graph, p.bwd_filter_graph_note);
     out.push_back(line);
   }
   return out;
 }
 
 namespace detail {
+// Runs the graph-API plan c on (x, w, y) as its pass names them, with the context's workspace.
+inline void run_graph_conv(Context& ctx, const GraphConv& c, const float* x, const float* w, const float* y) {
+  void* ws = c.workspace > 0 ? ctx.workspace(static_cast<std::size_t>(c.workspace)) : nullptr;
+  DTN_CUDNN_CHECK(graph_conv_execute(ctx.cudnn(), c, ws, x, w, y));
+}
+// Whether a pass whose plan chose the graph API may run it on these pointers (its tensors were
+// declared kGraphAlignment-aligned); else the pass runs cuDNN's legacy choice, made beside it.
+inline bool graph_runs(ConvEngine e, const std::unique_ptr<GraphConv>& c, const void* a, const void* b, const void* d) {
+  return e == ConvEngine::graph && c && graph_aligned(a) && graph_aligned(b) && graph_aligned(d);
+}
 // Whether g's passes run on the GEMM engine with no plan made: the engine is on
 // (set_conv_gemm, the default), takes g, and no timed choice (set_conv_autotune) is asked for.
 inline bool conv_gemm_untimed(const Context& ctx, const ConvGeom& g) {
@@ -339,8 +412,8 @@ inline bool conv_gemm_untimed(const Context& ctx, const ConvGeom& g) {
 
 // Each pass below: the dense GEMM where conv_is_dense; else the GEMM engine when it is on and
 // takes g and autotuning is off (no cuDNN plan is made then); else the plan's engine for the
-// pass, chosen on its first use (cuDNN's algorithm, then, when autotuning, the GEMM engine timed
-// beside it).
+// pass, chosen on its first use (cuDNN's legacy algorithm, then, when autotuning, the GEMM engine
+// and cuDNN's graph-API plans timed beside it).
 inline void conv2d_forward(const ConvGeom& g, const float* x, const float* w, const float* bias, float* y) {
   detail::validate_conv(g, "conv2d_forward");
   if (g.n == 0) return;
@@ -357,10 +430,15 @@ inline void conv2d_forward(const ConvGeom& g, const float* x, const float* w, co
       plan->choose_forward(ctx.cudnn(), ctx.stream(), g);
       plan->consider_gemm(ctx.stream(), g, ctx.conv_gemm(), plan->fwd_ms, plan->fwd_engine,
                           [&] { conv2d_forward_gemm(g, x, w, y); });
+      plan->consider_graph(ctx.cudnn(), ctx.stream(), g, detail::ConvPass::fwd, plan->fwd_ms, plan->fwd_engine,
+                           plan->fwd_graph, plan->fwd_graph_note,
+                           [&](const detail::GraphConv& c) { detail::run_graph_conv(ctx, c, x, w, y); });
     }
   }
   if (plan == nullptr || plan->fwd_engine == detail::ConvEngine::gemm) {
     conv2d_forward_gemm(g, x, w, y);
+  } else if (detail::graph_runs(plan->fwd_engine, plan->fwd_graph, x, w, y)) {
+    detail::run_graph_conv(ctx, *plan->fwd_graph, x, w, y);
   } else {
     void* ws = plan->fwd_ws ? ctx.workspace(plan->fwd_ws) : nullptr;
     DTN_CUDNN_CHECK(cudnnSetConvolutionMathType(plan->conv, plan->fwd_math));
@@ -386,10 +464,15 @@ inline void conv2d_backward_data(const ConvGeom& g, const float* dy, const float
       plan->choose_backward_data(ctx.cudnn(), ctx.stream(), g);
       plan->consider_gemm(ctx.stream(), g, ctx.conv_gemm(), plan->bwd_data_ms, plan->bwd_data_engine,
                           [&] { conv2d_backward_data_gemm(g, dy, w, dx); });
+      plan->consider_graph(ctx.cudnn(), ctx.stream(), g, detail::ConvPass::bwd_data, plan->bwd_data_ms,
+                           plan->bwd_data_engine, plan->bwd_data_graph, plan->bwd_data_graph_note,
+                           [&](const detail::GraphConv& c) { detail::run_graph_conv(ctx, c, dx, w, dy); });
     }
   }
   if (plan == nullptr || plan->bwd_data_engine == detail::ConvEngine::gemm) {
     conv2d_backward_data_gemm(g, dy, w, dx);
+  } else if (detail::graph_runs(plan->bwd_data_engine, plan->bwd_data_graph, dx, w, dy)) {
+    detail::run_graph_conv(ctx, *plan->bwd_data_graph, dx, w, dy);
   } else {
     void* ws = plan->bwd_data_ws ? ctx.workspace(plan->bwd_data_ws) : nullptr;
     DTN_CUDNN_CHECK(cudnnSetConvolutionMathType(plan->conv, plan->bwd_data_math));
@@ -417,21 +500,27 @@ inline void conv2d_backward_filter(const ConvGeom& g, const float* x, const floa
       // Timed into a scratch filter: the pass accumulates, and dw must get exactly one gradient.
       if (!plan->timed(ctx.stream())) {
         plan->consider_gemm(ctx.stream(), g, ctx.conv_gemm(), plan->bwd_filter_ms, plan->bwd_filter_engine, [] {});
-      } else if (detail::conv_gemm_supported(g)) {
+      } else {
         std::optional<Tensor<float, Cuda>> scratch;
         try {
-          scratch.emplace(Shape{g.c_out, static_cast<std::int64_t>(detail::conv_gemm_k(g))});
+          scratch.emplace(Shape{g.c_out, static_cast<std::int64_t>(g.c_in) * g.kh * g.kw});
         } catch (const error&) {
-          (void)cudaGetLastError();  // no scratch: cuDNN stays
+          (void)cudaGetLastError();  // no scratch: cuDNN's legacy choice stays
         }
-        if (scratch)
+        if (scratch) {
           plan->consider_gemm(ctx.stream(), g, ctx.conv_gemm(), plan->bwd_filter_ms, plan->bwd_filter_engine,
                               [&] { conv2d_backward_filter_gemm(g, x, dy, scratch->data()); });
+          plan->consider_graph(ctx.cudnn(), ctx.stream(), g, detail::ConvPass::bwd_filter, plan->bwd_filter_ms,
+                               plan->bwd_filter_engine, plan->bwd_filter_graph, plan->bwd_filter_graph_note,
+                               [&](const detail::GraphConv& c) { detail::run_graph_conv(ctx, c, x, scratch->data(), dy); });
+        }
       }
     }
   }
   if (plan == nullptr || plan->bwd_filter_engine == detail::ConvEngine::gemm) {
     conv2d_backward_filter_gemm(g, x, dy, dw);
+  } else if (detail::graph_runs(plan->bwd_filter_engine, plan->bwd_filter_graph, x, dw, dy)) {
+    detail::run_graph_conv(ctx, *plan->bwd_filter_graph, x, dw, dy);
   } else {
     void* ws = plan->bwd_filter_ws ? ctx.workspace(plan->bwd_filter_ws) : nullptr;
     DTN_CUDNN_CHECK(cudnnSetConvolutionMathType(plan->conv, plan->bwd_filter_math));
