@@ -107,6 +107,33 @@ inline BackendDesc graph_tensor(std::int64_t uid, const std::int64_t (&dims)[4],
   return t;
 }
 
+// The descriptor type and attribute names of pass p's operation, and its beta.
+struct GraphConvOp {
+  cudnnBackendDescriptorType_t type;
+  cudnnBackendAttributeName_t alpha, beta, conv, x, w, y;  // x: x or dx, w: w or dw, y: y or dy
+  float beta_value;
+};
+inline GraphConvOp graph_conv_op(ConvPass p) {
+  switch (p) {
+    case ConvPass::fwd:
+      return {CUDNN_BACKEND_OPERATION_CONVOLUTION_FORWARD_DESCRIPTOR, CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_ALPHA,
+              CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_BETA, CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_CONV_DESC,
+              CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_X, CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_W,
+              CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_Y, 0.0f};
+    case ConvPass::bwd_data:
+      return {CUDNN_BACKEND_OPERATION_CONVOLUTION_BACKWARD_DATA_DESCRIPTOR, CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_ALPHA,
+              CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_BETA, CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_CONV_DESC,
+              CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_DX, CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_W,
+              CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_DY, 0.0f};
+    case ConvPass::bwd_filter:
+    default:
+      return {CUDNN_BACKEND_OPERATION_CONVOLUTION_BACKWARD_FILTER_DESCRIPTOR,
+              CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_ALPHA, CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_BETA,
+              CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_CONV_DESC, CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_X,
+              CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_DW, CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_DY, 1.0f};
+  }
+}
+
 // The finalized operation graph of pass p of g, or an empty descriptor (and why) if cuDNN refuses it.
 // `parts` keeps the descriptors the graph refers to alive with it.
 inline BackendDesc graph_conv_op_graph(cudnnHandle_t h, const ConvGeom& g, ConvPass p, std::vector<BackendDesc>& parts,
@@ -144,49 +171,18 @@ inline BackendDesc graph_conv_op_graph(cudnnHandle_t h, const ConvGeom& g, ConvP
 
   // The operation: y = conv(x, w); dx = conv^T(dy, w); dw += conv'(x, dy) (backward filter
   // accumulates, as Backend::conv2d_backward_filter's contract says).
-  cudnnBackendDescriptorType_t type{};
-  cudnnBackendAttributeName_t a_alpha{}, a_beta{}, a_conv{}, a_x{}, a_w{}, a_y{};
-  float alpha = 1.0f, beta = 0.0f;
-  switch (p) {
-    case ConvPass::fwd:
-      type = CUDNN_BACKEND_OPERATION_CONVOLUTION_FORWARD_DESCRIPTOR;
-      a_alpha = CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_ALPHA;
-      a_beta = CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_BETA;
-      a_conv = CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_CONV_DESC;
-      a_x = CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_X;
-      a_w = CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_W;
-      a_y = CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_Y;
-      break;
-    case ConvPass::bwd_data:
-      type = CUDNN_BACKEND_OPERATION_CONVOLUTION_BACKWARD_DATA_DESCRIPTOR;
-      a_alpha = CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_ALPHA;
-      a_beta = CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_BETA;
-      a_conv = CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_CONV_DESC;
-      a_x = CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_DX;
-      a_w = CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_W;
-      a_y = CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_DY;
-      break;
-    case ConvPass::bwd_filter:
-      type = CUDNN_BACKEND_OPERATION_CONVOLUTION_BACKWARD_FILTER_DESCRIPTOR;
-      a_alpha = CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_ALPHA;
-      a_beta = CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_BETA;
-      a_conv = CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_CONV_DESC;
-      a_x = CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_X;
-      a_w = CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_DW;
-      a_y = CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_DY;
-      beta = 1.0f;
-      break;
-  }
-  BackendDesc op(type);
+  const GraphConvOp k = graph_conv_op(p);
+  const float alpha = 1.0f, beta = k.beta_value;
+  BackendDesc op(k.type);
   if (!graph_ok(op.created(), "operation descriptor", why)) return BackendDesc();
   const cudnnBackendDescriptor_t c = conv.get();
   const bool op_set =
-      graph_ok(cudnnBackendSetAttribute(op.get(), a_alpha, CUDNN_TYPE_FLOAT, 1, &alpha), "operation alpha", why) &&
-      graph_ok(cudnnBackendSetAttribute(op.get(), a_beta, CUDNN_TYPE_FLOAT, 1, &beta), "operation beta", why) &&
-      graph_ok(cudnnBackendSetAttribute(op.get(), a_conv, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &c), "operation conv", why) &&
-      graph_ok(cudnnBackendSetAttribute(op.get(), a_x, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &x), "operation x", why) &&
-      graph_ok(cudnnBackendSetAttribute(op.get(), a_w, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &w), "operation w", why) &&
-      graph_ok(cudnnBackendSetAttribute(op.get(), a_y, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &y), "operation y", why);
+      graph_ok(cudnnBackendSetAttribute(op.get(), k.alpha, CUDNN_TYPE_FLOAT, 1, &alpha), "operation alpha", why) &&
+      graph_ok(cudnnBackendSetAttribute(op.get(), k.beta, CUDNN_TYPE_FLOAT, 1, &beta), "operation beta", why) &&
+      graph_ok(cudnnBackendSetAttribute(op.get(), k.conv, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &c), "operation conv", why) &&
+      graph_ok(cudnnBackendSetAttribute(op.get(), k.x, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &x), "operation x", why) &&
+      graph_ok(cudnnBackendSetAttribute(op.get(), k.w, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &w), "operation w", why) &&
+      graph_ok(cudnnBackendSetAttribute(op.get(), k.y, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &y), "operation y", why);
   if (!op_set || !graph_ok(cudnnBackendFinalize(op.get()), "operation finalize", why)) return BackendDesc();
 
   BackendDesc graph(CUDNN_BACKEND_OPERATIONGRAPH_DESCRIPTOR);
