@@ -219,7 +219,7 @@ int main(int argc, char** argv) {
     Json& rows = doc["rows"] = Json::array();
     std::printf("dtn GPU benchmark: %s (%d SMs, %.1f GiB), TF32 %s, conv algorithms %s, engine %s\n", gpu.c_str(),
                 sms, mem, o.tf32 ? "on" : "off", o.conv_autotune ? "timed (cudnnFind)" : "cuDNN heuristics",
-                o.conv_autotune ? "cuDNN or GEMM, whichever times faster"
+                o.conv_autotune ? "cuDNN (legacy or graph API) or GEMM, whichever times faster"
                                 : (o.conv_gemm ? "GEMM for every pass it takes" : "cuDNN"));
     for (const std::string& r : bench::row_names())
       std::printf("GFLOP per image, %-10s: %.4f\n", r.c_str(), bench::gflop_per_image(r));

@@ -11,37 +11,45 @@
 
 using dtn::cuda::detail::ConvPass;
 using dtn::cuda::detail::graph_conv_op;
+using dtn::cuda::detail::GraphConvOp;
+
+namespace {
+
+// Every field of pass p's operation against the names cuDNN gives that pass.
+void check_op(ConvPass p, const GraphConvOp& want) {
+  const GraphConvOp got = graph_conv_op(p);
+  CHECK(got.type == want.type);
+  CHECK(got.alpha == want.alpha);
+  CHECK(got.beta == want.beta);
+  CHECK(got.conv == want.conv);
+  CHECK(got.x == want.x);
+  CHECK(got.w == want.w);
+  CHECK(got.y == want.y);
+  CHECK(got.beta_value == want.beta_value);
+}
+
+}  // namespace
 
 TEST_CASE("cuDNN graph API: each pass builds its own operation, with x, w, y in their roles, and accumulates dw") {
-  const auto f = graph_conv_op(ConvPass::fwd);
-  CHECK(f.type == CUDNN_BACKEND_OPERATION_CONVOLUTION_FORWARD_DESCRIPTOR);
-  CHECK(f.alpha == CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_ALPHA);
-  CHECK(f.beta == CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_BETA);
-  CHECK(f.conv == CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_CONV_DESC);
-  CHECK(f.x == CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_X);
-  CHECK(f.w == CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_W);
-  CHECK(f.y == CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_Y);
-  CHECK(f.beta_value == 0.0f);  // y is overwritten
-
-  const auto d = graph_conv_op(ConvPass::bwd_data);
-  CHECK(d.type == CUDNN_BACKEND_OPERATION_CONVOLUTION_BACKWARD_DATA_DESCRIPTOR);
-  CHECK(d.alpha == CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_ALPHA);
-  CHECK(d.beta == CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_BETA);
-  CHECK(d.conv == CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_CONV_DESC);
-  CHECK(d.x == CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_DX);  // the x-shaped tensor is the output dx
-  CHECK(d.w == CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_W);
-  CHECK(d.y == CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_DY);
-  CHECK(d.beta_value == 0.0f);  // dx is overwritten (Backend::conv2d_backward_data)
-
-  const auto w = graph_conv_op(ConvPass::bwd_filter);
-  CHECK(w.type == CUDNN_BACKEND_OPERATION_CONVOLUTION_BACKWARD_FILTER_DESCRIPTOR);
-  CHECK(w.alpha == CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_ALPHA);
-  CHECK(w.beta == CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_BETA);
-  CHECK(w.conv == CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_CONV_DESC);
-  CHECK(w.x == CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_X);
-  CHECK(w.w == CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_DW);  // the w-shaped tensor is the output dw
-  CHECK(w.y == CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_DY);
-  CHECK(w.beta_value == 1.0f);  // dw += (Backend::conv2d_backward_filter accumulates)
+  // Forward: y is overwritten (beta 0).
+  check_op(ConvPass::fwd,
+           {CUDNN_BACKEND_OPERATION_CONVOLUTION_FORWARD_DESCRIPTOR, CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_ALPHA,
+            CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_BETA, CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_CONV_DESC,
+            CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_X, CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_W,
+            CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_Y, 0.0f});
+  // Backward data: the x-shaped tensor is the output dx, overwritten (Backend::conv2d_backward_data).
+  check_op(ConvPass::bwd_data,
+           {CUDNN_BACKEND_OPERATION_CONVOLUTION_BACKWARD_DATA_DESCRIPTOR, CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_ALPHA,
+            CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_BETA, CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_CONV_DESC,
+            CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_DX, CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_W,
+            CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_DY, 0.0f});
+  // Backward filter: the w-shaped tensor is the output dw, accumulated (beta 1:
+  // Backend::conv2d_backward_filter adds to dw).
+  check_op(ConvPass::bwd_filter,
+           {CUDNN_BACKEND_OPERATION_CONVOLUTION_BACKWARD_FILTER_DESCRIPTOR,
+            CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_ALPHA, CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_BETA,
+            CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_CONV_DESC, CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_X,
+            CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_DW, CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_DY, 1.0f});
 }
 
 TEST_CASE("cuDNN graph API: a chosen plan runs only on pointers with the alignment its tensors declare") {

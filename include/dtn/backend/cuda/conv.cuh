@@ -100,6 +100,22 @@ float time_on_stream(cudaStream_t s, Run&& run) {
   return best;
 }
 
+// time_on_stream(s, run) for one autotuning candidate, or -1 if its run failed with the stream
+// intact (no memory for its workspace, a cuBLAS or cuDNN status), so that the candidate is passed
+// over rather than failing an op another engine can run. A fault that poisons the context (an
+// illegal address in a kernel) is sticky, and every later call would fail far from its cause:
+// that is rethrown.
+template <class Run>
+float time_candidate(cudaStream_t s, Run&& run) {
+  try {
+    return time_on_stream(s, run);
+  } catch (const error&) {
+    (void)cudaGetLastError();
+    if (cudaStreamSynchronize(s) != cudaSuccess || cudaPeekAtLastError() != cudaSuccess) throw;
+    return -1;
+  }
+}
+
 struct ConvPlan {
   cudnnTensorDescriptor_t x = nullptr, y = nullptr;
   cudnnFilterDescriptor_t w = nullptr;
@@ -210,18 +226,8 @@ struct ConvPlan {
       if (gemm_default) engine = ConvEngine::gemm;
       return;
     }
-    try {
-      ms[1] = time_on_stream(s, run_gemm);
-    } catch (const error&) {
-      // A fault that poisons the context (an illegal address in one of the engine's kernels) is
-      // sticky: every later call would fail, far from its cause. Only an error that leaves the
-      // stream usable (no memory for the workspace, a cuBLAS status) is passed over.
-      (void)cudaGetLastError();
-      if (cudaStreamSynchronize(s) != cudaSuccess || cudaPeekAtLastError() != cudaSuccess) throw;
-      ms[1] = -1;
-      return;
-    }
-    if (ms[0] < 0 || ms[1] < ms[0]) engine = ConvEngine::gemm;
+    ms[1] = time_candidate(s, run_gemm);
+    if (ms[1] >= 0 && (ms[0] < 0 || ms[1] < ms[0])) engine = ConvEngine::gemm;
   }
 
   // When autotuning (outside capture): build the execution plans cuDNN's graph API ranks for
@@ -235,14 +241,8 @@ struct ConvPlan {
     std::vector<GraphConv> cands = graph_conv_candidates(h, g, p, tf32, deterministic, kGraphWorkspaceCap, note);
     int best = -1;
     for (std::size_t i = 0; i < cands.size(); ++i) {
-      float t = -1;
-      try {
-        t = time_on_stream(s, [&] { run(cands[i]); });
-      } catch (const error&) {
-        (void)cudaGetLastError();
-        if (cudaStreamSynchronize(s) != cudaSuccess || cudaPeekAtLastError() != cudaSuccess) throw;
-        continue;
-      }
+      const float t = time_candidate(s, [&] { run(cands[i]); });
+      if (t < 0) continue;
       if (best < 0 || t < ms[2]) {
         best = static_cast<int>(i);
         ms[2] = t;
@@ -503,7 +503,7 @@ inline void conv2d_backward_filter(const ConvGeom& g, const float* x, const floa
       } else {
         std::optional<Tensor<float, Cuda>> scratch;
         try {
-          scratch.emplace(Shape{g.c_out, static_cast<std::int64_t>(g.c_in) * g.kh * g.kw});
+          scratch.emplace(Shape{g.c_out, static_cast<std::int64_t>(detail::conv_gemm_k(g))});
         } catch (const error&) {
           (void)cudaGetLastError();  // no scratch: cuDNN's legacy choice stays
         }
