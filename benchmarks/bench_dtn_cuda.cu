@@ -48,6 +48,26 @@ struct EventTimer {
   }
 };
 
+__global__ void empty_kernel() {}
+
+// The replay time of a graph of `n` empty one-thread kernels in a chain: what the graph's launches
+// alone cost, the floor under a captured step with n kernel nodes.
+double empty_chain_ms(std::size_t n, int reps) {
+  cudaStream_t s = dtn::cuda::stream();
+  cudaGraph_t graph = nullptr;
+  DTN_CUDA_CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
+  for (std::size_t i = 0; i < n; ++i) empty_kernel<<<1, 1, 0, s>>>();
+  DTN_CUDA_CHECK(cudaStreamEndCapture(s, &graph));
+  cudaGraphExec_t exec = nullptr;
+  const cudaError_t inst = cudaGraphInstantiate(&exec, graph, 0);
+  (void)cudaGraphDestroy(graph);
+  DTN_CUDA_CHECK(inst);
+  DTN_CUDA_CHECK(cudaGraphLaunch(exec, s));
+  const bench::Stats st = time_events([&] { DTN_CUDA_CHECK(cudaGraphLaunch(exec, s)); }, reps);
+  (void)cudaGraphExecDestroy(exec);
+  return st.median_ms;
+}
+
 // Runs fn() eagerly `warmup` times (buffers sized, convolution algorithms chosen), captures one
 // run into a CUDA graph and times its replays.
 struct GraphTimer {
@@ -257,6 +277,15 @@ int main(int argc, char** argv) {
           r["loss_d"] = last.d;
           r["loss_g"] = last.g;
           r["captured"] = graph.captured();
+          const auto nc = graph.node_counts();
+          const double chain = empty_chain_ms(nc.kernels, o.step_reps);
+          r["graph_nodes"] = nc.total;
+          r["graph_kernel_nodes"] = nc.kernels;
+          r["empty_chain_ms"] = bench::round_to(chain, 1e-4);
+          std::printf(
+              "  step graph at batch %d: %zu nodes (%zu kernels, %zu memsets, %zu copies, %zu other); "
+              "a graph of as many empty kernels replays in %.3f ms\n",
+              b, nc.total, nc.kernels, nc.memsets, nc.memcpys, nc.other, chain);
           bench::emit(rows, r);
         } catch (const dtn::error& ex) {
           std::printf("note: graph-captured dtn_step at batch %d failed: %s\n", b, ex.what());

@@ -15,7 +15,9 @@
 // trainer's never are).
 #include <cuda_runtime.h>
 
+#include <cstddef>
 #include <cstdint>
+#include <vector>
 
 #include "../backend/cuda/check.cuh"
 #include "../backend/cuda/context.cuh"
@@ -23,6 +25,11 @@
 
 namespace dtn {
 namespace cuda {
+
+// What a captured step graph is made of (counted once, at capture).
+struct GraphNodeCounts {
+  std::size_t total = 0, kernels = 0, memsets = 0, memcpys = 0, other = 0;
+};
 
 template <class Trainer>
 class GraphStep {
@@ -52,6 +59,9 @@ class GraphStep {
     return trainer_.finish_deferred();
   }
   bool captured() const { return exec_ != nullptr; }
+  // The nodes of the last captured graph by kind: each is one launch the graph saves the host,
+  // and what a fusion that removes launches is measured against.
+  GraphNodeCounts node_counts() const { return counts_; }
   // Forgets the graph; the next step runs eagerly again and the one after recaptures.
   void reset() {
     if (exec_ != nullptr) (void)cudaGraphExecDestroy(exec_);
@@ -76,6 +86,7 @@ class GraphStep {
     }
     cudaGraph_t graph = nullptr;
     DTN_CUDA_CHECK(cudaStreamEndCapture(s, &graph));
+    counts_ = count_nodes(graph);
     const cudaError_t inst = cudaGraphInstantiate(&exec_, graph, 0);
     (void)cudaGraphDestroy(graph);
     if (inst != cudaSuccess) {
@@ -85,8 +96,31 @@ class GraphStep {
     storage_moves_ = moves;
   }
 
+  static GraphNodeCounts count_nodes(cudaGraph_t graph) {
+    GraphNodeCounts c;
+    std::size_t n = 0;
+    if (cudaGraphGetNodes(graph, nullptr, &n) != cudaSuccess) return c;
+    std::vector<cudaGraphNode_t> nodes(n);
+    if (n > 0 && cudaGraphGetNodes(graph, nodes.data(), &n) != cudaSuccess) return c;
+    c.total = n;
+    for (cudaGraphNode_t node : nodes) {
+      cudaGraphNodeType type{};
+      if (cudaGraphNodeGetType(node, &type) != cudaSuccess) continue;
+      if (type == cudaGraphNodeTypeKernel)
+        ++c.kernels;
+      else if (type == cudaGraphNodeTypeMemset)
+        ++c.memsets;
+      else if (type == cudaGraphNodeTypeMemcpy)
+        ++c.memcpys;
+      else
+        ++c.other;
+    }
+    return c;
+  }
+
   Trainer& trainer_;
   Tensor<float, Cuda> xs_, xt_;
+  GraphNodeCounts counts_;
   cudaGraphExec_t exec_ = nullptr;
   std::uint64_t storage_moves_ = 0;  // dtn::storage_moves() when the capture began
   bool warm_ = false;
