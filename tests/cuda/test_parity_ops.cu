@@ -135,6 +135,14 @@ void add_bn_cases(std::vector<Case>& cs, const std::string& tag, int n, int c, l
                            decltype(B)::batchnorm_forward_train(g, b.f(0), b.f(1), b.f(2), b.f(3), b.f(4), b.f(5), b.f(6),
                                                                 b.f(7));
                          }));
+  // In place (y is x): the GPU then finishes the statistics before it writes y (batchnorm.cuh).
+  cs.push_back(make_case("batchnorm_forward_train in place " + tag, kRound,
+                         {acc("x_then_y", sz), in("gamma", cs_, 0.5, 1.5), in("beta", cs_), acc("running_mean", cs_),
+                          acc_positive("running_var", cs_, 0.5, 2), out("save_mean", cs_), out("save_invstd", cs_)},
+                         [g](auto B, auto& b) {
+                           decltype(B)::batchnorm_forward_train(g, b.f(0), b.f(1), b.f(2), b.f(3), b.f(4), b.f(0), b.f(5),
+                                                                b.f(6));
+                         }));
   cs.push_back(make_case("batchnorm_forward_eval " + tag, kRound,
                          {in_normal("x", sz, 2), in("gamma", cs_, 0.5, 1.5), in("beta", cs_), in("mean", cs_),
                           in_positive("var", cs_, 0.5, 2), out("y", sz)},

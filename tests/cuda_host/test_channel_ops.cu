@@ -1,7 +1,8 @@
 // The GPU's per-channel ops (batch norm train/eval/backward, bias add, bias gradient) run on the
 // host: every (channel, slice, thread) of the kernels' grid goes through the same DTN_HD
-// functions the kernels call (channel_thread_sum, channel_thread_map, channel_finish_one) and the
-// same stage sequences (bn_forward_train, bn_backward, bias_grad), with host arrays, and the
+// functions the kernels call (channel_thread_sum, channel_thread_map, channel_finish_one,
+// channel_thread_finish_map) and the same stage sequences (bn_forward_train, bn_backward,
+// bias_grad), with host arrays, and the
 // results are compared with Backend<Cpu>. No GPU is needed: this runs wherever nvcc builds the
 // CUDA backend (CI included), so the index arithmetic, the slice split, the functors and the
 // scratch layout of code that otherwise runs only on a GPU are checked on every commit. Not
@@ -57,6 +58,15 @@ struct HostExec {
       for (unsigned s = 0; s < g.slices; ++s)
         for (int t = 0; t < kThreads; ++t) dtn::cuda::detail::channel_thread_map(g, f, ch, s, static_cast<unsigned>(t));
     }
+  }
+  // Blocks one after another, as a GPU may run them: a block that wrote what a later block of its
+  // channel reads would show here.
+  template <class Acc, class Op>
+  void finish_map(const ChannelGrid& g, const Acc* partials, const Op& op) const {
+    for (unsigned ch = 0; ch < g.c; ++ch)
+      for (unsigned s = 0; s < g.slices; ++s)
+        for (int t = 0; t < kThreads; ++t)
+          dtn::cuda::detail::channel_thread_finish_map(g, partials, op, ch, s, static_cast<unsigned>(t));
   }
 };
 
@@ -203,6 +213,69 @@ TEST_CASE("batch norm forward (train and eval) on the GPU's grid, run on the hos
                                                                  rm_ref.data(), rv_ref.data(), bg.eps, act});
     CHECK(parity::rel_l2(ye, ye_ref) <= kRound);
   });
+}
+
+TEST_CASE("batch norm forward on the GPU's grid: one-pass shifted statistics far from 0, and in place") {
+  // Data whose mean is 5e5 standard deviations from 0 (still 30 float steps to a deviation), and
+  // each channel's first element (the shift k of the one-pass sums) 30 deviations from the mean:
+  // against the CPU's two-pass statistics in double. Unshifted one-pass sums would lose about
+  // (5e5)^2 * 1e-16 = 3e-5 of the variance here, 30 times the bound.
+  for (const Shape3& s : kShapes) {
+    CAPTURE(tag(s));
+    const std::size_t sz = static_cast<std::size_t>(s.n) * s.c * static_cast<std::size_t>(s.hw);
+    const std::size_t c = static_cast<std::size_t>(s.c);
+    auto x = normal_vector(sz, 31, 1000.0, 0.002);
+    for (std::size_t ch = 0; ch < c; ++ch) x[ch * static_cast<std::size_t>(s.hw)] = 1000.06f;
+    const auto gamma = parity::random_vector(c, 32, 0.5, 1.5), beta = parity::random_vector(c, 33);
+    dtn::BnGeom bg;
+    bg.n = s.n;
+    bg.c = s.c;
+    bg.hw = s.hw;
+    std::vector<float> rm_ref(c, 0.0f), rv_ref(c, 1.0f), y_ref(sz, 1.0f), mean_ref(c), inv_ref(c);
+    Cpu::batchnorm_forward_train(bg, x.data(), gamma.data(), beta.data(), rm_ref.data(), rv_ref.data(), y_ref.data(),
+                                 mean_ref.data(), inv_ref.data(), dtn::ops::Relu{});
+    const ChannelGrid g = dtn::cuda::detail::channel_grid(s.n, s.c, s.hw, "test");
+    std::vector<double> scratch(dtn::cuda::detail::channel_scratch_bytes(g) / sizeof(double) + 1, std::nan(""));
+    // Out of place (the finishing map), then in place (y is x: a separate finish, then the map).
+    std::vector<float> rm(c, 0.0f), rv(c, 1.0f), y(sz, -7.0f), mean(c, -7.0f), inv(c, -7.0f);
+    dtn::cuda::detail::bn_forward_train(HostExec{}, g, bg.eps, bg.momentum, x.data(), gamma.data(), beta.data(),
+                                        rm.data(), rv.data(), y.data(), mean.data(), inv.data(), scratch.data(),
+                                        dtn::ops::Relu{});
+    CHECK(parity::rel_l2(y, y_ref) <= kRound);
+    CHECK(parity::rel_l2(mean, mean_ref) <= kRound);
+    CHECK(parity::rel_l2(inv, inv_ref) <= kRound);
+    CHECK(parity::rel_l2(rv, rv_ref) <= kRound);
+    std::vector<float> rm2(c, 0.0f), rv2(c, 1.0f), xy = x, mean2(c, -7.0f), inv2(c, -7.0f);
+    dtn::cuda::detail::bn_forward_train(HostExec{}, g, bg.eps, bg.momentum, xy.data(), gamma.data(), beta.data(),
+                                        rm2.data(), rv2.data(), xy.data(), mean2.data(), inv2.data(), scratch.data(),
+                                        dtn::ops::Relu{});
+    CHECK(xy == y);  // the same arithmetic on the same sums: bitwise equal
+    CHECK(mean2 == mean);
+    CHECK(inv2 == inv);
+    CHECK(rm2 == rm);
+    CHECK(rv2 == rv);
+  }
+  // Why the in-place forward does not take the finishing map: run in place, block (ch, 0)
+  // overwrites the k that block (ch, 1) then reads (shown on the 3-slice shape).
+  const Shape3 s = kShapes[2];
+  const std::size_t sz = static_cast<std::size_t>(s.n) * s.c * static_cast<std::size_t>(s.hw);
+  const std::size_t c = static_cast<std::size_t>(s.c);
+  const ChannelGrid g = dtn::cuda::detail::channel_grid(s.n, s.c, s.hw, "test");
+  REQUIRE(g.slices == 3);
+  const auto x = normal_vector(sz, 34, 5.0, 1.0);
+  const std::vector<float> gamma(c, 1.0f), beta(c, 0.0f);
+  std::vector<float> rm(c, 0.0f), rv(c, 1.0f), mean(c), inv(c), y(sz), xy = x;
+  std::vector<dtn::cuda::detail::SumPair> partials(g.partials());
+  HostExec{}.partials(g, dtn::cuda::detail::ShiftedSumsTerm<float>{x.data(), g.hw}, partials.data());
+  using Op = dtn::cuda::detail::BnForwardOp<float, dtn::ops::Identity>;
+  const double m = g.m;
+  HostExec{}.finish_map(g, partials.data(),
+                        Op{x.data(), y.data(), g.hw, m, 1e-5, 0.1, gamma.data(), beta.data(), rm.data(), rv.data(),
+                           mean.data(), inv.data(), {}});
+  HostExec{}.finish_map(g, partials.data(),
+                        Op{xy.data(), xy.data(), g.hw, m, 1e-5, 0.1, gamma.data(), beta.data(), rm.data(), rv.data(),
+                           mean.data(), inv.data(), {}});
+  CHECK(xy != y);
 }
 
 TEST_CASE("batch norm backward (train and eval) on the GPU's grid, run on the host, matches the CPU backend") {

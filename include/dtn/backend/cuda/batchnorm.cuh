@@ -1,11 +1,16 @@
 #pragma once
 // Batch normalisation over (n, hw) per channel, and the bias gradient, on the channel grid of
-// channel.cuh: (channel, slice) blocks reduce into per-slice partials, one thread per channel adds
-// them in slice order, and a map applies the per-channel result. Statistics are two-pass (mean,
-// then sum of squared deviations), accumulated in double, so results are deterministic and match
-// the CPU reference's formulas (biased variance for the normalisation, unbiased for the running
-// variance, PyTorch momentum convention). The per-channel values between the kernels live in the
-// context's scratch buffer, so the whole op stays stream-ordered, host-free and capturable.
+// channel.cuh: (channel, slice) blocks reduce into per-slice partials, and a finishing map
+// (channel_finish_map_kernel) adds each channel's partials in slice order and applies the
+// per-channel result: training-mode forward and backward are two kernels each. The statistics
+// are one pass over x of shifted sums, sum(x - k) and sum((x - k)^2) with k the channel's first
+// element, accumulated in double: the variance sum((x - k)^2) - sum(x - k)^2 / m then loses to
+// cancellation only about (mean - k)^2 / var times double's rounding, far below float's for any
+// data float can hold. Results are deterministic (a fixed order everywhere, no atomics) and agree
+// with the CPU reference's two-pass formulas to float rounding (biased variance for the
+// normalisation, unbiased for the running variance, PyTorch momentum convention). The per-channel
+// partials live in the context's scratch buffer, so the whole op stays stream-ordered, host-free
+// and capturable.
 #include <cuda_runtime.h>
 
 #include <cstddef>
@@ -22,13 +27,13 @@ namespace cuda {
 namespace detail {
 
 // Scratch for one batch-norm or bias op: `slices` partials per channel (room for a SumPair
-// each), then three doubles per channel.
+// each), then two doubles per channel (the in-place forward's a and b).
 inline std::size_t channel_scratch_bytes(const ChannelGrid& g) {
-  return g.partials() * sizeof(SumPair) + 3 * static_cast<std::size_t>(g.c) * sizeof(double);
+  return g.partials() * sizeof(SumPair) + 2 * static_cast<std::size_t>(g.c) * sizeof(double);
 }
 struct ChannelScratch {
   void* partials;
-  double* stats;  // [3 * c]
+  double* stats;  // [2 * c]
 };
 inline ChannelScratch channel_scratch_at(const ChannelGrid& g, void* base) {
   return ChannelScratch{base, reinterpret_cast<double*>(static_cast<char*>(base) + g.partials() * sizeof(SumPair))};
@@ -40,13 +45,14 @@ struct ChannelValueTerm {
   DTN_HD double operator()(std::size_t o, unsigned) const { return static_cast<double>(x[o]); }
 };
 
+// sum(x - k) and sum((x - k)^2), k = x at image 0, position 0 of the channel.
 template <class T>
-struct SquaredDeviationTerm {
+struct ShiftedSumsTerm {
   const T* x;
-  const double* mean;
-  DTN_HD double operator()(std::size_t o, unsigned ch) const {
-    const double d = static_cast<double>(x[o]) - mean[ch];
-    return d * d;
+  unsigned hw;
+  DTN_HD SumPair operator()(std::size_t o, unsigned ch) const {
+    const double d = static_cast<double>(x[o]) - static_cast<double>(x[static_cast<std::size_t>(ch) * hw]);
+    return SumPair{d, d * d};
   }
 };
 
@@ -68,40 +74,6 @@ struct DyXhatTerm {
   }
 };
 
-struct MeanFinish {
-  double m;
-  double* mean;
-  DTN_HD void operator()(unsigned ch, double total) const { mean[ch] = total / m; }
-};
-
-// From the sum of squared deviations: the normalisation y = x * a + b (a, b stored beside the
-// mean), the saved statistics and the running ones.
-template <class T>
-struct BnStatsFinish {
-  double m, eps, momentum;
-  const T* gamma;
-  const T* beta;
-  T* running_mean;
-  T* running_var;
-  T* save_mean;
-  T* save_invstd;
-  double* stats;  // [mean | a | b], c each
-  unsigned c;
-  DTN_HD void operator()(unsigned ch, double sq) const {
-    const double mean = stats[ch];
-    const double var = sq / m;
-    const double invstd = 1.0 / sqrt(var + eps);
-    const double a = static_cast<double>(gamma[ch]) * invstd;
-    stats[c + ch] = a;
-    stats[2 * c + ch] = static_cast<double>(beta[ch]) - mean * a;
-    save_mean[ch] = static_cast<T>(mean);
-    save_invstd[ch] = static_cast<T>(invstd);
-    const double unbiased = m > 1 ? sq / (m - 1) : var;
-    running_mean[ch] = static_cast<T>((1 - momentum) * static_cast<double>(running_mean[ch]) + momentum * mean);
-    running_var[ch] = static_cast<T>((1 - momentum) * static_cast<double>(running_var[ch]) + momentum * unbiased);
-  }
-};
-
 // y = act(x * a + b) per channel, the affine map in double (rounded to T before act).
 template <class T, class Act>
 struct AffineApply {
@@ -120,6 +92,66 @@ struct AffineApply {
     }
   };
   DTN_HD At at(unsigned ch) const { return At{x, y, a[ch], b[ch], act}; }
+};
+
+// Training-mode forward as a finishing map: the statistics from the shifted sums, the saved and
+// running statistics stored once per channel, and y = act(x * a + b), a = gamma * invstd,
+// b = beta - mean * a.
+struct BnForwardCoeffs {
+  double mean, invstd, unbiased, a, b;
+};
+template <class T, class Act>
+struct BnForwardOp {
+  const T* x;
+  T* y;
+  unsigned hw;
+  double m, eps, momentum;
+  const T* gamma;
+  const T* beta;
+  T* running_mean;
+  T* running_var;
+  T* save_mean;
+  T* save_invstd;
+  Act act;
+  DTN_HD BnForwardCoeffs coeffs(unsigned ch, SumPair s) const {
+    const double k = m > 0 ? static_cast<double>(x[static_cast<std::size_t>(ch) * hw]) : 0.0;
+    const double dmean = s.a / m;
+    double sq = s.b - s.a * dmean;  // sum of squared deviations from the mean
+    if (sq < 0) sq = 0;             // rounding only
+    const double var = sq / m;
+    BnForwardCoeffs c;
+    c.mean = k + dmean;
+    c.invstd = 1.0 / sqrt(var + eps);
+    c.unbiased = m > 1 ? sq / (m - 1) : var;
+    c.a = static_cast<double>(gamma[ch]) * c.invstd;
+    c.b = static_cast<double>(beta[ch]) - c.mean * c.a;
+    return c;
+  }
+  DTN_HD void store(unsigned ch, const BnForwardCoeffs& c) const {
+    save_mean[ch] = static_cast<T>(c.mean);
+    save_invstd[ch] = static_cast<T>(c.invstd);
+    running_mean[ch] = static_cast<T>((1 - momentum) * static_cast<double>(running_mean[ch]) + momentum * c.mean);
+    running_var[ch] = static_cast<T>((1 - momentum) * static_cast<double>(running_var[ch]) + momentum * c.unbiased);
+  }
+  DTN_HD typename AffineApply<T, Act>::At at(const BnForwardCoeffs& c) const {
+    return typename AffineApply<T, Act>::At{x, y, c.a, c.b, act};
+  }
+};
+
+// A finishing map's coefficients and stores as a plain finish, keeping a and b in stats ([a | b],
+// c each) for a separate map: batch norm's forward where y is x itself, whose first map block
+// would overwrite the k that the channel's other blocks read.
+template <class Op>
+struct StoreAffineFinish {
+  Op op;
+  double* stats;
+  unsigned c;
+  DTN_HD void operator()(unsigned ch, SumPair total) const {
+    const BnForwardCoeffs k = op.coeffs(ch, total);
+    op.store(ch, k);
+    stats[ch] = k.a;
+    stats[c + ch] = k.b;
+  }
 };
 
 // Evaluation mode: a and b from the running statistics, computed once per block.
@@ -166,38 +198,24 @@ struct BnEvalBackwardApply {
   }
 };
 
-// dgamma += sum(dy * xhat), dbeta += sum(dy); stores sum(dy), sum(dy * xhat) and
-// k = gamma * invstd / m for the dx map.
-template <class T>
-struct BnBackwardFinish {
-  double m;
-  const T* gamma;
-  const T* save_invstd;
-  T* dgamma;
-  T* dbeta;
-  double* stats;  // [sum dy | sum dy*xhat | k], c each
-  unsigned c;
-  DTN_HD void operator()(unsigned ch, SumPair s) const {
-    dgamma[ch] += static_cast<T>(s.b);
-    dbeta[ch] += static_cast<T>(s.a);
-    stats[ch] = s.a;
-    stats[c + ch] = s.b;
-    stats[2 * c + ch] = static_cast<double>(gamma[ch]) * static_cast<double>(save_invstd[ch]) / m;
-  }
+// Training-mode backward as a finishing map: dgamma += sum(dz * xhat), dbeta += sum(dz) stored
+// once per channel, and dx = k * (m * dz - sum(dz) - xhat * sum(dz * xhat)), k = gamma * invstd
+// / m, dz as in DyXhatTerm.
+struct BnBackwardCoeffs {
+  double mean, invstd, sdy, sdyx, k;
 };
-
-// dx = k * (m * dz - sum(dz) - xhat * sum(dz * xhat)), dz as in DyXhatTerm.
 template <class T, class Act>
-struct BnBackwardApply {
+struct BnBackwardOp {
   const T* x;
   const T* dy;
+  const T* gamma;
   const T* save_mean;
   const T* save_invstd;
   T* dx;
-  const double* stats;
-  unsigned c;
-  double m;
+  T* dgamma;
+  T* dbeta;
   const T* y;
+  double m;
   Act act;
   struct At {
     const T* x;
@@ -212,19 +230,23 @@ struct BnBackwardApply {
       dx[o] = static_cast<T>(k * (m * dz - sdy - xhat * sdyx));
     }
   };
-  DTN_HD At at(unsigned ch) const {
-    return At{x,
-              dy,
-              dx,
-              y,
-              static_cast<double>(save_mean[ch]),
-              static_cast<double>(save_invstd[ch]),
-              stats[ch],
-              stats[c + ch],
-              stats[2 * c + ch],
-              m,
-              act};
+  DTN_HD BnBackwardCoeffs coeffs(unsigned ch, SumPair s) const {
+    const double invstd = static_cast<double>(save_invstd[ch]);
+    return BnBackwardCoeffs{static_cast<double>(save_mean[ch]), invstd, s.a, s.b,
+                            static_cast<double>(gamma[ch]) * invstd / m};
   }
+  DTN_HD void store(unsigned ch, const BnBackwardCoeffs& c) const {
+    dgamma[ch] += static_cast<T>(c.sdyx);
+    dbeta[ch] += static_cast<T>(c.sdy);
+  }
+  DTN_HD At at(const BnBackwardCoeffs& c) const { return At{x, dy, dx, y, c.mean, c.invstd, c.sdy, c.sdyx, c.k, m, act}; }
+};
+
+// Only a finishing map's stores (batch norm's backward without dx).
+template <class Op>
+struct StoreFinish {
+  Op op;
+  DTN_HD void operator()(unsigned ch, SumPair total) const { op.store(ch, op.coeffs(ch, total)); }
 };
 
 template <class T>
@@ -240,29 +262,29 @@ void bn_forward_train(const Exec& ex, const ChannelGrid& g, double eps, double m
                       const T* beta, T* running_mean, T* running_var, T* y, T* save_mean, T* save_invstd,
                       void* scratch, const Act& act) {
   const ChannelScratch sc = channel_scratch_at(g, scratch);
-  double* partials = static_cast<double*>(sc.partials);
-  double* mean = sc.stats;
-  const double m = static_cast<double>(g.m);
-  ex.partials(g, ChannelValueTerm<T>{x}, partials);
-  ex.finish(g, static_cast<const double*>(partials), MeanFinish{m, mean});
-  ex.partials(g, SquaredDeviationTerm<T>{x, mean}, partials);
-  ex.finish(g, static_cast<const double*>(partials),
-            BnStatsFinish<T>{m, eps, momentum, gamma, beta, running_mean, running_var, save_mean, save_invstd, sc.stats,
-                             g.c});
-  ex.map(g, AffineApply<T, Act>{x, y, sc.stats + g.c, sc.stats + 2 * static_cast<std::size_t>(g.c), act});
+  auto* partials = static_cast<SumPair*>(sc.partials);
+  const BnForwardOp<T, Act> op{x,    y,           g.hw,         static_cast<double>(g.m), eps, momentum, gamma,
+                               beta, running_mean, running_var, save_mean,                save_invstd, act};
+  ex.partials(g, ShiftedSumsTerm<T>{x, g.hw}, partials);
+  if (static_cast<const void*>(x) != static_cast<const void*>(y)) {
+    ex.finish_map(g, static_cast<const SumPair*>(partials), op);
+  } else {  // in place: every block must read its channel's k before any block writes y
+    ex.finish(g, static_cast<const SumPair*>(partials), StoreAffineFinish<BnForwardOp<T, Act>>{op, sc.stats, g.c});
+    ex.map(g, AffineApply<T, Act>{x, y, sc.stats, sc.stats + g.c, act});
+  }
 }
 
 // y: the fused activation's output (not read for ops::Identity); dy: the gradient there.
 template <class Exec, class T, class Act>
 void bn_backward(const Exec& ex, const ChannelGrid& g, const T* x, const T* dy, const T* gamma, const T* save_mean,
                  const T* save_invstd, T* dx, T* dgamma, T* dbeta, void* scratch, const T* y, const Act& act) {
-  const ChannelScratch sc = channel_scratch_at(g, scratch);
-  auto* partials = static_cast<SumPair*>(sc.partials);
-  const double m = static_cast<double>(g.m);
+  auto* partials = static_cast<SumPair*>(channel_scratch_at(g, scratch).partials);
+  const BnBackwardOp<T, Act> op{x, dy, gamma, save_mean, save_invstd, dx, dgamma, dbeta, y, static_cast<double>(g.m), act};
   ex.partials(g, DyXhatTerm<T, Act>{x, dy, save_mean, save_invstd, y, act}, partials);
-  ex.finish(g, static_cast<const SumPair*>(partials),
-            BnBackwardFinish<T>{m, gamma, save_invstd, dgamma, dbeta, sc.stats, g.c});
-  if (dx) ex.map(g, BnBackwardApply<T, Act>{x, dy, save_mean, save_invstd, dx, sc.stats, g.c, m, y, act});
+  if (dx)
+    ex.finish_map(g, static_cast<const SumPair*>(partials), op);
+  else
+    ex.finish(g, static_cast<const SumPair*>(partials), StoreFinish<BnBackwardOp<T, Act>>{op});
 }
 
 template <class Exec, class T>

@@ -114,6 +114,22 @@ DTN_HD void channel_finish_one(const ChannelGrid& g, const Acc* partials, const 
   finish(ch, total);
 }
 
+// Thread t of block (ch, s) of a finishing map: channel ch's partials added in slice order (as
+// channel_finish_one, so the total is bitwise the same in every block of the channel), turned
+// into the channel's coefficients by op.coeffs(ch, total); thread 0 of slice 0 alone stores what
+// the channel keeps (op.store: running statistics, parameter gradients), then every thread maps
+// its elements with op.at(coefficients). One kernel instead of a finishing kernel and a map.
+template <class Acc, class Op>
+DTN_HD void channel_thread_finish_map(const ChannelGrid& g, const Acc* partials, const Op& op, unsigned ch, unsigned s,
+                                      unsigned t) {
+  const Acc* p = partials + static_cast<std::size_t>(ch) * g.slices;
+  Acc total{};
+  for (unsigned i = 0; i < g.slices; ++i) total += p[i];
+  const auto k = op.coeffs(ch, total);
+  if (s == 0 && t == 0) op.store(ch, k);
+  channel_thread_map(g, op.at(k), ch, s, t);
+}
+
 // partials[ch * slices + s] = the block's threads' sums added with block_sum (a fixed tree).
 template <class Acc, class Term>
 __global__ void __launch_bounds__(kThreads) channel_partials_kernel(ChannelGrid g, Term term, Acc* partials) {
@@ -138,8 +154,15 @@ __global__ void __launch_bounds__(kThreads) channel_map_kernel(ChannelGrid g, Op
   channel_thread_map(g, op.at(ch), ch, blockIdx.y, threadIdx.x);
 }
 
-// Runs the three stages on a stream. Ops that chain stages are written once against an executor
-// (this one, or the host emulation in tests/cuda_host) with the members partials, finish and map.
+// The finishing map above, one block per (channel, slice); runs for m = 0 too (the stores).
+template <class Acc, class Op>
+__global__ void __launch_bounds__(kThreads) channel_finish_map_kernel(ChannelGrid g, const Acc* partials, Op op) {
+  channel_thread_finish_map(g, partials, op, blockIdx.x, blockIdx.y, threadIdx.x);
+}
+
+// Runs the stages on a stream. Ops that chain stages are written once against an executor (this
+// one, or the host emulation in tests/cuda_host) with the members partials, finish, map and
+// finish_map.
 struct DeviceExec {
   cudaStream_t stream;
   template <class Acc, class Term>
@@ -156,6 +179,11 @@ struct DeviceExec {
   void map(const ChannelGrid& g, const Op& op) const {
     if (g.m == 0) return;
     channel_map_kernel<<<g.grid(), kThreads, 0, stream>>>(g, op);
+    DTN_CUDA_CHECK_LAUNCH();
+  }
+  template <class Acc, class Op>
+  void finish_map(const ChannelGrid& g, const Acc* partials, const Op& op) const {
+    channel_finish_map_kernel<Acc><<<g.grid(), kThreads, 0, stream>>>(g, partials, op);
     DTN_CUDA_CHECK_LAUNCH();
   }
 };
