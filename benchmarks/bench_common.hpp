@@ -162,6 +162,7 @@ struct Options {
   bool conv_autotune = false;
   bool conv_gemm = true;   // --conv-cudnn: cuDNN's heuristic algorithms instead of the GEMM engine
   bool conv_deterministic = true;  // --conv-nondeterministic: cuDNN's first choice even if non-deterministic
+  int graph_plans = 8;             // --graph-plans N: graph-API engine configurations timed per pass
   bool profile_step = false;
   bool fusion = true;  // --no-fusion: batch norm and its activation as two passes
   bool winograd = true;  // --no-winograd (CPU): f's 3x3 convolutions through im2col + GEMM
@@ -221,6 +222,7 @@ inline Options parse_options(int argc, char** argv, bool cuda) {
     else if (a == "--conv-autotune" && cuda) o.conv_autotune = true;
     else if (a == "--conv-cudnn" && cuda) o.conv_gemm = false;
     else if (a == "--conv-nondeterministic" && cuda) o.conv_deterministic = false;
+    else if (a == "--graph-plans" && cuda) o.graph_plans = parse_int(a, value(), 0);
     else if (a == "--profile-step") o.profile_step = true;
     else if (a == "--no-layers") o.layers = false;
     else if (a == "--no-fusion") o.fusion = false;
@@ -263,6 +265,9 @@ inline Options parse_options(int argc, char** argv, bool cuda) {
                  "  --conv-nondeterministic  cuDNN's non-deterministic algorithms allowed like the others\n"
                  "                    (dtn::cuda::set_conv_deterministic(false), as PyTorch's default); the mode\n"
                  "                    label gets a +nondet suffix\n"
+                 "  --graph-plans N   with --conv-autotune: time the first N engine configurations cuDNN's\n"
+                 "                    heuristics rank for each pass (default 8; 0: none); the mode label\n"
+                 "                    gets a +plansN suffix unless N is 8\n"
                : "",
           cuda ? ""
                : "  --no-winograd     3x3 stride-1 convolutions through im2col + GEMM instead of Winograd\n"

@@ -213,9 +213,11 @@ int main(int argc, char** argv) {
     dtn::cuda::set_conv_autotune(o.conv_autotune);
     dtn::cuda::set_conv_gemm(o.conv_gemm);
     dtn::cuda::set_conv_deterministic(o.conv_deterministic);
+    dtn::cuda::detail::conv_graph_max_plans() = o.graph_plans;
     const std::string suffix = std::string(o.conv_autotune || o.conv_gemm ? "" : "+cudnn") +
                                (o.conv_deterministic ? "" : "+nondet") +
-                               (o.tf32 ? "+tf32" : "") + (o.fusion ? "" : "+unfused");
+                               (o.tf32 ? "+tf32" : "") + (o.fusion ? "" : "+unfused") +
+                               (o.conv_autotune && o.graph_plans != 8 ? "+plans" + std::to_string(o.graph_plans) : "");
     const std::string plain_mode = (o.conv_autotune ? "tuned" : "dtn") + suffix;
     const std::string graph_mode = (o.conv_autotune ? "tuned+graph" : "graph") + suffix;
     int sms = 0;
@@ -231,6 +233,7 @@ int main(int argc, char** argv) {
     doc["meta"]["conv_autotune"] = o.conv_autotune;
     doc["meta"]["conv_gemm"] = o.conv_gemm;
     doc["meta"]["conv_deterministic"] = o.conv_deterministic;
+    doc["meta"]["graph_plans"] = o.graph_plans;
     doc["meta"]["cuda_runtime"] = CUDART_VERSION;
     doc["meta"]["date"] = bench::utc_now();
     doc["meta"]["timing"] = "cudaEvent on dtn::cuda::stream(), median of reps after warm-up";

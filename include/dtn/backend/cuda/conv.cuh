@@ -86,6 +86,13 @@ inline bool& conv_graph_forced() {
   return forced;
 }
 
+// Per thread: how many of the engine configurations cuDNN's heuristics rank first autotuning
+// builds and times per pass (graph_conv_candidates). Read when a plan is tuned.
+inline int& conv_graph_max_plans() {
+  thread_local int n = 8;
+  return n;
+}
+
 // Milliseconds of run() on stream s: one untimed run (workspace sized, cuBLAS ready), then the
 // best of three runs timed with events. Synchronises: outside graph capture only.
 template <class Run>
@@ -238,7 +245,8 @@ struct ConvPlan {
   void consider_graph(cudnnHandle_t h, cudaStream_t s, const ConvGeom& g, ConvPass p, float (&ms)[3],
                       ConvEngine& engine, std::unique_ptr<GraphConv>& chosen, std::string& note, Run&& run) {
     if (!timed(s)) return;
-    std::vector<GraphConv> cands = graph_conv_candidates(h, g, p, tf32, deterministic, kGraphWorkspaceCap, note);
+    std::vector<GraphConv> cands = graph_conv_candidates(h, g, p, tf32, deterministic, kGraphWorkspaceCap, note,
+                                                               conv_graph_max_plans());
     int best = -1;
     for (std::size_t i = 0; i < cands.size(); ++i) {
       const float t = time_candidate(s, [&] { run(cands[i]); });
