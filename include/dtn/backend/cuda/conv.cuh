@@ -245,8 +245,8 @@ struct ConvPlan {
   void consider_graph(cudnnHandle_t h, cudaStream_t s, const ConvGeom& g, ConvPass p, float (&ms)[3],
                       ConvEngine& engine, std::unique_ptr<GraphConv>& chosen, std::string& note, Run&& run) {
     if (!timed(s)) return;
-    std::vector<GraphConv> cands = graph_conv_candidates(h, g, p, tf32, deterministic, kGraphWorkspaceCap, note,
-                                                               conv_graph_max_plans());
+    std::vector<GraphConv> cands =
+        graph_conv_candidates(h, g, p, tf32, deterministic, kGraphWorkspaceCap, note, conv_graph_max_plans());
     int best = -1;
     for (std::size_t i = 0; i < cands.size(); ++i) {
       const float t = time_candidate(s, [&] { run(cands[i]); });

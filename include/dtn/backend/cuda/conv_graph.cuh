@@ -205,6 +205,10 @@ inline std::vector<GraphConv> graph_conv_candidates(cudnnHandle_t h, const ConvG
                                                     bool deterministic, std::size_t workspace_cap, std::string& why,
                                                     int max_plans = 8) {
   std::vector<GraphConv> out;
+  if (max_plans <= 0) {
+    why = "no graph-API plan asked for";
+    return out;
+  }
   std::vector<BackendDesc> parts;
   BackendDesc graph = graph_conv_op_graph(h, g, p, parts, why);
   if (!why.empty()) return out;
