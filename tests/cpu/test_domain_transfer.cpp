@@ -280,6 +280,9 @@ TEST_CASE("DomainTransfer: the deferred (graph-capturable) step is bitwise the h
     fill(xt, Shape{4, 1, 8, 8}, static_cast<std::uint64_t>(20 + i));
     const dtn::DtnLosses la = a.step(xs.view(), xt.view());
     const dtn::DtnLosses lb = b.step_deferred(xs.view(), xt.view());
+    CHECK(la.d_source == lb.d_source);
+    CHECK(la.d_target_fake == lb.d_target_fake);
+    CHECK(la.d_target_real == lb.d_target_real);
     CHECK(la.d == lb.d);
     CHECK(la.gang == lb.gang);
     CHECK(la.constancy == lb.constancy);

@@ -127,13 +127,21 @@ class DomainTransfer {
     adam_scalars_.resize(Shape{static_cast<std::int64_t>(count)});
     Copy<Dev, Cpu>::run(adam_scalars_.data(), host, sizeof host);
   }
-  void run_deferred(View<const T, Dev> xs, View<const T, Dev> xt) { run(xs, xt, true, nullptr); }
+  // The step's nine loss values are gathered on the device at its end, so that finish_deferred()
+  // reads them back in one copy (one host round trip, not nine).
+  void run_deferred(View<const T, Dev> xs, View<const T, Dev> xt) {
+    run(xs, xt, true, nullptr);
+    const View<const T, Dev> losses[kDeferredLosses] = {
+        ce_[0].loss(),     ce_[1].loss(),   ce_[2].loss(),  ce_[3].loss(), ce_[4].loss(),
+        mse_const_.loss(), mse_tid_.loss(), tv_[0].loss(), tv_[1].loss()};
+    for (std::size_t i = 0; i < kDeferredLosses; ++i)
+      Copy<Dev, Dev>::run(deferred_losses_.data() + i, losses[i].data, sizeof(T));
+  }
   DtnLosses finish_deferred() {
     ++step_;
     DtnLosses out;
-    std::vector<T> v;
-    collect(v, {ce_[0].loss(), ce_[1].loss(), ce_[2].loss(), ce_[3].loss(), ce_[4].loss(), mse_const_.loss(),
-                mse_tid_.loss(), tv_[0].loss(), tv_[1].loss()});
+    std::vector<T> v(kDeferredLosses);
+    Copy<Cpu, Dev>::run(v.data(), deferred_losses_.data(), kDeferredLosses * sizeof(T));
     int flags[2] = {0, 0};
     Copy<Cpu, Dev>::run(flags, nonfinite_.data(), sizeof flags);
     fill_d(out, v[0], v[1], v[2]);
@@ -400,6 +408,8 @@ class DomainTransfer {
   TotalVariationLoss<T, Dev> tv_[2];  // [0] on G(xs), [1] on G(xt)
   std::map<std::pair<int, int>, Tensor<int, Dev>> targets_;  // (class, batch size)
   Tensor<T, Dev> xs3_, xt3_, gs3_, dgs3_, fs_, ft_, gs_, gt_, dimg_;
+  static constexpr std::size_t kDeferredLosses = 9;
+  Tensor<T, Dev> deferred_losses_{Shape{static_cast<std::int64_t>(kDeferredLosses)}};  // run_deferred's losses
   Tensor<int, Dev> nonfinite_{Shape{2}};  // non-finite gradient counts of the D and g updates
   Tensor<T, Dev> adam_scalars_;           // AdamStep<T> of D and of g for a deferred step
   bool g_caches_fresh_ = false;  // g_ and g_src_ hold G(xt) and G(xs) for g's current parameters
