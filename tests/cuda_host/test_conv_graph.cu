@@ -61,10 +61,14 @@ TEST_CASE("cuDNN graph API: a chosen plan runs only on pointers with the alignme
   CHECK_FALSE(dtn::cuda::detail::graph_aligned(buf + 2));
   CHECK_FALSE(dtn::cuda::detail::graph_aligned(buf + 3));
   using dtn::cuda::detail::ConvEngine;
-  auto plan = std::make_unique<dtn::cuda::detail::GraphConv>();
-  CHECK(dtn::cuda::detail::graph_runs(ConvEngine::graph, plan, buf, buf + 4, buf + 8));
-  CHECK_FALSE(dtn::cuda::detail::graph_runs(ConvEngine::graph, plan, buf, buf + 5, buf + 8));  // one misaligned
-  CHECK_FALSE(dtn::cuda::detail::graph_runs(ConvEngine::gemm, plan, buf, buf + 4, buf + 8));   // not chosen
-  const std::unique_ptr<dtn::cuda::detail::GraphConv> none;
-  CHECK_FALSE(dtn::cuda::detail::graph_runs(ConvEngine::graph, none, buf, buf + 4, buf + 8));  // no plan kept
+  dtn::cuda::detail::EngineChoice c;
+  c.engine = ConvEngine::graph;
+  c.graph = std::make_unique<dtn::cuda::detail::GraphConv>();
+  CHECK(dtn::cuda::detail::graph_runs(c, buf, buf + 4, buf + 8));
+  CHECK_FALSE(dtn::cuda::detail::graph_runs(c, buf, buf + 5, buf + 8));  // one misaligned
+  c.engine = ConvEngine::gemm;
+  CHECK_FALSE(dtn::cuda::detail::graph_runs(c, buf, buf + 4, buf + 8));  // not chosen
+  c.engine = ConvEngine::graph;
+  c.graph.reset();
+  CHECK_FALSE(dtn::cuda::detail::graph_runs(c, buf, buf + 4, buf + 8));  // no plan kept
 }

@@ -78,6 +78,16 @@ inline bool math_allowed(cudnnMathType_t m, bool tf32) {
 
 enum class ConvEngine { cudnn, gemm, graph };
 
+// One pass's engine: cuDNN's legacy algorithm, the GEMM engine or a graph-API plan, with the
+// times (ms, -1 where not measured) behind the choice and, when the graph API was not taken, why
+// (empty when it was timed and lost), for conv_choices().
+struct EngineChoice {
+  ConvEngine engine = ConvEngine::cudnn;
+  float ms[3] = {-1, -1, -1};  // {cuDNN, GEMM, graph}
+  std::unique_ptr<GraphConv> graph;
+  std::string graph_note;
+};
+
 // Per thread, for tests: when autotuning, take the fastest plan of cuDNN's graph API wherever it
 // builds one, whatever the other engines time (so that its execution path is checked against the
 // CPU whether or not it wins on the GPU at hand). Part of a plan's key.
@@ -138,14 +148,8 @@ struct ConvPlan {
   cudnnMathType_t fwd_math{}, bwd_data_math{}, bwd_filter_math{};
   std::size_t fwd_ws = 0, bwd_data_ws = 0, bwd_filter_ws = 0;
   bool fwd_det = true, bwd_data_det = true, bwd_filter_det = true;  // the chosen algorithm's determinism
-  // Per direction: cuDNN, or the GEMM engine when autotuning timed it faster; with the times
-  // (ms, -1 where not measured) behind the choice, for conv_choices().
-  ConvEngine fwd_engine = ConvEngine::cudnn, bwd_data_engine = ConvEngine::cudnn, bwd_filter_engine = ConvEngine::cudnn;
-  float fwd_ms[3] = {-1, -1, -1}, bwd_data_ms[3] = {-1, -1, -1}, bwd_filter_ms[3] = {-1, -1, -1};  // {cuDNN, GEMM, graph}
-  // Per direction, when autotuning took it: the graph API's plan; else why it was not (for
-  // conv_choices: empty when it was timed and lost).
-  std::unique_ptr<GraphConv> fwd_graph, bwd_data_graph, bwd_filter_graph;
-  std::string fwd_graph_note, bwd_data_graph_note, bwd_filter_graph_note;
+  // Per direction: cuDNN's legacy algorithm above, or the engine autotuning timed faster.
+  EngineChoice fwd_choice, bwd_data_choice, bwd_filter_choice;
   bool force_graph = false;  // conv_graph_forced() when the plan was made
 
   ConvGeom geom;
@@ -226,15 +230,15 @@ struct ConvPlan {
   // A timing run that fails with the stream intact (out of memory, a cuBLAS error) leaves cuDNN
   // in place rather than failing an op cuDNN can run; a device fault is rethrown.
   template <class Run>
-  void consider_gemm(cudaStream_t s, const ConvGeom& g, bool gemm_default, float (&ms)[3], ConvEngine& engine,
-                     Run&& run_gemm) {
+  void consider_gemm(cudaStream_t s, const ConvGeom& g, bool gemm_default, EngineChoice& c, Run&& run_gemm) {
     if (!conv_gemm_supported(g)) return;
     if (!timed(s)) {
-      if (gemm_default) engine = ConvEngine::gemm;
+      if (gemm_default) c.engine = ConvEngine::gemm;
       return;
     }
+    float* ms = c.ms;
     ms[1] = time_candidate(s, run_gemm);
-    if (ms[1] >= 0 && (ms[0] < 0 || ms[1] < ms[0])) engine = ConvEngine::gemm;
+    if (ms[1] >= 0 && (ms[0] < 0 || ms[1] < ms[0])) c.engine = ConvEngine::gemm;
   }
 
   // When autotuning (outside capture): build the execution plans cuDNN's graph API ranks for
@@ -242,11 +246,11 @@ struct ConvPlan {
   // if it beats the engine chosen so far (always, when force_graph). A plan whose run fails with
   // the stream intact is passed over; a device fault is rethrown.
   template <class Run>
-  void consider_graph(cudnnHandle_t h, cudaStream_t s, const ConvGeom& g, ConvPass p, float (&ms)[3],
-                      ConvEngine& engine, std::unique_ptr<GraphConv>& chosen, std::string& note, Run&& run) {
+  void consider_graph(cudnnHandle_t h, cudaStream_t s, const ConvGeom& g, ConvPass p, EngineChoice& c, Run&& run) {
     if (!timed(s)) return;
+    float* ms = c.ms;
     std::vector<GraphConv> cands =
-        graph_conv_candidates(h, g, p, tf32, deterministic, kGraphWorkspaceCap, note, conv_graph_max_plans());
+        graph_conv_candidates(h, g, p, tf32, deterministic, kGraphWorkspaceCap, c.graph_note, conv_graph_max_plans());
     int best = -1;
     for (std::size_t i = 0; i < cands.size(); ++i) {
       const float t = time_candidate(s, [&] { run(cands[i]); });
@@ -257,13 +261,13 @@ struct ConvPlan {
       }
     }
     if (best < 0) {
-      if (note.empty()) note = "no graph-API plan ran";
+      if (c.graph_note.empty()) c.graph_note = "no graph-API plan ran";
       return;
     }
-    const float current = engine == ConvEngine::gemm ? ms[1] : ms[0];
+    const float current = c.engine == ConvEngine::gemm ? ms[1] : ms[0];
     if (force_graph || current < 0 || ms[2] < current) {
-      engine = ConvEngine::graph;
-      chosen = std::make_unique<GraphConv>(std::move(cands[static_cast<std::size_t>(best)]));
+      c.engine = ConvEngine::graph;
+      c.graph = std::make_unique<GraphConv>(std::move(cands[static_cast<std::size_t>(best)]));
     }
   }
 
@@ -278,7 +282,7 @@ struct ConvPlan {
         [&](cudnnConvolutionFwdAlgo_t a, std::size_t* b) {
           return cudnnGetConvolutionForwardWorkspaceSize(h, x, w, conv, y, a, b);
         },
-        fwd, fwd_math, fwd_ws, fwd_ms[0], fwd_det);
+        fwd, fwd_math, fwd_ws, fwd_choice.ms[0], fwd_det);
     if (!have_fwd)
       throw cuda_error("dtn::Backend<Cuda>::conv2d_forward: cuDNN offers no usable algorithm for " + conv_geom_str(g));
   }
@@ -294,7 +298,7 @@ struct ConvPlan {
         [&](cudnnConvolutionBwdDataAlgo_t a, std::size_t* b) {
           return cudnnGetConvolutionBackwardDataWorkspaceSize(h, w, y, conv, x, a, b);
         },
-        bwd_data, bwd_data_math, bwd_data_ws, bwd_data_ms[0], bwd_data_det);
+        bwd_data, bwd_data_math, bwd_data_ws, bwd_data_choice.ms[0], bwd_data_det);
     if (!have_bwd_data)
       throw cuda_error("dtn::Backend<Cuda>::conv2d_backward_data: cuDNN offers no usable algorithm for " +
                        conv_geom_str(g));
@@ -313,7 +317,7 @@ struct ConvPlan {
         [&](cudnnConvolutionBwdFilterAlgo_t a, std::size_t* b) {
           return cudnnGetConvolutionBackwardFilterWorkspaceSize(h, x, y, conv, w, a, b);
         },
-        bwd_filter, bwd_filter_math, bwd_filter_ws, bwd_filter_ms[0], bwd_filter_det);
+        bwd_filter, bwd_filter_math, bwd_filter_ws, bwd_filter_choice.ms[0], bwd_filter_det);
     if (!have_bwd_filter)
       throw cuda_error("dtn::Backend<Cuda>::conv2d_backward_filter: cuDNN offers no usable algorithm for " +
                        conv_geom_str(g));
@@ -373,13 +377,14 @@ inline std::vector<std::string> conv_choices() {
     const detail::ConvPlan& p = *kv.second;
     std::string line = detail::conv_geom_str(p.geom) + (p.tf32 ? ", tf32" : ", fp32") +
                        (p.autotune ? ", timed" : ", heuristic") + (p.deterministic ? "" : ", any determinism");
-    auto dir = [&](const char* name, bool have, int algo, bool det, detail::ConvEngine e, const float (&ms)[3],
-                   const std::unique_ptr<detail::GraphConv>& graph, const std::string& graph_note) {
+    auto dir = [&](const char* name, bool have, int algo, bool det, const detail::EngineChoice& c) {
       if (!have) return;
+      const float* ms = c.ms;
+      const std::unique_ptr<detail::GraphConv>& graph = c.graph;
       line += std::string("; ") + name + " ";
-      if (e == detail::ConvEngine::gemm)
+      if (c.engine == detail::ConvEngine::gemm)
         line += "gemm";
-      else if (e == detail::ConvEngine::graph && graph)
+      else if (c.engine == detail::ConvEngine::graph && graph)
         line += "cudnn graph engine " + std::to_string(graph->engine) + (graph->deterministic ? "" : " (non-deterministic)") +
                 (graph->tensor_core ? " (tensor cores)" : "");
       else
@@ -387,14 +392,12 @@ inline std::vector<std::string> conv_choices() {
       if (ms[0] >= 0) line += " (cudnn " + std::to_string(ms[0]) + " ms";
       if (ms[0] >= 0 && ms[1] >= 0) line += ", gemm " + std::to_string(ms[1]) + " ms";
       if (ms[0] >= 0 && ms[2] >= 0) line += ", graph " + std::to_string(ms[2]) + " ms";
-      if (ms[0] >= 0 && !graph_note.empty()) line += ", graph API: " + graph_note;
+      if (ms[0] >= 0 && !c.graph_note.empty()) line += ", graph API: " + c.graph_note;
       if (ms[0] >= 0) line += ")";
     };
-    dir("fwd", p.have_fwd, static_cast<int>(p.fwd), p.fwd_det, p.fwd_engine, p.fwd_ms, p.fwd_graph, p.fwd_graph_note);
-    dir("bwd_data", p.have_bwd_data, static_cast<int>(p.bwd_data), p.bwd_data_det, p.bwd_data_engine, p.bwd_data_ms,
-        p.bwd_data_graph, p.bwd_data_graph_note);
-    dir("bwd_filter", p.have_bwd_filter, static_cast<int>(p.bwd_filter), p.bwd_filter_det, p.bwd_filter_engine,
-        p.bwd_filter_ms, p.bwd_filter_graph, p.bwd_filter_graph_note);
+    dir("fwd", p.have_fwd, static_cast<int>(p.fwd), p.fwd_det, p.fwd_choice);
+    dir("bwd_data", p.have_bwd_data, static_cast<int>(p.bwd_data), p.bwd_data_det, p.bwd_data_choice);
+    dir("bwd_filter", p.have_bwd_filter, static_cast<int>(p.bwd_filter), p.bwd_filter_det, p.bwd_filter_choice);
     out.push_back(line);
   }
   return out;
@@ -408,8 +411,8 @@ inline void run_graph_conv(Context& ctx, const GraphConv& c, const float* x, con
 }
 // Whether a pass whose plan chose the graph API may run it on these pointers (its tensors were
 // declared kGraphAlignment-aligned); else the pass runs cuDNN's legacy choice, made beside it.
-inline bool graph_runs(ConvEngine e, const std::unique_ptr<GraphConv>& c, const void* a, const void* b, const void* d) {
-  return e == ConvEngine::graph && c && graph_aligned(a) && graph_aligned(b) && graph_aligned(d);
+inline bool graph_runs(const EngineChoice& c, const void* a, const void* b, const void* d) {
+  return c.engine == ConvEngine::graph && c.graph && graph_aligned(a) && graph_aligned(b) && graph_aligned(d);
 }
 // Whether g's passes run on the GEMM engine with no plan made: the engine is on
 // (set_conv_gemm, the default), takes g, and no timed choice (set_conv_autotune) is asked for.
@@ -436,17 +439,15 @@ inline void conv2d_forward(const ConvGeom& g, const float* x, const float* w, co
     plan = &detail::conv_plan(g);
     if (!plan->have_fwd) {
       plan->choose_forward(ctx.cudnn(), ctx.stream(), g);
-      plan->consider_gemm(ctx.stream(), g, ctx.conv_gemm(), plan->fwd_ms, plan->fwd_engine,
-                          [&] { conv2d_forward_gemm(g, x, w, y); });
-      plan->consider_graph(ctx.cudnn(), ctx.stream(), g, detail::ConvPass::fwd, plan->fwd_ms, plan->fwd_engine,
-                           plan->fwd_graph, plan->fwd_graph_note,
+      plan->consider_gemm(ctx.stream(), g, ctx.conv_gemm(), plan->fwd_choice, [&] { conv2d_forward_gemm(g, x, w, y); });
+      plan->consider_graph(ctx.cudnn(), ctx.stream(), g, detail::ConvPass::fwd, plan->fwd_choice,
                            [&](const detail::GraphConv& c) { detail::run_graph_conv(ctx, c, x, w, y); });
     }
   }
-  if (plan == nullptr || plan->fwd_engine == detail::ConvEngine::gemm) {
+  if (plan == nullptr || plan->fwd_choice.engine == detail::ConvEngine::gemm) {
     conv2d_forward_gemm(g, x, w, y);
-  } else if (detail::graph_runs(plan->fwd_engine, plan->fwd_graph, x, w, y)) {
-    detail::run_graph_conv(ctx, *plan->fwd_graph, x, w, y);
+  } else if (detail::graph_runs(plan->fwd_choice, x, w, y)) {
+    detail::run_graph_conv(ctx, *plan->fwd_choice.graph, x, w, y);
   } else {
     void* ws = plan->fwd_ws ? ctx.workspace(plan->fwd_ws) : nullptr;
     DTN_CUDNN_CHECK(cudnnSetConvolutionMathType(plan->conv, plan->fwd_math));
@@ -470,17 +471,16 @@ inline void conv2d_backward_data(const ConvGeom& g, const float* dy, const float
     plan = &detail::conv_plan(g);
     if (!plan->have_bwd_data) {
       plan->choose_backward_data(ctx.cudnn(), ctx.stream(), g);
-      plan->consider_gemm(ctx.stream(), g, ctx.conv_gemm(), plan->bwd_data_ms, plan->bwd_data_engine,
+      plan->consider_gemm(ctx.stream(), g, ctx.conv_gemm(), plan->bwd_data_choice,
                           [&] { conv2d_backward_data_gemm(g, dy, w, dx); });
-      plan->consider_graph(ctx.cudnn(), ctx.stream(), g, detail::ConvPass::bwd_data, plan->bwd_data_ms,
-                           plan->bwd_data_engine, plan->bwd_data_graph, plan->bwd_data_graph_note,
+      plan->consider_graph(ctx.cudnn(), ctx.stream(), g, detail::ConvPass::bwd_data, plan->bwd_data_choice,
                            [&](const detail::GraphConv& c) { detail::run_graph_conv(ctx, c, dx, w, dy); });
     }
   }
-  if (plan == nullptr || plan->bwd_data_engine == detail::ConvEngine::gemm) {
+  if (plan == nullptr || plan->bwd_data_choice.engine == detail::ConvEngine::gemm) {
     conv2d_backward_data_gemm(g, dy, w, dx);
-  } else if (detail::graph_runs(plan->bwd_data_engine, plan->bwd_data_graph, dx, w, dy)) {
-    detail::run_graph_conv(ctx, *plan->bwd_data_graph, dx, w, dy);
+  } else if (detail::graph_runs(plan->bwd_data_choice, dx, w, dy)) {
+    detail::run_graph_conv(ctx, *plan->bwd_data_choice.graph, dx, w, dy);
   } else {
     void* ws = plan->bwd_data_ws ? ctx.workspace(plan->bwd_data_ws) : nullptr;
     DTN_CUDNN_CHECK(cudnnSetConvolutionMathType(plan->conv, plan->bwd_data_math));
@@ -507,7 +507,7 @@ inline void conv2d_backward_filter(const ConvGeom& g, const float* x, const floa
       plan->choose_backward_filter(ctx.cudnn(), ctx.stream(), g);
       // Timed into a scratch filter: the pass accumulates, and dw must get exactly one gradient.
       if (!plan->timed(ctx.stream())) {
-        plan->consider_gemm(ctx.stream(), g, ctx.conv_gemm(), plan->bwd_filter_ms, plan->bwd_filter_engine, [] {});
+        plan->consider_gemm(ctx.stream(), g, ctx.conv_gemm(), plan->bwd_filter_choice, [] {});
       } else {
         std::optional<Tensor<float, Cuda>> scratch;
         try {
@@ -516,19 +516,18 @@ inline void conv2d_backward_filter(const ConvGeom& g, const float* x, const floa
           (void)cudaGetLastError();  // no scratch: cuDNN's legacy choice stays
         }
         if (scratch) {
-          plan->consider_gemm(ctx.stream(), g, ctx.conv_gemm(), plan->bwd_filter_ms, plan->bwd_filter_engine,
+          plan->consider_gemm(ctx.stream(), g, ctx.conv_gemm(), plan->bwd_filter_choice,
                               [&] { conv2d_backward_filter_gemm(g, x, dy, scratch->data()); });
-          plan->consider_graph(ctx.cudnn(), ctx.stream(), g, detail::ConvPass::bwd_filter, plan->bwd_filter_ms,
-                               plan->bwd_filter_engine, plan->bwd_filter_graph, plan->bwd_filter_graph_note,
+          plan->consider_graph(ctx.cudnn(), ctx.stream(), g, detail::ConvPass::bwd_filter, plan->bwd_filter_choice,
                                [&](const detail::GraphConv& c) { detail::run_graph_conv(ctx, c, x, scratch->data(), dy); });
         }
       }
     }
   }
-  if (plan == nullptr || plan->bwd_filter_engine == detail::ConvEngine::gemm) {
+  if (plan == nullptr || plan->bwd_filter_choice.engine == detail::ConvEngine::gemm) {
     conv2d_backward_filter_gemm(g, x, dy, dw);
-  } else if (detail::graph_runs(plan->bwd_filter_engine, plan->bwd_filter_graph, x, dw, dy)) {
-    detail::run_graph_conv(ctx, *plan->bwd_filter_graph, x, dw, dy);
+  } else if (detail::graph_runs(plan->bwd_filter_choice, x, dw, dy)) {
+    detail::run_graph_conv(ctx, *plan->bwd_filter_choice.graph, x, dw, dy);
   } else {
     void* ws = plan->bwd_filter_ws ? ctx.workspace(plan->bwd_filter_ws) : nullptr;
     DTN_CUDNN_CHECK(cudnnSetConvolutionMathType(plan->conv, plan->bwd_filter_math));
