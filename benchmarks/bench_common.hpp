@@ -165,6 +165,7 @@ struct Options {
   int graph_plans = 8;             // --graph-plans N: graph-API engine configurations timed per pass
   bool profile_step = false;
   bool fusion = true;  // --no-fusion: batch norm and its activation as two passes
+  bool joint = false;  // --joint-batches: DtnConfig::joint_batches (f, g, D once per update on all batches)
   bool winograd = true;  // --no-winograd (CPU): f's 3x3 convolutions through im2col + GEMM
   std::string json;
 };
@@ -226,6 +227,7 @@ inline Options parse_options(int argc, char** argv, bool cuda) {
     else if (a == "--profile-step") o.profile_step = true;
     else if (a == "--no-layers") o.layers = false;
     else if (a == "--no-fusion") o.fusion = false;
+    else if (a == "--joint-batches") o.joint = true;
     else if (a == "--no-winograd" && !cuda) o.winograd = false;
     else if (a == "--only-layers") o.only_layers = true;
     else if (a == "--no-graph" && cuda) o.graph = false;
@@ -250,6 +252,8 @@ inline Options parse_options(int argc, char** argv, bool cuda) {
           "  --profile-step    break a DTN step at the largest batch down layer by layer (LayerHook)\n"
           "  --no-fusion       batch norm and the activation after it as two layers (default: one fused\n"
           "                    pass, Network::set_fusion); the mode label gets a +unfused suffix\n"
+          "  --joint-batches   the DTN step with DtnConfig::joint_batches: f and g once on both batches, D\n"
+          "                    once per update on all of its batches (batch norm per batch); +joint suffix\n"
           "%s"
           "  --json PATH       write rows and metadata as JSON (read by compare.py)\n",
           argv[0], cuda ? "" : "  --threads LIST    thread counts (default 1,2)\n", o.warmup, o.reps, o.step_reps,
@@ -639,11 +643,12 @@ void bench_layers(int batch, Where at, Timer& timer, const Options& o, nlohmann:
 template <class Dev>
 struct Trainer {
   using Type = dtn::DomainTransfer<FSpec, GSpec, DSpec, Dev>;
-  static dtn::DtnConfig config(bool fusion) {
+  static dtn::DtnConfig config(bool fusion, bool joint) {
     dtn::DtnConfig cfg;  // alpha = beta = 15, gamma = 0, Adam 2e-4 (0.5, 0.999): the digits setting
     cfg.init = dtn::InitScheme::pytorch;
     cfg.seed = 7;
     cfg.fuse_layers = fusion;
+    cfg.joint_batches = joint;
     return cfg;
   }
 };
@@ -654,7 +659,7 @@ struct StepSetup {
   typename Trainer<Dev>::Type trainer;
   dtn::Tensor<float, Dev> xs, xt;
   StepSetup(int batch, const Options& o)
-      : trainer(f_input(), d_input(), Trainer<Dev>::config(o.fusion)),
+      : trainer(f_input(), d_input(), Trainer<Dev>::config(o.fusion, o.joint)),
         xs(uniform_tensor<Dev>(dtn::Shape{batch, 3, 32, 32}, -1, 1, 200)),
         xt(uniform_tensor<Dev>(dtn::Shape{batch, 1, 32, 32}, -1, 1, 201)) {}
   dtn::DtnLosses step() { return trainer.step(xs.view(), xt.view()); }

@@ -105,6 +105,7 @@ int main(int argc, char** argv) {
     doc["meta"]["impl"] = "dtn";
     doc["meta"]["cpu"] = bench::cpu_model();
     doc["meta"]["fusion"] = o.fusion;
+    doc["meta"]["joint_batches"] = o.joint;
     doc["meta"]["winograd"] = o.winograd;
     dtn::cpu::winograd::set_enabled(o.winograd);  // the CPU ops run on this thread (OpenMP inside)
     doc["meta"]["compiler"] = __VERSION__;
@@ -127,7 +128,8 @@ int main(int argc, char** argv) {
     bench::print_header();
     bool step_missing = false;
     HostTimer timer;
-    const std::string mode = std::string("dtn") + (o.fusion ? "" : "+unfused") + (o.winograd ? "" : "+im2col");
+    const std::string mode = std::string("dtn") + (o.fusion ? "" : "+unfused") + (o.winograd ? "" : "+im2col") +
+                             (o.joint ? "+joint" : "");
     for (int t : o.threads) {
       dtn::set_num_threads(t);
       const bench::Where at{"cpu", t, mode.c_str()};

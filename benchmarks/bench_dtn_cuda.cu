@@ -216,7 +216,7 @@ int main(int argc, char** argv) {
     dtn::cuda::detail::conv_graph_max_plans() = o.graph_plans;
     const std::string suffix = std::string(o.conv_autotune || o.conv_gemm ? "" : "+cudnn") +
                                (o.conv_deterministic ? "" : "+nondet") +
-                               (o.tf32 ? "+tf32" : "") + (o.fusion ? "" : "+unfused") +
+                               (o.tf32 ? "+tf32" : "") + (o.fusion ? "" : "+unfused") + (o.joint ? "+joint" : "") +
                                (o.conv_autotune && o.graph_plans != 8 ? "+plans" + std::to_string(o.graph_plans) : "");
     const std::string plain_mode = (o.conv_autotune ? "tuned" : "dtn") + suffix;
     const std::string graph_mode = (o.conv_autotune ? "tuned+graph" : "graph") + suffix;
@@ -230,6 +230,7 @@ int main(int argc, char** argv) {
     doc["meta"]["cpu"] = bench::cpu_model();
     doc["meta"]["tf32"] = o.tf32;
     doc["meta"]["fusion"] = o.fusion;
+    doc["meta"]["joint_batches"] = o.joint;
     doc["meta"]["conv_autotune"] = o.conv_autotune;
     doc["meta"]["conv_gemm"] = o.conv_gemm;
     doc["meta"]["conv_deterministic"] = o.conv_deterministic;

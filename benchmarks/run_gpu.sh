@@ -14,7 +14,8 @@
 #                    always runs. The runs go most important first: dtn plain, PyTorch eager,
 #                    dtn autotuned, torch.compile, dtn autotuned with non-deterministic cuDNN
 #                    algorithms allowed, dtn on cuDNN's heuristic algorithms, the TF32 pair, dtn
-#                    with batch norm and its activation unfused.
+#                    with joint batches (TF32, then FP32), dtn with batch norm and its activation
+#                    unfused.
 set -uo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/.." && pwd)
@@ -108,6 +109,13 @@ if [[ ${TF32:-1} != 0 ]]; then
   dtn "bench_dtn_cuda --tf32 --conv-autotune" 75 dtn_cuda_tf32.json --tf32 --conv-autotune --no-layers
   torch "torch_dtn.py --modes eager --tf32" 60 torch_cuda_eager_tf32.json --modes eager --tf32
 fi
+# DtnConfig::joint_batches: f and g once on both batches, D once per update on all of its batches
+# (batch norm per batch): fewer, larger passes. Rows labelled +joint, to set beside the runs above.
+if [[ ${TF32:-1} != 0 ]]; then
+  dtn "bench_dtn_cuda --tf32 --conv-autotune --joint-batches" 60 dtn_cuda_tf32_joint.json --tf32 --conv-autotune \
+    --joint-batches --no-layers --rows dtn_step --profile-step
+fi
+dtn "bench_dtn_cuda --joint-batches" 45 dtn_cuda_joint.json --joint-batches --no-layers --rows dtn_step --batches 128
 # Batch norm and its activation as two passes (the plain run fuses them): what fusion is worth
 # on this card. Rows labelled dtn+unfused / graph+unfused.
 dtn "bench_dtn_cuda --no-fusion" 60 dtn_cuda_unfused.json --no-fusion --no-layers --rows dtn_step --batches 128

@@ -305,6 +305,7 @@ int run_pipeline(Options o) {
   cfg.d_updates = o.d_updates;
   cfg.g_updates = o.g_updates;
   cfg.seed = o.seed + 30;
+  cfg.joint_batches = o.joint_batches;
   DomainTransfer<F, G, D, Dev> dtn(Shape{3, 32, 32}, Shape{1, 32, 32}, cfg);
   dtn.f().load_state_from(f);  // parameters and batch norm's running statistics
   if (src_train.n == 0) {

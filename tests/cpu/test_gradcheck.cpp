@@ -51,6 +51,19 @@ TEST_CASE("gradcheck: BatchNorm2d fused with the activation after it (training m
   check_net<dtn::Sequential<dtn::BatchNorm2d, dtn::LeakyReLU<1, 5>>>(Shape{2, 3, 5}, 3);
   check_net<dtn::Sequential<dtn::BatchNorm2d, dtn::Tanh>>(Shape{3, 2, 2}, 5);
 }
+TEST_CASE("gradcheck: BatchNorm2d on a batch of segments (each its own statistics), alone and fused") {
+  const std::vector<std::int64_t> segments = {3, 1, 2};
+  for (std::uint64_t seed : {2u, 7u}) {
+    GradCheckReport a = dtn::testing::gradcheck_network<dtn::Sequential<dtn::BatchNorm2d>>(Shape{3, 4, 4}, segments, seed);
+    GradCheckReport b = dtn::testing::gradcheck_network<dtn::Sequential<dtn::Conv2d<3, 3, 1, 1>, dtn::BatchNorm2d, dtn::ReLU>>(
+        Shape{2, 4, 4}, segments, seed);
+    INFO("worst: " << a.worst << " / " << b.worst);
+    CHECK(a.checked > 0);
+    CHECK(b.checked > 0);
+    CHECK(a.max_error < kBound);
+    CHECK(b.max_error < kBound);
+  }
+}
 TEST_CASE("gradcheck: BatchNorm2d, evaluation mode in a frozen network (input gradient)") {
   // A frozen f with batch norm: the trainer runs it in evaluation mode and back-propagates
   // through it. Running statistics set away from (0, 1) so the check is not trivial.

@@ -309,3 +309,60 @@ TEST_CASE("CPU tensors growing or reassigned leave dtn::storage_moves unchanged 
   CHECK(dtn::storage_moves() == start);
   CHECK_FALSE(dtn::Tensor<float>::counts_moves);
 }
+
+TEST_CASE("forward with segments: each segment is a batch of its own for batch norm, forward and backward") {
+  using Spec = dtn::Sequential<dtn::Conv2d<4, 3, 2, 1>, dtn::BatchNorm2d, dtn::LeakyReLU<1, 5>, dtn::Conv2d<3, 3, 1, 1>,
+                               dtn::BatchNorm2d, dtn::Conv2d<2, 4, 1, 0>>;
+  using NetD = dtn::Net<Spec, double>;
+  const std::vector<std::int64_t> segs = {2, 3, 1};
+  for (bool fusion : {true, false}) {
+    CAPTURE(fusion);
+    NetD joint(Shape{2, 8, 8}, "d", dtn::InitScheme::pytorch, 4), apart(Shape{2, 8, 8}, "d", dtn::InitScheme::pytorch, 4);
+    joint.set_fusion(fusion);
+    apart.set_fusion(fusion);
+    dtn::Tensor<double> x(Shape{6, 2, 8, 8}), r(Shape{6, 2, 1, 1});
+    dtn::Rng rng(17);
+    for (std::size_t i = 0; i < x.size(); ++i) x[i] = rng.uniform(-1, 1) + (i < 2 * 128 ? 0.5 : 0.0);
+    for (std::size_t i = 0; i < r.size(); ++i) r[i] = rng.uniform(-1, 1);
+    const std::vector<double> y = dtn::to_vector(joint.forward(x.view(), segs));
+    const std::vector<double> dx = dtn::to_vector(joint.backward(r.view(), true));
+    // The same batches one pass each: outputs and input gradients concatenated, parameter
+    // gradients summed, running statistics moved once per batch in order.
+    std::vector<double> y_ref, dx_ref;
+    std::int64_t first = 0;
+    for (std::int64_t n : segs) {
+      const auto ys = dtn::to_vector(apart.forward(x.view().slice(first, n)));
+      y_ref.insert(y_ref.end(), ys.begin(), ys.end());
+      const auto ds = dtn::to_vector(apart.backward(dtn::View<const double, dtn::Cpu>(r.view().slice(first, n)), true));
+      dx_ref.insert(dx_ref.end(), ds.begin(), ds.end());
+      first += n;
+    }
+    auto close = [](const std::vector<double>& a, const std::vector<double>& b) {
+      REQUIRE(a.size() == b.size());
+      double worst = 0;
+      for (std::size_t i = 0; i < a.size(); ++i) worst = std::max(worst, std::abs(a[i] - b[i]) / std::max(1.0, std::abs(b[i])));
+      return worst;
+    };
+    // double: only the order of additions in the parameter gradients differs
+    CHECK(close(y, y_ref) < 1e-13);
+    CHECK(close(dx, dx_ref) < 1e-13);
+    CHECK(close(dtn::to_vector(joint.gradients()), dtn::to_vector(apart.gradients())) < 1e-12);
+    CHECK(close(dtn::to_vector(joint.buffers()), dtn::to_vector(apart.buffers())) < 1e-13);
+    // ... and the segments matter: the whole batch as one gives other outputs
+    NetD whole(Shape{2, 8, 8}, "d", dtn::InitScheme::pytorch, 4);
+    const std::vector<double> y_whole = dtn::to_vector(whole.forward(x.view()));
+    CHECK(close(y_whole, y_ref) > 1e-3);
+    // A plain forward() after a segmented one takes the batch as one again.
+    CHECK(close(dtn::to_vector(joint.forward(x.view())), y_whole) == 0.0);
+  }
+}
+
+TEST_CASE("forward with segments: segments that do not tile the batch are refused with both counts") {
+  dtn::Net<D> d(Shape{1, 8, 8}, "d");
+  dtn::Tensor<float> x(Shape{6, 1, 8, 8});
+  x.zero();
+  const std::string m = message_of([&] { d.forward(x.view(), {2, 3}); });
+  CHECK(m.find("d: forward: batch segments of 5 samples in all, input [6, 1, 8, 8]") != std::string::npos);
+  CHECK(message_of([&] { d.forward(x.view(), {6, 0}); }).find("a batch segment of 0 samples") != std::string::npos);
+  CHECK(message_of([&] { d.forward(x.view(), {3, 3}); }).empty());
+}

@@ -53,11 +53,13 @@ void trainable_params(NetG& gpu, NetC& cpu, const std::vector<std::string>& skip
     pc.insert(pc.end(), b.begin(), b.end());
   }
 }
-void trainer_matches_cpu(bool gemm_engine) {
+// joint: DtnConfig::joint_batches on both devices.
+void trainer_matches_cpu(bool gemm_engine, bool joint = false) {
   const parity::ConvGemmScope engine(gemm_engine);
   dtn::DtnConfig cfg;
   cfg.seed = 4;
   cfg.gamma = 0.1;
+  cfg.joint_batches = joint;
   dtn::DomainTransfer<F, G, D, dtn::Cpu> cpu(Shape{3, 16, 16}, Shape{1, 16, 16}, cfg);
   dtn::DomainTransfer<F, G, D, Cuda> gpu(Shape{3, 16, 16}, Shape{1, 16, 16}, cfg);
   for (int i = 0; i < 3; ++i) {
@@ -107,13 +109,16 @@ enum class Between { nothing, moved_workspace, larger_batch };
 
 // ns: the source batch (the target batch is 8).
 // graph_api: autotuning on, with cuDNN's graph-API plans taken wherever they build.
-void graph_replays_eager_step(bool gemm_engine, Between between = Between::nothing, int ns = 8, bool graph_api = false) {
+// joint: DtnConfig::joint_batches.
+void graph_replays_eager_step(bool gemm_engine, Between between = Between::nothing, int ns = 8, bool graph_api = false,
+                              bool joint = false) {
   const parity::ConvGemmScope engine(gemm_engine);
   const parity::ConvAutotuneScope tuned(graph_api);
   const parity::ConvGraphForcedScope forced(graph_api);
   dtn::DtnConfig cfg;
   cfg.seed = 6;
   cfg.gamma = 0.05;
+  cfg.joint_batches = joint;
   dtn::DomainTransfer<F, G, D, Cuda> eager(Shape{3, 16, 16}, Shape{1, 16, 16}, cfg);
   dtn::DomainTransfer<F, G, D, Cuda> graphed(Shape{3, 16, 16}, Shape{1, 16, 16}, cfg);
   dtn::cuda::GraphStep<dtn::DomainTransfer<F, G, D, Cuda>> graph(graphed);
@@ -201,4 +206,12 @@ TEST_CASE("a DTN step graph with source and target batches of different sizes is
   // D's labels for the source batch (6) and the target batch (8) are two tensors made once, not
   // one remade each step, which would allocate inside the capture.
   graph_replays_eager_step(false, Between::nothing, 6);
+}
+
+TEST_CASE("DomainTransfer with joint batches (one pass per network and update) on the GPU matches the CPU trainer") {
+  trainer_matches_cpu(true, true);
+}
+
+TEST_CASE("a DTN step with joint batches (batches of 6 and 8) as a CUDA graph replays bit for bit") {
+  graph_replays_eager_step(true, Between::nothing, 6, false, true);
 }

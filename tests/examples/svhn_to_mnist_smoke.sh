@@ -30,9 +30,10 @@ grep -q 'MNIST classifier on G(x)' "$out/results.txt" || fail "no stage (d) line
 [ "$(grep -c '^[0-9]' "$out/validation.csv")" = 2 ] || fail "validation.csv should hold steps 2 and 4"
 grep -q 'held out for validation' "$out/run1.log" || fail "no validation split was reported"
 grep -q '^(d) best-validation model (step [24],' "$out/results.txt" || fail "no best-validation evaluation"
-# Resume: f and the classifier are reused, the DTN continues from step 4 to step 6.
+# Resume: f and the classifier are reused, the DTN continues from step 4 to step 6 (with joint
+# batches: one pass per network and update, the same method).
 "$exe" "${common[@]}" --reuse --resume --dtn-steps 6 --sample-every 2 --ckpt-every 2 --log-every 1 \
-  --g-updates 2 --d-lr 1e-4 >"$out/run2.log" 2>&1 || { rc=$?; cat "$out/run2.log"; fail "the resumed run exited with $rc"; }
+  --g-updates 2 --d-lr 1e-4 --joint-batches >"$out/run2.log" 2>&1 || { rc=$?; cat "$out/run2.log"; fail "the resumed run exited with $rc"; }
 grep -q 'resumed DTN from .* at step 4' "$out/run2.log" || { cat "$out/run2.log"; fail "no resume at step 4"; }
 grep -q '(a) f loaded from' "$out/run2.log" || fail "f was not reused"
 grep -q '^(c) DTN: 6 steps' "$out/results.txt" || fail "the resumed run did not reach step 6"

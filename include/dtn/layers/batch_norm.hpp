@@ -1,7 +1,12 @@
 #pragma once
 // BatchNorm2d: per-channel normalisation with batch statistics in training mode and running
 // statistics in evaluation mode (momentum 0.1, eps 1e-5, unbiased running variance: PyTorch's).
+// A batch made of several batches one after the other (Network::forward with segments) is
+// normalised segment by segment in training mode: each segment's own statistics, the running
+// statistics updated once per segment in order, as separate forward passes would.
+#include <cstdint>
 #include <type_traits>
+#include <vector>
 
 #include "../backend/backend.hpp"
 #include "../nn/param.hpp"
@@ -41,6 +46,10 @@ class BatchNorm2dLayer {
     f("running_mean", mean_);
     f("running_var", var_);
   }
+  // The sizes of the batches that the next forward's input holds one after the other (nn/contract.hpp);
+  // one segment, the whole batch, unless Network::forward was given segments.
+  void set_batch_segments(const std::vector<std::int64_t>& sizes) { segments_ = sizes; }
+
   void forward(View<const T, Dev> x, View<T, Dev> y, bool train) { forward_with(x, y, train, ops::Identity{}); }
   void backward(View<const T, Dev> x, View<const T, Dev> /*y*/, View<const T, Dev> dy, View<T, Dev> dx,
                 bool param_grads) {
@@ -69,17 +78,23 @@ class BatchNorm2dLayer {
  private:
   template <class Act>
   void forward_with(View<const T, Dev> x, View<T, Dev> y, bool train, const Act& act) {
-    const BnGeom g = geom(x.shape);
     train_ = train;
-    if (train) {
-      save_mean_.resize(Shape{c_});
-      save_invstd_.resize(Shape{c_});
-      Backend<Dev>::batchnorm_forward_train(g, x.data, scale_.value.data, shift_.value.data, mean_.value.data,
-                                            var_.value.data, y.data, save_mean_.data(), save_invstd_.data(), act);
-    } else {
-      Backend<Dev>::batchnorm_forward_eval(g, x.data, scale_.value.data, shift_.value.data, mean_.value.data,
-                                           var_.value.data, y.data, act);
+    if (!train) {
+      Backend<Dev>::batchnorm_forward_eval(geom(x.shape[0]), x.data, scale_.value.data, shift_.value.data,
+                                           mean_.value.data, var_.value.data, y.data, act);
+      return;
     }
+    check_segments(x.shape[0]);
+    const std::size_t nseg = segments_.empty() ? 1 : segments_.size();
+    save_mean_.resize(Shape{static_cast<std::int64_t>(nseg) * c_});
+    save_invstd_.resize(Shape{static_cast<std::int64_t>(nseg) * c_});
+    for_each_segment(segments_, x.shape[0], [&](std::size_t s, std::int64_t first, std::int64_t n) {
+      const std::size_t off = static_cast<std::size_t>(first) * static_cast<std::size_t>(c_) * hw_;
+      Backend<Dev>::batchnorm_forward_train(geom(n), x.data + off, scale_.value.data, shift_.value.data,
+                                            mean_.value.data, var_.value.data, y.data + off, save_mean_.data() + s * c_,
+                                            save_invstd_.data() + s * c_, act);
+    });
+    trained_segments_ = segments_;
   }
   // y: the activation's output (not read when Act is ops::Identity); dy: the gradient there.
   template <class Act>
@@ -93,7 +108,7 @@ class BatchNorm2dLayer {
         throw error("BatchNorm2d: parameter gradients after an evaluation-mode forward are not supported "
                     "(freeze the network, or train it in training mode)");
       if (!dx.data) return;
-      Backend<Dev>::batchnorm_backward_eval(geom(x.shape), dy.data, scale_.value.data, var_.value.data, dx.data,
+      Backend<Dev>::batchnorm_backward_eval(geom(x.shape[0]), dy.data, scale_.value.data, var_.value.data, dx.data,
                                             y.data, act);
       return;
     }
@@ -105,13 +120,42 @@ class BatchNorm2dLayer {
       dgamma = scratch_.data();
       dbeta = scratch_.data() + c_;
     }
-    Backend<Dev>::batchnorm_backward(geom(x.shape), x.data, dy.data, scale_.value.data, save_mean_.data(),
-                                     save_invstd_.data(), dx.data, dgamma, dbeta, y.data, act);
+    // Segment by segment, as the forward pass was; dgamma and dbeta accumulate over them.
+    for_each_segment(trained_segments_, x.shape[0], [&](std::size_t s, std::int64_t first, std::int64_t n) {
+      const std::size_t off = static_cast<std::size_t>(first) * static_cast<std::size_t>(c_) * hw_;
+      Backend<Dev>::batchnorm_backward(geom(n), x.data + off, dy.data + off, scale_.value.data,
+                                       save_mean_.data() + s * c_, save_invstd_.data() + s * c_,
+                                       dx.data ? dx.data + off : nullptr, dgamma, dbeta, y.data ? y.data + off : nullptr,
+                                       act);
+    });
   }
 
-  BnGeom geom(const Shape& x) const {
+  // The segments must tile the batch; none (or one) is the whole batch.
+  void check_segments(std::int64_t n) const {
+    if (segments_.empty()) return;
+    std::int64_t total = 0;
+    for (std::int64_t k : segments_) {
+      if (k < 1) throw shape_error(std::string(kind) + ": a batch segment of " + std::to_string(k) + " samples");
+      total += k;
+    }
+    if (total != n)
+      throw shape_error(std::string(kind) + ": batch segments of " + std::to_string(total) + " samples in all, but the batch has " +
+                        std::to_string(n));
+  }
+  // fn(segment index, first sample, samples) for each segment of a batch of n.
+  template <class Fn>
+  static void for_each_segment(const std::vector<std::int64_t>& segs, std::int64_t n, Fn&& fn) {
+    if (segs.empty()) return fn(std::size_t{0}, std::int64_t{0}, n);
+    std::int64_t first = 0;
+    for (std::size_t s = 0; s < segs.size(); ++s) {
+      fn(s, first, segs[s]);
+      first += segs[s];
+    }
+  }
+
+  BnGeom geom(std::int64_t n) const {
     BnGeom g;
-    g.n = static_cast<int>(x[0]);
+    g.n = static_cast<int>(n);
     g.c = c_;
     g.hw = hw_;
     g.eps = eps;
@@ -122,7 +166,8 @@ class BatchNorm2dLayer {
   long hw_ = 1;
   bool train_ = true;
   Param<T, Dev> scale_, shift_, mean_, var_;
-  Tensor<T, Dev> save_mean_, save_invstd_, scratch_;
+  std::vector<std::int64_t> segments_, trained_segments_;  // the next forward's; the last training forward's
+  Tensor<T, Dev> save_mean_, save_invstd_, scratch_;  // save_*: one row of c_ per segment
 };
 
 }  // namespace layers

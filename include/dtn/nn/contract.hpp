@@ -25,8 +25,18 @@
 // and Sequential runs such a pair as one pass each way, unless Network::set_fusion(false). The
 // pair's results must be those of the two layers run one after the other, bit for bit; Next
 // must have no parameters.
+//
+// Optional, and required of a layer whose output for one sample depends on the other samples of
+// the batch (batch norm in training mode):
+//     void set_batch_segments(const std::vector<std::int64_t>& sizes);
+// Sequential calls it before each forward with the sizes of the batches that the input holds one
+// after the other (Network::forward(x, segments); empty: the input is one batch), and the layer
+// treats each segment as a batch of its own, in that forward and in the backward after it. A
+// layer without it is taken to compute every sample on its own.
+#include <cstdint>
 #include <type_traits>
 #include <utility>
+#include <vector>
 
 #include "param.hpp"
 
@@ -74,6 +84,12 @@ struct has_backward<L, T, Dev,
                         std::declval<View<const T, Dev>>(), std::declval<View<const T, Dev>>(),
                         std::declval<View<const T, Dev>>(), std::declval<View<T, Dev>>(), true))>>
     : std::true_type {};
+
+template <class L, class = void>
+struct has_batch_segments : std::false_type {};
+template <class L>
+struct has_batch_segments<L, std::void_t<decltype(std::declval<L&>().set_batch_segments(
+                                 std::declval<const std::vector<std::int64_t>&>()))>> : std::true_type {};
 
 template <class L, class Next, class = void>
 struct fuses : std::false_type {};

@@ -88,13 +88,31 @@ class Network {
   // has run (the layers read it again). Returns a view of the network's own output buffer,
   // valid until the next forward().
   View<const T, Dev> forward(View<const T, Dev> x) {
-    check_input(x.shape);
-    input_ = x;
-    fused_ = fusion_;
-    forward_layers(std::make_index_sequence<depth>{});
-    return outs_[depth - 1].view();
+    segments_.clear();
+    return run_forward(x);
   }
-  // Back-propagates dy (the gradient of the loss with respect to the last forward()'s output).
+  // Several batches in one pass: x holds them one after the other, `segments` their sizes (each
+  // >= 1, summing to x's N). Layers that mix samples (batch norm in training mode: its statistics,
+  // and its running statistics updated once per segment, in order) treat each segment as a batch
+  // of its own, so the output is that of forward() on each batch, concatenated, and backward()
+  // gives each batch's input gradient; parameter gradients are the sum over the segments, as from
+  // separate passes up to the order of float additions. Fewer, larger passes: the DTN trainer runs
+  // D once on all the batches of an update this way (DtnConfig::joint_batches).
+  View<const T, Dev> forward(View<const T, Dev> x, const std::vector<std::int64_t>& segments) {
+    check_input(x.shape);  // before the segments are compared with its N
+    std::int64_t total = 0;
+    for (std::int64_t k : segments) {
+      if (k < 1) throw shape_error(name_ + ": forward: a batch segment of " + std::to_string(k) + " samples");
+      total += k;
+    }
+    if (total != x.shape[0])
+      throw shape_error(name_ + ": forward: batch segments of " + std::to_string(total) + " samples in all, input " +
+                        x.shape.str());
+    segments_ = segments;
+    return run_forward(x);
+  }
+  // Back-propagates dy (the gradient of the loss with respect to the last forward()'s output,
+  // with or without segments).
   // Parameter gradients accumulate (call zero_grad() between steps). Returns the gradient with
   // respect to the input when need_input_grad, else an empty view.
   View<const T, Dev> backward(View<const T, Dev> dy, bool need_input_grad = true) {
@@ -177,6 +195,13 @@ class Network {
   }
 
  private:
+  View<const T, Dev> run_forward(View<const T, Dev> x) {
+    check_input(x.shape);
+    input_ = x;
+    fused_ = fusion_;
+    forward_layers(std::make_index_sequence<depth>{});
+    return outs_[depth - 1].view();
+  }
   std::string prefix(std::size_t i) const { return name_ + "." + std::to_string(i) + "."; }
 
   template <std::size_t... I>
@@ -289,6 +314,8 @@ class Network {
     if constexpr (fused_tail<I>())
       if (fused_) return;  // ran inside layer I - 1
     View<const T, Dev> in = I == 0 ? input_ : outs_[I == 0 ? 0 : I - 1].view();
+    using L = std::tuple_element_t<I, Layers>;
+    if constexpr (detail::has_batch_segments<L>::value) std::get<I>(layers_).set_batch_segments(segments_);
     if constexpr (fused_head<I>()) {
       if (fused_) {
         // Layer I's own output is never formed: the pair writes layer I + 1's.
@@ -360,6 +387,7 @@ class Network {
   // per layer: for g at batch 128, 8M floats instead of 21M.
   std::array<Tensor<T, Dev>, 2> gin_;
   View<const T, Dev> input_, dy_next_;
+  std::vector<std::int64_t> segments_;  // of the last forward (empty: one batch)
   int slot_ = 0;
   Network* owner_ = nullptr;  // set by share_parameters_of
   bool train_ = true, frozen_ = false, need_input_grad_ = true;

@@ -10,6 +10,7 @@
 // coordinate on random inputs.
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <functional>
 #include <limits>
 #include <string>
@@ -49,12 +50,11 @@ inline std::vector<std::size_t> probe_coords(std::size_t n, int max_coords, Rng&
   return idx;
 }
 
-// Checks the input gradient and every parameter gradient of the network spec NetSpec (a
-// Sequential<...>) on a random batch of `batch` samples of shape `sample`, through
-// L = sum(r * y) for a random r.
+namespace detail {
+// segments: as Network::forward takes them (empty: the batch is one).
 template <class NetSpec>
-GradCheckReport gradcheck_network(Shape sample, int batch, std::uint64_t seed = 1, bool train = true,
-                                  int max_coords = 150, double h = 1e-6) {
+GradCheckReport gradcheck_network(Shape sample, int batch, const std::vector<std::int64_t>& segments, std::uint64_t seed,
+                                  bool train, int max_coords, double h) {
   using NetT = Net<NetSpec, double, Cpu>;
   NetT net(sample, "layer", InitScheme::pytorch, seed);
   net.train(train);
@@ -69,12 +69,13 @@ GradCheckReport gradcheck_network(Shape sample, int batch, std::uint64_t seed = 
                                                       : Shape{batch, sample[0], sample[1], sample[2]});
   Tensor<double, Cpu> x(xs);
   for (std::size_t i = 0; i < x.size(); ++i) x[i] = rng.uniform(-1, 1);
-  View<const double, Cpu> y0 = net.forward(x.view());
+  auto run = [&]() { return segments.empty() ? net.forward(x.view()) : net.forward(x.view(), segments); };
+  View<const double, Cpu> y0 = run();
   Tensor<double, Cpu> r(y0.shape);
   for (std::size_t i = 0; i < r.size(); ++i) r[i] = rng.uniform(-1, 1);
 
   auto loss = [&]() {
-    View<const double, Cpu> y = net.forward(x.view());
+    View<const double, Cpu> y = run();
     double s = 0;
     for (std::size_t i = 0; i < y.size(); ++i) s += r[i] * y.data[i];
     return s;
@@ -108,6 +109,24 @@ GradCheckReport gradcheck_network(Shape sample, int batch, std::uint64_t seed = 
     rep.add(dp[i], (lp - lm) / (2 * h), where);
   }
   return rep;
+}
+}  // namespace detail
+
+// Checks the input gradient and every parameter gradient of the network spec NetSpec (a
+// Sequential<...>) on a random batch of `batch` samples of shape `sample`, through
+// L = sum(r * y) for a random r.
+template <class NetSpec>
+GradCheckReport gradcheck_network(Shape sample, int batch, std::uint64_t seed = 1, bool train = true,
+                                  int max_coords = 150, double h = 1e-6) {
+  return detail::gradcheck_network<NetSpec>(sample, batch, {}, seed, train, max_coords, h);
+}
+// The same on a batch of several batches one after the other (Network::forward with segments).
+template <class NetSpec>
+GradCheckReport gradcheck_network(Shape sample, const std::vector<std::int64_t>& segments, std::uint64_t seed = 1,
+                                  bool train = true, int max_coords = 150, double h = 1e-6) {
+  std::int64_t batch = 0;
+  for (std::int64_t k : segments) batch += k;
+  return detail::gradcheck_network<NetSpec>(sample, static_cast<int>(batch), segments, seed, train, max_coords, h);
 }
 
 // The same for one layer spec.

@@ -9,8 +9,10 @@
 //   L_TV   = mean over both batches of TV(G(x)) (B = 1, see loss/losses.hpp)
 //   L_G    = L_GANG + alpha L_CONST + beta L_TID + gamma L_TV
 // Each step updates D with L_D (g fixed), then g with L_G (D fixed); f never changes, but the
-// gradient of L_CONST flows through it into g. D and g are run separately on the source and
-// the target batch (batch norm statistics per batch, as in the usual implementations).
+// gradient of L_CONST flows through it into g. Batch norm takes its statistics per batch, as in
+// the usual implementations: D and g see the source and the target batch (and D the real target
+// batch) as batches of their own, whether they run on each separately or, with
+// DtnConfig::joint_batches, once on all of them (Network::forward with segments).
 //
 // F, G and D are the user's own Sequential<...> specs. Images: source [N, Cs, H, W], target
 // [N, Ct, H, W], both in [-1, 1]; where f reads more channels than an image has (f takes RGB,
@@ -48,6 +50,11 @@ struct DtnConfig {
   std::uint64_t seed = 0;
   NonFinitePolicy on_nonfinite = NonFinitePolicy::stop;
   bool fuse_layers = true;  // batch norm and its activation as one pass (Network::set_fusion)
+  // Fewer, larger passes: f and g run once on both batches, D once per update on all of its
+  // batches ([G(xs), G(xt), xt] for L_D, [G(xt), G(xs)] for L_GANG), each batch a segment of its
+  // own for batch norm (Network::forward with segments). The same method and the same results up
+  // to the order of float additions in the parameter gradients; off: one pass per batch.
+  bool joint_batches = false;
 };
 
 // Every loss term of one step (the last update of each kind).
@@ -240,6 +247,21 @@ class DomainTransfer {
                                           x.data, buf.data());
     return buf.view();
   }
+  // x (images) as f reads them, written into dst (samples of f's input shape).
+  void put_f_input(View<const T, Dev> x, View<T, Dev> dst) {
+    const std::int64_t fc = dst.shape[1];
+    if (x.shape[1] == fc) {
+      Copy<Dev, Dev>::run(dst.data, x.data, x.size() * sizeof(T));
+      return;
+    }
+    Backend<Dev>::repeat_channels_forward(static_cast<int>(x.shape[0]), static_cast<int>(x.shape[1]),
+                                          static_cast<int>(fc / x.shape[1]), static_cast<long>(x.shape[2] * x.shape[3]),
+                                          x.data, dst.data);
+  }
+  // src into dst's samples [first, first + src's N).
+  static void copy_rows(Tensor<T, Dev>& dst, std::int64_t first, View<const T, Dev> src) {
+    Copy<Dev, Dev>::run(dst.view().slice(first, src.shape[0]).data, src.data, src.size() * sizeof(T));
+  }
   static void copy_into(Tensor<T, Dev>& dst, View<const T, Dev> src) {
     dst.resize(src.shape);
     Copy<Dev, Dev>::run(dst.data(), src.data, src.size() * sizeof(T));
@@ -276,12 +298,31 @@ class DomainTransfer {
                         " (parameters left unchanged)");
   }
 
+  // f(xs), f(xt), G(xs), G(xt): rows of feat_ and of dimgs_ (dimgs_ = [G(xs), G(xt), xt]).
+  View<const T, Dev> fs() const { return feat_.view().slice(0, ns_); }
+  View<const T, Dev> ft() const { return feat_.view().slice(ns_, nt_); }
+  View<const T, Dev> gs() const { return dimgs_.view().slice(0, ns_); }
+  View<const T, Dev> gt() const { return dimgs_.view().slice(ns_, nt_); }
+
   void run(View<const T, Dev> xs, View<const T, Dev> xt, bool deferred, DtnLosses* out) {
     check_batch("source", xs.shape, source_sample_);
     check_batch("target", xt.shape, target_sample_);
-    // f is frozen: its features of both batches serve the D and the g updates.
-    copy_into(fs_, f_.forward(as_f_input(xs, xs3_)));
-    copy_into(ft_, f_.forward(as_f_input(xt, xt3_)));
+    // f is frozen: its features of both batches, feat_ = [f(xs), f(xt)], serve the D and the g
+    // updates.
+    ns_ = xs.shape[0];
+    nt_ = xt.shape[0];
+    if (cfg_.joint_batches) {
+      const Shape& fin = f_.input_sample_shape();
+      fin_.resize(Shape{ns_ + nt_, fin[0], fin[1], fin[2]});
+      put_f_input(xs, fin_.view().slice(0, ns_));
+      put_f_input(xt, fin_.view().slice(ns_, nt_));
+      copy_into(feat_, f_.forward(fin_.view(), {ns_, nt_}));
+    } else {
+      View<const T, Dev> fs = f_.forward(as_f_input(xs, xs3_));
+      feat_.resize(fs.shape.with_batch(ns_ + nt_));
+      copy_rows(feat_, 0, fs);
+      copy_rows(feat_, ns_, f_.forward(as_f_input(xt, xt3_)));
+    }
     g_.train();
     g_src_.train();
     d_.train();
@@ -318,14 +359,28 @@ class DomainTransfer {
   void update_d(View<const T, Dev> xt, bool deferred, DtnLosses* out) {
     d_.freeze(false);
     d_.zero_grad();
-    // G(xs) and G(xt) with g fixed: g_src_ (g's parameters, its own caches) runs the source
-    // batch and g_ the target batch, so the g update that follows back-propagates through both
-    // without running g forward again.
+    // G(xs) and G(xt) with g fixed, kept for the g update that follows, which back-propagates
+    // through both without running g forward again: g_ runs both batches as two segments
+    // (joint_batches), or g_src_ (g's parameters, its own caches) the source batch and g_ the target.
     forward_g();
-    const int ns = static_cast<int>(gs_.dim(0)), nt = static_cast<int>(gt_.dim(0));
-    d_term(gs_.view(), targets(0, ns), ce_[0]);
-    d_term(gt_.view(), targets(1, nt), ce_[1]);
-    d_term(xt, targets(2, nt), ce_[2]);
+    const int ns = static_cast<int>(ns_), nt = static_cast<int>(nt_);
+    if (cfg_.joint_batches) {
+      // One pass of D on [G(xs), G(xt), xt]: three segments, in the order of the separate passes.
+      copy_rows(dimgs_, ns_ + nt_, xt);
+      View<const T, Dev> logits = d_.forward(dimgs_.view(), {ns_, nt_, nt_});
+      dlogits_.resize(logits.shape);
+      ce_[0].compute(logits.slice(0, ns_), targets(0, ns).view());
+      ce_[1].compute(logits.slice(ns_, nt_), targets(1, nt).view());
+      ce_[2].compute(logits.slice(ns_ + nt_, nt_), targets(2, nt).view());
+      copy_rows(dlogits_, 0, ce_[0].grad());
+      copy_rows(dlogits_, ns_, ce_[1].grad());
+      copy_rows(dlogits_, ns_ + nt_, ce_[2].grad());
+      d_.backward(dlogits_.view(), false);
+    } else {
+      d_term(gs(), targets(0, ns), ce_[0]);
+      d_term(gt(), targets(1, nt), ce_[1]);
+      d_term(xt, targets(2, nt), ce_[2]);
+    }
     std::vector<T> v;
     if (!deferred) {
       collect(v, {ce_[0].loss(), ce_[1].loss(), ce_[2].loss()});
@@ -334,9 +389,18 @@ class DomainTransfer {
     if (!apply(d_opt_, d_.gradients(), deferred, 0, "D", {"L_D(source)", "L_D(target fake)", "L_D(target real)"}, v))
       out->skipped_d = true;
   }
+  // G(xs), G(xt) into dimgs_'s first rows (room after them for xt, D's third batch).
   void forward_g() {
-    copy_into(gs_, g_src_.forward(fs_.view()));
-    copy_into(gt_, g_.forward(ft_.view()));
+    if (cfg_.joint_batches) {
+      View<const T, Dev> y = g_.forward(feat_.view(), {ns_, nt_});
+      dimgs_.resize(y.shape.with_batch(ns_ + 2 * nt_));
+      copy_rows(dimgs_, 0, y);
+    } else {
+      View<const T, Dev> ys = g_src_.forward(fs());
+      dimgs_.resize(ys.shape.with_batch(ns_ + 2 * nt_));
+      copy_rows(dimgs_, 0, ys);
+      copy_rows(dimgs_, ns_, g_.forward(ft()));
+    }
     g_caches_fresh_ = true;
   }
   void d_term(View<const T, Dev> x, Tensor<int, Dev>& t, CrossEntropyLoss<T, Dev>& ce) {
@@ -348,38 +412,62 @@ class DomainTransfer {
     d_.freeze(true);  // D fixed: gradients pass through it, its parameters get none
     g_.zero_grad();
     const T tv_w = static_cast<T>(cfg_.gamma * 0.5);
-    // ---- target batch: L_GANG(target) + beta L_TID + gamma/2 TV
     if (!g_caches_fresh_) forward_g();  // g changed since (a second g update in this step)
-    const int nt = static_cast<int>(gt_.dim(0)), ns = static_cast<int>(fs_.dim(0));
-    ce_[3].compute(d_.forward(gt_.view()), targets(2, nt).view());
-    copy_into(dimg_, d_.backward(ce_[3].grad(), true));
-    mse_tid_.compute(gt_.view(), xt, static_cast<T>(cfg_.beta));
-    Backend<Dev>::axpy(dimg_.size(), T(1), mse_tid_.grad().data, dimg_.data());
-    if (cfg_.gamma > 0) {
-      tv_[1].compute(gt_.view(), tv_w);
-      Backend<Dev>::axpy(dimg_.size(), T(1), tv_[1].grad().data, dimg_.data());
-    }
-    g_.backward(dimg_.view(), false);
-    // ---- source batch: L_GANG(source) + alpha L_CONST + gamma/2 TV
-    ce_[4].compute(d_.forward(gs_.view()), targets(2, ns).view());
-    copy_into(dimg_, d_.backward(ce_[4].grad(), true));
-    // L_CONST: f(G(xs)) against f(xs); the gradient flows back through the frozen f.
-    View<const T, Dev> fg = f_.forward(as_f_input(gs_.view(), gs3_));
-    mse_const_.compute(fg, fs_.view(), static_cast<T>(cfg_.alpha));
-    View<const T, Dev> df = f_.backward(mse_const_.grad(), true);
-    if (df.shape[1] != gs_.dim(1)) {
-      dgs3_.resize(gs_.shape());
-      Backend<Dev>::repeat_channels_backward(ns, static_cast<int>(gs_.dim(1)), static_cast<int>(df.shape[1] / gs_.dim(1)),
-                                             static_cast<long>(gs_.dim(2) * gs_.dim(3)), df.data, dgs3_.data());
-      Backend<Dev>::axpy(dimg_.size(), T(1), dgs3_.data(), dimg_.data());
+    const int nt = static_cast<int>(nt_), ns = static_cast<int>(ns_);
+    // dL_G/dG(x) of both batches in dgen_ = [source rows, target rows], starting with L_GANG's
+    // through the fixed D, which sees the target batch first.
+    dgen_.resize(dimgs_.shape().with_batch(ns_ + nt_));
+    View<T, Dev> dgs = dgen_.view().slice(0, ns_), dgt = dgen_.view().slice(ns_, nt_);
+    if (cfg_.joint_batches) {
+      dpair_.resize(dgen_.shape());
+      copy_rows(dpair_, 0, gt());
+      copy_rows(dpair_, nt_, gs());
+      View<const T, Dev> logits = d_.forward(dpair_.view(), {nt_, ns_});
+      dlogits_.resize(logits.shape);
+      ce_[3].compute(logits.slice(0, nt_), targets(2, nt).view());
+      ce_[4].compute(logits.slice(nt_, ns_), targets(2, ns).view());
+      copy_rows(dlogits_, 0, ce_[3].grad());
+      copy_rows(dlogits_, nt_, ce_[4].grad());
+      View<const T, Dev> dd = d_.backward(dlogits_.view(), true);
+      copy_rows(dgen_, ns_, dd.slice(0, nt_));
+      copy_rows(dgen_, 0, dd.slice(nt_, ns_));
     } else {
-      Backend<Dev>::axpy(dimg_.size(), T(1), df.data, dimg_.data());
+      ce_[3].compute(d_.forward(gt()), targets(2, nt).view());
+      copy_rows(dgen_, ns_, d_.backward(ce_[3].grad(), true));
+      ce_[4].compute(d_.forward(gs()), targets(2, ns).view());
+      copy_rows(dgen_, 0, d_.backward(ce_[4].grad(), true));
+    }
+    // ---- target batch: beta L_TID + gamma/2 TV
+    mse_tid_.compute(gt(), xt, static_cast<T>(cfg_.beta));
+    Backend<Dev>::axpy(dgt.size(), T(1), mse_tid_.grad().data, dgt.data);
+    if (cfg_.gamma > 0) {
+      tv_[1].compute(gt(), tv_w);
+      Backend<Dev>::axpy(dgt.size(), T(1), tv_[1].grad().data, dgt.data);
+    }
+    // ---- source batch: alpha L_CONST + gamma/2 TV
+    // L_CONST: f(G(xs)) against f(xs); the gradient flows back through the frozen f.
+    View<const T, Dev> fg = f_.forward(as_f_input(gs(), gs3_));
+    mse_const_.compute(fg, fs(), static_cast<T>(cfg_.alpha));
+    View<const T, Dev> df = f_.backward(mse_const_.grad(), true);
+    if (df.shape[1] != dgs.shape[1]) {
+      dgs3_.resize(dgs.shape);
+      Backend<Dev>::repeat_channels_backward(ns, static_cast<int>(dgs.shape[1]), static_cast<int>(df.shape[1] / dgs.shape[1]),
+                                             static_cast<long>(dgs.shape[2] * dgs.shape[3]), df.data, dgs3_.data());
+      Backend<Dev>::axpy(dgs.size(), T(1), dgs3_.data(), dgs.data);
+    } else {
+      Backend<Dev>::axpy(dgs.size(), T(1), df.data, dgs.data);
     }
     if (cfg_.gamma > 0) {
-      tv_[0].compute(gs_.view(), tv_w);
-      Backend<Dev>::axpy(dimg_.size(), T(1), tv_[0].grad().data, dimg_.data());
+      tv_[0].compute(gs(), tv_w);
+      Backend<Dev>::axpy(dgs.size(), T(1), tv_[0].grad().data, dgs.data);
     }
-    g_src_.backward(dimg_.view(), false);
+    // ---- back through g: once on both batches, or the target batch, then the source batch
+    if (cfg_.joint_batches) {
+      g_.backward(dgen_.view(), false);
+    } else {
+      g_.backward(dgt, false);
+      g_src_.backward(dgs, false);
+    }
     g_caches_fresh_ = false;
     d_.freeze(false);
 
@@ -407,7 +495,14 @@ class DomainTransfer {
   MSELoss<T, Dev> mse_const_, mse_tid_;
   TotalVariationLoss<T, Dev> tv_[2];  // [0] on G(xs), [1] on G(xt)
   std::map<std::pair<int, int>, Tensor<int, Dev>> targets_;  // (class, batch size)
-  Tensor<T, Dev> xs3_, xt3_, gs3_, dgs3_, fs_, ft_, gs_, gt_, dimg_;
+  Tensor<T, Dev> xs3_, xt3_, gs3_, dgs3_;
+  Tensor<T, Dev> fin_;    // [xs, xt] as f reads them (joint_batches)
+  Tensor<T, Dev> feat_;   // [f(xs), f(xt)]
+  Tensor<T, Dev> dimgs_;  // [G(xs), G(xt), xt]: D's batches in the D update
+  Tensor<T, Dev> dpair_;  // [G(xt), G(xs)]: D's batches in the g update (joint_batches)
+  Tensor<T, Dev> dgen_;   // dL_G/d[G(xs), G(xt)]
+  Tensor<T, Dev> dlogits_;
+  std::int64_t ns_ = 0, nt_ = 0;  // the step's source and target batch sizes
   static constexpr std::size_t kDeferredLosses = 9;
   Tensor<T, Dev> deferred_losses_{Shape{static_cast<std::int64_t>(kDeferredLosses)}};  // run_deferred's losses
   Tensor<int, Dev> nonfinite_{Shape{2}};  // non-finite gradient counts of the D and g updates
