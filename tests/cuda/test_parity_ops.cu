@@ -204,6 +204,55 @@ void add_bn_cases(std::vector<Case>& cs, const std::string& tag, int n, int c, l
   fused(dtn::ops::Tanh{}, "Tanh");
 }
 
+// Batch norm on six segments of uneven sizes (two launch groups of at most kMaxSegments), plain
+// and fused with LeakyReLU.
+const std::vector<int> kBnSegments = {3, 1, 7, 2, 5, 4};
+void add_bn_segment_cases(std::vector<Case>& cs) {
+  dtn::BnGeom g;
+  g.n = 22;
+  g.c = 5;
+  g.hw = 300;
+  const std::size_t sz = static_cast<std::size_t>(g.n) * g.c * g.hw, rows = static_cast<std::size_t>(g.c) * kBnSegments.size();
+  const std::size_t cs_ = static_cast<std::size_t>(g.c);
+  const int count = static_cast<int>(kBnSegments.size());
+  auto with_act = [&](const auto& act, const std::string& name) {
+    cs.push_back(make_case("batchnorm_forward_train_segments " + name, kRound,
+                           {in_normal("x", sz, 2), in("gamma", cs_, 0.5, 1.5), in("beta", cs_), acc("running_mean", cs_),
+                            acc_positive("running_var", cs_, 0.5, 2), out("y", sz), out("save_mean", rows),
+                            out("save_invstd", rows)},
+                           [g, act, count](auto B, auto& b) {
+                             decltype(B)::batchnorm_forward_train_segments(g, count, kBnSegments.data(), b.f(0), b.f(1),
+                                                                           b.f(2), b.f(3), b.f(4), b.f(5), b.f(6), b.f(7),
+                                                                           act);
+                           }));
+    cs.push_back(make_case("batchnorm_backward_segments " + name, kRound,
+                           {in_normal("x", sz, 2), in("dy", sz), in("gamma", cs_, 0.5, 1.5), in("mean", rows, -0.2, 0.2),
+                            in_positive("invstd", rows, 0.4, 0.8), in("y", sz), out("dx", sz), acc("dgamma", cs_),
+                            acc("dbeta", cs_)},
+                           [g, act, count](auto B, auto& b) {
+                             decltype(B)::batchnorm_backward_segments(g, count, kBnSegments.data(), b.f(0), b.f(1), b.f(2),
+                                                                      b.f(3), b.f(4), b.f(6), b.f(7), b.f(8), b.f(5), act);
+                           }));
+  };
+  with_act(dtn::ops::Identity{}, "(6 segments)");
+  with_act(dtn::ops::LeakyRelu{0.2}, "+ LeakyReLU(0.2) (6 segments)");
+  cs.push_back(make_case("batchnorm_forward_train_segments in place (6 segments)", kRound,
+                         {acc("x_then_y", sz), in("gamma", cs_, 0.5, 1.5), in("beta", cs_), acc("running_mean", cs_),
+                          acc_positive("running_var", cs_, 0.5, 2), out("save_mean", rows), out("save_invstd", rows)},
+                         [g, count](auto B, auto& b) {
+                           decltype(B)::batchnorm_forward_train_segments(g, count, kBnSegments.data(), b.f(0), b.f(1),
+                                                                         b.f(2), b.f(3), b.f(4), b.f(0), b.f(5), b.f(6));
+                         }));
+  cs.push_back(make_case("batchnorm_backward_segments no dx (6 segments)", kRound,
+                         {in_normal("x", sz, 2), in("dy", sz), in("gamma", cs_, 0.5, 1.5), in("mean", rows, -0.2, 0.2),
+                          in_positive("invstd", rows, 0.4, 0.8), acc("dgamma", cs_), acc("dbeta", cs_)},
+                         [g, count](auto B, auto& b) {
+                           decltype(B)::batchnorm_backward_segments(g, count, kBnSegments.data(), b.f(0), b.f(1), b.f(2),
+                                                                    b.f(3), b.f(4), static_cast<float*>(nullptr), b.f(5),
+                                                                    b.f(6));
+                         }));
+}
+
 void add_pool_cases(std::vector<Case>& cs, int n, int c, int h, int w, int k, int stride, bool specials) {
   dtn::PoolGeom g;
   g.n = n;
@@ -337,6 +386,7 @@ std::vector<Case> cases() {
   add_bn_cases(cs, "hw=1", 32, 10, 1);
   add_bn_cases(cs, "7x3x1501 (3 uneven slices)", 7, 3, 1501);
   add_bn_cases(cs, "2x2x140000 (64 slices)", 2, 2, 140000);
+  add_bn_segment_cases(cs);
 
   // ---- max pooling: the f/D geometries, overlapping windows, NaN/Inf propagation
   add_pool_cases(cs, 3, 4, 8, 8, 2, 2, false);
@@ -401,5 +451,60 @@ TEST_CASE("parity: every Backend<Cuda> op matches Backend<Cpu>") {
     CAPTURE(c.name);
     const double e = run_case(c);
     MESSAGE(c.name << ": relative L2 error " << e << " (bound " << c.bound << ")");
+  }
+}
+
+// The GPU's segmented batch norm (one launch per stage for up to kMaxSegments segments, the
+// joint-batches path) against its plain ops launched on each segment in turn: the same per-thread
+// arithmetic on the same elements, so bit for bit equal, running statistics and parameter
+// gradients included (they move once per segment, in order).
+TEST_CASE("batch norm on segments on the GPU is bitwise the plain ops segment by segment") {
+  const int c = 5;
+  const long hw = 300;
+  int n = 0;
+  for (int k : kBnSegments) n += k;
+  const int count = static_cast<int>(kBnSegments.size());
+  const std::size_t sz = static_cast<std::size_t>(n) * c * hw, cz = static_cast<std::size_t>(c);
+  auto up = [](const std::vector<float>& v) {
+    return dtn::to<dtn::Cuda>(dtn::from_vector(dtn::Shape{static_cast<std::int64_t>(v.size())}, v));
+  };
+  const auto x = up(random_vector(sz, 61, -2, 3)), dy = up(random_vector(sz, 62));
+  const auto gamma = up(random_vector(cz, 63, 0.5, 1.5)), beta = up(random_vector(cz, 64));
+  const dtn::ops::Relu act{};
+  auto run = [&](bool segmented) {
+    auto rm = up(std::vector<float>(cz, 0.1f)), rv = up(std::vector<float>(cz, 0.9f));
+    auto y = up(std::vector<float>(sz, 0.0f)), mean = up(std::vector<float>(cz * count, 0.0f)),
+         inv = up(std::vector<float>(cz * count, 0.0f)), dx = up(std::vector<float>(sz, 0.0f)),
+         dg = up(random_vector(cz, 65)), db = up(random_vector(cz, 66));
+    if (segmented) {
+      dtn::cuda::batchnorm_forward_train_segments(count, kBnSegments.data(), c, hw, 1e-5, 0.1, x.data(), gamma.data(),
+                                                  beta.data(), rm.data(), rv.data(), y.data(), mean.data(), inv.data(), act);
+      dtn::cuda::batchnorm_backward_segments(count, kBnSegments.data(), c, hw, x.data(), dy.data(), gamma.data(),
+                                             mean.data(), inv.data(), dx.data(), dg.data(), db.data(), y.data(), act);
+    } else {
+      std::size_t off = 0;
+      for (int z = 0; z < count; ++z) {
+        dtn::cuda::batchnorm_forward_train(kBnSegments[z], c, hw, 1e-5, 0.1, x.data() + off, gamma.data(), beta.data(),
+                                           rm.data(), rv.data(), y.data() + off, mean.data() + z * cz,
+                                           inv.data() + z * cz, act);
+        off += static_cast<std::size_t>(kBnSegments[z]) * cz * hw;
+      }
+      off = 0;
+      for (int z = 0; z < count; ++z) {
+        dtn::cuda::batchnorm_backward(kBnSegments[z], c, hw, x.data() + off, dy.data() + off, gamma.data(),
+                                      mean.data() + z * cz, inv.data() + z * cz, dx.data() + off, dg.data(), db.data(),
+                                      y.data() + off, act);
+        off += static_cast<std::size_t>(kBnSegments[z]) * cz * hw;
+      }
+    }
+    std::vector<std::vector<float>> out;
+    for (const auto* t : {&y, &mean, &inv, &rm, &rv, &dx, &dg, &db}) out.push_back(dtn::to_vector(*t));
+    return out;
+  };
+  const auto a = run(true), b = run(false);
+  const char* names[] = {"y", "save_mean", "save_invstd", "running_mean", "running_var", "dx", "dgamma", "dbeta"};
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    CAPTURE(names[i]);
+    CHECK(same_bits(a[i], b[i]));
   }
 }

@@ -28,6 +28,8 @@ namespace {
 
 using dtn::cuda::detail::ChannelGrid;
 using dtn::cuda::detail::kThreads;
+using dtn::cuda::detail::PerSegment;
+using dtn::cuda::detail::SegmentGrids;
 using Cpu = dtn::Backend<dtn::Cpu>;
 
 // The kernels' grid, run one thread at a time. partials() sums a block's threads with the same
@@ -67,6 +69,55 @@ struct HostExec {
       for (unsigned s = 0; s < g.slices; ++s)
         for (int t = 0; t < kThreads; ++t)
           dtn::cuda::detail::channel_thread_finish_map(g, partials, op, ch, s, static_cast<unsigned>(t));
+  }
+
+  // The segmented stages: the (c, max slices, segments) grid, blocks past a segment's slice count
+  // returning at once as the kernels' do. Blocks run with the channel fastest, then the slice,
+  // then the segment (as a GPU tends to issue them), or in the reverse order with `reversed`.
+  bool reversed = false;
+  template <class F>
+  void blocks(const SegmentGrids& sg, F&& f) const {
+    const std::size_t total = static_cast<std::size_t>(sg.g[0].c) * sg.max_slices * sg.count;
+    for (std::size_t i = 0; i < total; ++i) {
+      const std::size_t b = reversed ? total - 1 - i : i;
+      const unsigned ch = static_cast<unsigned>(b % sg.g[0].c);
+      const unsigned s = static_cast<unsigned>(b / sg.g[0].c % sg.max_slices);
+      const unsigned z = static_cast<unsigned>(b / sg.g[0].c / sg.max_slices);
+      f(ch, s, z);
+    }
+  }
+  template <class Acc, class Term>
+  void partials(const SegmentGrids& sg, const PerSegment<Term>& terms, Acc* out) const {
+    blocks(sg, [&](unsigned ch, unsigned s, unsigned z) {
+      const ChannelGrid& g = sg.g[z];
+      if (s >= g.slices) return;
+      std::vector<Acc> v(kThreads);
+      for (int t = 0; t < kThreads; ++t)
+        v[static_cast<std::size_t>(t)] =
+            dtn::cuda::detail::channel_thread_sum<Acc>(g, terms.v[z], ch, s, static_cast<unsigned>(t));
+      for (int half = kThreads / 2; half > 0; half >>= 1)
+        for (int t = 0; t < half; ++t) v[static_cast<std::size_t>(t)] += v[static_cast<std::size_t>(t + half)];
+      out[sg.first_partial[z] + static_cast<std::size_t>(ch) * g.slices + s] = v[0];
+    });
+  }
+  template <class Acc, class Finish>
+  void finish(const SegmentGrids& sg, const Acc* partials, const PerSegment<Finish>& f) const {
+    for (unsigned ch = 0; ch < sg.g[0].c; ++ch) dtn::cuda::detail::channel_finish_one_seg(sg, partials, f.v, ch);
+  }
+  template <class Op>
+  void map(const SegmentGrids& sg, const PerSegment<Op>& ops) const {
+    blocks(sg, [&](unsigned ch, unsigned s, unsigned z) {
+      if (s >= sg.g[z].slices) return;
+      const auto f = ops.v[z].at(ch);
+      for (int t = 0; t < kThreads; ++t) dtn::cuda::detail::channel_thread_map(sg.g[z], f, ch, s, static_cast<unsigned>(t));
+    });
+  }
+  template <class Acc, class Op>
+  void finish_map(const SegmentGrids& sg, const Acc* partials, const PerSegment<Op>& ops) const {
+    blocks(sg, [&](unsigned ch, unsigned s, unsigned z) {
+      for (int t = 0; t < kThreads; ++t)
+        dtn::cuda::detail::channel_thread_finish_map_seg(sg, partials, ops.v, ch, s, z, static_cast<unsigned>(t));
+    });
   }
 };
 
@@ -347,4 +398,98 @@ TEST_CASE("the bias gradient and bias add on the GPU's grid, run on the host, ma
     HostExec{}.map(g, dtn::cuda::detail::BiasAddOp<float>{bias.data(), y.data()});
     CHECK(parity::rel_l2(y, y_ref) == 0);  // one float addition per element on both sides
   }
+}
+
+// Batch norm on a batch of segments (Network::forward's segments, DtnConfig::joint_batches): the
+// segmented stages (one launch per stage for up to kMaxSegments segments) against the plain ops
+// run on each segment in turn, on the host emulation of both. The same per-thread arithmetic on
+// the same elements in the same order, so bit for bit equal: outputs, saved statistics, running
+// statistics moved once per segment in order, parameter gradients accumulated in order. Six
+// segments take two groups; blocks run in both orders.
+TEST_CASE("batch norm on segments, one launch per stage: bitwise the plain ops segment by segment") {
+  const std::vector<int> sizes = {3, 1, 7, 2, 5, 4};  // 5 x 1501 takes 3 slices, 1 x 1501 one
+  const int c = 3;
+  const long hw = 1501;
+  const int count = static_cast<int>(sizes.size());
+  int n = 0;
+  for (int k : sizes) n += k;
+  const std::size_t sz = static_cast<std::size_t>(n) * c * static_cast<std::size_t>(hw), cz = static_cast<std::size_t>(c);
+  // Segments of different means, so that statistics taken over the wrong samples would show.
+  auto x = normal_vector(sz, 41, 0.5, 1.5);
+  for (std::size_t i = 0; i < sz; ++i) x[i] += static_cast<float>(i / (cz * static_cast<std::size_t>(hw)) % 3);
+  const auto gamma = parity::random_vector(cz, 42, 0.5, 1.5), beta = parity::random_vector(cz, 43);
+  const auto dy = parity::random_vector(sz, 44);
+  std::vector<double> scratch;
+  auto scratch_fn = [&](std::size_t bytes) {
+    scratch.assign(bytes / sizeof(double) + 1, std::nan(""));
+    return static_cast<void*>(scratch.data());
+  };
+  for (const bool reversed : {false, true})
+    for (const bool in_place : {false, true}) {
+      CAPTURE(reversed);
+      CAPTURE(in_place);
+      const HostExec ex{reversed};
+      const dtn::ops::LeakyRelu act{0.2};
+      // Reference: the plain ops on each segment in turn.
+      std::vector<float> rm_ref(cz, 0.1f), rv_ref(cz, 0.9f), y_ref(sz, -7.0f), mean_ref(cz * count), inv_ref(cz * count);
+      std::size_t off = 0;
+      for (int z = 0; z < count; ++z) {
+        const ChannelGrid g = dtn::cuda::detail::channel_grid(sizes[z], c, hw, "test");
+        dtn::cuda::detail::bn_forward_train(HostExec{}, g, 1e-5, 0.1, x.data() + off, gamma.data(), beta.data(),
+                                            rm_ref.data(), rv_ref.data(), y_ref.data() + off, mean_ref.data() + z * cz,
+                                            inv_ref.data() + z * cz, scratch_fn(dtn::cuda::detail::channel_scratch_bytes(g)),
+                                            act);
+        off += static_cast<std::size_t>(sizes[z]) * cz * static_cast<std::size_t>(hw);
+      }
+      std::vector<float> rm(cz, 0.1f), rv(cz, 0.9f), y(sz, 9.0f), mean(cz * count, 9.0f), inv(cz * count, 9.0f);
+      std::vector<float> xy = x;
+      float* out = in_place ? xy.data() : y.data();
+      dtn::cuda::detail::bn_forward_train_segments(ex, scratch_fn, count, sizes.data(), c, hw, 1e-5, 0.1, xy.data(),
+                                                   gamma.data(), beta.data(), rm.data(), rv.data(), out, mean.data(),
+                                                   inv.data(), act);
+      CHECK((in_place ? xy : y) == y_ref);
+      CHECK(mean == mean_ref);
+      CHECK(inv == inv_ref);
+      CHECK(rm == rm_ref);
+      CHECK(rv == rv_ref);
+      // ... and the CPU backend's segmented form, to float rounding.
+      dtn::BnGeom bg;
+      bg.n = n;
+      bg.c = c;
+      bg.hw = hw;
+      std::vector<float> rm_cpu(cz, 0.1f), rv_cpu(cz, 0.9f), y_cpu(sz), mean_cpu(cz * count), inv_cpu(cz * count);
+      Cpu::batchnorm_forward_train_segments(bg, count, sizes.data(), x.data(), gamma.data(), beta.data(), rm_cpu.data(),
+                                            rv_cpu.data(), y_cpu.data(), mean_cpu.data(), inv_cpu.data(), act);
+      CHECK(parity::rel_l2(y_ref, y_cpu) <= kRound);
+      CHECK(parity::rel_l2(rv_ref, rv_cpu) <= kRound);
+
+      // Backward, with and without dx; dgamma and dbeta accumulate from equal starts.
+      for (const bool with_dx : {true, false}) {
+        CAPTURE(with_dx);
+        auto dg_ref = parity::random_vector(cz, 45), db_ref = parity::random_vector(cz, 46);
+        auto dg = dg_ref, db = db_ref;
+        std::vector<float> dx_ref(sz, -7.0f), dx(sz, 9.0f);
+        off = 0;
+        for (int z = 0; z < count; ++z) {
+          const ChannelGrid g = dtn::cuda::detail::channel_grid(sizes[z], c, hw, "test");
+          dtn::cuda::detail::bn_backward(HostExec{}, g, x.data() + off, dy.data() + off, gamma.data(),
+                                         mean_ref.data() + z * cz, inv_ref.data() + z * cz,
+                                         with_dx ? dx_ref.data() + off : nullptr, dg_ref.data(), db_ref.data(),
+                                         scratch_fn(dtn::cuda::detail::channel_scratch_bytes(g)), y_ref.data() + off, act);
+          off += static_cast<std::size_t>(sizes[z]) * cz * static_cast<std::size_t>(hw);
+        }
+        dtn::cuda::detail::bn_backward_segments(ex, scratch_fn, count, sizes.data(), c, hw, x.data(), dy.data(),
+                                                gamma.data(), mean.data(), inv.data(), with_dx ? dx.data() : nullptr,
+                                                dg.data(), db.data(), y_ref.data(), act);
+        CHECK(dg == dg_ref);
+        CHECK(db == db_ref);
+        if (with_dx) CHECK(dx == dx_ref);
+      }
+    }
+  // Bad segment lists are refused, naming the op.
+  CHECK_THROWS_WITH_AS(dtn::cuda::detail::segment_grids(5, sizes.data(), c, hw, "op"),
+                       "dtn::Backend<Cuda>::op: 5 segments in one launch (1 to 4)", dtn::argument_error);
+  const int bad[] = {2, 0};
+  CHECK_THROWS_WITH_AS(dtn::cuda::detail::segment_grids(2, bad, c, hw, "op"),
+                       "dtn::Backend<Cuda>::op: a segment of 0 images", dtn::argument_error);
 }

@@ -30,6 +30,14 @@
 //       const T* save_invstd, T* dx_or_null, T* dgamma, T* dbeta, const T* y = null, Act act = Identity)
 //       dx overwritten, dgamma/dbeta accumulate; dy is the gradient at act's output y, turned
 //       into the gradient at batch norm's output by act.grad_from_output(y, dy)
+//  batchnorm_forward_train_segments(const BnGeom&, int count, const int* sizes, x, gamma, beta, running_mean,
+//       running_var, y, save_mean, save_invstd, Act act = Identity)
+//  batchnorm_backward_segments(const BnGeom&, int count, const int* sizes, x, dy, gamma, save_mean, save_invstd,
+//       dx_or_null, dgamma, dbeta, y = null, Act act = Identity)
+//       x holds `count` batches of sizes[z] samples one after the other (g.n in all): the same as
+//       the two above on each in turn (save_* one row of g.c per segment; running statistics
+//       updated, dgamma and dbeta accumulated, once per segment in order). The GPU runs them in
+//       one launch per stage, bit for bit its per-segment results
 //  batchnorm_backward_eval(const BnGeom&, const T* dy, const T* gamma, const T* running_var, T* dx,
 //       const T* y = null, Act act = Identity)      evaluation mode, input gradient only; overwrites dx
 //  maxpool_forward(const PoolGeom&, const T* x, T* y, int* argmax)         argmax = index within the input plane

@@ -85,16 +85,19 @@ class BatchNorm2dLayer {
       return;
     }
     check_segments(x.shape[0]);
-    const std::size_t nseg = segments_.empty() ? 1 : segments_.size();
-    save_mean_.resize(Shape{static_cast<std::int64_t>(nseg) * c_});
-    save_invstd_.resize(Shape{static_cast<std::int64_t>(nseg) * c_});
-    for_each_segment(segments_, x.shape[0], [&](std::size_t s, std::int64_t first, std::int64_t n) {
-      const std::size_t off = static_cast<std::size_t>(first) * static_cast<std::size_t>(c_) * hw_;
-      Backend<Dev>::batchnorm_forward_train(geom(n), x.data + off, scale_.value.data, shift_.value.data,
-                                            mean_.value.data, var_.value.data, y.data + off, save_mean_.data() + s * c_,
-                                            save_invstd_.data() + s * c_, act);
-    });
-    trained_segments_ = segments_;
+    trained_segments_.assign(segments_.begin(), segments_.end());
+    const std::int64_t nseg = trained_segments_.size() > 1 ? static_cast<std::int64_t>(trained_segments_.size()) : 1;
+    save_mean_.resize(Shape{nseg * c_});
+    save_invstd_.resize(Shape{nseg * c_});
+    if (nseg == 1) {
+      Backend<Dev>::batchnorm_forward_train(geom(x.shape[0]), x.data, scale_.value.data, shift_.value.data,
+                                            mean_.value.data, var_.value.data, y.data, save_mean_.data(),
+                                            save_invstd_.data(), act);
+    } else {
+      Backend<Dev>::batchnorm_forward_train_segments(geom(x.shape[0]), static_cast<int>(nseg), trained_segments_.data(),
+                                                     x.data, scale_.value.data, shift_.value.data, mean_.value.data,
+                                                     var_.value.data, y.data, save_mean_.data(), save_invstd_.data(), act);
+    }
   }
   // y: the activation's output (not read when Act is ops::Identity); dy: the gradient there.
   template <class Act>
@@ -120,14 +123,15 @@ class BatchNorm2dLayer {
       dgamma = scratch_.data();
       dbeta = scratch_.data() + c_;
     }
-    // Segment by segment, as the forward pass was; dgamma and dbeta accumulate over them.
-    for_each_segment(trained_segments_, x.shape[0], [&](std::size_t s, std::int64_t first, std::int64_t n) {
-      const std::size_t off = static_cast<std::size_t>(first) * static_cast<std::size_t>(c_) * hw_;
-      Backend<Dev>::batchnorm_backward(geom(n), x.data + off, dy.data + off, scale_.value.data,
-                                       save_mean_.data() + s * c_, save_invstd_.data() + s * c_,
-                                       dx.data ? dx.data + off : nullptr, dgamma, dbeta, y.data ? y.data + off : nullptr,
-                                       act);
-    });
+    if (trained_segments_.size() <= 1) {
+      Backend<Dev>::batchnorm_backward(geom(x.shape[0]), x.data, dy.data, scale_.value.data, save_mean_.data(),
+                                       save_invstd_.data(), dx.data, dgamma, dbeta, y.data, act);
+    } else {  // segment by segment, as the forward pass was; dgamma and dbeta accumulate over them
+      Backend<Dev>::batchnorm_backward_segments(geom(x.shape[0]), static_cast<int>(trained_segments_.size()),
+                                                trained_segments_.data(), x.data, dy.data, scale_.value.data,
+                                                save_mean_.data(), save_invstd_.data(), dx.data, dgamma, dbeta, y.data,
+                                                act);
+    }
   }
 
   // The segments must tile the batch; none (or one) is the whole batch.
@@ -142,17 +146,6 @@ class BatchNorm2dLayer {
       throw shape_error(std::string(kind) + ": batch segments of " + std::to_string(total) + " samples in all, but the batch has " +
                         std::to_string(n));
   }
-  // fn(segment index, first sample, samples) for each segment of a batch of n.
-  template <class Fn>
-  static void for_each_segment(const std::vector<std::int64_t>& segs, std::int64_t n, Fn&& fn) {
-    if (segs.empty()) return fn(std::size_t{0}, std::int64_t{0}, n);
-    std::int64_t first = 0;
-    for (std::size_t s = 0; s < segs.size(); ++s) {
-      fn(s, first, segs[s]);
-      first += segs[s];
-    }
-  }
-
   BnGeom geom(std::int64_t n) const {
     BnGeom g;
     g.n = static_cast<int>(n);
@@ -166,7 +159,8 @@ class BatchNorm2dLayer {
   long hw_ = 1;
   bool train_ = true;
   Param<T, Dev> scale_, shift_, mean_, var_;
-  std::vector<std::int64_t> segments_, trained_segments_;  // the next forward's; the last training forward's
+  std::vector<std::int64_t> segments_;  // the next forward's
+  std::vector<int> trained_segments_;   // the last training forward's (as the backends take them)
   Tensor<T, Dev> save_mean_, save_invstd_, scratch_;  // save_*: one row of c_ per segment
 };
 

@@ -155,6 +155,36 @@ struct Backend<Cpu> {
       }
     }
   }
+  // The segmented forms: `count` batches of sizes[z] samples one after the other (g.n in all),
+  // each its own batch, in order (save_* one row of g.c per segment).
+  template <class T, class Act = ops::Identity>
+  static void batchnorm_forward_train_segments(const BnGeom& g, int count, const int* sizes, const T* x, const T* gamma,
+                                               const T* beta, T* running_mean, T* running_var, T* y, T* save_mean,
+                                               T* save_invstd, Act act = Act{}) {
+    BnGeom s = g;
+    std::size_t off = 0;
+    for (int z = 0; z < count; ++z) {
+      s.n = sizes[z];
+      const std::size_t row = static_cast<std::size_t>(z) * static_cast<std::size_t>(g.c);
+      batchnorm_forward_train(s, x + off, gamma, beta, running_mean, running_var, y + off, save_mean + row,
+                              save_invstd + row, act);
+      off += static_cast<std::size_t>(sizes[z]) * static_cast<std::size_t>(g.c) * static_cast<std::size_t>(g.hw);
+    }
+  }
+  template <class T, class Act = ops::Identity>
+  static void batchnorm_backward_segments(const BnGeom& g, int count, const int* sizes, const T* x, const T* dy,
+                                          const T* gamma, const T* save_mean, const T* save_invstd, T* dx, T* dgamma,
+                                          T* dbeta, const T* y = nullptr, Act act = Act{}) {
+    BnGeom s = g;
+    std::size_t off = 0;
+    for (int z = 0; z < count; ++z) {
+      s.n = sizes[z];
+      const std::size_t row = static_cast<std::size_t>(z) * static_cast<std::size_t>(g.c);
+      batchnorm_backward(s, x + off, dy + off, gamma, save_mean + row, save_invstd + row, dx ? dx + off : nullptr,
+                         dgamma, dbeta, y ? y + off : nullptr, act);
+      off += static_cast<std::size_t>(sizes[z]) * static_cast<std::size_t>(g.c) * static_cast<std::size_t>(g.hw);
+    }
+  }
   // Evaluation-mode backward (input gradient only): batch norm is then the affine map
   // z = gamma (x - mean) / sqrt(var + eps) + beta with the running statistics, so
   // dx = gamma / sqrt(var + eps) * dz, dz as in batchnorm_backward.

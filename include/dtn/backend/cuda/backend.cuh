@@ -73,6 +73,14 @@ struct Backend<Cuda> {
                                   save_mean, save_invstd, act);
   }
   template <class T, class Act = ops::Identity>
+  static void batchnorm_forward_train_segments(const BnGeom& g, int count, const int* sizes, const T* x, const T* gamma,
+                                               const T* beta, T* running_mean, T* running_var, T* y, T* save_mean,
+                                               T* save_invstd, Act act = Act{}) {
+    DTN_CUDA_FLOAT_ONLY(T);
+    cuda::batchnorm_forward_train_segments(count, sizes, g.c, g.hw, g.eps, g.momentum, x, gamma, beta, running_mean,
+                                           running_var, y, save_mean, save_invstd, act);
+  }
+  template <class T, class Act = ops::Identity>
   static void batchnorm_forward_eval(const BnGeom& g, const T* x, const T* gamma, const T* beta, const T* running_mean,
                                      const T* running_var, T* y, Act act = Act{}) {
     DTN_CUDA_FLOAT_ONLY(T);
@@ -84,6 +92,14 @@ struct Backend<Cuda> {
                                  Act act = Act{}) {
     DTN_CUDA_FLOAT_ONLY(T);
     cuda::batchnorm_backward(g.n, g.c, g.hw, x, dy, gamma, save_mean, save_invstd, dx, dgamma, dbeta, y, act);
+  }
+  template <class T, class Act = ops::Identity>
+  static void batchnorm_backward_segments(const BnGeom& g, int count, const int* sizes, const T* x, const T* dy,
+                                          const T* gamma, const T* save_mean, const T* save_invstd, T* dx, T* dgamma,
+                                          T* dbeta, const T* y = nullptr, Act act = Act{}) {
+    DTN_CUDA_FLOAT_ONLY(T);
+    cuda::batchnorm_backward_segments(count, sizes, g.c, g.hw, x, dy, gamma, save_mean, save_invstd, dx, dgamma, dbeta,
+                                      y, act);
   }
   template <class T, class Act = ops::Identity>
   static void batchnorm_backward_eval(const BnGeom& g, const T* dy, const T* gamma, const T* running_var, T* dx,

@@ -13,6 +13,7 @@
 // and capturable.
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cstddef>
 
 #include "channel.cuh"
@@ -287,6 +288,109 @@ void bn_backward(const Exec& ex, const ChannelGrid& g, const T* x, const T* dy, 
     ex.finish(g, static_cast<const SumPair*>(partials), StoreFinish<BnBackwardOp<T, Act>>{op});
 }
 
+// ---- The same on a batch of segments (each its own statistics; channel.cuh, SegmentGrids): one
+// launch per stage for all of them, each segment's results bit for bit those of the ops above on
+// it alone. save_mean, save_invstd: one row of c per segment. Scratch: seg_scratch_bytes(sg).
+inline std::size_t seg_scratch_bytes(const SegmentGrids& sg) {
+  return sg.partials() * sizeof(SumPair) + 2 * static_cast<std::size_t>(sg.g[0].c) * sg.count * sizeof(double);
+}
+template <class Exec, class T, class Act>
+void bn_forward_train_seg(const Exec& ex, const SegmentGrids& sg, double eps, double momentum, const T* x,
+                          const T* gamma, const T* beta, T* running_mean, T* running_var, T* y, T* save_mean,
+                          T* save_invstd, void* scratch, const Act& act) {
+  const unsigned c = sg.g[0].c;
+  auto* partials = static_cast<SumPair*>(scratch);
+  double* stats = reinterpret_cast<double*>(static_cast<char*>(scratch) + sg.partials() * sizeof(SumPair));
+  PerSegment<ShiftedSumsTerm<T>> terms{};
+  PerSegment<BnForwardOp<T, Act>> ops{};
+  PerSegment<StoreAffineFinish<BnForwardOp<T, Act>>> finishes{};
+  PerSegment<AffineApply<T, Act>> maps{};
+  std::size_t off = 0;  // the segment's first element
+  for (unsigned z = 0; z < sg.count; ++z) {
+    const ChannelGrid& g = sg.g[z];
+    terms.v[z] = ShiftedSumsTerm<T>{x + off, g.hw};
+    ops.v[z] = BnForwardOp<T, Act>{x + off,     y + off,      g.hw,        static_cast<double>(g.m), eps,
+                                   momentum,    gamma,        beta,        running_mean,             running_var,
+                                   save_mean + static_cast<std::size_t>(z) * c, save_invstd + static_cast<std::size_t>(z) * c, act};
+    double* st = stats + 2 * static_cast<std::size_t>(z) * c;
+    finishes.v[z] = StoreAffineFinish<BnForwardOp<T, Act>>{ops.v[z], st, c};
+    maps.v[z] = AffineApply<T, Act>{x + off, y + off, st, st + c, act};
+    off += static_cast<std::size_t>(g.m) * c;
+  }
+  ex.partials(sg, terms, partials);
+  if (static_cast<const void*>(x) != static_cast<const void*>(y)) {
+    ex.finish_map(sg, static_cast<const SumPair*>(partials), ops);
+  } else {  // in place: as bn_forward_train
+    ex.finish(sg, static_cast<const SumPair*>(partials), finishes);
+    ex.map(sg, maps);
+  }
+}
+template <class Exec, class T, class Act>
+void bn_backward_seg(const Exec& ex, const SegmentGrids& sg, const T* x, const T* dy, const T* gamma,
+                     const T* save_mean, const T* save_invstd, T* dx, T* dgamma, T* dbeta, void* scratch, const T* y,
+                     const Act& act) {
+  const unsigned c = sg.g[0].c;
+  auto* partials = static_cast<SumPair*>(scratch);
+  PerSegment<DyXhatTerm<T, Act>> terms{};
+  PerSegment<BnBackwardOp<T, Act>> ops{};
+  PerSegment<StoreFinish<BnBackwardOp<T, Act>>> finishes{};
+  std::size_t off = 0;
+  for (unsigned z = 0; z < sg.count; ++z) {
+    const ChannelGrid& g = sg.g[z];
+    const T* sm = save_mean + static_cast<std::size_t>(z) * c;
+    const T* si = save_invstd + static_cast<std::size_t>(z) * c;
+    const T* yz = y ? y + off : nullptr;
+    terms.v[z] = DyXhatTerm<T, Act>{x + off, dy + off, sm, si, yz, act};
+    ops.v[z] = BnBackwardOp<T, Act>{x + off, dy + off, gamma,  sm, si, dx ? dx + off : nullptr,
+                                    dgamma,  dbeta,    yz,     static_cast<double>(g.m), act};
+    finishes.v[z] = StoreFinish<BnBackwardOp<T, Act>>{ops.v[z]};
+    off += static_cast<std::size_t>(g.m) * c;
+  }
+  ex.partials(sg, terms, partials);
+  if (dx)
+    ex.finish_map(sg, static_cast<const SumPair*>(partials), ops);
+  else
+    ex.finish(sg, static_cast<const SumPair*>(partials), finishes);
+}
+
+// Any number of segments, kMaxSegments at a time; scratch(bytes) gives the scratch of each group.
+template <class Exec, class Scratch, class T, class Act>
+void bn_forward_train_segments(const Exec& ex, Scratch&& scratch, int count, const int* sizes, int c, long hw,
+                               double eps, double momentum, const T* x, const T* gamma, const T* beta, T* running_mean,
+                               T* running_var, T* y, T* save_mean, T* save_invstd, const Act& act) {
+  for (int first = 0; first < count; first += static_cast<int>(kMaxSegments)) {
+    const int k = std::min(count - first, static_cast<int>(kMaxSegments));
+    const SegmentGrids sg = segment_grids(k, sizes + first, c, hw, "batchnorm_forward_train_segments");
+    bn_forward_train_seg(ex, sg, eps, momentum, x, gamma, beta, running_mean, running_var, y, save_mean, save_invstd,
+                         scratch(seg_scratch_bytes(sg)), act);
+    std::size_t step = 0;
+    for (unsigned z = 0; z < sg.count; ++z) step += static_cast<std::size_t>(sg.g[z].m) * static_cast<std::size_t>(c);
+    x += step;
+    y += step;
+    save_mean += static_cast<std::size_t>(k) * c;
+    save_invstd += static_cast<std::size_t>(k) * c;
+  }
+}
+template <class Exec, class Scratch, class T, class Act>
+void bn_backward_segments(const Exec& ex, Scratch&& scratch, int count, const int* sizes, int c, long hw, const T* x,
+                          const T* dy, const T* gamma, const T* save_mean, const T* save_invstd, T* dx, T* dgamma,
+                          T* dbeta, const T* y, const Act& act) {
+  for (int first = 0; first < count; first += static_cast<int>(kMaxSegments)) {
+    const int k = std::min(count - first, static_cast<int>(kMaxSegments));
+    const SegmentGrids sg = segment_grids(k, sizes + first, c, hw, "batchnorm_backward_segments");
+    bn_backward_seg(ex, sg, x, dy, gamma, save_mean, save_invstd, dx, dgamma, dbeta, scratch(seg_scratch_bytes(sg)), y,
+                    act);
+    std::size_t step = 0;
+    for (unsigned z = 0; z < sg.count; ++z) step += static_cast<std::size_t>(sg.g[z].m) * static_cast<std::size_t>(c);
+    x += step;
+    dy += step;
+    if (dx) dx += step;
+    if (y) y += step;
+    save_mean += static_cast<std::size_t>(k) * c;
+    save_invstd += static_cast<std::size_t>(k) * c;
+  }
+}
+
 template <class Exec, class T>
 void bias_grad(const Exec& ex, const ChannelGrid& g, const T* dy, T* db, void* scratch) {
   double* partials = static_cast<double*>(channel_scratch_at(g, scratch).partials);
@@ -307,6 +411,21 @@ void batchnorm_forward_train(int n, int c, long hw, double eps, double momentum,
                            running_var, y, save_mean, save_invstd, ctx.scratch(detail::channel_scratch_bytes(g)), act);
 }
 
+// Training-mode forward on `count` segments of sizes[z] images each, one after the other (in all
+// n = their sum): each segment normalised with its own statistics, save_mean and save_invstd one
+// row of c per segment, the running statistics updated once per segment, in order. Bit for bit
+// batchnorm_forward_train on each segment in turn, in one launch per stage (per kMaxSegments).
+template <class T, class Act = ops::Identity>
+void batchnorm_forward_train_segments(int count, const int* sizes, int c, long hw, double eps, double momentum,
+                                      const T* x, const T* gamma, const T* beta, T* running_mean, T* running_var, T* y,
+                                      T* save_mean, T* save_invstd, Act act = Act{}) {
+  if (c <= 0) return;
+  Context& ctx = context();
+  detail::bn_forward_train_segments(detail::DeviceExec{ctx.stream()}, [&](std::size_t b) { return ctx.scratch(b); },
+                                    count, sizes, c, hw, eps, momentum, x, gamma, beta, running_mean, running_var, y,
+                                    save_mean, save_invstd, act);
+}
+
 template <class T, class Act = ops::Identity>
 void batchnorm_forward_eval(int n, int c, long hw, double eps, const T* x, const T* gamma, const T* beta,
                             const T* running_mean, const T* running_var, T* y, Act act = Act{}) {
@@ -324,6 +443,18 @@ void batchnorm_backward(int n, int c, long hw, const T* x, const T* dy, const T*
   Context& ctx = context();
   detail::bn_backward(detail::DeviceExec{ctx.stream()}, g, x, dy, gamma, save_mean, save_invstd, dx, dgamma, dbeta,
                       ctx.scratch(detail::channel_scratch_bytes(g)), y, act);
+}
+
+// Training-mode backward of batchnorm_forward_train_segments: dx per segment, dgamma and dbeta
+// accumulating over the segments in order. Bit for bit batchnorm_backward on each segment in turn.
+template <class T, class Act = ops::Identity>
+void batchnorm_backward_segments(int count, const int* sizes, int c, long hw, const T* x, const T* dy, const T* gamma,
+                                 const T* save_mean, const T* save_invstd, T* dx, T* dgamma, T* dbeta,
+                                 const T* y = nullptr, Act act = Act{}) {
+  if (c <= 0) return;
+  Context& ctx = context();
+  detail::bn_backward_segments(detail::DeviceExec{ctx.stream()}, [&](std::size_t b) { return ctx.scratch(b); }, count,
+                               sizes, c, hw, x, dy, gamma, save_mean, save_invstd, dx, dgamma, dbeta, y, act);
 }
 
 template <class T, class Act = ops::Identity>

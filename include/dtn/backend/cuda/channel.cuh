@@ -160,9 +160,107 @@ __global__ void __launch_bounds__(kThreads) channel_finish_map_kernel(ChannelGri
   channel_thread_finish_map(g, partials, op, blockIdx.x, blockIdx.y, threadIdx.x);
 }
 
+// ---- Segments: a batch made of up to kMaxSegments batches one after the other (batch norm on
+// Network::forward's segments), each reduced on its own, in one launch per stage. Segment z has
+// the grid channel_grid would give it alone (so its sums are bit for bit those of a launch on it
+// alone) and its own op (pointers already offset to its samples); the launch grid is
+// (c, the largest slice count, segments), and blocks past a segment's slice count return at once.
+// What every segment of a channel keeps (running statistics, parameter gradients) is stored by
+// one thread, segment after segment, in order, exactly as consecutive launches would.
+constexpr unsigned kMaxSegments = 4;
+
+struct SegmentGrids {
+  ChannelGrid g[kMaxSegments];
+  std::size_t first_partial[kMaxSegments] = {};  // where segment z's partials start
+  unsigned count = 0;
+  unsigned max_slices = 1;
+  dim3 grid() const { return dim3(g[0].c, max_slices, count); }
+  std::size_t partials() const { return first_partial[count - 1] + g[count - 1].partials(); }
+};
+// The grids of `count` (1..kMaxSegments) segments of sizes[z] images of [c, hw] each.
+inline SegmentGrids segment_grids(int count, const int* sizes, int c, long hw, const char* where) {
+  if (count < 1 || count > static_cast<int>(kMaxSegments))
+    throw argument_error(std::string("dtn::Backend<Cuda>::") + where + ": " + std::to_string(count) +
+                         " segments in one launch (1 to " + std::to_string(kMaxSegments) + ")");
+  SegmentGrids sg;
+  sg.count = static_cast<unsigned>(count);
+  std::size_t at = 0;
+  for (unsigned z = 0; z < sg.count; ++z) {
+    if (sizes[z] < 1)
+      throw argument_error(std::string("dtn::Backend<Cuda>::") + where + ": a segment of " + std::to_string(sizes[z]) +
+                           " images");
+    sg.g[z] = channel_grid(sizes[z], c, hw, where);
+    sg.first_partial[z] = at;
+    at += sg.g[z].partials();
+    if (sg.g[z].slices > sg.max_slices) sg.max_slices = sg.g[z].slices;
+  }
+  return sg;
+}
+// One op (or term) per segment, passed by value to a kernel.
+template <class Op>
+struct PerSegment {
+  Op v[kMaxSegments];
+};
+
+// Channel ch's partials added in slice order (as channel_finish_one and the finishing map do).
+template <class Acc>
+DTN_HD Acc channel_total(const ChannelGrid& g, const Acc* partials, unsigned ch) {
+  const Acc* p = partials + static_cast<std::size_t>(ch) * g.slices;
+  Acc total{};
+  for (unsigned i = 0; i < g.slices; ++i) total += p[i];
+  return total;
+}
+// Thread t of block (ch, s, z) of a segmented finishing map: as channel_thread_finish_map on
+// segment z, except that op.store runs for every segment of the channel, in segment order, in
+// thread 0 of slice 0 of segment 0.
+template <class Acc, class Op>
+DTN_HD void channel_thread_finish_map_seg(const SegmentGrids& sg, const Acc* partials, const Op* ops, unsigned ch,
+                                          unsigned s, unsigned z, unsigned t) {
+  const ChannelGrid& g = sg.g[z];
+  if (s >= g.slices) return;
+  if (s == 0 && t == 0 && z == 0)
+    for (unsigned q = 0; q < sg.count; ++q)
+      ops[q].store(ch, ops[q].coeffs(ch, channel_total(sg.g[q], partials + sg.first_partial[q], ch)));
+  const auto k = ops[z].coeffs(ch, channel_total(g, partials + sg.first_partial[z], ch));
+  channel_thread_map(g, ops[z].at(k), ch, s, t);
+}
+// A segmented finish: finish[z](ch, total of segment z) for each segment in order, one thread
+// per channel.
+template <class Acc, class Finish>
+DTN_HD void channel_finish_one_seg(const SegmentGrids& sg, const Acc* partials, const Finish* finish, unsigned ch) {
+  for (unsigned q = 0; q < sg.count; ++q) channel_finish_one(sg.g[q], partials + sg.first_partial[q], finish[q], ch);
+}
+
+template <class Acc, class Term>
+__global__ void __launch_bounds__(kThreads)
+    channel_partials_seg_kernel(SegmentGrids sg, PerSegment<Term> terms, Acc* partials) {
+  __shared__ Acc shared[kThreads];
+  const unsigned ch = blockIdx.x, s = blockIdx.y, z = blockIdx.z;
+  const ChannelGrid& g = sg.g[z];
+  if (s >= g.slices) return;  // the whole block: block_sum's barriers are not split
+  const Acc total = block_sum(channel_thread_sum<Acc>(g, terms.v[z], ch, s, threadIdx.x), shared);
+  if (threadIdx.x == 0) partials[sg.first_partial[z] + static_cast<std::size_t>(ch) * g.slices + s] = total;
+}
+template <class Acc, class Finish>
+__global__ void channel_finish_seg_kernel(SegmentGrids sg, const Acc* partials, PerSegment<Finish> finish) {
+  for (std::size_t ch = global_index(); ch < sg.g[0].c; ch += grid_stride())
+    channel_finish_one_seg(sg, partials, finish.v, static_cast<unsigned>(ch));
+}
+template <class Op>
+__global__ void __launch_bounds__(kThreads) channel_map_seg_kernel(SegmentGrids sg, PerSegment<Op> ops) {
+  const unsigned ch = blockIdx.x, s = blockIdx.y, z = blockIdx.z;
+  if (s >= sg.g[z].slices) return;
+  channel_thread_map(sg.g[z], ops.v[z].at(ch), ch, s, threadIdx.x);
+}
+template <class Acc, class Op>
+__global__ void __launch_bounds__(kThreads)
+    channel_finish_map_seg_kernel(SegmentGrids sg, const Acc* partials, PerSegment<Op> ops) {
+  channel_thread_finish_map_seg(sg, partials, ops.v, blockIdx.x, blockIdx.y, blockIdx.z, threadIdx.x);
+}
+
 // Runs the stages on a stream. Ops that chain stages are written once against an executor (this
 // one, or the host emulation in tests/cuda_host) with the members partials, finish, map and
-// finish_map.
+// finish_map, and their segmented forms (the same names on SegmentGrids and PerSegment ops).
 struct DeviceExec {
   cudaStream_t stream;
   template <class Acc, class Term>
@@ -184,6 +282,26 @@ struct DeviceExec {
   template <class Acc, class Op>
   void finish_map(const ChannelGrid& g, const Acc* partials, const Op& op) const {
     channel_finish_map_kernel<Acc><<<g.grid(), kThreads, 0, stream>>>(g, partials, op);
+    DTN_CUDA_CHECK_LAUNCH();
+  }
+  template <class Acc, class Term>
+  void partials(const SegmentGrids& sg, const PerSegment<Term>& terms, Acc* out) const {
+    channel_partials_seg_kernel<Acc><<<sg.grid(), kThreads, 0, stream>>>(sg, terms, out);
+    DTN_CUDA_CHECK_LAUNCH();
+  }
+  template <class Acc, class Finish>
+  void finish(const SegmentGrids& sg, const Acc* partials, const PerSegment<Finish>& f) const {
+    channel_finish_seg_kernel<Acc><<<grid_for(sg.g[0].c), kThreads, 0, stream>>>(sg, partials, f);
+    DTN_CUDA_CHECK_LAUNCH();
+  }
+  template <class Op>
+  void map(const SegmentGrids& sg, const PerSegment<Op>& ops) const {
+    channel_map_seg_kernel<<<sg.grid(), kThreads, 0, stream>>>(sg, ops);
+    DTN_CUDA_CHECK_LAUNCH();
+  }
+  template <class Acc, class Op>
+  void finish_map(const SegmentGrids& sg, const Acc* partials, const PerSegment<Op>& ops) const {
+    channel_finish_map_seg_kernel<Acc><<<sg.grid(), kThreads, 0, stream>>>(sg, partials, ops);
     DTN_CUDA_CHECK_LAUNCH();
   }
 };
