@@ -252,8 +252,8 @@ inline Options parse_options(int argc, char** argv, bool cuda) {
           "  --profile-step    break a DTN step at the largest batch down layer by layer (LayerHook)\n"
           "  --no-fusion       batch norm and the activation after it as two layers (default: one fused\n"
           "                    pass, Network::set_fusion); the mode label gets a +unfused suffix\n"
-          "  --joint-batches   the DTN step with DtnConfig::joint_batches: f and g once on both batches, D\n"
-          "                    once per update on all of its batches (batch norm per batch); +joint suffix\n"
+          "  --joint-batches   the DTN step with DtnConfig::joint_batches: g once on both batches, D once\n"
+          "                    per update on all of its batches (batch norm per batch); +joint suffix\n"
           "%s"
           "  --json PATH       write rows and metadata as JSON (read by compare.py)\n",
           argv[0], cuda ? "" : "  --threads LIST    thread counts (default 1,2)\n", o.warmup, o.reps, o.step_reps,

@@ -21,6 +21,7 @@
 #include <exception>
 #include <functional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "bench_common.hpp"
@@ -172,17 +173,57 @@ void bench_channel_ops(int batch, const bench::Where& at, const EventTimer& time
         {"bias_add", 8, [&] { B::bias_add(batch, sh.c, sh.hw, beta.data(), y.data()); }},
         {"bias_bwd", 4, [&] { B::bias_backward(batch, sh.c, sh.hw, dy.data(), db.data()); }},
     };
-    for (const Op& op : ops) {
+    // Three batches of `batch` one after the other, each its own batch (DtnConfig::joint_batches:
+    // D's batches in the D update): one launch per stage for the three segments, against the plain
+    // op launched on each in turn. Rows with elems3.
+    const std::int64_t n3 = 3 * n;
+    auto x3 = bench::uniform_tensor<Cuda>(dtn::Shape{n3, c, hw}, -1, 1, 306),
+         dy3 = bench::uniform_tensor<Cuda>(dtn::Shape{n3, c, hw}, -1, 1, 307);
+    dtn::Tensor<float, Cuda> y3(x3.shape()), dx3(x3.shape()), smean3(dtn::Shape{3 * c}), sinv3(dtn::Shape{3 * c});
+    const int seg[3] = {batch, batch, batch};
+    dtn::BnGeom g3 = g;
+    g3.n = 3 * batch;
+    const std::size_t stride3 = static_cast<std::size_t>(n) * c * hw;
+    const Op ops3[] = {
+        {"bn_fwd_train_3seg", 8,
+         [&] {
+           B::batchnorm_forward_train_segments(g3, 3, seg, x3.data(), gamma.data(), beta.data(), rmean.data(), rvar.data(),
+                                               y3.data(), smean3.data(), sinv3.data());
+         }},
+        {"bn_fwd_train_3x", 8,
+         [&] {
+           for (int z = 0; z < 3; ++z)
+             B::batchnorm_forward_train(g, x3.data() + z * stride3, gamma.data(), beta.data(), rmean.data(), rvar.data(),
+                                        y3.data() + z * stride3, smean3.data() + z * c, sinv3.data() + z * c);
+         }},
+        {"bn_bwd_3seg", 12,
+         [&] {
+           B::batchnorm_backward_segments(g3, 3, seg, x3.data(), dy3.data(), gamma.data(), smean3.data(), sinv3.data(),
+                                          dx3.data(), dg.data(), db.data());
+         }},
+        {"bn_bwd_3x", 12,
+         [&] {
+           for (int z = 0; z < 3; ++z)
+             B::batchnorm_backward(g, x3.data() + z * stride3, dy3.data() + z * stride3, gamma.data(),
+                                   smean3.data() + z * c, sinv3.data() + z * c, dx3.data() + z * stride3, dg.data(),
+                                   db.data());
+         }},
+    };
+    std::vector<std::pair<const Op*, double>> all;
+    for (const Op& op : ops) all.emplace_back(&op, elems);
+    for (const Op& op : ops3) all.emplace_back(&op, 3 * elems);
+    for (const auto& entry : all) {
+      const Op& op = *entry.first;
       const bench::Stats st = timer(op.fn, o.warmup, o.reps);
       Json r = bench::make_row(std::string("op:") + op.name + ":" + tag, at.device, at.mode, batch, 0, st, 0);
-      const double gbs = op.bytes_per_elem * elems / (st.min_ms * 1e6);
+      const double gbs = op.bytes_per_elem * entry.second / (st.min_ms * 1e6);
       r["images_per_s"] = 0;
       r["us_best"] = bench::round_to(st.min_ms * 1e3, 0.01);
       r["gbs_best"] = bench::round_to(gbs, 0.1);
       r["pct_of_copy"] = bench::round_to(100.0 * gbs / copy_gbs, 0.1);
       bench::emit(rows, r);
-      std::printf("  %-13s [%d, %3d, %3ld]  best %8.2f us  %7.0f GB/s = %5.1f%% of copy\n", op.name, batch, sh.c, sh.hw,
-                  st.min_ms * 1e3, gbs, 100.0 * gbs / copy_gbs);
+      std::printf("  %-17s [%d, %3d, %3ld]  best %8.2f us  %7.0f GB/s = %5.1f%% of copy\n", op.name,
+                  entry.second == elems ? batch : 3 * batch, sh.c, sh.hw, st.min_ms * 1e3, gbs, 100.0 * gbs / copy_gbs);
     }
   }
   std::fflush(stdout);

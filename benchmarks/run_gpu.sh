@@ -109,7 +109,7 @@ if [[ ${TF32:-1} != 0 ]]; then
   dtn "bench_dtn_cuda --tf32 --conv-autotune" 75 dtn_cuda_tf32.json --tf32 --conv-autotune --no-layers
   torch "torch_dtn.py --modes eager --tf32" 60 torch_cuda_eager_tf32.json --modes eager --tf32
 fi
-# DtnConfig::joint_batches: f and g once on both batches, D once per update on all of its batches
+# DtnConfig::joint_batches: g once on both batches, D once per update on all of its batches
 # (batch norm per batch): fewer, larger passes. Rows labelled +joint, to set beside the runs above.
 if [[ ${TF32:-1} != 0 ]]; then
   dtn "bench_dtn_cuda --tf32 --conv-autotune --joint-batches" 60 dtn_cuda_tf32_joint.json --tf32 --conv-autotune \

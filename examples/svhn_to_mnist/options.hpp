@@ -72,7 +72,7 @@ inline const char* usage() {
          "  --conv-nondeterministic  GPU: cuDNN's non-deterministic convolution algorithms allowed like the\n"
          "                       others (default: deterministic ones wherever cuDNN has one)\n"
          "  --no-graph           GPU: run each DTN step eagerly, not as one captured CUDA graph\n"
-         "  --joint-batches      f and g once on both batches, D once per update on all of its batches\n"
+         "  --joint-batches      g once on both batches, D once per update on all of its batches\n"
          "                       (batch norm per batch: the same step up to float rounding, fewer passes)\n"
          "  --full               the long run: 3000 f steps, 3000 classifier steps, 20000 DTN steps, batch 128\n";
 }

@@ -337,7 +337,7 @@ TEST_CASE("DomainTransfer: the deferred step guards on the device: skip, or stop
   }
 }
 
-// joint_batches runs f and g once on both batches and D once per update on all of its batches
+// joint_batches runs g once on both batches and D once per update on all of its batches
 // (batch-norm statistics still per batch): the same step as one pass per batch, up to the order
 // of float additions in the parameter gradients.
 TEST_CASE("DomainTransfer: joint batches give the step of separate passes (batches of unequal size)") {

@@ -50,10 +50,10 @@ struct DtnConfig {
   std::uint64_t seed = 0;
   NonFinitePolicy on_nonfinite = NonFinitePolicy::stop;
   bool fuse_layers = true;  // batch norm and its activation as one pass (Network::set_fusion)
-  // Fewer, larger passes: f and g run once on both batches, D once per update on all of its
-  // batches ([G(xs), G(xt), xt] for L_D, [G(xt), G(xs)] for L_GANG), each batch a segment of its
-  // own for batch norm (Network::forward with segments). The same method and the same results up
-  // to the order of float additions in the parameter gradients; off: one pass per batch.
+  // Fewer, larger passes: g runs once on both batches, D once per update on all of its batches
+  // ([G(xs), G(xt), xt] for L_D, [G(xt), G(xs)] for L_GANG), each batch a segment of its own for
+  // batch norm (Network::forward with segments). The same method and the same results up to the
+  // order of float additions in the parameter gradients; off: one pass per batch.
   bool joint_batches = false;
 };
 
@@ -247,17 +247,6 @@ class DomainTransfer {
                                           x.data, buf.data());
     return buf.view();
   }
-  // x (images) as f reads them, written into dst (samples of f's input shape).
-  void put_f_input(View<const T, Dev> x, View<T, Dev> dst) {
-    const std::int64_t fc = dst.shape[1];
-    if (x.shape[1] == fc) {
-      Copy<Dev, Dev>::run(dst.data, x.data, x.size() * sizeof(T));
-      return;
-    }
-    Backend<Dev>::repeat_channels_forward(static_cast<int>(x.shape[0]), static_cast<int>(x.shape[1]),
-                                          static_cast<int>(fc / x.shape[1]), static_cast<long>(x.shape[2] * x.shape[3]),
-                                          x.data, dst.data);
-  }
   // src into dst's samples [first, first + src's N).
   static void copy_rows(Tensor<T, Dev>& dst, std::int64_t first, View<const T, Dev> src) {
     Copy<Dev, Dev>::run(dst.view().slice(first, src.shape[0]).data, src.data, src.size() * sizeof(T));
@@ -311,18 +300,12 @@ class DomainTransfer {
     // updates.
     ns_ = xs.shape[0];
     nt_ = xt.shape[0];
-    if (cfg_.joint_batches) {
-      const Shape& fin = f_.input_sample_shape();
-      fin_.resize(Shape{ns_ + nt_, fin[0], fin[1], fin[2]});
-      put_f_input(xs, fin_.view().slice(0, ns_));
-      put_f_input(xt, fin_.view().slice(ns_, nt_));
-      copy_into(feat_, f_.forward(fin_.view(), {ns_, nt_}));
-    } else {
-      View<const T, Dev> fs = f_.forward(as_f_input(xs, xs3_));
-      feat_.resize(fs.shape.with_batch(ns_ + nt_));
-      copy_rows(feat_, 0, fs);
-      copy_rows(feat_, ns_, f_.forward(as_f_input(xt, xt3_)));
-    }
+    // One pass per batch even with joint_batches: f's passes are large already, and f's buffers
+    // at both batches' size would stay allocated for nothing.
+    View<const T, Dev> fs = f_.forward(as_f_input(xs, xs3_));
+    feat_.resize(fs.shape.with_batch(ns_ + nt_));
+    copy_rows(feat_, 0, fs);
+    copy_rows(feat_, ns_, f_.forward(as_f_input(xt, xt3_)));
     g_.train();
     g_src_.train();
     d_.train();
@@ -496,7 +479,6 @@ class DomainTransfer {
   TotalVariationLoss<T, Dev> tv_[2];  // [0] on G(xs), [1] on G(xt)
   std::map<std::pair<int, int>, Tensor<int, Dev>> targets_;  // (class, batch size)
   Tensor<T, Dev> xs3_, xt3_, gs3_, dgs3_;
-  Tensor<T, Dev> fin_;    // [xs, xt] as f reads them (joint_batches)
   Tensor<T, Dev> feat_;   // [f(xs), f(xt)]
   Tensor<T, Dev> dimgs_;  // [G(xs), G(xt), xt]: D's batches in the D update
   Tensor<T, Dev> dpair_;  // [G(xt), G(xs)]: D's batches in the g update (joint_batches)
