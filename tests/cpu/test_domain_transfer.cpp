@@ -88,8 +88,9 @@ Terms reference_terms(Trainer<double>& tr, const dtn::Tensor<double>& xs, const 
   return t;
 }
 
-dtn::DtnConfig frozen_config() {
+dtn::DtnConfig frozen_config(bool joint_batches = false) {
   dtn::DtnConfig c;
+  c.joint_batches = joint_batches;
   c.alpha = 15;
   c.beta = 15;
   c.gamma = 0.3;
@@ -103,9 +104,8 @@ dtn::DtnConfig frozen_config() {
 
 TEST_CASE("DomainTransfer: every loss term equals an independent computation on a fixed batch") {
   for (const bool joint : {false, true}) {
-    dtn::DtnConfig cfg = frozen_config();
-    cfg.joint_batches = joint;
     CAPTURE(joint);
+    const dtn::DtnConfig cfg = frozen_config(joint);
     Trainer<double> a(Shape{3, 8, 8}, Shape{1, 8, 8}, cfg), ref(Shape{3, 8, 8}, Shape{1, 8, 8}, cfg);
     dtn::Tensor<double> xs, xt;
     fill(xs, Shape{5, 3, 8, 8}, 1);
@@ -129,9 +129,8 @@ TEST_CASE("DomainTransfer: every loss term equals an independent computation on 
 
 TEST_CASE("DomainTransfer: g's gradient is dL_G/dg and D's is dL_D/dD (central differences)") {
   for (const bool joint : {false, true}) {
-    dtn::DtnConfig cfg = frozen_config();
-    cfg.joint_batches = joint;
     CAPTURE(joint);
+    const dtn::DtnConfig cfg = frozen_config(joint);
     Trainer<double> a(Shape{3, 8, 8}, Shape{1, 8, 8}, cfg), ref(Shape{3, 8, 8}, Shape{1, 8, 8}, cfg);
     dtn::Tensor<double> xs, xt;
     fill(xs, Shape{3, 3, 8, 8}, 3);

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "../backend/backend.hpp"
+#include "../nn/contract.hpp"
 #include "../nn/param.hpp"
 #include "../ops/functors.hpp"
 
@@ -84,7 +85,7 @@ class BatchNorm2dLayer {
                                            mean_.value.data, var_.value.data, y.data, act);
       return;
     }
-    check_segments(x.shape[0]);
+    detail::check_batch_segments(segments_, x.shape, kind);
     trained_segments_.assign(segments_.begin(), segments_.end());
     const std::int64_t nseg = trained_segments_.size() > 1 ? static_cast<std::int64_t>(trained_segments_.size()) : 1;
     save_mean_.resize(Shape{nseg * c_});
@@ -134,18 +135,6 @@ class BatchNorm2dLayer {
     }
   }
 
-  // The segments must tile the batch; none (or one) is the whole batch.
-  void check_segments(std::int64_t n) const {
-    if (segments_.empty()) return;
-    std::int64_t total = 0;
-    for (std::int64_t k : segments_) {
-      if (k < 1) throw shape_error(std::string(kind) + ": a batch segment of " + std::to_string(k) + " samples");
-      total += k;
-    }
-    if (total != n)
-      throw shape_error(std::string(kind) + ": batch segments of " + std::to_string(total) + " samples in all, but the batch has " +
-                        std::to_string(n));
-  }
   BnGeom geom(std::int64_t n) const {
     BnGeom g;
     g.n = static_cast<int>(n);

@@ -34,6 +34,7 @@
 // treats each segment as a batch of its own, in that forward and in the backward after it. A
 // layer without it is taken to compute every sample on its own.
 #include <cstdint>
+#include <string>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -90,6 +91,19 @@ struct has_batch_segments : std::false_type {};
 template <class L>
 struct has_batch_segments<L, std::void_t<decltype(std::declval<L&>().set_batch_segments(
                                  std::declval<const std::vector<std::int64_t>&>()))>> : std::true_type {};
+
+// Segments must tile the batch x (each >= 1, summing to its N); none is the batch as one. Throws
+// shape_error naming `where`.
+inline void check_batch_segments(const std::vector<std::int64_t>& segments, const Shape& x, const std::string& where) {
+  if (segments.empty()) return;
+  std::int64_t total = 0;
+  for (std::int64_t k : segments) {
+    if (k < 1) throw shape_error(where + ": a batch segment of " + std::to_string(k) + " samples");
+    total += k;
+  }
+  if (total != x[0])
+    throw shape_error(where + ": batch segments of " + std::to_string(total) + " samples in all, input " + x.str());
+}
 
 template <class L, class Next, class = void>
 struct fuses : std::false_type {};

@@ -88,6 +88,7 @@ class Network {
   // has run (the layers read it again). Returns a view of the network's own output buffer,
   // valid until the next forward().
   View<const T, Dev> forward(View<const T, Dev> x) {
+    check_input(x.shape);
     segments_.clear();
     return run_forward(x);
   }
@@ -100,14 +101,7 @@ class Network {
   // D once on all the batches of an update this way (DtnConfig::joint_batches).
   View<const T, Dev> forward(View<const T, Dev> x, const std::vector<std::int64_t>& segments) {
     check_input(x.shape);  // before the segments are compared with its N
-    std::int64_t total = 0;
-    for (std::int64_t k : segments) {
-      if (k < 1) throw shape_error(name_ + ": forward: a batch segment of " + std::to_string(k) + " samples");
-      total += k;
-    }
-    if (total != x.shape[0])
-      throw shape_error(name_ + ": forward: batch segments of " + std::to_string(total) + " samples in all, input " +
-                        x.shape.str());
+    detail::check_batch_segments(segments, x.shape, name_ + ": forward");
     segments_ = segments;
     return run_forward(x);
   }
@@ -195,8 +189,8 @@ class Network {
   }
 
  private:
+  // forward() with segments_ set and x checked.
   View<const T, Dev> run_forward(View<const T, Dev> x) {
-    check_input(x.shape);
     input_ = x;
     fused_ = fusion_;
     forward_layers(std::make_index_sequence<depth>{});

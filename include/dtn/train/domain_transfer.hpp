@@ -19,6 +19,7 @@
 // MNIST and G's outputs are gray), the image is repeated across channels (1 -> 3).
 #include <cmath>
 #include <cstdint>
+#include <initializer_list>
 #include <map>
 #include <string>
 #include <utility>
@@ -251,10 +252,6 @@ class DomainTransfer {
   static void copy_rows(Tensor<T, Dev>& dst, std::int64_t first, View<const T, Dev> src) {
     Copy<Dev, Dev>::run(dst.view().slice(first, src.shape[0]).data, src.data, src.size() * sizeof(T));
   }
-  static void copy_into(Tensor<T, Dev>& dst, View<const T, Dev> src) {
-    dst.resize(src.shape);
-    Copy<Dev, Dev>::run(dst.data(), src.data, src.size() * sizeof(T));
-  }
   // The label tensor of class cls for a batch of n, made once per (cls, n): a step whose source
   // and target batches differ in size needs two of class 2, and remaking them every step would
   // allocate (and copy from the host) inside a captured step graph.
@@ -350,15 +347,7 @@ class DomainTransfer {
     if (cfg_.joint_batches) {
       // One pass of D on [G(xs), G(xt), xt]: three segments, in the order of the separate passes.
       copy_rows(dimgs_, ns_ + nt_, xt);
-      View<const T, Dev> logits = d_.forward(dimgs_.view(), {ns_, nt_, nt_});
-      dlogits_.resize(logits.shape);
-      ce_[0].compute(logits.slice(0, ns_), targets(0, ns).view());
-      ce_[1].compute(logits.slice(ns_, nt_), targets(1, nt).view());
-      ce_[2].compute(logits.slice(ns_ + nt_, nt_), targets(2, nt).view());
-      copy_rows(dlogits_, 0, ce_[0].grad());
-      copy_rows(dlogits_, ns_, ce_[1].grad());
-      copy_rows(dlogits_, ns_ + nt_, ce_[2].grad());
-      d_.backward(dlogits_.view(), false);
+      d_joint(dimgs_.view(), {{ns, 0, &ce_[0]}, {nt, 1, &ce_[1]}, {nt, 2, &ce_[2]}}, false);
     } else {
       d_term(gs(), targets(0, ns), ce_[0]);
       d_term(gt(), targets(1, nt), ce_[1]);
@@ -390,6 +379,27 @@ class DomainTransfer {
     ce.compute(d_.forward(x), t.view());
     d_.backward(ce.grad(), false);
   }
+  // One of D's batches in a joint pass: its size, its class, its loss.
+  struct DBatch {
+    int n, cls;
+    CrossEntropyLoss<T, Dev>* ce;
+  };
+  // D once on x, the batches one after the other (each a segment of its own), each batch's loss
+  // against its class, and back: what d_term does per batch. Returns D's input gradient when
+  // need_input_grad.
+  View<const T, Dev> d_joint(View<const T, Dev> x, std::initializer_list<DBatch> batches, bool need_input_grad) {
+    std::vector<std::int64_t> segments;
+    for (const DBatch& b : batches) segments.push_back(b.n);
+    View<const T, Dev> logits = d_.forward(x, segments);
+    dlogits_.resize(logits.shape);
+    std::int64_t first = 0;
+    for (const DBatch& b : batches) {
+      b.ce->compute(logits.slice(first, b.n), targets(b.cls, b.n).view());
+      copy_rows(dlogits_, first, b.ce->grad());
+      first += b.n;
+    }
+    return d_.backward(dlogits_.view(), need_input_grad);
+  }
 
   void update_g(View<const T, Dev> xt, bool deferred, DtnLosses* out) {
     d_.freeze(true);  // D fixed: gradients pass through it, its parameters get none
@@ -405,13 +415,7 @@ class DomainTransfer {
       dpair_.resize(dgen_.shape());
       copy_rows(dpair_, 0, gt());
       copy_rows(dpair_, nt_, gs());
-      View<const T, Dev> logits = d_.forward(dpair_.view(), {nt_, ns_});
-      dlogits_.resize(logits.shape);
-      ce_[3].compute(logits.slice(0, nt_), targets(2, nt).view());
-      ce_[4].compute(logits.slice(nt_, ns_), targets(2, ns).view());
-      copy_rows(dlogits_, 0, ce_[3].grad());
-      copy_rows(dlogits_, nt_, ce_[4].grad());
-      View<const T, Dev> dd = d_.backward(dlogits_.view(), true);
+      View<const T, Dev> dd = d_joint(dpair_.view(), {{nt, 2, &ce_[3]}, {ns, 2, &ce_[4]}}, true);
       copy_rows(dgen_, ns_, dd.slice(0, nt_));
       copy_rows(dgen_, 0, dd.slice(nt_, ns_));
     } else {

@@ -315,7 +315,7 @@ void bn_forward_train_seg(const Exec& ex, const SegmentGrids& sg, double eps, do
     double* st = stats + 2 * static_cast<std::size_t>(z) * c;
     finishes.v[z] = StoreAffineFinish<BnForwardOp<T, Act>>{ops.v[z], st, c};
     maps.v[z] = AffineApply<T, Act>{x + off, y + off, st, st + c, act};
-    off += static_cast<std::size_t>(g.m) * c;
+    off += sg.numel(z);
   }
   ex.partials(sg, terms, partials);
   if (static_cast<const void*>(x) != static_cast<const void*>(y)) {
@@ -344,7 +344,7 @@ void bn_backward_seg(const Exec& ex, const SegmentGrids& sg, const T* x, const T
     ops.v[z] = BnBackwardOp<T, Act>{x + off, dy + off, gamma,  sm, si, dx ? dx + off : nullptr,
                                     dgamma,  dbeta,    yz,     static_cast<double>(g.m), act};
     finishes.v[z] = StoreFinish<BnBackwardOp<T, Act>>{ops.v[z]};
-    off += static_cast<std::size_t>(g.m) * c;
+    off += sg.numel(z);
   }
   ex.partials(sg, terms, partials);
   if (dx)
@@ -363,8 +363,7 @@ void bn_forward_train_segments(const Exec& ex, Scratch&& scratch, int count, con
     const SegmentGrids sg = segment_grids(k, sizes + first, c, hw, "batchnorm_forward_train_segments");
     bn_forward_train_seg(ex, sg, eps, momentum, x, gamma, beta, running_mean, running_var, y, save_mean, save_invstd,
                          scratch(seg_scratch_bytes(sg)), act);
-    std::size_t step = 0;
-    for (unsigned z = 0; z < sg.count; ++z) step += static_cast<std::size_t>(sg.g[z].m) * static_cast<std::size_t>(c);
+    const std::size_t step = sg.numel();
     x += step;
     y += step;
     save_mean += static_cast<std::size_t>(k) * c;
@@ -380,8 +379,7 @@ void bn_backward_segments(const Exec& ex, Scratch&& scratch, int count, const in
     const SegmentGrids sg = segment_grids(k, sizes + first, c, hw, "batchnorm_backward_segments");
     bn_backward_seg(ex, sg, x, dy, gamma, save_mean, save_invstd, dx, dgamma, dbeta, scratch(seg_scratch_bytes(sg)), y,
                     act);
-    std::size_t step = 0;
-    for (unsigned z = 0; z < sg.count; ++z) step += static_cast<std::size_t>(sg.g[z].m) * static_cast<std::size_t>(c);
+    const std::size_t step = sg.numel();
     x += step;
     dy += step;
     if (dx) dx += step;

@@ -176,6 +176,13 @@ struct SegmentGrids {
   unsigned max_slices = 1;
   dim3 grid() const { return dim3(g[0].c, max_slices, count); }
   std::size_t partials() const { return first_partial[count - 1] + g[count - 1].partials(); }
+  // Elements of segment z's [n, c, hw] tensor, and of all the segments'.
+  std::size_t numel(unsigned z) const { return static_cast<std::size_t>(g[z].m) * g[z].c; }
+  std::size_t numel() const {
+    std::size_t n = 0;
+    for (unsigned z = 0; z < count; ++z) n += numel(z);
+    return n;
+  }
 };
 // The grids of `count` (1..kMaxSegments) segments of sizes[z] images of [c, hw] each.
 inline SegmentGrids segment_grids(int count, const int* sizes, int c, long hw, const char* where) {
