@@ -13,7 +13,8 @@
 // its heuristics, the GEMM engine (conv_gemm.cuh) timed beside them; the rows are then labelled
 // tuned and tuned+graph, and the choices are listed at the end. --conv-cudnn: convolutions on
 // cuDNN's heuristic algorithms instead of the GEMM engine (the default); the labels get a +cudnn
-// suffix.
+// suffix. --conv-overlap: each convolution's weight gradient on a second stream beside its input
+// gradient (dtn::cuda::set_conv_overlap); +overlap suffix.
 // Without a usable GPU it prints the reason and exits 77 (skipped).
 #include <dtn/cuda.cuh>
 
@@ -255,9 +256,11 @@ int main(int argc, char** argv) {
     dtn::cuda::set_conv_gemm(o.conv_gemm);
     dtn::cuda::set_conv_deterministic(o.conv_deterministic);
     dtn::cuda::detail::conv_graph_max_plans() = o.graph_plans;
+    dtn::cuda::set_conv_overlap(o.conv_overlap);
     const std::string suffix = std::string(o.conv_autotune || o.conv_gemm ? "" : "+cudnn") +
                                (o.conv_deterministic ? "" : "+nondet") +
                                (o.tf32 ? "+tf32" : "") + (o.fusion ? "" : "+unfused") + (o.joint ? "+joint" : "") +
+                               (o.conv_overlap ? "+overlap" : "") +
                                (o.conv_autotune && o.graph_plans != 8 ? "+plans" + std::to_string(o.graph_plans) : "");
     const std::string plain_mode = (o.conv_autotune ? "tuned" : "dtn") + suffix;
     const std::string graph_mode = (o.conv_autotune ? "tuned+graph" : "graph") + suffix;
@@ -276,6 +279,7 @@ int main(int argc, char** argv) {
     doc["meta"]["conv_gemm"] = o.conv_gemm;
     doc["meta"]["conv_deterministic"] = o.conv_deterministic;
     doc["meta"]["graph_plans"] = o.graph_plans;
+    doc["meta"]["conv_overlap"] = o.conv_overlap;
     doc["meta"]["cuda_runtime"] = CUDART_VERSION;
     doc["meta"]["date"] = bench::utc_now();
     doc["meta"]["timing"] = "cudaEvent on dtn::cuda::stream(), median of reps after warm-up";
@@ -326,11 +330,12 @@ int main(int argc, char** argv) {
           const double chain = empty_chain_ms(nc.kernels, o.step_reps);
           r["graph_nodes"] = nc.total;
           r["graph_kernel_nodes"] = nc.kernels;
+          r["graph_forks"] = nc.forks;
           r["empty_chain_ms"] = bench::round_to(chain, 1e-4);
           std::printf(
-              "  step graph at batch %d: %zu nodes (%zu kernels, %zu memsets, %zu copies, %zu other); "
+              "  step graph at batch %d: %zu nodes (%zu kernels, %zu memsets, %zu copies, %zu other), %zu forks; "
               "a graph of as many empty kernels replays in %.3f ms\n",
-              b, nc.total, nc.kernels, nc.memsets, nc.memcpys, nc.other, chain);
+              b, nc.total, nc.kernels, nc.memsets, nc.memcpys, nc.other, nc.forks, chain);
           bench::emit(rows, r);
         } catch (const dtn::error& ex) {
           std::printf("note: graph-captured dtn_step at batch %d failed: %s\n", b, ex.what());

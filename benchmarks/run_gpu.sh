@@ -14,8 +14,9 @@
 #                    always runs. The runs go most important first: dtn plain, PyTorch eager,
 #                    dtn autotuned, torch.compile, dtn autotuned with non-deterministic cuDNN
 #                    algorithms allowed, dtn on cuDNN's heuristic algorithms, the TF32 pair, dtn
-#                    with joint batches (TF32, then FP32), dtn with batch norm and its activation
-#                    unfused.
+#                    with joint batches (TF32), with conv overlap (TF32, TF32 with joint batches),
+#                    then FP32 with joint batches and with conv overlap, dtn with batch norm and
+#                    its activation unfused.
 set -uo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/.." && pwd)
@@ -115,7 +116,17 @@ if [[ ${TF32:-1} != 0 ]]; then
   dtn "bench_dtn_cuda --tf32 --conv-autotune --joint-batches" 60 dtn_cuda_tf32_joint.json --tf32 --conv-autotune \
     --joint-batches --no-layers --rows dtn_step --profile-step
 fi
+# dtn::cuda::set_conv_overlap: each convolution's weight gradient on a second stream beside its
+# input gradient (rows labelled +overlap), alone and with joint batches; its graph's forks are
+# printed with the node counts.
+if [[ ${TF32:-1} != 0 ]]; then
+  dtn "bench_dtn_cuda --tf32 --conv-autotune --conv-overlap" 60 dtn_cuda_tf32_overlap.json --tf32 --conv-autotune \
+    --conv-overlap --no-layers --rows dtn_step
+  dtn "bench_dtn_cuda --tf32 --conv-autotune --joint-batches --conv-overlap" 60 dtn_cuda_tf32_joint_overlap.json \
+    --tf32 --conv-autotune --joint-batches --conv-overlap --no-layers --rows dtn_step --batches 128
+fi
 dtn "bench_dtn_cuda --joint-batches" 45 dtn_cuda_joint.json --joint-batches --no-layers --rows dtn_step --batches 128
+dtn "bench_dtn_cuda --conv-overlap" 45 dtn_cuda_overlap.json --conv-overlap --no-layers --rows dtn_step --batches 128
 # Batch norm and its activation as two passes (the plain run fuses them): what fusion is worth
 # on this card. Rows labelled dtn+unfused / graph+unfused.
 dtn "bench_dtn_cuda --no-fusion" 60 dtn_cuda_unfused.json --no-fusion --no-layers --rows dtn_step --batches 128

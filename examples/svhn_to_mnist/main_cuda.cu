@@ -8,5 +8,6 @@ int run_cuda(const digits::Options& o) {
   dtn::cuda::set_conv_autotune(o.conv_autotune);
   dtn::cuda::set_conv_deterministic(!o.conv_nondeterministic);
   dtn::cuda::set_conv_gemm(!o.conv_cudnn);
+  dtn::cuda::set_conv_overlap(o.conv_overlap);
   return digits::run_pipeline<dtn::Cuda>(o);
 }

@@ -33,6 +33,7 @@ struct Options {
   bool conv_nondeterministic = false; // cuDNN's non-deterministic algorithms allowed (GPU)
   bool conv_cudnn = false;    // convolutions on cuDNN's heuristic algorithms, not the GEMM engine (GPU)
   bool no_graph = false;      // GPU: run DTN steps eagerly instead of as one CUDA graph
+  bool conv_overlap = false;  // GPU: convolution weight gradients on a second stream
   bool joint_batches = false; // DtnConfig::joint_batches: one pass per network and update
 };
 
@@ -72,6 +73,8 @@ inline const char* usage() {
          "  --conv-nondeterministic  GPU: cuDNN's non-deterministic convolution algorithms allowed like the\n"
          "                       others (default: deterministic ones wherever cuDNN has one)\n"
          "  --no-graph           GPU: run each DTN step eagerly, not as one captured CUDA graph\n"
+         "  --conv-overlap       GPU: each convolution's weight gradient on a second stream beside its\n"
+         "                       input gradient (the same results bit for bit)\n"
          "  --joint-batches      g once on both batches, D once per update on all of its batches\n"
          "                       (batch norm per batch: the same step up to float rounding, fewer passes)\n"
          "  --full               the long run: 3000 f steps, 3000 classifier steps, 20000 DTN steps, batch 128\n";
@@ -136,6 +139,7 @@ inline Options parse_options(int argc, char** argv) {
     else if (k == "--conv-nondeterministic") o.conv_nondeterministic = true;
     else if (k == "--conv-cudnn") o.conv_cudnn = true;
     else if (k == "--no-graph") o.no_graph = true;
+    else if (k == "--conv-overlap") o.conv_overlap = true;
     else if (k == "--joint-batches") o.joint_batches = true;
     else if (k == "--full") {
       o.f_steps = 3000;

@@ -328,6 +328,7 @@ class ModeScope {
 using ConvGemmScope = ModeScope<dtn::cuda::conv_gemm, dtn::cuda::set_conv_gemm>;
 using ConvAutotuneScope = ModeScope<dtn::cuda::conv_autotune, dtn::cuda::set_conv_autotune>;
 using ConvDeterministicScope = ModeScope<dtn::cuda::conv_deterministic, dtn::cuda::set_conv_deterministic>;
+using ConvOverlapScope = ModeScope<dtn::cuda::conv_overlap, dtn::cuda::set_conv_overlap>;
 inline bool conv_graph_forced() { return dtn::cuda::detail::conv_graph_forced(); }
 inline void set_conv_graph_forced(bool on) { dtn::cuda::detail::conv_graph_forced() = on; }
 // Autotuning takes cuDNN's graph-API plan wherever one builds (dtn::cuda::detail::conv_graph_forced).

@@ -106,6 +106,53 @@ void add_conv_graph_cases(std::vector<Case>& cs, const std::string& tag, const C
                          }));
 }
 
+// Both backward passes in one op, of a convolution and of a transposed convolution, with the
+// weight gradient on the GPU's second lane (set_conv_overlap) on one engine: "gemm" (the
+// default), "cudnn" (its heuristic choice) or "graph" (autotuned, graph-API plans forced). The
+// first call of a geometry times nothing on "gemm" and runs the two passes side by side; on the
+// others the input gradient's engine is still to be chosen, and it waits for the weight gradient.
+void add_conv_pair_cases(std::vector<Case>& cs, const std::string& tag, const ConvGeom& g, const std::string& engine) {
+  auto scopes = [engine](auto&& run) {
+    const ConvOverlapScope overlap(true);
+    const ConvGemmScope gemm(engine == "gemm");
+    const ConvAutotuneScope tuned(engine == "graph");
+    const ConvGraphForcedScope forced(engine == "graph");
+    run();
+  };
+  cs.push_back(make_case("conv2d_backward (overlapped, " + engine + ") " + tag, kSum,
+                         {in("x", xs(g)), in("dy", ys(g)), in("w", ws(g)), out("dx", xs(g)), acc("dw", ws(g)),
+                          acc("db", g.c_out)},
+                         [g, scopes](auto B, auto& b) {
+                           scopes([&] { decltype(B)::conv2d_backward(g, b.f(0), b.f(1), b.f(2), b.f(3), b.f(4), b.f(5)); });
+                         }));
+  // As a transposed convolution's: x has g's output shape, dy g's input shape.
+  cs.push_back(make_case("conv_transpose2d_backward (overlapped, " + engine + ") " + tag, kSum,
+                         {in("x", ys(g)), in("dy", xs(g)), in("w", ws(g)), out("dx", ys(g)), acc("dw", ws(g)),
+                          acc("db", g.c_in)},
+                         [g, scopes](auto B, auto& b) {
+                           scopes([&] {
+                             decltype(B)::conv_transpose2d_backward(g, b.f(0), b.f(1), b.f(2), b.f(3), b.f(4), b.f(5));
+                           });
+                         }));
+  // Only one of the two wanted: nothing to overlap, and the other output is left alone.
+  cs.push_back(make_case("conv2d_backward, input gradient only (" + engine + ") " + tag, kSum,
+                         {in("x", xs(g)), in("dy", ys(g)), in("w", ws(g)), out("dx", xs(g))},
+                         [g, scopes](auto B, auto& b) {
+                           scopes([&] {
+                             decltype(B)::conv2d_backward(g, b.f(0), b.f(1), b.f(2), b.f(3), static_cast<float*>(nullptr),
+                                                          static_cast<float*>(nullptr));
+                           });
+                         }));
+  cs.push_back(make_case("conv_transpose2d_backward, weight gradient only (" + engine + ") " + tag, kSum,
+                         {in("x", ys(g)), in("dy", xs(g)), in("w", ws(g)), acc("dw", ws(g)), acc("db", g.c_in)},
+                         [g, scopes](auto B, auto& b) {
+                           scopes([&] {
+                             decltype(B)::conv_transpose2d_backward(g, b.f(0), b.f(1), b.f(2), static_cast<float*>(nullptr),
+                                                                    b.f(3), b.f(4));
+                           });
+                         }));
+}
+
 void add_gemm_case(std::vector<Case>& cs, bool ta, bool tb, int m, int n, int k, float alpha, float beta, int pad) {
   // Row-major op(A) [m, k], op(B) [k, n]; leading dimensions padded by `pad` columns.
   const int a_rows = ta ? k : m, a_cols = ta ? m : k, b_rows = tb ? n : k, b_cols = tb ? k : n;
@@ -371,6 +418,13 @@ std::vector<Case> cases() {
   const ConvGeom chunked = conv_geom(3, 64, 144, 144, 64, 3, 1, 1);
   REQUIRE(dtn::cuda::detail::conv_gemm_chunk_images(chunked) == 2);
   add_conv_gemm_cases(cs, "chunked 64->64 3x3 p1 144x144", chunked);
+  // both backward passes in one op, the weight gradient on the second lane: D.3 and g.3 (as a
+  // transposed convolution) at batch 4 on each engine, and a dense one (cuBLAS on both lanes)
+  for (const char* engine : {"gemm", "cudnn", "graph"}) {
+    add_conv_pair_cases(cs, "D3 128->256 3x3 s2 p1 16x16", conv_geom(4, 128, 16, 16, 256, 3, 2, 1), engine);
+    add_conv_pair_cases(cs, "g3 as conv 128->256 4x4 s2 p1 16x16", conv_geom(4, 128, 16, 16, 256, 4, 2, 1), engine);
+  }
+  add_conv_pair_cases(cs, "g1 as conv 512->128 4x4 s1 p0 4x4 (dense)", conv_geom(4, 512, 4, 4, 128, 4, 1, 0), "gemm");
 
   // ---- GEMM: all transposes, padded leading dimensions, alpha and beta
   add_gemm_case(cs, false, false, 37, 29, 53, 1.0f, 0.0f, 0);

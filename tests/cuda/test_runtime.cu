@@ -75,6 +75,40 @@ std::vector<std::vector<float>> conv_passes(const ConvGeom& g, const std::vector
   return {dtn::to_vector(y), dtn::to_vector(dx), dtn::to_vector(dw), dtn::to_vector(db)};
 }
 
+// Device buffers for both backward passes of convolution g (transposed: of the transposed
+// convolution whose forward pass is g's backward-data pass), filled from fixed seeds.
+struct PairBuffers {
+  dtn::Tensor<float, Cuda> x, dy, w, dx, dw, db;
+  PairBuffers(const ConvGeom& g, bool transposed) {
+    const std::size_t nx = static_cast<std::size_t>(g.n) * g.c_in * g.h_in * g.w_in;
+    const std::size_t ny = static_cast<std::size_t>(g.n) * g.c_out * g.h_out * g.w_out;
+    const std::size_t nw = static_cast<std::size_t>(g.c_out) * g.c_in * g.kh * g.kw;
+    x = tensor_of(random_vector(transposed ? ny : nx, 70));
+    dy = tensor_of(random_vector(transposed ? nx : ny, 71));
+    w = tensor_of(random_vector(nw, 72));
+    dx = dtn::Tensor<float, Cuda>(dtn::Shape{static_cast<std::int64_t>(transposed ? ny : nx)});
+    dw = tensor_of(random_vector(nw, 73));  // accumulated onto
+    db = tensor_of(random_vector(static_cast<std::size_t>(transposed ? g.c_in : g.c_out), 74));
+  }
+  // The outputs back to where the op starts: dx poisoned, dw and db their start values.
+  void reset() {
+    poison(dx);
+    dtn::copy(dtn::View<const float, Cuda>(tensor_of(random_vector(dw.size(), 73)).view()), dw.view());
+    dtn::copy(dtn::View<const float, Cuda>(tensor_of(random_vector(db.size(), 74)).view()), db.view());
+  }
+  void queue(const ConvGeom& g, bool transposed) {
+    if (transposed)
+      GpuB::conv_transpose2d_backward(g, x.data(), dy.data(), w.data(), dx.data(), dw.data(), db.data());
+    else
+      GpuB::conv2d_backward(g, x.data(), dy.data(), w.data(), dx.data(), dw.data(), db.data());
+  }
+  void run(const ConvGeom& g, bool transposed) {
+    reset();
+    queue(g, transposed);
+  }
+  std::vector<std::vector<float>> results() const { return {dtn::to_vector(dx), dtn::to_vector(dw), dtn::to_vector(db)}; }
+};
+
 }  // namespace
 
 TEST_CASE("failed CUDA, cuDNN and cuBLAS calls throw dtn::cuda_error naming the call, the error and file:line") {
@@ -664,4 +698,72 @@ TEST_CASE("each thread has its own context and stream, and results agree across 
   }).join();
   CHECK(there_stream != dtn::cuda::stream());
   CHECK(there_sum == here_sum);
+}
+
+TEST_CASE("conv overlap: off by default and per thread, and the weight gradient on the second lane gives the bits of one stream, on every engine, eagerly and in a graph") {
+  CHECK_FALSE(dtn::cuda::conv_overlap());
+  {
+    const parity::ConvOverlapScope on(true);
+    bool other_thread = true;
+    std::thread([&] { other_thread = dtn::cuda::conv_overlap(); }).join();
+    CHECK_FALSE(other_thread);
+  }
+  // D.3 and g.3 (as a convolution) at batch 8, and g.0 as a convolution (dense: cuBLAS on both lanes).
+  const ConvGeom geoms[] = {parity::conv_geom(8, 128, 16, 16, 256, 3, 2, 1), parity::conv_geom(8, 128, 16, 16, 256, 4, 2, 1),
+                            parity::conv_geom(8, 512, 4, 4, 128, 4, 1, 0)};
+  for (const char* engine : {"gemm", "cudnn", "graph"}) {
+    const parity::ConvGemmScope gemm(std::string(engine) == "gemm");
+    const parity::ConvAutotuneScope tuned(std::string(engine) == "graph");
+    const parity::ConvGraphForcedScope forced(std::string(engine) == "graph");
+    for (const ConvGeom& g : geoms)
+      for (bool transposed : {false, true}) {
+        CAPTURE(engine);
+        CAPTURE(g.kh);
+        CAPTURE(transposed);
+        PairBuffers b(g, transposed);
+        b.run(g, transposed);  // one stream (this also chooses the engines)
+        const auto serial = b.results();
+        // The first overlapped call of a geometry ran its input gradient after the weight gradient
+        // where its engine was still to be timed; these run side by side.
+        for (int rep = 0; rep < 2; ++rep) {
+          const parity::ConvOverlapScope on(true);
+          b.run(g, transposed);
+          const auto overlapped = b.results();
+          for (std::size_t i = 0; i < serial.size(); ++i) {
+            CAPTURE(i);
+            CHECK(parity::same_bits(overlapped[i], serial[i]));
+          }
+        }
+      }
+  }
+  CHECK(dtn::cuda::context().has_side_lane());
+  CHECK_FALSE(dtn::cuda::context().on_side_lane());
+
+  // Captured: the op becomes two branches (a fork in the graph), and the replay gives the same bits.
+  const ConvGeom& g = geoms[0];
+  PairBuffers b(g, false);
+  b.run(g, false);
+  const auto serial = b.results();
+  const parity::ConvOverlapScope on(true);
+  b.run(g, false);  // eagerly first: the second lane's workspace grows outside the capture
+  b.reset();
+  cudaStream_t s = dtn::cuda::stream();
+  REQUIRE(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal) == cudaSuccess);
+  GpuB::fill(std::size_t(1), b.dx.data(), 0.0f);  // a node before the op, for the fork to follow
+  b.queue(g, false);
+  cudaGraph_t graph = nullptr;
+  REQUIRE(cudaStreamEndCapture(s, &graph) == cudaSuccess);
+  const dtn::cuda::GraphNodeCounts counts = dtn::cuda::count_graph_nodes(graph);
+  CHECK(counts.forks == 1);
+  CHECK(counts.kernels > 2);
+  cudaGraphExec_t exec = nullptr;
+  REQUIRE(cudaGraphInstantiate(&exec, graph, 0) == cudaSuccess);
+  REQUIRE(cudaGraphLaunch(exec, s) == cudaSuccess);
+  const auto replayed = b.results();
+  (void)cudaGraphExecDestroy(exec);
+  (void)cudaGraphDestroy(graph);
+  for (std::size_t i = 0; i < serial.size(); ++i) {
+    CAPTURE(i);
+    CHECK(parity::same_bits(replayed[i], serial[i]));
+  }
 }

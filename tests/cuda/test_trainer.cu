@@ -110,8 +110,10 @@ enum class Between { nothing, moved_workspace, larger_batch };
 // ns: the source batch (the target batch is 8).
 // graph_api: autotuning on, with cuDNN's graph-API plans taken wherever they build.
 // joint: DtnConfig::joint_batches.
+// overlap: the graphed trainer runs with set_conv_overlap(true), and a third trainer runs it
+// eagerly: both must give the bits of the eager trainer without it.
 void graph_replays_eager_step(bool gemm_engine, Between between = Between::nothing, int ns = 8, bool graph_api = false,
-                              bool joint = false) {
+                              bool joint = false, bool overlap = false) {
   const parity::ConvGemmScope engine(gemm_engine);
   const parity::ConvAutotuneScope tuned(graph_api);
   const parity::ConvGraphForcedScope forced(graph_api);
@@ -121,6 +123,7 @@ void graph_replays_eager_step(bool gemm_engine, Between between = Between::nothi
   cfg.joint_batches = joint;
   dtn::DomainTransfer<F, G, D, Cuda> eager(Shape{3, 16, 16}, Shape{1, 16, 16}, cfg);
   dtn::DomainTransfer<F, G, D, Cuda> graphed(Shape{3, 16, 16}, Shape{1, 16, 16}, cfg);
+  dtn::DomainTransfer<F, G, D, Cuda> eager_overlap(Shape{3, 16, 16}, Shape{1, 16, 16}, cfg);
   dtn::cuda::GraphStep<dtn::DomainTransfer<F, G, D, Cuda>> graph(graphed);
   std::size_t mallocs_after_capture = 0;
   dtn::Tensor<float, Cuda> reuse;
@@ -148,10 +151,17 @@ void graph_replays_eager_step(bool gemm_engine, Between between = Between::nothi
       CHECK(dtn::storage_moves() > moves);
     }
     const dtn::DtnLosses le = eager.step_deferred(ds.view(), dt.view());
+    const parity::ConvOverlapScope overlapped(overlap);
     const dtn::DtnLosses lg = graph.step(ds.view(), dt.view());
     CHECK(le.d == lg.d);
     CHECK(le.g == lg.g);
     CHECK(le.constancy == lg.constancy);
+    if (overlap) {
+      const dtn::DtnLosses lo = eager_overlap.step_deferred(ds.view(), dt.view());
+      CHECK(le.d == lo.d);
+      CHECK(le.g == lo.g);
+      CHECK(le.constancy == lo.constancy);
+    }
     if (disturbed && i == 3) CHECK_FALSE(graph.captured());  // ran eagerly
     if (!reuse.empty()) {
       // The block handed on after the workspace moved kept its values: nothing wrote to it.
@@ -164,6 +174,16 @@ void graph_replays_eager_step(bool gemm_engine, Between between = Between::nothi
   CHECK(dtn::cuda::allocator_stats().num_cuda_malloc == mallocs_after_capture);
   CHECK(parity::same_bits(dtn::to_vector(graphed.g().parameters()), dtn::to_vector(eager.g().parameters())));
   CHECK(parity::same_bits(dtn::to_vector(graphed.d().parameters()), dtn::to_vector(eager.d().parameters())));
+  if (overlap) {
+    CHECK(parity::same_bits(dtn::to_vector(eager_overlap.g().parameters()), dtn::to_vector(eager.g().parameters())));
+    CHECK(parity::same_bits(dtn::to_vector(eager_overlap.d().parameters()), dtn::to_vector(eager.d().parameters())));
+  }
+  // Captured on one stream, the graph is one chain; overlapped, each convolution's backward
+  // (but those of f, frozen: no weight gradient) forks into two branches.
+  if (overlap)
+    CHECK(graph.node_counts().forks > 0);
+  else
+    CHECK(graph.node_counts().forks == 0);
   CHECK(graphed.steps() == 5);
   CHECK(graphed.g_optimizer().steps() == 5);
   if (graph_api) {
@@ -214,4 +234,11 @@ TEST_CASE("DomainTransfer with joint batches (one pass per network and update) o
 
 TEST_CASE("a DTN step with joint batches (batches of 6 and 8) as a CUDA graph replays bit for bit") {
   graph_replays_eager_step(true, Between::nothing, 6, false, true);
+}
+
+TEST_CASE("with conv overlap (weight gradients on a second stream), a DTN step, eager and as a CUDA graph, gives the bits of one stream") {
+  SUBCASE("GEMM engine") { graph_replays_eager_step(true, Between::nothing, 8, false, false, true); }
+  SUBCASE("cuDNN, heuristic choices") { graph_replays_eager_step(false, Between::nothing, 8, false, false, true); }
+  SUBCASE("cuDNN graph-API plans, autotuned") { graph_replays_eager_step(false, Between::nothing, 8, true, false, true); }
+  SUBCASE("joint batches, batches of 6 and 8") { graph_replays_eager_step(true, Between::nothing, 6, false, true, true); }
 }

@@ -16,6 +16,13 @@
 //  conv2d_backward_filter(const ConvGeom&, const T* x, const T* dy, T* dw, T* db_or_null) accumulates
 //      (w is [c_out, c_in, kh, kw]; transposed conv is expressed through these three with the
 //       roles of x and y swapped, exactly as cuDNN does)
+//  conv2d_backward(const ConvGeom&, const T* x, const T* dy, const T* w, T* dx_or_null, T* dw_or_null, T* db_or_null)
+//      both backward passes: conv2d_backward_data into dx when dx is not null, conv2d_backward_filter
+//      into dw and db when dw is not null (the GPU may run the two on two streams: set_conv_overlap)
+//  conv_transpose2d_backward(const ConvGeom&, const T* x, const T* dy, const T* w, T* dx_or_null, T* dw_or_null,
+//       T* db_or_null)   the same for a transposed convolution, the backward-data pass of the
+//      convolution g (x: the layer's input, g's output shape; dy: g's input shape):
+//      dx = conv2d_forward(dy, w); dw += conv2d_backward_filter(x = dy, dy = x); db += sum of dy per channel
 //  bias_add(int n, int c, long hw, const T* bias, T* y)                   y[n][c][:] += bias[c]
 //  bias_backward(int n, int c, long hw, const T* dy, T* db)               accumulates db[c]
 //  gemm(bool trans_a, bool trans_b, int m, int n, int k, T alpha, const T* A, int lda,

@@ -45,10 +45,9 @@ class Conv2dLayer {
   }
   void backward(View<const T, Dev> x, View<const T, Dev> /*y*/, View<const T, Dev> dy, View<T, Dev> dx,
                 bool param_grads) {
-    const ConvGeom g = geom(x.shape, dy.shape);
-    if (param_grads)
-      Backend<Dev>::conv2d_backward_filter(g, x.data, dy.data, weight_.grad.data, Bias ? bias_.grad.data : nullptr);
-    if (dx.data) Backend<Dev>::conv2d_backward_data(g, dy.data, weight_.value.data, dx.data);
+    Backend<Dev>::conv2d_backward(geom(x.shape, dy.shape), x.data, dy.data, weight_.value.data, dx.data,
+                                  param_grads ? weight_.grad.data : nullptr,
+                                  param_grads && Bias ? bias_.grad.data : nullptr);
   }
 
  private:
@@ -106,13 +105,10 @@ class ConvTranspose2dLayer {
   }
   void backward(View<const T, Dev> x, View<const T, Dev> /*y*/, View<const T, Dev> dy, View<T, Dev> dx,
                 bool param_grads) {
-    const ConvGeom g = geom(x.shape, dy.shape);
-    if (param_grads) {
-      // dW[in, out] += sum over the batch of x (as the conv's output gradient) * unfolded dy.
-      Backend<Dev>::conv2d_backward_filter(g, dy.data, x.data, weight_.grad.data, static_cast<T*>(nullptr));
-      if (Bias) Backend<Dev>::bias_backward(g.n, Out, static_cast<long>(g.h_in) * g.w_in, dy.data, bias_.grad.data);
-    }
-    if (dx.data) Backend<Dev>::conv2d_forward(g, dy.data, weight_.value.data, static_cast<const T*>(nullptr), dx.data);
+    // dW[in, out] += sum over the batch of x (as the conv's output gradient) * unfolded dy; dx = conv(dy).
+    Backend<Dev>::conv_transpose2d_backward(geom(x.shape, dy.shape), x.data, dy.data, weight_.value.data, dx.data,
+                                            param_grads ? weight_.grad.data : nullptr,
+                                            param_grads && Bias ? bias_.grad.data : nullptr);
   }
 
  private:

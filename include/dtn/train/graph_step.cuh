@@ -17,6 +17,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <map>
 #include <vector>
 
 #include "../backend/cuda/check.cuh"
@@ -26,10 +27,43 @@
 namespace dtn {
 namespace cuda {
 
-// What a captured step graph is made of (counted once, at capture).
+// What a captured step graph is made of (counted once, at capture). forks: the nodes after which
+// the graph splits into branches that may run at once (more than one node depends on them): 0
+// for work captured on one stream, one per dtn::cuda::side_by_side.
 struct GraphNodeCounts {
-  std::size_t total = 0, kernels = 0, memsets = 0, memcpys = 0, other = 0;
+  std::size_t total = 0, kernels = 0, memsets = 0, memcpys = 0, other = 0, forks = 0;
 };
+
+inline GraphNodeCounts count_graph_nodes(cudaGraph_t graph) {
+  GraphNodeCounts c;
+  std::size_t n = 0;
+  if (cudaGraphGetNodes(graph, nullptr, &n) != cudaSuccess) return c;
+  std::vector<cudaGraphNode_t> nodes(n);
+  if (n > 0 && cudaGraphGetNodes(graph, nodes.data(), &n) != cudaSuccess) return c;
+  c.total = n;
+  for (cudaGraphNode_t node : nodes) {
+    cudaGraphNodeType type{};
+    if (cudaGraphNodeGetType(node, &type) != cudaSuccess) continue;
+    if (type == cudaGraphNodeTypeKernel)
+      ++c.kernels;
+    else if (type == cudaGraphNodeTypeMemset)
+      ++c.memsets;
+    else if (type == cudaGraphNodeTypeMemcpy)
+      ++c.memcpys;
+    else
+      ++c.other;
+  }
+  std::size_t e = 0;
+  if (cudaGraphGetEdges(graph, nullptr, nullptr, nullptr, &e) != cudaSuccess || e == 0) return c;
+  std::vector<cudaGraphNode_t> from(e), to(e);
+  std::vector<cudaGraphEdgeData> data(e);
+  if (cudaGraphGetEdges(graph, from.data(), to.data(), data.data(), &e) != cudaSuccess) return c;
+  std::map<cudaGraphNode_t, std::size_t> out_degree;
+  for (std::size_t i = 0; i < e; ++i) ++out_degree[from[i]];
+  for (const auto& kv : out_degree)
+    if (kv.second > 1) ++c.forks;
+  return c;
+}
 
 template <class Trainer>
 class GraphStep {
@@ -86,7 +120,7 @@ class GraphStep {
     }
     cudaGraph_t graph = nullptr;
     DTN_CUDA_CHECK(cudaStreamEndCapture(s, &graph));
-    counts_ = count_nodes(graph);
+    counts_ = count_graph_nodes(graph);
     const cudaError_t inst = cudaGraphInstantiate(&exec_, graph, 0);
     (void)cudaGraphDestroy(graph);
     if (inst != cudaSuccess) {
@@ -94,28 +128,6 @@ class GraphStep {
       DTN_CUDA_CHECK(inst);
     }
     storage_moves_ = moves;
-  }
-
-  static GraphNodeCounts count_nodes(cudaGraph_t graph) {
-    GraphNodeCounts c;
-    std::size_t n = 0;
-    if (cudaGraphGetNodes(graph, nullptr, &n) != cudaSuccess) return c;
-    std::vector<cudaGraphNode_t> nodes(n);
-    if (n > 0 && cudaGraphGetNodes(graph, nodes.data(), &n) != cudaSuccess) return c;
-    c.total = n;
-    for (cudaGraphNode_t node : nodes) {
-      cudaGraphNodeType type{};
-      if (cudaGraphNodeGetType(node, &type) != cudaSuccess) continue;
-      if (type == cudaGraphNodeTypeKernel)
-        ++c.kernels;
-      else if (type == cudaGraphNodeTypeMemset)
-        ++c.memsets;
-      else if (type == cudaGraphNodeTypeMemcpy)
-        ++c.memcpys;
-      else
-        ++c.other;
-    }
-    return c;
   }
 
   Trainer& trainer_;

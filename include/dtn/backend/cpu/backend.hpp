@@ -37,6 +37,19 @@ struct Backend<Cpu> {
     cpu::conv2d_backward_filter(g, x, dy, dw, db);
   }
   template <class T>
+  static void conv2d_backward(const ConvGeom& g, const T* x, const T* dy, const T* w, T* dx, T* dw, T* db) {
+    if (dw) cpu::conv2d_backward_filter(g, x, dy, dw, db);
+    if (dx) cpu::conv2d_backward_data(g, dy, w, dx);
+  }
+  template <class T>
+  static void conv_transpose2d_backward(const ConvGeom& g, const T* x, const T* dy, const T* w, T* dx, T* dw, T* db) {
+    if (dw) {
+      cpu::conv2d_backward_filter(g, dy, x, dw, static_cast<T*>(nullptr));
+      if (db) bias_backward(g.n, g.c_in, static_cast<long>(g.h_in) * g.w_in, dy, db);
+    }
+    if (dx) cpu::conv2d_forward(g, dy, w, static_cast<const T*>(nullptr), dx);
+  }
+  template <class T>
   static void gemm(bool ta, bool tb, int m, int n, int k, T alpha, const T* A, int lda, const T* B, int ldb, T beta,
                    T* C, int ldc) {
     cpu::gemm(ta, tb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);

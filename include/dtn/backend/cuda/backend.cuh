@@ -48,6 +48,16 @@ struct Backend<Cuda> {
     cuda::conv2d_backward_filter(g, x, dy, dw, db);
   }
   template <class T>
+  static void conv2d_backward(const ConvGeom& g, const T* x, const T* dy, const T* w, T* dx, T* dw, T* db) {
+    DTN_CUDA_FLOAT_ONLY(T);
+    cuda::conv2d_backward(g, x, dy, w, dx, dw, db);
+  }
+  template <class T>
+  static void conv_transpose2d_backward(const ConvGeom& g, const T* x, const T* dy, const T* w, T* dx, T* dw, T* db) {
+    DTN_CUDA_FLOAT_ONLY(T);
+    cuda::conv_transpose2d_backward(g, x, dy, w, dx, dw, db);
+  }
+  template <class T>
   static void gemm(bool ta, bool tb, int m, int n, int k, T alpha, const T* A, int lda, const T* B, int ldb, T beta,
                    T* C, int ldc) {
     DTN_CUDA_FLOAT_ONLY(T);

@@ -15,7 +15,11 @@
 //  * whether convolutions run on the GEMM engine instead of cuDNN (set_conv_gemm, off by
 //    default; conv_gemm.cuh);
 //  * whether cuDNN's non-deterministic convolution algorithms may be chosen like the others
-//    (set_conv_deterministic(false); by default they are taken only where no deterministic one is).
+//    (set_conv_deterministic(false); by default they are taken only where no deterministic one is);
+//  * a second lane, made on first use: a second stream with its own cuBLAS handle, workspace and
+//    scratch (the cuDNN handle is shared, its stream switched with the lane), on which
+//    dtn::cuda::side_by_side runs one piece of work while the stream runs another
+//    (set_conv_overlap: a convolution's weight gradient beside its input gradient).
 //
 // dtn::cuda::context() returns the calling thread's Context (created on first use, on the device
 // current at that moment). Nothing in an op synchronises with the host; call
@@ -41,58 +45,76 @@ class Context {
 
   Context() {
     DTN_CUDA_CHECK(cudaGetDevice(&device_));
-    DTN_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+    DTN_CUDA_CHECK(cudaStreamCreateWithFlags(&lanes_[0].stream, cudaStreamNonBlocking));
   }
   ~Context() {
     // Never throws: errors at thread or process exit are ignored.
-    if (stream_) (void)cudaStreamSynchronize(stream_);
-    caching_allocator().deallocate(workspace_, stream_);
-    caching_allocator().deallocate(scratch_, stream_);
-    caching_allocator().deallocate(cublas_workspace_, stream_);
-    caching_allocator().forget_stream(stream_);
-    if (cublas_) (void)cublasDestroy(cublas_);
+    for (Lane& l : lanes_)
+      if (l.stream) (void)cudaStreamSynchronize(l.stream);
+    for (Lane& l : lanes_) {
+      if (!l.stream) continue;
+      caching_allocator().deallocate(l.workspace, l.stream);
+      caching_allocator().deallocate(l.scratch, l.stream);
+      caching_allocator().deallocate(l.cublas_workspace, l.stream);
+      caching_allocator().forget_stream(l.stream);
+      if (l.cublas) (void)cublasDestroy(l.cublas);
+    }
     if (cudnn_) (void)cudnnDestroy(cudnn_);
-    if (stream_) (void)cudaStreamDestroy(stream_);
+    if (fork_) (void)cudaEventDestroy(fork_);
+    if (join_) (void)cudaEventDestroy(join_);
+    for (Lane& l : lanes_)
+      if (l.stream) (void)cudaStreamDestroy(l.stream);
     (void)cudaGetLastError();
   }
   Context(const Context&) = delete;
   Context& operator=(const Context&) = delete;
 
-  cudaStream_t stream() const { return stream_; }
+  // The stream of the current lane: this thread's stream, or inside side_by_side's side work the
+  // second lane's.
+  cudaStream_t stream() const { return lanes_[lane_].stream; }
   int device() const { return device_; }
 
+  // The thread's one cuDNN handle, bound to the current lane's stream.
   cudnnHandle_t cudnn() {
     if (!cudnn_) {
-      detail::refuse_during_capture(stream_, "creating this thread's cuDNN handle");
+      detail::refuse_during_capture(stream(), "creating this thread's cuDNN handle");
       DTN_CUDNN_CHECK(cudnnCreate(&cudnn_));
-      DTN_CUDNN_CHECK(cudnnSetStream(cudnn_, stream_));
+    }
+    if (cudnn_stream_ != stream()) {
+      DTN_CUDNN_CHECK(cudnnSetStream(cudnn_, stream()));
+      cudnn_stream_ = stream();
     }
     return cudnn_;
   }
 
+  // The current lane's cuBLAS handle (each lane has its own, with its own workspace: two GEMMs
+  // running at once on one workspace would overwrite each other's).
   cublasHandle_t cublas() {
-    if (!cublas_) {
-      detail::refuse_during_capture(stream_, "creating this thread's cuBLAS handle");
-      DTN_CUBLAS_CHECK(cublasCreate(&cublas_));
-      DTN_CUBLAS_CHECK(cublasSetStream(cublas_, stream_));
-      cublas_workspace_ = caching_allocator().allocate(cublas_workspace_bytes, stream_);
-      // After cublasSetStream: setting the stream resets the workspace to cuBLAS's default pool.
-      DTN_CUBLAS_CHECK(cublasSetWorkspace(cublas_, cublas_workspace_, cublas_workspace_bytes));
-      apply_cublas_math();
+    Lane& l = lanes_[lane_];
+    if (!l.cublas) {
+      detail::refuse_during_capture(l.stream, "creating this thread's cuBLAS handle");
+      make_cublas(l);
     }
-    return cublas_;
+    return l.cublas;
   }
 
-  // At least `bytes` of device memory for the duration of one op on this stream.
-  void* workspace(std::size_t bytes) { return grow(workspace_, workspace_bytes_, bytes); }
-  std::size_t workspace_bytes() const { return workspace_bytes_; }
+  // At least `bytes` of device memory for the duration of one op on the current lane.
+  void* workspace(std::size_t bytes) {
+    Lane& l = lanes_[lane_];
+    return grow(l, l.workspace, l.workspace_bytes, bytes);
+  }
+  std::size_t workspace_bytes() const { return lanes_[lane_].workspace_bytes; }
   // Scratch for reductions (separate from the workspace so one op can use both).
-  void* scratch(std::size_t bytes) { return grow(scratch_, scratch_bytes_, bytes); }
+  void* scratch(std::size_t bytes) {
+    Lane& l = lanes_[lane_];
+    return grow(l, l.scratch, l.scratch_bytes, bytes);
+  }
 
   bool tf32() const { return tf32_; }
   void set_tf32(bool on) {
     tf32_ = on;
-    if (cublas_) apply_cublas_math();
+    for (Lane& l : lanes_)
+      if (l.cublas) apply_cublas_math(l.cublas);
   }
   // cuDNN math type for convolutions in the current mode.
   cudnnMathType_t cudnn_math() const { return tf32_ ? CUDNN_DEFAULT_MATH : CUDNN_FMA_MATH; }
@@ -106,21 +128,75 @@ class Context {
   bool conv_deterministic() const { return conv_deterministic_; }
   void set_conv_deterministic(bool on) { conv_deterministic_ = on; }
 
-  // Waits until everything queued on this thread's stream has finished.
-  void synchronize() { DTN_CUDA_CHECK(cudaStreamSynchronize(stream_)); }
+  bool conv_overlap() const { return conv_overlap_; }
+  void set_conv_overlap(bool on) { conv_overlap_ = on; }
+
+  // The second lane (side_by_side): whether it exists, whether its work is being queued now, and
+  // the three steps that side_by_side takes. fork(): the second lane's stream waits for
+  // everything queued on the stream so far (making the lane on first use: not inside a graph
+  // capture), and work is queued on it from now on. to_stream(): work goes to the stream again.
+  // join(): the stream waits for everything queued on the second lane so far, and work goes to
+  // the stream. Inside a capture the events become the graph's edges.
+  bool has_side_lane() const { return lanes_[1].stream != nullptr; }
+  bool on_side_lane() const { return lane_ == 1; }
+  void fork() {
+    if (!has_side_lane()) make_side_lane();
+    DTN_CUDA_CHECK(cudaEventRecord(fork_, lanes_[0].stream));
+    DTN_CUDA_CHECK(cudaStreamWaitEvent(lanes_[1].stream, fork_, 0));
+    lane_ = 1;
+  }
+  void to_stream() { lane_ = 0; }
+  void join() {
+    lane_ = 0;
+    DTN_CUDA_CHECK(cudaEventRecord(join_, lanes_[1].stream));
+    DTN_CUDA_CHECK(cudaStreamWaitEvent(lanes_[0].stream, join_, 0));
+  }
+
+  // Waits until everything queued on this thread's stream has finished (and so, side_by_side
+  // having joined it, on the second lane too).
+  void synchronize() { DTN_CUDA_CHECK(cudaStreamSynchronize(lanes_[0].stream)); }
 
  private:
-  void apply_cublas_math() {
-    DTN_CUBLAS_CHECK(cublasSetMathMode(cublas_, tf32_ ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH));
+  // What each lane has of its own.
+  struct Lane {
+    cudaStream_t stream = nullptr;
+    cublasHandle_t cublas = nullptr;
+    void* cublas_workspace = nullptr;
+    void* workspace = nullptr;
+    std::size_t workspace_bytes = 0;
+    void* scratch = nullptr;
+    std::size_t scratch_bytes = 0;
+  };
+
+  void apply_cublas_math(cublasHandle_t h) {
+    DTN_CUBLAS_CHECK(cublasSetMathMode(h, tf32_ ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH));
   }
-  void* grow(void*& buffer, std::size_t& size, std::size_t bytes) {
+  void make_cublas(Lane& l) {
+    DTN_CUBLAS_CHECK(cublasCreate(&l.cublas));
+    DTN_CUBLAS_CHECK(cublasSetStream(l.cublas, l.stream));
+    l.cublas_workspace = caching_allocator().allocate(cublas_workspace_bytes, l.stream);
+    // After cublasSetStream: setting the stream resets the workspace to cuBLAS's default pool.
+    DTN_CUBLAS_CHECK(cublasSetWorkspace(l.cublas, l.cublas_workspace, cublas_workspace_bytes));
+    apply_cublas_math(l.cublas);
+  }
+  // The second lane with everything it needs inside a capture (its cuBLAS handle too), so that
+  // only its workspace and scratch are left to grow when first used, eagerly.
+  void make_side_lane() {
+    detail::refuse_during_capture(lanes_[0].stream, "creating this thread's second lane (stream, events, cuBLAS handle)");
+    Lane& l = lanes_[1];
+    DTN_CUDA_CHECK(cudaEventCreateWithFlags(&fork_, cudaEventDisableTiming));
+    DTN_CUDA_CHECK(cudaEventCreateWithFlags(&join_, cudaEventDisableTiming));
+    DTN_CUDA_CHECK(cudaStreamCreateWithFlags(&l.stream, cudaStreamNonBlocking));
+    make_cublas(l);
+  }
+  void* grow(const Lane& l, void*& buffer, std::size_t& size, std::size_t bytes) {
     if (bytes > size) {
-      // The old buffer goes back to the cache tagged with this stream: queued work that still
-      // reads it finishes before anything later on this stream can reuse it. A graph captured
-      // before this still points at it: counted in dtn::storage_moves().
-      void* bigger = caching_allocator().allocate(bytes, stream_);
+      // The old buffer goes back to the cache tagged with the lane's stream: queued work that
+      // still reads it finishes before anything later on that stream can reuse it. A graph
+      // captured before this still points at it: counted in dtn::storage_moves().
+      void* bigger = caching_allocator().allocate(bytes, l.stream);
       if (buffer != nullptr) note_storage_move();
-      caching_allocator().deallocate(buffer, stream_);
+      caching_allocator().deallocate(buffer, l.stream);
       buffer = bigger;
       size = CachingAllocator::round_size(bytes);
     }
@@ -128,18 +204,16 @@ class Context {
   }
 
   int device_ = 0;
-  cudaStream_t stream_ = nullptr;
+  Lane lanes_[2];  // [0]: the thread's stream; [1]: the second lane, made on first use
+  int lane_ = 0;   // the lane work is queued on now
   cudnnHandle_t cudnn_ = nullptr;
-  cublasHandle_t cublas_ = nullptr;
-  void* cublas_workspace_ = nullptr;
-  void* workspace_ = nullptr;
-  std::size_t workspace_bytes_ = 0;
-  void* scratch_ = nullptr;
-  std::size_t scratch_bytes_ = 0;
+  cudaStream_t cudnn_stream_ = nullptr;  // the stream cudnn_ is bound to
+  cudaEvent_t fork_ = nullptr, join_ = nullptr;
   bool tf32_ = false;
   bool conv_autotune_ = false;
   bool conv_gemm_ = true;
   bool conv_deterministic_ = true;
+  bool conv_overlap_ = false;
 };
 
 // The calling thread's context.
@@ -180,6 +254,47 @@ float elapsed_ms(cudaStream_t s, const Event& a, const Event& b, Run&& run) {
   DTN_CUDA_CHECK(cudaEventElapsedTime(&ms, a.get(), b.get()));
   return ms;
 }
+// Queues side() on this thread's second lane and main() on its stream, so that the GPU may run
+// the two at once: side's work starts after everything queued before the call, and everything
+// queued after the call waits for both (also inside a graph capture, where the two become
+// parallel branches). The ops inside each see their lane in context(): its stream, cuBLAS handle,
+// workspace and scratch, and the cuDNN handle switched to it. side() is queued first. With
+// main_alone, main() is queued after side's work instead of beside it (for work that times its
+// engines the first time it runs, so that nothing runs beside the timing). Where the second lane
+// does not exist yet and the stream is being captured (it cannot be made then), or when already
+// on the second lane, both run one after the other on the current lane, side() first.
+template <class Side, class Main>
+void side_by_side(Side&& side, Main&& main, bool main_alone = false) {
+  Context& ctx = context();
+  if (ctx.on_side_lane() || (!ctx.has_side_lane() && capturing(ctx.stream()))) {
+    side();
+    main();
+    return;
+  }
+  // Whatever happens, work goes back to the stream, which waits for the second lane.
+  struct Join {
+    Context& ctx;
+    bool joined = false;
+    ~Join() {
+      if (joined) return;
+      try {
+        ctx.join();
+      } catch (...) {  // an error already being thrown is the one to report
+        ctx.to_stream();
+      }
+    }
+  } guard{ctx};
+  ctx.fork();
+  side();
+  if (main_alone)
+    ctx.join();
+  else
+    ctx.to_stream();
+  main();
+  if (!main_alone) ctx.join();
+  guard.joined = true;
+}
+
 // Opt in (or out) of TF32 tensor-core math for this thread's convolutions and GEMMs. The default,
 // false, gives exact FP32 (FMA) results comparable with the CPU backend.
 inline void set_tf32(bool on) { context().set_tf32(on); }
@@ -203,6 +318,14 @@ inline bool conv_autotune() { return context().conv_autotune(); }
 // graph capture).
 inline void set_conv_gemm(bool on) { context().set_conv_gemm(on); }
 inline bool conv_gemm() { return context().conv_gemm(); }
+// Whether this thread's convolution layers run their weight-gradient pass on the second lane
+// (side_by_side) beside their input-gradient pass, which the layers before them wait for. Both
+// read the same inputs and write different outputs with the same engines as one after the other,
+// so results are bit for bit the same either way; the GPU can fill more of itself with two small
+// passes than with one. Costs the second lane's memory (a cuBLAS workspace of 32 MiB and a
+// workspace as large as the weight-gradient passes need). Default false. Not yet measured on a GPU.
+inline void set_conv_overlap(bool on) { context().set_conv_overlap(on); }
+inline bool conv_overlap() { return context().conv_overlap(); }
 // Whether this thread's convolutions keep to cuDNN's deterministic algorithms where cuDNN has one
 // (default true: the same inputs give the same bits on every run, as the tests and a reproducible
 // training run need). false (as PyTorch's default torch.backends.cudnn.deterministic = False)

@@ -355,17 +355,26 @@ inline std::map<ConvKey, std::unique_ptr<ConvPlan>>& conv_plans() {
   thread_local std::map<ConvKey, std::unique_ptr<ConvPlan>> plans;
   return plans;
 }
-inline ConvPlan& conv_plan(const ConvGeom& g) {
-  auto& plans = conv_plans();
-  const bool tf32 = context().tf32(), autotune = context().conv_autotune(), det = context().conv_deterministic();
+// The key of g's plan in the current math and search modes.
+inline ConvKey conv_plan_key(const Context& ctx, const ConvGeom& g) {
+  const bool tf32 = ctx.tf32(), autotune = ctx.conv_autotune(), det = ctx.conv_deterministic();
   const bool forced = autotune && conv_graph_forced();
-  const ConvKey key{g.n,      g.c_in, g.h_in,  g.w_in,  g.c_out, g.kh,     g.kw,  g.stride,
-                    g.pad,    g.h_out, g.w_out, tf32,    autotune, det,    forced};
+  return ConvKey{g.n,   g.c_in,  g.h_in,  g.w_in, g.c_out,  g.kh, g.kw,  g.stride,
+                 g.pad, g.h_out, g.w_out, tf32,   autotune, det,  forced};
+}
+inline ConvPlan& conv_plan(const ConvGeom& g) {
+  const Context& ctx = context();
+  const ConvKey key = conv_plan_key(ctx, g);
+  auto& plans = conv_plans();
   auto it = plans.find(key);
-  if (it == plans.end()) it = plans.emplace(key, std::make_unique<ConvPlan>(g, tf32, autotune, det, forced)).first;
+  if (it == plans.end()) {
+    const bool autotune = ctx.conv_autotune();
+    it = plans.emplace(key, std::make_unique<ConvPlan>(g, ctx.tf32(), autotune, ctx.conv_deterministic(),
+                                                       autotune && conv_graph_forced()))
+             .first;
+  }
   return *it->second;
 }
-
 
 }  // namespace detail
 
@@ -418,6 +427,16 @@ inline bool graph_runs(const EngineChoice& c, const void* a, const void* b, cons
 // (set_conv_gemm, the default), takes g, and no timed choice (set_conv_autotune) is asked for.
 inline bool conv_gemm_untimed(const Context& ctx, const ConvGeom& g) {
   return ctx.conv_gemm() && !ctx.conv_autotune() && conv_gemm_supported(g);
+}
+// Whether pass p of g runs on an engine already chosen (dense, the untimed GEMM engine, or a plan
+// that has chosen this pass): running it times nothing.
+inline bool conv_pass_settled(const Context& ctx, const ConvGeom& g, ConvPass p) {
+  if (conv_is_dense(g) || conv_gemm_untimed(ctx, g)) return true;
+  const auto& plans = conv_plans();
+  const auto it = plans.find(conv_plan_key(ctx, g));
+  if (it == plans.end()) return false;
+  const ConvPlan& plan = *it->second;
+  return p == ConvPass::fwd ? plan.have_fwd : p == ConvPass::bwd_data ? plan.have_bwd_data : plan.have_bwd_filter;
 }
 }  // namespace detail
 
@@ -536,6 +555,42 @@ inline void conv2d_backward_filter(const ConvGeom& g, const float* x, const floa
                                                    plan->bwd_filter, ws, plan->bwd_filter_ws, &one, plan->w, dw));
   }
   if (db) bias_backward(g.n, g.c_out, static_cast<long>(g.h_out) * g.w_out, dy, db);
+}
+
+// Both backward passes of a convolution y = conv(x, w) (+ bias): dx = conv2d_backward_data when dx
+// is not null, dw (and db) += conv2d_backward_filter when dw is not null. With set_conv_overlap
+// and both wanted, the weight gradient goes on the second lane beside the input gradient
+// (side_by_side; the input gradient waits for it when its own engine is still to be timed).
+inline void conv2d_backward(const ConvGeom& g, const float* x, const float* dy, const float* w, float* dx, float* dw,
+                            float* db) {
+  auto filter = [&] { conv2d_backward_filter(g, x, dy, dw, db); };
+  auto data = [&] { conv2d_backward_data(g, dy, w, dx); };
+  if (dx && dw && context().conv_overlap()) {
+    side_by_side(filter, data, !detail::conv_pass_settled(context(), g, detail::ConvPass::bwd_data));
+    return;
+  }
+  if (dw) filter();
+  if (dx) data();
+}
+
+// Both backward passes of a transposed convolution, the backward-data pass of the convolution g
+// (layer input x: g's output shape; the gradient dy at the layer's output: g's input shape):
+// dx = conv2d_forward(dy) when dx is not null; dw += conv2d_backward_filter with the roles of
+// input and output exchanged and db += the sum of dy per channel when dw is not null. Overlapped
+// as conv2d_backward.
+inline void conv_transpose2d_backward(const ConvGeom& g, const float* x, const float* dy, const float* w, float* dx,
+                                      float* dw, float* db) {
+  auto filter = [&] {
+    conv2d_backward_filter(g, dy, x, dw, nullptr);
+    if (db) bias_backward(g.n, g.c_in, static_cast<long>(g.h_in) * g.w_in, dy, db);
+  };
+  auto data = [&] { conv2d_forward(g, dy, w, nullptr, dx); };
+  if (dx && dw && context().conv_overlap()) {
+    side_by_side(filter, data, !detail::conv_pass_settled(context(), g, detail::ConvPass::fwd));
+    return;
+  }
+  if (dw) filter();
+  if (dx) data();
 }
 
 }  // namespace cuda
