@@ -154,6 +154,40 @@ TEST_CASE("Backend<Cpu> convolution passes equal naive loops over many geometrie
     for (auto& v : db) v += 0.25;
     CHECK(max_rel_diff(dw, dw_ref) < kBound);
     CHECK(max_rel_diff(db, db_ref) < kBound);
+
+    // Both backward passes in one op (what the Conv2d layer calls), accumulating the same way.
+    Vec dx2(nx, std::numeric_limits<double>::quiet_NaN()), dw2(nw, 0.5), db2(static_cast<std::size_t>(g.c_out), -0.25);
+    B::conv2d_backward(g, x.data(), dy.data(), w.data(), dx2.data(), dw2.data(), db2.data());
+    for (auto& v : dw2) v -= 0.5;
+    for (auto& v : db2) v += 0.25;
+    CHECK(max_rel_diff(dx2, dx_ref) < kBound);
+    CHECK(max_rel_diff(dw2, dw_ref) < kBound);
+    CHECK(max_rel_diff(db2, db_ref) < kBound);
+    // Those of the transposed convolution whose forward pass is g's backward-data pass, with dy
+    // as its input (g's output shape) and x as the gradient at its output (g's input shape): its
+    // input gradient is g's forward pass of x without the bias, its weight gradient g's filter
+    // gradient again, its bias gradient the sum of x per input channel.
+    Vec dxt(ny, std::numeric_limits<double>::quiet_NaN()), dwt(nw, 0.5), dbt(static_cast<std::size_t>(g.c_in), -0.25);
+    Vec dxt_ref(ny), dbt_ref(static_cast<std::size_t>(g.c_in), 0.0);
+    for (std::size_t j = 0; j < ny; ++j) dxt_ref[j] = y_ref[j] - bias[(j / (static_cast<std::size_t>(g.h_out) * g.w_out)) % g.c_out];
+    for (std::size_t j = 0; j < nx; ++j) dbt_ref[(j / (static_cast<std::size_t>(g.h_in) * g.w_in)) % g.c_in] += x[j];
+    B::conv_transpose2d_backward(g, dy.data(), x.data(), w.data(), dxt.data(), dwt.data(), dbt.data());
+    for (auto& v : dwt) v -= 0.5;
+    for (auto& v : dbt) v += 0.25;
+    CHECK(max_rel_diff(dxt, dxt_ref) < kBound);
+    CHECK(max_rel_diff(dwt, dw_ref) < kBound);
+    CHECK(max_rel_diff(dbt, dbt_ref) < kBound);
+    // One of the two asked for.
+    Vec dx3(nx, std::numeric_limits<double>::quiet_NaN());
+    B::conv2d_backward(g, x.data(), dy.data(), w.data(), dx3.data(), static_cast<double*>(nullptr),
+                       static_cast<double*>(nullptr));
+    CHECK(max_rel_diff(dx3, dx_ref) < kBound);
+    Vec dw3(nw, 0.5), db3(static_cast<std::size_t>(g.c_in), -0.25);
+    B::conv_transpose2d_backward(g, dy.data(), x.data(), w.data(), static_cast<double*>(nullptr), dw3.data(), db3.data());
+    for (auto& v : dw3) v -= 0.5;
+    for (auto& v : db3) v += 0.25;
+    CHECK(max_rel_diff(dw3, dw_ref) < kBound);
+    CHECK(max_rel_diff(db3, dbt_ref) < kBound);
   }
 }
 
