@@ -27,7 +27,7 @@
 # sources than this tree's (the "sources" hash in DIR/SOURCE, scripts/source-hash.sh) are not
 # used: it builds here instead. If they do not start, it retries with CUDA's and the nvidia
 # wheels' library folders on LD_LIBRARY_PATH, then builds here. In this mode the stage limits
-# default to what fits one 600-second device command: T_CUDA 150, T_BENCH 360 (run_gpu.sh
+# default to what fits one 600-second device command: T_CUDA 120, T_BENCH 420 (run_gpu.sh
 # leaves out the runs that no longer fit); the host-emulation tests, which need no GPU and run
 # in CI, run only with PREBUILT_HOST_TESTS=1.
 set -u
@@ -124,7 +124,7 @@ if [[ -n "$pre" ]]; then
   skip configure "prebuilt programs ($PREBUILT)"
   skip build "prebuilt programs ($PREBUILT)"
   # The test programs themselves, without CTest (which needs the build tree).
-  stage cuda-tests "${T_CUDA:-150}" "$OUT/ctest.log" "$pre/dtn_cuda_tests"
+  stage cuda-tests "${T_CUDA:-120}" "$OUT/ctest.log" "$pre/dtn_cuda_tests"
   if [[ -n "${PREBUILT_HOST_TESTS:-}" ]]; then
     stage cuda-host-tests 120 "$OUT/ctest.log" "$pre/dtn_cuda_host_tests"
   else
@@ -164,7 +164,7 @@ if [[ -n "${SKIP_BENCH:-}" ]]; then
   skip bench "SKIP_BENCH is set"
 elif [[ -f benchmarks/run_gpu.sh ]]; then
   t_bench=${T_BENCH:-900}
-  [[ -n "$pre" ]] && t_bench=${T_BENCH:-360}
+  [[ -n "$pre" ]] && t_bench=${T_BENCH:-420}
   stage bench "$t_bench" "$OUT/bench.log" env BUILD_DIR="$(cd "$build" && pwd)" BENCH_BUDGET=$((t_bench - 10)) \
     bash benchmarks/run_gpu.sh
   # The rows as JSON (run_gpu.sh writes them in the build folder), for RESULTS.md and compare.py.
