@@ -150,19 +150,9 @@ TEST_CASE("DomainTransfer: g's gradient is dL_G/dg and D's is dL_D/dD (central d
     const double h = 1e-6;
     dtn::Rng rng(9);
     dtn::testing::GradCheckReport rep;  // the worst relative error; a NaN is kept, and fails the bound
-    auto probe = [&](const char* net, dtn::View<double, dtn::Cpu> p, const std::vector<double>& analytic, auto loss) {
-      for (std::size_t i : dtn::testing::probe_coords(p.size(), 40, rng)) {
-        const double old = p.data[i];
-        p.data[i] = old + h;
-        const double lp = loss();
-        p.data[i] = old - h;
-        const double lm = loss();
-        p.data[i] = old;
-        rep.add(analytic[i], (lp - lm) / (2 * h), std::string(net) + " parameter " + std::to_string(i));
-      }
-    };
-    probe("g", ref.g().parameters(), gg, lg);
-    probe("D", ref.d().parameters(), gd, ld);
+    const dtn::View<double, dtn::Cpu> pg = ref.g().parameters(), pd = ref.d().parameters();
+    dtn::testing::probe_central_differences(pg.data, pg.size(), gg.data(), lg, h, 40, rng, "g parameter", rep);
+    dtn::testing::probe_central_differences(pd.data, pd.size(), gd.data(), ld, h, 40, rng, "D parameter", rep);
     // Bound as in testing/gradcheck.hpp: double central differences, O(1) losses.
     INFO("worst: " << rep.worst);
     CHECK(rep.checked == 80);

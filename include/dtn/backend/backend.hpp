@@ -109,6 +109,36 @@ void dense_conv_backward_filter(const Gemm& gemm, const ConvGeom& g, const T* x,
   gemm(true, false, g.c_out, ckk, g.n, T(1), dy, g.c_out, x, ckk, T(1), dw, ckk);
 }
 
+// conv2d_backward and conv_transpose2d_backward (see the list above) for a backend B, shared by
+// the backends: each is a weight-gradient pass (filter) and an input-gradient pass (data). When
+// both are wanted, both(filter, data) runs them (the CPU one after the other; the GPU may put
+// them on two streams); else the one wanted runs.
+template <class Filter, class Data, class Both>
+void run_backward_passes(bool want_dx, bool want_dw, Filter& filter, Data& data, Both& both) {
+  if (want_dx && want_dw) {
+    both(filter, data);
+    return;
+  }
+  if (want_dw) filter();
+  if (want_dx) data();
+}
+template <class B, class T, class Both>
+void conv2d_backward_passes(const ConvGeom& g, const T* x, const T* dy, const T* w, T* dx, T* dw, T* db, Both&& both) {
+  auto filter = [&] { B::conv2d_backward_filter(g, x, dy, dw, db); };
+  auto data = [&] { B::conv2d_backward_data(g, dy, w, dx); };
+  run_backward_passes(dx != nullptr, dw != nullptr, filter, data, both);
+}
+template <class B, class T, class Both>
+void conv_transpose2d_backward_passes(const ConvGeom& g, const T* x, const T* dy, const T* w, T* dx, T* dw, T* db,
+                                      Both&& both) {
+  auto filter = [&] {
+    B::conv2d_backward_filter(g, dy, x, dw, static_cast<T*>(nullptr));
+    if (db) B::bias_backward(g.n, g.c_in, static_cast<long>(g.h_in) * g.w_in, dy, db);
+  };
+  auto data = [&] { B::conv2d_forward(g, dy, w, static_cast<const T*>(nullptr), dx); };
+  run_backward_passes(dx != nullptr, dw != nullptr, filter, data, both);
+}
+
 struct BnGeom {
   int n = 0, c = 0;
   long hw = 0;

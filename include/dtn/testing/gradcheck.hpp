@@ -50,6 +50,22 @@ inline std::vector<std::size_t> probe_coords(std::size_t n, int max_coords, Rng&
   return idx;
 }
 
+// Central differences of loss() (step h) in up to max_coords coordinates of values[0, n)
+// (probe_coords), each set back after, against analytic[i]: added to rep as "<name>[i]".
+template <class Loss>
+void probe_central_differences(double* values, std::size_t n, const double* analytic, Loss&& loss, double h,
+                               int max_coords, Rng& rng, const std::string& name, GradCheckReport& rep) {
+  for (std::size_t i : probe_coords(n, max_coords, rng)) {
+    const double old = values[i];
+    values[i] = old + h;
+    const double lp = loss();
+    values[i] = old - h;
+    const double lm = loss();
+    values[i] = old;
+    rep.add(analytic[i], (lp - lm) / (2 * h), name + "[" + std::to_string(i) + "]");
+  }
+}
+
 namespace detail {
 // segments: as Network::forward takes them (empty: the batch is one).
 template <class NetSpec>
@@ -89,25 +105,8 @@ GradCheckReport gradcheck_network(Shape sample, int batch, const std::vector<std
   std::vector<double> dp(grads.data, grads.data + grads.size());
 
   GradCheckReport rep;
-  for (std::size_t i : probe_coords(x.size(), max_coords, rng)) {
-    const double old = x[i];
-    x[i] = old + h;
-    const double lp = loss();
-    x[i] = old - h;
-    const double lm = loss();
-    x[i] = old;
-    rep.add(dx[i], (lp - lm) / (2 * h), "input[" + std::to_string(i) + "]");
-  }
-  for (std::size_t i : probe_coords(params.size(), max_coords, rng)) {
-    const double old = params.data[i];
-    params.data[i] = old + h;
-    const double lp = loss();
-    params.data[i] = old - h;
-    const double lm = loss();
-    params.data[i] = old;
-    std::string where = "parameter[" + std::to_string(i) + "]";
-    rep.add(dp[i], (lp - lm) / (2 * h), where);
-  }
+  probe_central_differences(x.data(), x.size(), dx.data(), loss, h, max_coords, rng, "input", rep);
+  probe_central_differences(params.data, params.size(), dp.data(), loss, h, max_coords, rng, "parameter", rep);
   return rep;
 }
 }  // namespace detail
@@ -149,15 +148,7 @@ inline GradCheckReport gradcheck_function(const std::function<double(const std::
                 std::to_string(x.size()) + " inputs");
   Rng rng(seed);
   GradCheckReport rep;
-  for (std::size_t i : probe_coords(x.size(), max_coords, rng)) {
-    const double old = x[i];
-    x[i] = old + h;
-    const double lp = f(x, nullptr);
-    x[i] = old - h;
-    const double lm = f(x, nullptr);
-    x[i] = old;
-    rep.add(g[i], (lp - lm) / (2 * h), "x[" + std::to_string(i) + "]");
-  }
+  probe_central_differences(x.data(), x.size(), g.data(), [&] { return f(x, nullptr); }, h, max_coords, rng, "x", rep);
   return rep;
 }
 

@@ -36,19 +36,19 @@ struct Backend<Cpu> {
   static void conv2d_backward_filter(const ConvGeom& g, const T* x, const T* dy, T* dw, T* db) {
     cpu::conv2d_backward_filter(g, x, dy, dw, db);
   }
+  // Both backward passes one after the other, weight gradient first.
   template <class T>
   static void conv2d_backward(const ConvGeom& g, const T* x, const T* dy, const T* w, T* dx, T* dw, T* db) {
-    if (dw) cpu::conv2d_backward_filter(g, x, dy, dw, db);
-    if (dx) cpu::conv2d_backward_data(g, dy, w, dx);
+    conv2d_backward_passes<Backend>(g, x, dy, w, dx, dw, db, in_order);
   }
   template <class T>
   static void conv_transpose2d_backward(const ConvGeom& g, const T* x, const T* dy, const T* w, T* dx, T* dw, T* db) {
-    if (dw) {
-      cpu::conv2d_backward_filter(g, dy, x, dw, static_cast<T*>(nullptr));
-      if (db) bias_backward(g.n, g.c_in, static_cast<long>(g.h_in) * g.w_in, dy, db);
-    }
-    if (dx) cpu::conv2d_forward(g, dy, w, static_cast<const T*>(nullptr), dx);
+    conv_transpose2d_backward_passes<Backend>(g, x, dy, w, dx, dw, db, in_order);
   }
+  static constexpr auto in_order = [](auto& first, auto& second) {
+    first();
+    second();
+  };
   template <class T>
   static void gemm(bool ta, bool tb, int m, int n, int k, T alpha, const T* A, int lda, const T* B, int ldb, T beta,
                    T* C, int ldc) {

@@ -47,15 +47,19 @@ struct Backend<Cuda> {
     DTN_CUDA_FLOAT_ONLY(T);
     cuda::conv2d_backward_filter(g, x, dy, dw, db);
   }
+  // Both backward passes; with dtn::cuda::set_conv_overlap the weight gradient on a second
+  // stream beside the input gradient (cuda::detail::conv_backward_both).
   template <class T>
   static void conv2d_backward(const ConvGeom& g, const T* x, const T* dy, const T* w, T* dx, T* dw, T* db) {
     DTN_CUDA_FLOAT_ONLY(T);
-    cuda::conv2d_backward(g, x, dy, w, dx, dw, db);
+    conv2d_backward_passes<Backend>(g, x, dy, w, dx, dw, db,
+                                    cuda::detail::conv_backward_both(g, cuda::detail::ConvPass::bwd_data));
   }
   template <class T>
   static void conv_transpose2d_backward(const ConvGeom& g, const T* x, const T* dy, const T* w, T* dx, T* dw, T* db) {
     DTN_CUDA_FLOAT_ONLY(T);
-    cuda::conv_transpose2d_backward(g, x, dy, w, dx, dw, db);
+    conv_transpose2d_backward_passes<Backend>(g, x, dy, w, dx, dw, db,
+                                              cuda::detail::conv_backward_both(g, cuda::detail::ConvPass::fwd));
   }
   template <class T>
   static void gemm(bool ta, bool tb, int m, int n, int k, T alpha, const T* A, int lda, const T* B, int ldb, T beta,

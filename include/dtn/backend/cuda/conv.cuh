@@ -350,29 +350,30 @@ inline void validate_conv(const ConvGeom& g, const char* where) {
                       std::to_string(g.w_out) + " does not match the geometry " + conv_geom_str(g));
 }
 
-// The calling thread's plan for g in the current math and search modes (created on first use).
+// The calling thread's plans by geometry and modes.
 inline std::map<ConvKey, std::unique_ptr<ConvPlan>>& conv_plans() {
   thread_local std::map<ConvKey, std::unique_ptr<ConvPlan>> plans;
   return plans;
 }
-// The key of g's plan in the current math and search modes.
-inline ConvKey conv_plan_key(const Context& ctx, const ConvGeom& g) {
-  const bool tf32 = ctx.tf32(), autotune = ctx.conv_autotune(), det = ctx.conv_deterministic();
-  const bool forced = autotune && conv_graph_forced();
-  return ConvKey{g.n,   g.c_in,  g.h_in,  g.w_in, g.c_out,  g.kh, g.kw,  g.stride,
-                 g.pad, g.h_out, g.w_out, tf32,   autotune, det,  forced};
+// The math and search modes a plan is made for, from the context (and, for tests, conv_graph_forced).
+struct ConvModes {
+  bool tf32, autotune, deterministic, graph_forced;
+};
+inline ConvModes conv_modes(const Context& ctx) {
+  return {ctx.tf32(), ctx.conv_autotune(), ctx.conv_deterministic(), ctx.conv_autotune() && conv_graph_forced()};
 }
+inline ConvKey conv_plan_key(const ConvGeom& g, const ConvModes& m) {
+  return ConvKey{g.n,   g.c_in,  g.h_in,  g.w_in, g.c_out,    g.kh,            g.kw,          g.stride,
+                 g.pad, g.h_out, g.w_out, m.tf32, m.autotune, m.deterministic, m.graph_forced};
+}
+// The calling thread's plan for g in the current math and search modes (created on first use).
 inline ConvPlan& conv_plan(const ConvGeom& g) {
-  const Context& ctx = context();
-  const ConvKey key = conv_plan_key(ctx, g);
+  const ConvModes m = conv_modes(context());
   auto& plans = conv_plans();
+  const ConvKey key = conv_plan_key(g, m);
   auto it = plans.find(key);
-  if (it == plans.end()) {
-    const bool autotune = ctx.conv_autotune();
-    it = plans.emplace(key, std::make_unique<ConvPlan>(g, ctx.tf32(), autotune, ctx.conv_deterministic(),
-                                                       autotune && conv_graph_forced()))
-             .first;
-  }
+  if (it == plans.end())
+    it = plans.emplace(key, std::make_unique<ConvPlan>(g, m.tf32, m.autotune, m.deterministic, m.graph_forced)).first;
   return *it->second;
 }
 
@@ -433,7 +434,7 @@ inline bool conv_gemm_untimed(const Context& ctx, const ConvGeom& g) {
 inline bool conv_pass_settled(const Context& ctx, const ConvGeom& g, ConvPass p) {
   if (conv_is_dense(g) || conv_gemm_untimed(ctx, g)) return true;
   const auto& plans = conv_plans();
-  const auto it = plans.find(conv_plan_key(ctx, g));
+  const auto it = plans.find(conv_plan_key(g, conv_modes(ctx)));
   if (it == plans.end()) return false;
   const ConvPlan& plan = *it->second;
   return p == ConvPass::fwd ? plan.have_fwd : p == ConvPass::bwd_data ? plan.have_bwd_data : plan.have_bwd_filter;
@@ -557,41 +558,23 @@ inline void conv2d_backward_filter(const ConvGeom& g, const float* x, const floa
   if (db) bias_backward(g.n, g.c_out, static_cast<long>(g.h_out) * g.w_out, dy, db);
 }
 
-// Both backward passes of a convolution y = conv(x, w) (+ bias): dx = conv2d_backward_data when dx
-// is not null, dw (and db) += conv2d_backward_filter when dw is not null. With set_conv_overlap
-// and both wanted, the weight gradient goes on the second lane beside the input gradient
-// (side_by_side; the input gradient waits for it when its own engine is still to be timed).
-inline void conv2d_backward(const ConvGeom& g, const float* x, const float* dy, const float* w, float* dx, float* dw,
-                            float* db) {
-  auto filter = [&] { conv2d_backward_filter(g, x, dy, dw, db); };
-  auto data = [&] { conv2d_backward_data(g, dy, w, dx); };
-  if (dx && dw && context().conv_overlap()) {
-    side_by_side(filter, data, !detail::conv_pass_settled(context(), g, detail::ConvPass::bwd_data));
-    return;
-  }
-  if (dw) filter();
-  if (dx) data();
-}
-
-// Both backward passes of a transposed convolution, the backward-data pass of the convolution g
-// (layer input x: g's output shape; the gradient dy at the layer's output: g's input shape):
-// dx = conv2d_forward(dy) when dx is not null; dw += conv2d_backward_filter with the roles of
-// input and output exchanged and db += the sum of dy per channel when dw is not null. Overlapped
-// as conv2d_backward.
-inline void conv_transpose2d_backward(const ConvGeom& g, const float* x, const float* dy, const float* w, float* dx,
-                                      float* dw, float* db) {
-  auto filter = [&] {
-    conv2d_backward_filter(g, dy, x, dw, nullptr);
-    if (db) bias_backward(g.n, g.c_in, static_cast<long>(g.h_in) * g.w_in, dy, db);
+namespace detail {
+// How Backend<Cuda> runs a convolution's two backward passes (conv2d_backward_passes): with
+// set_conv_overlap, the weight gradient on the second lane beside the input gradient
+// (side_by_side), which waits for it when its own engine (pass data_pass of g) is still to be
+// timed; else one after the other, weight gradient first.
+inline auto conv_backward_both(const ConvGeom& g, ConvPass data_pass) {
+  return [&g, data_pass](auto& filter, auto& data) {
+    Context& ctx = context();
+    if (ctx.conv_overlap()) {
+      side_by_side(filter, data, !conv_pass_settled(ctx, g, data_pass));
+    } else {
+      filter();
+      data();
+    }
   };
-  auto data = [&] { conv2d_forward(g, dy, w, nullptr, dx); };
-  if (dx && dw && context().conv_overlap()) {
-    side_by_side(filter, data, !detail::conv_pass_settled(context(), g, detail::ConvPass::fwd));
-    return;
-  }
-  if (dw) filter();
-  if (dx) data();
 }
+}  // namespace detail
 
 }  // namespace cuda
 }  // namespace dtn
