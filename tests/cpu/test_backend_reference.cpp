@@ -413,6 +413,170 @@ TEST_CASE("Backend<Cpu> batch norm statistics and gradients equal naive double l
   }
 }
 
+// Batch norm sweeps blocks of channels image by image (backend.hpp, cpu::bn_channel_block); each
+// channel's lanes still take its planes in order, so every output must be the bits of a sweep one
+// channel at a time, written here with the same lane helpers, whatever the block width and the
+// thread count (1, 2 and 3 threads give different widths). Float, as in training; shapes with
+// blocks of one channel, several, and a narrower last block; ReLU fused and not, with the input
+// gradient (in place too) and without it.
+struct BnSweep {
+  std::vector<float> y, mean, invstd, rm, rv, dx, dgamma, dbeta;
+};
+template <class Act>
+BnSweep bn_by_channel(const dtn::BnGeom& g, const std::vector<float>& x, const std::vector<float>& dy,
+                      const std::vector<float>& gamma, const std::vector<float>& beta, const Act& act, bool want_dx) {
+  constexpr int L = dtn::cpu::kLanes;
+  const std::size_t total = x.size();
+  const double m = static_cast<double>(g.n) * static_cast<double>(g.hw);
+  BnSweep r;
+  r.y.assign(total, 0.f);
+  r.dx.assign(want_dx ? total : 0, 0.f);
+  r.mean.assign(static_cast<std::size_t>(g.c), 0.f);
+  r.invstd = r.mean;
+  r.rm.assign(static_cast<std::size_t>(g.c), 0.25f);
+  r.rv.assign(static_cast<std::size_t>(g.c), 2.0f);
+  r.dgamma = r.dbeta = r.mean;
+  std::vector<float> dz(total);
+  for (int ch = 0; ch < g.c; ++ch) {
+    const auto c = static_cast<std::size_t>(ch);
+    auto plane = [&](int i) { return (static_cast<std::size_t>(i) * g.c + c) * static_cast<std::size_t>(g.hw); };
+    double a[L] = {};
+    for (int i = 0; i < g.n; ++i) dtn::cpu::add_plane_sum(a, x.data() + plane(i), g.hw);
+    const double mean = dtn::cpu::lanes_total(a) / m;
+    std::fill(a, a + L, 0.0);
+    for (int i = 0; i < g.n; ++i) dtn::cpu::add_plane_sq_dev(a, x.data() + plane(i), g.hw, mean);
+    const double sq = dtn::cpu::lanes_total(a), var = sq / m, invstd = 1.0 / std::sqrt(var + g.eps);
+    const double ka = gamma[c] * invstd, kb = beta[c] - mean * ka;
+    for (int i = 0; i < g.n; ++i)
+      for (long j = 0; j < g.hw; ++j) r.y[plane(i) + j] = act.forward(static_cast<float>(x[plane(i) + j] * ka + kb));
+    r.mean[c] = static_cast<float>(mean);
+    r.invstd[c] = static_cast<float>(invstd);
+    r.rm[c] = static_cast<float>((1 - g.momentum) * r.rm[c] + g.momentum * mean);
+    r.rv[c] = static_cast<float>((1 - g.momentum) * r.rv[c] + g.momentum * (m > 1 ? sq / (m - 1) : var));
+    // backward, from the rounded statistics as the backend's backward takes them
+    const double sm = r.mean[c], si = r.invstd[c];
+    double sa[L] = {}, sd[L] = {};
+    for (int i = 0; i < g.n; ++i) {
+      for (long j = 0; j < g.hw; ++j) dz[plane(i) + j] = act.grad_from_output(r.y[plane(i) + j], dy[plane(i) + j]);
+      dtn::cpu::add_plane_sum_dot_dev(sa, sd, dz.data() + plane(i), x.data() + plane(i), g.hw, sm);
+    }
+    const double sdy = dtn::cpu::lanes_total(sa), sdyx = dtn::cpu::lanes_total(sd) * si;
+    r.dgamma[c] = static_cast<float>(sdyx);
+    r.dbeta[c] = static_cast<float>(sdy);
+    if (!want_dx) continue;
+    const double k = gamma[c] * si / m;
+    for (int i = 0; i < g.n; ++i)
+      for (long j = 0; j < g.hw; ++j) {
+        const std::size_t q = plane(i) + static_cast<std::size_t>(j);
+        const double xhat = (x[q] - sm) * si;
+        r.dx[q] = static_cast<float>(k * (m * static_cast<double>(dz[q]) - sdy - xhat * sdyx));
+      }
+  }
+  return r;
+}
+
+template <class Act>
+void check_bn_blocks(const Act& act) {
+  struct Shape3 {
+    int n, c;
+    long hw;
+  };
+  // blocks (cpu::bn_channel_blocks) on 1, 2 and 3 threads: backward of one channel each (1 KiB
+  // planes of 512 images, four tensors: one channel fills 2 MiB), forward of two; 5 or 6 blocks
+  // of 6-8 of 40 channels; 1, 2 (9 + 8) and 3 (5 + 6 + 6) blocks of 17 channels of 4x4 planes;
+  // 1, 2 and 3 blocks of 5 channels of one value
+  for (const Shape3 sh : {Shape3{512, 5, 256}, Shape3{64, 40, 256}, Shape3{33, 17, 16}, Shape3{4, 5, 1}}) {
+    dtn::BnGeom g;
+    g.n = sh.n;
+    g.c = sh.c;
+    g.hw = sh.hw;
+    CAPTURE(g.n);
+    CAPTURE(g.c);
+    CAPTURE(g.hw);
+    const std::size_t total = static_cast<std::size_t>(g.n) * g.c * static_cast<std::size_t>(g.hw);
+    const auto tof = [](const Vec& v) { return std::vector<float>(v.begin(), v.end()); };
+    Vec xd = random_vec(total, 21);
+    for (auto& v : xd) v = 3 * v + 1;
+    const std::vector<float> x = tof(xd), dy = tof(random_vec(total, 22)), gamma = tof(random_vec(g.c, 23)),
+                             beta = tof(random_vec(g.c, 24));
+    const int saved = dtn::num_threads();
+    for (const bool want_dx : {true, false}) {
+      CAPTURE(want_dx);
+      const BnSweep ref = bn_by_channel(g, x, dy, gamma, beta, act, want_dx);
+      for (const int threads : {1, 2, 3}) {
+        CAPTURE(threads);
+        dtn::set_num_threads(threads);
+        BnSweep r;
+        r.y.assign(total, std::numeric_limits<float>::quiet_NaN());
+        r.mean.assign(static_cast<std::size_t>(g.c), std::numeric_limits<float>::quiet_NaN());
+        r.invstd = r.mean;
+        r.rm.assign(static_cast<std::size_t>(g.c), 0.25f);
+        r.rv.assign(static_cast<std::size_t>(g.c), 2.0f);
+        r.dgamma.assign(static_cast<std::size_t>(g.c), 0.f);
+        r.dbeta = r.dgamma;
+        B::batchnorm_forward_train(g, x.data(), gamma.data(), beta.data(), r.rm.data(), r.rv.data(), r.y.data(),
+                                   r.mean.data(), r.invstd.data(), act);
+        CHECK(r.y == ref.y);
+        CHECK(r.mean == ref.mean);
+        CHECK(r.invstd == ref.invstd);
+        CHECK(r.rm == ref.rm);
+        CHECK(r.rv == ref.rv);
+        r.dx.assign(want_dx ? total : 0, std::numeric_limits<float>::quiet_NaN());
+        B::batchnorm_backward(g, x.data(), dy.data(), gamma.data(), r.mean.data(), r.invstd.data(),
+                              want_dx ? r.dx.data() : nullptr, r.dgamma.data(), r.dbeta.data(), r.y.data(), act);
+        CHECK(r.dx == ref.dx);
+        CHECK(r.dgamma == ref.dgamma);
+        CHECK(r.dbeta == ref.dbeta);
+        if (!want_dx) continue;
+        // in place: the input gradient over the output gradient's storage
+        std::vector<float> inplace = dy, dgamma(static_cast<std::size_t>(g.c), 0.f), dbeta = dgamma;
+        B::batchnorm_backward(g, x.data(), inplace.data(), gamma.data(), r.mean.data(), r.invstd.data(),
+                              inplace.data(), dgamma.data(), dbeta.data(), r.y.data(), act);
+        CHECK(inplace == ref.dx);
+        CHECK(dgamma == ref.dgamma);
+      }
+    }
+    dtn::set_num_threads(saved);
+  }
+}
+
+TEST_CASE("Backend<Cpu> batch norm in blocks of channels gives the bits of a sweep one channel at a time") {
+  SUBCASE("plain") { check_bn_blocks(dtn::ops::Identity{}); }
+  SUBCASE("ReLU fused") { check_bn_blocks(dtn::ops::Relu{}); }
+}
+
+TEST_CASE("cpu::bn_channel_blocks: blocks within L2, runs long enough, shared evenly by the threads") {
+  using dtn::cpu::bn_channel_blocks;
+  struct Case {
+    int n, c;
+    long hw;
+    int tensors, threads;
+  };
+  for (const Case q : {Case{128, 128, 256, 4, 2}, Case{128, 512, 16, 2, 2}, Case{64, 256, 64, 3, 1},
+                       Case{512, 5, 256, 4, 2}, Case{33, 17, 16, 4, 3}, Case{4, 5, 1, 2, 2}, Case{1, 1, 1, 4, 8},
+                       Case{2048, 64, 4096, 4, 2}, Case{64, 5, 4096, 4, 4}, Case{64, 7, 256, 4, 3}}) {
+    CAPTURE(q.n);
+    CAPTURE(q.c);
+    CAPTURE(q.hw);
+    CAPTURE(q.threads);
+    const int blocks = bn_channel_blocks(q.n, q.c, q.hw, q.tensors, sizeof(float), q.threads);
+    REQUIRE(blocks >= 1);
+    REQUIRE(blocks <= q.c);
+    // as many blocks as a multiple of the threads, or one a channel where there are too few
+    CHECK((blocks % q.threads == 0 || blocks == q.c));
+    const int widest = (q.c + blocks - 1) / blocks;
+    const double plane = static_cast<double>(q.hw) * sizeof(float);
+    // within 2 MiB, unless one channel alone is more
+    if (widest > 1) CHECK(widest * plane * q.n * q.tensors <= dtn::cpu::kBnBlockBytes);
+  }
+  // the DTN step's shapes on 2 threads (batch 128): 1 KiB planes fill 2 MiB with four tensors
+  // at 4 channels (32 blocks of 128 channels); 64-byte planes want 128 channels for an 8 KiB run
+  CHECK(bn_channel_blocks(128, 128, 256, 4, sizeof(float), 2) == 32);
+  CHECK(bn_channel_blocks(128, 512, 16, 2, sizeof(float), 2) == 4);
+  CHECK(bn_channel_blocks(1, 1, 1, 4, sizeof(float), 8) == 1);
+  CHECK(bn_channel_blocks(0, 3, 16, 4, sizeof(float), 2) == 1);
+}
+
 // The float 2x2 pool (AVX-512 or AVX2 where compiled for it) against the generic loop, values and argmax,
 // exactly: widths 2-41 (partial, whole and several 8- and 16-lane blocks, odd widths that drop a
 // column), with ties (values rounded to -1, 0, 1) and NaNs, including a NaN that comes after a

@@ -14,6 +14,8 @@
 // planes, so a 4x4 plane costs two vector adds, not a reduction of its own (summing each plane
 // into a scalar first made batch norm on 4x4 planes latency-bound: ~8% of a DTN step, perf on
 // the Intel Xeon host, 2026-12-02).
+#include <algorithm>
+#include <cmath>
 #include <cstddef>
 
 namespace dtn {
@@ -21,59 +23,96 @@ namespace cpu {
 
 constexpr int kLanes = 32;
 
-inline double lanes_total(const double (&acc)[kLanes]) {
+inline double lanes_total(const double* acc) {
   double s = 0;
   for (int k = 0; k < kLanes; ++k) s += acc[k];
   return s;
 }
 
-// Calls body(q, l) for every element q = i * stride + j (i < n, j < hw) in order of i, then j,
-// with l = j % kLanes its lane; blocks of kLanes and of 8 have compile-time trip counts.
+// Calls body(j, l) for j = 0 .. hw-1 of one plane in order, with l = j % kLanes its lane; blocks
+// of kLanes and of 8 have compile-time trip counts.
 template <class Body>
-inline void for_lanes(int n, long stride, long hw, Body&& body) {
-  for (int i = 0; i < n; ++i) {
-    const long off = static_cast<long>(i) * stride;
-    long j = 0;
-    for (; j + kLanes <= hw; j += kLanes)
-      for (int k = 0; k < kLanes; ++k) body(off + j + k, k);
-    for (; j + 8 <= hw; j += 8) {
-      const int l = static_cast<int>(j % kLanes);
-      for (int k = 0; k < 8; ++k) body(off + j + k, l + k);
-    }
-    for (; j < hw; ++j) body(off + j, static_cast<int>(j % kLanes));
+inline void for_lanes_plane(long hw, Body&& body) {
+  long j = 0;
+  for (; j + kLanes <= hw; j += kLanes)
+    for (int k = 0; k < kLanes; ++k) body(j + k, k);
+  for (; j + 8 <= hw; j += 8) {
+    const int l = static_cast<int>(j % kLanes);
+    for (int k = 0; k < 8; ++k) body(j + k, l + k);
   }
+  for (; j < hw; ++j) body(j, static_cast<int>(j % kLanes));
 }
 
-// sum of p over the channel
+// One plane of hw values added to the running lanes of its channel (NAcc arrays of kLanes
+// doubles): body(a, j, l) adds element j into lanes a[.][l]. Adding a channel's planes in order
+// gives the same bits however the planes of different channels are interleaved between, which is
+// what lets batch norm sweep blocks of channels image by image (backend.hpp). The lanes in use
+// are copied into a local array for the plane, so that they stay in registers whatever the
+// compiler must assume of aliasing between acc and the data (double data may alias acc).
+template <int NAcc, class Body>
+inline void add_plane(double* const (&acc)[NAcc], long hw, Body&& body) {
+  const int used = hw < kLanes ? static_cast<int>(hw) : kLanes;
+  double a[NAcc][kLanes];
+  for (int q = 0; q < NAcc; ++q)
+    for (int k = 0; k < used; ++k) a[q][k] = acc[q][k];
+  for_lanes_plane(hw, [&](long j, int l) { body(a, j, l); });
+  for (int q = 0; q < NAcc; ++q)
+    for (int k = 0; k < used; ++k) acc[q][k] = a[q][k];
+}
+
+// acc += the plane p (hw values), lane by lane
+template <class T>
+inline void add_plane_sum(double* acc, const T* p, long hw) {
+  add_plane<1>({acc}, hw, [&](double (&a)[1][kLanes], long j, int l) { a[0][l] += static_cast<double>(p[j]); });
+}
+// acc += (p - c)^2 over the plane
+template <class T>
+inline void add_plane_sq_dev(double* acc, const T* p, long hw, double c) {
+  add_plane<1>({acc}, hw, [&](double (&a)[1][kLanes], long j, int l) {
+    const double d = static_cast<double>(p[j]) - c;
+    a[0][l] += d * d;
+  });
+}
+// sa += a and sd += a * (b - c) over the plane
+template <class T>
+inline void add_plane_sum_dot_dev(double* sa, double* sd, const T* a, const T* b, long hw, double c) {
+  add_plane<2>({sa, sd}, hw, [&](double (&acc)[2][kLanes], long j, int l) {
+    const double v = static_cast<double>(a[j]);
+    acc[0][l] += v;
+    acc[1][l] += v * (static_cast<double>(b[j]) - c);
+  });
+}
+
+// How many blocks batch norm's channels are swept in (backend.hpp; block z of `blocks` is channels
+// [z * c / blocks, (z + 1) * c / blocks)), for an [n, c, hw] tensor of elem-byte values with
+// `tensors` tensors read or written per pass: blocks wide enough for one image's run of a block
+// to be about kBnRunBytes, narrow enough for the block's part of the tensors to stay within
+// kBnBlockBytes (a 2 MiB L2) between passes, and as many as a multiple of `threads` where there
+// are channels enough, so that the threads share them evenly. Tuned in DTN steps at batch 128 on
+// the Intel Xeon host (2 threads, 2026-12-04; batch norm + ReLU forward and backward per step,
+// ms): runs of 8-32 KiB in blocks of 2 MiB 35 + 58, of 1 MiB 34 + 67; blocks of 256 KiB were
+// slower than one channel at a time (43 + 73).
+constexpr double kBnRunBytes = 8192, kBnBlockBytes = 2 << 20;
+inline int bn_channel_blocks(int n, int c, long hw, int tensors, std::size_t elem, int threads) {
+  if (n < 1 || c < 1 || hw < 1) return 1;
+  if (threads < 1) threads = 1;
+  const double plane = static_cast<double>(hw) * static_cast<double>(elem);
+  const double for_run = std::ceil(kBnRunBytes / plane);
+  const double fitting = std::floor(kBnBlockBytes / (plane * n * tensors));
+  const double width = std::max(1.0, std::min(for_run, fitting));
+  const long blocks = static_cast<long>(std::ceil(c / width));
+  return static_cast<int>(std::min<long>(c, (blocks + threads - 1) / threads * threads));
+}
+
+// sum of p over the channel (n planes of hw values, plane i at p + i * stride)
 template <class T>
 double sum_d(const T* p, int n, long stride, long hw) {
   double acc[kLanes] = {};
-  for_lanes(n, stride, hw, [&](long q, int l) { acc[l] += static_cast<double>(p[q]); });
+  for (int i = 0; i < n; ++i) {
+    const T* q = p + static_cast<long>(i) * stride;
+    for_lanes_plane(hw, [&](long j, int l) { acc[l] += static_cast<double>(q[j]); });
+  }
   return lanes_total(acc);
-}
-
-// sum of (p - c)^2 over the channel
-template <class T>
-double sum_sq_dev_d(const T* p, int n, long stride, long hw, double c) {
-  double acc[kLanes] = {};
-  for_lanes(n, stride, hw, [&](long q, int l) {
-    const double d = static_cast<double>(p[q]) - c;
-    acc[l] += d * d;
-  });
-  return lanes_total(acc);
-}
-
-// sum of a, and sum of a * (b - c), over the channel, in one pass; a(q) gives element q of a
-template <class A, class T>
-void sum_and_dot_dev_d(const A& a, const T* b, int n, long stride, long hw, double c, double& sum_a, double& dot) {
-  double sa[kLanes] = {}, sd[kLanes] = {};
-  for_lanes(n, stride, hw, [&](long q, int l) {
-    const double v = static_cast<double>(a(q));
-    sa[l] += v;
-    sd[l] += v * (static_cast<double>(b[q]) - c);
-  });
-  sum_a = lanes_total(sa);
-  dot = lanes_total(sd);
 }
 
 }  // namespace cpu
