@@ -19,6 +19,7 @@
 #include <ostream>
 #include <random>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 namespace {
@@ -481,7 +482,7 @@ void check_bn_blocks(const Act& act) {
     int n, c;
     long hw;
   };
-  // blocks (cpu::bn_channel_blocks) on 1, 2 and 3 threads: backward of one channel each (1 KiB
+  // blocks (cpu::channel_blocks) on 1, 2 and 3 threads: backward of one channel each (1 KiB
   // planes of 512 images, four tensors: one channel fills 2 MiB), forward of two; 5 or 6 blocks
   // of 6-8 of 40 channels; 1, 2 (9 + 8) and 3 (5 + 6 + 6) blocks of 17 channels of 4x4 planes;
   // 1, 2 and 3 blocks of 5 channels of one value
@@ -534,6 +535,12 @@ void check_bn_blocks(const Act& act) {
                               inplace.data(), dgamma.data(), dbeta.data(), r.y.data(), act);
         CHECK(inplace == ref.dx);
         CHECK(dgamma == ref.dgamma);
+        // a convolution's bias gradient is swept the same way (conv.hpp): dbeta of plain batch norm
+        if (std::is_same<Act, dtn::ops::Identity>::value) {
+          std::vector<float> db(static_cast<std::size_t>(g.c), 0.f);
+          dtn::cpu::bias_grad(g.n, g.c, g.hw, dy.data(), db.data());
+          CHECK(db == ref.dbeta);
+        }
       }
     }
     dtn::set_num_threads(saved);
@@ -545,8 +552,8 @@ TEST_CASE("Backend<Cpu> batch norm in blocks of channels gives the bits of a swe
   SUBCASE("ReLU fused") { check_bn_blocks(dtn::ops::Relu{}); }
 }
 
-TEST_CASE("cpu::bn_channel_blocks: blocks within L2, runs long enough, shared evenly by the threads") {
-  using dtn::cpu::bn_channel_blocks;
+TEST_CASE("cpu::channel_blocks: blocks within L2, runs long enough, shared evenly by the threads") {
+  using dtn::cpu::channel_blocks;
   struct Case {
     int n, c;
     long hw;
@@ -559,7 +566,7 @@ TEST_CASE("cpu::bn_channel_blocks: blocks within L2, runs long enough, shared ev
     CAPTURE(q.c);
     CAPTURE(q.hw);
     CAPTURE(q.threads);
-    const int blocks = bn_channel_blocks(q.n, q.c, q.hw, q.tensors, sizeof(float), q.threads);
+    const int blocks = channel_blocks(q.n, q.c, q.hw, q.tensors, sizeof(float), q.threads);
     REQUIRE(blocks >= 1);
     REQUIRE(blocks <= q.c);
     // as many blocks as a multiple of the threads, or one a channel where there are too few
@@ -567,14 +574,14 @@ TEST_CASE("cpu::bn_channel_blocks: blocks within L2, runs long enough, shared ev
     const int widest = (q.c + blocks - 1) / blocks;
     const double plane = static_cast<double>(q.hw) * sizeof(float);
     // within 2 MiB, unless one channel alone is more
-    if (widest > 1) CHECK(widest * plane * q.n * q.tensors <= dtn::cpu::kBnBlockBytes);
+    if (widest > 1) CHECK(widest * plane * q.n * q.tensors <= dtn::cpu::kBlockBytes);
   }
   // the DTN step's shapes on 2 threads (batch 128): 1 KiB planes fill 2 MiB with four tensors
   // at 4 channels (32 blocks of 128 channels); 64-byte planes want 128 channels for an 8 KiB run
-  CHECK(bn_channel_blocks(128, 128, 256, 4, sizeof(float), 2) == 32);
-  CHECK(bn_channel_blocks(128, 512, 16, 2, sizeof(float), 2) == 4);
-  CHECK(bn_channel_blocks(1, 1, 1, 4, sizeof(float), 8) == 1);
-  CHECK(bn_channel_blocks(0, 3, 16, 4, sizeof(float), 2) == 1);
+  CHECK(channel_blocks(128, 128, 256, 4, sizeof(float), 2) == 32);
+  CHECK(channel_blocks(128, 512, 16, 2, sizeof(float), 2) == 4);
+  CHECK(channel_blocks(1, 1, 1, 4, sizeof(float), 8) == 1);
+  CHECK(channel_blocks(0, 3, 16, 4, sizeof(float), 2) == 1);
 }
 
 // The float 2x2 pool (AVX-512 or AVX2 where compiled for it) against the generic loop, values and argmax,

@@ -72,14 +72,10 @@ struct Backend<Cpu> {
 
   // ---- batch norm (per channel over n and hw), with an activation applied to its output (fused)
   //
-  // Channels are swept in blocks (cpu::bn_channel_blocks): in NCHW a block's planes of one image
-  // are contiguous, so a block taken image by image reads runs of block * hw values, which the
-  // hardware prefetchers follow, where one channel alone is runs of hw values c * hw apart (64
-  // bytes for 4x4 planes), read at the memory's latency: the channel-by-channel loops moved 4-11
-  // GB/s with the data out of cache (the Intel Xeon host, 2026-12-04). A block is small enough for
-  // its tensors to stay in L2 between the passes over it. Each channel's lanes still take its
-  // planes in order (reduce.hpp), so the results are the bits of a channel-by-channel sweep,
-  // whatever the block size and the thread count.
+  // Channels are swept in blocks, each image by image (cpu::channel_blocks, reduce.hpp: runs of
+  // memory the prefetchers follow, the block's tensors kept in L2 between the passes over it).
+  // Each channel's lanes still take its planes in order, so the results are the bits of a
+  // channel-by-channel sweep, whatever the block size and the thread count.
 
   // y = act(x * a + b) over one plane (a and b in double, the result rounded to T first).
   template <class T, class Act>
@@ -95,26 +91,6 @@ struct Backend<Cpu> {
   static void act_grad_plane(const Act& act, const T* y, const T* dy, T* out, long hw) {
     for (long j = 0; j < hw; ++j) out[j] = act.grad_from_output(y[j], dy[j]);
   }
-  // Calls body(c0, nb, doubles, values) for the `blocks` blocks of channels [c0, c0 + nb) (widths
-  // at most one apart), blocks in parallel; doubles and values: this thread's scratch, of
-  // n_doubles doubles and n_values T.
-  template <class T, class Body>
-  static void for_channel_blocks(const BnGeom& g, int blocks, std::size_t n_doubles, std::size_t n_values,
-                                 Body&& body) {
-#pragma omp parallel if (static_cast<double>(g.n) * g.c * g.hw > 32768.0)
-    {
-      std::vector<double> doubles(n_doubles);
-      std::vector<T> values(n_values);
-#pragma omp for schedule(static)
-      for (int z = 0; z < blocks; ++z) {
-        const int c0 = static_cast<int>(static_cast<long>(z) * g.c / blocks);
-        const int c1 = static_cast<int>(static_cast<long>(z + 1) * g.c / blocks);
-        body(c0, c1 - c0, doubles.data(), values.data());
-      }
-    }
-  }
-  // the widest of `blocks` blocks of c channels
-  static std::size_t block_width(int c, int blocks) { return static_cast<std::size_t>((c + blocks - 1) / blocks); }
   static std::size_t plane_offset(const BnGeom& g, int i, int ch) {
     return (static_cast<std::size_t>(i) * static_cast<std::size_t>(g.c) + static_cast<std::size_t>(ch)) *
            static_cast<std::size_t>(g.hw);
@@ -124,11 +100,11 @@ struct Backend<Cpu> {
   static void batchnorm_forward_train(const BnGeom& g, const T* x, const T* gamma, const T* beta, T* running_mean,
                                       T* running_var, T* y, T* save_mean, T* save_invstd, Act act = Act{}) {
     const double m = static_cast<double>(g.n) * static_cast<double>(g.hw);
-    const int blocks = cpu::bn_channel_blocks(g.n, g.c, g.hw, 2, sizeof(T), omp_get_max_threads());
-    const std::size_t width = block_width(g.c, blocks);
+    const int blocks = cpu::channel_blocks(g.n, g.c, g.hw, 2, sizeof(T), omp_get_max_threads());
+    const std::size_t width = cpu::block_width(g.c, blocks);
     constexpr std::size_t L = cpu::kLanes;
     // scratch: the block's lanes, then a and b of each of its channels
-    for_channel_blocks<T>(g, blocks, width * (L + 2), 0, [&](int c0, int nb, double* lanes, T*) {
+    cpu::for_channel_blocks<T>(g.n, g.c, g.hw, blocks, width * (L + 2), 0, [&](int c0, int nb, double* lanes, T*) {
       double* ca = lanes + width * L;
       double* cb = ca + width;
       std::fill(lanes, lanes + static_cast<std::size_t>(nb) * L, 0.0);
@@ -179,8 +155,8 @@ struct Backend<Cpu> {
                                  Act act = Act{}) {
     constexpr bool plain = std::is_same<Act, ops::Identity>::value;
     const double m = static_cast<double>(g.n) * static_cast<double>(g.hw);
-    const int blocks = cpu::bn_channel_blocks(g.n, g.c, g.hw, plain ? 3 : 4, sizeof(T), omp_get_max_threads());
-    const std::size_t width = block_width(g.c, blocks);
+    const int blocks = cpu::channel_blocks(g.n, g.c, g.hw, plain ? 3 : 4, sizeof(T), omp_get_max_threads());
+    const std::size_t width = cpu::block_width(g.c, blocks);
     constexpr std::size_t L = cpu::kLanes;
     // dz of one plane when dx is not wanted (parameter gradients only); with dx, dz goes into dx
     // and dx is then computed from it in place
@@ -188,7 +164,8 @@ struct Backend<Cpu> {
     // scratch: the block's two sets of lanes, then sum(dz) and sum(dz * xhat) of each channel;
     // and the dz plane
     const std::size_t n_plane = dz_in_plane ? static_cast<std::size_t>(g.hw) : 0;
-    for_channel_blocks<T>(g, blocks, 2 * width * L + 2 * width, n_plane, [&](int c0, int nb, double* lanes, T* plane) {
+    const std::size_t n_doubles = 2 * width * L + 2 * width;
+    cpu::for_channel_blocks<T>(g.n, g.c, g.hw, blocks, n_doubles, n_plane, [&](int c0, int nb, double* lanes, T* plane) {
       double* sa = lanes;
       double* sd = lanes + width * L;
       double* sdy = sd + width * L;

@@ -253,12 +253,20 @@ MatView<T> output_view(const ConvGeom& g, T* t, int i0, long hw) {
   return MatView<T>{t + static_cast<long>(i0) * g.c_out * hw, hw, hw, static_cast<long>(g.c_out) * hw};
 }
 
-// db[ch] += sum of dy [n, c, hw] over the batch and the pixels, accumulated in double; channels in
-// parallel, each summed by one thread in a fixed order (the same bits whatever the thread count).
+// db[ch] += sum of dy [n, c, hw] over the batch and the pixels, accumulated in double: channels
+// swept in blocks image by image as batch norm's are (reduce.hpp, channel_blocks), each channel's
+// lanes taking its planes in order (the same bits whatever the thread count).
 template <class T>
 void bias_grad(int n, int c, long hw, const T* dy, T* db) {
-#pragma omp parallel for if (static_cast<double>(n) * c * hw > 32768.0)
-  for (int ch = 0; ch < c; ++ch) db[ch] += static_cast<T>(sum_d(dy + static_cast<long>(ch) * hw, n, c * hw, hw));
+  const int blocks = channel_blocks(n, c, hw, 1, sizeof(T), omp_get_max_threads());
+  for_channel_blocks<T>(n, c, hw, blocks, block_width(c, blocks) * kLanes, 0, [&](int c0, int nb, double* lanes, T*) {
+    std::fill(lanes, lanes + static_cast<std::size_t>(nb) * kLanes, 0.0);
+    for (int i = 0; i < n; ++i)
+      for (int k = 0; k < nb; ++k)
+        add_plane_sum(lanes + static_cast<std::size_t>(k) * kLanes,
+                      dy + (static_cast<std::size_t>(i) * c + static_cast<std::size_t>(c0 + k)) * hw, hw);
+    for (int k = 0; k < nb; ++k) db[c0 + k] += static_cast<T>(lanes_total(lanes + static_cast<std::size_t>(k) * kLanes));
+  });
 }
 template <class T>
 void bias_grad(const ConvGeom& g, const T* dy, T* db) {

@@ -13,10 +13,12 @@
 // eight AVX2 ones, enough independent chains to hide the add's latency). The lanes run across the
 // planes, so a 4x4 plane costs two vector adds, not a reduction of its own (summing each plane
 // into a scalar first made batch norm on 4x4 planes latency-bound: ~8% of a DTN step, perf on
-// the Intel Xeon host, 2026-12-02).
+// the Intel Xeon host, 2026-12-02). The planes of a channel are added one at a time (add_plane_*),
+// so that a sweep can take a block of channels image by image (channel_blocks below).
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
+#include <vector>
 
 namespace dtn {
 namespace cpu {
@@ -46,7 +48,7 @@ inline void for_lanes_plane(long hw, Body&& body) {
 // One plane of hw values added to the running lanes of its channel (NAcc arrays of kLanes
 // doubles): body(a, j, l) adds element j into lanes a[.][l]. Adding a channel's planes in order
 // gives the same bits however the planes of different channels are interleaved between, which is
-// what lets batch norm sweep blocks of channels image by image (backend.hpp). The lanes in use
+// what lets a sweep take blocks of channels image by image (channel_blocks). The lanes in use
 // are copied into a local array for the plane, so that they stay in registers whatever the
 // compiler must assume of aliasing between acc and the data (double data may alias acc).
 template <int NAcc, class Body>
@@ -83,37 +85,51 @@ inline void add_plane_sum_dot_dev(double* sa, double* sd, const T* a, const T* b
   });
 }
 
-// How many blocks batch norm's channels are swept in (backend.hpp; block z of `blocks` is channels
-// [z * c / blocks, (z + 1) * c / blocks)), for an [n, c, hw] tensor of elem-byte values with
+// How many blocks a per-channel sweep (batch norm in backend.hpp, conv bias gradients in conv.hpp)
+// takes the channels in, block z of `blocks` being channels [z * c / blocks, (z + 1) * c / blocks)
+// swept image by image: in NCHW a block's planes of one image are contiguous, so the sweep reads
+// runs of the block's width * hw values, which the hardware prefetchers follow, where one channel
+// alone is runs of hw values c * hw apart (64 bytes for 4x4 planes), read at the memory's latency
+// (the channel-by-channel loops moved 4-11 GB/s with the data out of cache, the Intel Xeon host,
+// 2026-12-04). For an [n, c, hw] tensor of elem-byte values with
 // `tensors` tensors read or written per pass: blocks wide enough for one image's run of a block
-// to be about kBnRunBytes, narrow enough for the block's part of the tensors to stay within
-// kBnBlockBytes (a 2 MiB L2) between passes, and as many as a multiple of `threads` where there
+// to be about kBlockRunBytes, narrow enough for the block's part of the tensors to stay within
+// kBlockBytes (a 2 MiB L2) between passes, and as many as a multiple of `threads` where there
 // are channels enough, so that the threads share them evenly. Tuned in DTN steps at batch 128 on
 // the Intel Xeon host (2 threads, 2026-12-04; batch norm + ReLU forward and backward per step,
 // ms): runs of 8-32 KiB in blocks of 2 MiB 35 + 58, of 1 MiB 34 + 67; blocks of 256 KiB were
 // slower than one channel at a time (43 + 73).
-constexpr double kBnRunBytes = 8192, kBnBlockBytes = 2 << 20;
-inline int bn_channel_blocks(int n, int c, long hw, int tensors, std::size_t elem, int threads) {
+constexpr double kBlockRunBytes = 8192, kBlockBytes = 2 << 20;
+inline int channel_blocks(int n, int c, long hw, int tensors, std::size_t elem, int threads) {
   if (n < 1 || c < 1 || hw < 1) return 1;
   if (threads < 1) threads = 1;
   const double plane = static_cast<double>(hw) * static_cast<double>(elem);
-  const double for_run = std::ceil(kBnRunBytes / plane);
-  const double fitting = std::floor(kBnBlockBytes / (plane * n * tensors));
+  const double for_run = std::ceil(kBlockRunBytes / plane);
+  const double fitting = std::floor(kBlockBytes / (plane * n * tensors));
   const double width = std::max(1.0, std::min(for_run, fitting));
   const long blocks = static_cast<long>(std::ceil(c / width));
   return static_cast<int>(std::min<long>(c, (blocks + threads - 1) / threads * threads));
 }
 
-// sum of p over the channel (n planes of hw values, plane i at p + i * stride)
-template <class T>
-double sum_d(const T* p, int n, long stride, long hw) {
-  double acc[kLanes] = {};
-  for (int i = 0; i < n; ++i) {
-    const T* q = p + static_cast<long>(i) * stride;
-    for_lanes_plane(hw, [&](long j, int l) { acc[l] += static_cast<double>(q[j]); });
+// Calls body(c0, nb, doubles, values) for the `blocks` blocks of channels [c0, c0 + nb) of an
+// [n, c, hw] tensor (widths at most one apart), blocks in parallel; doubles and values: this
+// thread's scratch, of n_doubles doubles and n_values T.
+template <class T, class Body>
+void for_channel_blocks(int n, int c, long hw, int blocks, std::size_t n_doubles, std::size_t n_values, Body&& body) {
+#pragma omp parallel if (static_cast<double>(n) * c * hw > 32768.0)
+  {
+    std::vector<double> doubles(n_doubles);
+    std::vector<T> values(n_values);
+#pragma omp for schedule(static)
+    for (int z = 0; z < blocks; ++z) {
+      const int c0 = static_cast<int>(static_cast<long>(z) * c / blocks);
+      const int c1 = static_cast<int>(static_cast<long>(z + 1) * c / blocks);
+      body(c0, c1 - c0, doubles.data(), values.data());
+    }
   }
-  return lanes_total(acc);
 }
+// the widest of `blocks` blocks of c channels
+inline std::size_t block_width(int c, int blocks) { return static_cast<std::size_t>((c + blocks - 1) / blocks); }
 
 }  // namespace cpu
 }  // namespace dtn
