@@ -414,7 +414,7 @@ TEST_CASE("Backend<Cpu> batch norm statistics and gradients equal naive double l
   }
 }
 
-// Batch norm sweeps blocks of channels image by image (backend.hpp, cpu::bn_channel_block); each
+// Batch norm sweeps blocks of channels image by image (backend.hpp, cpu::channel_blocks); each
 // channel's lanes still take its planes in order, so every output must be the bits of a sweep one
 // channel at a time, written here with the same lane helpers, whatever the block width and the
 // thread count (1, 2 and 3 threads give different widths). Float, as in training; shapes with
@@ -483,7 +483,7 @@ void check_bn_blocks(const Act& act) {
     long hw;
   };
   // blocks (cpu::channel_blocks) on 1, 2 and 3 threads: backward of one channel each (1 KiB
-  // planes of 512 images, four tensors: one channel fills 2 MiB), forward of two; 5 or 6 blocks
+  // planes of 512 images, four tensors: one channel fills 2 MiB), forward of at most two; 5 or 6 blocks
   // of 6-8 of 40 channels; 1, 2 (9 + 8) and 3 (5 + 6 + 6) blocks of 17 channels of 4x4 planes;
   // 1, 2 and 3 blocks of 5 channels of one value
   for (const Shape3 sh : {Shape3{512, 5, 256}, Shape3{64, 40, 256}, Shape3{33, 17, 16}, Shape3{4, 5, 1}}) {
@@ -552,7 +552,7 @@ TEST_CASE("Backend<Cpu> batch norm in blocks of channels gives the bits of a swe
   SUBCASE("ReLU fused") { check_bn_blocks(dtn::ops::Relu{}); }
 }
 
-TEST_CASE("cpu::channel_blocks: blocks within L2, runs long enough, shared evenly by the threads") {
+TEST_CASE("cpu::channel_blocks: blocks within L2, as many as a multiple of the threads, the DTN step's counts") {
   using dtn::cpu::channel_blocks;
   struct Case {
     int n, c;
