@@ -111,20 +111,30 @@ inline int channel_blocks(int n, int c, long hw, int tensors, std::size_t elem, 
   return static_cast<int>(std::min<long>(c, (blocks + threads - 1) / threads * threads));
 }
 
+// The calling thread's scratch of at least n values of U, grown when needed and kept for the
+// next call (no allocation in the steady state, as conv.hpp's scratch); Slot tells apart two
+// buffers of one type.
+template <class U, int Slot>
+U* thread_scratch(std::size_t n) {
+  static thread_local std::vector<U> buffer;
+  if (buffer.size() < n) buffer.resize(n);
+  return buffer.data();
+}
+
 // Calls body(c0, nb, doubles, values) for the `blocks` blocks of channels [c0, c0 + nb) of an
 // [n, c, hw] tensor (widths at most one apart), blocks in parallel; doubles and values: this
-// thread's scratch, of n_doubles doubles and n_values T.
+// thread's scratch, of n_doubles doubles and n_values T (contents left from earlier calls).
 template <class T, class Body>
 void for_channel_blocks(int n, int c, long hw, int blocks, std::size_t n_doubles, std::size_t n_values, Body&& body) {
 #pragma omp parallel if (static_cast<double>(n) * c * hw > 32768.0)
   {
-    std::vector<double> doubles(n_doubles);
-    std::vector<T> values(n_values);
+    double* doubles = thread_scratch<double, 0>(n_doubles);
+    T* values = thread_scratch<T, 1>(n_values);
 #pragma omp for schedule(static)
     for (int z = 0; z < blocks; ++z) {
       const int c0 = static_cast<int>(static_cast<long>(z) * c / blocks);
       const int c1 = static_cast<int>(static_cast<long>(z + 1) * c / blocks);
-      body(c0, c1 - c0, doubles.data(), values.data());
+      body(c0, c1 - c0, doubles, values);
     }
   }
 }
