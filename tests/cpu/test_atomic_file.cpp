@@ -13,30 +13,13 @@
 #include <unistd.h>
 
 #include "dtn/io/atomic_file.hpp"
+#include "../scratch_dir.hpp"
 
 namespace fs = std::filesystem;
 
 namespace {
 
-// A fresh directory per test case, removed afterwards.
-struct ScratchDir {
-  fs::path dir;
-  explicit ScratchDir(const std::string& tag) {
-    dir = fs::temp_directory_path() / ("dtn_atomic_" + tag + "_" + std::to_string(::getpid()));
-    fs::remove_all(dir);
-    fs::create_directories(dir);
-  }
-  ~ScratchDir() {
-    std::error_code ec;
-    fs::remove_all(dir, ec);
-  }
-  std::string file(const std::string& name) const { return (dir / name).string(); }
-  std::vector<std::string> entries() const {
-    std::vector<std::string> names;
-    for (const auto& e : fs::directory_iterator(dir)) names.push_back(e.path().filename().string());
-    return names;
-  }
-};
+using dtn_test::ScratchDir;
 
 std::string read_all(const std::string& path) {
   std::ifstream in(path, std::ios::binary);

@@ -21,31 +21,14 @@
 #include <unistd.h>
 
 #include "dtn/io/safetensors.hpp"
+#include "../scratch_dir.hpp"
 
 namespace fs = std::filesystem;
 using dtn::io::TensorRecord;
 
 namespace {
 
-struct ScratchDir {
-  fs::path dir;
-  explicit ScratchDir(const std::string& tag) {
-    dir = fs::temp_directory_path() / ("dtn_st_" + tag + "_" + std::to_string(::getpid()));
-    fs::remove_all(dir);
-    fs::create_directories(dir);
-  }
-  ~ScratchDir() {
-    std::error_code ec;
-    fs::remove_all(dir, ec);
-  }
-  std::string file(const std::string& name) const { return (dir / name).string(); }
-  std::vector<std::string> entries() const {
-    std::vector<std::string> names;
-    for (const auto& e : fs::directory_iterator(dir)) names.push_back(e.path().filename().string());
-    std::sort(names.begin(), names.end());
-    return names;
-  }
-};
+using dtn_test::ScratchDir;
 
 std::vector<std::uint8_t> read_bytes(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
@@ -570,7 +553,7 @@ TEST_CASE("safetensors: killed at any moment, a save leaves the old checkpoint o
       REQUIRE(v[i] == static_cast<float>(global % 4096) * 0.25f + base);
     }
     for (const auto& name : d.entries())  // remove the killed child's temporary
-      if (name != "ckpt.safetensors") fs::remove(d.dir / name);
+      if (name != "ckpt.safetensors") fs::remove(d.path / name);
   }
   MESSAGE("old checkpoint survived " << saw_old << " times, new one completed " << saw_new << " times");
   // Both outcomes occurred: killed at once (trial 0), the old file survives; run to the end (the
