@@ -11,6 +11,24 @@
 namespace dtn {
 namespace layers {
 
+namespace detail {
+// The geometry of a convolution with a k x k kernel from an NCHW input x to an NCHW output y.
+inline ConvGeom square_conv_geom(const Shape& x, const Shape& y, int k, int stride, int pad) {
+  ConvGeom g;
+  g.n = static_cast<int>(x[0]);
+  g.c_in = static_cast<int>(x[1]);
+  g.h_in = static_cast<int>(x[2]);
+  g.w_in = static_cast<int>(x[3]);
+  g.c_out = static_cast<int>(y[1]);
+  g.kh = g.kw = k;
+  g.stride = stride;
+  g.pad = pad;
+  g.h_out = static_cast<int>(y[2]);
+  g.w_out = static_cast<int>(y[3]);
+  return g;
+}
+}  // namespace detail
+
 template <class T, class Dev, int Out, int K, int Stride, int Pad, bool Bias>
 class Conv2dLayer {
   static_assert(Out > 0 && K > 0 && Stride > 0 && Pad >= 0, "Conv2d: Out, K, Stride must be positive, Pad >= 0");
@@ -25,13 +43,8 @@ class Conv2dLayer {
     if (in[1] + 2 * Pad < K || in[2] + 2 * Pad < K || h <= 0 || w <= 0)
       throw_shape(kind, "an input of at least " + std::to_string(K - 2 * Pad) + "x" + std::to_string(K - 2 * Pad) +
                             " pixels for kernel " + std::to_string(K) + " and padding " + std::to_string(Pad), in);
-    c_in_ = static_cast<int>(in[0]);
-    weight_.shape = Shape{Out, c_in_, K, K};
-    weight_.role = ParamRole::weight;
-    weight_.fan_in = static_cast<long>(c_in_) * K * K;
-    bias_.shape = Shape{Out};
-    bias_.role = ParamRole::bias;
-    bias_.fan_in = weight_.fan_in;
+    const int c_in = static_cast<int>(in[0]);
+    declare_weight_and_bias(weight_, Shape{Out, c_in, K, K}, static_cast<long>(c_in) * K * K, bias_, Out);
     return Shape{Out, h, w};
   }
   template <class F>
@@ -51,21 +64,7 @@ class Conv2dLayer {
   }
 
  private:
-  ConvGeom geom(const Shape& x, const Shape& y) const {
-    ConvGeom g;
-    g.n = static_cast<int>(x[0]);
-    g.c_in = static_cast<int>(x[1]);
-    g.h_in = static_cast<int>(x[2]);
-    g.w_in = static_cast<int>(x[3]);
-    g.c_out = Out;
-    g.kh = g.kw = K;
-    g.stride = Stride;
-    g.pad = Pad;
-    g.h_out = static_cast<int>(y[2]);
-    g.w_out = static_cast<int>(y[3]);
-    return g;
-  }
-  int c_in_ = 0;
+  ConvGeom geom(const Shape& x, const Shape& y) const { return detail::square_conv_geom(x, y, K, Stride, Pad); }
   Param<T, Dev> weight_, bias_;
 };
 
@@ -82,14 +81,9 @@ class ConvTranspose2dLayer {
     const long h = (in[1] - 1) * Stride - 2 * Pad + K;
     const long w = (in[2] - 1) * Stride - 2 * Pad + K;
     if (h <= 0 || w <= 0) throw_shape(kind, "an input large enough for a positive output size", in);
-    c_in_ = static_cast<int>(in[0]);
-    weight_.shape = Shape{c_in_, Out, K, K};
-    weight_.role = ParamRole::weight;
+    const int c_in = static_cast<int>(in[0]);
     // PyTorch computes fan_in from dimension 1 of the weight, which is Out for this layer.
-    weight_.fan_in = static_cast<long>(Out) * K * K;
-    bias_.shape = Shape{Out};
-    bias_.role = ParamRole::bias;
-    bias_.fan_in = weight_.fan_in;
+    declare_weight_and_bias(weight_, Shape{c_in, Out, K, K}, static_cast<long>(Out) * K * K, bias_, Out);
     return Shape{Out, h, w};
   }
   template <class F>
@@ -113,21 +107,7 @@ class ConvTranspose2dLayer {
 
  private:
   // The equivalent convolution maps y [n, Out, H, W] to x [n, c_in, h, w].
-  ConvGeom geom(const Shape& x, const Shape& y) const {
-    ConvGeom g;
-    g.n = static_cast<int>(x[0]);
-    g.c_in = Out;
-    g.h_in = static_cast<int>(y[2]);
-    g.w_in = static_cast<int>(y[3]);
-    g.c_out = c_in_;
-    g.kh = g.kw = K;
-    g.stride = Stride;
-    g.pad = Pad;
-    g.h_out = static_cast<int>(x[2]);
-    g.w_out = static_cast<int>(x[3]);
-    return g;
-  }
-  int c_in_ = 0;
+  ConvGeom geom(const Shape& x, const Shape& y) const { return detail::square_conv_geom(y, x, K, Stride, Pad); }
   Param<T, Dev> weight_, bias_;
 };
 

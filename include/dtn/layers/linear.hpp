@@ -19,12 +19,7 @@ class LinearLayer {
   Shape setup(const Shape& in) {
     if (in.rank() < 1 || in.numel() == 0) throw_shape(kind, "a non-empty input", in);
     in_ = static_cast<int>(in.numel());
-    weight_.shape = Shape{Out, in_};
-    weight_.role = ParamRole::weight;
-    weight_.fan_in = in_;
-    bias_.shape = Shape{Out};
-    bias_.role = ParamRole::bias;
-    bias_.fan_in = in_;
+    declare_weight_and_bias(weight_, Shape{Out, in_}, in_, bias_, Out);
     return Shape{Out};
   }
   template <class F>

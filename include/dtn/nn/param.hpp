@@ -28,6 +28,19 @@ struct Param {
   bool trainable() const { return role != ParamRole::running_mean && role != ParamRole::running_var; }
 };
 
+// Declares a layer's weight and bias the way PyTorch initialises them: both from the weight's
+// fan_in, the bias one value per output.
+template <class T, class Dev>
+void declare_weight_and_bias(Param<T, Dev>& weight, Shape weight_shape, long fan_in, Param<T, Dev>& bias,
+                             int outputs) {
+  weight.shape = weight_shape;
+  weight.role = ParamRole::weight;
+  weight.fan_in = fan_in;
+  bias.shape = Shape{outputs};
+  bias.role = ParamRole::bias;
+  bias.fan_in = fan_in;
+}
+
 // Writes initial values for one parameter into host memory.
 template <class T>
 void init_values(ParamRole role, long fan_in, InitScheme scheme, Rng& rng, T* out, std::size_t n) {
