@@ -5,6 +5,7 @@
 #include <cmath>
 #include <dtn/dtn.hpp>
 #include <string>
+#include <vector>
 
 using dtn::Shape;
 
@@ -365,4 +366,38 @@ TEST_CASE("forward with segments: segments that do not tile the batch are refuse
   CHECK(m.find("d: forward: batch segments of 5 samples in all, input [6, 1, 8, 8]") != std::string::npos);
   CHECK(message_of([&] { d.forward(x.view(), {6, 0}); }).find("a batch segment of 0 samples") != std::string::npos);
   CHECK(message_of([&] { d.forward(x.view(), {3, 3}); }).empty());
+}
+
+TEST_CASE("Backend<Cpu> segmented batch norm refuses a segment list that does not tile the batch, before any work") {
+  dtn::BnGeom g;
+  g.n = 6;
+  g.c = 2;
+  g.hw = 3;
+  std::vector<float> x(36, 1.0f), y(36, 7.0f), gamma(2, 1.0f), beta(2, 0.0f), rm(2, 0.0f), rv(2, 1.0f), sm(6), si(6);
+  std::vector<float> dg(2, 0.0f), db(2, 0.0f);
+  using B = dtn::Backend<dtn::Cpu>;
+  auto forward = [&](std::vector<int> sizes) {
+    return message_of([&] {
+      B::batchnorm_forward_train_segments(g, static_cast<int>(sizes.size()), sizes.data(), x.data(), gamma.data(),
+                                          beta.data(), rm.data(), rv.data(), y.data(), sm.data(), si.data());
+    });
+  };
+  auto backward = [&](std::vector<int> sizes) {
+    return message_of([&] {
+      B::batchnorm_backward_segments(g, static_cast<int>(sizes.size()), sizes.data(), x.data(), x.data(), gamma.data(),
+                                     sm.data(), si.data(), y.data(), dg.data(), db.data());
+    });
+  };
+  CHECK(forward({2, 3}) ==
+        "dtn::Backend<Cpu>::batchnorm_forward_train_segments: batch segments of 5 samples in all, for a batch of 6");
+  CHECK(forward({6, 0}) == "dtn::Backend<Cpu>::batchnorm_forward_train_segments: batch segment 1 has 0 samples");
+  CHECK(forward({}) == "dtn::Backend<Cpu>::batchnorm_forward_train_segments: 0 batch segments");
+  CHECK(backward({4, 4}) ==
+        "dtn::Backend<Cpu>::batchnorm_backward_segments: batch segments of 8 samples in all, for a batch of 6");
+  // Nothing was written by the refused calls: running statistics, outputs and gradients as before.
+  CHECK(rm == std::vector<float>(2, 0.0f));
+  CHECK(rv == std::vector<float>(2, 1.0f));
+  CHECK(y == std::vector<float>(36, 7.0f));
+  CHECK(dg == std::vector<float>(2, 0.0f));
+  CHECK(forward({3, 3}).empty());
 }

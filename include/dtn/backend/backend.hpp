@@ -69,8 +69,10 @@
 //  count_nonfinite(size_t n, const T* x, int* out)                         *out = number of NaN/Inf (device int)
 //  sum(size_t n, const T* x, T* out)                                       deterministic
 #include <cstddef>
+#include <string>
 
 #include "../core/device.hpp"
+#include "../core/error.hpp"
 
 namespace dtn {
 
@@ -144,6 +146,23 @@ struct BnGeom {
   long hw = 0;
   double eps = 1e-5, momentum = 0.1;
 };
+
+// The segment list of the segmented batch-norm ops: count >= 1 batches of sizes[z] >= 1 samples,
+// g.n in all. Both backends check it before any work (argument_error naming `op`), as a call that
+// bypasses Network::forward's check could otherwise normalise over no samples or past the batch.
+inline void check_bn_segments(const BnGeom& g, int count, const int* sizes, const std::string& op) {
+  if (count < 1 || sizes == nullptr) throw argument_error(op + ": " + std::to_string(count) + " batch segments");
+  long total = 0;
+  for (int z = 0; z < count; ++z) {
+    if (sizes[z] < 1)
+      throw argument_error(op + ": batch segment " + std::to_string(z) + " has " + std::to_string(sizes[z]) +
+                           " samples");
+    total += sizes[z];
+  }
+  if (total != g.n)
+    throw argument_error(op + ": batch segments of " + std::to_string(total) + " samples in all, for a batch of " +
+                         std::to_string(g.n));
+}
 
 struct PoolGeom {
   int n = 0, c = 0, h_in = 0, w_in = 0, k = 2, stride = 2, h_out = 0, w_out = 0;

@@ -215,6 +215,7 @@ struct Backend<Cpu> {
   static void batchnorm_forward_train_segments(const BnGeom& g, int count, const int* sizes, const T* x, const T* gamma,
                                                const T* beta, T* running_mean, T* running_var, T* y, T* save_mean,
                                                T* save_invstd, Act act = Act{}) {
+    check_bn_segments(g, count, sizes, "dtn::Backend<Cpu>::batchnorm_forward_train_segments");
     BnGeom s = g;
     std::size_t off = 0;
     for (int z = 0; z < count; ++z) {
@@ -229,6 +230,7 @@ struct Backend<Cpu> {
   static void batchnorm_backward_segments(const BnGeom& g, int count, const int* sizes, const T* x, const T* dy,
                                           const T* gamma, const T* save_mean, const T* save_invstd, T* dx, T* dgamma,
                                           T* dbeta, const T* y = nullptr, Act act = Act{}) {
+    check_bn_segments(g, count, sizes, "dtn::Backend<Cpu>::batchnorm_backward_segments");
     BnGeom s = g;
     std::size_t off = 0;
     for (int z = 0; z < count; ++z) {

@@ -91,6 +91,7 @@ struct Backend<Cuda> {
                                                const T* beta, T* running_mean, T* running_var, T* y, T* save_mean,
                                                T* save_invstd, Act act = Act{}) {
     DTN_CUDA_FLOAT_ONLY(T);
+    check_bn_segments(g, count, sizes, "dtn::Backend<Cuda>::batchnorm_forward_train_segments");
     cuda::batchnorm_forward_train_segments(count, sizes, g.c, g.hw, g.eps, g.momentum, x, gamma, beta, running_mean,
                                            running_var, y, save_mean, save_invstd, act);
   }
@@ -112,6 +113,7 @@ struct Backend<Cuda> {
                                           const T* gamma, const T* save_mean, const T* save_invstd, T* dx, T* dgamma,
                                           T* dbeta, const T* y = nullptr, Act act = Act{}) {
     DTN_CUDA_FLOAT_ONLY(T);
+    check_bn_segments(g, count, sizes, "dtn::Backend<Cuda>::batchnorm_backward_segments");
     cuda::batchnorm_backward_segments(count, sizes, g.c, g.hw, x, dy, gamma, save_mean, save_invstd, dx, dgamma, dbeta,
                                       y, act);
   }
