@@ -252,13 +252,16 @@ void add_bn_cases(std::vector<Case>& cs, const std::string& tag, int n, int c, l
 }
 
 // Batch norm on six segments of uneven sizes (two launch groups of at most kMaxSegments), plain
-// and fused with LeakyReLU.
+// and fused with LeakyReLU. kBnSegmentHw = 1501 pixels gives the segments 2, 1, 3, 1 | 2, 2
+// slices of 4096 elements per channel: blocks past their own segment's slice count return, and
+// the partial sums of a segment lie at offsets other segments' slice counts decide.
 const std::vector<int> kBnSegments = {3, 1, 7, 2, 5, 4};
+constexpr long kBnSegmentHw = 1501;
 void add_bn_segment_cases(std::vector<Case>& cs) {
   dtn::BnGeom g;
   g.n = 22;
   g.c = 5;
-  g.hw = 300;
+  g.hw = kBnSegmentHw;
   const std::size_t sz = static_cast<std::size_t>(g.n) * g.c * g.hw, rows = static_cast<std::size_t>(g.c) * kBnSegments.size();
   const std::size_t cs_ = static_cast<std::size_t>(g.c);
   const int count = static_cast<int>(kBnSegments.size());
@@ -514,7 +517,7 @@ TEST_CASE("parity: every Backend<Cuda> op matches Backend<Cpu>") {
 // gradients included (they move once per segment, in order).
 TEST_CASE("batch norm on segments on the GPU is bitwise the plain ops segment by segment") {
   const int c = 5;
-  const long hw = 300;
+  const long hw = kBnSegmentHw;
   int n = 0;
   for (int k : kBnSegments) n += k;
   const int count = static_cast<int>(kBnSegments.size());

@@ -13,6 +13,7 @@
 // relative), so outputs differ by at most an ulp of float (~6e-8 relative) in rare elements.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstddef>
 #include <random>
@@ -72,14 +73,19 @@ struct HostExec {
   }
 
   // The segmented stages: the (c, max slices, segments) grid, blocks past a segment's slice count
-  // returning at once as the kernels' do. Blocks run with the channel fastest, then the slice,
-  // then the segment (as a GPU tends to issue them), or in the reverse order with `reversed`.
-  bool reversed = false;
+  // returning at once as the kernels' do. Blocks run in `order`: issued (the channel fastest,
+  // then the slice, then the segment, as a GPU tends to issue them), reversed, or shuffled with
+  // a seed (a GPU promises no order at all).
+  enum class Order { issued, reversed, shuffled };
+  Order order = Order::issued;
+  unsigned seed = 0;
   template <class F>
   void blocks(const SegmentGrids& sg, F&& f) const {
     const std::size_t total = static_cast<std::size_t>(sg.g[0].c) * sg.max_slices * sg.count;
-    for (std::size_t i = 0; i < total; ++i) {
-      const std::size_t b = reversed ? total - 1 - i : i;
+    std::vector<std::size_t> perm(total);
+    for (std::size_t i = 0; i < total; ++i) perm[i] = order == Order::reversed ? total - 1 - i : i;
+    if (order == Order::shuffled) std::shuffle(perm.begin(), perm.end(), std::mt19937(seed));
+    for (const std::size_t b : perm) {
       const unsigned ch = static_cast<unsigned>(b % sg.g[0].c);
       const unsigned s = static_cast<unsigned>(b / sg.g[0].c % sg.max_slices);
       const unsigned z = static_cast<unsigned>(b / sg.g[0].c / sg.max_slices);
@@ -400,16 +406,15 @@ TEST_CASE("the bias gradient and bias add on the GPU's grid, run on the host, ma
   }
 }
 
+namespace {
+
 // Batch norm on a batch of segments (Network::forward's segments, DtnConfig::joint_batches): the
-// segmented stages (one launch per stage for up to kMaxSegments segments) against the plain ops
-// run on each segment in turn, on the host emulation of both. The same per-thread arithmetic on
-// the same elements in the same order, so bit for bit equal: outputs, saved statistics, running
-// statistics moved once per segment in order, parameter gradients accumulated in order. Six
-// segments take two groups; blocks run in both orders.
-TEST_CASE("batch norm on segments, one launch per stage: bitwise the plain ops segment by segment") {
-  const std::vector<int> sizes = {3, 1, 7, 2, 5, 4};  // 5 x 1501 takes 3 slices, 1 x 1501 one
-  const int c = 3;
-  const long hw = 1501;
+// segmented stages (one launch per stage for up to kMaxSegments segments) run by `ex` against
+// the plain ops run on each segment in turn, on the host emulation of both. The same per-thread
+// arithmetic on the same elements in the same order, so bit for bit equal: outputs, saved
+// statistics, running statistics moved once per segment in order, parameter gradients
+// accumulated in order; and the CPU backend's segmented form to float rounding.
+void check_segments_bitwise(const HostExec& ex, const std::vector<int>& sizes, int c, long hw, bool in_place) {
   const int count = static_cast<int>(sizes.size());
   int n = 0;
   for (int k : sizes) n += k;
@@ -424,67 +429,85 @@ TEST_CASE("batch norm on segments, one launch per stage: bitwise the plain ops s
     scratch.assign(bytes / sizeof(double) + 1, std::nan(""));
     return static_cast<void*>(scratch.data());
   };
-  for (const bool reversed : {false, true})
-    for (const bool in_place : {false, true}) {
-      CAPTURE(reversed);
-      CAPTURE(in_place);
-      const HostExec ex{reversed};
-      const dtn::ops::LeakyRelu act{0.2};
-      // Reference: the plain ops on each segment in turn.
-      std::vector<float> rm_ref(cz, 0.1f), rv_ref(cz, 0.9f), y_ref(sz, -7.0f), mean_ref(cz * count), inv_ref(cz * count);
-      std::size_t off = 0;
-      for (int z = 0; z < count; ++z) {
-        const ChannelGrid g = dtn::cuda::detail::channel_grid(sizes[z], c, hw, "test");
-        dtn::cuda::detail::bn_forward_train(HostExec{}, g, 1e-5, 0.1, x.data() + off, gamma.data(), beta.data(),
-                                            rm_ref.data(), rv_ref.data(), y_ref.data() + off, mean_ref.data() + z * cz,
-                                            inv_ref.data() + z * cz, scratch_fn(dtn::cuda::detail::channel_scratch_bytes(g)),
-                                            act);
-        off += static_cast<std::size_t>(sizes[z]) * cz * static_cast<std::size_t>(hw);
-      }
-      std::vector<float> rm(cz, 0.1f), rv(cz, 0.9f), y(sz, 9.0f), mean(cz * count, 9.0f), inv(cz * count, 9.0f);
-      std::vector<float> xy = x;
-      float* out = in_place ? xy.data() : y.data();
-      dtn::cuda::detail::bn_forward_train_segments(ex, scratch_fn, count, sizes.data(), c, hw, 1e-5, 0.1, xy.data(),
-                                                   gamma.data(), beta.data(), rm.data(), rv.data(), out, mean.data(),
-                                                   inv.data(), act);
-      CHECK((in_place ? xy : y) == y_ref);
-      CHECK(mean == mean_ref);
-      CHECK(inv == inv_ref);
-      CHECK(rm == rm_ref);
-      CHECK(rv == rv_ref);
-      // ... and the CPU backend's segmented form, to float rounding.
-      dtn::BnGeom bg;
-      bg.n = n;
-      bg.c = c;
-      bg.hw = hw;
-      std::vector<float> rm_cpu(cz, 0.1f), rv_cpu(cz, 0.9f), y_cpu(sz), mean_cpu(cz * count), inv_cpu(cz * count);
-      Cpu::batchnorm_forward_train_segments(bg, count, sizes.data(), x.data(), gamma.data(), beta.data(), rm_cpu.data(),
-                                            rv_cpu.data(), y_cpu.data(), mean_cpu.data(), inv_cpu.data(), act);
-      CHECK(parity::rel_l2(y_ref, y_cpu) <= kRound);
-      CHECK(parity::rel_l2(rv_ref, rv_cpu) <= kRound);
+  const dtn::ops::LeakyRelu act{0.2};
+  // Reference: the plain ops on each segment in turn.
+  std::vector<float> rm_ref(cz, 0.1f), rv_ref(cz, 0.9f), y_ref(sz, -7.0f), mean_ref(cz * count), inv_ref(cz * count);
+  std::size_t off = 0;
+  for (int z = 0; z < count; ++z) {
+    const ChannelGrid g = dtn::cuda::detail::channel_grid(sizes[z], c, hw, "test");
+    dtn::cuda::detail::bn_forward_train(HostExec{}, g, 1e-5, 0.1, x.data() + off, gamma.data(), beta.data(),
+                                        rm_ref.data(), rv_ref.data(), y_ref.data() + off, mean_ref.data() + z * cz,
+                                        inv_ref.data() + z * cz, scratch_fn(dtn::cuda::detail::channel_scratch_bytes(g)),
+                                        act);
+    off += static_cast<std::size_t>(sizes[z]) * cz * static_cast<std::size_t>(hw);
+  }
+  std::vector<float> rm(cz, 0.1f), rv(cz, 0.9f), y(sz, 9.0f), mean(cz * count, 9.0f), inv(cz * count, 9.0f);
+  std::vector<float> xy = x;
+  float* out = in_place ? xy.data() : y.data();
+  dtn::cuda::detail::bn_forward_train_segments(ex, scratch_fn, count, sizes.data(), c, hw, 1e-5, 0.1, xy.data(),
+                                               gamma.data(), beta.data(), rm.data(), rv.data(), out, mean.data(),
+                                               inv.data(), act);
+  CHECK((in_place ? xy : y) == y_ref);
+  CHECK(mean == mean_ref);
+  CHECK(inv == inv_ref);
+  CHECK(rm == rm_ref);
+  CHECK(rv == rv_ref);
+  dtn::BnGeom bg;
+  bg.n = n;
+  bg.c = c;
+  bg.hw = hw;
+  std::vector<float> rm_cpu(cz, 0.1f), rv_cpu(cz, 0.9f), y_cpu(sz), mean_cpu(cz * count), inv_cpu(cz * count);
+  Cpu::batchnorm_forward_train_segments(bg, count, sizes.data(), x.data(), gamma.data(), beta.data(), rm_cpu.data(),
+                                        rv_cpu.data(), y_cpu.data(), mean_cpu.data(), inv_cpu.data(), act);
+  CHECK(parity::rel_l2(y_ref, y_cpu) <= kRound);
+  CHECK(parity::rel_l2(rv_ref, rv_cpu) <= kRound);
 
-      // Backward, with and without dx; dgamma and dbeta accumulate from equal starts.
-      for (const bool with_dx : {true, false}) {
-        CAPTURE(with_dx);
-        auto dg_ref = parity::random_vector(cz, 45), db_ref = parity::random_vector(cz, 46);
-        auto dg = dg_ref, db = db_ref;
-        std::vector<float> dx_ref(sz, -7.0f), dx(sz, 9.0f);
-        off = 0;
-        for (int z = 0; z < count; ++z) {
-          const ChannelGrid g = dtn::cuda::detail::channel_grid(sizes[z], c, hw, "test");
-          dtn::cuda::detail::bn_backward(HostExec{}, g, x.data() + off, dy.data() + off, gamma.data(),
-                                         mean_ref.data() + z * cz, inv_ref.data() + z * cz,
-                                         with_dx ? dx_ref.data() + off : nullptr, dg_ref.data(), db_ref.data(),
-                                         scratch_fn(dtn::cuda::detail::channel_scratch_bytes(g)), y_ref.data() + off, act);
-          off += static_cast<std::size_t>(sizes[z]) * cz * static_cast<std::size_t>(hw);
-        }
-        dtn::cuda::detail::bn_backward_segments(ex, scratch_fn, count, sizes.data(), c, hw, x.data(), dy.data(),
-                                                gamma.data(), mean.data(), inv.data(), with_dx ? dx.data() : nullptr,
-                                                dg.data(), db.data(), y_ref.data(), act);
-        CHECK(dg == dg_ref);
-        CHECK(db == db_ref);
-        if (with_dx) CHECK(dx == dx_ref);
-      }
+  // Backward, with and without dx; dgamma and dbeta accumulate from equal starts.
+  for (const bool with_dx : {true, false}) {
+    CAPTURE(with_dx);
+    auto dg_ref = parity::random_vector(cz, 45), db_ref = parity::random_vector(cz, 46);
+    auto dg = dg_ref, db = db_ref;
+    std::vector<float> dx_ref(sz, -7.0f), dx(sz, 9.0f);
+    off = 0;
+    for (int z = 0; z < count; ++z) {
+      const ChannelGrid g = dtn::cuda::detail::channel_grid(sizes[z], c, hw, "test");
+      dtn::cuda::detail::bn_backward(HostExec{}, g, x.data() + off, dy.data() + off, gamma.data(),
+                                     mean_ref.data() + z * cz, inv_ref.data() + z * cz,
+                                     with_dx ? dx_ref.data() + off : nullptr, dg_ref.data(), db_ref.data(),
+                                     scratch_fn(dtn::cuda::detail::channel_scratch_bytes(g)), y_ref.data() + off, act);
+      off += static_cast<std::size_t>(sizes[z]) * cz * static_cast<std::size_t>(hw);
+    }
+    dtn::cuda::detail::bn_backward_segments(ex, scratch_fn, count, sizes.data(), c, hw, x.data(), dy.data(),
+                                            gamma.data(), mean.data(), inv.data(), with_dx ? dx.data() : nullptr,
+                                            dg.data(), db.data(), y_ref.data(), act);
+    CHECK(dg == dg_ref);
+    CHECK(db == db_ref);
+    if (with_dx) CHECK(dx == dx_ref);
+  }
+}
+
+std::vector<unsigned> slices_of(const std::vector<int>& sizes, int c, long hw) {
+  const SegmentGrids sg = dtn::cuda::detail::segment_grids(static_cast<int>(std::min<std::size_t>(sizes.size(), dtn::cuda::detail::kMaxSegments)),
+                                                           sizes.data(), c, hw, "test");
+  std::vector<unsigned> out;
+  for (unsigned z = 0; z < sg.count; ++z) out.push_back(sg.g[z].slices);
+  return out;
+}
+
+}  // namespace
+
+// Six segments take two groups (4 + 2); blocks run issued and reversed.
+TEST_CASE("batch norm on segments, one launch per stage: bitwise the plain ops segment by segment") {
+  const std::vector<int> sizes = {3, 1, 7, 2, 5, 4};
+  const int c = 3;
+  const long hw = 1501;
+  // 4096 elements per slice: 3 x 1501 takes 2 slices, 1 x 1501 one, 7 x 1501 three.
+  CHECK(slices_of(sizes, c, hw) == std::vector<unsigned>{2, 1, 3, 1});
+  for (const auto order : {HostExec::Order::issued, HostExec::Order::reversed})
+    for (const bool in_place : {false, true}) {
+      CAPTURE(static_cast<int>(order));
+      CAPTURE(in_place);
+      check_segments_bitwise(HostExec{order}, sizes, c, hw, in_place);
     }
   // Bad segment lists are refused, naming the op.
   CHECK_THROWS_WITH_AS(dtn::cuda::detail::segment_grids(5, sizes.data(), c, hw, "op"),
@@ -492,4 +515,75 @@ TEST_CASE("batch norm on segments, one launch per stage: bitwise the plain ops s
   const int bad[] = {2, 0};
   CHECK_THROWS_WITH_AS(dtn::cuda::detail::segment_grids(2, bad, c, hw, "op"),
                        "dtn::Backend<Cuda>::op: a segment of 0 images", dtn::argument_error);
+}
+
+// Slice counts from 1 to 16 side by side (blocks of the short segments return for most of the
+// grid's slices) and a trailing group of one segment; blocks in three shuffled orders.
+TEST_CASE("batch norm on segments: slice counts 1 to 16 in one launch, a group of one, blocks in any order") {
+  const std::vector<int> sizes = {2, 40, 1, 64, 3};
+  const int c = 3;
+  const long hw = 1024;
+  CHECK(slices_of(sizes, c, hw) == std::vector<unsigned>{1, 10, 1, 16});
+  for (const unsigned seed : {1u, 2u, 3u})
+    for (const bool in_place : {false, true}) {
+      CAPTURE(seed);
+      CAPTURE(in_place);
+      check_segments_bitwise(HostExec{HostExec::Order::shuffled, seed}, sizes, c, hw, in_place);
+    }
+}
+
+// One segment through the segmented stages: the plain op's grid, partials and scratch layout,
+// and its results.
+TEST_CASE("batch norm on one segment: the plain grid, partial layout and scratch, and its bits") {
+  for (const int n : {1, 3, 17, 200})
+    for (const long hw : {1L, 7L, 1024L, 1501L}) {
+      CAPTURE(n);
+      CAPTURE(hw);
+      const ChannelGrid g = dtn::cuda::detail::channel_grid(n, 5, hw, "test");
+      const SegmentGrids sg = dtn::cuda::detail::segment_grids(1, &n, 5, hw, "test");
+      CHECK(sg.g[0].slices == g.slices);
+      CHECK(sg.g[0].len == g.len);
+      CHECK(sg.g[0].m == g.m);
+      CHECK(sg.max_slices == g.slices);
+      CHECK(sg.partials() == g.partials());
+      CHECK(dtn::cuda::detail::seg_scratch_bytes(sg) == dtn::cuda::detail::channel_scratch_bytes(g));
+      CHECK(sg.numel() == static_cast<std::size_t>(n) * 5 * static_cast<std::size_t>(hw));
+    }
+  for (const bool in_place : {false, true}) check_segments_bitwise(HostExec{}, {37}, 4, 1501, in_place);
+}
+
+// The segmented partial sums visit every element once, with its own channel, and each
+// (segment, channel)'s slices lie in their own run of the partials: every slot written once,
+// each channel's total its segment's n * hw.
+TEST_CASE("batch norm on segments: the partial sums visit each element once and fill their own slots") {
+  const std::vector<int> sizes = {3, 1, 9, 2};
+  const int c = 4;
+  const long hw = 1501;
+  int n = 0;
+  for (int k : sizes) n += k;
+  const std::size_t sz = static_cast<std::size_t>(n) * c * static_cast<std::size_t>(hw);
+  std::vector<int> visits(sz, 0);
+  std::vector<unsigned> channel_of(sz, ~0u);
+  const SegmentGrids sg = dtn::cuda::detail::segment_grids(4, sizes.data(), c, hw, "test");
+  PerSegment<CountTerm> terms{};
+  std::size_t off = 0;
+  for (unsigned z = 0; z < 4; ++z) {
+    terms.v[z] = CountTerm{visits.data() + off, channel_of.data() + off};
+    off += sg.numel(z);
+  }
+  CHECK(off == sz);
+  std::vector<double> partials(sg.partials(), -1.0);
+  HostExec{HostExec::Order::shuffled, 7}.partials(sg, terms, partials.data());
+  long bad = 0;
+  for (std::size_t i = 0; i < sz; ++i)
+    if (visits[i] != 1 || channel_of[i] != (i / static_cast<std::size_t>(hw)) % static_cast<std::size_t>(c)) ++bad;
+  CHECK(bad == 0);
+  CHECK(std::none_of(partials.begin(), partials.end(), [](double v) { return v < 0; }));
+  for (unsigned z = 0; z < 4; ++z)
+    for (unsigned ch = 0; ch < static_cast<unsigned>(c); ++ch) {
+      CAPTURE(z);
+      CAPTURE(ch);
+      CHECK(dtn::cuda::detail::channel_total(sg.g[z], partials.data() + sg.first_partial[z], ch) ==
+            static_cast<double>(sizes[z]) * static_cast<double>(hw));
+    }
 }
