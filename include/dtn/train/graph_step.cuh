@@ -28,11 +28,59 @@ namespace dtn {
 namespace cuda {
 
 // What a captured step graph is made of (counted once, at capture). forks: the nodes after which
-// the graph splits into branches that may run at once (more than one node depends on them): 0
-// for work captured on one stream, one per dtn::cuda::side_by_side.
+// the graph splits into branches (more than one node depends on them): 0 for work captured on one
+// stream, one per dtn::cuda::side_by_side. A fork alone does not say that work may run at once
+// (side_by_side serialises its two pieces when a plan is still to be timed, and the join then
+// leaves a fork behind): concurrent_kernels counts the kernel nodes that some other kernel node
+// is neither before nor after, i.e. that the graph lets run beside another kernel (0 when the
+// graph is one chain of kernels).
 struct GraphNodeCounts {
-  std::size_t total = 0, kernels = 0, memsets = 0, memcpys = 0, other = 0, forks = 0;
+  std::size_t total = 0, kernels = 0, memsets = 0, memcpys = 0, other = 0, forks = 0, concurrent_kernels = 0;
 };
+
+namespace detail {
+// Of the nodes of a DAG (n nodes, edges from[i] -> to[i]) marked in `counted`, how many have
+// another marked node that is neither their ancestor nor their descendant. Descendant sets as
+// bitsets, built in reverse topological order: n^2 / 8 bytes (31 KiB for a 500-node step graph).
+// Returns 0 for a graph with a cycle (a CUDA graph has none).
+inline std::size_t unordered_nodes(std::size_t n, const std::vector<std::size_t>& from, const std::vector<std::size_t>& to,
+                                   const std::vector<char>& counted) {
+  std::vector<std::vector<std::size_t>> out(n);
+  std::vector<std::size_t> indegree(n, 0);
+  for (std::size_t i = 0; i < from.size(); ++i) {
+    out[from[i]].push_back(to[i]);
+    ++indegree[to[i]];
+  }
+  std::vector<std::size_t> order;
+  order.reserve(n);
+  for (std::size_t v = 0; v < n; ++v)
+    if (indegree[v] == 0) order.push_back(v);
+  for (std::size_t k = 0; k < order.size(); ++k)
+    for (std::size_t w : out[order[k]])
+      if (--indegree[w] == 0) order.push_back(w);
+  if (order.size() != n) return 0;
+  const std::size_t words = (n + 63) / 64;
+  std::vector<std::uint64_t> below(n * words, 0);  // below[v]: the nodes reachable from v
+  auto has = [&](std::size_t v, std::size_t w) { return (below[v * words + w / 64] >> (w % 64)) & 1u; };
+  for (std::size_t k = n; k-- > 0;) {
+    const std::size_t v = order[k];
+    for (std::size_t w : out[v]) {
+      for (std::size_t j = 0; j < words; ++j) below[v * words + j] |= below[w * words + j];
+      below[v * words + w / 64] |= std::uint64_t(1) << (w % 64);
+    }
+  }
+  std::size_t unordered = 0;
+  for (std::size_t u = 0; u < n; ++u) {
+    if (!counted[u]) continue;
+    for (std::size_t v = 0; v < n; ++v)
+      if (v != u && counted[v] && !has(u, v) && !has(v, u)) {
+        ++unordered;
+        break;
+      }
+  }
+  return unordered;
+}
+}  // namespace detail
 
 inline GraphNodeCounts count_graph_nodes(cudaGraph_t graph) {
   GraphNodeCounts c;
@@ -41,27 +89,37 @@ inline GraphNodeCounts count_graph_nodes(cudaGraph_t graph) {
   std::vector<cudaGraphNode_t> nodes(n);
   if (n > 0 && cudaGraphGetNodes(graph, nodes.data(), &n) != cudaSuccess) return c;
   c.total = n;
-  for (cudaGraphNode_t node : nodes) {
+  std::vector<char> is_kernel(n, 0);
+  std::map<cudaGraphNode_t, std::size_t> index;
+  for (std::size_t i = 0; i < n; ++i) {
+    index[nodes[i]] = i;
     cudaGraphNodeType type{};
-    if (cudaGraphNodeGetType(node, &type) != cudaSuccess) continue;
-    if (type == cudaGraphNodeTypeKernel)
+    if (cudaGraphNodeGetType(nodes[i], &type) != cudaSuccess) continue;
+    if (type == cudaGraphNodeTypeKernel) {
       ++c.kernels;
-    else if (type == cudaGraphNodeTypeMemset)
+      is_kernel[i] = 1;
+    } else if (type == cudaGraphNodeTypeMemset) {
       ++c.memsets;
-    else if (type == cudaGraphNodeTypeMemcpy)
+    } else if (type == cudaGraphNodeTypeMemcpy) {
       ++c.memcpys;
-    else
+    } else {
       ++c.other;
+    }
   }
   std::size_t e = 0;
-  if (cudaGraphGetEdges(graph, nullptr, nullptr, nullptr, &e) != cudaSuccess || e == 0) return c;
+  if (cudaGraphGetEdges(graph, nullptr, nullptr, nullptr, &e) != cudaSuccess) return c;
   std::vector<cudaGraphNode_t> from(e), to(e);
   std::vector<cudaGraphEdgeData> data(e);
-  if (cudaGraphGetEdges(graph, from.data(), to.data(), data.data(), &e) != cudaSuccess) return c;
-  std::map<cudaGraphNode_t, std::size_t> out_degree;
-  for (std::size_t i = 0; i < e; ++i) ++out_degree[from[i]];
-  for (const auto& kv : out_degree)
-    if (kv.second > 1) ++c.forks;
+  if (e > 0 && cudaGraphGetEdges(graph, from.data(), to.data(), data.data(), &e) != cudaSuccess) return c;
+  std::vector<std::size_t> out_degree(n, 0), from_i(e), to_i(e);
+  for (std::size_t i = 0; i < e; ++i) {
+    from_i[i] = index.at(from[i]);
+    to_i[i] = index.at(to[i]);
+    ++out_degree[from_i[i]];
+  }
+  for (std::size_t d : out_degree)
+    if (d > 1) ++c.forks;
+  c.concurrent_kernels = detail::unordered_nodes(n, from_i, to_i, is_kernel);
   return c;
 }
 
