@@ -9,6 +9,7 @@
 #include <cmath>
 #include <dtn/cuda.cuh>
 #include <limits>
+#include <optional>
 #include <string>
 #include <thread>
 #include <type_traits>
@@ -756,6 +757,9 @@ TEST_CASE("conv overlap: off by default and per thread, and the weight gradient 
   const dtn::cuda::GraphNodeCounts counts = dtn::cuda::count_graph_nodes(graph);
   CHECK(counts.forks == 1);
   CHECK(counts.kernels > 2);
+  // ... and the two passes' kernels are not ordered in the graph (a serialised side_by_side
+  // would leave the fork but no kernel that may run beside another).
+  CHECK(counts.concurrent_kernels >= 2);
   cudaGraphExec_t exec = nullptr;
   REQUIRE(cudaGraphInstantiate(&exec, graph, 0) == cudaSuccess);
   REQUIRE(cudaGraphLaunch(exec, s) == cudaSuccess);
@@ -766,4 +770,57 @@ TEST_CASE("conv overlap: off by default and per thread, and the weight gradient 
     CAPTURE(i);
     CHECK(parity::same_bits(replayed[i], serial[i]));
   }
+}
+
+// side_by_side's guarantees where its work fails or frees memory: the second lane is always
+// joined back (a capture can end: no cudaErrorStreamCaptureUnjoined), work goes back to the
+// stream, and a device block freed while the two lanes run returns to the cache only at the join,
+// tagged with the stream (which has waited for both lanes by then).
+TEST_CASE("side_by_side: throwing side work is joined back, also in a capture, and blocks freed between fork and join are held until the join") {
+  dtn::cuda::Context& ctx = dtn::cuda::context();
+  dtn::Tensor<float, dtn::Cuda> t(dtn::Shape{4});
+  CHECK_THROWS_AS(dtn::cuda::side_by_side([] { throw dtn::error("side"); }, [] {}), dtn::error);
+  CHECK_FALSE(ctx.on_side_lane());
+  CHECK(ctx.has_side_lane());
+  CHECK_THROWS_AS(dtn::cuda::side_by_side([] {}, [] { throw dtn::error("main"); }), dtn::error);
+  CHECK_FALSE(ctx.on_side_lane());
+
+  cudaStream_t s = dtn::cuda::stream();
+  REQUIRE(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal) == cudaSuccess);
+  GpuB::fill(std::size_t(4), t.data(), 0.0f);
+  CHECK_THROWS_AS(dtn::cuda::side_by_side(
+                      [&] {
+                        GpuB::fill(std::size_t(4), t.data(), 1.0f);
+                        throw dtn::error("side, captured");
+                      },
+                      [] {}),
+                  dtn::error);
+  cudaGraph_t graph = nullptr;
+  CHECK(cudaStreamEndCapture(s, &graph) == cudaSuccess);
+  if (graph) (void)cudaGraphDestroy(graph);
+  CHECK_FALSE(ctx.on_side_lane());
+  CHECK(dtn::cuda::capturing(s) == false);
+
+  // A block made and filled by the side work and freed by the main work while the side may still
+  // be running: held (still in use in the allocator's count) until the join.
+  auto& alloc = dtn::cuda::caching_allocator();
+  const std::size_t before = alloc.stats().bytes_in_use;
+  const std::size_t bytes = std::size_t(1) << 22;
+  std::optional<dtn::Tensor<float, dtn::Cuda>> temp;
+  std::size_t during = 0;
+  dtn::cuda::side_by_side(
+      [&] {
+        temp.emplace(dtn::Shape{static_cast<std::int64_t>(bytes / sizeof(float))});
+        GpuB::fill(bytes / sizeof(float), temp->data(), 2.0f);
+      },
+      [&] {
+        temp.reset();
+        during = alloc.stats().bytes_in_use;
+      });
+  CHECK(during >= before + bytes);
+  CHECK(alloc.stats().bytes_in_use == before);
+  // ... and outside side_by_side a free goes straight back.
+  { dtn::Tensor<float, dtn::Cuda> u(dtn::Shape{static_cast<std::int64_t>(bytes / sizeof(float))}); }
+  CHECK(alloc.stats().bytes_in_use == before);
+  dtn::cuda::synchronize();
 }

@@ -9,7 +9,10 @@
 //
 // Stream safety: a block remembers the stream it was freed on. Reusing it on the same stream is
 // safe without a sync (stream order); handing it to another stream first synchronises the old
-// one. One thread uses one stream (dtn::cuda::Context), so this only happens across threads.
+// one. A thread queues its work on one stream (dtn::cuda::Context), so this happens across
+// threads, and for a thread's second lane (side_by_side: the lane's own workspace and scratch;
+// tensors freed while the two lanes run are held by the context until they join, then tagged with
+// the thread's stream).
 //
 // Memory<Cuda> and the Copy<> specialisations that use it are in memory.cuh.
 #include <cuda_runtime.h>

@@ -29,6 +29,7 @@
 #include <cudnn.h>
 
 #include <cstddef>
+#include <vector>
 
 #include "../../core/tensor.hpp"
 #include "allocator.cuh"
@@ -51,6 +52,7 @@ class Context {
     // Never throws: errors at thread or process exit are ignored.
     for (Lane& l : lanes_)
       if (l.stream) (void)cudaStreamSynchronize(l.stream);
+    release_held();
     for (Lane& l : lanes_) {
       if (!l.stream) continue;
       caching_allocator().deallocate(l.workspace, l.stream);
@@ -141,15 +143,38 @@ class Context {
   bool on_side_lane() const { return lane_ == 1; }
   void fork() {
     if (!has_side_lane()) make_side_lane();
+    held_.reserve(16);
     DTN_CUDA_CHECK(cudaEventRecord(fork_, lanes_[0].stream));
     DTN_CUDA_CHECK(cudaStreamWaitEvent(lanes_[1].stream, fork_, 0));
     lane_ = 1;
+    forked_ = true;
   }
   void to_stream() { lane_ = 0; }
+  // Also gives the device blocks freed since fork() back to the cache (hold_free), even when the
+  // join itself fails.
   void join() {
     lane_ = 0;
+    struct Release {
+      Context& c;
+      ~Release() { c.release_held(); }
+    } release{*this};
+    if (!has_side_lane()) return;
     DTN_CUDA_CHECK(cudaEventRecord(join_, lanes_[1].stream));
     DTN_CUDA_CHECK(cudaStreamWaitEvent(lanes_[0].stream, join_, 0));
+  }
+  // Between fork() and join() a device block freed by either lane's work may still be read by
+  // the other lane's queued work, which the caching allocator, keyed by one stream per block,
+  // cannot know: such blocks are held here and given back at join(), tagged with the stream,
+  // which has waited for both lanes by then. Returns false (the caller frees as usual) outside a
+  // fork. Never throws.
+  bool hold_free(void* p) noexcept {
+    if (!forked_) return false;
+    try {
+      held_.push_back(p);
+    } catch (...) {
+      return false;
+    }
+    return true;
   }
 
   // Waits until everything queued on this thread's stream has finished (and so, side_by_side
@@ -171,23 +196,47 @@ class Context {
   void apply_cublas_math(cublasHandle_t h) {
     DTN_CUBLAS_CHECK(cublasSetMathMode(h, tf32_ ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH));
   }
+  // The lane's cuBLAS handle, set up whole (stream, workspace, math mode) before the lane keeps
+  // it: a failure on the way leaves the lane without a handle, not with a half-made one.
   void make_cublas(Lane& l) {
-    DTN_CUBLAS_CHECK(cublasCreate(&l.cublas));
-    DTN_CUBLAS_CHECK(cublasSetStream(l.cublas, l.stream));
-    l.cublas_workspace = caching_allocator().allocate(cublas_workspace_bytes, l.stream);
-    // After cublasSetStream: setting the stream resets the workspace to cuBLAS's default pool.
-    DTN_CUBLAS_CHECK(cublasSetWorkspace(l.cublas, l.cublas_workspace, cublas_workspace_bytes));
-    apply_cublas_math(l.cublas);
+    cublasHandle_t h = nullptr;
+    DTN_CUBLAS_CHECK(cublasCreate(&h));
+    void* ws = nullptr;
+    try {
+      DTN_CUBLAS_CHECK(cublasSetStream(h, l.stream));
+      ws = caching_allocator().allocate(cublas_workspace_bytes, l.stream);
+      // After cublasSetStream: setting the stream resets the workspace to cuBLAS's default pool.
+      DTN_CUBLAS_CHECK(cublasSetWorkspace(h, ws, cublas_workspace_bytes));
+      apply_cublas_math(h);
+    } catch (...) {
+      caching_allocator().deallocate(ws, l.stream);
+      (void)cublasDestroy(h);
+      throw;
+    }
+    l.cublas = h;
+    l.cublas_workspace = ws;
   }
   // The second lane with everything it needs inside a capture (its cuBLAS handle too), so that
-  // only its workspace and scratch are left to grow when first used, eagerly.
+  // only its workspace and scratch are left to grow when first used, eagerly. The lane exists
+  // (has_side_lane) only once all of it is made.
   void make_side_lane() {
     detail::refuse_during_capture(lanes_[0].stream, "creating this thread's second lane (stream, events, cuBLAS handle)");
-    Lane& l = lanes_[1];
-    DTN_CUDA_CHECK(cudaEventCreateWithFlags(&fork_, cudaEventDisableTiming));
-    DTN_CUDA_CHECK(cudaEventCreateWithFlags(&join_, cudaEventDisableTiming));
+    if (!fork_) DTN_CUDA_CHECK(cudaEventCreateWithFlags(&fork_, cudaEventDisableTiming));
+    if (!join_) DTN_CUDA_CHECK(cudaEventCreateWithFlags(&join_, cudaEventDisableTiming));
+    Lane l;
     DTN_CUDA_CHECK(cudaStreamCreateWithFlags(&l.stream, cudaStreamNonBlocking));
-    make_cublas(l);
+    try {
+      make_cublas(l);
+    } catch (...) {
+      (void)cudaStreamDestroy(l.stream);
+      throw;
+    }
+    lanes_[1] = l;
+  }
+  void release_held() noexcept {
+    forked_ = false;
+    for (void* p : held_) caching_allocator().deallocate(p, lanes_[0].stream);
+    held_.clear();
   }
   void* grow(const Lane& l, void*& buffer, std::size_t& size, std::size_t bytes) {
     if (bytes > size) {
@@ -209,6 +258,8 @@ class Context {
   cudnnHandle_t cudnn_ = nullptr;
   cudaStream_t cudnn_stream_ = nullptr;  // the stream cudnn_ is bound to
   cudaEvent_t fork_ = nullptr, join_ = nullptr;
+  bool forked_ = false;        // between fork() and join()
+  std::vector<void*> held_;    // blocks freed since fork() (hold_free)
   bool tf32_ = false;
   bool conv_autotune_ = false;
   bool conv_gemm_ = true;

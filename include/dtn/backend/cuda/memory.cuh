@@ -25,10 +25,13 @@ struct Memory<Cuda> {
   static void* allocate(std::size_t bytes) { return cuda::caching_allocator().allocate(bytes, cuda::stream()); }
   static void deallocate(void* p, std::size_t /*bytes*/) noexcept {
     if (!p) return;
-    // Tag the block with this thread's stream without creating a context at exit time.
+    // Tag the block with this thread's current stream; while side_by_side's two lanes run, the
+    // context holds it until they join (Context::hold_free).
     cudaStream_t s = nullptr;
     try {
-      s = cuda::stream();
+      cuda::Context& ctx = cuda::context();
+      if (ctx.hold_free(p)) return;
+      s = ctx.stream();
     } catch (...) {
     }
     cuda::caching_allocator().deallocate(p, s);
