@@ -6,6 +6,8 @@
 #include <doctest/doctest.h>
 
 #include <cstddef>
+#include <initializer_list>
+#include <utility>
 #include <vector>
 
 #include <dtn/train/graph_step.cuh>
@@ -15,6 +17,9 @@ namespace {
 struct Dag {
   std::size_t n = 0;
   std::vector<std::size_t> from, to;
+  Dag(std::size_t nodes, std::initializer_list<std::pair<std::size_t, std::size_t>> edges) : n(nodes) {
+    for (const auto& e : edges) edge(e.first, e.second);
+  }
   void edge(std::size_t a, std::size_t b) {
     from.push_back(a);
     to.push_back(b);
@@ -28,19 +33,12 @@ struct Dag {
 }  // namespace
 
 TEST_CASE("unordered_nodes: a chain has none, branches between a fork and a join have all their nodes") {
-  Dag chain{5, {}, {}};
-  for (std::size_t i = 0; i + 1 < 5; ++i) chain.edge(i, i + 1);
+  Dag chain(5, {{0, 1}, {1, 2}, {2, 3}, {3, 4}});
   CHECK(chain.unordered() == 0);
 
   // 0 -> (1 -> 2) and (3 -> 4) -> 5: an overlapped backward, weight gradient on 1, 2 and input
   // gradient on 3, 4, joined before node 5.
-  Dag both{6, {}, {}};
-  both.edge(0, 1);
-  both.edge(1, 2);
-  both.edge(0, 3);
-  both.edge(3, 4);
-  both.edge(2, 5);
-  both.edge(4, 5);
+  const Dag both(6, {{0, 1}, {1, 2}, {0, 3}, {3, 4}, {2, 5}, {4, 5}});
   CHECK(both.unordered() == 4);
   CHECK(both.unordered({0, 1, 0, 1, 0, 0}) == 2);  // counted: 1 and 3 only
   CHECK(both.unordered({0, 1, 1, 0, 0, 1}) == 0);  // one branch and the join: ordered
@@ -49,17 +47,12 @@ TEST_CASE("unordered_nodes: a chain has none, branches between a fork and a join
   // The serialised side_by_side: the side work 1 -> 2 runs first, the join makes the input
   // gradient 3 -> 4 wait on it, and the stream's own edge 0 -> 3 remains: node 0 is a fork, yet
   // everything is ordered.
-  Dag serial{5, {}, {}};
-  serial.edge(0, 1);
-  serial.edge(1, 2);
-  serial.edge(2, 3);
-  serial.edge(0, 3);
-  serial.edge(3, 4);
+  const Dag serial(5, {{0, 1}, {1, 2}, {2, 3}, {0, 3}, {3, 4}});
   CHECK(serial.unordered() == 0);
 
   // No edges: every node may run beside every other. Beyond 64 nodes the bitsets take a second word.
-  CHECK(Dag{3, {}, {}}.unordered() == 3);
-  Dag wide{130, {}, {}};
+  CHECK(Dag(3, {}).unordered() == 3);
+  Dag wide(130, {});
   for (std::size_t i = 1; i < 129; ++i) {
     wide.edge(0, i);
     wide.edge(i, 129);
@@ -72,8 +65,6 @@ TEST_CASE("unordered_nodes: a chain has none, branches between a fork and a join
   CHECK(wide.unordered(pair) == 0);
 
   // A cycle is no DAG (a CUDA graph never has one): counted as nothing.
-  Dag cycle{2, {}, {}};
-  cycle.edge(0, 1);
-  cycle.edge(1, 0);
+  const Dag cycle(2, {{0, 1}, {1, 0}});
   CHECK(cycle.unordered() == 0);
 }
