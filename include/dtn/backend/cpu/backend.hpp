@@ -107,9 +107,7 @@ struct Backend<Cpu> {
     cpu::for_channel_blocks<T>(g.n, g.c, g.hw, blocks, width * (L + 2), 0, [&](int c0, int nb, double* lanes, T*) {
       double* ca = lanes + width * L;
       double* cb = ca + width;
-      std::fill(lanes, lanes + static_cast<std::size_t>(nb) * L, 0.0);
-      for (int i = 0; i < g.n; ++i)
-        for (int k = 0; k < nb; ++k) cpu::add_plane_sum(lanes + k * L, x + plane_offset(g, i, c0 + k), g.hw);
+      cpu::sum_block_planes(lanes, x, g.n, g.c, g.hw, c0, nb);
       for (int k = 0; k < nb; ++k) ca[k] = cpu::lanes_total(lanes + k * L) / m;  // the mean, for now
       std::fill(lanes, lanes + static_cast<std::size_t>(nb) * L, 0.0);
       for (int i = 0; i < g.n; ++i)

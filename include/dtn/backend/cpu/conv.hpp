@@ -260,11 +260,7 @@ template <class T>
 void bias_grad(int n, int c, long hw, const T* dy, T* db) {
   const int blocks = channel_blocks(n, c, hw, 1, sizeof(T), omp_get_max_threads());
   for_channel_blocks<T>(n, c, hw, blocks, block_width(c, blocks) * kLanes, 0, [&](int c0, int nb, double* lanes, T*) {
-    std::fill(lanes, lanes + static_cast<std::size_t>(nb) * kLanes, 0.0);
-    for (int i = 0; i < n; ++i)
-      for (int k = 0; k < nb; ++k)
-        add_plane_sum(lanes + static_cast<std::size_t>(k) * kLanes,
-                      dy + (static_cast<std::size_t>(i) * c + static_cast<std::size_t>(c0 + k)) * hw, hw);
+    sum_block_planes(lanes, dy, n, c, hw, c0, nb);
     for (int k = 0; k < nb; ++k) db[c0 + k] += static_cast<T>(lanes_total(lanes + static_cast<std::size_t>(k) * kLanes));
   });
 }

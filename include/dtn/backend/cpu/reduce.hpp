@@ -67,6 +67,19 @@ template <class T>
 inline void add_plane_sum(double* acc, const T* p, long hw) {
   add_plane<1>({acc}, hw, [&](double (&a)[1][kLanes], long j, int l) { a[0][l] += static_cast<double>(p[j]); });
 }
+// lanes + k * kLanes = the lanes of the sum of channel c0 + k (k < nb) of an [n, c, hw] tensor x,
+// its planes added image by image (a block of channel_blocks: batch norm's mean, a conv's bias
+// gradient).
+template <class T>
+inline void sum_block_planes(double* lanes, const T* x, int n, int c, long hw, int c0, int nb) {
+  std::fill(lanes, lanes + static_cast<std::size_t>(nb) * kLanes, 0.0);
+  for (int i = 0; i < n; ++i)
+    for (int k = 0; k < nb; ++k)
+      add_plane_sum(lanes + static_cast<std::size_t>(k) * kLanes,
+                    x + (static_cast<std::size_t>(i) * static_cast<std::size_t>(c) + static_cast<std::size_t>(c0 + k)) *
+                            static_cast<std::size_t>(hw),
+                    hw);
+}
 // acc += (p - c)^2 over the plane
 template <class T>
 inline void add_plane_sq_dev(double* acc, const T* p, long hw, double c) {
