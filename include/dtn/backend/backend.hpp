@@ -147,21 +147,27 @@ struct BnGeom {
   double eps = 1e-5, momentum = 0.1;
 };
 
+// Segment sizes that must tile a batch of `total` samples: each >= 1, summing to total. Throws
+// Error naming `where`; batch() describes the batch in the message (called only then).
+template <class Error, class I, class Describe>
+void check_segment_sizes(const I* sizes, std::size_t count, long long total, const std::string& where,
+                         const Describe& batch) {
+  long long sum = 0;
+  for (std::size_t z = 0; z < count; ++z) {
+    if (sizes[z] < 1) throw Error(where + ": a batch segment of " + std::to_string(sizes[z]) + " samples");
+    sum += sizes[z];
+  }
+  if (sum != total) throw Error(where + ": batch segments of " + std::to_string(sum) + " samples in all, " + batch());
+}
+
 // The segment list of the segmented batch-norm ops: count >= 1 batches of sizes[z] >= 1 samples,
 // g.n in all. Both backends check it before any work (argument_error naming `op`), as a call that
-// bypasses Network::forward's check could otherwise normalise over no samples or past the batch.
+// bypasses Network::forward's check (nn/contract.hpp, the same rule) could otherwise normalise
+// over no samples or past the batch.
 inline void check_bn_segments(const BnGeom& g, int count, const int* sizes, const std::string& op) {
   if (count < 1 || sizes == nullptr) throw argument_error(op + ": " + std::to_string(count) + " batch segments");
-  long total = 0;
-  for (int z = 0; z < count; ++z) {
-    if (sizes[z] < 1)
-      throw argument_error(op + ": batch segment " + std::to_string(z) + " has " + std::to_string(sizes[z]) +
-                           " samples");
-    total += sizes[z];
-  }
-  if (total != g.n)
-    throw argument_error(op + ": batch segments of " + std::to_string(total) + " samples in all, for a batch of " +
-                         std::to_string(g.n));
+  check_segment_sizes<argument_error>(sizes, static_cast<std::size_t>(count), g.n, op,
+                                      [&] { return "for a batch of " + std::to_string(g.n); });
 }
 
 struct PoolGeom {

@@ -39,6 +39,7 @@
 #include <utility>
 #include <vector>
 
+#include "../backend/backend.hpp"
 #include "param.hpp"
 
 namespace dtn {
@@ -96,13 +97,7 @@ struct has_batch_segments<L, std::void_t<decltype(std::declval<L&>().set_batch_s
 // shape_error naming `where`.
 inline void check_batch_segments(const std::vector<std::int64_t>& segments, const Shape& x, const std::string& where) {
   if (segments.empty()) return;
-  std::int64_t total = 0;
-  for (std::int64_t k : segments) {
-    if (k < 1) throw shape_error(where + ": a batch segment of " + std::to_string(k) + " samples");
-    total += k;
-  }
-  if (total != x[0])
-    throw shape_error(where + ": batch segments of " + std::to_string(total) + " samples in all, input " + x.str());
+  check_segment_sizes<shape_error>(segments.data(), segments.size(), x[0], where, [&] { return "input " + x.str(); });
 }
 
 template <class L, class Next, class = void>
