@@ -384,6 +384,13 @@ DTN_SGEMM_NOINLINE void kernel_impl(int kc, const float* a, const float* b, long
     m0 = _mm256_cmpgt_epi32(_mm256_set1_epi32(t.nr), lane);
     m1 = _mm256_cmpgt_epi32(_mm256_set1_epi32(t.nr - 8), lane);
   }
+  if (t.direct()) {  // prefetch C's rows, read or written after the loop, as the AVX-512 kernel does
+    DTN_SGEMM_UNROLL
+    for (int r = 0; r < MR; ++r) {
+      _mm_prefetch(reinterpret_cast<const char*>(t.row(r)), _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(t.row(r) + NR - 1), _MM_HINT_T0);  // a row may span two lines
+    }
+  }
   __m256 acc[MR][2];
   DTN_SGEMM_UNROLL
   for (int r = 0; r < MR; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
