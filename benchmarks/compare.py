@@ -51,6 +51,14 @@ def fmt_ratio(x):
     return f"{x:.2f}x" if x is not None else "-"
 
 
+def simd_levels(metas):
+    """The CPU vector levels the runs of the metadata used (bench_dtn's compiled level, PyTorch's
+    ATen capability; ATen's "default" is bench_dtn's "baseline"), sorted. A fair CPU comparison has
+    one: run_cpu.sh ISA=avx2 lowers both sides. Runs on a GPU machine are not counted."""
+    return sorted({{"default": "baseline"}.get(m["simd"], m["simd"]) for m in metas
+                   if m.get("simd") and not m.get("cuda_device")})
+
+
 def layer_profiles(metas):
     """The layer profiles (bench_dtn --profile-step, torch_dtn.py --profile-step) in the metadata;
     of several for the same device, threads, batch and mode (repeated runs) the one with the least
@@ -198,8 +206,12 @@ def main():
                 line += ([f"{ms(t):.2f}", f"{ips(t):.1f}", "-"] if mm == m else ["-", "-", "-"])
             table.append(line)
 
+    levels = simd_levels(dtn_meta + torch_meta)
+    if len(levels) > 1:
+        print(f"compare.py: warning: the two sides ran at different SIMD levels: {levels}", file=sys.stderr)
     for meta in dtn_meta + torch_meta:
-        desc = ", ".join(f"{k}={meta[k]}" for k in ("impl", "torch", "cpu", "cuda_device", "date")
+        desc = ", ".join(f"{k}={meta[k]}" for k in ("impl", "torch", "cpu", "simd", "onednn_max_cpu_isa",
+                                                         "cuda_device", "date")
                          if meta.get(k))
         if desc:
             print(f"# {desc}")

@@ -9,20 +9,32 @@
 #   RUNS        alternate dtn and PyTorch runs this many times (default 1); each row then counts
 #               with its fastest run. On a machine shared with other work use RUNS=2 STAT=min.
 #   STAT        median (default) or min: which time per row the comparison uses
+#   ISA         native (default), or avx2: both sides limited to AVX2 + FMA on a CPU with AVX-512,
+#               to measure the code paths of AVX2-only hosts (e.g. AMD Zen 3): bench_dtn built
+#               with -march=x86-64-v3 in <repo>/build-bench-avx2, PyTorch run with
+#               ATEN_CPU_CAPABILITY=avx2 and ONEDNN_MAX_CPU_ISA=AVX2 (its convolutions are oneDNN's)
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/.." && pwd)
-build=${BUILD_DIR:-$root/build-bench}
+isa=${ISA:-native}
+case $isa in
+  native) build=${BUILD_DIR:-$root/build-bench}
+          cmake_isa=(-DDTN_NATIVE=ON) ;;
+  avx2)   build=${BUILD_DIR:-$root/build-bench-avx2}
+          cmake_isa=(-DDTN_NATIVE=OFF "-DCMAKE_CXX_FLAGS=-march=x86-64-v3")
+          export ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 ;;
+  *) echo "run_cpu.sh: ISA must be native or avx2, not '$isa'" >&2; exit 2 ;;
+esac
 out=${OUT_DIR:-$build/bench-results}
 dtn_threads=${DTN_THREADS:-1,2}
 torch_threads=${TORCH_THREADS:-2}
 mkdir -p "$out"
 
 echo "== configure + build bench_dtn in $build"
-cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release -DDTN_NATIVE=ON -DDTN_BUILD_BENCHMARKS=ON >/dev/null
+cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release "${cmake_isa[@]}" -DDTN_BUILD_BENCHMARKS=ON >/dev/null
 cmake --build "$build" --target bench_dtn -j"$(nproc)"
 
-echo "== machine: $(lscpu | sed -n 's/^Model name:[[:space:]]*//p'), $(nproc) cores visible, $(date -u '+%F %T UTC')"
+echo "== machine: $(lscpu | sed -n 's/^Model name:[[:space:]]*//p'), $(nproc) cores visible, $(date -u '+%F %T UTC'), ISA=$isa"
 echo "== load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 have_torch=0
 if python3 -c 'import torch' 2>/dev/null; then

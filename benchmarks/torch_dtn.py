@@ -518,6 +518,9 @@ def main():
     meta = {
         "impl": "torch", "torch": torch.__version__, "python": platform.python_version(),
         "cpu": cpu_model(), "threads": args.threads, "tf32": args.tf32,
+        # ATen's vector level; ATEN_CPU_CAPABILITY and ONEDNN_MAX_CPU_ISA lower it (run_cpu.sh ISA=avx2).
+        "simd": torch.backends.cpu.get_cpu_capability().lower(),
+        "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA"),
         "cudnn_benchmark": True, "compile_mode": args.compile_mode,
         "cuda_device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "notes": notes,

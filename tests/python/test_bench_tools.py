@@ -1,7 +1,8 @@
 """The benchmark scripts' layer-by-layer comparison (benchmarks/compare.py, torch_dtn.py --profile-step).
 
 compare_layers: on hand-made profiles, a fused dtn pass stands for PyTorch's two layers, layers
-only one side has are listed, different layer kinds are warned about, and the kind totals add up.
+only one side has are listed, different layer kinds are warned about, and the kind totals add up;
+simd_levels: the CPU vector levels of the two sides' runs.
 layer_profile (needs torch): the eager DTN step on the CPU at batch 2, every layer's forward and
 backward found with the number of calls the step makes."""
 import importlib.util
@@ -78,6 +79,15 @@ def test_pairs_match_device_threads_batch_and_math():
     # Of repeated runs the profile with the least time in layers counts.
     slow = profile("dtn", [row("f", 0, "Conv2d", "fwd", 3.0)], batch=128)
     assert compare.layer_profiles([{"layer_profiles": [slow]}, {"layer_profiles": [d]}]) == [d]
+
+
+def test_simd_levels_of_the_two_sides():
+    dtn_avx2, torch_avx2 = {"impl": "dtn", "simd": "avx2"}, {"impl": "torch", "simd": "avx2"}
+    assert compare.simd_levels([dtn_avx2, torch_avx2]) == ["avx2"]
+    assert compare.simd_levels([{"simd": "avx512"}, torch_avx2]) == ["avx2", "avx512"]
+    assert compare.simd_levels([{"simd": "baseline"}, {"simd": "default"}]) == ["baseline"]
+    # bench_dtn_cuda's metadata has no level, and PyTorch's on a GPU machine does not count
+    assert compare.simd_levels([{"impl": "dtn"}, {"simd": "avx512", "cuda_device": "NVIDIA H200"}]) == []
 
 
 @pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="torch is not installed")
