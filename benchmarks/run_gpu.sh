@@ -12,11 +12,12 @@
 #   BENCH_BUDGET     seconds for the whole script (default: none): a run whose time limit would
 #                    end past it is left out (said in the log), so that the comparison at the end
 #                    always runs. The runs go most important first: dtn plain, PyTorch eager,
-#                    dtn autotuned, torch.compile, dtn autotuned with non-deterministic cuDNN
-#                    algorithms allowed, dtn on cuDNN's heuristic algorithms, the TF32 pair, dtn
-#                    with joint batches (TF32), with conv overlap (TF32, TF32 with joint batches),
-#                    then FP32 with joint batches and with conv overlap, dtn with batch norm and
-#                    its activation unfused.
+#                    dtn autotuned, torch.compile, the TF32 pair, dtn with joint batches (TF32),
+#                    with conv overlap (TF32, TF32 with joint batches), then FP32 with joint
+#                    batches and with conv overlap; last the runs that repeat earlier sessions'
+#                    comparisons: dtn autotuned with non-deterministic cuDNN algorithms allowed,
+#                    dtn on cuDNN's heuristic algorithms, dtn with batch norm and its activation
+#                    unfused.
 set -uo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/.." && pwd)
@@ -96,14 +97,6 @@ ct=${COMPILE_TIMEOUT:-100}
 torch "torch_dtn.py --modes compile (batches ${COMPILE_BATCHES:-128}, rows ${COMPILE_ROWS:-dtn_step}, compile timeout ${ct} s)" \
   $((ct + 30)) torch_cuda_compile.json --modes compile --batches "${COMPILE_BATCHES:-128}" \
   --rows "${COMPILE_ROWS:-dtn_step}" --compile-timeout "$ct"
-# Autotuned with cuDNN's non-deterministic algorithms allowed, as PyTorch allows them (rows
-# tuned+nondet): what dtn's deterministic default costs, layer by layer.
-dtn "bench_dtn_cuda --conv-autotune --conv-nondeterministic" 60 dtn_cuda_nondet.json --conv-autotune \
-  --conv-nondeterministic --no-layers --rows dtn_step --batches 128 --profile-step
-# Convolutions on cuDNN's heuristic algorithms (dtn::cuda::set_conv_gemm(false)) instead of the
-# GEMM engine, the default since the H200 run of 2026-12-04: rows labelled dtn+cudnn and
-# graph+cudnn, and the per-layer table, to set beside the plain run's pass by pass.
-dtn "bench_dtn_cuda --conv-cudnn" 90 dtn_cuda_cudnn.json --conv-cudnn --profile-step
 # TF32 on both sides: exact FP32 caps the step near cuBLAS's SGEMM rate (RESULTS.md), TF32 does
 # not; dtn's is opt-in (dtn::cuda::set_tf32), PyTorch's allow_tf32 flags.
 if [[ ${TF32:-1} != 0 ]]; then
@@ -124,9 +117,24 @@ if [[ ${TF32:-1} != 0 ]]; then
     --conv-overlap --no-layers --rows dtn_step
   dtn "bench_dtn_cuda --tf32 --conv-autotune --joint-batches --conv-overlap" 60 dtn_cuda_tf32_joint_overlap.json \
     --tf32 --conv-autotune --joint-batches --conv-overlap --no-layers --rows dtn_step --batches 128
+  # PyTorch eager's step is bound by its host side and moved by up to half between runs on these
+  # machines (RESULTS.md): a second sample, taken after the dtn runs above; compare.py counts
+  # PyTorch's faster one.
+  torch "torch_dtn.py --modes eager --tf32 (second sample)" 45 torch_cuda_eager_tf32_2.json --modes eager --tf32 \
+    --rows dtn_step --batches 128
 fi
 dtn "bench_dtn_cuda --joint-batches" 45 dtn_cuda_joint.json --joint-batches --no-layers --rows dtn_step --batches 128
 dtn "bench_dtn_cuda --conv-overlap" 45 dtn_cuda_overlap.json --conv-overlap --no-layers --rows dtn_step --batches 128
+# The runs below repeat comparisons of earlier GPU sessions (RESULTS.md): they go last, so that a
+# tight BENCH_BUDGET leaves them out before the joint-batch and overlap runs above.
+# Autotuned with cuDNN's non-deterministic algorithms allowed, as PyTorch allows them (rows
+# tuned+nondet): what dtn's deterministic default costs, layer by layer.
+dtn "bench_dtn_cuda --conv-autotune --conv-nondeterministic" 60 dtn_cuda_nondet.json --conv-autotune \
+  --conv-nondeterministic --no-layers --rows dtn_step --batches 128 --profile-step
+# Convolutions on cuDNN's heuristic algorithms (dtn::cuda::set_conv_gemm(false)) instead of the
+# GEMM engine, the default since the H200 run of 2026-12-04: rows labelled dtn+cudnn and
+# graph+cudnn, and the per-layer table, to set beside the plain run's pass by pass.
+dtn "bench_dtn_cuda --conv-cudnn" 90 dtn_cuda_cudnn.json --conv-cudnn --profile-step
 # Batch norm and its activation as two passes (the plain run fuses them): what fusion is worth
 # on this card. Rows labelled dtn+unfused / graph+unfused.
 dtn "bench_dtn_cuda --no-fusion" 60 dtn_cuda_unfused.json --no-fusion --no-layers --rows dtn_step --batches 128
