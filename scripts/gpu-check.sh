@@ -19,7 +19,8 @@
 # Data: ./shared/data or ../shared/data, exported as DTN_DATA_DIR unless it is already set.
 # Environment: OUT (default ./gpu-check-out), BUILD_DIR (default build-gpu), JOBS (default 16),
 # T_CONFIGURE, T_BUILD, T_CTEST, T_CUDA, T_BENCH, T_TRAIN (stage time limits in seconds),
-# SKIP_BENCH=1 / SKIP_TRAIN=1 to leave out stages 6 / 7.
+# SKIP_BENCH=1 / SKIP_TRAIN=1 to leave out stages 6 / 7; SANITIZE=FILTER (below) adds a stage
+# between them: the GPU test cases FILTER names under compute-sanitizer (T_SANITIZE, default 150 s).
 # PREBUILT=DIR (relative to the repository root): skip stages 2-4 and use the programs that
 # scripts/prebuild-gpu.sh built elsewhere (carried to the GPU machine): the GPU and
 # host-emulation test programs run directly (the CPU-only tests too with PREBUILT_CPU_TESTS=1),
@@ -181,6 +182,27 @@ elif [[ -f benchmarks/run_gpu.sh ]]; then
   fi
 else
   skip bench "benchmarks/run_gpu.sh not present"
+fi
+
+# SANITIZE=FILTER: the GPU test cases that doctest's -tc FILTER names (wildcards, commas), run
+# under compute-sanitizer (SANITIZE_TOOL: memcheck by default; racecheck for the kernels' shared
+# memory), after the benchmarks so that they keep their time; output appended to ctest.log (the
+# device tool brings back at most 8 files). "all" runs every case. CUDA API errors are not
+# reported: the tests provoke some on purpose, and libraries probe with failing calls; accesses
+# out of bounds, misaligned or to freed memory are, and fail the stage. compute-sanitizer does not
+# work on every runtime these machines have (KINDS.md of the device tool): then the stage fails
+# with its message, and the stages before it stand.
+if [[ -n "${SANITIZE:-}" ]]; then
+  if ! command -v compute-sanitizer > /dev/null; then
+    skip sanitizer "compute-sanitizer is not on the PATH"
+  elif [[ ! -x "$build/dtn_cuda_tests" ]]; then
+    skip sanitizer "$build/dtn_cuda_tests was not built"
+  else
+    tc=()
+    [[ $SANITIZE != all ]] && tc=("-tc=$SANITIZE")
+    stage sanitizer "${T_SANITIZE:-150}" "$OUT/ctest.log" compute-sanitizer --tool "${SANITIZE_TOOL:-memcheck}" \
+      --report-api-errors no --error-exitcode 1 "$build/dtn_cuda_tests" "${tc[@]}"
+  fi
 fi
 
 if [[ -n "${SKIP_TRAIN:-}" ]]; then
