@@ -193,15 +193,19 @@ fi
 # work on every runtime these machines have (KINDS.md of the device tool): then the stage fails
 # with its message, and the stages before it stand.
 if [[ -n "${SANITIZE:-}" ]]; then
-  if ! command -v compute-sanitizer > /dev/null; then
-    skip sanitizer "compute-sanitizer is not on the PATH"
+  sanitizer=$(command -v compute-sanitizer)
+  for s in /usr/local/cuda/bin/compute-sanitizer /usr/local/cuda/compute-sanitizer/compute-sanitizer; do
+    [[ -z "$sanitizer" && -x $s ]] && sanitizer=$s
+  done
+  if [[ -z "$sanitizer" ]]; then
+    skip sanitizer "compute-sanitizer is neither on the PATH nor in /usr/local/cuda"
   elif [[ ! -x "$build/dtn_cuda_tests" ]]; then
     skip sanitizer "$build/dtn_cuda_tests was not built"
   else
     tc=()
     [[ $SANITIZE != all ]] && tc=("-tc=$SANITIZE")
-    stage sanitizer "${T_SANITIZE:-150}" "$OUT/ctest.log" compute-sanitizer --tool "${SANITIZE_TOOL:-memcheck}" \
-      --report-api-errors no --error-exitcode 1 "$build/dtn_cuda_tests" "${tc[@]}"
+    stage sanitizer "${T_SANITIZE:-150}" "$OUT/ctest.log" "$sanitizer" --tool "${SANITIZE_TOOL:-memcheck}" \
+      --report-api-errors no --error-exitcode 1 "$build/dtn_cuda_tests" ${tc[@]+"${tc[@]}"}
   fi
 fi
 
