@@ -384,7 +384,8 @@ DTN_SGEMM_NOINLINE void kernel_impl(int kc, const float* a, const float* b, long
     m0 = _mm256_cmpgt_epi32(_mm256_set1_epi32(t.nr), lane);
     m1 = _mm256_cmpgt_epi32(_mm256_set1_epi32(t.nr - 8), lane);
   }
-  if (t.direct()) {  // prefetch C's rows, read or written after the loop, as the AVX-512 kernel does
+  const bool direct = t.direct();
+  if (direct) {  // prefetch C's rows, read or written after the loop, as the AVX-512 kernel does
     DTN_SGEMM_UNROLL
     for (int r = 0; r < MR; ++r) {
       _mm_prefetch(reinterpret_cast<const char*>(t.row(r)), _MM_HINT_T0);
@@ -434,7 +435,7 @@ DTN_SGEMM_NOINLINE void kernel_impl(int kc, const float* a, const float* b, long
       acc[r][1] = _mm256_add_ps(acc[r][1], bv);
     }
   }
-  if (t.direct()) {
+  if (direct) {
     DTN_SGEMM_UNROLL
     for (int r = 0; r < MR; ++r) {
       float* cr = t.row(r);
