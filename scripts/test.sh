@@ -6,8 +6,9 @@
 #
 #   scripts/test.sh          build + all tests
 #   scripts/test.sh --all    also the AddressSanitizer/UBSan build of the CPU tests (and, where nvcc
-#                            is, of the host-emulated GPU kernels) and the fuzzers (what CI runs;
-#                            CI=true implies --all)
+#                            is, of the host-emulated GPU kernels), the CPU tests built for plain
+#                            x86-64 (the paths CPUs without AVX2 take) and the fuzzers (what CI
+#                            runs; CI=true implies --all)
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -38,6 +39,17 @@ if [ "$all" = 1 ]; then
     -DCMAKE_EXE_LINKER_FLAGS="-fsanitize=address,undefined"
   cmake --build build-asan -j "$jobs"
   ASAN_OPTIONS=detect_leaks=1 ctest --test-dir build-asan --output-on-failure -j "$jobs"
+  if [ "$(uname -m)" = x86_64 ]; then
+    # The generic code paths: what a CPU without AVX2 runs (ARM laptops, older x86): Eigen's
+    # GEMM instead of dtn's packed kernel, the scalar unfold/fold and pooling. The native build
+    # above and the sanitizer build take the AVX-512 or AVX2 paths, so without this build the
+    # generic ones would go untested here (-march=x86-64: SSE2 only).
+    echo "test.sh: portable build of the CPU tests (-march=x86-64, no AVX)"
+    cmake -S . -B build-portable -DCMAKE_BUILD_TYPE=Release -DDTN_CUDA=OFF -DDTN_WERROR=ON -DDTN_BUILD_EXAMPLES=OFF \
+      -DDTN_BUILD_BENCHMARKS=OFF -DDTN_NATIVE=OFF -DCMAKE_CXX_FLAGS="-march=x86-64"
+    cmake --build build-portable -j "$jobs" --target dtn_tests dtn_resume_tool
+    ctest --test-dir build-portable --output-on-failure -j "$jobs" -R '^cpu/'
+  fi
   if [ -x build/dtn_cuda_host_tests ]; then
     # The GPU kernels' per-thread index code, run on the host (tests/cuda_host), under the same
     # sanitizers: an index that strays outside a tensor is a heap overflow here, caught without
