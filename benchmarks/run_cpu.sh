@@ -12,7 +12,10 @@
 #   ISA         native (default), or avx2: both sides limited to AVX2 + FMA on a CPU with AVX-512,
 #               to measure the code paths of AVX2-only hosts (e.g. AMD Zen 3): bench_dtn built
 #               with -march=x86-64-v3 in <repo>/build-bench-avx2, PyTorch run with
-#               ATEN_CPU_CAPABILITY=avx2 and ONEDNN_MAX_CPU_ISA=AVX2 (its convolutions are oneDNN's)
+#               ATEN_CPU_CAPABILITY=avx2 and ONEDNN_MAX_CPU_ISA=AVX2 (its convolutions are oneDNN's);
+#               or sse4: both sides without AVX (128-bit vectors, as on CPUs without AVX2): bench_dtn
+#               with -march=x86-64-v2 in <repo>/build-bench-sse4 (Eigen's GEMM, dtn's generic
+#               paths), PyTorch with ATEN_CPU_CAPABILITY=default and ONEDNN_MAX_CPU_ISA=SSE41
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/.." && pwd)
@@ -23,7 +26,10 @@ case $isa in
   avx2)   build=${BUILD_DIR:-$root/build-bench-avx2}
           cmake_isa=(-DDTN_NATIVE=OFF "-DCMAKE_CXX_FLAGS=-march=x86-64-v3")
           export ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 ;;
-  *) echo "run_cpu.sh: ISA must be native or avx2, not '$isa'" >&2; exit 2 ;;
+  sse4)   build=${BUILD_DIR:-$root/build-bench-sse4}
+          cmake_isa=(-DDTN_NATIVE=OFF "-DCMAKE_CXX_FLAGS=-march=x86-64-v2")
+          export ATEN_CPU_CAPABILITY=default ONEDNN_MAX_CPU_ISA=SSE41 ;;
+  *) echo "run_cpu.sh: ISA must be native, avx2 or sse4, not '$isa'" >&2; exit 2 ;;
 esac
 out=${OUT_DIR:-$build/bench-results}
 dtn_threads=${DTN_THREADS:-1,2}

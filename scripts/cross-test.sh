@@ -53,7 +53,9 @@ PKG_CONFIG_LIBDIR=/usr/lib/$triple/pkgconfig:/usr/share/pkgconfig \
 cmake --build "$build" -j "${DTN_JOBS:-$(nproc)}" --target dtn_tests dtn_data_tests
 
 run() { qemu-aarch64 -L "$sysroot" "$@"; }
-file "$build/dtn_tests" | grep -q aarch64 || { echo "cross-test.sh: $build/dtn_tests is not an aarch64 program" >&2; exit 1; }
+# ELF e_machine (2 bytes at offset 18) is 0xb7 for aarch64.
+[ "$(od -An -tx1 -j18 -N2 "$build/dtn_tests" | tr -d ' ')" = b700 ] ||
+  { echo "cross-test.sh: $build/dtn_tests is not an aarch64 program" >&2; exit 1; }
 
 # qemu-user cannot start threads or child processes in some sandboxes (a guest clone() never
 # returns). Probe with a program that starts one thread; where that hangs, run single-threaded
