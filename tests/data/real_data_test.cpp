@@ -3,17 +3,12 @@
 // with 77, which CTest reports as skipped (each test case runs in its own process there).
 // This file sorts last among tests/data/*.cpp, so a plain run of the whole executable runs the
 // other cases before the first exit here.
-// The build defines DTN_NO_MATIO where it links no libmatio (matio.h alone is not enough).
-#if __has_include(<matio.h>) && !defined(DTN_NO_MATIO)
-#include <matio.h>
-#define DTN_TEST_HAVE_MATIO 1
-#endif
-
 #include <chrono>
 #include <cmath>
 
 #include <dtn/data/idx.hpp>
 #include <dtn/data/svhn_mat.hpp>
+// svhn_mat.hpp defines DTN_HAVE_MATIO (and includes matio.h) where the build links libmatio.
 
 #include "helpers.hpp"
 
@@ -76,7 +71,7 @@ TEST_CASE("real data: synthdigits (SYNTHETIC stand-in in SVHN's format) train an
   }
 }
 
-#if defined(DTN_TEST_HAVE_MATIO)
+#if defined(DTN_HAVE_MATIO)
 TEST_CASE("real data: the SVHN sample crops, written as a format-2 .mat, read back in HWC order") {
   // svhn_sample holds 7 real SVHN crops as raw N x H x W x C bytes. Writing them into a .mat in
   // SVHN's column-major layout and reading them back checks the reader's reordering on real
