@@ -151,7 +151,9 @@ TEST_CASE("dtn's packed float GEMM gives the same bits on 1 and 2 threads and in
                                          {{3, 9000, 64}, false},
                                          {{100, 50, 3000}, false},
                                          {{16, 8, 20000}, false}};
-  for (const auto& [s, tb] : cases) {
+  for (const auto& st : cases) {
+    const Case& s = st.first;  // not a structured binding: CAPTURE's lambda cannot capture one before C++20
+    const bool tb = st.second;
     CAPTURE(s);
     const Problem p = make_problem(s, false, tb, 1.f, 1.f, 42);
     std::vector<std::vector<float>> out;

@@ -37,9 +37,11 @@ std::vector<TensorRecord> reference_tensors() {
   std::vector<double> f64(5);
   for (int k = 0; k < 5; ++k) f64[static_cast<std::size_t>(k)] = k / 3.0 - 1.0;
   r.push_back(make_record<double>("d.0.bias", {5}, f64));
-  // F32: float(k) * 0.37f - 4.0f in single precision, k = 0..23, shape [2, 3, 4] (row-major).
+  // F32: float(37 k - 400) / 100 in single precision, k = 0..23, shape [2, 3, 4] (row-major): one
+  // correctly rounded operation on exact operands, so no compiler can fuse or reorder it (a
+  // product and a sum, as before, became one FMA under Clang, whose -ffp-contract=on allows that).
   std::vector<float> f32(24);
-  for (int k = 0; k < 24; ++k) f32[static_cast<std::size_t>(k)] = static_cast<float>(k) * 0.37f - 4.0f;
+  for (int k = 0; k < 24; ++k) f32[static_cast<std::size_t>(k)] = static_cast<float>(37 * k - 400) / 100.0f;
   r.push_back(make_record<float>("empty", {0, 4}, {}));
   r.push_back(make_record<float>("g.0.weight", {2, 3, 4}, f32));
   r.push_back(make_record<float>("scalar", {}, {-0.0f}));

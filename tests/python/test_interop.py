@@ -40,8 +40,8 @@ def reference_tensors():
         "opt.steps": np.array([-9007199254740993, 0, np.iinfo(np.int64).max], dtype=np.int64),
         "d.0.bias": np.arange(5, dtype=np.float64) / 3.0 - 1.0,
         "empty": np.zeros((0, 4), dtype=np.float32),
-        # float32 throughout: each operation rounded to single precision, as in C++.
-        "g.0.weight": (k * np.float32(0.37) - np.float32(4.0)).astype(np.float32).reshape(2, 3, 4),
+        # float32(37 k - 400) / 100: one single-precision division of exact operands, as in C++.
+        "g.0.weight": ((k * np.float32(37) - np.float32(400)) / np.float32(100)).astype(np.float32).reshape(2, 3, 4),
         "scalar": np.array(-0.0, dtype=np.float32),
         "labels": np.array([[np.iinfo(np.int32).min, -1], [0, np.iinfo(np.int32).max]], dtype=np.int32),
         "image": ((np.arange(48) * 37) % 256).astype(np.uint8).reshape(3, 4, 4),
