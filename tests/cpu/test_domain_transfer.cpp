@@ -21,6 +21,10 @@ using G = dtn::Sequential<dtn::ConvTranspose2d<8, 4, 1, 0>, dtn::BatchNorm2d, dt
 using D = dtn::Sequential<dtn::Conv2d<4, 3, 2, 1>, dtn::BatchNorm2d, dtn::LeakyReLU<1, 5>, dtn::Conv2d<3, 4, 1, 0>>;
 template <class T>
 using Trainer = dtn::DomainTransfer<F, G, D, dtn::Cpu, T>;
+// The same g producing 3 channels, for a target domain of colour images (the paper's faces
+// setting: f reads G's output as it is, no channel repeat).
+using G3 = dtn::Sequential<dtn::ConvTranspose2d<8, 4, 1, 0>, dtn::BatchNorm2d, dtn::LeakyReLU<1, 10>,
+                           dtn::ConvTranspose2d<3, 4, 2, 1>, dtn::Tanh>;
 
 template <class T>
 void fill(dtn::Tensor<T>& t, Shape s, std::uint64_t seed) {
@@ -64,28 +68,40 @@ double tv(const std::vector<double>& z, int n, int h, int w, double eps) {
   return acc / n;
 }
 
-// All loss terms computed from the networks' forward passes alone (no trainer code).
+// f reads images of the source's channel count fc: images of fc channels go in as they are,
+// grey ones into a colour f repeated to 3 channels.
+std::vector<double> to_f(const std::vector<double>& x, int n, int c, int fc, int hw) {
+  REQUIRE((c == fc || (c == 1 && fc == 3)));
+  return c == fc ? x : rep3(x, n, hw);
+}
+
+// All loss terms computed from the networks' forward passes alone (no trainer code), for source
+// and target images of 1 or 3 channels (f reads the source's, g produces the target's).
 struct Terms {
   double d_s, d_tf, d_tr, gang, cst, tid, tvv;
 };
-Terms reference_terms(Trainer<double>& tr, const dtn::Tensor<double>& xs, const dtn::Tensor<double>& xt, double eps) {
+template <class Tr>
+Terms reference_terms(Tr& tr, const dtn::Tensor<double>& xs, const dtn::Tensor<double>& xt, double eps) {
   const int ns = static_cast<int>(xs.dim(0)), nt = static_cast<int>(xt.dim(0));
+  const int cs = static_cast<int>(xs.dim(1)), ct = static_cast<int>(xt.dim(1));
   auto vec = [](dtn::View<const double, dtn::Cpu> v) { return dtn::to_vector(v); };
-  auto fs = vec(tr.f().forward(xs.view()));
-  auto xt3 = dtn::from_vector(Shape{nt, 3, 8, 8}, rep3(dtn::to_vector(xt.view()), nt, 64));
+  auto fs = vec(tr.f().forward(xs.view()));  // f is built for the source's images
+  auto xt3 = dtn::from_vector(Shape{nt, cs, 8, 8}, to_f(dtn::to_vector(xt.view()), nt, ct, cs, 64));
   auto ft = vec(tr.f().forward(xt3.view()));
   auto fst = dtn::from_vector(Shape{ns, 6, 1, 1}, fs), ftt = dtn::from_vector(Shape{nt, 6, 1, 1}, ft);
-  auto gs = dtn::from_vector(Shape{ns, 1, 8, 8}, vec(tr.g().forward(fst.view())));
-  auto gt = dtn::from_vector(Shape{nt, 1, 8, 8}, vec(tr.g().forward(ftt.view())));
+  auto gs = dtn::from_vector(Shape{ns, ct, 8, 8}, vec(tr.g().forward(fst.view())));
+  auto gt = dtn::from_vector(Shape{nt, ct, 8, 8}, vec(tr.g().forward(ftt.view())));
   Terms t{};
   t.d_s = ce(vec(tr.d().forward(gs.view())), ns, 3, 0);
   t.d_tf = ce(vec(tr.d().forward(gt.view())), nt, 3, 1);
   t.d_tr = ce(vec(tr.d().forward(xt.view())), nt, 3, 2);
   t.gang = ce(vec(tr.d().forward(gt.view())), nt, 3, 2) + ce(vec(tr.d().forward(gs.view())), ns, 3, 2);
-  auto gs3 = dtn::from_vector(Shape{ns, 3, 8, 8}, rep3(dtn::to_vector(gs.view()), ns, 64));
+  auto gs3 = dtn::from_vector(Shape{ns, cs, 8, 8}, to_f(dtn::to_vector(gs.view()), ns, ct, cs, 64));
   t.cst = mse(vec(tr.f().forward(gs3.view())), fs);
   t.tid = mse(dtn::to_vector(gt.view()), dtn::to_vector(xt.view()));
-  t.tvv = 0.5 * (tv(dtn::to_vector(gs.view()), ns, 8, 8, eps) + tv(dtn::to_vector(gt.view()), nt, 8, 8, eps));
+  // TV sums over channels and averages over images: each channel plane as an image of its own,
+  // the mean over n * c planes times c.
+  t.tvv = 0.5 * ct * (tv(dtn::to_vector(gs.view()), ns * ct, 8, 8, eps) + tv(dtn::to_vector(gt.view()), nt * ct, 8, 8, eps));
   return t;
 }
 
@@ -101,16 +117,19 @@ dtn::DtnConfig frozen_config(bool joint_batches = false) {
   c.seed = 5;
   return c;
 }
-}  // namespace
 
-TEST_CASE("DomainTransfer: every loss term equals an independent computation on a fixed batch") {
+// Each term of one step against reference_terms, with source images of cs channels and target
+// images (and g's output) of ct.
+template <class GNet>
+void check_terms(int cs, int ct) {
   for (const bool joint : {false, true}) {
     CAPTURE(joint);
     const dtn::DtnConfig cfg = frozen_config(joint);
-    Trainer<double> a(Shape{3, 8, 8}, Shape{1, 8, 8}, cfg), ref(Shape{3, 8, 8}, Shape{1, 8, 8}, cfg);
+    using Tr = dtn::DomainTransfer<F, GNet, D, dtn::Cpu, double>;
+    Tr a(Shape{cs, 8, 8}, Shape{ct, 8, 8}, cfg), ref(Shape{cs, 8, 8}, Shape{ct, 8, 8}, cfg);
     dtn::Tensor<double> xs, xt;
-    fill(xs, Shape{5, 3, 8, 8}, 1);
-    fill(xt, Shape{4, 1, 8, 8}, 2);
+    fill(xs, Shape{5, cs, 8, 8}, 1);
+    fill(xt, Shape{4, ct, 8, 8}, 2);
     const Terms t = reference_terms(ref, xs, xt, cfg.tv_eps);
     const dtn::DtnLosses l = a.step(xs.view(), xt.view());
     // The same double arithmetic in a different order: agreement to ~1e-12 relative.
@@ -128,14 +147,17 @@ TEST_CASE("DomainTransfer: every loss term equals an independent computation on 
   }
 }
 
-TEST_CASE("DomainTransfer: g's gradient is dL_G/dg and D's is dL_D/dD (central differences)") {
+// g's and D's gradients after one step against central differences of reference_terms.
+template <class GNet>
+void check_gradients(int cs, int ct) {
   for (const bool joint : {false, true}) {
     CAPTURE(joint);
     const dtn::DtnConfig cfg = frozen_config(joint);
-    Trainer<double> a(Shape{3, 8, 8}, Shape{1, 8, 8}, cfg), ref(Shape{3, 8, 8}, Shape{1, 8, 8}, cfg);
+    using Tr = dtn::DomainTransfer<F, GNet, D, dtn::Cpu, double>;
+    Tr a(Shape{cs, 8, 8}, Shape{ct, 8, 8}, cfg), ref(Shape{cs, 8, 8}, Shape{ct, 8, 8}, cfg);
     dtn::Tensor<double> xs, xt;
-    fill(xs, Shape{3, 3, 8, 8}, 3);
-    fill(xt, Shape{3, 1, 8, 8}, 4);
+    fill(xs, Shape{3, cs, 8, 8}, 3);
+    fill(xt, Shape{3, ct, 8, 8}, 4);
     a.step(xs.view(), xt.view());
     const auto gg = dtn::to_vector(a.g().gradients());
     const auto gd = dtn::to_vector(a.d().gradients());
@@ -160,6 +182,23 @@ TEST_CASE("DomainTransfer: g's gradient is dL_G/dg and D's is dL_D/dD (central d
     // f is frozen: no gradient arena content and unchanged parameters.
     for (double v : dtn::to_vector(a.f().gradients())) REQUIRE(v == 0.0);
   }
+}
+}  // namespace
+
+TEST_CASE("DomainTransfer: every loss term equals an independent computation on a fixed batch") {
+  SUBCASE("colour source, grey target: f reads G(x) and target images repeated to 3 channels (digits)") {
+    check_terms<G>(3, 1);
+  }
+  SUBCASE("colour to colour: f reads G(x) and both domains' images as they are (faces)") { check_terms<G3>(3, 3); }
+  SUBCASE("grey to grey: f reads one channel") { check_terms<G>(1, 1); }
+}
+
+TEST_CASE("DomainTransfer: g's gradient is dL_G/dg and D's is dL_D/dD (central differences)") {
+  SUBCASE("colour source, grey target (digits)") { check_gradients<G>(3, 1); }
+  SUBCASE("colour to colour: L_CONST's gradient reaches G(x) from f without a channel sum (faces)") {
+    check_gradients<G3>(3, 3);
+  }
+  SUBCASE("grey to grey") { check_gradients<G>(1, 1); }
 }
 
 TEST_CASE("DomainTransfer: N steps equal k steps, save, load into a fresh trainer, N - k steps (bitwise)") {
