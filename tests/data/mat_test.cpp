@@ -95,6 +95,42 @@ TEST_CASE("svhn mat: X column-major 32x32x3xN becomes NCHW, labels 10 -> 0, comp
   }
 }
 
+// Labels of every real numeric class MATLAB, scipy.io.savemat or matio may write (scipy keeps
+// the array's dtype: int64 for a NumPy integer array, single for float32).
+template <class T>
+void labels_of_class(matio_classes cls, matio_types type) {
+  const std::size_t N = 13;
+  std::vector<T> l(N);
+  for (std::size_t i = 0; i < N; ++i) l[i] = static_cast<T>(i % 10 + 1);
+  for (matio_compression comp : {MAT_COMPRESSION_NONE, MAT_COMPRESSION_ZLIB}) {
+    CAPTURE(static_cast<int>(comp));
+    TempDir dir;
+    const std::string f = dir.file("a.mat");
+    write_mat(f, {make_x(32, 32, 3, N), make_y(l, cls, type)}, comp);
+    check_set(dtn::data::read_svhn_mat(f), N);
+    // Out of range in that class: 11, and 0 (SVHN's labels are 1..10).
+    for (const T bad : {T(11), T(0)}) {
+      std::vector<T> lb = l;
+      lb[N - 1] = bad;
+      write_mat(f, {make_x(32, 32, 3, N), make_y(lb, cls, type)}, comp);
+      require_io_error([&] { dtn::data::read_svhn_mat(f); }, {f, "variable y", "index 12", "1..10"});
+    }
+  }
+}
+
+TEST_CASE("svhn mat: labels of every real numeric class") {
+  SUBCASE("int8") { labels_of_class<std::int8_t>(MAT_C_INT8, MAT_T_INT8); }
+  SUBCASE("uint8") { labels_of_class<std::uint8_t>(MAT_C_UINT8, MAT_T_UINT8); }
+  SUBCASE("int16") { labels_of_class<std::int16_t>(MAT_C_INT16, MAT_T_INT16); }
+  SUBCASE("uint16") { labels_of_class<std::uint16_t>(MAT_C_UINT16, MAT_T_UINT16); }
+  SUBCASE("int32") { labels_of_class<std::int32_t>(MAT_C_INT32, MAT_T_INT32); }
+  SUBCASE("uint32") { labels_of_class<std::uint32_t>(MAT_C_UINT32, MAT_T_UINT32); }
+  SUBCASE("int64") { labels_of_class<std::int64_t>(MAT_C_INT64, MAT_T_INT64); }
+  SUBCASE("uint64") { labels_of_class<std::uint64_t>(MAT_C_UINT64, MAT_T_UINT64); }
+  SUBCASE("single") { labels_of_class<float>(MAT_C_SINGLE, MAT_T_SINGLE); }
+  SUBCASE("double") { labels_of_class<double>(MAT_C_DOUBLE, MAT_T_DOUBLE); }
+}
+
 TEST_CASE("svhn mat: non-square images and a single image stored as rank 3") {
   TempDir dir;
   const std::string f = dir.file("a.mat");
