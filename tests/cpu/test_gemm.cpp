@@ -184,14 +184,17 @@ TEST_CASE("dtn's packed float GEMM gives the same bits on 1 and 2 threads and in
 // Groups of 5, 16 and 37 columns: micro-tiles and packed panels that start, end or cross a group
 // boundary. Bound as above, with the bias as one more term (k + 5 roundings). Each product is
 // run with 70 and 9 rows (B grouped: packed, or read in place) and 19 and 9 columns (A grouped:
-// packed, or dot products once the depth reaches 64).
+// packed, or dot products once the depth reaches 64). The convolutions read grouped operands
+// untransposed only; the transposed ones (cases 5 to 8: runs of rows along a stored row that
+// cross a group) are part of gemm_view's contract too.
 TEST_CASE("CPU float GEMM through grouped views, with a row bias, equals a double reference") {
   std::mt19937 gen(3);
   std::uniform_real_distribution<float> u(-1.f, 1.f);
   int checked = 0;
   for (long hw : {5L, 16L, 37L})
     for (int cnt : {1, 3, 7})
-      for (int which = 0; which < 5; ++which) {  // 0: C grouped + bias, 1, 3: B grouped, 2, 4: A grouped (depth)
+      for (int which = 0; which < 9; ++which) {  // 0: C grouped + bias, 1, 3: B grouped, 2, 4: A grouped (depth),
+                                                 // 5, 7: A grouped, transposed; 6, 8: B grouped, transposed
         CAPTURE(hw);
         CAPTURE(cnt);
         CAPTURE(which);
@@ -219,10 +222,20 @@ TEST_CASE("CPU float GEMM through grouped views, with a row bias, equals a doubl
           out.assign(static_cast<std::size_t>(m) * n, std::numeric_limits<float>::quiet_NaN());
           dtn::cpu::gemm_view<float>(true, false, m, n, k, 1.f, dtn::cpu::plain_view<const float>(other.data(), m), gc, 0.f,
                                      dtn::cpu::plain_view(out.data(), n));
-        } else {  // C [rows, 19 or 9] = A [rows, cols] (grouped) * B^T [cols, n]
+        } else if (which == 2 || which == 4) {  // C [rows, 19 or 9] = A [rows, cols] (grouped) * B^T [cols, n]
           m = rows, n = which == 2 ? 19 : 9, k = static_cast<int>(cols);
           out.assign(static_cast<std::size_t>(m) * n, 0.5f);
           dtn::cpu::gemm_view<float>(false, true, m, n, k, 1.f, gc, dtn::cpu::plain_view<const float>(other.data(), k), 1.f,
+                                     dtn::cpu::plain_view(out.data(), n));
+        } else if (which == 5 || which == 7) {  // C [cols, 19 or 9] = (A [rows, cols] grouped)^T * B [rows, n]
+          m = static_cast<int>(cols), n = which == 5 ? 19 : 9, k = rows;
+          out.assign(static_cast<std::size_t>(m) * n, 0.5f);
+          dtn::cpu::gemm_view<float>(true, false, m, n, k, 1.f, gc, dtn::cpu::plain_view<const float>(other.data(), n), 1.f,
+                                     dtn::cpu::plain_view(out.data(), n));
+        } else {  // C [70 or 9, rows] = A [m, cols] * (B [rows, cols] grouped)^T
+          m = which == 6 ? 70 : 9, n = rows, k = static_cast<int>(cols);
+          out.assign(static_cast<std::size_t>(m) * n, std::numeric_limits<float>::quiet_NaN());
+          dtn::cpu::gemm_view<float>(false, true, m, n, k, 1.f, dtn::cpu::plain_view<const float>(other.data(), k), gc, 0.f,
                                      dtn::cpu::plain_view(out.data(), n));
         }
         const double uu = std::ldexp(1.0, -24), nu = (k + 5) * uu, gamma = nu / (1 - nu);
@@ -238,14 +251,21 @@ TEST_CASE("CPU float GEMM through grouped views, with a row bias, equals a doubl
               } else if (which == 1 || which == 3) {
                 a = other[static_cast<std::size_t>(q) * m + i];
                 b = *gc.at(q, j);
-              } else {
+              } else if (which == 2 || which == 4) {
                 a = *gc.at(i, q);
                 b = other[static_cast<std::size_t>(j) * k + q];
+              } else if (which == 5 || which == 7) {
+                a = *gc.at(q, i);
+                b = other[static_cast<std::size_t>(q) * n + j];
+              } else {
+                a = other[static_cast<std::size_t>(i) * k + q];
+                b = *gc.at(j, q);
               }
               exact += a * b;
               mag += std::abs(a * b);
             }
-            const double extra = which == 0 ? bias[static_cast<std::size_t>(i)] : which == 2 || which == 4 ? 0.5 : 0.0;
+            const double extra =
+                which == 0 ? bias[static_cast<std::size_t>(i)] : which == 2 || which == 4 || which == 5 || which == 7 ? 0.5 : 0.0;
             exact += extra;
             mag += std::abs(extra);
             const double got = which == 0 ? *gv.at(i, j) : out[static_cast<std::size_t>(i) * n + j];
@@ -261,5 +281,5 @@ TEST_CASE("CPU float GEMM through grouped views, with a row bias, equals a doubl
         }
         ++checked;
       }
-  CHECK(checked == 45);
+  CHECK(checked == 81);
 }
