@@ -305,6 +305,62 @@ TEST_CASE("DomainTransfer: shape errors say what was expected") {
   CHECK_THROWS_AS(TrG(Shape{3, 8, 8}, Shape{1, 16, 16}), dtn::shape_error);
 }
 
+TEST_CASE("DomainTransfer: configurations and inputs it cannot use are refused, saying why") {
+  dtn::DtnConfig neg;
+  neg.alpha = -1;
+  CHECK_THROWS_WITH_AS(Trainer<float>(Shape{3, 8, 8}, Shape{1, 8, 8}, neg),
+                       "DomainTransfer: alpha, beta and gamma must be >= 0", dtn::argument_error);
+  dtn::DtnConfig nan_gamma;
+  nan_gamma.gamma = std::nan("");
+  CHECK_THROWS_AS(Trainer<float>(Shape{3, 8, 8}, Shape{1, 8, 8}, nan_gamma), dtn::argument_error);
+  // Target images of 2 channels cannot be repeated to f's 3.
+  using G2 = dtn::Sequential<dtn::ConvTranspose2d<8, 4, 1, 0>, dtn::BatchNorm2d, dtn::ReLU, dtn::ConvTranspose2d<2, 4, 2, 1>,
+                             dtn::Tanh>;
+  using Tr2 = dtn::DomainTransfer<F, G2, D>;
+  CHECK_THROWS_WITH_AS(Tr2(Shape{3, 8, 8}, Shape{2, 8, 8}),
+                       "DomainTransfer: target images [2, 8, 8] cannot be fed to f, which reads [3, 8, 8]", dtn::shape_error);
+  Trainer<float> tr(Shape{3, 8, 8}, Shape{1, 8, 8});
+  dtn::Tensor<float> two(Shape{2, 2, 8, 8}), flat(Shape{2, 64});
+  two.zero();
+  flat.zero();
+  CHECK_THROWS_WITH_AS(tr.transfer(two.view()),
+                       "DomainTransfer: images [2, 2, 8, 8] cannot be repeated to f's 3 channels", dtn::shape_error);
+  CHECK_THROWS_AS(tr.transfer(flat.view()), dtn::shape_error);
+  // Graph-capturable steps run one D and one g update.
+  dtn::DtnConfig twice;
+  twice.d_updates = 2;
+  Trainer<float> tw(Shape{3, 8, 8}, Shape{1, 8, 8}, twice);
+  dtn::Tensor<float> xs, xt;
+  fill(xs, Shape{2, 3, 8, 8}, 1);
+  fill(xt, Shape{2, 1, 8, 8}, 2);
+  CHECK_THROWS_WITH_AS(tw.step_deferred(xs.view(), xt.view()),
+                       "DomainTransfer: deferred (graph) steps need d_updates = g_updates = 1", dtn::argument_error);
+  CHECK(tw.steps() == 0);
+  tw.step(xs.view(), xt.view());  // the host-guarded step runs both D updates
+  CHECK(tw.d_optimizer().steps() == 2);
+  CHECK(tw.g_optimizer().steps() == 1);
+}
+
+TEST_CASE("DomainTransfer: a checkpoint whose optimizer step count is not a count is refused") {
+  const std::string path = "dtn_bad_steps.safetensors";
+  Trainer<float> a(Shape{3, 8, 8}, Shape{1, 8, 8});
+  a.save(path);
+  for (const char* bad : {"-3", "12x", "", "99999999999999999999"}) {
+    CAPTURE(bad);
+    dtn::io::SafetensorsFile file = dtn::io::load_safetensors(path);
+    REQUIRE(file.metadata.count("opt.g.steps") == 1);
+    file.metadata["opt.g.steps"] = bad;
+    const std::string edited = "dtn_bad_steps_edited.safetensors";
+    dtn::io::save_safetensors(edited, file.tensors, file.metadata);
+    Trainer<float> b(Shape{3, 8, 8}, Shape{1, 8, 8});
+    CHECK_THROWS_WITH_AS(b.load(edited),
+                         ("checkpoint " + edited + ": opt.g.steps is \"" + bad + "\", not a non-negative integer").c_str(),
+                         dtn::io_error);
+    std::remove(edited.c_str());
+  }
+  std::remove(path.c_str());
+}
+
 TEST_CASE("DomainTransfer: the deferred (graph-capturable) step is bitwise the host-guarded step") {
   for (const bool joint : {false, true}) {
     dtn::DtnConfig cfg;

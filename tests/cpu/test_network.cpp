@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <dtn/dtn.hpp>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -98,6 +99,36 @@ TEST_CASE("shape errors name the network, the layer and both shapes") {
   CHECK_THROWS_AS(AdamF(a.view(), a2.view(), bad), dtn::argument_error);
   CHECK_THROWS_AS(TVF(0.0f), dtn::argument_error);
   CHECK_THROWS_AS(dtn::Shape({1, 2, 3, 4, 5}), dtn::argument_error);
+}
+
+TEST_CASE("tensors, layers and losses refuse what does not fit, saying what was expected") {
+  dtn::Tensor<float> t(Shape{4, 2});
+  t.zero();
+  CHECK(message_of([&] { t.view().slice(3, 2); }) == "dtn::View::slice: samples [3, 5) out of a batch of 4");
+  CHECK_THROWS_AS(t.view().slice(-1, 1), dtn::argument_error);
+  CHECK(t.view().slice(4, 0).shape == Shape{0, 2});  // an empty slice at the end is fine
+  dtn::Tensor<float> u(Shape{3, 3});
+  const auto copy_t_to_u = [&] { dtn::copy<float, dtn::Cpu, dtn::Cpu>(t.view(), u.view()); };
+  CHECK(message_of(copy_t_to_u) == "dtn::copy: source [4, 2] and destination [3, 3] differ in size");
+  CHECK_THROWS_AS(copy_t_to_u(), dtn::shape_error);
+  CHECK(message_of([] { dtn::from_vector(Shape{2, 2}, std::vector<float>(3)); }) ==
+        "dtn::from_vector: 3 values for shape [2, 2]");
+  std::ostringstream os;
+  os << Shape{2, 3, 1};
+  CHECK(os.str() == "[2, 3, 1]");
+  // A kernel larger than the padded input.
+  using Big = dtn::Sequential<dtn::Conv2d<4, 5, 1, 1>>;
+  const std::string m = message_of([] { dtn::Net<Big> n(Shape{1, 2, 3}, "big"); });
+  CHECK(m.find("big.0 (Conv2d: expected an input of at least 3x3 pixels for kernel 5 and padding 1, got [1, 2, 3])") !=
+        std::string::npos);
+  // Cross-entropy over a single class is meaningless.
+  dtn::CrossEntropyLoss<float, dtn::Cpu> ce;
+  auto tg = dtn::constant_targets<dtn::Cpu>(4, 0);
+  dtn::Tensor<float> one_class(Shape{4, 1});
+  one_class.zero();
+  const std::string m2 = message_of([&] { ce.compute(one_class.view(), tg.view()); });
+  CHECK(m2.find("CrossEntropyLoss") != std::string::npos);
+  CHECK(m2.find("K >= 2") != std::string::npos);
 }
 
 TEST_CASE("a gradient crosses networks: D's input gradient drives g, and a frozen net passes it through") {

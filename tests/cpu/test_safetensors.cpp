@@ -403,6 +403,10 @@ TEST_CASE("safetensors: require() checks name, dtype and shape with a message fo
         "checkpoint run/ckpt.safetensors: tensor g.3.weight has dtype F32, the network expects F64");
   CHECK(msg("g.4.weight", "F32", {64, 3}) ==
         "checkpoint run/ckpt.safetensors: no tensor g.4.weight, the network expects one");
+  // A record built by hand whose bytes are not whole elements of its dtype.
+  TensorRecord odd{"odd", "F32", {1}, std::vector<std::uint8_t>(6)};
+  CHECK_THROWS_WITH_AS(odd.values<float>(), "tensor odd: 6 bytes is not a whole number of F32 elements",
+                       dtn::argument_error);
 }
 
 TEST_CASE("safetensors: dtn checkpoint metadata (format, version, signature, step)") {

@@ -139,6 +139,10 @@ TEST_CASE("batcher: restore rejects a state of another set, batch size or a brok
   auto far = st;
   far.position = 21;
   CHECK_THROWS_AS(a.restore(far), dtn::argument_error);
+  auto short_order = st;
+  short_order.permutation.pop_back();
+  CHECK_THROWS_WITH_AS(a.restore(short_order), "dtn::data::Batcher::restore: permutation of 19 entries, expected 20",
+                       dtn::argument_error);
 }
 
 TEST_CASE("batcher: no allocation per batch (the batch buffer stays put)") {

@@ -115,6 +115,18 @@ TEST_CASE("grid: rows of images in [-1, 1] with a 2-pixel gap") {
   CHECK_THROWS_AS(dtn::io::make_image_grid({}), dtn::argument_error);
   dtn::View<const float, dtn::Cpu> two_ch(rgb.data(), dtn::Shape{1, 2, h, w});
   CHECK_THROWS_AS(dtn::io::make_image_grid({two_ch}), dtn::shape_error);
+  dtn::View<const float, dtn::Cpu> no_data(nullptr, dtn::Shape{2, 1, h, w});
+  CHECK_THROWS_WITH_AS(dtn::io::make_image_grid({batch, no_data}), "dtn::io::make_image_grid: row 1 has no data",
+                       dtn::argument_error);
+  // 40,000 rows of 32-pixel cells: a 1.4-million-pixel-high grid is refused before any allocation.
+  std::vector<dtn::View<const float, dtn::Cpu>> tall(40000, dtn::View<const float, dtn::Cpu>(gray.data(), dtn::Shape{1, 1, 32, 1}));
+  CHECK_THROWS_WITH_AS(dtn::io::make_image_grid(tall), "dtn::io::make_image_grid: grid of 1360002x5 pixels is too large",
+                       dtn::argument_error);
+  dtn::io::Image8 short_buffer{1, 4, 4, std::vector<std::uint8_t>(15)};
+  CHECK_THROWS_WITH_AS(dtn::io::write_png(dir.file("short.png"), short_buffer),
+                       ("dtn::io::write_png (" + dir.file("short.png") + "): pixel buffer of 15 bytes does not match 1x4x4").c_str(),
+                       dtn::argument_error);
+  CHECK(!std::filesystem::exists(dir.file("short.png")));
 }
 
 TEST_CASE("grid: a smaller image is centred in the cell") {
