@@ -8,7 +8,8 @@
 #   scripts/test.sh --all    also the AddressSanitizer/UBSan build of the CPU tests (and, where nvcc
 #                            is, of the host-emulated GPU kernels), the CPU tests built for plain
 #                            x86-64 (the paths CPUs without AVX2 take), a Clang build of the CPU
-#                            tests and the fuzzers (what CI runs; CI=true implies --all)
+#                            tests, a ThreadSanitizer build of them and the fuzzers (what CI
+#                            runs; CI=true implies --all)
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -59,6 +60,25 @@ if [ "$all" = 1 ]; then
       -DDTN_BUILD_TESTS=ON -DDTN_BUILD_EXAMPLES=ON -DDTN_BUILD_BENCHMARKS=ON
     cmake --build build-clang -j "$jobs"
     ctest --test-dir build-clang --output-on-failure -j "$jobs"
+    # ThreadSanitizer over the CPU and data tests: data races in dtn's OpenMP code (the GEMM's
+    # per-thread packing buffers, the split convolution passes, the reductions). Needs Archer
+    # (libarcher.so, in libomp-dev), which tells TSan about OpenMP's own synchronisation; without
+    # it every parallel region would be reported, so the build is skipped, saying why.
+    probe=$(mktemp -d)
+    printf '#include <cstdio>\nint main() {\n#pragma omp parallel num_threads(2)\n  {}\n  std::puts("ok");\n}\n' > "$probe/p.cpp"
+    if clang++ -fopenmp -fsanitize=thread "$probe/p.cpp" -o "$probe/p" 2>/dev/null &&
+       probe_out=$(ARCHER_OPTIONS=verbose=1 "$probe/p" 2>&1) && [[ "$probe_out" == *"Archer detected"* ]]; then
+      echo "test.sh: ThreadSanitizer (with Archer) build of the CPU tests"
+      CC=clang CXX=clang++ cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=Debug -DDTN_CUDA=OFF -DDTN_WERROR=ON \
+        -DDTN_BUILD_EXAMPLES=OFF -DDTN_BUILD_BENCHMARKS=OFF -DDTN_NATIVE=ON \
+        -DCMAKE_CXX_FLAGS="-O1 -g -fsanitize=thread" -DCMAKE_EXE_LINKER_FLAGS="-fsanitize=thread"
+      cmake --build build-tsan -j "$jobs"
+      TSAN_OPTIONS="ignore_noninstrumented_modules=1 halt_on_error=1 exitcode=66" \
+        ctest --test-dir build-tsan --output-on-failure -j "$jobs" -E '^packaging/'
+    else
+      echo "test.sh: ThreadSanitizer build SKIPPED: clang's OpenMP runtime has no Archer (libarcher.so), without which TSan reports OpenMP's own synchronisation as races"
+    fi
+    rm -rf "$probe"
   fi
   if [ -x build/dtn_cuda_host_tests ]; then
     # The GPU kernels' per-thread index code, run on the host (tests/cuda_host), under the same
