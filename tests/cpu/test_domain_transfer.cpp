@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <limits>
 #include <dtn/dtn.hpp>
 #include <dtn/testing/gradcheck.hpp>
 #include <dtn/train/domain_transfer.hpp>
@@ -288,6 +289,58 @@ TEST_CASE("DomainTransfer: a non-finite loss stops with the step and the term, o
   CHECK(l.skipped_g);
   CHECK(dtn::to_vector(tolerant.g().parameters()) == g0);
   CHECK(dtn::to_vector(tolerant.d().parameters()) == d0);
+}
+
+TEST_CASE("DomainTransfer: finite losses with a non-finite gradient: the g update stops naming it, or is skipped") {
+  // One weight of g's last layer set to +Inf: G(x) = tanh(+-Inf) = +-1 stays finite, and so does
+  // every loss, but the backward pass multiplies that Inf by tanh's zero slope there: NaN in the
+  // gradients of g's earlier layers. D's update, which does not reach g, is unaffected.
+  dtn::Tensor<float> xs, xt;
+  fill(xs, Shape{2, 3, 8, 8}, 1);
+  fill(xt, Shape{2, 1, 8, 8}, 2);
+  auto poison = [](Trainer<float>& tr) {
+    for (auto& e : tr.g().entries())
+      if (e.name.size() > 9 && e.name.compare(e.name.size() - 9, 9, ".3.weight") == 0) {
+        e.param->value.data[0] = std::numeric_limits<float>::infinity();
+        return;
+      }
+    FAIL("no .3.weight in g");
+  };
+  for (const bool deferred : {false, true}) {
+    CAPTURE(deferred);
+    auto step = [&](Trainer<float>& tr) {
+      return deferred ? tr.step_deferred(xs.view(), xt.view()) : tr.step(xs.view(), xt.view());
+    };
+    Trainer<float> strict(Shape{3, 8, 8}, Shape{1, 8, 8});
+    poison(strict);
+    const auto g_before = dtn::to_vector(strict.g().parameters());
+    try {
+      step(strict);
+      FAIL("expected numeric_error");
+    } catch (const dtn::numeric_error& e) {
+      const std::string m = e.what();
+      INFO(m);
+      CHECK(m.rfind("DomainTransfer: step 1, g update: ", 0) == 0);
+      CHECK(m.find("non-finite gradient values (parameters left unchanged)") != std::string::npos);
+    }
+    CHECK(dtn::to_vector(strict.g().parameters()) == g_before);
+
+    dtn::DtnConfig skip;
+    skip.on_nonfinite = dtn::NonFinitePolicy::skip_batch;
+    Trainer<float> tolerant(Shape{3, 8, 8}, Shape{1, 8, 8}, skip);
+    poison(tolerant);
+    const auto g0 = dtn::to_vector(tolerant.g().parameters());
+    const auto d0 = dtn::to_vector(tolerant.d().parameters());
+    const dtn::DtnLosses l = step(tolerant);
+    CHECK(std::isfinite(l.d));
+    CHECK(std::isfinite(l.g));
+    CHECK(!l.skipped_d);
+    CHECK(l.skipped_g);
+    CHECK(dtn::to_vector(tolerant.g().parameters()) == g0);
+    CHECK(dtn::to_vector(tolerant.d().parameters()) != d0);
+    CHECK(tolerant.g_optimizer().steps() == 0);
+    CHECK(tolerant.d_optimizer().steps() == 1);
+  }
 }
 
 TEST_CASE("DomainTransfer: shape errors say what was expected") {
