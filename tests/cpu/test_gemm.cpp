@@ -210,62 +210,46 @@ TEST_CASE("CPU float GEMM through grouped views, with a row bias, equals a doubl
         const dtn::cpu::MatView<float> gv{grouped.data(), hw, hw, img};
         const dtn::cpu::MatView<const float> gc{grouped.data(), hw, hw, img};
         const std::vector<float> before = grouped;
+        // Each case: C = op(A) op(B) (+ beta C), one operand the grouped view, the other plain.
+        using View = dtn::cpu::MatView<const float>;
         int m, n, k;
-        std::vector<float> out;
+        bool ta = false, tb = false;
+        View A{}, B{};
+        float beta = 0.f;  // beta = 0: C must be written without being read, so it starts as NaN
         if (which == 0) {  // C [rows, cols] (grouped) = bias + A [rows, 300] * B [300, cols]
           m = rows, n = static_cast<int>(cols), k = 300;
-          dtn::cpu::gemm_view<float>(false, false, m, n, k, 1.f, dtn::cpu::plain_view<const float>(other.data(), k),
-                                     dtn::cpu::plain_view<const float>(other.data() + rows * k, n), 0.f, gv, bias.data());
+          A = dtn::cpu::plain_view<const float>(other.data(), k);
+          B = dtn::cpu::plain_view<const float>(other.data() + rows * k, n);
         } else if (which == 1 || which == 3) {  // C [70 or 9, cols] = A^T [m, rows] * B [rows, cols] (grouped)
           m = which == 1 ? 70 : 9, n = static_cast<int>(cols), k = rows;
-          // beta = 0: C must be written without being read, so it starts as NaN
-          out.assign(static_cast<std::size_t>(m) * n, std::numeric_limits<float>::quiet_NaN());
-          dtn::cpu::gemm_view<float>(true, false, m, n, k, 1.f, dtn::cpu::plain_view<const float>(other.data(), m), gc, 0.f,
-                                     dtn::cpu::plain_view(out.data(), n));
+          ta = true, A = dtn::cpu::plain_view<const float>(other.data(), m), B = gc;
         } else if (which == 2 || which == 4) {  // C [rows, 19 or 9] = A [rows, cols] (grouped) * B^T [cols, n]
           m = rows, n = which == 2 ? 19 : 9, k = static_cast<int>(cols);
-          out.assign(static_cast<std::size_t>(m) * n, 0.5f);
-          dtn::cpu::gemm_view<float>(false, true, m, n, k, 1.f, gc, dtn::cpu::plain_view<const float>(other.data(), k), 1.f,
-                                     dtn::cpu::plain_view(out.data(), n));
+          tb = true, A = gc, B = dtn::cpu::plain_view<const float>(other.data(), k), beta = 1.f;
         } else if (which == 5 || which == 7) {  // C [cols, 19 or 9] = (A [rows, cols] grouped)^T * B [rows, n]
           m = static_cast<int>(cols), n = which == 5 ? 19 : 9, k = rows;
-          out.assign(static_cast<std::size_t>(m) * n, 0.5f);
-          dtn::cpu::gemm_view<float>(true, false, m, n, k, 1.f, gc, dtn::cpu::plain_view<const float>(other.data(), n), 1.f,
-                                     dtn::cpu::plain_view(out.data(), n));
+          ta = true, A = gc, B = dtn::cpu::plain_view<const float>(other.data(), n), beta = 1.f;
         } else {  // C [70 or 9, rows] = A [m, cols] * (B [rows, cols] grouped)^T
           m = which == 6 ? 70 : 9, n = rows, k = static_cast<int>(cols);
-          out.assign(static_cast<std::size_t>(m) * n, std::numeric_limits<float>::quiet_NaN());
-          dtn::cpu::gemm_view<float>(false, true, m, n, k, 1.f, dtn::cpu::plain_view<const float>(other.data(), k), gc, 0.f,
-                                     dtn::cpu::plain_view(out.data(), n));
+          tb = true, A = dtn::cpu::plain_view<const float>(other.data(), k), B = gc;
         }
+        const float c_start = beta != 0.f ? 0.5f : std::numeric_limits<float>::quiet_NaN();
+        std::vector<float> out(static_cast<std::size_t>(m) * n, c_start);
+        if (which == 0)
+          dtn::cpu::gemm_view<float>(ta, tb, m, n, k, 1.f, A, B, 0.f, gv, bias.data());
+        else
+          dtn::cpu::gemm_view<float>(ta, tb, m, n, k, 1.f, A, B, beta, dtn::cpu::plain_view(out.data(), n));
         const double uu = std::ldexp(1.0, -24), nu = (k + 5) * uu, gamma = nu / (1 - nu);
         long bad = 0;
         for (int i = 0; i < m; ++i)
           for (int j = 0; j < n; ++j) {
             double exact = 0, mag = 0;
             for (int q = 0; q < k; ++q) {
-              double a, b;
-              if (which == 0) {
-                a = other[static_cast<std::size_t>(i) * k + q];
-                b = other[static_cast<std::size_t>(rows * k) + static_cast<std::size_t>(q) * n + j];
-              } else if (which == 1 || which == 3) {
-                a = other[static_cast<std::size_t>(q) * m + i];
-                b = *gc.at(q, j);
-              } else if (which == 2 || which == 4) {
-                a = *gc.at(i, q);
-                b = other[static_cast<std::size_t>(j) * k + q];
-              } else if (which == 5 || which == 7) {
-                a = *gc.at(q, i);
-                b = other[static_cast<std::size_t>(q) * n + j];
-              } else {
-                a = other[static_cast<std::size_t>(i) * k + q];
-                b = *gc.at(j, q);
-              }
+              const double a = ta ? *A.at(q, i) : *A.at(i, q), b = tb ? *B.at(j, q) : *B.at(q, j);
               exact += a * b;
               mag += std::abs(a * b);
             }
-            const double extra =
-                which == 0 ? bias[static_cast<std::size_t>(i)] : which == 2 || which == 4 || which == 5 || which == 7 ? 0.5 : 0.0;
+            const double extra = which == 0 ? bias[static_cast<std::size_t>(i)] : beta * 0.5;
             exact += extra;
             mag += std::abs(extra);
             const double got = which == 0 ? *gv.at(i, j) : out[static_cast<std::size_t>(i) * n + j];
