@@ -258,6 +258,10 @@ int run_pipeline(Options o) {
   };
   if (o.reuse && file_exists(f_path)) {
     io::load_network(f_path, f);
+    // Pretrained and frozen from here on, as after training: evaluation mode, or the accuracy
+    // below would run on batch statistics and move f's running statistics (which the DTN's f
+    // receives) toward the test split's (until 2026-12-05 it did: 98.08% against 98.24%).
+    f.eval();
     std::printf("(a) f loaded from %s\n", f_path.c_str());
     if (file_exists(fhead_path)) {
       io::load_network(fhead_path, fhead);

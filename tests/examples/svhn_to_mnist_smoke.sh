@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # End-to-end smoke test of examples/svhn_to_mnist on the real data (a few steps per stage):
-# every stage runs, every output file is written, and --resume continues from the checkpoint.
+# every stage runs, every output file is written, --reuse loads f as it was trained (the same
+# accuracy), and --resume continues from the checkpoint.
 # It checks the pipeline, not the method's accuracy (examples/svhn_to_mnist/RESULTS.md does that).
 # Exit 77 (CTest: skipped) when DTN_DATA_DIR does not hold mnist/ and synthdigits/ (or svhn/).
 set -euo pipefail
@@ -30,12 +31,17 @@ grep -q 'MNIST classifier on G(x)' "$out/results.txt" || fail "no stage (d) line
 [ "$(grep -c '^[0-9]' "$out/validation.csv")" = 2 ] || fail "validation.csv should hold steps 2 and 4"
 grep -q 'held out for validation' "$out/run1.log" || fail "no validation split was reported"
 grep -q '^(d) best-validation model (step [24],' "$out/results.txt" || fail "no best-validation evaluation"
+f_trained=$(sed -n 's/^(a) f: .* test accuracy \([0-9.]*%\) (after .*/\1/p' "$out/results.txt")
+[ -n "$f_trained" ] || fail "no accuracy of the trained f"
 # Resume: f and the classifier are reused, the DTN continues from step 4 to step 6 (with joint
 # batches: one pass per network and update, the same method).
 "$exe" "${common[@]}" --reuse --resume --dtn-steps 6 --sample-every 2 --ckpt-every 2 --log-every 1 \
   --g-updates 2 --d-lr 1e-4 --joint-batches >"$out/run2.log" 2>&1 || { rc=$?; cat "$out/run2.log"; fail "the resumed run exited with $rc"; }
 grep -q 'resumed DTN from .* at step 4' "$out/run2.log" || { cat "$out/run2.log"; fail "no resume at step 4"; }
 grep -q '(a) f loaded from' "$out/run2.log" || fail "f was not reused"
+# The loaded f is the trained one, evaluated the same way (evaluation mode: running statistics).
+f_loaded=$(sed -n 's/^(a) f: .* test accuracy \([0-9.]*%\) (loaded from .*/\1/p' "$out/results.txt")
+[ "$f_loaded" = "$f_trained" ] || fail "f reloaded scores $f_loaded, trained $f_trained"
 grep -q '^(c) DTN: 6 steps' "$out/results.txt" || fail "the resumed run did not reach step 6"
 [ -s "$out/samples_000006.png" ] || fail "no sample grid at step 6"
 [ "$(grep -c '^[0-9]' "$out/metrics.csv")" = 6 ] || fail "metrics.csv should hold 6 step rows after resuming"
