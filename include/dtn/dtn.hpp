@@ -16,4 +16,5 @@
 #include "loss/losses.hpp"
 #include "nn/sequential.hpp"
 #include "optim/adam.hpp"
+#include "optim/average.hpp"
 #include "train/domain_transfer.hpp"

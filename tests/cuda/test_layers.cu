@@ -253,6 +253,45 @@ TEST_CASE("end to end: five Adam steps of a classifier and a generator give the 
   MESSAGE("after 5 steps: parameter relative L2 error classifier " << ef << ", generator " << eg);
 }
 
+TEST_CASE("weight average: the average of a generator's weights over Adam steps matches the CPU") {
+  // The average is a convex combination of the iterates (scale and axpy, each in the parity
+  // table), so its error is at most the iterates' own: kNet, as in the test above.
+  dtn::Net<Generator, float, dtn::Cpu> gc(dtn::Shape{8, 1, 1}, "g", dtn::InitScheme::dcgan, 21);
+  dtn::Net<Generator, float, dtn::Cuda> gg(dtn::Shape{8, 1, 1}, "g", dtn::InitScheme::dcgan, 21);
+  dtn::WeightAverage<dtn::Net<Generator, float, dtn::Cpu>> ac(gc, 0.7);
+  dtn::WeightAverage<dtn::Net<Generator, float, dtn::Cuda>> ag(gg, 0.7);
+  const auto zc = random_tensor(dtn::Shape{8, 8, 1, 1}, 22);
+  const auto zg = dtn::to<dtn::Cuda>(zc);
+  const auto target_c = random_tensor(dtn::Shape{8, 1, 8, 8}, 23);
+  const auto target_g = dtn::to<dtn::Cuda>(target_c);
+  const dtn::AdamConfig cfg{1e-2, 0.9, 0.999, 1e-8, 0};
+  dtn::Adam<float, dtn::Cpu> oc(gc, cfg);
+  dtn::Adam<float, dtn::Cuda> og(gg, cfg);
+  dtn::MSELoss<float, dtn::Cpu> mc;
+  dtn::MSELoss<float, dtn::Cuda> mg;
+  for (int step = 0; step < 4; ++step) {
+    gc.zero_grad();
+    gg.zero_grad();
+    mc.compute(gc.forward(zc.view()), target_c.view());
+    mg.compute(gg.forward(zg.view()), target_g.view());
+    gc.backward(mc.grad(), false);
+    gg.backward(mg.grad(), false);
+    oc.step();
+    og.step();
+    ac.update(gc);
+    ag.update(gg);
+  }
+  REQUIRE(ag.updates() == 4);
+  // Not the last iterate (the test would then not see the averaging), and equal across devices.
+  CHECK(dtn::to_vector(ac.network().parameters()) != dtn::to_vector(gc.parameters()));
+  const double e = params_error(ag.network(), ac.network(), {"g_avg.0.bias"});
+  CHECK(e <= kNet);
+  const double ey = parity::rel_l2(dtn::to_vector(ag.network().forward(zg.view())),
+                                   dtn::to_vector(ac.network().forward(zc.view())));
+  CHECK(ey <= kNet);
+  MESSAGE("average after 4 steps: weights relative L2 error " << e << ", evaluation-mode output " << ey);
+}
+
 TEST_CASE("LayerProfile times every layer pass on the GPU with CUDA events") {
   dtn::Net<Classifier, float, dtn::Cuda> net(dtn::Shape{3, 16, 16}, "c");
   auto x = dtn::to<dtn::Cuda>(dtn::from_vector(dtn::Shape{4, 3, 16, 16}, std::vector<float>(4 * 3 * 256, 0.5f)));

@@ -179,18 +179,29 @@ class DomainTransfer {
   // G(x) = g(f(x)) for source or target images. By default g runs in evaluation mode (running
   // batch-norm statistics); batch_stats = true uses the batch's own statistics instead.
   View<const T, Dev> transfer(View<const T, Dev> x, bool batch_stats = false) {
+    View<const T, Dev> y = transfer(x, g_, batch_stats);
+    g_.train(true);
+    return y;
+  }
+  // The same through another network of g's type in place of g, e.g. the average of g's weights
+  // (WeightAverage::network()); its training mode is left as it was.
+  View<const T, Dev> transfer(View<const T, Dev> x, GNet& g, bool batch_stats = false) {
     if (x.shape.rank() != 4) throw_shape("DomainTransfer::transfer", "an [N, C, H, W] batch", x.shape);
     View<const T, Dev> feat = f_.forward(as_f_input(x, xt3_));
-    g_.train(batch_stats);
-    View<const T, Dev> y = g_.forward(feat);
-    g_.train(true);
+    const bool was_training = g.is_training();
+    g.train(batch_stats);
+    View<const T, Dev> y = g.forward(feat);
+    g.train(was_training);
     return y;
   }
 
   // Everything needed to resume: f, g, D (parameters and running statistics), both Adam states,
   // the step count, and the caller's own metadata (e.g. the data order and RNG state).
-  void save(const std::string& path, const std::map<std::string, std::string>& extra = {}) {
-    std::vector<io::TensorRecord> recs;
+  // `tensors` adds the caller's own tensors (e.g. WeightAverage::append_to's), in the same file
+  // and the same atomic write; their names must differ from the trainer's.
+  void save(const std::string& path, const std::map<std::string, std::string>& extra = {},
+            std::vector<io::TensorRecord> tensors = {}) {
+    std::vector<io::TensorRecord> recs = std::move(tensors);
     io::append_network(recs, f_);
     io::append_network(recs, g_);
     io::append_network(recs, d_);
