@@ -35,6 +35,7 @@ struct Options {
   bool no_graph = false;      // GPU: run DTN steps eagerly instead of as one CUDA graph
   bool conv_overlap = false;  // GPU: convolution weight gradients on a second stream
   bool joint_batches = false; // DtnConfig::joint_batches: one pass per network and update
+  double g_average = 0.99;    // decay of the average of g's weights evaluated beside g (0: none)
 };
 
 inline const char* usage() {
@@ -77,6 +78,8 @@ inline const char* usage() {
          "                       input gradient (the same results bit for bit)\n"
          "  --joint-batches      g once on both batches, D once per update on all of its batches\n"
          "                       (batch norm per batch: the same step up to float rounding, fewer passes)\n"
+         "  --g-average D        also evaluate the exponential moving average of g's weights with decay D\n"
+         "                       (dtn::WeightAverage; default 0.99, about the last 100 steps; 0: off)\n"
          "  --full               the long run: 3000 f steps, 3000 classifier steps, 20000 DTN steps, batch 128\n";
 }
 
@@ -141,6 +144,7 @@ inline Options parse_options(int argc, char** argv) {
     else if (k == "--no-graph") o.no_graph = true;
     else if (k == "--conv-overlap") o.conv_overlap = true;
     else if (k == "--joint-batches") o.joint_batches = true;
+    else if (k == "--g-average") o.g_average = number(i);
     else if (k == "--full") {
       o.f_steps = 3000;
       o.clf_steps = 3000;
@@ -157,6 +161,7 @@ inline Options parse_options(int argc, char** argv) {
   if (o.val_size < 0 || o.val_every < 0) throw std::invalid_argument("--val-size and --val-every must be >= 0");
   if (o.batch < 1 || o.f_steps < 0 || o.clf_steps < 0 || o.dtn_steps < 0 || o.eval_batch < 1)
     throw std::invalid_argument("batch must be >= 1 and step counts >= 0");
+  if (!(o.g_average >= 0 && o.g_average < 1)) throw std::invalid_argument("--g-average must be in [0, 1)");
   if (o.device != "cpu" && o.device != "cuda") throw std::invalid_argument("--device must be cpu or cuda, got " + o.device);
   if (o.f_split != "train" && o.f_split != "extra") throw std::invalid_argument("--f-split must be train or extra");
   return o;

@@ -17,9 +17,11 @@
 #include <dtn/io/image.hpp>
 #include <dtn/io/plot.hpp>
 #include <dtn/io/progress.hpp>
+#include <dtn/optim/average.hpp>
 #include <dtn/train/domain_transfer.hpp>
 #include <fstream>
 #include <map>
+#include <memory>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -343,8 +345,28 @@ int run_pipeline(Options o) {
     }
     return m;
   };
+  // The average of g's weights (--g-average): evaluated beside g, saved in the same checkpoints.
+  using GNet = typename DomainTransfer<F, G, D, Dev>::GNet;
+  std::unique_ptr<WeightAverage<GNet>> g_avg;
+  if (o.g_average > 0) g_avg = std::make_unique<WeightAverage<GNet>>(dtn.g(), o.g_average);
+  auto save_checkpoint = [&](const std::string& path) {
+    std::map<std::string, std::string> meta = checkpoint_meta();
+    std::vector<io::TensorRecord> tensors;
+    if (g_avg) g_avg->append_to(tensors, meta);
+    dtn.save(path, meta, std::move(tensors));
+  };
   if (o.resume) {
     auto meta = dtn.load(ckpt);
+    if (g_avg) {
+      const io::SafetensorsFile file = io::load_safetensors(ckpt);
+      if (file.metadata.count(g_avg->network().name() + ".updates")) {
+        g_avg->load_from(file);
+      } else {
+        g_avg = std::make_unique<WeightAverage<GNet>>(dtn.g(), o.g_average);
+        std::printf("(c) %s holds no average of g's weights: the average starts again from step %lld\n", ckpt.c_str(),
+                    static_cast<long long>(dtn.steps()));
+      }
+    }
     restore_batcher(src_batches, meta.at("data.source"));
     restore_batcher(tgt_batches, meta.at("data.target"));
     if (meta.count("val.best_step")) {
@@ -367,12 +389,18 @@ int run_pipeline(Options o) {
     io::write_image_grid(o.out_dir + name, {s.view(), ts.view(), t.view(), tt.view()});
   };
   const bool validating = o.val_every > 0 && src_val.n > 0;
-  std::ofstream val_csv;
+  std::ofstream val_csv, val_avg_csv;
   if (validating) {
     val_csv.open(o.out_dir + "/validation.csv", o.resume ? std::ios::app : std::ios::trunc);
     if (!o.resume) val_csv << "step,val_accuracy\n";
+    if (g_avg) {
+      const std::string path = o.out_dir + "/validation_g_average.csv";
+      const bool append = o.resume && file_exists(path);
+      val_avg_csv.open(path, append ? std::ios::app : std::ios::trunc);
+      if (!append) val_avg_csv << "step,val_accuracy,updates\n";
+    }
   }
-  double last_val = -1;
+  double last_val = -1, last_val_avg = -1;
   std::ofstream csv(o.out_dir + "/metrics.csv", o.resume ? std::ios::app : std::ios::trunc);
   if (!o.resume) csv << "step,L_D,L_D_source,L_D_target_fake,L_D_target_real,L_GANG,L_CONST,L_TID,L_TV,L_G,images_per_s\n";
   std::vector<io::PlotSeries> series = {{"L_D", {}}, {"L_GANG", {}}, {"L_CONST", {}}, {"L_TID", {}}, {"L_G", {}}};
@@ -394,6 +422,7 @@ int run_pipeline(Options o) {
       std::fprintf(stderr, "training stopped: %s\nthe last good checkpoint is %s\n", e.what(), ckpt.c_str());
       return 3;
     }
+    if (g_avg) g_avg->update(dtn.g());
     ++done;
     const double el = std::chrono::duration<double>(std::chrono::steady_clock::now() - train_start).count();
     const double ips = el > 0 ? 2.0 * o.batch * static_cast<double>(done) / el : 0;
@@ -407,7 +436,9 @@ int run_pipeline(Options o) {
       int used = std::snprintf(buf, sizeof buf, "L_D %.3f L_GANG %.3f L_CONST %.4f L_TID %.4f", l.d, l.gang,
                                l.constancy, l.tid);
       if (last_val >= 0 && used > 0 && used < static_cast<int>(sizeof buf))
-        std::snprintf(buf + used, sizeof buf - static_cast<std::size_t>(used), " | val %.2f%%", 100 * last_val);
+        used += std::snprintf(buf + used, sizeof buf - static_cast<std::size_t>(used), " | val %.2f%%", 100 * last_val);
+      if (last_val_avg >= 0 && used > 0 && used < static_cast<int>(sizeof buf))
+        std::snprintf(buf + used, sizeof buf - static_cast<std::size_t>(used), " (g average %.2f%%)", 100 * last_val_avg);
       progress.update(s, 2.0 * o.batch * static_cast<double>(s - first + 1), buf);
     }
     if (s % o.sample_every == 0 || s == last) write_grid(s);
@@ -417,13 +448,20 @@ int run_pipeline(Options o) {
                                [&](View<const float, Dev> x) { return clf.forward(dtn.transfer(x)); });
       val_csv << s << ',' << last_val << '\n';
       val_csv.flush();
+      if (g_avg) {
+        last_val_avg = accuracy<Dev>(src_val, 0, o.eval_batch, [&](View<const float, Dev> x) {
+          return clf.forward(dtn.transfer(x, g_avg->network()));
+        });
+        val_avg_csv << s << ',' << last_val_avg << ',' << g_avg->updates() << '\n';
+        val_avg_csv.flush();
+      }
       if (last_val > best_val) {
         best_val = last_val;
         best_step = s;
-        dtn.save(best_ckpt, checkpoint_meta());
+        save_checkpoint(best_ckpt);
       }
     }
-    if (s % o.ckpt_every == 0 || s == last || out_of_time) dtn.save(ckpt, checkpoint_meta());
+    if (s % o.ckpt_every == 0 || s == last || out_of_time) save_checkpoint(ckpt);
     if (out_of_time) {
       progress.finish();
       std::printf("(c) time limit of %.1f min reached at step %ld\n", o.time_limit_min, s);
@@ -455,6 +493,11 @@ int run_pipeline(Options o) {
   const double acc_dtn_batch = accuracy<Dev>(src_test, o.eval_limit, o.eval_batch,
                                              [&](View<const float, Dev> x) { return clf.forward(dtn.transfer(x, true)); });
   copy(View<const float, Dev>(g_running.view()), dtn.g().buffers());
+  double acc_avg = -1;
+  if (g_avg && g_avg->updates() > 0)
+    acc_avg = accuracy<Dev>(src_test, o.eval_limit, o.eval_batch, [&](View<const float, Dev> x) {
+      return clf.forward(dtn.transfer(x, g_avg->network()));
+    });
   const data::ImageSet src_gray = data::to_grayscale(src_test);
   const double acc_raw =
       accuracy<Dev>(src_gray, o.eval_limit, o.eval_batch, [&](View<const float, Dev> x) { return clf.forward(x); });
@@ -465,6 +508,12 @@ int run_pipeline(Options o) {
   std::snprintf(line, sizeof line, "(d) the same, g's batch norm on each evaluation batch's statistics (batch %d): %.2f%%",
                 o.eval_batch, 100 * acc_dtn_batch);
   report(line);
+  if (acc_avg >= 0) {
+    std::snprintf(line, sizeof line,
+                  "(d) the average of g's weights (exponential, decay %g, over %lld updates): %s->MNIST %.2f%% on %s test",
+                  g_avg->decay(), static_cast<long long>(g_avg->updates()), src.c_str(), 100 * acc_avg, src.c_str());
+    report(line);
+  }
   std::snprintf(line, sizeof line, "(d) no adaptation: MNIST classifier on grayscale %s test images: %.2f%%", src.c_str(),
                 100 * acc_raw);
   report(line);
