@@ -253,43 +253,52 @@ TEST_CASE("end to end: five Adam steps of a classifier and a generator give the 
   MESSAGE("after 5 steps: parameter relative L2 error classifier " << ef << ", generator " << eg);
 }
 
-TEST_CASE("weight average: the average of a generator's weights over Adam steps matches the CPU") {
-  // The average is a convex combination of the iterates (scale and axpy, each in the parity
-  // table), so its error is at most the iterates' own: kNet, as in the test above.
+TEST_CASE("weight average: the GPU's average of the same iterates is the CPU's, up to float rounding") {
+  // The same weights (parameters and batch-norm buffers) are written into a CPU and a GPU
+  // network before each update, so the two averages differ only by the rounding of scale and
+  // axpy (each in the parity table). Trained iterates would not do: the bias in front of batch
+  // norm moves by Adam noise differently on each device (see the top), and the evaluation-mode
+  // output depends on it.
   dtn::Net<Generator, float, dtn::Cpu> gc(dtn::Shape{8, 1, 1}, "g", dtn::InitScheme::dcgan, 21);
   dtn::Net<Generator, float, dtn::Cuda> gg(dtn::Shape{8, 1, 1}, "g", dtn::InitScheme::dcgan, 21);
   dtn::WeightAverage<dtn::Net<Generator, float, dtn::Cpu>> ac(gc, 0.7);
   dtn::WeightAverage<dtn::Net<Generator, float, dtn::Cuda>> ag(gg, 0.7);
-  const auto zc = random_tensor(dtn::Shape{8, 8, 1, 1}, 22);
-  const auto zg = dtn::to<dtn::Cuda>(zc);
-  const auto target_c = random_tensor(dtn::Shape{8, 1, 8, 8}, 23);
-  const auto target_g = dtn::to<dtn::Cuda>(target_c);
-  const dtn::AdamConfig cfg{1e-2, 0.9, 0.999, 1e-8, 0};
-  dtn::Adam<float, dtn::Cpu> oc(gc, cfg);
-  dtn::Adam<float, dtn::Cuda> og(gg, cfg);
-  dtn::MSELoss<float, dtn::Cpu> mc;
-  dtn::MSELoss<float, dtn::Cuda> mg;
-  for (int step = 0; step < 4; ++step) {
-    gc.zero_grad();
-    gg.zero_grad();
-    mc.compute(gc.forward(zc.view()), target_c.view());
-    mg.compute(gg.forward(zg.view()), target_g.view());
-    gc.backward(mc.grad(), false);
-    gg.backward(mg.grad(), false);
-    oc.step();
-    og.step();
+  const int updates = 5;
+  for (int t = 0; t < updates; ++t) {
+    const auto p = random_tensor(dtn::Shape{static_cast<std::int64_t>(gc.parameters().size())}, 30 + t);
+    auto b = random_tensor(dtn::Shape{static_cast<std::int64_t>(gc.buffers().size())}, 40 + t);
+    for (std::size_t i = 0; i < b.size(); ++i) b[i] = 0.5f + std::abs(b[i]);  // a running variance is positive
+    const dtn::View<const float, dtn::Cpu> pv(p.view()), bv(b.view());
+    dtn::copy(pv, gc.parameters());
+    dtn::copy(pv, gg.parameters());
+    dtn::copy(bv, gc.buffers());
+    dtn::copy(bv, gg.buffers());
     ac.update(gc);
     ag.update(gg);
   }
-  REQUIRE(ag.updates() == 4);
-  // Not the last iterate (the test would then not see the averaging), and equal across devices.
+  REQUIRE(ag.updates() == updates);
+  std::vector<float> wc = dtn::to_vector(ac.network().parameters()), wg = dtn::to_vector(ag.network().parameters());
+  const std::vector<float> bc = dtn::to_vector(ac.network().buffers()), bg = dtn::to_vector(ag.network().buffers());
+  wc.insert(wc.end(), bc.begin(), bc.end());
+  wg.insert(wg.end(), bg.begin(), bg.end());
+  // Not the last iterate (else the averaging would go unseen).
   CHECK(dtn::to_vector(ac.network().parameters()) != dtn::to_vector(gc.parameters()));
-  const double e = params_error(ag.network(), ac.network(), {"g_avg.0.bias"});
-  CHECK(e <= kNet);
+  // Each side is within updates * 2 roundings of the exact average (values below ~5 in
+  // magnitude: |N(0, 1)| samples), so the two within twice that: 2 * 5 * 2 * 5 * 2^-24.
+  double worst = 0, scale = 0;
+  for (std::size_t i = 0; i < wc.size(); ++i) {
+    worst = std::max(worst, static_cast<double>(std::abs(wg[i] - wc[i])));
+    scale = std::max(scale, static_cast<double>(std::abs(wc[i])));
+  }
+  CHECK(scale <= 5.0);
+  CHECK(worst <= 2.0 * updates * 2 * 5.0 * std::ldexp(1.0, -24));
+  // The averaged networks, in evaluation mode, compute alike (the network bound of this file).
+  const auto zc = random_tensor(dtn::Shape{8, 8, 1, 1}, 22);
+  const auto zg = dtn::to<dtn::Cuda>(zc);
   const double ey = parity::rel_l2(dtn::to_vector(ag.network().forward(zg.view())),
                                    dtn::to_vector(ac.network().forward(zc.view())));
   CHECK(ey <= kNet);
-  MESSAGE("average after 4 steps: weights relative L2 error " << e << ", evaluation-mode output " << ey);
+  MESSAGE("average of " << updates << " iterates: largest weight difference " << worst << ", output error " << ey);
 }
 
 TEST_CASE("LayerProfile times every layer pass on the GPU with CUDA events") {
