@@ -33,7 +33,8 @@ std::vector<double> randomize(dtn::Net<Small>& net, std::uint64_t seed) {
   }
   return all;
 }
-std::vector<float> weights(dtn::Net<Small>& net) {
+template <class NetT>
+std::vector<float> weights(NetT& net) {
   std::vector<float> v = dtn::to_vector(net.parameters());
   const std::vector<float> b = dtn::to_vector(net.buffers());
   v.insert(v.end(), b.begin(), b.end());
@@ -148,12 +149,6 @@ void batch(int i, dtn::Tensor<float>& xs, dtn::Tensor<float>& xt) {
   for (std::size_t k = 0; k < xs.size(); ++k) xs[k] = static_cast<float>(rng.uniform(-1, 1));
   for (std::size_t k = 0; k < xt.size(); ++k) xt[k] = static_cast<float>(rng.uniform(-1, 1));
 }
-std::vector<float> gweights(Trainer::GNet& g) {
-  std::vector<float> v = dtn::to_vector(g.parameters());
-  const std::vector<float> b = dtn::to_vector(g.buffers());
-  v.insert(v.end(), b.begin(), b.end());
-  return v;
-}
 }  // namespace
 
 TEST_CASE("WeightAverage: in DomainTransfer's checkpoint, resumed training averages as if uninterrupted (bitwise)") {
@@ -206,9 +201,9 @@ TEST_CASE("WeightAverage: in DomainTransfer's checkpoint, resumed training avera
     avg.update(resumed.g());
   }
   CHECK(avg.updates() == 5);
-  CHECK(gweights(avg.network()) == gweights(full_avg.network()));
-  CHECK(gweights(resumed.g()) == gweights(full.g()));
-  CHECK(gweights(avg.network()) != gweights(full.g()));
+  CHECK(weights(avg.network()) == weights(full_avg.network()));
+  CHECK(weights(resumed.g()) == weights(full.g()));
+  CHECK(weights(avg.network()) != weights(full.g()));
 
   // transfer() through the average equals g's transfer once g holds the averaged weights.
   batch(9, xs, xt);

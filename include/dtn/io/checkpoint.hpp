@@ -41,6 +41,20 @@ void load_network(const SafetensorsFile& file, NetT& net) {
   }
 }
 
+// The metadata value under `key` (which the caller has found there) as a non-negative integer
+// count; otherwise an io_error naming the file, the key and the value.
+inline std::int64_t metadata_count(const SafetensorsFile& file, const std::string& key) {
+  const std::string& value = file.metadata.at(key);
+  try {
+    std::size_t used = 0;
+    const std::int64_t n = std::stoll(value, &used);
+    if (used != value.size() || n < 0) throw std::invalid_argument("bad");
+    return n;
+  } catch (const std::exception&) {
+    throw io_error("checkpoint " + file.source + ": " + key + " is \"" + value + "\", not a non-negative integer");
+  }
+}
+
 // Adam's state under `prefix` ("opt.g.m", "opt.g.v"); the step count goes into the metadata.
 template <class T, class Dev>
 void append_adam(std::vector<TensorRecord>& out, std::map<std::string, std::string>& meta, const std::string& prefix,
@@ -54,17 +68,9 @@ void load_adam(const SafetensorsFile& file, const std::string& prefix, Adam<T, D
   const std::vector<std::int64_t> dims = dims_of(opt.first_moment().shape);
   const std::vector<T> m = require(file, prefix + ".m", dtype_of<T>(), dims).template values<T>();
   const std::vector<T> v = require(file, prefix + ".v", dtype_of<T>(), dims).template values<T>();
-  auto it = file.metadata.find(prefix + ".steps");
-  if (it == file.metadata.end()) throw io_error("checkpoint " + file.source + ": metadata has no " + prefix + ".steps");
-  std::int64_t steps = 0;
-  try {
-    std::size_t used = 0;
-    steps = std::stoll(it->second, &used);
-    if (used != it->second.size() || steps < 0) throw std::invalid_argument("bad");
-  } catch (const std::exception&) {
-    throw io_error("checkpoint " + file.source + ": " + prefix + ".steps is \"" + it->second +
-                   "\", not a non-negative integer");
-  }
+  if (!file.metadata.count(prefix + ".steps"))
+    throw io_error("checkpoint " + file.source + ": metadata has no " + prefix + ".steps");
+  const std::int64_t steps = metadata_count(file, prefix + ".steps");
   Copy<Dev, Cpu>::run(opt.first_moment().data, m.data(), m.size() * sizeof(T));
   Copy<Dev, Cpu>::run(opt.second_moment().data, v.data(), v.size() * sizeof(T));
   opt.set_steps(steps);

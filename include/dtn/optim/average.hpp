@@ -81,18 +81,10 @@ class WeightAverage {
   // weights); the decay stays this object's. Throws io_error naming what is missing or malformed.
   void load_from(const io::SafetensorsFile& file) {
     const std::string key = avg_.name() + ".updates";
-    auto it = file.metadata.find(key);
-    if (it == file.metadata.end())
+    if (!file.metadata.count(key))
       throw io_error("checkpoint " + file.source + ": no weight average \"" + avg_.name() + "\" (metadata has no " +
                      key + ")");
-    std::int64_t n = 0;
-    try {
-      std::size_t used = 0;
-      n = std::stoll(it->second, &used);
-      if (used != it->second.size() || n < 0) throw std::invalid_argument("bad");
-    } catch (const std::exception&) {
-      throw io_error("checkpoint " + file.source + ": " + key + " is \"" + it->second + "\", not a non-negative integer");
-    }
+    const std::int64_t n = io::metadata_count(file, key);
     io::load_network(file, avg_);
     updates_ = n;
   }
