@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # End-to-end smoke test of examples/svhn_to_mnist on the real data (a few steps per stage):
 # every stage runs, every output file is written, --reuse loads f as it was trained (the same
-# accuracy), and --resume continues from the checkpoint, the average of g's weights included.
+# accuracy), and --resume continues from the checkpoint, the average of g's weights included
+# (or starting again where the checkpoint has none).
 # It checks the pipeline, not the method's accuracy (examples/svhn_to_mnist/RESULTS.md does that).
 # Exit 77 (CTest: skipped) when DTN_DATA_DIR does not hold mnist/ and synthdigits/ (or svhn/).
 set -euo pipefail
@@ -54,4 +55,14 @@ grep -q '^(c) DTN: 6 steps' "$out/results.txt" || fail "the resumed run did not 
 [ "$(grep -c '^[0-9]' "$out/metrics.csv")" = 6 ] || fail "metrics.csv should hold 6 step rows after resuming"
 [ "$(grep -c '^[0-9]' "$out/validation.csv")" = 3 ] || fail "validation.csv should hold 3 rows after resuming"
 grep -q '^(d) best-validation model (step [246],' "$out/results.txt" || fail "no best-validation evaluation after resuming"
+# A checkpoint written without the average (--g-average 0) resumes with one that starts again.
+"$exe" "${common[@]}" --reuse --resume --dtn-steps 7 --g-average 0 >"$out/run3.log" 2>&1 ||
+  { rc=$?; cat "$out/run3.log"; fail "the run without the average exited with $rc"; }
+if grep -q "the average of g's weights" "$out/results.txt"; then fail "--g-average 0 still evaluated an average"; fi
+"$exe" "${common[@]}" --reuse --resume --dtn-steps 9 >"$out/run4.log" 2>&1 ||
+  { rc=$?; cat "$out/run4.log"; fail "the run resuming without an average exited with $rc"; }
+grep -q 'holds no average of g.s weights: the average starts again from step 7' "$out/run4.log" ||
+  { cat "$out/run4.log"; fail "no note that the average starts again"; }
+grep -q "^(d) the average of g's weights (exponential, decay 0.99, over 2 updates)" "$out/results.txt" ||
+  fail "the restarted average should hold 2 updates"
 echo "svhn_to_mnist smoke test passed: $(grep -c . "$out/results.txt") result lines"
