@@ -356,13 +356,12 @@ int run_pipeline(Options o) {
     dtn.save(path, meta, std::move(tensors));
   };
   if (o.resume) {
-    auto meta = dtn.load(ckpt);
+    const io::SafetensorsFile file = io::load_safetensors(ckpt);
+    auto meta = dtn.load(file);
     if (g_avg) {
-      const io::SafetensorsFile file = io::load_safetensors(ckpt);
       if (file.metadata.count(g_avg->network().name() + ".updates")) {
         g_avg->load_from(file);
-      } else {
-        g_avg = std::make_unique<WeightAverage<GNet>>(dtn.g(), o.g_average);
+      } else {  // no update yet: the first one copies the resumed g
         std::printf("(c) %s holds no average of g's weights: the average starts again from step %lld\n", ckpt.c_str(),
                     static_cast<long long>(dtn.steps()));
       }

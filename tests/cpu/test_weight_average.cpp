@@ -192,8 +192,8 @@ TEST_CASE("WeightAverage: in DomainTransfer's checkpoint, resumed training avera
   other.seed = 77;
   Trainer resumed(Shape{3, 8, 8}, Shape{1, 8, 8}, other);
   GAvg avg(resumed.g(), 0.8);
-  resumed.load(path);
-  avg.load_from(dtn::io::load_safetensors(path));
+  resumed.load(file);  // the file read above: the trainer's state and the average from one read
+  avg.load_from(file);
   CHECK(avg.updates() == 2);
   for (int i = 2; i < 5; ++i) {
     batch(i, xs, xt);

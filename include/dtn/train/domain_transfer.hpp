@@ -215,8 +215,10 @@ class DomainTransfer {
     io::save_safetensors(path, recs, meta);
   }
   // Restores a checkpoint written by save() for the same networks; returns its metadata.
-  std::map<std::string, std::string> load(const std::string& path) {
-    const io::SafetensorsFile file = io::load_safetensors(path);
+  std::map<std::string, std::string> load(const std::string& path) { return load(io::load_safetensors(path)); }
+  // The same from a file already read (io::load_safetensors), e.g. to read the caller's own
+  // tensors from it too (WeightAverage::load_from) without reading it twice.
+  std::map<std::string, std::string> load(const io::SafetensorsFile& file) {
     const std::int64_t step = io::check_checkpoint(file, signature());
     io::load_network(file, f_);
     io::load_network(file, g_);
