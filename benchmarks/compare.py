@@ -261,6 +261,16 @@ def main():
     for dp, tp in profile_pairs(layer_profiles(dtn_meta), layer_profiles(torch_meta)):
         for line in compare_layers(dp, tp):
             print(line)
+    for r in torch_rows:
+        st = r.get("compile_stats")
+        if st is None:
+            continue
+        print(f"# torch.compile, {r.get('mode', '')} {r['name']} B={r['batch']}: {st['graphs']} graphs, "
+              f"{st['graph_breaks']} graph breaks, {st['cudagraph_skips']} CUDA-graph skips (counts of its run)")
+        # A cudagraph mode whose graphs were skipped ran (partly) without CUDA graphs: say so and why.
+        if r["device"] == "cuda" and st["cudagraph_skips"]:
+            for reason in st.get("cudagraph_skip_reasons") or ["(reason not logged)"]:
+                print(f"# WARNING: {r.get('mode', '')}: {reason}")
     for r in dtn_rows + torch_rows:
         if "peak_mem_mb" in r:
             print(f"# peak device memory, {r.get('impl', '?')} {r.get('mode', '')} {r['name']} "

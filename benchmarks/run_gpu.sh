@@ -13,8 +13,9 @@
 #                    end past it is left out (said in the log), so that the comparison at the end
 #                    always runs. The runs go most important first: dtn plain, PyTorch eager,
 #                    dtn autotuned, torch.compile, the TF32 pair, dtn with joint batches (TF32),
-#                    with conv overlap (TF32, TF32 with joint batches), then FP32 with joint
-#                    batches and with conv overlap; last the runs that repeat earlier sessions'
+#                    with conv overlap (TF32, TF32 with joint batches), torch.compile in its
+#                    reduce-overhead mode (CUDA graphs), then FP32 with joint batches and with
+#                    conv overlap; last the runs that repeat earlier sessions'
 #                    comparisons: dtn autotuned with non-deterministic cuDNN algorithms allowed,
 #                    dtn on cuDNN's heuristic algorithms, dtn with batch norm and its activation
 #                    unfused.
@@ -123,6 +124,13 @@ if [[ ${TF32:-1} != 0 ]]; then
   torch "torch_dtn.py --modes eager --tf32 (second sample)" 45 torch_cuda_eager_tf32_2.json --modes eager --tf32 \
     --rows dtn_step --batches 128
 fi
+# torch.compile's reduce-overhead mode: Inductor's code replayed as CUDA graphs (cudagraph trees),
+# PyTorch's answer for a host-bound step like this one, the peer of dtn's one-graph step. Rows
+# labelled compile:reduce-overhead; compare.py prints its graphs and any CUDA-graph skips. The
+# Triton kernels are those of the default-mode run above (found in the Inductor cache).
+torch "torch_dtn.py --modes compile --compile-mode reduce-overhead (compile timeout ${ct} s)" \
+  $((ct + 30)) torch_cuda_compile_ro.json --modes compile --compile-mode reduce-overhead \
+  --batches "${COMPILE_BATCHES:-128}" --rows "${COMPILE_ROWS:-dtn_step}" --compile-timeout "$ct"
 dtn "bench_dtn_cuda --joint-batches" 45 dtn_cuda_joint.json --joint-batches --no-layers --rows dtn_step --batches 128
 dtn "bench_dtn_cuda --conv-overlap" 45 dtn_cuda_overlap.json --conv-overlap --no-layers --rows dtn_step --batches 128
 # The runs below repeat comparisons of earlier GPU sessions (RESULTS.md): they go last, so that a

@@ -28,10 +28,19 @@ data gradient (same MACs as the forward) where the layer input requires grad plu
 (same MACs) where the weight requires grad.  ConvT MACs are counted as the GEMM of its col2im form
 (Cin*Hin*Win*Cout*k*k), i.e. including the few products that land in the cropped padding.
 BN, pooling, activations, losses and Adam are not counted (they are memory-bound, not FLOP-bound).
+
+torch.compile (--modes compile): f, g and D each wrapped by torch.compile(module, mode=--compile-mode),
+as a user compiles a model; losses, backward and Adam stay eager. Rows of the default mode are
+labelled "compile", others "compile:<mode>" (reduce-overhead: Inductor's code replayed as CUDA
+graphs, the mode PyTorch recommends where the host side is the bound, as it is for eager here).
+The compiled run fails rather than fall back to eager when Dynamo's recompile limit is hit, and
+each compile row records its graphs, graph breaks and CUDA-graph skips ("compile_stats"), so a
+compile row that is eager in disguise shows as such.
 """
 
 import argparse
 import json
+import logging
 import os
 import platform
 import statistics
@@ -40,12 +49,57 @@ import sys
 import time
 
 import torch
+import torch._dynamo
 import torch.nn as nn
 import torch.nn.functional as F
 
 ALPHA = 15.0  # L_CONST weight (digits)
 BETA = 15.0   # L_TID weight (digits)
 ROW_NAMES = ("f_fwd", "g_fwd_bwd", "D_fwd_bwd", "dtn_step")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+CUDAGRAPH_MODES = ("reduce-overhead", "max-autotune")
+
+
+def mode_label(mode, compile_mode):
+    """The row label of a mode: "eager", "compile" (default compile mode) or "compile:<mode>"."""
+    if mode != "compile" or compile_mode in (None, "default"):
+        return mode
+    return f"compile:{compile_mode}"
+
+
+class CompileWatch:
+    """What torch.compile did in this process: graphs compiled, graph breaks, and the CUDA-graph
+    skips of cudagraph modes (Inductor counts each; on a GPU it also logs the reason, kept here;
+    on the CPU, where no graph is a CUDA graph, it counts every graph without a reason)."""
+
+    def __init__(self):
+        self.skip_reasons = []
+        watch = self
+
+        class Collect(logging.Handler):
+            def emit(self, record):
+                msg = record.getMessage()
+                if msg not in watch.skip_reasons:
+                    watch.skip_reasons.append(msg)
+
+        self.handler = Collect(level=logging.WARNING)
+        # Inductor's logger for cudagraph skips (torch._inductor.cudagraph_utils.cudagraphs_log).
+        try:
+            import torch._inductor.cudagraph_utils as cgu
+            self.logger = cgu.cudagraphs_log
+        except (ImportError, AttributeError):
+            self.logger = None
+        if self.logger is not None:
+            self.logger.addHandler(self.handler)
+
+    def stats(self):
+        from torch._dynamo.utils import counters
+        return {
+            "graphs": int(counters["stats"]["unique_graphs"]),
+            "graph_breaks": int(sum(counters["graph_break"].values())),
+            "cudagraph_skips": int(counters["inductor"]["cudagraph_skips"]),
+            "cudagraph_skip_reasons": list(self.skip_reasons),
+        }
 
 
 # ----------------------------------------------------------------------------------------- networks
@@ -86,6 +140,8 @@ class Dtn:
     """f, g, D and their optimisers; step() is one full DTN training step."""
 
     def __init__(self, device, compile_mode=None):
+        # Modes whose Inductor code runs as CUDA graphs (cudagraph trees): each step is marked.
+        self.cudagraph_steps = compile_mode in CUDAGRAPH_MODES
         self.f = make_f().to(device).eval()
         self.f.requires_grad_(False)
         self.g = make_g().to(device).train()
@@ -183,6 +239,9 @@ def make_inputs(device, batch, seed=1234):
 
 
 def run_kind(m, kind, xs, xt, feats):
+    if m.cudagraph_steps:
+        # A new iteration for cudagraph trees: outputs of the previous call may be overwritten.
+        torch.compiler.cudagraph_mark_step_begin()
     if kind == "f_fwd":
         with torch.no_grad():
             return m.fc(xs)
@@ -234,6 +293,8 @@ def bench_device(args, device, mode, flops, on_row=None):
     rows = []
     threads = args.threads if device == "cpu" else 0
     compile_mode = args.compile_mode if mode == "compile" else None
+    label = mode_label(mode, compile_mode) + ("+tf32" if args.tf32 else "")
+    watch = CompileWatch() if compile_mode is not None else None
     for batch in args.batches:
         torch.manual_seed(args.seed)
         m = Dtn(device, compile_mode)
@@ -249,7 +310,7 @@ def bench_device(args, device, mode, flops, on_row=None):
             gflop = flops[kind] * batch
             row = {
                 "impl": "torch", "name": kind, "device": device,
-                "mode": mode + ("+tf32" if args.tf32 else ""), "batch": batch,
+                "mode": label, "batch": batch,
                 "threads": threads, "median_ms": round(med, 4),
                 "min_ms": round(min(times), 4), "max_ms": round(max(times), 4), "reps": reps,
                 "images_per_s": round(batch * 1e3 / med, 2),
@@ -257,11 +318,20 @@ def bench_device(args, device, mode, flops, on_row=None):
             }
             if device == "cuda" and kind == "dtn_step":
                 row["peak_mem_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 2)
+            if watch is not None:
+                # Counts so far in this process (cumulative over the rows of the run).
+                row["compile_stats"] = watch.stats()
             rows.append(row)
             if on_row is not None:
                 on_row(rows)
-            print(f"  {device:4s} {mode:7s} {kind:10s} B={batch:3d}  {med:9.3f} ms  "
+            print(f"  {device:4s} {label:7s} {kind:10s} B={batch:3d}  {med:9.3f} ms  "
                   f"({len(times)} reps, {wall:.1f} s incl. warm-up)", file=sys.stderr, flush=True)
+            if watch is not None:
+                st = row["compile_stats"]
+                print(f"  {label}: {st['graphs']} graphs, {st['graph_breaks']} graph breaks, "
+                      f"{st['cudagraph_skips']} CUDA-graph skips so far"
+                      + "".join(f"\n    skip: {r}" for r in st["cudagraph_skip_reasons"]),
+                      file=sys.stderr, flush=True)
         del m
     return rows
 
@@ -441,8 +511,9 @@ def main():
                     help="timed runs of dtn_step (default cpu 5, cuda 20)")
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--tf32", action="store_true", help="allow TF32 in cuDNN and cuBLAS (default off)")
-    ap.add_argument("--compile-mode", default="default",
-                    help="torch.compile mode (default, reduce-overhead, max-autotune)")
+    ap.add_argument("--compile-mode", default="default", choices=COMPILE_MODES,
+                    help="torch.compile mode (rows of modes other than default are labelled "
+                         "compile:<mode>)")
     ap.add_argument("--compile-timeout", type=int, default=150,
                     help="seconds allowed for the whole torch.compile run before it is skipped")
     ap.add_argument("--json", default=None, help="write the rows and metadata here")
@@ -465,6 +536,12 @@ def main():
     torch.backends.cuda.matmul.allow_tf32 = args.tf32
     torch.backends.cudnn.benchmark = True
     torch.set_num_threads(args.threads)
+    # A compiled function that hits Dynamo's recompile limit runs eagerly from then on, silently:
+    # here that is an error, so that no compile row is an eager one.
+    for flag in ("fail_on_recompile_limit_hit", "fail_on_cache_limit_hit"):
+        if hasattr(torch._dynamo.config, flag):
+            setattr(torch._dynamo.config, flag, True)
+            break
 
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else []) if args.device == "auto" \
         else [args.device]

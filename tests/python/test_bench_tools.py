@@ -109,3 +109,59 @@ def test_torch_layer_profile_finds_every_pass():
             assert calls.get((net, i, "bwd")) == bwd, (net, i)
     assert all(r["ms"] > 0 for r in p["rows"])
     assert 0 < p["in_layers_ms"] <= p["step_ms"]
+
+
+def write_rows(path, rows, meta=None):
+    import json
+    with open(path, "w") as fh:
+        json.dump({"meta": meta or {}, "rows": rows}, fh)
+
+
+def step_row(impl, mode, ms, device="cuda", **extra):
+    r = {"impl": impl, "name": "dtn_step", "device": device, "batch": 128, "threads": 0, "mode": mode,
+         "median_ms": ms, "images_per_s": 128e3 / ms, "gflop": 276.7}
+    r.update(extra)
+    return r
+
+
+def test_compile_modes_are_columns_of_their_own_and_cudagraph_skips_are_warned(tmp_path, capsys, monkeypatch):
+    stats = {"graphs": 9, "graph_breaks": 0, "cudagraph_skips": 2,
+             "cudagraph_skip_reasons": ["skipping cudagraphs due to mutated inputs (2 instances)"]}
+    write_rows(tmp_path / "dtn.json", [step_row("dtn", "graph", 10.0)])
+    write_rows(tmp_path / "torch.json", [
+        step_row("torch", "eager", 15.0),
+        step_row("torch", "compile", 20.0, compile_stats=dict(stats, cudagraph_skips=0, cudagraph_skip_reasons=[])),
+        step_row("torch", "compile:reduce-overhead", 8.0, compile_stats=stats)])
+    monkeypatch.setattr(sys, "argv", ["compare.py", str(tmp_path / "dtn.json"), "--torch", str(tmp_path / "torch.json")])
+    assert compare.main() == 0
+    out = capsys.readouterr().out.splitlines()
+    header = next(line for line in out if "dtn mode" in line).split()
+    cells = next(line for line in out if line.split()[:1] == ["dtn_step"]).split()
+    # name device batch thr "dtn mode" dtn-ms img/s GFLOP/s, then (ms, img/s, ratio) per PyTorch mode
+    ratios = [c for c in cells if c.endswith("x")]
+    assert ratios == ["1.50x", "2.00x", "0.80x"]  # eager first, then by name: compile, compile:reduce-overhead
+    assert "compile:reduce-overhead" in " ".join(header)
+    stat_lines = [line for line in out if line.startswith("# torch.compile")]
+    assert len(stat_lines) == 2 and "9 graphs, 0 graph breaks, 2 CUDA-graph skips" in stat_lines[1]
+    warnings = [line for line in out if line.startswith("# WARNING")]
+    assert warnings == ["# WARNING: compile:reduce-overhead: skipping cudagraphs due to mutated inputs (2 instances)"]
+
+
+@pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="torch is not installed")
+def test_torch_compile_rows_carry_their_mode_and_what_was_compiled(tmp_path):
+    import json
+    import subprocess
+
+    out = tmp_path / "tc.json"
+    subprocess.run([sys.executable, os.path.join(BENCH, "torch_dtn.py"), "--device", "cpu", "--modes", "compile",
+                    "--compile-mode", "reduce-overhead", "--threads", "1", "--batches", "2", "--rows", "f_fwd",
+                    "--warmup", "1", "--reps", "1", "--quiet", "--json", str(out)], check=True, timeout=600)
+    with open(out) as fh:
+        doc = json.load(fh)
+    assert doc["meta"]["notes"] == []
+    (r,) = doc["rows"]
+    assert r["mode"] == "compile:reduce-overhead" and r["name"] == "f_fwd"
+    st = r["compile_stats"]
+    assert st["graphs"] >= 1 and st["graph_breaks"] == 0
+    # No CUDA graphs on the CPU: Inductor counts every graph of a cudagraph mode as skipped there.
+    assert st["cudagraph_skips"] >= 1
