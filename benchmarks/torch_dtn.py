@@ -92,6 +92,13 @@ class CompileWatch:
         if self.logger is not None:
             self.logger.addHandler(self.handler)
 
+    def restart(self):
+        """A fresh compiler state, as in a new process (caches on disk are kept)."""
+        from torch._dynamo.utils import counters
+        torch._dynamo.reset()
+        counters.clear()
+        self.skip_reasons.clear()
+
     def stats(self):
         from torch._dynamo.utils import counters
         return {
@@ -296,6 +303,11 @@ def bench_device(args, device, mode, flops, on_row=None):
     label = mode_label(mode, compile_mode) + ("+tf32" if args.tf32 else "")
     watch = CompileWatch() if compile_mode is not None else None
     for batch in args.batches:
+        if watch is not None:
+            # Each batch size compiles from scratch, as its own process would: f, g and D share
+            # one code object's cache, and a second batch size (recompiled with a dynamic batch
+            # dimension) would exceed Dynamo's recompile limit of 8 entries (the run would fail).
+            watch.restart()
         torch.manual_seed(args.seed)
         m = Dtn(device, compile_mode)
         xs, xt, feats = make_inputs(device, batch, args.seed)
@@ -319,7 +331,7 @@ def bench_device(args, device, mode, flops, on_row=None):
             if device == "cuda" and kind == "dtn_step":
                 row["peak_mem_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 2)
             if watch is not None:
-                # Counts so far in this process (cumulative over the rows of the run).
+                # Counts of this batch size's run so far (its rows are timed in turn).
                 row["compile_stats"] = watch.stats()
             rows.append(row)
             if on_row is not None:
@@ -329,7 +341,7 @@ def bench_device(args, device, mode, flops, on_row=None):
             if watch is not None:
                 st = row["compile_stats"]
                 print(f"  {label}: {st['graphs']} graphs, {st['graph_breaks']} graph breaks, "
-                      f"{st['cudagraph_skips']} CUDA-graph skips so far"
+                      f"{st['cudagraph_skips']} CUDA-graph skips at batch {batch} so far"
                       + "".join(f"\n    skip: {r}" for r in st["cudagraph_skip_reasons"]),
                       file=sys.stderr, flush=True)
         del m
