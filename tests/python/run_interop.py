@@ -5,8 +5,8 @@
   run_interop.py --torch  only the comparison with PyTorch; exit 77 when torch cannot be imported
   run_interop.py --bench [--torch]
                           test_bench_tools.py (the benchmark scripts' layer comparison): without
-                          --torch the tests that need only pytest, with --torch the one that runs
-                          PyTorch's profiler
+                          --torch the tests that need only pytest, with --torch the two that run
+                          PyTorch (its profiler, and torch.compile on the CPU)
 
 Under this driver (DTN_INTEROP_STRICT=1) a helper program the build should have made but that is
 missing fails its tests instead of skipping them, and a test that skips anyway makes the run
@@ -46,7 +46,7 @@ os.environ["DTN_INTEROP_STRICT"] = "1"
 here = os.path.dirname(os.path.abspath(__file__))
 outcomes = Outcomes()
 # No cache directory in the source tree; -rs prints every skip's reason.
-torch_tests = "torch_layer_profile" if bench else "same_forward_as_pytorch"
+torch_tests = "(torch_layer_profile or torch_compile_rows)" if bench else "same_forward_as_pytorch"
 selection = torch_tests if torch_only else "not " + torch_tests
 files = ["test_bench_tools.py"] if bench else ["test_interop.py", "test_net_interop.py"]
 rc = pytest.main(["-q", "-rs", "-p", "no:cacheprovider", "-k", selection,
