@@ -204,8 +204,11 @@ if [[ -n "${SANITIZE:-}" ]]; then
   else
     tc=()
     [[ $SANITIZE != all ]] && tc=("-tc=$SANITIZE")
+    # --duration: each case's name and time as it ends, so that a stage stopped by its limit
+    # (the cases that autotune every convolution are slow under memcheck) still says which cases
+    # ran to their end under the sanitizer.
     stage sanitizer "${T_SANITIZE:-150}" "$OUT/ctest.log" "$sanitizer" --tool "${SANITIZE_TOOL:-memcheck}" \
-      --report-api-errors no --error-exitcode 1 "$build/dtn_cuda_tests" ${tc[@]+"${tc[@]}"}
+      --report-api-errors no --error-exitcode 1 "$build/dtn_cuda_tests" --duration=true ${tc[@]+"${tc[@]}"}
   fi
 fi
 
