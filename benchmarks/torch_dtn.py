@@ -162,13 +162,21 @@ class Dtn:
             self.gc = torch.compile(self.g, mode=compile_mode)
             self.dc = torch.compile(self.d, mode=compile_mode)
 
+    def own(self, t):
+        """t, or a copy of it where it is a CUDA graph's output that a later compiled call may
+        overwrite. cudagraph trees start a new iteration at each compiled call made while no
+        backward is pending, and the outputs of the previous one are then overwritten: so f's two
+        no-grad outputs, made before any backward is pending, are copied (PyTorch's documented
+        remedy; 2 x B x 128 floats). The calls after g's first have g's backward pending."""
+        return t.clone() if self.cudagraph_steps else t
+
     def step(self, xs, xt):
         b = xs.shape[0]
         dev = xs.device
         lbl = [torch.full((b,), k, dtype=torch.long, device=dev) for k in range(3)]
         with torch.no_grad():
-            fs = self.fc(xs)
-            ft = self.fc(repeat3(xt))
+            fs = self.own(self.fc(xs))
+            ft = self.own(self.fc(repeat3(xt)))
         gs = self.gc(fs)
         gt = self.gc(ft)
         # D update: G fixed.
