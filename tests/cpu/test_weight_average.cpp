@@ -219,31 +219,19 @@ TEST_CASE("WeightAverage: a checkpoint without the average, or with a malformed 
   GAvg avg(t.g(), 0.9);
   const std::string path = "dtn_weight_average_missing.safetensors";
   t.save(path);
-  try {
-    avg.load_from(dtn::io::load_safetensors(path));
-    FAIL("load_from should have thrown");
-  } catch (const dtn::io_error& e) {
-    CHECK(std::string(e.what()) == "checkpoint " + path + ": no weight average \"g_avg\" (metadata has no g_avg.updates)");
-  }
+  const std::string missing = "checkpoint " + path + ": no weight average \"g_avg\" (metadata has no g_avg.updates)";
+  CHECK_THROWS_WITH_AS(avg.load_from(dtn::io::load_safetensors(path)), missing.c_str(), dtn::io_error);
   std::vector<dtn::io::TensorRecord> tensors;
   std::map<std::string, std::string> meta;
   avg.append_to(tensors, meta);
   meta["g_avg.updates"] = "-3";
   t.save(path, meta, std::move(tensors));
-  try {
-    avg.load_from(dtn::io::load_safetensors(path));
-    FAIL("load_from should have thrown");
-  } catch (const dtn::io_error& e) {
-    CHECK(std::string(e.what()) == "checkpoint " + path + ": g_avg.updates is \"-3\", not a non-negative integer");
-  }
+  const std::string malformed = "checkpoint " + path + ": g_avg.updates is \"-3\", not a non-negative integer";
+  CHECK_THROWS_WITH_AS(avg.load_from(dtn::io::load_safetensors(path)), malformed.c_str(), dtn::io_error);
   // Extra tensors named like the trainer's own are refused before anything is written.
   std::vector<dtn::io::TensorRecord> clash;
   dtn::io::append_network(clash, t.g());
-  try {
-    t.save(path, {}, std::move(clash));
-    FAIL("save should have thrown");
-  } catch (const dtn::argument_error& e) {
-    CHECK(std::string(e.what()).find("two tensors are named g.") != std::string::npos);
-  }
+  CHECK_THROWS_WITH_AS(t.save(path, {}, std::move(clash)), doctest::Contains("two tensors are named g."),
+                       dtn::argument_error);
   std::remove(path.c_str());
 }

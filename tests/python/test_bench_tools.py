@@ -6,7 +6,9 @@ simd_levels: the CPU vector levels of the two sides' runs.
 layer_profile (needs torch): the eager DTN step on the CPU at batch 2, every layer's forward and
 backward found with the number of calls the step makes."""
 import importlib.util
+import json
 import os
+import subprocess
 import sys
 
 import pytest
@@ -112,7 +114,6 @@ def test_torch_layer_profile_finds_every_pass():
 
 
 def write_rows(path, rows, meta=None):
-    import json
     with open(path, "w") as fh:
         json.dump({"meta": meta or {}, "rows": rows}, fh)
 
@@ -149,9 +150,6 @@ def test_compile_modes_are_columns_of_their_own_and_cudagraph_skips_are_warned(t
 
 @pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="torch is not installed")
 def test_torch_compile_rows_carry_their_mode_and_what_was_compiled(tmp_path):
-    import json
-    import subprocess
-
     # Two batch sizes in one run: f, g and D share one code object's cache of compiled graphs, and
     # the step's 5 graphs twice exceed Dynamo's recompile limit (8), which the run treats as a
     # failure, unless each batch size starts from a fresh compiler state.
