@@ -14,7 +14,6 @@
 // bandwidths, also measured just before, as a percentage of its time (near 100%: the pass is
 // bound by memory traffic, not by arithmetic).  images/s = batch / median time.  GFLOP counts:
 // bench_common.hpp.
-#include <omp.h>
 
 #include <chrono>
 #include <cstdint>
@@ -22,6 +21,7 @@
 #include <algorithm>
 #include <exception>
 #include <functional>
+#include <stdexcept>
 #include <string>
 #include <utility>
 #include <vector>
@@ -70,9 +70,9 @@ class BandwidthNow {
     double best = 1e30;
     for (int rep = 0; rep < 6; ++rep) {
       const auto t0 = std::chrono::steady_clock::now();
-#pragma omp parallel
+      DTN_OMP(parallel)
       {
-        const long t = omp_get_thread_num(), nt = omp_get_num_threads();
+        const long t = dtn::cpu::thread_num(), nt = dtn::cpu::team_size();
         pass(kWords * t / nt, kWords * (t + 1) / nt);
       }
       const double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -132,6 +132,10 @@ int main(int argc, char** argv) {
                              (o.joint ? "+joint" : "");
     for (int t : o.threads) {
       dtn::set_num_threads(t);
+      if (dtn::num_threads() != t)
+        throw std::runtime_error("--threads " + std::to_string(t) + " asked for, but this build runs " +
+                                 std::to_string(dtn::num_threads()) +
+                                 (dtn::has_openmp() ? " thread(s)" : " thread (built without OpenMP)"));
       const bench::Where at{"cpu", t, mode.c_str()};
       bench::bench_gemm<Cpu>(o.gemm_n, at, timer, o, rows);
       // Eigen's GEMM on the same product (issue 2's conv target is stated against it); gemm_N

@@ -13,7 +13,7 @@ find_program(DTN_BASH bash)
 if(DTN_BASH)
   foreach(mode install add_subdirectory fetchcontent)
     add_test(NAME packaging/${mode}
-      COMMAND ${CMAKE_COMMAND} -E env CMAKE=${CMAKE_COMMAND} CXX=${CMAKE_CXX_COMPILER} JOBS=2
+      COMMAND ${CMAKE_COMMAND} -E env CMAKE=${CMAKE_COMMAND} CXX=${CMAKE_CXX_COMPILER} JOBS=2 DTN_OPENMP=${DTN_OPENMP}
               ${DTN_BASH} ${CMAKE_CURRENT_SOURCE_DIR}/tests/packaging/run_packaging_test.sh
               ${mode} ${CMAKE_CURRENT_SOURCE_DIR} ${CMAKE_BINARY_DIR}/pkgtest/${mode})
     set_tests_properties(packaging/${mode} PROPERTIES TIMEOUT 300 LABELS packaging)
@@ -29,6 +29,7 @@ if(Python3_Interpreter_FOUND AND dtn_docs)
   add_test(NAME packaging/doc_snippets
     COMMAND ${Python3_EXECUTABLE} ${CMAKE_CURRENT_SOURCE_DIR}/tests/packaging/check_doc_snippets.py
             --cxx ${CMAKE_CXX_COMPILER} --include ${CMAKE_CURRENT_SOURCE_DIR}/include --include ${EIGEN3_INCLUDE_DIR}
+            "--openmp-flags=$<$<BOOL:${DTN_HAVE_OPENMP}>:${OpenMP_CXX_FLAGS}>"
             --work ${CMAKE_BINARY_DIR}/pkgtest/doc_snippets ${dtn_docs})
   set_tests_properties(packaging/doc_snippets PROPERTIES TIMEOUT 400 LABELS packaging)
 endif()

@@ -10,6 +10,8 @@ include(${doctest_DIR}/doctest.cmake)
 file(GLOB dtn_cpu_test_sources CONFIGURE_DEPENDS ${CMAKE_CURRENT_SOURCE_DIR}/tests/cpu/*.cpp)
 add_executable(dtn_tests tests/main.cpp ${dtn_cpu_test_sources})
 target_link_libraries(dtn_tests PRIVATE dtn::dtn doctest::doctest)
+# What the build was configured with, for the test that checks the library's thread count against it.
+target_compile_definitions(dtn_tests PRIVATE DTN_TEST_EXPECT_OPENMP=$<BOOL:${DTN_HAVE_OPENMP}>)
 dtn_warnings(dtn_tests)
 doctest_discover_tests(dtn_tests TEST_PREFIX "cpu/" )
 
@@ -67,8 +69,12 @@ add_test(NAME meta/test_case_names COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/test
                                            ${CMAKE_CURRENT_SOURCE_DIR})
 
 # A user's layer that breaks the contract must fail to compile with the readable message.
+set(dtn_openmp_flags "")
+if(DTN_HAVE_OPENMP)
+  separate_arguments(dtn_openmp_flags NATIVE_COMMAND "${OpenMP_CXX_FLAGS}")
+endif()
 add_test(NAME compile_fail/bad_layer
-  COMMAND ${CMAKE_CXX_COMPILER} -std=c++17 -fsyntax-only -fopenmp
+  COMMAND ${CMAKE_CXX_COMPILER} -std=c++17 -fsyntax-only ${dtn_openmp_flags}
           -I${CMAKE_CURRENT_SOURCE_DIR}/include -I${EIGEN3_INCLUDE_DIR} -I/usr/include/eigen3
           ${CMAKE_CURRENT_SOURCE_DIR}/tests/compile_fail/bad_layer.cpp)
 set_tests_properties(compile_fail/bad_layer PROPERTIES

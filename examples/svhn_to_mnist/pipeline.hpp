@@ -217,6 +217,8 @@ int run_pipeline(Options o) {
   const std::string src = o.source_name;
   std::printf("dtn svhn_to_mnist: %s -> MNIST on %s, seed %llu, output %s\n", src.c_str(), o.device.c_str(),
               static_cast<unsigned long long>(o.seed), o.out_dir.c_str());
+  if (o.threads > 1 && !has_openmp())
+    std::printf("note: this build has no OpenMP: the CPU runs on one thread, not the %d asked for\n", o.threads);
   if (src != "SVHN")
     std::printf("note: the source domain is %s, a SYNTHETIC stand-in for SVHN: results are %s->MNIST, not SVHN\n",
                 src.c_str(), src.c_str());

@@ -547,6 +547,35 @@ void check_bn_blocks(const Act& act) {
   }
 }
 
+// Threads: OpenMP's where the build has it, one where it has not (DTN_OPENMP=OFF, a compiler
+// without OpenMP); either way the backend's parallel regions run and the answers say how many.
+TEST_CASE("dtn::set_num_threads gives OpenMP's threads where the build has OpenMP and one thread where not") {
+  CHECK(dtn::has_openmp() == static_cast<bool>(DTN_TEST_EXPECT_OPENMP));
+  const int saved = dtn::num_threads();
+  const int want = dtn::has_openmp() ? 3 : 1;
+  dtn::set_num_threads(3);
+  CHECK(dtn::num_threads() == want);
+  std::vector<int> seen(8, 0);
+  int team = 0, outside = -1;
+  CHECK_FALSE(dtn::cpu::in_parallel());
+  DTN_OMP(parallel)
+  {
+    DTN_OMP(critical)
+    {
+      team = dtn::cpu::team_size();
+      ++seen[static_cast<std::size_t>(std::min(dtn::cpu::thread_num(), 7))];
+      if (!dtn::cpu::in_parallel() && dtn::has_openmp()) outside = dtn::cpu::thread_num();
+    }
+  }
+  CHECK(team == want);
+  CHECK(outside == -1);
+  for (int t = 0; t < 8; ++t) CHECK(seen[static_cast<std::size_t>(t)] == (t < want ? 1 : 0));
+  dtn::set_num_threads(0);  // fewer than one: one
+  CHECK(dtn::num_threads() == 1);
+  dtn::set_num_threads(saved);
+  CHECK(dtn::num_threads() == saved);
+}
+
 TEST_CASE("Backend<Cpu> batch norm in blocks of channels gives the bits of a sweep one channel at a time") {
   SUBCASE("plain") { check_bn_blocks(dtn::ops::Identity{}); }
   SUBCASE("ReLU fused") { check_bn_blocks(dtn::ops::Relu{}); }

@@ -5,7 +5,9 @@ Each block is a complete program; it is compiled with -Wall -Wextra -Werror agai
 tree's headers and run in a scratch folder, and must exit 0. Blocks that include doctest get
 doctest's main from DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN themselves.
 
-usage: check_doc_snippets.py --cxx g++ --include DIR [--include DIR ...] --work DIR doc.md [doc.md ...]
+usage: check_doc_snippets.py --cxx g++ --include DIR [--include DIR ...] [--openmp-flags FLAGS] --work DIR
+                             doc.md [doc.md ...]
+--openmp-flags: the compiler's OpenMP flags (default -fopenmp; "" for a build without OpenMP).
 """
 import argparse
 import concurrent.futures
@@ -22,6 +24,7 @@ def main():
     ap.add_argument("--include", action="append", default=[])
     ap.add_argument("--work", required=True)
     ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--openmp-flags", default="-fopenmp")
     ap.add_argument("docs", nargs="+")
     a = ap.parse_args()
 
@@ -44,7 +47,7 @@ def main():
             f.write(code)
         scratch = stem + "_run"
         os.makedirs(scratch)
-        cmd = [a.cxx, "-std=c++17", "-fopenmp", "-O1", "-Wall", "-Wextra", "-Werror"]
+        cmd = [a.cxx, "-std=c++17", *a.openmp_flags.split(), "-O1", "-Wall", "-Wextra", "-Werror"]
         cmd += [f"-I{d}" for d in a.include] + [stem + ".cpp", "-o", stem]
         c = subprocess.run(cmd, capture_output=True, text=True)
         if c.returncode != 0:

@@ -16,7 +16,9 @@
 #       FetchContent_Declare(dtn SOURCE_DIR ...) (offline), builds and runs the program.
 #
 # Environment: CMAKE (default cmake), CXX (default c++), JOBS (default 2),
-# DTN_CUDA (for the subproject modes; default OFF).
+# DTN_CUDA (for the subproject modes; default OFF), DTN_OPENMP (AUTO, ON or OFF; default AUTO):
+# with OFF the package must ask for no OpenMP (no -fopenmp from pkg-config either) and the
+# consumer builds warning-free without it.
 # <work dir> is deleted and recreated. Exit status 0 on success.
 set -euo pipefail
 
@@ -57,7 +59,8 @@ case "$mode" in
     prefix="$work/prefix"
     step "configure dtn alone into $work/dtn-build (install prefix $prefix)"
     run "$cmake_bin" -S "$src" -B "$work/dtn-build" -DCMAKE_CXX_COMPILER="$cxx" -DCMAKE_INSTALL_PREFIX="$prefix" \
-      -DDTN_BUILD_TESTS=OFF -DDTN_BUILD_EXAMPLES=OFF -DDTN_BUILD_BENCHMARKS=OFF -DDTN_CUDA=OFF
+      -DDTN_BUILD_TESTS=OFF -DDTN_BUILD_EXAMPLES=OFF -DDTN_BUILD_BENCHMARKS=OFF -DDTN_CUDA=OFF \
+      -DDTN_OPENMP="${DTN_OPENMP:-AUTO}"
     step "install"
     run "$cmake_bin" --install "$work/dtn-build"
 
@@ -106,6 +109,13 @@ case "$mode" in
     libs=$(pkg-config --libs dtn)
     echo "   cflags: $cflags"
     echo "   libs:   $libs"
+    if [[ "${DTN_OPENMP:-AUTO}" == OFF ]]; then
+      [[ "$cflags $libs" != *openmp* ]] || die "dtn was configured without OpenMP, yet pkg-config gives $cflags $libs"
+      if ! grep -B1 "find_dependency(OpenMP" "$prefix/lib/cmake/dtn/dtnConfig.cmake" | grep -q 'if("OFF")'; then
+        die "dtn was configured without OpenMP, yet its dtnConfig.cmake looks for OpenMP"
+      fi
+      echo "   ok no OpenMP asked for"
+    fi
     # The include directory dtn.pc names (relative to the .pc file's own folder), resolved.
     pc_include=$(pkg-config --variable=includedir dtn)
     [[ "$(cd "$pc_include" && pwd -P)" == "$(cd "$prefix/include" && pwd -P)" ]] ||
@@ -137,7 +147,8 @@ case "$mode" in
   add_subdirectory | fetchcontent)
     step "$mode: build subdirectory_consumer with dtn from $src"
     run "$cmake_bin" -S "$here/subdirectory_consumer" -B "$work/consumer-build" -DCMAKE_CXX_COMPILER="$cxx" \
-      -DDTN_SOURCE_DIR="$src" -DDTN_CONSUMER_MODE="$mode" -DDTN_CUDA="${DTN_CUDA:-OFF}" |
+      -DDTN_SOURCE_DIR="$src" -DDTN_CONSUMER_MODE="$mode" -DDTN_CUDA="${DTN_CUDA:-OFF}" \
+      -DDTN_OPENMP="${DTN_OPENMP:-AUTO}" |
       tee "$work/consumer-configure.log"
     grep -q "consumer: dtn $version from $src ($mode)" "$work/consumer-configure.log" ||
       die "the consumer did not take dtn $version from $src"

@@ -2,7 +2,6 @@
 // Backend<Cpu>: the reference implementation of every device op (see backend/backend.hpp for
 // the contract). Multithreaded with OpenMP; GEMMs on Eigen. Reductions accumulate in double
 // in a fixed order, so results are deterministic for a given thread count.
-#include <omp.h>
 
 #include <algorithm>
 #include <cmath>
@@ -57,7 +56,7 @@ struct Backend<Cpu> {
   }
   template <class T>
   static void bias_add(int n, int c, long hw, const T* bias, T* y) {
-#pragma omp parallel for collapse(2)
+    DTN_OMP(parallel for collapse(2))
     for (int i = 0; i < n; ++i)
       for (int ch = 0; ch < c; ++ch) {
         T* p = y + (static_cast<long>(i) * c + ch) * hw;
@@ -100,7 +99,7 @@ struct Backend<Cpu> {
   static void batchnorm_forward_train(const BnGeom& g, const T* x, const T* gamma, const T* beta, T* running_mean,
                                       T* running_var, T* y, T* save_mean, T* save_invstd, Act act = Act{}) {
     const double m = static_cast<double>(g.n) * static_cast<double>(g.hw);
-    const int blocks = cpu::channel_blocks(g.n, g.c, g.hw, 2, sizeof(T), omp_get_max_threads());
+    const int blocks = cpu::channel_blocks(g.n, g.c, g.hw, 2, sizeof(T), dtn::num_threads());
     const std::size_t width = cpu::block_width(g.c, blocks);
     constexpr std::size_t L = cpu::kLanes;
     // scratch: the block's lanes, then a and b of each of its channels
@@ -136,7 +135,7 @@ struct Backend<Cpu> {
   static void batchnorm_forward_eval(const BnGeom& g, const T* x, const T* gamma, const T* beta, const T* running_mean,
                                      const T* running_var, T* y, Act act = Act{}) {
     const long planes = static_cast<long>(g.n) * g.c;
-#pragma omp parallel for if (static_cast<double>(planes) * g.hw > 32768.0)
+    DTN_OMP(parallel for if (static_cast<double>(planes) * g.hw > 32768.0))
     for (long p = 0; p < planes; ++p) {  // plane by plane, in memory order
       const int ch = static_cast<int>(p % g.c);
       const double invstd = 1.0 / std::sqrt(static_cast<double>(running_var[ch]) + g.eps);
@@ -153,7 +152,7 @@ struct Backend<Cpu> {
                                  Act act = Act{}) {
     constexpr bool plain = std::is_same<Act, ops::Identity>::value;
     const double m = static_cast<double>(g.n) * static_cast<double>(g.hw);
-    const int blocks = cpu::channel_blocks(g.n, g.c, g.hw, plain ? 3 : 4, sizeof(T), omp_get_max_threads());
+    const int blocks = cpu::channel_blocks(g.n, g.c, g.hw, plain ? 3 : 4, sizeof(T), dtn::num_threads());
     const std::size_t width = cpu::block_width(g.c, blocks);
     constexpr std::size_t L = cpu::kLanes;
     // dz of one plane when dx is not wanted (parameter gradients only); with dx, dz goes into dx
@@ -247,7 +246,7 @@ struct Backend<Cpu> {
                                       const T* y = nullptr, Act act = Act{}) {
     constexpr bool plain = std::is_same<Act, ops::Identity>::value;
     const long planes = static_cast<long>(g.n) * g.c;
-#pragma omp parallel for if (static_cast<double>(planes) * g.hw > 32768.0)
+    DTN_OMP(parallel for if (static_cast<double>(planes) * g.hw > 32768.0))
     for (long p = 0; p < planes; ++p) {  // plane by plane, in memory order
       const int ch = static_cast<int>(p % g.c);
       const double a = gamma[ch] / std::sqrt(static_cast<double>(running_var[ch]) + g.eps);
@@ -266,7 +265,7 @@ struct Backend<Cpu> {
   template <class T>
   static void maxpool_forward(const PoolGeom& g, const T* x, T* y, int* argmax) {
     const long planes = static_cast<long>(g.n) * g.c;
-#pragma omp parallel for
+    DTN_OMP(parallel for)
     for (long p = 0; p < planes; ++p) {
       const T* xp = x + p * g.h_in * g.w_in;
       T* yp = y + p * g.h_out * g.w_out;
@@ -298,7 +297,7 @@ struct Backend<Cpu> {
   template <class T>
   static void maxpool_backward(const PoolGeom& g, const T* dy, const int* argmax, T* dx) {
     const long planes = static_cast<long>(g.n) * g.c;
-#pragma omp parallel for
+    DTN_OMP(parallel for)
     for (long p = 0; p < planes; ++p) {
       T* dxp = dx + p * g.h_in * g.w_in;
       std::fill(dxp, dxp + static_cast<long>(g.h_in) * g.w_in, T(0));
@@ -311,12 +310,12 @@ struct Backend<Cpu> {
   // ---- element-wise maps over the functors of ops/functors.hpp
   template <class Op, class T>
   static void map_forward(Op op, std::size_t n, const T* x, T* y) {
-#pragma omp parallel for if (n > 32768)
+    DTN_OMP(parallel for if (n > 32768))
     for (std::ptrdiff_t i = 0; i < static_cast<std::ptrdiff_t>(n); ++i) y[i] = op.forward(x[i]);
   }
   template <class Op, class T>
   static void map_backward(Op op, std::size_t n, const T* x, const T* y, const T* dy, T* dx) {
-#pragma omp parallel for if (n > 32768)
+    DTN_OMP(parallel for if (n > 32768))
     for (std::ptrdiff_t i = 0; i < static_cast<std::ptrdiff_t>(n); ++i) dx[i] = op.backward(x[i], y[i], dy[i]);
   }
 
@@ -358,7 +357,7 @@ struct Backend<Cpu> {
   template <class T>
   static void resize_bilinear_forward(const ResizeGeom& g, const T* x, T* y) {
     const long planes = static_cast<long>(g.n) * g.c;
-#pragma omp parallel for
+    DTN_OMP(parallel for)
     for (long p = 0; p < planes; ++p) {
       const T* xp = x + p * g.h_in * g.w_in;
       T* yp = y + p * g.h_out * g.w_out;
@@ -376,7 +375,7 @@ struct Backend<Cpu> {
   template <class T>
   static void resize_bilinear_backward(const ResizeGeom& g, const T* dy, T* dx) {
     const long planes = static_cast<long>(g.n) * g.c;
-#pragma omp parallel for
+    DTN_OMP(parallel for)
     for (long p = 0; p < planes; ++p) {
       T* dxp = dx + p * g.h_in * g.w_in;
       std::fill(dxp, dxp + static_cast<long>(g.h_in) * g.w_in, T(0));
@@ -469,7 +468,7 @@ struct Backend<Cpu> {
   // ---- optimizer
   template <class T>
   static void adam_update(std::size_t n, T* param, const T* grad, T* m, T* v, const AdamStep<T>& s) {
-#pragma omp parallel for if (n > 65536)
+    DTN_OMP(parallel for if (n > 65536))
     for (std::ptrdiff_t i = 0; i < static_cast<std::ptrdiff_t>(n); ++i) {
       const T gi = grad[i] + s.weight_decay * param[i];
       m[i] = s.beta1 * m[i] + (T(1) - s.beta1) * gi;

@@ -12,7 +12,7 @@
 // product of layers with at most 32 unfolded rows (f.0, D.0) also has its own kernel
 // (conv_small_k below). The forward and data passes of 3x3 stride-1 "same" convolutions (f.3-f.9)
 // go through Winograd F(2x2, 3x3) instead (winograd.hpp): 2.25x fewer multiply-adds.
-#include <omp.h>
+#include "parallel.hpp"
 
 #include <algorithm>
 #include <cstdint>
@@ -36,7 +36,7 @@ namespace cpu {
 // Images per chunk: enough columns for an efficient GEMM, but no fewer chunks than threads.
 inline int conv_chunk(const ConvGeom& g) {
   const long hw = static_cast<long>(g.h_out) * g.w_out;
-  const int threads = std::max(1, omp_get_max_threads());
+  const int threads = std::max(1, dtn::num_threads());
   int by_width = static_cast<int>(std::max<long>(1, (512 + hw - 1) / hw));
   int by_threads = std::max(1, (g.n + threads - 1) / threads);
   return std::max(1, std::min(by_width, by_threads));
@@ -225,7 +225,7 @@ struct ConvPlan {
         in_img(static_cast<long>(g.c_in) * g.h_in * g.w_in),
         chunk(conv_chunk(g)),
         nchunks((g.n + chunk - 1) / chunk),
-        threads(std::max(1, std::min(omp_get_max_threads(), nchunks))) {}
+        threads(std::max(1, std::min(dtn::num_threads(), nchunks))) {}
 };
 
 // The column matrix of each thread, reused across calls (no allocation in the steady state).
@@ -258,7 +258,7 @@ MatView<T> output_view(const ConvGeom& g, T* t, int i0, long hw) {
 // lanes taking its planes in order (the same bits whatever the thread count).
 template <class T>
 void bias_grad(int n, int c, long hw, const T* dy, T* db) {
-  const int blocks = channel_blocks(n, c, hw, 1, sizeof(T), omp_get_max_threads());
+  const int blocks = channel_blocks(n, c, hw, 1, sizeof(T), dtn::num_threads());
   for_channel_blocks<T>(n, c, hw, blocks, block_width(c, blocks) * kLanes, 0, [&](int c0, int nb, double* lanes, T*) {
     sum_block_planes(lanes, dy, n, c, hw, c0, nb);
     for (int k = 0; k < nb; ++k) db[c0 + k] += static_cast<T>(lanes_total(lanes + static_cast<std::size_t>(k) * kLanes));
@@ -288,25 +288,25 @@ inline void conv2d_forward_small_k(const ConvGeom& g, const float* x, const floa
   panels.resize(static_cast<std::size_t>(small_k_packed_size(m, k)));
   small_k_pack(m, k, w, bias, panels.data());
   const float* a = panels.data();
-  const int threads = std::max(1, std::min(omp_get_max_threads(), g.n));
+  const int threads = std::max(1, std::min(dtn::num_threads(), g.n));
   // one image's columns per thread, allocated here (an allocation failure inside the parallel
   // region could not be thrown out of it)
   ConvScratch<float>& s = conv_scratch<float>(ConvPlan(g));
   s.ensure(threads, static_cast<std::size_t>(k * hw));
-#pragma omp parallel num_threads(threads)
+  DTN_OMP(parallel num_threads(threads))
   {
-    float* cols = s.cols[static_cast<std::size_t>(omp_get_thread_num())].data();
+    float* cols = s.cols[static_cast<std::size_t>(dtn::cpu::thread_num())].data();
     const auto image = [&](int img, long rows_ahead) {
       im2col(g, x + img * in_img, 1, in_img, cols, hw, 0);
       conv_small_k(m, hw, k, a, cols, hw, y + static_cast<long>(img) * m * hw, rows_ahead);
     };
     if (k <= 16) {  // bound by y's stores (conv_small_k prefetches): contiguous ranges
-      const int t = omp_get_thread_num(), nt = omp_get_num_threads();
+      const int t = dtn::cpu::thread_num(), nt = dtn::cpu::team_size();
       const int i0 = static_cast<int>(static_cast<long>(g.n) * t / nt);
       const int i1 = static_cast<int>(static_cast<long>(g.n) * (t + 1) / nt);
       for (int img = i0; img < i1; ++img) image(img, static_cast<long>(i1 - img) * m);
     } else {  // bound by the FMAs: images handed out one at a time, as the threads get free
-#pragma omp for schedule(dynamic, 1)
+      DTN_OMP(for schedule(dynamic, 1))
       for (int img = 0; img < g.n; ++img) image(img, m);
     }
   }
@@ -347,7 +347,7 @@ void conv2d_forward(const ConvGeom& g, const T* x, const T* w, const T* bias, T*
 #endif
   ConvScratch<T>* s = packed_unfold ? nullptr : &conv_scratch<T>(p);
   // y [c_out, cnt*hw] = bias + w [c_out, ckk] * unfold(x chunk)
-#pragma omp parallel for schedule(dynamic, 1) num_threads(p.threads)
+  DTN_OMP(parallel for schedule(dynamic, 1) num_threads(p.threads))
   for (int ci = 0; ci < nchunks; ++ci) {
     const int i0 = ci * chunk, cnt = std::min(chunk, g.n - i0);
     const long ld = cnt * hw;
@@ -359,7 +359,7 @@ void conv2d_forward(const ConvGeom& g, const T* x, const T* w, const T* bias, T*
         continue;
       }
 #endif
-    T* cols = s->cols[static_cast<std::size_t>(omp_get_thread_num())].data();
+    T* cols = s->cols[static_cast<std::size_t>(dtn::cpu::thread_num())].data();
     im2col(g, x + i0 * in_img, cnt, in_img, cols, ld, 0);
 #if defined(DTN_OWN_SGEMM)
     if constexpr (std::is_same<T, float>::value) {
@@ -393,9 +393,9 @@ void conv2d_backward_data(const ConvGeom& g, const T* dy, const T* w, T* dx) {
     wt = sgemm::pack_a_whole(plain_view(w, ckk), true, static_cast<int>(ckk), g.c_out,
                              packed_filter(sgemm::packed_a_size(static_cast<int>(ckk), g.c_out)));
 #endif
-#pragma omp parallel for schedule(dynamic, 1) num_threads(p.threads)
+  DTN_OMP(parallel for schedule(dynamic, 1) num_threads(p.threads))
   for (int ci = 0; ci < nchunks; ++ci) {
-    const int tid = omp_get_thread_num();
+    const int tid = dtn::cpu::thread_num();
     const int i0 = ci * chunk, cnt = std::min(chunk, g.n - i0);
     const long ld = cnt * hw;
     T* cols = s.cols[static_cast<std::size_t>(tid)].data();
@@ -440,10 +440,10 @@ void conv2d_backward_filter(const ConvGeom& g, const T* x, const T* dy, T* dw, T
   partial.resize(static_cast<std::size_t>(std::max(0, p.threads - 1) * wsize));
   T* part = partial.data();
   int used = 1;
-#pragma omp parallel num_threads(p.threads)
+  DTN_OMP(parallel num_threads(p.threads))
   {
-    const int tid = omp_get_thread_num(), nt = omp_get_num_threads();
-#pragma omp single
+    const int tid = dtn::cpu::thread_num(), nt = dtn::cpu::team_size();
+    DTN_OMP(single)
     used = nt;
     const int lo = static_cast<int>(static_cast<long>(nchunks) * tid / nt);
     const int hi = static_cast<int>(static_cast<long>(nchunks) * (tid + 1) / nt);

@@ -20,6 +20,8 @@
 #include <cstddef>
 #include <vector>
 
+#include "parallel.hpp"
+
 namespace dtn {
 namespace cpu {
 
@@ -137,13 +139,15 @@ U* thread_scratch(std::size_t n) {
 // Calls body(c0, nb, doubles, values) for the `blocks` blocks of channels [c0, c0 + nb) of an
 // [n, c, hw] tensor (widths at most one apart), blocks in parallel; doubles and values: this
 // thread's scratch, of n_doubles doubles and n_values T (contents left from earlier calls).
+// (n and hw are read by the OpenMP clause only.)
 template <class T, class Body>
-void for_channel_blocks(int n, int c, long hw, int blocks, std::size_t n_doubles, std::size_t n_values, Body&& body) {
-#pragma omp parallel if (static_cast<double>(n) * c * hw > 32768.0)
+void for_channel_blocks([[maybe_unused]] int n, int c, [[maybe_unused]] long hw, int blocks, std::size_t n_doubles,
+                        std::size_t n_values, Body&& body) {
+  DTN_OMP(parallel if (static_cast<double>(n) * c * hw > 32768.0))
   {
     double* doubles = thread_scratch<double, 0>(n_doubles);
     T* values = thread_scratch<T, 1>(n_values);
-#pragma omp for schedule(static)
+    DTN_OMP(for schedule(static))
     for (int z = 0; z < blocks; ++z) {
       const int c0 = static_cast<int>(static_cast<long>(z) * c / blocks);
       const int c1 = static_cast<int>(static_cast<long>(z + 1) * c / blocks);

@@ -31,7 +31,7 @@
 // rounding, not bitwise. Two paths for small shapes keep the thread independence with orders of
 // their own: B read in place (up to 64 rows; depth sub-blocks of 128) and dot products (A B^T
 // with up to 12 columns: sums per vector lane, then across the lanes).
-#include <omp.h>
+#include "parallel.hpp"
 
 #include <algorithm>
 #include <cstddef>
@@ -520,7 +520,7 @@ struct PackedA {
 inline PackedA pack_a_whole(const MatView<const float>& A, bool trans, int m, int k, float* dst) {
   const long rows = packed_rows(m);
   const int kblocks = (k + KC - 1) / KC, mblocks = (m + MC - 1) / MC;
-#pragma omp parallel for collapse(2) if (!omp_in_parallel() && static_cast<double>(m) * k > 65536.0)
+  DTN_OMP(parallel for collapse(2) if (!omp_in_parallel() && static_cast<double>(m) * k > 65536.0))
   for (int pb = 0; pb < kblocks; ++pb)
     for (int ib = 0; ib < mblocks; ++ib) {
       const int pc = pb * KC, ic = ib * MC, kc = std::min(KC, k - pc);
@@ -659,7 +659,7 @@ void gemm_packed(int m, int n, int k, float alpha, const PackA& A, const PackB& 
   }
   if (empty) return;
   const bool beta_one = beta != 0.f, in_place = reads_b_in_place(m, B);
-  const int threads = omp_in_parallel() ? 1 : omp_get_max_threads();
+  const int threads = dtn::cpu::in_parallel() ? 1 : dtn::num_threads();
   const bool by_cols = n >= m;
   const int units = by_cols ? (n + NR - 1) / NR : (m + MR - 1) / MR;
   const int parts = parallel_pays(m, n, k) ? std::min(threads, units) : 1;
@@ -667,9 +667,9 @@ void gemm_packed(int m, int n, int k, float alpha, const PackA& A, const PackB& 
     gemm_block(in_place, 0, m, 0, n, k, alpha, A, B, beta_one, C, bias);
     return;
   }
-#pragma omp parallel num_threads(parts)
+  DTN_OMP(parallel num_threads(parts))
   {
-    const int t = omp_get_thread_num(), nt = omp_get_num_threads();
+    const int t = dtn::cpu::thread_num(), nt = dtn::cpu::team_size();
     const int u0 = static_cast<int>(static_cast<long>(units) * t / nt);
     const int u1 = static_cast<int>(static_cast<long>(units) * (t + 1) / nt);
     if (by_cols) {
@@ -794,9 +794,10 @@ inline void dot_row_block(int i, int n, int k, float alpha, const MatView<const 
 // C = alpha A B^T + beta C (+ bias) for beta 0 or 1 (C not read for 0); rows of C split over
 // the threads outside a parallel region when the product is large enough to pay for them.
 inline void gemm_dot(int m, int n, int k, float alpha, const MatView<const float>& A, const MatView<const float>& B,
-                     bool beta_one, const MatView<float>& C, const float* bias, bool parallel) {
+                     bool beta_one, const MatView<float>& C, const float* bias,
+                     [[maybe_unused]] bool parallel) {  // read by the OpenMP clause only
   const int blocks = (m + kDotRows - 1) / kDotRows;
-#pragma omp parallel for schedule(static) if (parallel)
+  DTN_OMP(parallel for schedule(static) if (parallel))
   for (int bi = 0; bi < blocks; ++bi) {
     const int i = bi * kDotRows;
     switch (std::min(kDotRows, m - i)) {
@@ -813,7 +814,7 @@ inline void gemm(bool trans_a, bool trans_b, int m, int n, int k, float alpha, c
                  const MatView<const float>& B, float beta, const MatView<float>& C, const float* bias = nullptr) {
   if (!trans_a && trans_b && n <= kDotMaxCols && k >= kDotMinDepth && m > 0 && alpha != 0.f &&
       (beta == 0.f || beta == 1.f)) {
-    gemm_dot(m, n, k, alpha, A, B, beta != 0.f, C, bias, !omp_in_parallel() && parallel_pays(m, n, k));
+    gemm_dot(m, n, k, alpha, A, B, beta != 0.f, C, bias, !dtn::cpu::in_parallel() && parallel_pays(m, n, k));
     return;
   }
   gemm_packed(m, n, k, alpha, ViewA{A, trans_a}, ViewB{B, trans_b}, beta, C, bias);

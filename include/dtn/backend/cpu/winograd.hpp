@@ -29,7 +29,7 @@
 // 1.09-1.14x on g.6, since each parity transforms the whole input again (9 values per input value,
 // against im2col's fold of 16 per output) and those transforms, with 2-4 tiles across, do not
 // vectorise.
-#include <omp.h>
+#include "parallel.hpp"
 
 #include <algorithm>
 #include <cstddef>
@@ -78,7 +78,7 @@ template <class T>
 void transform_filter(const T* w, int c_out, int c_in, bool flip, T* u) {
   const long plane = static_cast<long>(c_out) * c_in, us = position_stride(plane);
   const T h = T(0.5);
-#pragma omp parallel for if (!omp_in_parallel() && plane > 4096)
+  DTN_OMP(parallel for if (!omp_in_parallel() && plane > 4096))
   for (long rc = 0; rc < plane; ++rc) {
     T g[3][3];
     for (int ky = 0; ky < 3; ++ky)
@@ -179,7 +179,7 @@ template <class T>
 void convolve(int n, int c_in, int c_out, int h, int w, const T* x, const T* u, bool u_trans, const T* bias, T* y) {
   const int tiles = (h / 2) * (w / 2);
   const long plane = static_cast<long>(h) * w;
-  const int threads = std::max(1, omp_get_max_threads());
+  const int threads = std::max(1, dtn::num_threads());
   // Images per chunk: GEMMs ~128 columns wide, but no fewer chunks than threads. Narrow enough
   // that a chunk's V and M (16 * (c_in + c_out) * 4 bytes a column: 1.5 MiB for f.6 at 128)
   // stay near the core's L2: at batch 128 on 2 threads (Intel Xeon host, 2026-12-03), chunks of
@@ -214,9 +214,9 @@ void convolve(int n, int c_in, int c_out, int h, int w, const T* x, const T* u, 
                                        pstore.data() + xi * each);
   }
 #endif
-#pragma omp parallel for schedule(dynamic, 1) num_threads(used)
+  DTN_OMP(parallel for schedule(dynamic, 1) num_threads(used))
   for (int ci = 0; ci < nchunks; ++ci) {
-    Scratch<T>& s = scratch[static_cast<std::size_t>(omp_get_thread_num())];
+    Scratch<T>& s = scratch[static_cast<std::size_t>(dtn::cpu::thread_num())];
     const int i0 = ci * chunk, cnt = std::min(chunk, n - i0);
     const long tcols = static_cast<long>(cnt) * tiles;  // this chunk's columns (the last may be short)
     const long vs = position_stride(c_in * tcols), ms = position_stride(c_out * tcols);
