@@ -3,8 +3,8 @@
 # Python interop tests, numpy + safetensors + pytest from PyPI. The CUDA toolkit and cuDNN are
 # not installed here: where nvcc and cuDNN exist the GPU backend is built, elsewhere it is skipped.
 set -euo pipefail
-packages=(build-essential cmake pkg-config clang libomp-dev libeigen3-dev doctest-dev nlohmann-json3-dev
-          zlib1g-dev libpng-dev libmatio-dev curl python3 python3-pip)
+packages=(build-essential cmake pkg-config clang libomp-dev libc++-dev libc++abi-dev libeigen3-dev doctest-dev
+          nlohmann-json3-dev zlib1g-dev libpng-dev libmatio-dev curl python3 python3-pip)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -7,9 +7,9 @@
 #   scripts/test.sh          build + all tests
 #   scripts/test.sh --all    also the AddressSanitizer/UBSan build of the CPU tests (and, where nvcc
 #                            is, of the host-emulated GPU kernels), the CPU tests built for plain
-#                            x86-64 (the paths CPUs without AVX2 take), a build without OpenMP,
-#                            a Clang build of the CPU tests, a ThreadSanitizer build of them and
-#                            the fuzzers (what CI runs; CI=true implies --all)
+#                            x86-64 (the paths CPUs without AVX2 take), a Clang + libc++ build
+#                            without OpenMP, a Clang build of the CPU tests, a ThreadSanitizer
+#                            build of them and the fuzzers (what CI runs; CI=true implies --all)
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -51,15 +51,24 @@ if [ "$all" = 1 ]; then
     cmake --build build-portable -j "$jobs" --target dtn_tests dtn_resume_tool
     ctest --test-dir build-portable --output-on-failure -j "$jobs" -R '^cpu/'
   fi
-  # Without OpenMP (Apple's clang has none unless libomp is installed; -DDTN_OPENMP=OFF): the
-  # library, its tests, examples and benchmarks build warning-free and run on one thread, and the
-  # installed package asks for no OpenMP (the packaging tests).
-  echo "test.sh: build without OpenMP (one thread) of the CPU library, tests, examples and benchmarks"
-  cmake -S . -B build-noomp -DCMAKE_BUILD_TYPE=Release -DDTN_CUDA=OFF -DDTN_OPENMP=OFF -DDTN_WERROR=ON \
-    -DDTN_BUILD_TESTS=ON -DDTN_BUILD_EXAMPLES=ON -DDTN_BUILD_BENCHMARKS=ON
-  cmake --build build-noomp -j "$jobs"
-  ctest --test-dir build-noomp --output-on-failure -j "$jobs" -E '^python/'
   if command -v clang++ >/dev/null; then
+    # macOS's toolchain as far as Linux has it: Clang with libc++ (whose headers include less of
+    # each other than libstdc++'s, so a missing #include shows) and no OpenMP (Apple's clang has
+    # none unless libomp is installed; -DDTN_OPENMP=OFF): the library, its tests, examples and
+    # benchmarks build warning-free and run on one thread, and the installed package asks for no
+    # OpenMP (the packaging tests). Without libc++ (libc++-dev), Clang's usual library.
+    stdlib=""
+    if echo 'int main() {}' | clang++ -stdlib=libc++ -x c++ - -o /dev/null 2>/dev/null; then
+      stdlib="-stdlib=libc++"
+    else
+      echo "test.sh: libc++ not found (apt-get install libc++-dev libc++abi-dev): the build without OpenMP uses libstdc++"
+    fi
+    echo "test.sh: Clang ${stdlib:+with libc++ }build without OpenMP (one thread) of the CPU library, tests, examples and benchmarks"
+    CC=clang CXX=clang++ cmake -S . -B build-noomp -DCMAKE_BUILD_TYPE=Release -DDTN_CUDA=OFF -DDTN_OPENMP=OFF \
+      -DDTN_WERROR=ON -DDTN_BUILD_TESTS=ON -DDTN_BUILD_EXAMPLES=ON -DDTN_BUILD_BENCHMARKS=ON \
+      -DCMAKE_CXX_FLAGS="$stdlib" -DCMAKE_EXE_LINKER_FLAGS="$stdlib"
+    cmake --build build-noomp -j "$jobs"
+    ctest --test-dir build-noomp --output-on-failure -j "$jobs" -E '^python/'
     # The second compiler users build with (and the one macOS has): Clang reads C++17 more
     # strictly in places GCC lets pass, and contracts a * b + c into an FMA by default
     # (-ffp-contract=on), which bitwise expectations must survive. CPU build, every CPU test.
