@@ -4,21 +4,14 @@ if(NOT DTN_BUILD_BENCHMARKS)
   return()
 endif()
 
-# -march=native is a property of these benchmark programs only: the library (an INTERFACE target)
+# -march=native (DTN_NATIVE, DTN_NATIVE_FLAGS of CMakeLists.txt: -mcpu=native where only that is
+# understood) is a property of these benchmark programs only: the library (an INTERFACE target)
 # never forces it on its users.
-option(DTN_NATIVE "Compile the benchmarks with -O3 -march=native" ON)
-set(dtn_bench_native_flags "")
-if(DTN_NATIVE)
-  include(CheckCXXCompilerFlag)
-  check_cxx_compiler_flag(-march=native DTN_HAVE_MARCH_NATIVE)
-  if(DTN_HAVE_MARCH_NATIVE)
-    set(dtn_bench_native_flags -march=native)
-    # GCC 12 reports a false -Wmaybe-uninitialized inside its own avx512fintrin.h once Eigen's
-    # AVX-512 kernels are inlined (GCC bug 105593); it is not in dtn's code.
-    if(CMAKE_CXX_COMPILER_ID STREQUAL "GNU" AND CMAKE_CXX_COMPILER_VERSION VERSION_LESS 13)
-      list(APPEND dtn_bench_native_flags -Wno-maybe-uninitialized)
-    endif()
-  endif()
+set(dtn_bench_native_flags ${DTN_NATIVE_FLAGS})
+if(DTN_NATIVE_FLAGS AND CMAKE_CXX_COMPILER_ID STREQUAL "GNU" AND CMAKE_CXX_COMPILER_VERSION VERSION_LESS 13)
+  # GCC 12 reports a false -Wmaybe-uninitialized inside its own avx512fintrin.h once Eigen's
+  # AVX-512 kernels are inlined (GCC bug 105593); it is not in dtn's code.
+  list(APPEND dtn_bench_native_flags -Wno-maybe-uninitialized)
 endif()
 
 set(dtn_bench_dir ${CMAKE_CURRENT_SOURCE_DIR}/benchmarks)
