@@ -64,11 +64,11 @@ if [ "$all" = 1 ]; then
       echo "test.sh: libc++ not found (apt-get install libc++-dev libc++abi-dev): the build without OpenMP uses libstdc++"
     fi
     echo "test.sh: Clang ${stdlib:+with libc++ }build without OpenMP (one thread) of the CPU library, tests, examples and benchmarks"
-    CC=clang CXX=clang++ cmake -S . -B build-noomp -DCMAKE_BUILD_TYPE=Release -DDTN_CUDA=OFF -DDTN_OPENMP=OFF \
+    CC=clang CXX=clang++ cmake -S . -B build-noomp-clang -DCMAKE_BUILD_TYPE=Release -DDTN_CUDA=OFF -DDTN_OPENMP=OFF \
       -DDTN_WERROR=ON -DDTN_BUILD_TESTS=ON -DDTN_BUILD_EXAMPLES=ON -DDTN_BUILD_BENCHMARKS=ON \
       -DCMAKE_CXX_FLAGS="$stdlib" -DCMAKE_EXE_LINKER_FLAGS="$stdlib"
-    cmake --build build-noomp -j "$jobs"
-    ctest --test-dir build-noomp --output-on-failure -j "$jobs" -E '^python/'
+    cmake --build build-noomp-clang -j "$jobs"
+    ctest --test-dir build-noomp-clang --output-on-failure -j "$jobs" -E '^python/'
     # The second compiler users build with (and the one macOS has): Clang reads C++17 more
     # strictly in places GCC lets pass, and contracts a * b + c into an FMA by default
     # (-ffp-contract=on), which bitwise expectations must survive. CPU build, every CPU test.
