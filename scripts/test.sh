@@ -83,17 +83,24 @@ if [ "$all" = 1 ]; then
     # it every parallel region would be reported, so the build is skipped, saying why. The probe
     # runs with the tests' TSAN_OPTIONS: without ignore_noninstrumented_modules, TSan reports a
     # race inside the (uninstrumented) OpenMP runtime in about half the runs of even this program.
+    # libomp loads Archer by name (libarcher.so, in /usr/lib/llvm-N/lib): that stopped working
+    # here once an apt-get install had rebuilt the dynamic linker's cache (2026-12-06; libomp.so.5
+    # then came through its /lib/<triple> link, and every parallel region was reported as a race),
+    # so OMP_TOOL_LIBRARIES names it with its full path, clang's own, for the probe and the tests.
+    archer=$(clang++ -print-file-name=libarcher.so)
+    [[ -f "$archer" ]] || archer=libarcher.so
     probe=$(mktemp -d)
     printf '#include <cstdio>\nint main() {\n#pragma omp parallel num_threads(2)\n  {}\n  std::puts("ok");\n}\n' > "$probe/p.cpp"
     if clang++ -fopenmp -fsanitize=thread "$probe/p.cpp" -o "$probe/p" 2>/dev/null &&
-       probe_out=$(TSAN_OPTIONS=ignore_noninstrumented_modules=1 ARCHER_OPTIONS=verbose=1 "$probe/p" 2>&1) &&
+       probe_out=$(OMP_TOOL_LIBRARIES="$archer" TSAN_OPTIONS=ignore_noninstrumented_modules=1 ARCHER_OPTIONS=verbose=1 \
+                   "$probe/p" 2>&1) &&
        [[ "$probe_out" == *"Archer detected"* ]]; then
       echo "test.sh: ThreadSanitizer (with Archer) build of the CPU tests"
       CC=clang CXX=clang++ cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=Debug -DDTN_CUDA=OFF -DDTN_WERROR=ON \
         -DDTN_BUILD_EXAMPLES=OFF -DDTN_BUILD_BENCHMARKS=OFF -DDTN_NATIVE=ON \
         -DCMAKE_CXX_FLAGS="-O1 -g -fsanitize=thread" -DCMAKE_EXE_LINKER_FLAGS="-fsanitize=thread"
       cmake --build build-tsan -j "$jobs"
-      TSAN_OPTIONS="ignore_noninstrumented_modules=1 halt_on_error=1 exitcode=66" \
+      OMP_TOOL_LIBRARIES="$archer" TSAN_OPTIONS="ignore_noninstrumented_modules=1 halt_on_error=1 exitcode=66" \
         ctest --test-dir build-tsan --output-on-failure -j "$jobs" -E '^packaging/'
     else
       echo "test.sh: ThreadSanitizer build SKIPPED: clang's OpenMP runtime has no Archer (libarcher.so), without which TSan reports OpenMP's own synchronisation as races"
