@@ -80,7 +80,7 @@ else
   echo "cross-test.sh: qemu cannot start a thread on this machine: single-threaded, and the cases"
   echo "  that start threads or processes themselves are left out:"
   export OMP_NUM_THREADS=1
-  exclude="*file size limit*,*blocks of channels gives the bits*,*small classifier learns*,*layer hooks are per thread*,*SIGKILL in the middle*,*killed at any moment*"
+  exclude="*file size limit*,*blocks of channels gives the bits*,*small classifier learns*,*layer hooks are per thread*,*set_num_threads gives OpenMP*,*SIGKILL in the middle*,*killed at any moment*"
   echo "  $exclude"
 fi
 echo "cross-test.sh: dtn_tests (aarch64, qemu)"
