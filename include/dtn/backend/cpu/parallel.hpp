@@ -22,57 +22,36 @@
 
 namespace dtn {
 
-// Whether this build runs the CPU backend's loops on several threads (it was compiled with OpenMP).
-constexpr bool has_openmp() {
+// has_openmp(): whether this build runs the CPU backend's loops on several threads (it was
+// compiled with OpenMP). num_threads(): how many it runs them on. cpu::in_parallel, thread_num
+// and team_size: omp_in_parallel, omp_get_thread_num and omp_get_num_threads, or one thread's
+// answers.
 #if defined(_OPENMP)
-  return true;
+constexpr bool has_openmp() { return true; }
+inline int num_threads() { return omp_get_max_threads(); }
+namespace cpu {
+inline bool in_parallel() { return omp_in_parallel() != 0; }
+inline int thread_num() { return omp_get_thread_num(); }
+inline int team_size() { return omp_get_num_threads(); }
+}  // namespace cpu
 #else
-  return false;
+constexpr bool has_openmp() { return false; }
+inline int num_threads() { return 1; }
+namespace cpu {
+inline bool in_parallel() { return false; }
+inline int thread_num() { return 0; }
+inline int team_size() { return 1; }
+}  // namespace cpu
 #endif
-}
 
 // Sets the number of CPU threads used by dtn (OpenMP loops and Eigen's GEMM). Without OpenMP
 // there is one thread, whatever n is (num_threads() says so).
 inline void set_num_threads(int n) {
-  if (n < 1) n = 1;
+  if (n < 1 || !has_openmp()) n = 1;
 #if defined(_OPENMP)
   omp_set_num_threads(n);
+#endif
   Eigen::setNbThreads(n);
-#else
-  Eigen::setNbThreads(1);
-#endif
 }
-inline int num_threads() {
-#if defined(_OPENMP)
-  return omp_get_max_threads();
-#else
-  return 1;
-#endif
-}
-
-namespace cpu {
-// omp_in_parallel, omp_get_thread_num and omp_get_num_threads, or one thread's answers.
-inline bool in_parallel() {
-#if defined(_OPENMP)
-  return omp_in_parallel() != 0;
-#else
-  return false;
-#endif
-}
-inline int thread_num() {
-#if defined(_OPENMP)
-  return omp_get_thread_num();
-#else
-  return 0;
-#endif
-}
-inline int team_size() {
-#if defined(_OPENMP)
-  return omp_get_num_threads();
-#else
-  return 1;
-#endif
-}
-}  // namespace cpu
 
 }  // namespace dtn
