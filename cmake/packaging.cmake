@@ -29,7 +29,7 @@ if(Python3_Interpreter_FOUND AND dtn_docs)
   add_test(NAME packaging/doc_snippets
     COMMAND ${Python3_EXECUTABLE} ${CMAKE_CURRENT_SOURCE_DIR}/tests/packaging/check_doc_snippets.py
             --cxx ${CMAKE_CXX_COMPILER} --include ${CMAKE_CURRENT_SOURCE_DIR}/include --include ${EIGEN3_INCLUDE_DIR}
-            "--openmp-flags=$<$<BOOL:${DTN_HAVE_OPENMP}>:${OpenMP_CXX_FLAGS}>"
+            "--openmp-flags=${DTN_OPENMP_FLAGS}"
             --work ${CMAKE_BINARY_DIR}/pkgtest/doc_snippets ${dtn_docs})
   set_tests_properties(packaging/doc_snippets PROPERTIES TIMEOUT 400 LABELS packaging)
 endif()

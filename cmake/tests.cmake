@@ -69,10 +69,7 @@ add_test(NAME meta/test_case_names COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/test
                                            ${CMAKE_CURRENT_SOURCE_DIR})
 
 # A user's layer that breaks the contract must fail to compile with the readable message.
-set(dtn_openmp_flags "")
-if(DTN_HAVE_OPENMP)
-  separate_arguments(dtn_openmp_flags NATIVE_COMMAND "${OpenMP_CXX_FLAGS}")
-endif()
+separate_arguments(dtn_openmp_flags NATIVE_COMMAND "${DTN_OPENMP_FLAGS}")
 add_test(NAME compile_fail/bad_layer
   COMMAND ${CMAKE_CXX_COMPILER} -std=c++17 -fsyntax-only ${dtn_openmp_flags}
           -I${CMAKE_CURRENT_SOURCE_DIR}/include -I${EIGEN3_INCLUDE_DIR} -I/usr/include/eigen3
