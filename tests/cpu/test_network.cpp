@@ -129,6 +129,21 @@ TEST_CASE("tensors, layers and losses refuse what does not fit, saying what was 
   const std::string m2 = message_of([&] { ce.compute(one_class.view(), tg.view()); });
   CHECK(m2.find("CrossEntropyLoss") != std::string::npos);
   CHECK(m2.find("K >= 2") != std::string::npos);
+  // A class index outside [0, K) is named with its row, above and below the range (before, the
+  // CPU loss read past the row's logits).
+  dtn::Tensor<float> logits(Shape{3, 4});
+  logits.zero();
+  for (int bad : {4, -1, 1000}) {
+    CAPTURE(bad);
+    const auto t = dtn::from_vector<int>(Shape{3}, {0, 3, bad});
+    const std::string m3 = message_of([&] { ce.compute(logits.view(), t.view()); });
+    CHECK(m3 == "CrossEntropyLoss: target " + std::to_string(bad) + " of row 2 is outside [0, 4)");
+    CHECK_THROWS_AS(ce.compute(logits.view(), t.view(), 1.0f, false), dtn::argument_error);
+  }
+  // Both ends of the range are classes.
+  const auto ok = dtn::from_vector<int>(Shape{3}, {0, 3, 2});
+  ce.compute(logits.view(), ok.view());
+  CHECK(ce.value() == doctest::Approx(std::log(4.0)).epsilon(1e-6));
 }
 
 TEST_CASE("a gradient crosses networks: D's input gradient drives g, and a frozen net passes it through") {

@@ -9,6 +9,8 @@
 //
 // The gradient is written already multiplied by grad_scale, so a weighted sum of losses (for
 // example alpha * L_CONST) needs no extra pass.
+#include <string>
+#include <type_traits>
 #include <vector>
 
 #include "../backend/backend.hpp"
@@ -82,6 +84,9 @@ class CrossEntropyLoss : public LossBase<T, Dev> {
  public:
   static constexpr const char* kind = "CrossEntropyLoss";
   // logits [N, K] (or [N, K, 1, 1]); targets [N] class indices in [0, K) on the same device.
+  // A target outside [0, K) throws argument_error on the CPU, naming its row; on a GPU the targets
+  // are not read back (that would synchronise each step), and the loss and that row's gradient are
+  // NaN instead, which the trainer's non-finite check reports.
   void compute(View<const T, Dev> logits, View<const int, Dev> targets, T grad_scale = T(1), bool with_grad = true) {
     const int n = static_cast<int>(logits.shape[0]);
     const int k = n > 0 ? static_cast<int>(logits.size() / static_cast<std::size_t>(n)) : 0;
@@ -90,6 +95,12 @@ class CrossEntropyLoss : public LossBase<T, Dev> {
     if (targets.size() != static_cast<std::size_t>(n))
       throw shape_error(std::string(kind) + ": " + std::to_string(n) + " logit rows but " +
                         std::to_string(targets.size()) + " targets");
+    if constexpr (std::is_same<Dev, Cpu>::value) {
+      for (int i = 0; i < n; ++i)
+        if (targets.data[i] < 0 || targets.data[i] >= k)
+          throw argument_error(std::string(kind) + ": target " + std::to_string(targets.data[i]) + " of row " +
+                               std::to_string(i) + " is outside [0, " + std::to_string(k) + ")");
+    }
     if (with_grad) this->grad_.resize(logits.shape);
     Backend<Dev>::softmax_cross_entropy(n, k, logits.data, targets.data, this->loss_.data(),
                                         with_grad ? this->grad_.data() : nullptr, grad_scale);
