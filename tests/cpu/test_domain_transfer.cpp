@@ -5,10 +5,10 @@
 
 #include <cmath>
 #include <cstdio>
-#include <limits>
 #include <dtn/dtn.hpp>
 #include <dtn/testing/gradcheck.hpp>
 #include <dtn/train/domain_transfer.hpp>
+#include <limits>
 #include <string>
 
 using dtn::Shape;
@@ -362,10 +362,13 @@ TEST_CASE("DomainTransfer: configurations and inputs it cannot use are refused, 
   dtn::DtnConfig neg;
   neg.alpha = -1;
   CHECK_THROWS_WITH_AS(Trainer<float>(Shape{3, 8, 8}, Shape{1, 8, 8}, neg),
-                       "DomainTransfer: alpha, beta and gamma must be >= 0", dtn::argument_error);
+                       "DomainTransfer: alpha, beta and gamma must be finite and >= 0", dtn::argument_error);
   dtn::DtnConfig nan_gamma;
   nan_gamma.gamma = std::nan("");
   CHECK_THROWS_AS(Trainer<float>(Shape{3, 8, 8}, Shape{1, 8, 8}, nan_gamma), dtn::argument_error);
+  dtn::DtnConfig inf_beta;
+  inf_beta.beta = std::numeric_limits<double>::infinity();
+  CHECK_THROWS_AS(Trainer<float>(Shape{3, 8, 8}, Shape{1, 8, 8}, inf_beta), dtn::argument_error);
   // Target images of 2 channels cannot be repeated to f's 3.
   using G2 = dtn::Sequential<dtn::ConvTranspose2d<8, 4, 1, 0>, dtn::BatchNorm2d, dtn::ReLU, dtn::ConvTranspose2d<2, 4, 2, 1>,
                              dtn::Tanh>;

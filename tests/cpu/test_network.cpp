@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <dtn/dtn.hpp>
+#include <limits>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -97,6 +98,23 @@ TEST_CASE("shape errors name the network, the layer and both shapes") {
   dtn::AdamConfig bad;
   bad.beta1 = 1.5;
   CHECK_THROWS_AS(AdamF(a.view(), a2.view(), bad), dtn::argument_error);
+  // Non-finite settings are refused too (an infinite rate made every parameter inf or NaN at the
+  // first update), in the constructor and in set_lr.
+  for (double x : {std::numeric_limits<double>::infinity(), std::nan(""), -1.0}) {
+    CAPTURE(x);
+    dtn::AdamConfig c;
+    c.lr = x;
+    CHECK_THROWS_AS(AdamF(a2.view(), a2.view(), c), dtn::argument_error);
+    c = dtn::AdamConfig{};
+    c.eps = x;
+    CHECK_THROWS_AS(AdamF(a2.view(), a2.view(), c), dtn::argument_error);
+    c = dtn::AdamConfig{};
+    c.weight_decay = x;
+    CHECK_THROWS_AS(AdamF(a2.view(), a2.view(), c), dtn::argument_error);
+    AdamF ok(a2.view(), a2.view());
+    CHECK_THROWS_WITH_AS(ok.set_lr(x), doctest::Contains("Adam: the learning rate must be finite and >= 0"), dtn::argument_error);
+    CHECK(ok.config().lr == dtn::AdamConfig{}.lr);
+  }
   CHECK_THROWS_AS(TVF(0.0f), dtn::argument_error);
   CHECK_THROWS_AS(dtn::Shape({1, 2, 3, 4, 5}), dtn::argument_error);
 }

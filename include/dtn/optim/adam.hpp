@@ -26,9 +26,10 @@ class Adam {
     if (params.size() != grads.size())
       throw shape_error("Adam: " + std::to_string(params.size()) + " parameters but " + std::to_string(grads.size()) +
                         " gradients");
-    if (!(cfg.lr >= 0) || !(cfg.beta1 >= 0 && cfg.beta1 < 1) || !(cfg.beta2 >= 0 && cfg.beta2 < 1) || !(cfg.eps > 0) ||
-        !(cfg.weight_decay >= 0))
-      throw argument_error("Adam: need lr >= 0, 0 <= beta1, beta2 < 1, eps > 0, weight_decay >= 0");
+    if (!(cfg.beta1 >= 0 && cfg.beta1 < 1) || !(cfg.beta2 >= 0 && cfg.beta2 < 1) || !(cfg.eps > 0 && std::isfinite(cfg.eps)) ||
+        !(cfg.weight_decay >= 0 && std::isfinite(cfg.weight_decay)))
+      throw argument_error("Adam: need lr >= 0, 0 <= beta1, beta2 < 1, eps > 0, weight_decay >= 0, all finite");
+    check_lr(cfg.lr);
     m_.resize(params.shape);
     v_.resize(params.shape);
     m_.zero();
@@ -73,7 +74,10 @@ class Adam {
   void advance() { ++t_; }
 
   const AdamConfig& config() const { return cfg_; }
-  void set_lr(double lr) { cfg_.lr = lr; }
+  void set_lr(double lr) {
+    check_lr(lr);
+    cfg_.lr = lr;
+  }
   std::int64_t steps() const { return t_; }
   // State for checkpoints.
   View<T, Dev> first_moment() { return m_.view(); }
@@ -86,6 +90,10 @@ class Adam {
   }
 
  private:
+  static void check_lr(double lr) {
+    if (!(lr >= 0 && std::isfinite(lr)))
+      throw argument_error("Adam: the learning rate must be finite and >= 0, got " + std::to_string(lr));
+  }
   View<T, Dev> params_, grads_;
   AdamConfig cfg_;
   Tensor<T, Dev> m_, v_;

@@ -95,8 +95,8 @@ class DomainTransfer {
     check_channels("source", source_sample);
     check_channels("target", target_sample);
     if (cfg.d_updates < 1 || cfg.g_updates < 1) throw argument_error("DomainTransfer: d_updates and g_updates must be >= 1");
-    if (!(cfg.alpha >= 0 && cfg.beta >= 0 && cfg.gamma >= 0))
-      throw argument_error("DomainTransfer: alpha, beta and gamma must be >= 0");
+    for (double w : {cfg.alpha, cfg.beta, cfg.gamma})
+      if (!(w >= 0 && std::isfinite(w))) throw argument_error("DomainTransfer: alpha, beta and gamma must be finite and >= 0");
     f_.eval();
     f_.freeze();
   }
