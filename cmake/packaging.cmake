@@ -40,4 +40,8 @@ if(TARGET custom_generator)
   add_test(NAME examples/custom_generator
     COMMAND custom_generator --out ${CMAKE_BINARY_DIR}/examples_out/custom_generator)
   set_tests_properties(examples/custom_generator PROPERTIES TIMEOUT 120 LABELS examples)
+  # A --steps value that is not a whole integer is refused (exit 2 with the message), not read in part.
+  add_test(NAME examples/custom_generator_bad_steps
+    COMMAND ${CMAKE_COMMAND} -DPROG=$<TARGET_FILE:custom_generator> -P ${CMAKE_CURRENT_SOURCE_DIR}/tests/examples/bad_steps.cmake)
+  set_tests_properties(examples/custom_generator_bad_steps PROPERTIES TIMEOUT 30 LABELS examples)
 endif()

@@ -15,12 +15,13 @@
 //   custom_generator [--out DIR] [--steps N]      (defaults: out/custom_generator, 20)
 //
 // Exit status 0 when every check passes, 1 otherwise. See docs/custom-networks.md.
+#include <charconv>
 #include <cmath>
 #include <cstdio>
-#include <cstdlib>
 #include <exception>
 #include <filesystem>
 #include <string>
+#include <system_error>
 #include <vector>
 
 #include <dtn/dtn.hpp>
@@ -184,7 +185,10 @@ int main(int argc, char** argv) {
     if (a == "--out" && i + 1 < argc) {
       out_dir = argv[++i];
     } else if (a == "--steps" && i + 1 < argc) {
-      steps = std::atoi(argv[++i]);
+      // The whole value, in int's range ("2x", "1.5" and "1e9" are refused, not read as 2, 1, 1).
+      const std::string v = argv[++i];
+      const auto r = std::from_chars(v.data(), v.data() + v.size(), steps);
+      if (v.empty() || r.ec != std::errc{} || r.ptr != v.data() + v.size()) steps = 0;
     } else {
       std::fprintf(stderr, "usage: %s [--out DIR] [--steps N]\n", argv[0]);
       return 2;

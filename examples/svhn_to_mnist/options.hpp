@@ -1,9 +1,12 @@
 #pragma once
 // Command-line options of the svhn_to_mnist example.
+#include <cmath>
 #include <cstdint>
 #include <cstdlib>
+#include <limits>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 namespace digits {
@@ -91,17 +94,50 @@ inline Options parse_options(int argc, char** argv) {
     if (i + 1 >= a.size()) throw std::invalid_argument("option " + a[i] + " needs a value");
     return a[++i];
   };
+  // A real number: the whole value must parse, and it must be finite.
   auto number = [&](std::size_t& i) {
     const std::string& opt = a[i];
     const std::string& v = value(i);
+    double d = 0;
     try {
       std::size_t used = 0;
-      const double d = std::stod(v, &used);
+      d = std::stod(v, &used);
       if (used != v.size()) throw std::invalid_argument("");
-      return d;
     } catch (const std::exception&) {
       throw std::invalid_argument("option " + opt + " expects a number, got '" + v + "'");
     }
+    if (!std::isfinite(d)) throw std::invalid_argument("option " + opt + " expects a finite number, got '" + v + "'");
+    return d;
+  };
+  // An integer in T's range, written in decimal digits with an optional sign: "1.5", "1e3", "12x"
+  // and values T cannot hold are refused, not truncated.
+  auto integer = [&](std::size_t& i, auto /*type tag*/ tag) {
+    using T = decltype(tag);
+    const std::string& opt = a[i];
+    const std::string& v = value(i);
+    const bool digits = !v.empty() && v.find_first_not_of("0123456789", v[0] == '-' || v[0] == '+' ? 1 : 0) == std::string::npos &&
+                        v.find_first_of("0123456789") != std::string::npos;
+    if (!digits) throw std::invalid_argument("option " + opt + " expects an integer, got '" + v + "'");
+    bool fits = true;
+    T x = 0;
+    try {
+      if constexpr (std::is_signed<T>::value) {
+        const long long w = std::stoll(v);
+        fits = w >= static_cast<long long>(std::numeric_limits<T>::min()) &&
+               w <= static_cast<long long>(std::numeric_limits<T>::max());
+        x = static_cast<T>(w);
+      } else {
+        const unsigned long long w = std::stoull(v);
+        fits = v[0] != '-' && w <= static_cast<unsigned long long>(std::numeric_limits<T>::max());
+        x = static_cast<T>(w);
+      }
+    } catch (const std::out_of_range&) {
+      fits = false;
+    }
+    if (!fits)
+      throw std::invalid_argument("option " + opt + " expects an integer from " + std::to_string(std::numeric_limits<T>::min()) +
+                                  " to " + std::to_string(std::numeric_limits<T>::max()) + ", got '" + v + "'");
+    return x;
   };
   for (std::size_t i = 0; i < a.size(); ++i) {
     const std::string& k = a[i];
@@ -113,28 +149,28 @@ inline Options parse_options(int argc, char** argv) {
     else if (k == "--f-split") o.f_split = value(i);
     else if (k == "--out") o.out_dir = value(i);
     else if (k == "--device") o.device = value(i);
-    else if (k == "--f-steps") o.f_steps = static_cast<long>(number(i));
-    else if (k == "--clf-steps") o.clf_steps = static_cast<long>(number(i));
-    else if (k == "--dtn-steps") o.dtn_steps = static_cast<long>(number(i));
-    else if (k == "--batch") o.batch = static_cast<int>(number(i));
-    else if (k == "--eval-batch") o.eval_batch = static_cast<int>(number(i));
-    else if (k == "--seed") o.seed = static_cast<std::uint64_t>(number(i));
+    else if (k == "--f-steps") o.f_steps = integer(i, 0L);
+    else if (k == "--clf-steps") o.clf_steps = integer(i, 0L);
+    else if (k == "--dtn-steps") o.dtn_steps = integer(i, 0L);
+    else if (k == "--batch") o.batch = integer(i, 0);
+    else if (k == "--eval-batch") o.eval_batch = integer(i, 0);
+    else if (k == "--seed") o.seed = integer(i, std::uint64_t{0});
     else if (k == "--alpha") o.alpha = number(i);
     else if (k == "--beta") o.beta = number(i);
     else if (k == "--gamma") o.gamma = number(i);
     else if (k == "--lr") o.lr = number(i);
     else if (k == "--clf-lr") o.clf_lr = number(i);
     else if (k == "--d-lr") o.d_lr = number(i);
-    else if (k == "--d-updates") o.d_updates = static_cast<int>(number(i));
-    else if (k == "--g-updates") o.g_updates = static_cast<int>(number(i));
-    else if (k == "--sample-every") o.sample_every = static_cast<long>(number(i));
-    else if (k == "--ckpt-every") o.ckpt_every = static_cast<long>(number(i));
-    else if (k == "--log-every") o.log_every = static_cast<long>(number(i));
+    else if (k == "--d-updates") o.d_updates = integer(i, 0);
+    else if (k == "--g-updates") o.g_updates = integer(i, 0);
+    else if (k == "--sample-every") o.sample_every = integer(i, 0L);
+    else if (k == "--ckpt-every") o.ckpt_every = integer(i, 0L);
+    else if (k == "--log-every") o.log_every = integer(i, 0L);
     else if (k == "--time-limit-min") o.time_limit_min = number(i);
-    else if (k == "--val-size") o.val_size = static_cast<int>(number(i));
-    else if (k == "--val-every") o.val_every = static_cast<long>(number(i));
-    else if (k == "--eval-limit") o.eval_limit = static_cast<long>(number(i));
-    else if (k == "--threads") o.threads = static_cast<int>(number(i));
+    else if (k == "--val-size") o.val_size = integer(i, 0);
+    else if (k == "--val-every") o.val_every = integer(i, 0L);
+    else if (k == "--eval-limit") o.eval_limit = integer(i, 0L);
+    else if (k == "--threads") o.threads = integer(i, 0);
     else if (k == "--reuse") o.reuse = true;
     else if (k == "--resume") o.resume = true;
     else if (k == "--tf32") o.tf32 = true;
@@ -162,6 +198,12 @@ inline Options parse_options(int argc, char** argv) {
   if (o.batch < 1 || o.f_steps < 0 || o.clf_steps < 0 || o.dtn_steps < 0 || o.eval_batch < 1)
     throw std::invalid_argument("batch must be >= 1 and step counts >= 0");
   if (!(o.g_average >= 0 && o.g_average < 1)) throw std::invalid_argument("--g-average must be in [0, 1)");
+  // Each of these divides the step number (s % N): 0 would stop the program with a division by zero.
+  if (o.sample_every < 1 || o.ckpt_every < 1 || o.log_every < 1)
+    throw std::invalid_argument("--sample-every, --ckpt-every and --log-every must be >= 1");
+  if (o.eval_limit < 0 || o.threads < 0 || o.time_limit_min < 0)
+    throw std::invalid_argument("--eval-limit, --threads and --time-limit-min must be >= 0");
+  if (o.alpha < 0 || o.beta < 0 || o.gamma < 0) throw std::invalid_argument("--alpha, --beta and --gamma must be >= 0");
   if (o.device != "cpu" && o.device != "cuda") throw std::invalid_argument("--device must be cpu or cuda, got " + o.device);
   if (o.f_split != "train" && o.f_split != "extra") throw std::invalid_argument("--f-split must be train or extra");
   return o;
