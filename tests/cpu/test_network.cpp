@@ -201,6 +201,26 @@ namespace {
 [[gnu::noinline]] void adam_step(dtn::Adam<double, dtn::Cpu>& opt) { opt.step(); }
 }  // namespace
 
+TEST_CASE("Adam in float takes 1 - beta in double, rounded once, as PyTorch does") {
+  // In float, 1 - float(0.999) = 0.00099998713, 1.3e-5 off 0.001: the second moment (and the
+  // early steps' sizes) were off by that until 2026-12-06, when a comparison of a whole DTN step
+  // with PyTorch found it (tests/python/test_step_interop.py).
+  dtn::Tensor<float> p = dtn::from_vector<float>(Shape{3}, {0.25f, -0.5f, 1.0f});
+  dtn::Tensor<float> g = dtn::from_vector<float>(Shape{3}, {0.75f, -3e-3f, 12.5f});
+  dtn::Adam<float, dtn::Cpu> opt(p.view(), g.view(), dtn::AdamConfig{1e-3, 0.9, 0.999, 1e-8, 0});
+  opt.step();
+  const auto m = dtn::to_vector(opt.first_moment());
+  const auto v = dtn::to_vector(opt.second_moment());
+  for (std::size_t i = 0; i < 3; ++i) {
+    CAPTURE(i);
+    const float gi = g[i];
+    CHECK(m[i] == static_cast<float>(0.1) * gi);
+    CHECK(v[i] == static_cast<float>(0.001) * gi * gi);
+    // Bias-corrected, the first step is lr * g / (|g| + eps): the moments' factors cancel.
+    CHECK(p[i] == doctest::Approx(std::vector<double>{0.25, -0.5, 1.0}[i] - 1e-3 * (gi > 0 ? 1 : -1)).epsilon(1e-6));
+  }
+}
+
 TEST_CASE("Adam matches hand-computed torch.optim.Adam steps, and its state restores exactly") {
   dtn::Tensor<double> p = dtn::from_vector<double>(Shape{2}, {1.0, -2.0});
   dtn::Tensor<double> g(Shape{2});

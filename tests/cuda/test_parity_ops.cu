@@ -488,13 +488,13 @@ std::vector<Case> cases() {
   cs.push_back(make_case("adam_update", kRound,
                          {acc("param", pa), in("grad", pa), acc("m", pa), acc_positive("v", pa, 0, 0.01)},
                          [=](auto B, auto& b) {
-                           const dtn::AdamStep<float> s{2e-3f, 0.5f, 0.999f, 1e-8f, 1e-4f, 1.0f - 0.125f, 1.0f - 0.996f};
+                           const dtn::AdamStep<float> s{2e-3f, 0.5f, 0.999f, 1e-8f, 1e-4f, 1.0f - 0.125f, 1.0f - 0.996f, 0.5f, 0.001f};
                            decltype(B)::adam_update(pa, b.f(0), b.f(1), b.f(2), b.f(3), s);
                          }));
   cs.push_back(make_case("adam_update first step", kRound,
                          {acc("param", pa), in("grad", pa), acc("m", pa), acc_positive("v", pa, 0, 0.01)},
                          [=](auto B, auto& b) {
-                           const dtn::AdamStep<float> s{1e-3f, 0.9f, 0.999f, 1e-8f, 0.0f, 1.0f - 0.9f, 1.0f - 0.999f};
+                           const dtn::AdamStep<float> s{1e-3f, 0.9f, 0.999f, 1e-8f, 0.0f, 1.0f - 0.9f, 1.0f - 0.999f, 0.1f, 0.001f};
                            decltype(B)::adam_update(pa, b.f(0), b.f(1), b.f(2), b.f(3), s);
                          }));
   return cs;

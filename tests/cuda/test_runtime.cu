@@ -391,7 +391,7 @@ TEST_CASE("a training step captured as a CUDA graph replays bit for bit, with no
   dtn::Tensor<float, Cuda> y(dtn::Shape{8, 16, 16, 16}), act(y.shape()), dact(y.shape()), dy(y.shape()),
       dx(dtn::Shape{8, 3, 16, 16}), dw(dtn::Shape{16, 3, 3, 3}), db(dtn::Shape{16}), m(dw.shape()), v(dw.shape()),
       loss(dtn::Shape{1});
-  const dtn::AdamStep<float> adam{1e-2f, 0.9f, 0.999f, 1e-8f, 0.0f, 0.1f, 0.001f};
+  const dtn::AdamStep<float> adam{1e-2f, 0.9f, 0.999f, 1e-8f, 0.0f, 0.1f, 0.001f, 0.1f, 0.001f};
   const dtn::ops::Relu relu;
   auto step = [&] {
     GpuB::conv2d_forward(g, x.data(), w.data(), bias.data(), y.data());

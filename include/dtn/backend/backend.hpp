@@ -180,9 +180,11 @@ struct ResizeGeom {
 
 // One Adam step's scalars. bias_correction1 = 1 - beta1^t, bias_correction2 = 1 - beta2^t.
 // weight_decay is L2 added to the gradient (PyTorch torch.optim.Adam semantics).
+// one_minus_beta1/2 = 1 - beta1/2 computed in double, then rounded to T, as PyTorch passes them:
+// in float, 1 - float(0.999) is 0.00099998713, 1.3e-5 off 0.001, and the second moment with it.
 template <class T>
 struct AdamStep {
-  T lr, beta1, beta2, eps, weight_decay, bias_correction1, bias_correction2;
+  T lr, beta1, beta2, eps, weight_decay, bias_correction1, bias_correction2, one_minus_beta1, one_minus_beta2;
 };
 
 template <class Dev>

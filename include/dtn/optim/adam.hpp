@@ -62,6 +62,8 @@ class Adam {
     }
     s.bias_correction1 = static_cast<T>(1.0 - p1);
     s.bias_correction2 = static_cast<T>(1.0 - p2);
+    s.one_minus_beta1 = static_cast<T>(1.0 - cfg_.beta1);
+    s.one_minus_beta2 = static_cast<T>(1.0 - cfg_.beta2);
     return s;
   }
   // A step whose scalars are read from device memory (write scalars(steps() + 1) there first)

@@ -471,8 +471,8 @@ struct Backend<Cpu> {
     DTN_OMP(parallel for if (n > 65536))
     for (std::ptrdiff_t i = 0; i < static_cast<std::ptrdiff_t>(n); ++i) {
       const T gi = grad[i] + s.weight_decay * param[i];
-      m[i] = s.beta1 * m[i] + (T(1) - s.beta1) * gi;
-      v[i] = s.beta2 * v[i] + (T(1) - s.beta2) * gi * gi;
+      m[i] = s.beta1 * m[i] + s.one_minus_beta1 * gi;
+      v[i] = s.beta2 * v[i] + s.one_minus_beta2 * gi * gi;
       const T mhat = m[i] / s.bias_correction1;
       const T vhat = v[i] / s.bias_correction2;
       param[i] -= s.lr * mhat / (std::sqrt(vhat) + s.eps);

@@ -23,8 +23,8 @@ __device__ __forceinline__ void adam_element(std::size_t i, T* param, const T* g
   {
     const float p = param[i];
     const float g = __fadd_rn(grad[i], __fmul_rn(s.weight_decay, p));
-    const float mi = __fadd_rn(__fmul_rn(s.beta1, m[i]), __fmul_rn(__fadd_rn(1.0f, -s.beta1), g));
-    const float vi = __fadd_rn(__fmul_rn(s.beta2, v[i]), __fmul_rn(__fmul_rn(__fadd_rn(1.0f, -s.beta2), g), g));
+    const float mi = __fadd_rn(__fmul_rn(s.beta1, m[i]), __fmul_rn(s.one_minus_beta1, g));
+    const float vi = __fadd_rn(__fmul_rn(s.beta2, v[i]), __fmul_rn(__fmul_rn(s.one_minus_beta2, g), g));
     m[i] = mi;
     v[i] = vi;
     const float mhat = __fdiv_rn(mi, s.bias_correction1);
