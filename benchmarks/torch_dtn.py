@@ -143,18 +143,34 @@ def repeat3(x):
     return x.repeat(1, 3, 1, 1) if x.shape[1] == 1 else x
 
 
-class Dtn:
-    """f, g, D and their optimisers; step() is one full DTN training step."""
+def total_variation(z, eps):
+    """dtn's L_TV of one batch (anisotropic, B = 1, smoothed): (1/N) sum over channels and pixels of
+    sqrt(dh^2 + dv^2 + eps), forward differences, 0 past the last column and row."""
+    dh = F.pad(z[..., :, 1:] - z[..., :, :-1], (0, 1))
+    dv = F.pad(z[..., 1:, :] - z[..., :-1, :], (0, 0, 0, 1))
+    return torch.sqrt(dh * dh + dv * dv + eps).sum() / z.shape[0]
 
-    def __init__(self, device, compile_mode=None):
+
+class Dtn:
+    """f, g, D and their optimisers; step() is one full DTN training step, in the order of dtn's
+    trainer (tests/python/test_step_interop.py checks the two against each other). The benchmark
+    uses the defaults; gamma > 0 adds L_TV, gamma/2 on each of G(xs) and G(xt)."""
+
+    def __init__(self, device, compile_mode=None, lr=2e-4, betas=(0.5, 0.999), eps=1e-8,
+                 gamma=0.0, tv_eps=1e-8, dtype=torch.float32, keep_terms=False):
         # Modes whose Inductor code runs as CUDA graphs (cudagraph trees): each step is marked.
         self.cudagraph_steps = compile_mode in CUDAGRAPH_MODES
-        self.f = make_f().to(device).eval()
+        self.gamma, self.tv_eps = gamma, tv_eps
+        # keep_terms: the last step's loss terms kept in self.terms, as tensors (the timed runs
+        # keep nothing beyond what the step returns).
+        self.keep_terms = keep_terms
+        self.terms = {}
+        self.f = make_f().to(device, dtype).eval()
         self.f.requires_grad_(False)
-        self.g = make_g().to(device).train()
-        self.d = make_d().to(device).train()
-        self.opt_g = torch.optim.Adam(self.g.parameters(), lr=2e-4, betas=(0.5, 0.999))
-        self.opt_d = torch.optim.Adam(self.d.parameters(), lr=2e-4, betas=(0.5, 0.999))
+        self.g = make_g().to(device, dtype).train()
+        self.d = make_d().to(device, dtype).train()
+        self.opt_g = torch.optim.Adam(self.g.parameters(), lr=lr, betas=betas, eps=eps)
+        self.opt_d = torch.optim.Adam(self.d.parameters(), lr=lr, betas=betas, eps=eps)
         # Callables used by the step; compiled versions share parameters with the modules.
         self.fc, self.gc, self.dc = self.f, self.g, self.d
         if compile_mode is not None:
@@ -171,9 +187,11 @@ class Dtn:
         return t.clone() if self.cudagraph_steps else t
 
     def step(self, xs, xt):
-        b = xs.shape[0]
         dev = xs.device
-        lbl = [torch.full((b,), k, dtype=torch.long, device=dev) for k in range(3)]
+        ns, nt = xs.shape[0], xt.shape[0]  # batch sizes (equal in the benchmark: 3 label tensors)
+        src0 = torch.full((ns,), 0, dtype=torch.long, device=dev)
+        tgt1, tgt2 = (torch.full((nt,), k, dtype=torch.long, device=dev) for k in (1, 2))
+        src2 = tgt2 if ns == nt else torch.full((ns,), 2, dtype=torch.long, device=dev)
         with torch.no_grad():
             fs = self.own(self.fc(xs))
             ft = self.own(self.fc(repeat3(xt)))
@@ -181,22 +199,31 @@ class Dtn:
         gt = self.gc(ft)
         # D update: G fixed.
         self.d.requires_grad_(True)
-        loss_d = (F.cross_entropy(self.dc(gs.detach()).flatten(1), lbl[0])
-                  + F.cross_entropy(self.dc(gt.detach()).flatten(1), lbl[1])
-                  + F.cross_entropy(self.dc(xt).flatten(1), lbl[2]))
+        d_source = F.cross_entropy(self.dc(gs.detach()).flatten(1), src0)
+        d_target_fake = F.cross_entropy(self.dc(gt.detach()).flatten(1), tgt1)
+        d_target_real = F.cross_entropy(self.dc(xt).flatten(1), tgt2)
+        loss_d = d_source + d_target_fake + d_target_real
         self.opt_d.zero_grad(set_to_none=True)
         loss_d.backward()
         self.opt_d.step()
         # g update: D fixed (no gradients for D's parameters), f frozen but differentiated through.
+        # D sees the target batch first, as in dtn (the order of batch norm's running statistics).
         self.d.requires_grad_(False)
-        l_gang = (F.cross_entropy(self.dc(gs).flatten(1), lbl[2])
-                  + F.cross_entropy(self.dc(gt).flatten(1), lbl[2]))
+        l_gang = (F.cross_entropy(self.dc(gt).flatten(1), tgt2)
+                  + F.cross_entropy(self.dc(gs).flatten(1), src2))
         l_const = F.mse_loss(self.fc(repeat3(gs)), fs)
         l_tid = F.mse_loss(gt, xt)
         loss_g = l_gang + ALPHA * l_const + BETA * l_tid
+        l_tv = None
+        if self.gamma > 0:
+            l_tv = 0.5 * (total_variation(gs, self.tv_eps) + total_variation(gt, self.tv_eps))
+            loss_g = loss_g + self.gamma * l_tv
         self.opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         self.opt_g.step()
+        if self.keep_terms:
+            self.terms = {"d_source": d_source, "d_target_fake": d_target_fake, "d_target_real": d_target_real,
+                          "d": loss_d, "gang": l_gang, "constancy": l_const, "tid": l_tid, "tv": l_tv, "g": loss_g}
         return loss_d, loss_g
 
 

@@ -11,6 +11,12 @@ dtn_warnings(dtn_st_roundtrip)
 add_executable(dtn_net_interop ${dtn_SOURCE_DIR}/tests/python/net_interop.cpp)
 target_link_libraries(dtn_net_interop PRIVATE dtn::dtn)
 dtn_warnings(dtn_net_interop)
+# One DTN step of the trainer on the benchmark's networks, recomputed in PyTorch by the test.
+if(EXISTS ${dtn_SOURCE_DIR}/benchmarks/bench_common.hpp)
+  add_executable(dtn_step_interop ${dtn_SOURCE_DIR}/tests/python/step_interop.cpp)
+  target_link_libraries(dtn_step_interop PRIVATE dtn::dtn)
+  dtn_warnings(dtn_step_interop)
+endif()
 
 find_package(Python3 COMPONENTS Interpreter)
 if(Python3_Interpreter_FOUND)
@@ -24,9 +30,13 @@ if(Python3_Interpreter_FOUND)
            COMMAND ${Python3_EXECUTABLE} ${dtn_SOURCE_DIR}/tests/python/run_interop.py --bench)
   add_test(NAME python/bench_tools_torch
            COMMAND ${Python3_EXECUTABLE} ${dtn_SOURCE_DIR}/tests/python/run_interop.py --bench --torch)
+  set(dtn_interop_env "DTN_ST_ROUNDTRIP=$<TARGET_FILE:dtn_st_roundtrip>;DTN_NET_INTEROP=$<TARGET_FILE:dtn_net_interop>")
+  if(TARGET dtn_step_interop)
+    list(APPEND dtn_interop_env "DTN_STEP_INTEROP=$<TARGET_FILE:dtn_step_interop>")
+  endif()
   set_tests_properties(python/interop python/interop_torch python/bench_tools python/bench_tools_torch PROPERTIES
     SKIP_RETURN_CODE 77
-    ENVIRONMENT "DTN_ST_ROUNDTRIP=$<TARGET_FILE:dtn_st_roundtrip>;DTN_NET_INTEROP=$<TARGET_FILE:dtn_net_interop>;PYTHONDONTWRITEBYTECODE=1")
+    ENVIRONMENT "${dtn_interop_env};PYTHONDONTWRITEBYTECODE=1")
 else()
   message(STATUS "dtn: no python3 found: the Python interop tests are not registered")
 endif()

@@ -1,8 +1,10 @@
-"""CTest driver for test_interop.py and test_net_interop.py, and for test_bench_tools.py.
+"""CTest driver for test_interop.py, test_net_interop.py and test_step_interop.py, and for
+test_bench_tools.py.
 
-  run_interop.py          every test but the PyTorch comparison; exit 77 (reported as skipped)
-                          when numpy, safetensors or pytest cannot be imported
-  run_interop.py --torch  only the comparison with PyTorch; exit 77 when torch cannot be imported
+  run_interop.py          every test but the comparisons with PyTorch; exit 77 (reported as
+                          skipped) when numpy, safetensors or pytest cannot be imported
+  run_interop.py --torch  only the comparisons with PyTorch (a network's forward, a whole DTN
+                          step); exit 77 when torch cannot be imported
   run_interop.py --bench [--torch]
                           test_bench_tools.py (the benchmark scripts' layer comparison): without
                           --torch the tests that need only pytest, with --torch the two that run
@@ -46,9 +48,10 @@ os.environ["DTN_INTEROP_STRICT"] = "1"
 here = os.path.dirname(os.path.abspath(__file__))
 outcomes = Outcomes()
 # No cache directory in the source tree; -rs prints every skip's reason.
-torch_tests = "(torch_layer_profile or torch_compile_rows)" if bench else "same_forward_as_pytorch"
+torch_tests = ("(torch_layer_profile or torch_compile_rows)" if bench
+               else "(same_forward_as_pytorch or dtn_step_matches_pytorch)")
 selection = torch_tests if torch_only else "not " + torch_tests
-files = ["test_bench_tools.py"] if bench else ["test_interop.py", "test_net_interop.py"]
+files = ["test_bench_tools.py"] if bench else ["test_interop.py", "test_net_interop.py", "test_step_interop.py"]
 rc = pytest.main(["-q", "-rs", "-p", "no:cacheprovider", "-k", selection,
                   *(os.path.join(here, f) for f in files), *args],
                  plugins=[outcomes])

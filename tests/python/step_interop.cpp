@@ -1,0 +1,106 @@
+// Helper program for tests/python/test_step_interop.py: one DTN training step of dtn's trainer,
+// with the benchmark's networks (benchmarks/bench_common.hpp, the ones benchmarks/torch_dtn.py
+// builds in PyTorch), written out so that the same step can be recomputed in PyTorch.
+//
+//   dtn_step_interop <dir> [--joint] [--gamma G]
+//
+// writes into <dir>:
+//   before.safetensors   the trainer's checkpoint before the step (f, g, D, zero Adam states)
+//   inputs.safetensors   xs [5, 3, 32, 32] and xt [3, 1, 32, 32], uniform in [-1, 1)
+//   after.safetensors    the checkpoint after one step (parameters, running statistics, Adam's
+//                        moments: m = (1 - beta1) * gradient after a first step)
+//   step.json            every loss term of the step, and where each parameter tensor sits in
+//                        its network's Adam arena (opt.g.m, opt.d.m, ...), as {"name": offset}
+// Floats in step.json are C99 hex strings ("%a"): every bit survives. The batches differ in size
+// (5 source, 3 target images), so a mix-up of the two shows.
+#include <cstdio>
+#include <fstream>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "../../benchmarks/bench_common.hpp"
+
+namespace {
+
+using Trainer = dtn::DomainTransfer<bench::FSpec, bench::GSpec, bench::DSpec, dtn::Cpu, float>;
+
+std::string hex(double v) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%a", v);
+  return buf;
+}
+
+dtn::Tensor<float> uniform(dtn::Shape s, dtn::Rng& rng) {
+  dtn::Tensor<float> t(s);
+  for (std::size_t i = 0; i < t.size(); ++i) t[i] = static_cast<float>(rng.uniform(-1.0, 1.0));
+  return t;
+}
+
+template <class NetT>
+void layout(NetT& net, nlohmann::json& out) {
+  const float* arena = net.parameters().data;
+  for (const auto& e : net.entries())
+    if (e.param->trainable()) out[e.name] = e.param->value.data - arena;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    if (argc < 2) {
+      std::fprintf(stderr, "usage: dtn_step_interop <dir> [--joint] [--gamma G]\n");
+      return 2;
+    }
+    const std::string dir = argv[1];
+    dtn::DtnConfig cfg;
+    cfg.init = dtn::InitScheme::pytorch;  // f's features and D's logits of order 1, not 0.02
+    cfg.seed = 5;
+    // Adam's eps 1 instead of 1e-8 (both optimisers; the test reads it back): with 1e-8 the first
+    // step is lr * g / (|g| + 1e-8), +-lr for any g that is not exactly 0, so a gradient that is
+    // zero up to rounding (a convolution's bias before batch norm) moves its parameter by +-lr in a
+    // direction rounding noise decides, and the D that the g update then sees differs between any
+    // two implementations by that. With eps 1 the step is a smooth function of the gradient.
+    cfg.d_optim.eps = 1.0;
+    cfg.g_optim.eps = 1.0;
+    for (int i = 2; i < argc; ++i) {
+      const std::string a = argv[i];
+      if (a == "--joint") {
+        cfg.joint_batches = true;
+      } else if (a == "--gamma" && i + 1 < argc) {
+        cfg.gamma = std::stod(argv[++i]);
+      } else {
+        std::fprintf(stderr, "dtn_step_interop: unknown argument %s\n", a.c_str());
+        return 2;
+      }
+    }
+    Trainer tr(bench::f_input(), bench::d_input(), cfg);
+    dtn::Rng rng(11);
+    const dtn::Tensor<float> xs = uniform(dtn::Shape{5, 3, 32, 32}, rng);
+    const dtn::Tensor<float> xt = uniform(dtn::Shape{3, 1, 32, 32}, rng);
+    dtn::io::save_safetensors(dir + "/inputs.safetensors",
+                              {dtn::io::make_record<float>("xs", {5, 3, 32, 32}, dtn::to_vector(xs.view())),
+                               dtn::io::make_record<float>("xt", {3, 1, 32, 32}, dtn::to_vector(xt.view()))},
+                              {});
+    tr.save(dir + "/before.safetensors");
+    const dtn::DtnLosses l = tr.step(xs.view(), xt.view());
+    tr.save(dir + "/after.safetensors");
+
+    nlohmann::json j;
+    j["losses"] = {{"d_source", hex(l.d_source)}, {"d_target_fake", hex(l.d_target_fake)},
+                   {"d_target_real", hex(l.d_target_real)}, {"d", hex(l.d)},
+                   {"gang", hex(l.gang)}, {"constancy", hex(l.constancy)},
+                   {"tid", hex(l.tid)}, {"tv", hex(l.tv)}, {"g", hex(l.g)}};
+    j["config"] = {{"alpha", cfg.alpha}, {"beta", cfg.beta}, {"gamma", cfg.gamma}, {"tv_eps", cfg.tv_eps},
+                   {"joint_batches", cfg.joint_batches}};
+    for (const auto& [name, o] : {std::pair<const char*, dtn::AdamConfig>{"g_optim", cfg.g_optim}, {"d_optim", cfg.d_optim}})
+      j["config"][name] = {{"lr", o.lr}, {"beta1", o.beta1}, {"beta2", o.beta2}, {"eps", o.eps}, {"weight_decay", o.weight_decay}};
+    layout(tr.g(), j["arena"]["g"]);
+    layout(tr.d(), j["arena"]["d"]);
+    std::ofstream(dir + "/step.json") << j.dump(1);
+    return 0;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "dtn_step_interop: %s\n", e.what());
+    return 1;
+  }
+}

@@ -1,0 +1,171 @@
+"""One DTN training step of dtn's trainer against the same step in PyTorch.
+
+The C++ side (tests/python/step_interop.cpp, path in $DTN_STEP_INTEROP) runs one step of
+dtn::DomainTransfer on the benchmark's networks and writes the checkpoints before and after it, the
+inputs and every loss term. Here benchmarks/torch_dtn.py's Dtn, the PyTorch peer the benchmarks
+time, is loaded with the same weights and runs the same step in float64. Compared:
+  * the nine loss terms (L_D's three, L_GANG, L_CONST, L_TID, L_TV, L_D and L_G);
+  * the gradients of every parameter of g and of D: after Adam's first step its first moment is
+    m = (1 - beta1) * gradient, read from dtn's checkpoint and from torch.optim.Adam's state;
+  * Adam's second moments, and the parameters after the update (dtn's update against PyTorch's
+    update formula applied to dtn's own moments, so that the check is of the update, not of the
+    sign of gradients that are zero up to rounding, where Adam's first step of +-lr is undecided);
+  * batch norm's running statistics of g and D after the step (D runs five times in train mode).
+This shows that the trainer computes the paper's losses and their gradients as PyTorch does, with
+separate and with joint batches, with and without L_TV, and that the benchmark's peer does the
+work dtn does.
+"""
+import importlib.util
+import json
+import os
+import subprocess
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+from safetensors.numpy import load_file  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+# Tolerances (dtn in float32 against PyTorch in float64, same weights and inputs; measured on
+# 2026-12-06 with separate and joint batches, with and without L_TV):
+#  - losses: float32 passes through f (3x3 convolutions of up to 2304 products, Winograd on the
+#    CPU), g and D: measured <= 1e-6 relative; bound 1e-5, far below what a wrong term, weight or
+#    batch gives (1e-2 and more).
+#  - gradients, second moments and running statistics, per tensor as the relative L2 error
+#    ||dtn - ref|| / ||ref||: float32 backward passes accumulating over up to B x 16 x 16
+#    positions; measured <= 1.4e-6 (running statistics <= 1.5e-7); bound 1e-5. PyTorch's own
+#    float32 step is ~1e-6 off its float64 step the same way (and 3e-3 in D.0's weight gradient).
+#  - a convolution's bias followed by batch norm has gradient 0 in exact arithmetic (batch norm
+#    removes any constant per channel): the reference's is ~1e-15, dtn's float32 rounding, which
+#    must stay below 1e-6 of the norm of its network's whole gradient (measured <= 3e-8).
+LOSS_RTOL = 1e-5
+TENSOR_RTOL = 1e-5
+ZERO_GRAD_RTOL = 1e-6
+
+
+def torch_dtn():
+    spec = importlib.util.spec_from_file_location("torch_dtn", os.path.join(HERE, "..", "..", "benchmarks", "torch_dtn.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(scope="module")
+def exe():
+    path = os.environ.get("DTN_STEP_INTEROP")
+    if not path or not os.path.exists(path):
+        why = "DTN_STEP_INTEROP does not name the dtn_step_interop program"
+        if os.environ.get("DTN_INTEROP_STRICT"):  # under CTest the build made it: a failure
+            pytest.fail(why)
+        pytest.skip(why)
+    return path
+
+
+def rel_l2(a, ref):
+    a, ref = np.asarray(a, np.float64).ravel(), np.asarray(ref, np.float64).ravel()
+    n = np.linalg.norm(ref)
+    assert n > 0, "a reference tensor of zeros compares nothing"
+    return np.linalg.norm(a - ref) / n
+
+
+def load_module(module, tensors, prefix):
+    """Loads dtn's tensors "<prefix>.<i>.<name>" into an nn.Sequential (float64); every module
+    tensor must be found (num_batches_tracked is PyTorch's own)."""
+    state = module.state_dict()
+    for k in state:
+        if k.endswith("num_batches_tracked"):
+            continue
+        src = tensors[f"{prefix}.{k}"]
+        assert tuple(src.shape) == tuple(state[k].shape), k
+        state[k] = torch.from_numpy(src.astype(np.float64))
+    module.load_state_dict(state)
+
+
+@pytest.mark.parametrize("joint,gamma", [(False, 0.0), (True, 0.0), (False, 0.5), (True, 0.5)],
+                         ids=["separate", "joint", "separate-tv", "joint-tv"])
+def test_dtn_step_matches_pytorch(exe, tmp_path, joint, gamma):
+    args = [exe, str(tmp_path)] + (["--joint"] if joint else []) + ["--gamma", str(gamma)]
+    r = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    with open(tmp_path / "step.json") as fh:
+        out = json.load(fh)
+    cfg = out["config"]
+    assert cfg["joint_batches"] is joint and cfg["gamma"] == gamma
+    assert cfg["g_optim"] == cfg["d_optim"]
+    opt = cfg["g_optim"]
+    assert opt["weight_decay"] == 0
+    before = load_file(str(tmp_path / "before.safetensors"))
+    after = load_file(str(tmp_path / "after.safetensors"))
+    inputs = load_file(str(tmp_path / "inputs.safetensors"))
+    assert not np.any(before["opt.g.m"]) and not np.any(before["opt.d.v"])  # a first step
+
+    td = torch_dtn()
+    assert (td.ALPHA, td.BETA) == (cfg["alpha"], cfg["beta"])
+    m = td.Dtn("cpu", lr=opt["lr"], betas=(opt["beta1"], opt["beta2"]), eps=opt["eps"], gamma=gamma,
+               tv_eps=cfg["tv_eps"], dtype=torch.float64, keep_terms=True)
+    for module, prefix in ((m.f, "f"), (m.g, "g"), (m.d, "d")):
+        load_module(module, before, prefix)
+    xs = torch.from_numpy(inputs["xs"].astype(np.float64))
+    xt = torch.from_numpy(inputs["xt"].astype(np.float64))
+    assert xs.shape[0] != xt.shape[0]  # unequal batches: a mix-up of the two shows
+    m.step(xs, xt)
+
+    # The loss terms.
+    losses = {k: float.fromhex(v) for k, v in out["losses"].items()}
+    for name, ref in m.terms.items():
+        ref = 0.0 if ref is None else ref.item()
+        if gamma == 0 and name == "tv":
+            assert losses[name] == 0
+            continue
+        assert losses[name] == pytest.approx(ref, rel=LOSS_RTOL), name
+    assert losses["constancy"] > 1e-5 and losses["gang"] > 1 and losses["tid"] > 0.1  # terms that weigh
+
+    # Gradients (Adam's first moments), second moments, updates, running statistics.
+    b1, b2, lr, eps = opt["beta1"], opt["beta2"], opt["lr"], opt["eps"]
+    worst = {}
+    for net, module, optimizer in (("g", m.g, m.opt_g), ("d", m.d, m.opt_d)):
+        names = dict(module.named_parameters())
+        arena = out["arena"][net]
+        assert sorted(arena) == sorted(f"{net}.{k}" for k in names)
+        net_norm = np.sqrt(sum(float((optimizer.state[p]["exp_avg"] ** 2).sum()) for p in names.values())) / (1 - b1)
+        # Biases of the layers that batch norm follows: gradient 0 in exact arithmetic.
+        zero_grad = {f"{i}.bias" for i in range(len(module) - 1) if isinstance(module[i + 1], torch.nn.BatchNorm2d)}
+        assert len(zero_grad) == 3
+        for k, p in names.items():
+            off = arena[f"{net}.{k}"]
+            n = p.numel()
+            st = optimizer.state[p]
+            m_dtn = after[f"opt.{net}.m"][off:off + n]
+            v_dtn = after[f"opt.{net}.v"][off:off + n]
+            grad_ref = st["exp_avg"].numpy().ravel() / (1 - b1)
+            if k in zero_grad:
+                assert np.linalg.norm(grad_ref) < 1e-12 * net_norm, k
+                small = np.linalg.norm(m_dtn / (1 - b1)) / net_norm
+                assert small < ZERO_GRAD_RTOL, f"{net}.{k}: gradient {small:.2e} of the network's, not 0"
+                continue
+            grad_err = rel_l2(m_dtn / (1 - b1), grad_ref)
+            v_err = rel_l2(v_dtn, st["exp_avg_sq"].numpy().ravel())
+            # The update from dtn's own moments (bias-corrected, step 1), in float64.
+            m_hat = m_dtn.astype(np.float64) / (1 - b1)
+            v_hat = v_dtn.astype(np.float64) / (1 - b2)
+            expected = before[f"{net}.{k}"].ravel().astype(np.float64) - lr * m_hat / (np.sqrt(v_hat) + eps)
+            upd_err = np.max(np.abs(after[f"{net}.{k}"].ravel() - expected))
+            worst[f"{net}.{k}"] = (grad_err, v_err)
+            assert grad_err < TENSOR_RTOL, f"{net}.{k}: gradient relative error {grad_err:.2e}"
+            assert v_err < TENSOR_RTOL, f"{net}.{k}: second moment relative error {v_err:.2e}"
+            # One float32 rounding of the parameter (|p| < 1) and of the update.
+            assert upd_err < 1e-7, f"{net}.{k}: Adam update off by {upd_err:.2e}"
+        for k, buf in module.named_buffers():
+            if k.endswith("num_batches_tracked"):
+                continue
+            err = rel_l2(after[f"{net}.{k}"], buf.numpy())
+            assert err < TENSOR_RTOL, f"{net}.{k}: running statistic relative error {err:.2e}"
+            assert rel_l2(before[f"{net}.{k}"], buf.numpy()) > 1e-3  # they moved in the step
+    # f is frozen: nothing of it changed.
+    for k in before:
+        if k.startswith("f."):
+            assert np.array_equal(before[k], after[k]), k
+    print("worst gradient / second-moment relative errors:",
+          {k: f"{g:.1e}/{v:.1e}" for k, (g, v) in sorted(worst.items(), key=lambda kv: -kv[1][0])[:4]})
