@@ -2,14 +2,17 @@
 // with the benchmark's networks (benchmarks/bench_common.hpp, the ones benchmarks/torch_dtn.py
 // builds in PyTorch), written out so that the same step can be recomputed in PyTorch.
 //
-//   dtn_step_interop <dir> [--joint] [--gamma G]
+//   dtn_step_interop <dir> [--joint] [--gamma G] [--steps N]
 //
 // writes into <dir>:
-//   before.safetensors   the trainer's checkpoint before the step (f, g, D, zero Adam states)
-//   inputs.safetensors   xs [5, 3, 32, 32] and xt [3, 1, 32, 32], uniform in [-1, 1)
-//   after.safetensors    the checkpoint after one step (parameters, running statistics, Adam's
-//                        moments: m = (1 - beta1) * gradient after a first step)
-//   step.json            every loss term of the step, and where each parameter tensor sits in
+//   before.safetensors   the trainer's checkpoint before the first step (f, g, D, zero Adam states)
+//   inputs.safetensors   xs [5, 3, 32, 32] and xt [3, 1, 32, 32], uniform in [-1, 1): step k
+//                        (k = 0, 1, ...) trains on them multiplied by 1 - k / 8, so that no two
+//                        steps see the same batches
+//   after.safetensors    the checkpoint after the first step (parameters, running statistics,
+//                        Adam's moments: m = (1 - beta1) * gradient after a first step)
+//   last.safetensors     the checkpoint after the last of N steps (default 1)
+//   step.json            every loss term of each step, and where each parameter tensor sits in
 //                        its network's Adam arena (opt.g.m, opt.d.m, ...), as {"name": offset}
 // Floats in step.json are C99 hex strings ("%a"): every bit survives. The batches differ in size
 // (5 source, 3 target images), so a mix-up of the two shows.
@@ -53,6 +56,7 @@ int main(int argc, char** argv) {
       return 2;
     }
     const std::string dir = argv[1];
+    int steps = 1;
     dtn::DtnConfig cfg;
     cfg.init = dtn::InitScheme::pytorch;  // f's features and D's logits of order 1, not 0.02
     cfg.seed = 5;
@@ -69,6 +73,8 @@ int main(int argc, char** argv) {
         cfg.joint_batches = true;
       } else if (a == "--gamma" && i + 1 < argc) {
         cfg.gamma = std::stod(argv[++i]);
+      } else if (a == "--steps" && i + 1 < argc) {
+        steps = std::stoi(argv[++i]);
       } else {
         std::fprintf(stderr, "dtn_step_interop: unknown argument %s\n", a.c_str());
         return 2;
@@ -83,14 +89,21 @@ int main(int argc, char** argv) {
                                dtn::io::make_record<float>("xt", {3, 1, 32, 32}, dtn::to_vector(xt.view()))},
                               {});
     tr.save(dir + "/before.safetensors");
-    const dtn::DtnLosses l = tr.step(xs.view(), xt.view());
-    tr.save(dir + "/after.safetensors");
-
     nlohmann::json j;
-    j["losses"] = {{"d_source", hex(l.d_source)}, {"d_target_fake", hex(l.d_target_fake)},
-                   {"d_target_real", hex(l.d_target_real)}, {"d", hex(l.d)},
-                   {"gang", hex(l.gang)}, {"constancy", hex(l.constancy)},
-                   {"tid", hex(l.tid)}, {"tv", hex(l.tv)}, {"g", hex(l.g)}};
+    j["losses"] = nlohmann::json::array();
+    dtn::Tensor<float> xsk(xs.shape()), xtk(xt.shape());
+    for (int k = 0; k < steps; ++k) {
+      const float s = 1.0f - static_cast<float>(k) / 8.0f;  // the product rounded in float, as numpy's is
+      for (std::size_t i = 0; i < xs.size(); ++i) xsk[i] = s * xs[i];
+      for (std::size_t i = 0; i < xt.size(); ++i) xtk[i] = s * xt[i];
+      const dtn::DtnLosses l = tr.step(xsk.view(), xtk.view());
+      if (k == 0) tr.save(dir + "/after.safetensors");
+      j["losses"].push_back({{"d_source", hex(l.d_source)}, {"d_target_fake", hex(l.d_target_fake)},
+                             {"d_target_real", hex(l.d_target_real)}, {"d", hex(l.d)},
+                             {"gang", hex(l.gang)}, {"constancy", hex(l.constancy)},
+                             {"tid", hex(l.tid)}, {"tv", hex(l.tv)}, {"g", hex(l.g)}});
+    }
+    tr.save(dir + "/last.safetensors");
     j["config"] = {{"alpha", cfg.alpha}, {"beta", cfg.beta}, {"gamma", cfg.gamma}, {"tv_eps", cfg.tv_eps},
                    {"joint_batches", cfg.joint_batches}};
     for (const auto& [name, o] : {std::pair<const char*, dtn::AdamConfig>{"g_optim", cfg.g_optim}, {"d_optim", cfg.d_optim}})
