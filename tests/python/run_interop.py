@@ -49,7 +49,7 @@ here = os.path.dirname(os.path.abspath(__file__))
 outcomes = Outcomes()
 # No cache directory in the source tree; -rs prints every skip's reason.
 torch_tests = ("(torch_layer_profile or torch_compile_rows)" if bench
-               else "(same_forward_as_pytorch or dtn_step_matches_pytorch)")
+               else "(same_forward_as_pytorch or step_interop)")
 selection = torch_tests if torch_only else "not " + torch_tests
 files = ["test_bench_tools.py"] if bench else ["test_interop.py", "test_net_interop.py", "test_step_interop.py"]
 rc = pytest.main(["-q", "-rs", "-p", "no:cacheprovider", "-k", selection,
