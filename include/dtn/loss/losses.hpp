@@ -9,6 +9,7 @@
 //
 // The gradient is written already multiplied by grad_scale, so a weighted sum of losses (for
 // example alpha * L_CONST) needs no extra pass.
+#include <cmath>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -60,7 +61,8 @@ class TotalVariationLoss : public LossBase<T, Dev> {
  public:
   static constexpr const char* kind = "TotalVariationLoss";
   explicit TotalVariationLoss(T eps = T(1e-8)) : eps_(eps) {
-    if (!(eps > T(0))) throw argument_error("TotalVariationLoss: eps must be positive");
+    if (!(eps > T(0) && std::isfinite(static_cast<double>(eps))))
+      throw argument_error("TotalVariationLoss: eps must be positive and finite");
   }
   void compute(View<const T, Dev> z, T grad_scale = T(1), bool with_grad = true) {
     if (z.shape.rank() != 4) throw_shape(kind, "an [N, C, H, W] image batch", z.shape);
