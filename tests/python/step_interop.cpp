@@ -1,11 +1,15 @@
-// Helper program for tests/python/test_step_interop.py: one DTN training step of dtn's trainer,
-// with the benchmark's networks (benchmarks/bench_common.hpp, the ones benchmarks/torch_dtn.py
-// builds in PyTorch), written out so that the same step can be recomputed in PyTorch.
+// Helper program for tests/python/test_step_interop.py: DTN training steps of dtn's trainer,
+// written out so that the same steps can be recomputed in PyTorch. The networks: the benchmark's
+// (--nets bench, the default: benchmarks/bench_common.hpp, the ones benchmarks/torch_dtn.py builds
+// in PyTorch) or the bundled example's (--nets example: examples/svhn_to_mnist/networks.hpp, f
+// with batch norm, D with LeakyReLU).
 //
-//   dtn_step_interop <dir> [--joint] [--gamma G] [--steps N]
+//   dtn_step_interop <dir> [--joint] [--gamma G] [--steps N] [--nets bench|example]
 //
 // writes into <dir>:
-//   before.safetensors   the trainer's checkpoint before the first step (f, g, D, zero Adam states)
+//   before.safetensors   the trainer's checkpoint before the first step (f, g, D, zero Adam
+//                        states; f's running statistics, where it has batch norm, set away from
+//                        (0, 1))
 //   inputs.safetensors   xs [5, 3, 32, 32] and xt [3, 1, 32, 32], uniform in [-1, 1): step k
 //                        (k = 0, 1, ...) trains on them multiplied by 1 - k / 8, so that no two
 //                        steps see the same batches
@@ -23,10 +27,9 @@
 #include <vector>
 
 #include "../../benchmarks/bench_common.hpp"
+#include "../../examples/svhn_to_mnist/networks.hpp"
 
 namespace {
-
-using Trainer = dtn::DomainTransfer<bench::FSpec, bench::GSpec, bench::DSpec, dtn::Cpu, float>;
 
 std::string hex(double v) {
   char buf[64];
@@ -47,16 +50,61 @@ void layout(NetT& net, nlohmann::json& out) {
     if (e.param->trainable()) out[e.name] = e.param->value.data - arena;
 }
 
+// One run: the trainer with networks F, G, D, `steps` steps, everything written into dir.
+template <class F, class G, class D>
+void run(const std::string& dir, const dtn::DtnConfig& cfg, int steps) {
+  dtn::DomainTransfer<F, G, D, dtn::Cpu, float> tr(dtn::Shape{3, 32, 32}, dtn::Shape{1, 32, 32}, cfg);
+  // f runs in evaluation mode: where it has batch norm, running statistics away from (0, 1), as
+  // a pretrained f has, so that they take part.
+  dtn::Rng stats_rng(13);
+  for (auto& e : tr.f().entries()) {
+    const bool mean = e.param->role == dtn::ParamRole::running_mean, var = e.param->role == dtn::ParamRole::running_var;
+    for (std::size_t i = 0; (mean || var) && i < e.param->value.size(); ++i)
+      e.param->value.data[i] = static_cast<float>(mean ? stats_rng.uniform(-0.5, 0.5) : stats_rng.uniform(0.25, 2.0));
+  }
+  dtn::Rng rng(11);
+  const dtn::Tensor<float> xs = uniform(dtn::Shape{5, 3, 32, 32}, rng);
+  const dtn::Tensor<float> xt = uniform(dtn::Shape{3, 1, 32, 32}, rng);
+  dtn::io::save_safetensors(dir + "/inputs.safetensors",
+                            {dtn::io::make_record<float>("xs", {5, 3, 32, 32}, dtn::to_vector(xs.view())),
+                             dtn::io::make_record<float>("xt", {3, 1, 32, 32}, dtn::to_vector(xt.view()))},
+                            {});
+  tr.save(dir + "/before.safetensors");
+  nlohmann::json j;
+  j["losses"] = nlohmann::json::array();
+  dtn::Tensor<float> xsk(xs.shape()), xtk(xt.shape());
+  for (int k = 0; k < steps; ++k) {
+    const float s = 1.0f - static_cast<float>(k) / 8.0f;  // the product rounded in float, as numpy's is
+    for (std::size_t i = 0; i < xs.size(); ++i) xsk[i] = s * xs[i];
+    for (std::size_t i = 0; i < xt.size(); ++i) xtk[i] = s * xt[i];
+    const dtn::DtnLosses l = tr.step(xsk.view(), xtk.view());
+    if (k == 0) tr.save(dir + "/after.safetensors");
+    j["losses"].push_back({{"d_source", hex(l.d_source)}, {"d_target_fake", hex(l.d_target_fake)},
+                           {"d_target_real", hex(l.d_target_real)}, {"d", hex(l.d)},
+                           {"gang", hex(l.gang)}, {"constancy", hex(l.constancy)},
+                           {"tid", hex(l.tid)}, {"tv", hex(l.tv)}, {"g", hex(l.g)}});
+  }
+  tr.save(dir + "/last.safetensors");
+  j["config"] = {{"alpha", cfg.alpha}, {"beta", cfg.beta}, {"gamma", cfg.gamma}, {"tv_eps", cfg.tv_eps},
+                 {"joint_batches", cfg.joint_batches}};
+  for (const auto& [name, o] : {std::pair<const char*, dtn::AdamConfig>{"g_optim", cfg.g_optim}, {"d_optim", cfg.d_optim}})
+    j["config"][name] = {{"lr", o.lr}, {"beta1", o.beta1}, {"beta2", o.beta2}, {"eps", o.eps}, {"weight_decay", o.weight_decay}};
+  layout(tr.g(), j["arena"]["g"]);
+  layout(tr.d(), j["arena"]["d"]);
+  std::ofstream(dir + "/step.json") << j.dump(1);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   try {
     if (argc < 2) {
-      std::fprintf(stderr, "usage: dtn_step_interop <dir> [--joint] [--gamma G]\n");
+      std::fprintf(stderr, "usage: dtn_step_interop <dir> [--joint] [--gamma G] [--steps N] [--nets bench|example]\n");
       return 2;
     }
     const std::string dir = argv[1];
     int steps = 1;
+    std::string nets = "bench";
     dtn::DtnConfig cfg;
     cfg.init = dtn::InitScheme::pytorch;  // f's features and D's logits of order 1, not 0.02
     cfg.seed = 5;
@@ -75,42 +123,17 @@ int main(int argc, char** argv) {
         cfg.gamma = std::stod(argv[++i]);
       } else if (a == "--steps" && i + 1 < argc) {
         steps = std::stoi(argv[++i]);
+      } else if (a == "--nets" && i + 1 < argc && (std::string(argv[i + 1]) == "bench" || std::string(argv[i + 1]) == "example")) {
+        nets = argv[++i];
       } else {
         std::fprintf(stderr, "dtn_step_interop: unknown argument %s\n", a.c_str());
         return 2;
       }
     }
-    Trainer tr(bench::f_input(), bench::d_input(), cfg);
-    dtn::Rng rng(11);
-    const dtn::Tensor<float> xs = uniform(dtn::Shape{5, 3, 32, 32}, rng);
-    const dtn::Tensor<float> xt = uniform(dtn::Shape{3, 1, 32, 32}, rng);
-    dtn::io::save_safetensors(dir + "/inputs.safetensors",
-                              {dtn::io::make_record<float>("xs", {5, 3, 32, 32}, dtn::to_vector(xs.view())),
-                               dtn::io::make_record<float>("xt", {3, 1, 32, 32}, dtn::to_vector(xt.view()))},
-                              {});
-    tr.save(dir + "/before.safetensors");
-    nlohmann::json j;
-    j["losses"] = nlohmann::json::array();
-    dtn::Tensor<float> xsk(xs.shape()), xtk(xt.shape());
-    for (int k = 0; k < steps; ++k) {
-      const float s = 1.0f - static_cast<float>(k) / 8.0f;  // the product rounded in float, as numpy's is
-      for (std::size_t i = 0; i < xs.size(); ++i) xsk[i] = s * xs[i];
-      for (std::size_t i = 0; i < xt.size(); ++i) xtk[i] = s * xt[i];
-      const dtn::DtnLosses l = tr.step(xsk.view(), xtk.view());
-      if (k == 0) tr.save(dir + "/after.safetensors");
-      j["losses"].push_back({{"d_source", hex(l.d_source)}, {"d_target_fake", hex(l.d_target_fake)},
-                             {"d_target_real", hex(l.d_target_real)}, {"d", hex(l.d)},
-                             {"gang", hex(l.gang)}, {"constancy", hex(l.constancy)},
-                             {"tid", hex(l.tid)}, {"tv", hex(l.tv)}, {"g", hex(l.g)}});
-    }
-    tr.save(dir + "/last.safetensors");
-    j["config"] = {{"alpha", cfg.alpha}, {"beta", cfg.beta}, {"gamma", cfg.gamma}, {"tv_eps", cfg.tv_eps},
-                   {"joint_batches", cfg.joint_batches}};
-    for (const auto& [name, o] : {std::pair<const char*, dtn::AdamConfig>{"g_optim", cfg.g_optim}, {"d_optim", cfg.d_optim}})
-      j["config"][name] = {{"lr", o.lr}, {"beta1", o.beta1}, {"beta2", o.beta2}, {"eps", o.eps}, {"weight_decay", o.weight_decay}};
-    layout(tr.g(), j["arena"]["g"]);
-    layout(tr.d(), j["arena"]["d"]);
-    std::ofstream(dir + "/step.json") << j.dump(1);
+    if (nets == "bench")
+      run<bench::FSpec, bench::GSpec, bench::DSpec>(dir, cfg, steps);
+    else
+      run<digits::F, digits::G, digits::D>(dir, cfg, steps);
     return 0;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "dtn_step_interop: %s\n", e.what());
