@@ -4,12 +4,12 @@ The C++ side is the helper program dtn_st_roundtrip (tests/python/st_roundtrip.c
 the environment variable DTN_ST_ROUNDTRIP (CTest sets it; see cmake/python_tests.cmake).
 """
 import json
-import os
 import struct
 import subprocess
 
 import numpy as np
 import pytest
+from conftest import helper_program  # noqa: E402  (tests/python/conftest.py)
 
 safetensors_numpy = pytest.importorskip("safetensors.numpy")
 from safetensors import safe_open  # noqa: E402
@@ -17,13 +17,7 @@ from safetensors import safe_open  # noqa: E402
 
 @pytest.fixture(scope="module")
 def exe():
-    path = os.environ.get("DTN_ST_ROUNDTRIP")
-    if not path or not os.access(path, os.X_OK):
-        why = "DTN_ST_ROUNDTRIP does not name the built dtn_st_roundtrip program"
-        if os.environ.get("DTN_INTEROP_STRICT"):  # under CTest the build made it: a failure
-            pytest.fail(why)
-        pytest.skip(why)
-    return path
+    return helper_program("DTN_ST_ROUNDTRIP", "dtn_st_roundtrip")
 
 
 def run(exe, *args, check=True):

@@ -4,12 +4,12 @@ to the value a numpy implementation of the same network computes (and PyTorch's,
 
 The C++ side is tests/python/net_interop.cpp (path in $DTN_NET_INTEROP)."""
 import json
-import os
 import subprocess
 
 import numpy as np
 import pytest
 from safetensors.numpy import load_file, save_file
+from conftest import helper_program  # noqa: E402  (tests/python/conftest.py)
 
 # The names and shapes nn.Sequential(Conv2d(3, 4, 3, padding=1), BatchNorm2d(4), ReLU(), MaxPool2d(2),
 # ConvTranspose2d(4, 2, 4, stride=2, padding=1), Tanh(), Flatten(), Linear(72, 5)).state_dict()
@@ -24,13 +24,7 @@ TORCH_STATE = {
 
 @pytest.fixture
 def exe():
-    path = os.environ.get("DTN_NET_INTEROP")
-    if not path or not os.path.exists(path):
-        why = "DTN_NET_INTEROP does not name the dtn_net_interop program"
-        if os.environ.get("DTN_INTEROP_STRICT"):  # under CTest the build made it: a failure
-            pytest.fail(why)
-        pytest.skip(why)
-    return path
+    return helper_program("DTN_NET_INTEROP", "dtn_net_interop")
 
 
 def run(exe, *args):

@@ -26,6 +26,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 from safetensors.numpy import load_file  # noqa: E402
+from conftest import helper_program  # noqa: E402  (tests/python/conftest.py)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -55,13 +56,7 @@ def torch_dtn():
 
 @pytest.fixture(scope="module")
 def exe():
-    path = os.environ.get("DTN_STEP_INTEROP")
-    if not path or not os.path.exists(path):
-        why = "DTN_STEP_INTEROP does not name the dtn_step_interop program"
-        if os.environ.get("DTN_INTEROP_STRICT"):  # under CTest the build made it: a failure
-            pytest.fail(why)
-        pytest.skip(why)
-    return path
+    return helper_program("DTN_STEP_INTEROP", "dtn_step_interop")
 
 
 def rel_l2(a, ref):
