@@ -116,8 +116,8 @@ TEST_CASE("shape errors name the network, the layer and both shapes") {
     CHECK(ok.config().lr == dtn::AdamConfig{}.lr);
   }
   CHECK_THROWS_AS(TVF(0.0f), dtn::argument_error);
-  CHECK_THROWS_AS(TVF(std::numeric_limits<float>::infinity()), dtn::argument_error);
-  CHECK_THROWS_AS(TVF(std::nanf("")), dtn::argument_error);
+  CHECK_THROWS_AS(TVF{std::numeric_limits<float>::infinity()}, dtn::argument_error);  // braces: TVF(name) declares
+  CHECK_THROWS_AS(TVF{std::nanf("")}, dtn::argument_error);
   CHECK_THROWS_AS(dtn::Shape({1, 2, 3, 4, 5}), dtn::argument_error);
 }
 
