@@ -11,8 +11,9 @@ dtn_warnings(dtn_st_roundtrip)
 add_executable(dtn_net_interop ${dtn_SOURCE_DIR}/tests/python/net_interop.cpp)
 target_link_libraries(dtn_net_interop PRIVATE dtn::dtn)
 dtn_warnings(dtn_net_interop)
-# One DTN step of the trainer on the benchmark's networks, recomputed in PyTorch by the test.
-if(EXISTS ${dtn_SOURCE_DIR}/benchmarks/bench_common.hpp)
+# DTN steps of the trainer on the benchmark's or the example's networks, recomputed in PyTorch by
+# tests/python/test_step_interop.py.
+if(EXISTS ${dtn_SOURCE_DIR}/benchmarks/bench_common.hpp AND EXISTS ${dtn_SOURCE_DIR}/examples/svhn_to_mnist/networks.hpp)
   add_executable(dtn_step_interop ${dtn_SOURCE_DIR}/tests/python/step_interop.cpp)
   target_link_libraries(dtn_step_interop PRIVATE dtn::dtn)
   dtn_warnings(dtn_step_interop)
