@@ -716,6 +716,24 @@ TEST_CASE("Backend<Cpu> max pooling: first maximum wins, NaN propagates, overlap
 // values, random-data errors ~sqrt(K) * eps * a few (~1e-5 worst here; measured 2-5e-7 for the
 // max over ~1M outputs), far below the O(1) of an indexing error. The two paths round differently,
 // so their bits differ somewhere: that shows the switch takes effect.
+TEST_CASE("an out-of-range class index makes Backend<Cpu>'s cross-entropy NaN, as on the GPU, not a read past the row") {
+  // CrossEntropyLoss throws before this on the CPU; the backend, called directly, must not read
+  // outside the row either, and gives the GPU backend's documented answer.
+  std::vector<float> logits(4 * 3);
+  for (std::size_t i = 0; i < logits.size(); ++i) logits[i] = 0.25f * static_cast<float>(i % 5) - 0.5f;
+  for (int bad : {3, -1, 1 << 20}) {
+    CAPTURE(bad);
+    const std::vector<int> targets = {0, bad, 1, 2};
+    float loss = 0;
+    std::vector<float> grad(12, 0.0f);
+    B::softmax_cross_entropy(4, 3, logits.data(), targets.data(), &loss, grad.data(), 1.0f);
+    CHECK(std::isnan(loss));
+    for (std::size_t j = 0; j < grad.size(); ++j) CHECK(std::isnan(grad[j]) == (j / 3 == 1));  // exactly the bad row
+    B::softmax_cross_entropy(4, 3, logits.data(), targets.data(), &loss, static_cast<float*>(nullptr), 1.0f);
+    CHECK(std::isnan(loss));
+  }
+}
+
 TEST_CASE("CPU Winograd F(2x2, 3x3): where it applies, and both conv paths equal the double reference") {
   namespace wg = dtn::cpu::winograd;
   const auto geo = [](int c_in, int h, int w, int c_out, int k, int stride, int pad) {

@@ -59,7 +59,9 @@
 //  total_variation(int n, int c, int h, int w, const T* z, T eps, T* loss, T* grad_or_null, T grad_scale)
 //       loss = (1/n) sum_images sum_{c,i,j} sqrt(dh^2 + dv^2 + eps), forward differences, 0 past the border
 //  softmax_cross_entropy(int n, int k, const T* logits, const int* targets, T* loss,
-//       T* dlogits_or_null, T grad_scale)                                  loss = mean_i -log softmax(logits_i)[t_i]
+//       T* dlogits_or_null, T grad_scale)                                  loss = mean_i -log softmax(logits_i)[t_i];
+//       a target outside [0, k) makes the loss and that row's gradient NaN (CrossEntropyLoss throws
+//       first on the CPU, where it can read the targets)
 //  argmax_rows(int n, int k, const T* logits, int* out)
 //  adam_update(size_t n, T* param, const T* grad, T* m, T* v, const AdamStep<T>&)
 //  adam_update_device(size_t n, T* param, const T* grad, T* m, T* v, const AdamStep<T>* s, const int* skip)

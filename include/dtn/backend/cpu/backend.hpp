@@ -441,6 +441,12 @@ struct Backend<Cpu> {
     double acc = 0;
     for (int i = 0; i < n; ++i) {
       const T* l = logits + static_cast<long>(i) * k;
+      if (targets[i] < 0 || targets[i] >= k) {  // as on the GPU: NaN, not a read past the row
+        acc = std::numeric_limits<double>::quiet_NaN();
+        if (dlogits) std::fill(dlogits + static_cast<long>(i) * k, dlogits + static_cast<long>(i + 1) * k,
+                               std::numeric_limits<T>::quiet_NaN());
+        continue;
+      }
       double mx = l[0];
       for (int j = 1; j < k; ++j) mx = std::max(mx, static_cast<double>(l[j]));
       double se = 0;
