@@ -15,7 +15,7 @@
 //                        steps see the same batches
 //   after.safetensors    the checkpoint after the first step (parameters, running statistics,
 //                        Adam's moments: m = (1 - beta1) * gradient after a first step)
-//   last.safetensors     the checkpoint after the last of N steps (default 1)
+//   last.safetensors     the checkpoint after the last of N steps, where N > 1 (default 1)
 //   step.json            every loss term of each step, and where each parameter tensor sits in
 //                        its network's Adam arena (opt.g.m, opt.d.m, ...), as {"name": offset}
 // Floats in step.json are C99 hex strings ("%a"): every bit survives. The batches differ in size
@@ -84,7 +84,7 @@ void run(const std::string& dir, const dtn::DtnConfig& cfg, int steps) {
                            {"gang", hex(l.gang)}, {"constancy", hex(l.constancy)},
                            {"tid", hex(l.tid)}, {"tv", hex(l.tv)}, {"g", hex(l.g)}});
   }
-  tr.save(dir + "/last.safetensors");
+  if (steps > 1) tr.save(dir + "/last.safetensors");  // after one step: after.safetensors
   j["config"] = {{"alpha", cfg.alpha}, {"beta", cfg.beta}, {"gamma", cfg.gamma}, {"tv_eps", cfg.tv_eps},
                  {"joint_batches", cfg.joint_batches}};
   for (const auto& [name, o] : {std::pair<const char*, dtn::AdamConfig>{"g_optim", cfg.g_optim}, {"d_optim", cfg.d_optim}})

@@ -118,7 +118,8 @@ def run_dtn(exe, tmp_path, joint, gamma, steps=1, nets="bench"):
     assert cfg["g_optim"] == cfg["d_optim"]
     assert cfg["g_optim"]["weight_decay"] == 0
     assert len(out["losses"]) == steps
-    files = {k: load_file(str(tmp_path / f"{k}.safetensors")) for k in ("before", "after", "last", "inputs")}
+    files = {k: load_file(str(tmp_path / f"{k}.safetensors")) for k in ("before", "after", "inputs")}
+    files["last"] = load_file(str(tmp_path / "last.safetensors")) if steps > 1 else files["after"]
     out["nets"] = nets
     return out, files
 
