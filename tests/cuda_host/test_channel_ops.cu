@@ -24,6 +24,7 @@
 #include <dtn/cuda.cuh>
 
 #include "../cuda/parity.cuh"
+#include "block_tree.hpp"
 
 namespace {
 
@@ -33,8 +34,8 @@ using dtn::cuda::detail::PerSegment;
 using dtn::cuda::detail::SegmentGrids;
 using Cpu = dtn::Backend<dtn::Cpu>;
 
-// The kernels' grid, run one thread at a time. partials() sums a block's threads with the same
-// tree as block_sum.
+// The kernels' grid, run one thread at a time. partials() sums a block's threads with
+// block_sum's tree (block_tree.hpp).
 struct HostExec {
   template <class Acc, class Term>
   void partials(const ChannelGrid& g, const Term& term, Acc* out) const {
@@ -44,9 +45,7 @@ struct HostExec {
         for (int t = 0; t < kThreads; ++t)
           v[static_cast<std::size_t>(t)] =
               dtn::cuda::detail::channel_thread_sum<Acc>(g, term, ch, s, static_cast<unsigned>(t));
-        for (int half = kThreads / 2; half > 0; half >>= 1)
-          for (int t = 0; t < half; ++t) v[static_cast<std::size_t>(t)] += v[static_cast<std::size_t>(t + half)];
-        out[static_cast<std::size_t>(ch) * g.slices + s] = v[0];
+        out[static_cast<std::size_t>(ch) * g.slices + s] = host_tree::block_sum(v);
       }
   }
   template <class Acc, class Finish>
@@ -101,9 +100,7 @@ struct HostExec {
       for (int t = 0; t < kThreads; ++t)
         v[static_cast<std::size_t>(t)] =
             dtn::cuda::detail::channel_thread_sum<Acc>(g, terms.v[z], ch, s, static_cast<unsigned>(t));
-      for (int half = kThreads / 2; half > 0; half >>= 1)
-        for (int t = 0; t < half; ++t) v[static_cast<std::size_t>(t)] += v[static_cast<std::size_t>(t + half)];
-      out[sg.first_partial[z] + static_cast<std::size_t>(ch) * g.slices + s] = v[0];
+      out[sg.first_partial[z] + static_cast<std::size_t>(ch) * g.slices + s] = host_tree::block_sum(v);
     });
   }
   template <class Acc, class Finish>

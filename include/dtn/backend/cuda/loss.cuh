@@ -1,18 +1,25 @@
 #pragma once
 // Losses (mse, total variation, softmax cross-entropy) and argmax over rows. The scalar loss is
 // written to device memory by the deterministic two-pass reduction of reduce.cuh; gradients are
-// written in the same pass (mse, cross-entropy) or by a gather kernel (total variation), so
+// written in the same pass (mse, cross-entropy) or by a gather map (total variation), so
 // nothing waits for the host and no atomics are used. Arithmetic is in double, as in the CPU
-// reference; products and sums that decide a stored value use round-to-nearest intrinsics so nvcc
-// does not fuse them into FMAs the CPU reference does not do.
+// reference; products and sums that decide a stored value use rn.cuh's round-to-nearest
+// operations so the compiler does not fuse them into FMAs the CPU reference does not do.
+//
+// Each op is written once against an executor (the *_on functions): DeviceFlatExec launches the
+// kernels; the host emulation in tests/cuda_host runs the same terms and maps over every block
+// and thread and compares with Backend<Cpu>, without a GPU.
 #include <cuda_runtime.h>
 
+#include <cmath>
 #include <cstddef>
 
+#include "../../core/macros.hpp"
 #include "check.cuh"
 #include "context.cuh"
 #include "launch.cuh"
 #include "reduce.cuh"
+#include "rn.cuh"
 
 namespace dtn {
 namespace cuda {
@@ -22,7 +29,7 @@ namespace detail {
 template <class Out>
 struct DivideTo {
   double divisor;
-  __device__ Out operator()(double total) const { return static_cast<Out>(total / divisor); }
+  DTN_HD Out operator()(double total) const { return static_cast<Out>(total / divisor); }
 };
 
 template <class T>
@@ -31,10 +38,10 @@ struct MseTerm {
   const T* b;
   T* grad;          // may be null
   double grad_mul;  // 2 * grad_scale / n
-  __device__ double operator()(std::size_t i) const {
-    const double d = __dadd_rn(static_cast<double>(a[i]), -static_cast<double>(b[i]));
-    if (grad) grad[i] = static_cast<T>(__dmul_rn(grad_mul, d));
-    return __dmul_rn(d, d);
+  DTN_HD double operator()(std::size_t i) const {
+    const double d = add_rn(static_cast<double>(a[i]), -static_cast<double>(b[i]));
+    if (grad) grad[i] = static_cast<T>(mul_rn(grad_mul, d));
+    return mul_rn(d, d);
   }
 };
 
@@ -45,18 +52,18 @@ struct TvAt {
   int h, w;
   double eps;
   // Returns s = sqrt(dh^2 + dv^2 + eps) and the two differences.
-  __device__ double operator()(const T* plane, int row, int col, double& dh, double& dv) const {
+  DTN_HD double operator()(const T* plane, int row, int col, double& dh, double& dv) const {
     const double v = static_cast<double>(plane[row * w + col]);
-    dh = col + 1 < w ? __dadd_rn(static_cast<double>(plane[row * w + col + 1]), -v) : 0.0;
-    dv = row + 1 < h ? __dadd_rn(static_cast<double>(plane[(row + 1) * w + col]), -v) : 0.0;
-    return sqrt(__dadd_rn(__dadd_rn(__dmul_rn(dh, dh), __dmul_rn(dv, dv)), eps));
+    dh = col + 1 < w ? add_rn(static_cast<double>(plane[row * w + col + 1]), -v) : 0.0;
+    dv = row + 1 < h ? add_rn(static_cast<double>(plane[(row + 1) * w + col]), -v) : 0.0;
+    return sqrt(add_rn(add_rn(mul_rn(dh, dh), mul_rn(dv, dv)), eps));
   }
 };
 
 template <class T>
 struct TvTerm {
   TvAt<T> at;
-  __device__ double operator()(std::size_t i) const {
+  DTN_HD double operator()(std::size_t i) const {
     const std::size_t plane_size = static_cast<std::size_t>(at.h) * at.w;
     const int o = static_cast<int>(i % plane_size);
     double dh, dv;
@@ -67,9 +74,12 @@ struct TvTerm {
 // grad(i, j) gathers, in the CPU's order: the dv term of the pixel above, the dh term of the pixel
 // to the left, then its own term.
 template <class T>
-__global__ void tv_grad_kernel(std::size_t total, TvAt<T> at, double k, T* grad) {
-  const std::size_t plane_size = static_cast<std::size_t>(at.h) * at.w;
-  for (std::size_t i = global_index(); i < total; i += grid_stride()) {
+struct TvGradOp {
+  TvAt<T> at;
+  double k;
+  T* grad;
+  DTN_HD void operator()(std::size_t i) const {
+    const std::size_t plane_size = static_cast<std::size_t>(at.h) * at.w;
     const int o = static_cast<int>(i % plane_size);
     const int row = o / at.w, col = o % at.w;
     const T* plane = at.z + (i - o);
@@ -77,17 +87,17 @@ __global__ void tv_grad_kernel(std::size_t total, TvAt<T> at, double k, T* grad)
     T acc = T(0);
     if (row > 0) {
       s = at(plane, row - 1, col, dh, dv);
-      acc += static_cast<T>(__ddiv_rn(__dmul_rn(k, dv), s));
+      acc += static_cast<T>(div_rn(mul_rn(k, dv), s));
     }
     if (col > 0) {
       s = at(plane, row, col - 1, dh, dv);
-      acc += static_cast<T>(__ddiv_rn(__dmul_rn(k, dh), s));
+      acc += static_cast<T>(div_rn(mul_rn(k, dh), s));
     }
     s = at(plane, row, col, dh, dv);
-    acc += static_cast<T>(__ddiv_rn(__dmul_rn(-k, __dadd_rn(dh, dv)), s));
+    acc += static_cast<T>(div_rn(mul_rn(-k, add_rn(dh, dv)), s));
     grad[i] = acc;
   }
-}
+};
 
 // One row of logits per index: returns lse - logit[target] and writes the row's gradient. A target
 // outside [0, k) gives NaN (loss and gradient row), which count_nonfinite then reports; the
@@ -99,11 +109,11 @@ struct CrossEntropyTerm {
   T* dlogits;  // may be null
   int k;
   double grad_mul;  // grad_scale / n
-  __device__ double operator()(std::size_t i) const {
+  DTN_HD double operator()(std::size_t i) const {
     const T* l = logits + i * static_cast<std::size_t>(k);
     const int t = targets[i];
     if (t < 0 || t >= k) {
-      const double nan = __longlong_as_double(0x7ff8000000000000LL);
+      const double nan = quiet_nan();
       if (dlogits)
         for (int j = 0; j < k; ++j) dlogits[i * static_cast<std::size_t>(k) + j] = static_cast<T>(nan);
       return nan;
@@ -111,70 +121,88 @@ struct CrossEntropyTerm {
     double mx = static_cast<double>(l[0]);
     for (int j = 1; j < k; ++j) mx = fmax(mx, static_cast<double>(l[j]));
     double se = 0;
-    for (int j = 0; j < k; ++j) se += exp(__dadd_rn(static_cast<double>(l[j]), -mx));
-    const double lse = __dadd_rn(mx, log(se));
+    for (int j = 0; j < k; ++j) se += exp(add_rn(static_cast<double>(l[j]), -mx));
+    const double lse = add_rn(mx, log(se));
     const double lt = static_cast<double>(l[t]);  // read before dlogits is written: it may be logits
     if (dlogits) {
       T* d = dlogits + i * static_cast<std::size_t>(k);
       for (int j = 0; j < k; ++j) {
-        const double p = exp(__dadd_rn(static_cast<double>(l[j]), -lse));
-        d[j] = static_cast<T>(__dmul_rn(grad_mul, __dadd_rn(p, j == t ? -1.0 : 0.0)));
+        const double p = exp(add_rn(static_cast<double>(l[j]), -lse));
+        d[j] = static_cast<T>(mul_rn(grad_mul, add_rn(p, j == t ? -1.0 : 0.0)));
       }
     }
-    return __dadd_rn(lse, -lt);
+    return add_rn(lse, -lt);
   }
 };
 
 // std::max_element semantics: the first index whose value no later value exceeds.
 template <class T>
-__global__ void argmax_rows_kernel(int n, int k, const T* logits, int* out) {
-  for (std::size_t i = global_index(); i < static_cast<std::size_t>(n); i += grid_stride()) {
+struct ArgmaxRowsOp {
+  int k;
+  const T* logits;
+  int* out;
+  DTN_HD void operator()(std::size_t i) const {
     const T* l = logits + i * static_cast<std::size_t>(k);
     int best = 0;
     for (int j = 1; j < k; ++j)
       if (l[best] < l[j]) best = j;
     out[i] = best;
   }
+};
+
+// loss = mean((a - b)^2); grad_a = grad_scale * 2 (a - b) / n.
+template <class Exec, class T>
+void mse_on(const Exec& ex, std::size_t n, const T* a, const T* b, T* loss, T* grad_a, T grad_scale) {
+  const double grad_mul = 2.0 * static_cast<double>(grad_scale) / static_cast<double>(n);
+  ex.template reduce<double>(n, MseTerm<T>{a, b, grad_a, grad_mul}, loss, DivideTo<T>{static_cast<double>(n)});
+}
+
+// loss = (1/n) sum_images sum_{c,i,j} sqrt(dh^2 + dv^2 + eps).
+template <class Exec, class T>
+void total_variation_on(const Exec& ex, int n, int c, int h, int w, const T* z, T eps, T* loss, T* grad,
+                        T grad_scale) {
+  const std::size_t total = static_cast<std::size_t>(n) * c * static_cast<std::size_t>(h) * w;
+  const TvAt<T> at{z, h, w, static_cast<double>(eps)};
+  ex.template reduce<double>(total, TvTerm<T>{at}, loss, DivideTo<T>{static_cast<double>(n)});
+  if (grad && total > 0) ex.map(total, TvGradOp<T>{at, static_cast<double>(grad_scale) / n, grad});
+}
+
+// loss = mean_i (logsumexp(logits_i) - logits_i[t_i]); dlogits = grad_scale (softmax - onehot) / n.
+template <class Exec, class T>
+void softmax_cross_entropy_on(const Exec& ex, int n, int k, const T* logits, const int* targets, T* loss, T* dlogits,
+                              T grad_scale) {
+  const double grad_mul = static_cast<double>(grad_scale) / n;
+  ex.template reduce<double>(static_cast<std::size_t>(n < 0 ? 0 : n),
+                             CrossEntropyTerm<T>{logits, targets, dlogits, k, grad_mul}, loss,
+                             DivideTo<T>{static_cast<double>(n)});
+}
+
+template <class Exec, class T>
+void argmax_rows_on(const Exec& ex, int n, int k, const T* logits, int* out) {
+  if (n <= 0) return;
+  ex.map(static_cast<std::size_t>(n), ArgmaxRowsOp<T>{k, logits, out});
 }
 
 }  // namespace detail
 
-// loss = mean((a - b)^2); grad_a = grad_scale * 2 (a - b) / n.
 template <class T>
 void mse(std::size_t n, const T* a, const T* b, T* loss, T* grad_a, T grad_scale) {
-  const double grad_mul = 2.0 * static_cast<double>(grad_scale) / static_cast<double>(n);
-  detail::reduce<double>(n, detail::MseTerm<T>{a, b, grad_a, grad_mul}, loss,
-                         detail::DivideTo<T>{static_cast<double>(n)});
+  detail::mse_on(detail::DeviceFlatExec{}, n, a, b, loss, grad_a, grad_scale);
 }
 
-// loss = (1/n) sum_images sum_{c,i,j} sqrt(dh^2 + dv^2 + eps).
 template <class T>
 void total_variation(int n, int c, int h, int w, const T* z, T eps, T* loss, T* grad, T grad_scale) {
-  const std::size_t total = static_cast<std::size_t>(n) * c * static_cast<std::size_t>(h) * w;
-  const detail::TvAt<T> at{z, h, w, static_cast<double>(eps)};
-  detail::reduce<double>(total, detail::TvTerm<T>{at}, loss, detail::DivideTo<T>{static_cast<double>(n)});
-  if (grad && total > 0) {
-    const double k = static_cast<double>(grad_scale) / n;
-    detail::tv_grad_kernel<<<detail::grid_for(total), detail::kThreads, 0, stream()>>>(total, at, k, grad);
-    DTN_CUDA_CHECK_LAUNCH();
-  }
+  detail::total_variation_on(detail::DeviceFlatExec{}, n, c, h, w, z, eps, loss, grad, grad_scale);
 }
 
-// loss = mean_i (logsumexp(logits_i) - logits_i[t_i]); dlogits = grad_scale (softmax - onehot) / n.
 template <class T>
 void softmax_cross_entropy(int n, int k, const T* logits, const int* targets, T* loss, T* dlogits, T grad_scale) {
-  const double grad_mul = static_cast<double>(grad_scale) / n;
-  detail::reduce<double>(static_cast<std::size_t>(n < 0 ? 0 : n),
-                         detail::CrossEntropyTerm<T>{logits, targets, dlogits, k, grad_mul}, loss,
-                         detail::DivideTo<T>{static_cast<double>(n)});
+  detail::softmax_cross_entropy_on(detail::DeviceFlatExec{}, n, k, logits, targets, loss, dlogits, grad_scale);
 }
 
 template <class T>
 void argmax_rows(int n, int k, const T* logits, int* out) {
-  if (n <= 0) return;
-  detail::argmax_rows_kernel<<<detail::grid_for(static_cast<std::size_t>(n)), detail::kThreads, 0, stream()>>>(
-      n, k, logits, out);
-  DTN_CUDA_CHECK_LAUNCH();
+  detail::argmax_rows_on(detail::DeviceFlatExec{}, n, k, logits, out);
 }
 
 }  // namespace cuda

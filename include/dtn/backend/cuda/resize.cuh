@@ -1,7 +1,7 @@
 #pragma once
 // Bilinear resize with align_corners = false (PyTorch's default). The source coordinates and
 // weights are computed in double with the same operations as the CPU reference, on the device
-// with explicit round-to-nearest intrinsics so nvcc cannot fuse them into FMAs: both backends
+// with rn.cuh's round-to-nearest operations so nvcc cannot fuse them into FMAs: both backends
 // pick the same source pixels and weights. The backward pass is a gather over the outputs that
 // read each input pixel, summed in the CPU's order (outputs row-major, then the four corners), so
 // it needs no atomics. 32-bit indices divided by FastDivmod, launched through index_map.cuh
@@ -16,33 +16,11 @@
 #include "../../core/macros.hpp"
 #include "context.cuh"
 #include "index_map.cuh"
+#include "rn.cuh"
 
 namespace dtn {
 namespace cuda {
 namespace detail {
-
-// Double arithmetic rounded once per operation (no FMA contraction on the device).
-DTN_HD double add_rn(double a, double b) {
-#if defined(__CUDA_ARCH__)
-  return __dadd_rn(a, b);
-#else
-  return a + b;
-#endif
-}
-DTN_HD double mul_rn(double a, double b) {
-#if defined(__CUDA_ARCH__)
-  return __dmul_rn(a, b);
-#else
-  return a * b;
-#endif
-}
-DTN_HD double div_rn(double a, double b) {
-#if defined(__CUDA_ARCH__)
-  return __ddiv_rn(a, b);
-#else
-  return a / b;
-#endif
-}
 
 struct Lerp {
   int i0, i1;
