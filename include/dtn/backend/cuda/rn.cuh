@@ -9,6 +9,7 @@
 
 #include <cmath>
 #include <limits>
+#include <type_traits>
 
 #include "../../core/macros.hpp"
 
@@ -16,24 +17,34 @@ namespace dtn {
 namespace cuda {
 namespace detail {
 
-DTN_HD float add_rn(float a, float b) {
+// T is float or double; both operands have the same type (no silent widening or narrowing).
+template <class T>
+DTN_HD T add_rn(T a, T b) {
+  static_assert(std::is_same<T, float>::value || std::is_same<T, double>::value, "add_rn: float or double");
 #if defined(__CUDA_ARCH__)
-  return __fadd_rn(a, b);
+  if constexpr (std::is_same<T, float>::value) return __fadd_rn(a, b);
+  else return __dadd_rn(a, b);
 #else
   return a + b;
 #endif
 }
-DTN_HD float mul_rn(float a, float b) {
+template <class T>
+DTN_HD T mul_rn(T a, T b) {
+  static_assert(std::is_same<T, float>::value || std::is_same<T, double>::value, "mul_rn: float or double");
 #if defined(__CUDA_ARCH__)
-  return __fmul_rn(a, b);
+  if constexpr (std::is_same<T, float>::value) return __fmul_rn(a, b);
+  else return __dmul_rn(a, b);
 #else
-  const volatile float p = a * b;
+  const volatile T p = a * b;
   return p;
 #endif
 }
-DTN_HD float div_rn(float a, float b) {
+template <class T>
+DTN_HD T div_rn(T a, T b) {
+  static_assert(std::is_same<T, float>::value || std::is_same<T, double>::value, "div_rn: float or double");
 #if defined(__CUDA_ARCH__)
-  return __fdiv_rn(a, b);
+  if constexpr (std::is_same<T, float>::value) return __fdiv_rn(a, b);
+  else return __ddiv_rn(a, b);
 #else
   return a / b;
 #endif
@@ -43,29 +54,6 @@ DTN_HD float sqrt_rn(float a) {
   return __fsqrt_rn(a);
 #else
   return std::sqrt(a);
-#endif
-}
-
-DTN_HD double add_rn(double a, double b) {
-#if defined(__CUDA_ARCH__)
-  return __dadd_rn(a, b);
-#else
-  return a + b;
-#endif
-}
-DTN_HD double mul_rn(double a, double b) {
-#if defined(__CUDA_ARCH__)
-  return __dmul_rn(a, b);
-#else
-  const volatile double p = a * b;
-  return p;
-#endif
-}
-DTN_HD double div_rn(double a, double b) {
-#if defined(__CUDA_ARCH__)
-  return __ddiv_rn(a, b);
-#else
-  return a / b;
 #endif
 }
 
