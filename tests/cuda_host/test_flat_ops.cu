@@ -1,6 +1,6 @@
-// The GPU's flat reductions and maps (reduce.cuh, loss.cuh, adam.cuh) run on the host: the same
-// *_on sequences, terms and element ops the kernels run, with an executor that does what the
-// kernels' grids do: reduce() runs reduce_thread_sum for every (block, thread) of the first pass
+// The GPU's flat reductions and maps (reduce.cuh, loss.cuh, adam.cuh, elementwise.cuh) run on
+// the host: the same *_on sequences, terms and element ops the kernels run, with an executor
+// that does what the kernels' grids do: reduce() runs reduce_thread_sum for every (block, thread) of the first pass
 // and reduce_final_thread_sum for every thread of the second, each block summed with block_sum's
 // tree (block_tree.hpp); map() calls op(i) for every i. Compared with Backend<Cpu>. Needs no GPU.
 // Sizes go past one block (256 terms) and past the first pass's cap of 1024 blocks (262,144
@@ -16,7 +16,9 @@
 // the same float operations in the same order; an FMA the host compiler may form on the CPU side
 // changes one float rounding per multiply-add (~1.2e-7 relative). Parameters start far smaller
 // than one update so that their comparison measures the update. argmax and count_nonfinite:
-// exact.
+// exact. Element-wise maps, axpy and the byte conversion: relative L2 1e-6, the same float
+// formulas on both sides, where the host compiler may contract a multiply-add on one side only
+// (~1.2e-7 relative per element); fill and scale: exact.
 #include <doctest/doctest.h>
 
 #include <algorithm>
@@ -235,4 +237,45 @@ TEST_CASE("GPU Adam update, run on the host, matches the CPU backend (weight dec
       CHECK(off == 0);
     }
   }
+}
+
+TEST_CASE("GPU element-wise maps, fill, axpy, scale and the byte conversion, run on the host, match the CPU backend") {
+  const std::size_t n = 70001;
+  const auto x = parity::random_vector(n, 111, -3, 3), dy = parity::random_vector(n, 112);
+  // The activations: the same functors on both sides, through each side's own index wiring.
+  const auto activation = [&](auto op, const char* name) {
+    CAPTURE(std::string(name));
+    std::vector<float> y(n, NAN), y_ref(n, -7.0f), dx(n, NAN), dx_ref(n, -7.0f);
+    HostFlatExec{}.map(n, cd::MapForwardOp<decltype(op), float>{op, x.data(), y.data()});
+    Cpu::map_forward(op, n, x.data(), y_ref.data());
+    CHECK(parity::rel_l2(y, y_ref) <= 1e-6);
+    HostFlatExec{}.map(n, cd::MapBackwardOp<decltype(op), float>{op, x.data(), y_ref.data(), dy.data(), dx.data()});
+    Cpu::map_backward(op, n, x.data(), y_ref.data(), dy.data(), dx_ref.data());
+    CHECK(parity::rel_l2(dx, dx_ref) <= 1e-6);
+  };
+  activation(dtn::ops::Relu{}, "ReLU");
+  activation(dtn::ops::LeakyRelu{0.2}, "LeakyReLU 0.2");
+  activation(dtn::ops::Tanh{}, "tanh");
+
+  std::vector<float> f(n, NAN);
+  HostFlatExec{}.map(n, cd::FillOp<float>{f.data(), 0.375f});
+  CHECK(std::count(f.begin(), f.end(), 0.375f) == static_cast<long>(n));
+
+  std::vector<float> a = dy, a_ref = dy;
+  HostFlatExec{}.map(n, cd::AxpyOp<float>{-1.5f, x.data(), a.data()});
+  Cpu::axpy(n, -1.5f, x.data(), a_ref.data());
+  CHECK(parity::rel_l2(a, a_ref) <= 1e-6);
+
+  std::vector<float> s = x, s_ref = x;
+  HostFlatExec{}.map(n, cd::ScaleOp<float>{0.9f, s.data()});
+  Cpu::scale(n, 0.9f, s_ref.data());
+  CHECK(parity::same_bits(s, s_ref));
+
+  std::vector<unsigned char> bytes(n);
+  for (std::size_t i = 0; i < n; ++i) bytes[i] = static_cast<unsigned char>(i * 37 % 256);
+  std::vector<float> u(n, NAN), u_ref(n, -7.0f);
+  HostFlatExec{}.map(n, cd::U8ToSignedOp<float>{bytes.data(), u.data()});
+  Cpu::u8_to_signed(n, bytes.data(), u_ref.data());
+  CHECK(parity::rel_l2(u, u_ref) <= 1e-6);
+  CHECK(u[0] == -1.0f);  // byte 0
 }

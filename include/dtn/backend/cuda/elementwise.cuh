@@ -1,8 +1,9 @@
 #pragma once
 // Element-wise kernels: the ops/functors.hpp maps, bias add, channel repeat, fill/axpy/scale and
-// the uint8 -> [-1, 1] conversion. The maps are grid-stride loops over size_t indices (no
-// division in them); bias add runs on the channel grid of channel.cuh, channel repeat on the
-// 32-bit index kernels of index_map.cuh (an image's channel found by FastDivmod).
+// the uint8 -> [-1, 1] conversion. The maps, fill/axpy/scale and the conversion are element ops
+// of reduce.cuh's flat map (a grid-stride loop over size_t indices, no division in them); bias
+// add runs on the channel grid of channel.cuh, channel repeat on the 32-bit index kernels of
+// index_map.cuh (an image's channel found by FastDivmod).
 #include <cuda_runtime.h>
 
 #include <cstddef>
@@ -16,20 +17,60 @@
 #include "context.cuh"
 #include "index_map.cuh"
 #include "launch.cuh"
+#include "reduce.cuh"
 
 namespace dtn {
 namespace cuda {
 namespace detail {
 
+// The element ops of the flat maps (reduce.cuh's flat_map_kernel, DeviceFlatExec::map): one
+// index each, DTN_HD so that tests/cuda_host runs them too.
 template <class Op, class T>
-__global__ void map_forward_kernel(Op op, std::size_t n, const T* x, T* y) {
-  for (std::size_t i = global_index(); i < n; i += grid_stride()) y[i] = op.forward(x[i]);
-}
+struct MapForwardOp {
+  Op op;
+  const T* x;
+  T* y;
+  DTN_HD void operator()(std::size_t i) const { y[i] = op.forward(x[i]); }
+};
 
 template <class Op, class T>
-__global__ void map_backward_kernel(Op op, std::size_t n, const T* x, const T* y, const T* dy, T* dx) {
-  for (std::size_t i = global_index(); i < n; i += grid_stride()) dx[i] = op.backward(x[i], y[i], dy[i]);
-}
+struct MapBackwardOp {
+  Op op;
+  const T* x;
+  const T* y;
+  const T* dy;
+  T* dx;
+  DTN_HD void operator()(std::size_t i) const { dx[i] = op.backward(x[i], y[i], dy[i]); }
+};
+
+template <class T>
+struct FillOp {
+  T* p;
+  T value;
+  DTN_HD void operator()(std::size_t i) const { p[i] = value; }
+};
+
+template <class T>
+struct AxpyOp {
+  T a;
+  const T* x;
+  T* y;
+  DTN_HD void operator()(std::size_t i) const { y[i] += a * x[i]; }
+};
+
+template <class T>
+struct ScaleOp {
+  T a;
+  T* x;
+  DTN_HD void operator()(std::size_t i) const { x[i] *= a; }
+};
+
+template <class T>
+struct U8ToSignedOp {
+  const unsigned char* src;
+  T* dst;
+  DTN_HD void operator()(std::size_t i) const { dst[i] = ops::U8ToSigned{}.template operator()<T>(src[i]); }
+};
 
 // y += bias[ch], on the channel grid (channel.cuh): the bias is read once per block, and no
 // element pays for a 64-bit division to find its channel.
@@ -98,41 +139,16 @@ void repeat_channels_backward_on(const Exec& ex, int n, int c, int reps, long hw
   }, max_elems);
 }
 
-template <class T>
-__global__ void fill_kernel(std::size_t n, T* p, T value) {
-  for (std::size_t i = global_index(); i < n; i += grid_stride()) p[i] = value;
-}
-
-template <class T>
-__global__ void axpy_kernel(std::size_t n, T a, const T* x, T* y) {
-  for (std::size_t i = global_index(); i < n; i += grid_stride()) y[i] += a * x[i];
-}
-
-template <class T>
-__global__ void scale_kernel(std::size_t n, T a, T* x) {
-  for (std::size_t i = global_index(); i < n; i += grid_stride()) x[i] *= a;
-}
-
-template <class T>
-__global__ void u8_to_signed_kernel(std::size_t n, const unsigned char* src, T* dst) {
-  const ops::U8ToSigned f;
-  for (std::size_t i = global_index(); i < n; i += grid_stride()) dst[i] = f.template operator()<T>(src[i]);
-}
-
 }  // namespace detail
 
 template <class Op, class T>
 void map_forward(Op op, std::size_t n, const T* x, T* y) {
-  if (n == 0) return;
-  detail::map_forward_kernel<<<detail::grid_for(n), detail::kThreads, 0, stream()>>>(op, n, x, y);
-  DTN_CUDA_CHECK_LAUNCH();
+  detail::DeviceFlatExec{}.map(n, detail::MapForwardOp<Op, T>{op, x, y});
 }
 
 template <class Op, class T>
 void map_backward(Op op, std::size_t n, const T* x, const T* y, const T* dy, T* dx) {
-  if (n == 0) return;
-  detail::map_backward_kernel<<<detail::grid_for(n), detail::kThreads, 0, stream()>>>(op, n, x, y, dy, dx);
-  DTN_CUDA_CHECK_LAUNCH();
+  detail::DeviceFlatExec{}.map(n, detail::MapBackwardOp<Op, T>{op, x, y, dy, dx});
 }
 
 template <class T>
@@ -153,30 +169,22 @@ void repeat_channels_backward(int n, int c, int reps, long hw, const T* dy, T* d
 
 template <class T>
 void fill(std::size_t n, T* p, T value) {
-  if (n == 0) return;
-  detail::fill_kernel<<<detail::grid_for(n), detail::kThreads, 0, stream()>>>(n, p, value);
-  DTN_CUDA_CHECK_LAUNCH();
+  detail::DeviceFlatExec{}.map(n, detail::FillOp<T>{p, value});
 }
 
 template <class T>
 void axpy(std::size_t n, T a, const T* x, T* y) {
-  if (n == 0) return;
-  detail::axpy_kernel<<<detail::grid_for(n), detail::kThreads, 0, stream()>>>(n, a, x, y);
-  DTN_CUDA_CHECK_LAUNCH();
+  detail::DeviceFlatExec{}.map(n, detail::AxpyOp<T>{a, x, y});
 }
 
 template <class T>
 void scale(std::size_t n, T a, T* x) {
-  if (n == 0) return;
-  detail::scale_kernel<<<detail::grid_for(n), detail::kThreads, 0, stream()>>>(n, a, x);
-  DTN_CUDA_CHECK_LAUNCH();
+  detail::DeviceFlatExec{}.map(n, detail::ScaleOp<T>{a, x});
 }
 
 template <class T>
 void u8_to_signed(std::size_t n, const unsigned char* src, T* dst) {
-  if (n == 0) return;
-  detail::u8_to_signed_kernel<<<detail::grid_for(n), detail::kThreads, 0, stream()>>>(n, src, dst);
-  DTN_CUDA_CHECK_LAUNCH();
+  detail::DeviceFlatExec{}.map(n, detail::U8ToSignedOp<T>{src, dst});
 }
 
 }  // namespace cuda
