@@ -16,6 +16,8 @@
 #include <dtn/dtn.hpp>
 #include <nlohmann/json.hpp>
 
+#include "hex_float.hpp"
+
 namespace {
 // The equivalent PyTorch module: nn.Sequential(Conv2d(3, 4, 3, padding=1), BatchNorm2d(4), ReLU(),
 // MaxPool2d(2), ConvTranspose2d(4, 2, 4, stride=2, padding=1), Tanh(), Flatten(), Linear(72, 5)).
@@ -33,11 +35,7 @@ void write_y(NetT& net, const dtn::Tensor<float>& x, const std::string& out) {
   const std::vector<float> y = dtn::to_vector(net.forward(x.view()));
   nlohmann::json j;
   j["y"] = nlohmann::json::array();
-  char buf[64];
-  for (float v : y) {
-    std::snprintf(buf, sizeof buf, "%a", static_cast<double>(v));
-    j["y"].push_back(buf);
-  }
+  for (float v : y) j["y"].push_back(interop::hex(static_cast<double>(v)));
   std::ofstream(out) << j.dump();
 }
 }  // namespace

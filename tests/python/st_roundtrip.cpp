@@ -22,6 +22,7 @@
 #include <nlohmann/json.hpp>
 
 #include "dtn/io/safetensors.hpp"
+#include "hex_float.hpp"
 
 namespace {
 
@@ -56,17 +57,11 @@ std::vector<TensorRecord> reference_tensors() {
   return r;
 }
 
-std::string hex(double v) {
-  char buf[64];
-  std::snprintf(buf, sizeof buf, "%a", v);
-  return buf;
-}
-
 template <class T>
 nlohmann::ordered_json values_json(const TensorRecord& t) {
   nlohmann::ordered_json a = nlohmann::ordered_json::array();
   for (const T v : t.values<T>()) {
-    if constexpr (std::is_floating_point_v<T>) a.push_back(hex(static_cast<double>(v)));
+    if constexpr (std::is_floating_point_v<T>) a.push_back(interop::hex(static_cast<double>(v)));
     else a.push_back(static_cast<std::int64_t>(v));
   }
   return a;
