@@ -329,6 +329,19 @@ using ConvGemmScope = ModeScope<dtn::cuda::conv_gemm, dtn::cuda::set_conv_gemm>;
 using ConvAutotuneScope = ModeScope<dtn::cuda::conv_autotune, dtn::cuda::set_conv_autotune>;
 using ConvDeterministicScope = ModeScope<dtn::cuda::conv_deterministic, dtn::cuda::set_conv_deterministic>;
 using ConvOverlapScope = ModeScope<dtn::cuda::conv_overlap, dtn::cuda::set_conv_overlap>;
+// This thread's convolution workspace limit (dtn::cuda::set_conv_workspace_limit) for a scope.
+class WorkspaceLimitScope {
+ public:
+  explicit WorkspaceLimitScope(std::size_t bytes) : was_(dtn::cuda::conv_workspace_limit()) {
+    dtn::cuda::set_conv_workspace_limit(bytes);
+  }
+  ~WorkspaceLimitScope() { dtn::cuda::set_conv_workspace_limit(was_); }
+  WorkspaceLimitScope(const WorkspaceLimitScope&) = delete;
+  WorkspaceLimitScope& operator=(const WorkspaceLimitScope&) = delete;
+
+ private:
+  std::size_t was_;
+};
 inline bool conv_graph_forced() { return dtn::cuda::detail::conv_graph_forced(); }
 inline void set_conv_graph_forced(bool on) { dtn::cuda::detail::conv_graph_forced() = on; }
 // Autotuning takes cuDNN's graph-API plan wherever one builds (dtn::cuda::detail::conv_graph_forced).

@@ -63,22 +63,28 @@ void add_conv_cases(std::vector<Case>& cs, const std::string& tag, const ConvGeo
                          }));
 }
 
-// The three passes on the GEMM engine, switched on for the op only (the CPU side ignores it).
-void add_conv_gemm_cases(std::vector<Case>& cs, const std::string& tag, const ConvGeom& g) {
-  REQUIRE(dtn::cuda::detail::conv_gemm_supported(g));  // else these cases would test cuDNN again
+// The three passes on the GEMM engine, switched on for the op only (the CPU side ignores it),
+// under a workspace limit (set_conv_workspace_limit) where one is given.
+void add_conv_gemm_cases(std::vector<Case>& cs, const std::string& tag, const ConvGeom& g,
+                         std::size_t limit = dtn::cuda::Context::no_workspace_limit) {
+  // else these cases would test cuDNN again
+  REQUIRE(dtn::cuda::detail::conv_gemm_supported(g, dtn::cuda::detail::conv_gemm_workspace_cap(limit)));
   cs.push_back(make_case("conv2d_forward GEMM engine " + tag, kSum,
-                         {in("x", xs(g)), in("w", ws(g)), in("b", g.c_out), out("y", ys(g))}, [g](auto B, auto& b) {
+                         {in("x", xs(g)), in("w", ws(g)), in("b", g.c_out), out("y", ys(g))}, [g, limit](auto B, auto& b) {
                            const ConvGemmScope on(true);
+                           const WorkspaceLimitScope within(limit);
                            decltype(B)::conv2d_forward(g, b.f(0), b.f(1), b.f(2), b.f(3));
                          }));
   cs.push_back(make_case("conv2d_backward_data GEMM engine " + tag, kSum, {in("dy", ys(g)), in("w", ws(g)), out("dx", xs(g))},
-                         [g](auto B, auto& b) {
+                         [g, limit](auto B, auto& b) {
                            const ConvGemmScope on(true);
+                           const WorkspaceLimitScope within(limit);
                            decltype(B)::conv2d_backward_data(g, b.f(0), b.f(1), b.f(2));
                          }));
   cs.push_back(make_case("conv2d_backward_filter GEMM engine " + tag, kSum,
-                         {in("x", xs(g)), in("dy", ys(g)), acc("dw", ws(g)), acc("db", g.c_out)}, [g](auto B, auto& b) {
+                         {in("x", xs(g)), in("dy", ys(g)), acc("dw", ws(g)), acc("db", g.c_out)}, [g, limit](auto B, auto& b) {
                            const ConvGemmScope on(true);
+                           const WorkspaceLimitScope within(limit);
                            decltype(B)::conv2d_backward_filter(g, b.f(0), b.f(1), b.f(2), b.f(3));
                          }));
 }
@@ -419,8 +425,15 @@ std::vector<Case> cases() {
   add_conv_graph_cases(cs, "odd 5->7 3x3 s2 p0 13x11", conv_geom(3, 5, 13, 11, 7, 3, 2, 0));
   // 53 MiB of workspace per image: 3 images in chunks of 2 and 1
   const ConvGeom chunked = conv_geom(3, 64, 144, 144, 64, 3, 1, 1);
-  REQUIRE(dtn::cuda::detail::conv_gemm_chunk_images(chunked) == 2);
+  REQUIRE(dtn::cuda::detail::conv_gemm_chunk_images(chunked, dtn::cuda::detail::kConvGemmWorkspace) == 2);
   add_conv_gemm_cases(cs, "chunked 64->64 3x3 p1 144x144", chunked);
+  // D.6 at batch 5 under a workspace limit of two images' zT and cols (and the room the engine
+  // keeps for zT's alignment): chunks of 2, 2 and 1
+  const ConvGeom d6 = conv_geom(5, 256, 8, 8, 512, 3, 2, 1);
+  const std::size_t two_images =
+      (dtn::cuda::detail::conv_gemm_ws_floats(d6, 2) + dtn::cuda::detail::kConvGemmAlign - 1) * sizeof(float);
+  REQUIRE(dtn::cuda::detail::conv_gemm_chunk_images(d6, two_images) == 2);
+  add_conv_gemm_cases(cs, "D6 256->512 3x3 s2 p1 8x8, workspace limit of two images", d6, two_images);
   // both backward passes in one op, the weight gradient on the second lane: D.3 and g.3 (as a
   // transposed convolution) at batch 4 on each engine, and a dense one (cuBLAS on both lanes)
   for (const char* engine : {"gemm", "cudnn", "graph"}) {

@@ -682,6 +682,78 @@ TEST_CASE("conv determinism: on by default and per thread, and off, cuDNN's firs
   CHECK(listed == 3);
 }
 
+TEST_CASE("conv workspace limit: none by default and per thread, 0 refused, and every engine's choice under a limit stays within it and agrees with the CPU") {
+  namespace d = dtn::cuda::detail;
+  constexpr std::size_t none = dtn::cuda::Context::no_workspace_limit;
+  CHECK(dtn::cuda::conv_workspace_limit() == none);
+  CHECK_THROWS_AS(dtn::cuda::set_conv_workspace_limit(0), dtn::argument_error);
+  CHECK(dtn::cuda::conv_workspace_limit() == none);
+  // f-like and D-like geometries, small. One image on the GEMM engine needs (K + c_out) * P
+  // floats: (144 + 24) * 144 = 94.5 KiB and (144 + 20) * 36 = 23 KiB, so under a 64 KiB limit the
+  // engine takes only the second; under 1 MiB both.
+  const ConvGeom geoms[] = {parity::conv_geom(4, 16, 12, 12, 24, 3, 1, 1), parity::conv_geom(3, 16, 12, 12, 20, 3, 2, 1)};
+  for (const std::size_t limit : {std::size_t(64) << 10, std::size_t(1) << 20}) {
+    CAPTURE(limit);
+    const parity::WorkspaceLimitScope within(limit);
+    CHECK(dtn::cuda::conv_workspace_limit() == limit);
+    std::size_t other_thread = 0;
+    std::thread([&] { other_thread = dtn::cuda::conv_workspace_limit(); }).join();
+    CHECK(other_thread == none);
+    for (const ConvGeom& g : geoms) {
+      CAPTURE(g.stride);
+      const bool gemm_fits = d::conv_gemm_ws_floats(g, 1) * sizeof(float) <= limit;
+      CHECK(gemm_fits == (limit > (std::size_t(64) << 10) || g.stride == 2));
+      const std::size_t nx = static_cast<std::size_t>(g.n) * g.c_in * g.h_in * g.w_in,
+                        nw = static_cast<std::size_t>(g.c_out) * g.c_in * 9,
+                        ny = static_cast<std::size_t>(g.n) * g.c_out * g.h_out * g.w_out;
+      const auto hx = random_vector(nx, 80), hw = random_vector(nw, 81), hb = random_vector(g.c_out, 82);
+      const auto hdy = random_vector(ny, 83);
+      const auto cpu = conv_passes<dtn::Cpu>(g, hx, hw, hb, hdy);
+      // Untimed (the GEMM engine where it fits, else cuDNN's heuristics) and timed (every engine
+      // whose workspace fits): the bound of the autotune test above.
+      for (const bool timed : {false, true}) {
+        CAPTURE(timed);
+        const parity::ConvAutotuneScope tuned(timed);
+        const auto gpu = conv_passes<Cuda>(g, hx, hw, hb, hdy);
+        for (std::size_t i = 0; i < cpu.size(); ++i) {
+          CAPTURE(i);
+          CHECK(parity::rel_l2(gpu[i], cpu[i]) <= 1e-4);
+        }
+        // The plan made under the limit: its cuDNN algorithms and graph-API plans need no more
+        // than the limit, and the GEMM engine was used or timed exactly where it fits. (Untimed,
+        // a plan exists only where the GEMM engine did not take the shape.)
+        const auto& plans = d::conv_plans();
+        const auto it = plans.find(d::conv_plan_key(g, d::conv_modes(dtn::cuda::context())));
+        if (!timed && gemm_fits) {
+          CHECK(it == plans.end());
+          continue;
+        }
+        REQUIRE(it != plans.end());
+        const d::ConvPlan& plan = *it->second;
+        CHECK(plan.workspace_limit == limit);
+        for (const d::EngineChoice* c : {&plan.fwd_choice, &plan.bwd_data_choice, &plan.bwd_filter_choice}) {
+          CHECK((gemm_fits || c->engine != d::ConvEngine::gemm));
+          CHECK((c->ms[1] >= 0) == (timed && gemm_fits));
+          if (c->engine == d::ConvEngine::graph) {
+            REQUIRE(c->graph);
+            CHECK(static_cast<std::size_t>(c->graph->workspace) <= limit);
+          }
+        }
+        CHECK(plan.fwd_ws <= limit);
+        CHECK(plan.bwd_data_ws <= limit);
+        CHECK(plan.bwd_filter_ws <= limit);
+      }
+    }
+    // Listed with the limit: a plan per geometry and mode made under it (the timed ones, and the
+    // untimed one of each geometry the GEMM engine does not take).
+    int listed = 0;
+    for (const std::string& line : dtn::cuda::conv_choices())
+      if (line.find(", workspace limit " + std::to_string(limit)) != std::string::npos) ++listed;
+    CHECK(listed == (limit > (std::size_t(64) << 10) ? 2 : 3));
+  }
+  CHECK(dtn::cuda::conv_workspace_limit() == none);
+}
+
 TEST_CASE("each thread has its own context and stream, and results agree across threads") {
   const auto v = random_vector(500009, 40);
   auto x = tensor_of(v);

@@ -4,7 +4,7 @@
 // of cuBLAS (column-major, from the BLAS definition, reached through the same row-to-column-major
 // argument swap the backend hands cuBLAS), against Backend<Cpu>'s convolution. Needs no GPU. Chunks smaller than the batch are
 // forced here, so the chunk offsets are checked too (on the GPU a chunk is as many images as fit
-// 128 MiB of workspace).
+// 128 MiB of workspace, or a lower dtn::cuda::set_conv_workspace_limit).
 //
 // Bound: relative L2 error 1e-5. The host GEMM sums in double and rounds once; the CPU backend
 // sums its products in float in its own order (at most 64 terms for the forward pass, 7 for
@@ -93,7 +93,7 @@ TEST_CASE("GEMM convolution engine of the GPU backend, run on the host, matches 
   for (const Case& c : cases) {
     CAPTURE(std::string(c.name));
     const ConvGeom& g = c.g;
-    REQUIRE(dtn::cuda::detail::conv_gemm_supported(g));
+    REQUIRE(dtn::cuda::detail::conv_gemm_supported(g, dtn::cuda::detail::kConvGemmWorkspace));
     const std::size_t P = dtn::cuda::detail::conv_gemm_p(g), K = dtn::cuda::detail::conv_gemm_k(g);
     const std::size_t x_size = static_cast<std::size_t>(g.n) * g.c_in * g.h_in * g.w_in;
     const std::size_t y_size = static_cast<std::size_t>(g.n) * g.c_out * P, w_size = static_cast<std::size_t>(g.c_out) * K;
@@ -131,34 +131,73 @@ TEST_CASE("GEMM convolution engine of the GPU backend, run on the host, matches 
 }
 
 TEST_CASE("GEMM convolution engine: chunks fit the workspace cap, and 32-bit index limits are respected") {
+  namespace d = dtn::cuda::detail;
+  const std::size_t cap = d::kConvGemmWorkspace;  // 128 MiB, the cap without a limit
   // The example's D.6 at batch 128: (2304 + 512) * 16 floats = 176 KiB per image, one chunk.
   const ConvGeom d6 = parity::conv_geom(128, 256, 8, 8, 512, 3, 2, 1);
-  CHECK(dtn::cuda::detail::conv_gemm_chunk_images(d6) == 128);
-  CHECK(dtn::cuda::detail::conv_gemm_supported(d6));
+  CHECK(d::conv_gemm_chunk_images(d6, cap) == 128);
+  CHECK(d::conv_gemm_supported(d6, cap));
   // g.6 as a convolution at batch 4096: (2048 + 256) * 64 floats = 576 KiB per image, so 227
   // images per 128 MiB chunk.
   const ConvGeom g6 = parity::conv_geom(4096, 128, 16, 16, 256, 4, 2, 1);
-  CHECK(dtn::cuda::detail::conv_gemm_chunk_images(g6) == 227);
+  CHECK(d::conv_gemm_chunk_images(g6, cap) == 227);
   // zT's rounding up to kConvGemmAlign counts against the cap: 1x1 images of one channel to two
   // take 3 floats each, and the chunk that fills the cap to the float would overflow it.
   const ConvGeom tight = parity::conv_geom(20000000, 1, 1, 1, 2, 1, 1, 0);
-  const int tight_nb = dtn::cuda::detail::conv_gemm_chunk_images(tight);
+  const int tight_nb = d::conv_gemm_chunk_images(tight, cap);
   CHECK(tight_nb == 11184789);
   for (const ConvGeom& g : {d6, g6, tight})
-    CHECK(dtn::cuda::detail::conv_gemm_ws_floats(g, static_cast<std::size_t>(dtn::cuda::detail::conv_gemm_chunk_images(g))) *
-              sizeof(float) <=
-          dtn::cuda::detail::kConvGemmWorkspace);
+    CHECK(d::conv_gemm_ws_floats(g, static_cast<std::size_t>(d::conv_gemm_chunk_images(g, cap))) * sizeof(float) <= cap);
   // One image whose unfolded columns alone exceed 2^31 elements: not taken (cuDNN runs it).
   const ConvGeom huge = parity::conv_geom(1, 512, 1024, 1024, 4, 3, 1, 1);
-  CHECK_FALSE(dtn::cuda::detail::conv_gemm_supported(huge));
+  CHECK_FALSE(d::conv_gemm_supported(huge, cap));
   // One image needing 1.1 GiB of workspace (K = 4608, P = 65536, indices within 32 bits): not
   // taken either, so the engine never asks for more than its 128 MiB.
   const ConvGeom wide = parity::conv_geom(1, 512, 256, 256, 4, 3, 1, 1);
-  CHECK_FALSE(dtn::cuda::detail::conv_gemm_supported(wide));
+  CHECK_FALSE(d::conv_gemm_supported(wide, cap));
   // An invalid geometry is never taken either.
   ConvGeom bad = d6;
   bad.stride = 0;
-  CHECK_FALSE(dtn::cuda::detail::conv_gemm_supported(bad));
+  CHECK_FALSE(d::conv_gemm_supported(bad, cap));
+}
+
+TEST_CASE("GEMM convolution engine under a workspace limit (set_conv_workspace_limit): smaller chunks, never over it") {
+  namespace d = dtn::cuda::detail;
+  // The limit lowers the cap and never raises it.
+  CHECK(d::conv_gemm_workspace_cap(dtn::cuda::Context::no_workspace_limit) == d::kConvGemmWorkspace);
+  CHECK(d::conv_gemm_workspace_cap(std::size_t(1) << 40) == d::kConvGemmWorkspace);
+  CHECK(d::conv_gemm_workspace_cap(std::size_t(48) << 20) == std::size_t(48) << 20);
+  // D.3 at batch 384 (joint batches: D on three batches of 128): (1152 + 256) * 64 floats =
+  // 352 KiB per image, 372 images in 128 MiB (one chunk of 384 would need 132 MiB), 186 in 64
+  // MiB, 93 in 32 MiB.
+  const ConvGeom d3 = parity::conv_geom(384, 128, 16, 16, 256, 3, 2, 1);
+  CHECK(d::conv_gemm_chunk_images(d3, d::kConvGemmWorkspace) == 372);
+  CHECK(d::conv_gemm_chunk_images(d3, std::size_t(64) << 20) == 186);
+  CHECK(d::conv_gemm_chunk_images(d3, std::size_t(32) << 20) == 93);
+  // The GPU parity table's case (tests/cuda/test_parity_ops.cu): D.6 at batch 5 under a limit of
+  // two images' zT and cols plus the room kept for zT's alignment goes in chunks of two.
+  const ConvGeom d6 = parity::conv_geom(5, 256, 8, 8, 512, 3, 2, 1);
+  const std::size_t two_images = (d::conv_gemm_ws_floats(d6, 2) + d::kConvGemmAlign - 1) * sizeof(float);
+  CHECK(d::conv_gemm_chunk_images(d6, d::conv_gemm_workspace_cap(two_images)) == 2);
+  CHECK(d::conv_gemm_chunk_images(d6, d::conv_gemm_workspace_cap(two_images - sizeof(float))) == 1);
+  // Under every limit: the chunk's workspace within the cap, and the shape taken as long as one
+  // image fits (352 KiB: zT's 16384 floats need no rounding), else left to cuDNN.
+  const std::size_t one_image = d::conv_gemm_ws_floats(d3, 1) * sizeof(float);
+  CHECK(one_image == 352 * 1024);
+  for (std::size_t limit : {std::size_t(64) << 20, std::size_t(1) << 20, one_image, one_image - 1, std::size_t(255),
+                            std::size_t(1)}) {
+    CAPTURE(limit);
+    const std::size_t cap = d::conv_gemm_workspace_cap(limit);
+    const int nb = d::conv_gemm_chunk_images(d3, cap);
+    CHECK(nb >= 1);
+    CHECK(nb <= d3.n);
+    CHECK(d::conv_gemm_supported(d3, cap) == (limit >= one_image));
+    if (d::conv_gemm_supported(d3, cap)) {
+      CHECK(d::conv_gemm_ws_floats(d3, static_cast<std::size_t>(nb)) * sizeof(float) <= cap);
+      // The largest such chunk: one image more would not fit (or the batch is done).
+      if (nb < d3.n) CHECK(d::conv_gemm_ws_floats(d3, static_cast<std::size_t>(nb) + 1) * sizeof(float) > cap);
+    }
+  }
 }
 
 TEST_CASE("dense convolutions (one output pixel) through the cuBLAS argument swap match the CPU backend") {

@@ -12,8 +12,10 @@
 //  * how convolution algorithms are chosen: cuDNN's heuristics by default (the same choice on
 //    every run), cuDNN's timed search on request with dtn::cuda::set_conv_autotune(true)
 //    (conv.cuh);
-//  * whether convolutions run on the GEMM engine instead of cuDNN (set_conv_gemm, off by
+//  * whether convolutions run on the GEMM engine instead of cuDNN (set_conv_gemm, on by
 //    default; conv_gemm.cuh);
+//  * the most workspace one convolution pass may use on a lane (set_conv_workspace_limit; by
+//    default each engine's own cap);
 //  * whether cuDNN's non-deterministic convolution algorithms may be chosen like the others
 //    (set_conv_deterministic(false); by default they are taken only where no deterministic one is);
 //  * a second lane, made on first use: a second stream with its own cuBLAS handle, workspace and
@@ -132,6 +134,15 @@ class Context {
 
   bool conv_overlap() const { return conv_overlap_; }
   void set_conv_overlap(bool on) { conv_overlap_ = on; }
+
+  // No limit: each engine keeps its own cap (conv.cuh, conv_gemm.cuh).
+  static constexpr std::size_t no_workspace_limit = ~std::size_t(0);
+  std::size_t conv_workspace_limit() const { return conv_workspace_limit_; }
+  void set_conv_workspace_limit(std::size_t bytes) {
+    if (bytes == 0)
+      throw argument_error("dtn::cuda::set_conv_workspace_limit: 0 bytes (pass Context::no_workspace_limit for none)");
+    conv_workspace_limit_ = bytes;
+  }
 
   // The second lane (side_by_side): whether it exists, whether its work is being queued now, and
   // the three steps that side_by_side takes. fork(): the second lane's stream waits for
@@ -265,6 +276,7 @@ class Context {
   bool conv_gemm_ = true;
   bool conv_deterministic_ = true;
   bool conv_overlap_ = false;
+  std::size_t conv_workspace_limit_ = no_workspace_limit;
 };
 
 // The calling thread's context.
@@ -377,6 +389,18 @@ inline bool conv_gemm() { return context().conv_gemm(); }
 // workspace as large as the weight-gradient passes need). Default false. Not yet measured on a GPU.
 inline void set_conv_overlap(bool on) { context().set_conv_overlap(on); }
 inline bool conv_overlap() { return context().conv_overlap(); }
+// The most device memory one convolution pass of this thread may use as workspace, in bytes, on
+// each lane (the second lane of set_conv_overlap has a workspace of its own): for a GPU with
+// little memory, or to keep a training step's peak under a budget. The GEMM engine then takes
+// fewer images per chunk (128 MiB by default; a shape one image of which needs more runs on
+// cuDNN), and cuDNN's algorithms and graph-API plans needing more are passed over (1 GiB and
+// 256 MiB by default). Smaller chunks sum a weight gradient in another order: results may differ
+// from the unlimited run's by float rounding, and are the same from run to run. A pass whose
+// engine was chosen under another limit is chosen again (the limit is part of a plan's key); a
+// graph captured before keeps the chunks it was captured with. Default: no limit
+// (Context::no_workspace_limit); 0 is refused (argument_error).
+inline void set_conv_workspace_limit(std::size_t bytes) { context().set_conv_workspace_limit(bytes); }
+inline std::size_t conv_workspace_limit() { return context().conv_workspace_limit(); }
 // Whether this thread's convolutions keep to cuDNN's deterministic algorithms where cuDNN has one
 // (default true: the same inputs give the same bits on every run, as the tests and a reproducible
 // training run need). false (as PyTorch's default torch.backends.cudnn.deterministic = False)

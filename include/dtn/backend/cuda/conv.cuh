@@ -59,6 +59,8 @@ constexpr std::size_t kConvWorkspaceCap = std::size_t(1) << 30;  // 1 GiB per co
 // with a large workspace keeps that memory for the process. Uncapped, autotuning the DTN step
 // at batch 128 in FP32 left a peak of 1613 MiB on an H200 (643 MiB without the graph API).
 constexpr std::size_t kGraphWorkspaceCap = std::size_t(256) << 20;
+// Each cap under the thread's set_conv_workspace_limit: the smaller of the two.
+inline std::size_t under_limit(std::size_t cap, std::size_t limit) { return limit < cap ? limit : cap; }
 
 inline std::string conv_geom_str(const ConvGeom& g) {
   return "x [" + std::to_string(g.n) + ", " + std::to_string(g.c_in) + ", " + std::to_string(g.h_in) + ", " +
@@ -140,6 +142,7 @@ struct ConvPlan {
   bool tf32 = false;
   bool autotune = false;       // rank algorithms by cudnnFind* (set_conv_autotune)
   bool deterministic = true;   // prefer deterministic algorithms (set_conv_deterministic)
+  std::size_t workspace_limit = Context::no_workspace_limit;  // set_conv_workspace_limit
 
   bool have_fwd = false, have_bwd_data = false, have_bwd_filter = false;
   cudnnConvolutionFwdAlgo_t fwd{};
@@ -154,8 +157,14 @@ struct ConvPlan {
 
   ConvGeom geom;
 
-  ConvPlan(const ConvGeom& g, bool use_tf32, bool use_autotune, bool prefer_deterministic, bool graph_forced = false)
-      : tf32(use_tf32), autotune(use_autotune), deterministic(prefer_deterministic), force_graph(graph_forced), geom(g) {
+  ConvPlan(const ConvGeom& g, bool use_tf32, bool use_autotune, bool prefer_deterministic, bool graph_forced = false,
+           std::size_t ws_limit = Context::no_workspace_limit)
+      : tf32(use_tf32),
+        autotune(use_autotune),
+        deterministic(prefer_deterministic),
+        workspace_limit(ws_limit),
+        force_graph(graph_forced),
+        geom(g) {
     try {
       DTN_CUDNN_CHECK(cudnnCreateTensorDescriptor(&x));
       DTN_CUDNN_CHECK(cudnnCreateTensorDescriptor(&y));
@@ -191,8 +200,9 @@ struct ConvPlan {
   // One direction's choice. The candidates, best first, come from find (cudnnFind*, timed) when
   // timed(s), else from heuristic (cudnnGet*_v7); both are called as (requested, &returned,
   // perf). The first that is deterministic, allowed in the math mode and whose workspace
-  // (ws_size(algo, &bytes)) fits the cap is taken; a non-deterministic one only if none is (or
-  // in the first pass already, when deterministic is false).
+  // (ws_size(algo, &bytes)) fits the cap (kConvWorkspaceCap, or the plan's lower limit) is
+  // taken; a non-deterministic one only if none is (or in the first pass already, when
+  // deterministic is false).
   // Returns whether one was found, and sets algo, math, ws, ms and det to it.
   template <class Perf, class Find, class Heuristic, class WsSize, class Algo>
   bool choose(int max_count, cudaStream_t s, Find&& find, Heuristic&& heuristic, WsSize&& ws_size, Algo& algo,
@@ -212,7 +222,8 @@ struct ConvPlan {
         if (pass == 0 && deterministic && p.determinism != CUDNN_DETERMINISTIC) continue;
         std::size_t bytes = 0;
         DTN_CUDNN_CHECK(cudnnSetConvolutionMathType(conv, exec_math(p.mathType)));
-        if (ws_size(p.algo, &bytes) != CUDNN_STATUS_SUCCESS || bytes > kConvWorkspaceCap) continue;
+        if (ws_size(p.algo, &bytes) != CUDNN_STATUS_SUCCESS || bytes > under_limit(kConvWorkspaceCap, workspace_limit))
+          continue;
         algo = p.algo;
         math = exec_math(p.mathType);
         ws = bytes;
@@ -231,7 +242,7 @@ struct ConvPlan {
   // in place rather than failing an op cuDNN can run; a device fault is rethrown.
   template <class Run>
   void consider_gemm(cudaStream_t s, const ConvGeom& g, bool gemm_default, EngineChoice& c, Run&& run_gemm) {
-    if (!conv_gemm_supported(g)) return;
+    if (!conv_gemm_supported(g, conv_gemm_workspace_cap(workspace_limit))) return;
     if (!timed(s)) {
       if (gemm_default) c.engine = ConvEngine::gemm;
       return;
@@ -250,7 +261,8 @@ struct ConvPlan {
     if (!timed(s)) return;
     float* ms = c.ms;
     std::vector<GraphConv> cands =
-        graph_conv_candidates(h, g, p, tf32, deterministic, kGraphWorkspaceCap, c.graph_note, conv_graph_max_plans());
+        graph_conv_candidates(h, g, p, tf32, deterministic, under_limit(kGraphWorkspaceCap, workspace_limit),
+                              c.graph_note, conv_graph_max_plans());
     int best = -1;
     for (std::size_t i = 0; i < cands.size(); ++i) {
       const float t = time_candidate(s, [&] { run(cands[i]); });
@@ -284,7 +296,8 @@ struct ConvPlan {
         },
         fwd, fwd_math, fwd_ws, fwd_choice.ms[0], fwd_det);
     if (!have_fwd)
-      throw cuda_error("dtn::Backend<Cuda>::conv2d_forward: cuDNN offers no usable algorithm for " + conv_geom_str(g));
+      throw cuda_error("dtn::Backend<Cuda>::conv2d_forward: cuDNN offers no usable algorithm for " + conv_geom_str(g) +
+                       limit_note());
   }
 
   void choose_backward_data(cudnnHandle_t h, cudaStream_t s, const ConvGeom& g) {
@@ -301,7 +314,7 @@ struct ConvPlan {
         bwd_data, bwd_data_math, bwd_data_ws, bwd_data_choice.ms[0], bwd_data_det);
     if (!have_bwd_data)
       throw cuda_error("dtn::Backend<Cuda>::conv2d_backward_data: cuDNN offers no usable algorithm for " +
-                       conv_geom_str(g));
+                       conv_geom_str(g) + limit_note());
   }
 
   void choose_backward_filter(cudnnHandle_t h, cudaStream_t s, const ConvGeom& g) {
@@ -320,10 +333,17 @@ struct ConvPlan {
         bwd_filter, bwd_filter_math, bwd_filter_ws, bwd_filter_choice.ms[0], bwd_filter_det);
     if (!have_bwd_filter)
       throw cuda_error("dtn::Backend<Cuda>::conv2d_backward_filter: cuDNN offers no usable algorithm for " +
-                       conv_geom_str(g));
+                       conv_geom_str(g) + limit_note());
   }
 
  private:
+  // What an error about a missing algorithm adds when a workspace limit may be the cause.
+  std::string limit_note() const {
+    return workspace_limit == Context::no_workspace_limit
+               ? std::string()
+               : " within the workspace limit of " + std::to_string(workspace_limit) +
+                     " bytes (dtn::cuda::set_conv_workspace_limit)";
+  }
   void destroy() noexcept {
     if (conv) (void)cudnnDestroyConvolutionDescriptor(conv);
     if (w) (void)cudnnDestroyFilterDescriptor(w);
@@ -335,7 +355,7 @@ struct ConvPlan {
   }
 };
 
-using ConvKey = std::tuple<int, int, int, int, int, int, int, int, int, int, int, bool, bool, bool, bool>;
+using ConvKey = std::tuple<int, int, int, int, int, int, int, int, int, int, int, bool, bool, bool, bool, std::size_t>;
 
 // Before any engine runs: sizes positive, and the output size the one the input, kernel, stride
 // and padding give (cuDNN's descriptors would catch a mismatch, but the dense and GEMM paths
@@ -358,13 +378,15 @@ inline std::map<ConvKey, std::unique_ptr<ConvPlan>>& conv_plans() {
 // The math and search modes a plan is made for, from the context (and, for tests, conv_graph_forced).
 struct ConvModes {
   bool tf32, autotune, deterministic, graph_forced;
+  std::size_t workspace_limit;
 };
 inline ConvModes conv_modes(const Context& ctx) {
-  return {ctx.tf32(), ctx.conv_autotune(), ctx.conv_deterministic(), ctx.conv_autotune() && conv_graph_forced()};
+  return {ctx.tf32(), ctx.conv_autotune(), ctx.conv_deterministic(), ctx.conv_autotune() && conv_graph_forced(),
+          ctx.conv_workspace_limit()};
 }
 inline ConvKey conv_plan_key(const ConvGeom& g, const ConvModes& m) {
   return ConvKey{g.n,   g.c_in,  g.h_in,  g.w_in, g.c_out,    g.kh,            g.kw,          g.stride,
-                 g.pad, g.h_out, g.w_out, m.tf32, m.autotune, m.deterministic, m.graph_forced};
+                 g.pad, g.h_out, g.w_out, m.tf32, m.autotune, m.deterministic, m.graph_forced, m.workspace_limit};
 }
 // The calling thread's plan for g in the current math and search modes (created on first use).
 inline ConvPlan& conv_plan(const ConvGeom& g) {
@@ -373,20 +395,27 @@ inline ConvPlan& conv_plan(const ConvGeom& g) {
   const ConvKey key = conv_plan_key(g, m);
   auto it = plans.find(key);
   if (it == plans.end())
-    it = plans.emplace(key, std::make_unique<ConvPlan>(g, m.tf32, m.autotune, m.deterministic, m.graph_forced)).first;
+    it = plans
+             .emplace(key, std::make_unique<ConvPlan>(g, m.tf32, m.autotune, m.deterministic, m.graph_forced,
+                                                      m.workspace_limit))
+             .first;
   return *it->second;
 }
 
 }  // namespace detail
 
-// One line per convolution plan of the calling thread: geometry, math and search mode, and for
-// each direction chosen so far the engine and, when autotuned, the times behind the choice.
+// One line per convolution plan of the calling thread: geometry, math and search mode (and the
+// workspace limit, where one is set), and for each direction chosen so far the engine and, when
+// autotuned, the times behind the choice.
 inline std::vector<std::string> conv_choices() {
   std::vector<std::string> out;
   for (const auto& kv : detail::conv_plans()) {
     const detail::ConvPlan& p = *kv.second;
     std::string line = detail::conv_geom_str(p.geom) + (p.tf32 ? ", tf32" : ", fp32") +
-                       (p.autotune ? ", timed" : ", heuristic") + (p.deterministic ? "" : ", any determinism");
+                       (p.autotune ? ", timed" : ", heuristic") + (p.deterministic ? "" : ", any determinism") +
+                       (p.workspace_limit == Context::no_workspace_limit
+                            ? ""
+                            : ", workspace limit " + std::to_string(p.workspace_limit));
     auto dir = [&](const char* name, bool have, int algo, bool det, const detail::EngineChoice& c) {
       if (!have) return;
       const float* ms = c.ms;
@@ -427,7 +456,8 @@ inline bool graph_runs(const EngineChoice& c, const void* a, const void* b, cons
 // Whether g's passes run on the GEMM engine with no plan made: the engine is on
 // (set_conv_gemm, the default), takes g, and no timed choice (set_conv_autotune) is asked for.
 inline bool conv_gemm_untimed(const Context& ctx, const ConvGeom& g) {
-  return ctx.conv_gemm() && !ctx.conv_autotune() && conv_gemm_supported(g);
+  return ctx.conv_gemm() && !ctx.conv_autotune() &&
+         conv_gemm_supported(g, conv_gemm_workspace_cap(ctx.conv_workspace_limit()));
 }
 // Whether pass p of g runs on an engine already chosen (dense, the untimed GEMM engine, or a plan
 // that has chosen this pass): running it times nothing.

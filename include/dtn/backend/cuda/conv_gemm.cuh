@@ -17,13 +17,13 @@
 // at 8-15% of the GEMM rate (D.6 backward-data 1.21 ms, g.3 forward 1.09 ms at batch 128): for
 // strided dgrad the legacy API's only deterministic algorithm is ALGO_1, where the same work here
 // is one 2304 x 2048 x 512 SGEMM (D.6) and two passes over a few MiB. Images go in chunks that
-// keep the workspace under kConvGemmWorkspace. All indices are 32-bit (FastDivmod): shapes whose
-// chunk does not fit, or one image of which needs more workspace, are left to cuDNN
-// (conv_gemm_supported).
+// keep the workspace under kConvGemmWorkspace (or a lower set_conv_workspace_limit). All indices
+// are 32-bit (FastDivmod): shapes whose chunk does not fit, or one image of which needs more
+// workspace, are left to cuDNN (conv_gemm_supported).
 //
-// Chosen per shape and direction in conv.cuh: forced with dtn::cuda::set_conv_gemm(true), or
-// timed against cuDNN's best when autotuning; otherwise cuDNN. Compiled and checked on the host
-// (tests/cuda_host), not yet run on a GPU.
+// Chosen per shape and direction in conv.cuh: for every pass it takes with
+// dtn::cuda::set_conv_gemm(true), the default, or timed against cuDNN's best when autotuning.
+// Its index code and pass sequences also run on the host (tests/cuda_host) in every test run.
 #include <cuda_runtime.h>
 
 #include <cstddef>
@@ -41,7 +41,9 @@ namespace dtn {
 namespace cuda {
 namespace detail {
 
-constexpr std::size_t kConvGemmWorkspace = std::size_t(128) << 20;  // bytes for zT + cols per chunk
+// Bytes for zT + cols per chunk: the default cap, lowered by set_conv_workspace_limit
+// (conv_gemm_workspace_cap).
+constexpr std::size_t kConvGemmWorkspace = std::size_t(128) << 20;
 
 // The geometry of one chunk as the kernels need it, with the divisors of the index decompositions.
 struct ConvGemmGeom {
@@ -120,24 +122,30 @@ inline std::size_t conv_gemm_ws_floats(const ConvGeom& g, std::size_t nb) {
   return conv_gemm_zt_floats(g, nb) + conv_gemm_k(g) * conv_gemm_p(g) * nb;
 }
 
-// Images per chunk: as many as fit kConvGemmWorkspace (at least one, at most n). Each image
-// takes (K + c_out) * P floats, and zT's rounding at most kConvGemmAlign - 1 more per chunk.
-inline int conv_gemm_chunk_images(const ConvGeom& g) {
+// The workspace cap (bytes) under a limit (set_conv_workspace_limit): the smaller of the two.
+inline std::size_t conv_gemm_workspace_cap(std::size_t limit) {
+  return limit < kConvGemmWorkspace ? limit : kConvGemmWorkspace;
+}
+
+// Images per chunk: as many as fit `cap` bytes of workspace (at least one, at most n). Each
+// image takes (K + c_out) * P floats, and zT's rounding at most kConvGemmAlign - 1 more per chunk.
+inline int conv_gemm_chunk_images(const ConvGeom& g, std::size_t cap) {
   const std::size_t per_image = (conv_gemm_k(g) + static_cast<std::size_t>(g.c_out)) * conv_gemm_p(g);
-  const std::size_t room = kConvGemmWorkspace / sizeof(float) - (kConvGemmAlign - 1);
+  const std::size_t cap_floats = cap / sizeof(float);
+  const std::size_t room = cap_floats > kConvGemmAlign - 1 ? cap_floats - (kConvGemmAlign - 1) : 0;
   const std::size_t fit = per_image == 0 ? 1 : room / per_image;
   return static_cast<int>(fit < 1 ? 1 : (fit > static_cast<std::size_t>(g.n) ? g.n : fit));
 }
 
-// Whether the GEMM engine can take g: one image's zT and cols within kConvGemmWorkspace (so the
-// engine never asks for more than that, even for one image), and every index of a chunk within
-// 32 bits (FastDivmod's domain) and every GEMM dimension within int.
-inline bool conv_gemm_supported(const ConvGeom& g) {
+// Whether the GEMM engine can take g with `cap` bytes of workspace: one image's zT and cols
+// within the cap (so the engine never asks for more, even for one image), and every index of a
+// chunk within 32 bits (FastDivmod's domain) and every GEMM dimension within int.
+inline bool conv_gemm_supported(const ConvGeom& g, std::size_t cap) {
   if (g.n <= 0 || g.stride <= 0 || g.c_in <= 0 || g.c_out <= 0 || g.kh <= 0 || g.kw <= 0 || g.h_out <= 0 ||
       g.w_out <= 0 || g.h_in <= 0 || g.w_in <= 0 || g.pad < 0)
     return false;
-  if (conv_gemm_ws_floats(g, 1) * sizeof(float) > kConvGemmWorkspace) return false;
-  const std::size_t nb = static_cast<std::size_t>(conv_gemm_chunk_images(g));
+  if (conv_gemm_ws_floats(g, 1) * sizeof(float) > cap) return false;
+  const std::size_t nb = static_cast<std::size_t>(conv_gemm_chunk_images(g, cap));
   const std::size_t P = conv_gemm_p(g), K = conv_gemm_k(g);
   const std::size_t lim = FastDivmod::limit;
   return nb * P < lim && nb * g.c_out * P < lim && K * nb * P < lim &&
@@ -281,6 +289,9 @@ struct DeviceConvGemm {
   }
 };
 
+// The calling thread's cap, from its context's limit.
+inline std::size_t conv_gemm_workspace_cap() { return conv_gemm_workspace_cap(context().conv_workspace_limit()); }
+
 // The workspace and chunk for g on the calling thread's context.
 inline float* conv_gemm_workspace(const ConvGeom& g, int chunk) {
   return static_cast<float*>(
@@ -290,18 +301,19 @@ inline float* conv_gemm_workspace(const ConvGeom& g, int chunk) {
 }  // namespace detail
 
 // The three passes through the GEMM engine on the context stream. Each requires
-// detail::conv_gemm_supported(g); bias and bias gradient are the caller's.
+// detail::conv_gemm_supported(g, detail::conv_gemm_workspace_cap()); bias and bias gradient are
+// the caller's.
 inline void conv2d_forward_gemm(const ConvGeom& g, const float* x, const float* w, float* y) {
-  const int chunk = detail::conv_gemm_chunk_images(g);
+  const int chunk = detail::conv_gemm_chunk_images(g, detail::conv_gemm_workspace_cap());
   detail::conv_gemm_forward(detail::DeviceConvGemm{stream()}, g, x, w, y, detail::conv_gemm_workspace(g, chunk), chunk);
 }
 inline void conv2d_backward_data_gemm(const ConvGeom& g, const float* dy, const float* w, float* dx) {
-  const int chunk = detail::conv_gemm_chunk_images(g);
+  const int chunk = detail::conv_gemm_chunk_images(g, detail::conv_gemm_workspace_cap());
   detail::conv_gemm_backward_data(detail::DeviceConvGemm{stream()}, g, dy, w, dx, detail::conv_gemm_workspace(g, chunk),
                                   chunk);
 }
 inline void conv2d_backward_filter_gemm(const ConvGeom& g, const float* x, const float* dy, float* dw) {
-  const int chunk = detail::conv_gemm_chunk_images(g);
+  const int chunk = detail::conv_gemm_chunk_images(g, detail::conv_gemm_workspace_cap());
   detail::conv_gemm_backward_filter(detail::DeviceConvGemm{stream()}, g, x, dy, dw,
                                     detail::conv_gemm_workspace(g, chunk), chunk);
 }
