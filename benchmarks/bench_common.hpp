@@ -164,6 +164,7 @@ struct Options {
   bool conv_deterministic = true;  // --conv-nondeterministic: cuDNN's first choice even if non-deterministic
   int graph_plans = 8;             // --graph-plans N: graph-API engine configurations timed per pass
   bool conv_overlap = false;       // --conv-overlap: weight gradients on a second stream (set_conv_overlap)
+  int conv_workspace_mib = 0;      // --conv-workspace-mib N: set_conv_workspace_limit(N MiB); 0: no limit
   bool profile_step = false;
   bool fusion = true;  // --no-fusion: batch norm and its activation as two passes
   bool joint = false;  // --joint-batches: DtnConfig::joint_batches (f, g, D once per update on all batches)
@@ -226,6 +227,7 @@ inline Options parse_options(int argc, char** argv, bool cuda) {
     else if (a == "--conv-nondeterministic" && cuda) o.conv_deterministic = false;
     else if (a == "--graph-plans" && cuda) o.graph_plans = parse_int(a, value(), 0);
     else if (a == "--conv-overlap" && cuda) o.conv_overlap = true;
+    else if (a == "--conv-workspace-mib" && cuda) o.conv_workspace_mib = parse_int(a, value(), 1);
     else if (a == "--profile-step") o.profile_step = true;
     else if (a == "--no-layers") o.layers = false;
     else if (a == "--no-fusion") o.fusion = false;
@@ -276,6 +278,9 @@ inline Options parse_options(int argc, char** argv, bool cuda) {
                  "                    gets a +plansN suffix unless N is 8\n"
                  "  --conv-overlap    each convolution's weight-gradient pass on a second stream beside its\n"
                  "                    input-gradient pass (dtn::cuda::set_conv_overlap); +overlap suffix\n"
+                 "  --conv-workspace-mib N  at most N MiB of workspace per convolution pass and lane\n"
+                 "                    (dtn::cuda::set_conv_workspace_limit; default: each engine's own cap);\n"
+                 "                    +wsN suffix\n"
                : "",
           cuda ? ""
                : "  --no-winograd     3x3 stride-1 convolutions through im2col + GEMM instead of Winograd\n"

@@ -14,7 +14,8 @@
 // tuned and tuned+graph, and the choices are listed at the end. --conv-cudnn: convolutions on
 // cuDNN's heuristic algorithms instead of the GEMM engine (the default); the labels get a +cudnn
 // suffix. --conv-overlap: each convolution's weight gradient on a second stream beside its input
-// gradient (dtn::cuda::set_conv_overlap); +overlap suffix.
+// gradient (dtn::cuda::set_conv_overlap); +overlap suffix. --conv-workspace-mib N: at most N MiB of
+// workspace per convolution pass and lane (dtn::cuda::set_conv_workspace_limit); +wsN suffix.
 // Without a usable GPU it prints the reason and exits 77 (skipped).
 #include <dtn/cuda.cuh>
 
@@ -257,10 +258,13 @@ int main(int argc, char** argv) {
     dtn::cuda::set_conv_deterministic(o.conv_deterministic);
     dtn::cuda::detail::conv_graph_max_plans() = o.graph_plans;
     dtn::cuda::set_conv_overlap(o.conv_overlap);
+    if (o.conv_workspace_mib > 0)
+      dtn::cuda::set_conv_workspace_limit(static_cast<std::size_t>(o.conv_workspace_mib) << 20);
     const std::string suffix = std::string(o.conv_autotune || o.conv_gemm ? "" : "+cudnn") +
                                (o.conv_deterministic ? "" : "+nondet") +
                                (o.tf32 ? "+tf32" : "") + (o.fusion ? "" : "+unfused") + (o.joint ? "+joint" : "") +
                                (o.conv_overlap ? "+overlap" : "") +
+                               (o.conv_workspace_mib > 0 ? "+ws" + std::to_string(o.conv_workspace_mib) : "") +
                                (o.conv_autotune && o.graph_plans != 8 ? "+plans" + std::to_string(o.graph_plans) : "");
     const std::string plain_mode = (o.conv_autotune ? "tuned" : "dtn") + suffix;
     const std::string graph_mode = (o.conv_autotune ? "tuned+graph" : "graph") + suffix;
@@ -280,6 +284,7 @@ int main(int argc, char** argv) {
     doc["meta"]["conv_deterministic"] = o.conv_deterministic;
     doc["meta"]["graph_plans"] = o.graph_plans;
     doc["meta"]["conv_overlap"] = o.conv_overlap;
+    doc["meta"]["conv_workspace_mib"] = o.conv_workspace_mib;  // 0: no limit
     doc["meta"]["cuda_runtime"] = CUDART_VERSION;
     doc["meta"]["date"] = bench::utc_now();
     doc["meta"]["timing"] = "cudaEvent on dtn::cuda::stream(), median of reps after warm-up";

@@ -15,7 +15,8 @@
 #                    dtn autotuned, torch.compile, the TF32 pair, dtn with joint batches (TF32),
 #                    with conv overlap (TF32, TF32 with joint batches), torch.compile in its
 #                    reduce-overhead mode (CUDA graphs), then FP32 with joint batches and with
-#                    conv overlap; last the runs that repeat earlier sessions'
+#                    conv overlap, TF32 with both under a 64 MiB convolution workspace limit;
+#                    last the runs that repeat earlier sessions'
 #                    comparisons: dtn autotuned with non-deterministic cuDNN algorithms allowed,
 #                    dtn on cuDNN's heuristic algorithms, dtn with batch norm and its activation
 #                    unfused.
@@ -133,6 +134,15 @@ torch "torch_dtn.py --modes compile --compile-mode reduce-overhead (compile time
   --batches "${COMPILE_BATCHES:-128}" --rows "${COMPILE_ROWS:-dtn_step}" --compile-timeout "$ct"
 dtn "bench_dtn_cuda --joint-batches" 45 dtn_cuda_joint.json --joint-batches --no-layers --rows dtn_step --batches 128
 dtn "bench_dtn_cuda --conv-overlap" 45 dtn_cuda_overlap.json --conv-overlap --no-layers --rows dtn_step --batches 128
+# Joint batches and overlap together were estimated at about 1,000 MiB at batch 128 (RESULTS.md,
+# "Waiting for a GPU run"), at the 1 GiB target's edge; the lever is a smaller workspace per
+# convolution pass and lane (dtn::cuda::set_conv_workspace_limit): the same run under 64 MiB
+# (rows labelled +ws64), its peak and time beside the unlimited run's.
+if [[ ${TF32:-1} != 0 ]]; then
+  dtn "bench_dtn_cuda --tf32 --conv-autotune --joint-batches --conv-overlap --conv-workspace-mib 64" 60 \
+    dtn_cuda_tf32_joint_overlap_ws64.json --tf32 --conv-autotune --joint-batches --conv-overlap \
+    --conv-workspace-mib 64 --no-layers --rows dtn_step --batches 128
+fi
 # The runs below repeat comparisons of earlier GPU sessions (RESULTS.md): they go last, so that a
 # tight BENCH_BUDGET leaves them out before the joint-batch and overlap runs above.
 # Autotuned with cuDNN's non-deterministic algorithms allowed, as PyTorch allows them (rows
