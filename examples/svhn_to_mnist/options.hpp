@@ -37,6 +37,7 @@ struct Options {
   bool conv_cudnn = false;    // convolutions on cuDNN's heuristic algorithms, not the GEMM engine (GPU)
   bool no_graph = false;      // GPU: run DTN steps eagerly instead of as one CUDA graph
   bool conv_overlap = false;  // GPU: convolution weight gradients on a second stream
+  std::int64_t conv_workspace_mib = 0;  // GPU: at most this many MiB of workspace per convolution pass (0: none)
   bool joint_batches = false; // DtnConfig::joint_batches: one pass per network and update
   double g_average = 0.99;    // decay of the average of g's weights evaluated beside g (0: none)
 };
@@ -79,6 +80,8 @@ inline const char* usage() {
          "  --no-graph           GPU: run each DTN step eagerly, not as one captured CUDA graph\n"
          "  --conv-overlap       GPU: each convolution's weight gradient on a second stream beside its\n"
          "                       input gradient (the same results bit for bit)\n"
+         "  --conv-workspace-mib N  GPU: at most N MiB of workspace per convolution pass and stream\n"
+         "                       (default: no limit beyond each engine's own, 128 MiB to 1 GiB)\n"
          "  --joint-batches      g once on both batches, D once per update on all of its batches\n"
          "                       (batch norm per batch: the same step up to float rounding, fewer passes)\n"
          "  --g-average D        also evaluate the exponential moving average of g's weights with decay D\n"
@@ -179,6 +182,7 @@ inline Options parse_options(int argc, char** argv) {
     else if (k == "--conv-cudnn") o.conv_cudnn = true;
     else if (k == "--no-graph") o.no_graph = true;
     else if (k == "--conv-overlap") o.conv_overlap = true;
+    else if (k == "--conv-workspace-mib") o.conv_workspace_mib = integer(i, std::int64_t{0});
     else if (k == "--joint-batches") o.joint_batches = true;
     else if (k == "--g-average") o.g_average = number(i);
     else if (k == "--full") {
@@ -206,6 +210,9 @@ inline Options parse_options(int argc, char** argv) {
   if (o.alpha < 0 || o.beta < 0 || o.gamma < 0) throw std::invalid_argument("--alpha, --beta and --gamma must be >= 0");
   if (o.device != "cpu" && o.device != "cuda") throw std::invalid_argument("--device must be cpu or cuda, got " + o.device);
   if (o.f_split != "train" && o.f_split != "extra") throw std::invalid_argument("--f-split must be train or extra");
+  // In bytes it must fit size_t: 2^44 MiB is 16 EiB.
+  if (o.conv_workspace_mib < 0 || o.conv_workspace_mib >= (std::int64_t{1} << 44))
+    throw std::invalid_argument("--conv-workspace-mib must be from 0 (no limit) to 2^44 - 1");
   return o;
 }
 

@@ -87,4 +87,10 @@ TEST_CASE("svhn_to_mnist options: values the program cannot run with are refused
   CHECK(refusal({"--device", "tpu"}) == "--device must be cpu or cuda, got tpu");
   CHECK(refusal({"--f-split", "test"}) == "--f-split must be train or extra");
   CHECK(refusal({"--val-every", "0", "--val-size", "0", "--eval-limit", "0"}) == "(accepted)");
+  // MiB to bytes must not overflow size_t (the GPU's dtn::cuda::set_conv_workspace_limit).
+  CHECK(refusal({"--conv-workspace-mib", "-1"}) == "--conv-workspace-mib must be from 0 (no limit) to 2^44 - 1");
+  CHECK(refusal({"--conv-workspace-mib", "17592186044416"}) == "--conv-workspace-mib must be from 0 (no limit) to 2^44 - 1");
+  CHECK(parse({"--conv-workspace-mib", "17592186044415"}).conv_workspace_mib == (std::int64_t{1} << 44) - 1);
+  CHECK(parse({"--conv-workspace-mib", "64"}).conv_workspace_mib == 64);
+  CHECK(parse({}).conv_workspace_mib == 0);
 }
