@@ -7,6 +7,7 @@
 #include <cuda_runtime.h>
 
 #include <cmath>
+#include <cstdint>
 #include <dtn/cuda.cuh>
 #include <limits>
 #include <optional>
@@ -74,6 +75,20 @@ std::vector<std::vector<float>> conv_passes(const ConvGeom& g, const std::vector
   B::conv2d_backward_data(g, dy.data(), w.data(), dx.data());
   B::conv2d_backward_filter(g, x.data(), dy.data(), dw.data(), db.data());
   return {dtn::to_vector(y), dtn::to_vector(dx), dtn::to_vector(dw), dtn::to_vector(db)};
+}
+
+// conv_passes' host inputs for g, uniform in [-1, 1) from seeds seed .. seed + 3.
+struct ConvInputs {
+  std::vector<float> x, w, b, dy;
+  ConvInputs(const ConvGeom& g, std::uint64_t seed)
+      : x(random_vector(static_cast<std::size_t>(g.n) * g.c_in * g.h_in * g.w_in, seed)),
+        w(random_vector(static_cast<std::size_t>(g.c_out) * g.c_in * g.kh * g.kw, seed + 1)),
+        b(random_vector(static_cast<std::size_t>(g.c_out), seed + 2)),
+        dy(random_vector(static_cast<std::size_t>(g.n) * g.c_out * g.h_out * g.w_out, seed + 3)) {}
+};
+template <class Dev>
+std::vector<std::vector<float>> conv_passes(const ConvGeom& g, const ConvInputs& in) {
+  return conv_passes<Dev>(g, in.x, in.w, in.b, in.dy);
 }
 
 // Device buffers for both backward passes of convolution g (transposed: of the transposed
@@ -598,13 +613,9 @@ TEST_CASE("conv autotune: cuDNN's graph-API plans run every pass and agree with 
     const parity::ModeScope<dtn::cuda::tf32, dtn::cuda::set_tf32> math(tf32);
     for (const ConvGeom& g : geoms) {
       CAPTURE(g.stride);
-      const std::size_t nx = static_cast<std::size_t>(g.n) * g.c_in * g.h_in * g.w_in,
-                        nw = static_cast<std::size_t>(g.c_out) * g.c_in * 9,
-                        ny = static_cast<std::size_t>(g.n) * g.c_out * g.h_out * g.w_out;
-      const auto hx = random_vector(nx, 70), hw = random_vector(nw, 71), hb = random_vector(g.c_out, 72);
-      const auto hdy = random_vector(ny, 73);
-      const auto cpu = conv_passes<dtn::Cpu>(g, hx, hw, hb, hdy);
-      const auto gpu = conv_passes<Cuda>(g, hx, hw, hb, hdy);
+      const ConvInputs in(g, 70);
+      const auto cpu = conv_passes<dtn::Cpu>(g, in);
+      const auto gpu = conv_passes<Cuda>(g, in);
       // Exact FP32: the parity table's bound for sums of K products (kSum = 1e-4; K = 288 and
       // more here). TF32 rounds both operands to 10 mantissa bits (relative 2^-11 = 4.9e-4
       // each, so up to about 1e-3 a product), random in sign across a sum: 2e-3.
@@ -703,18 +714,14 @@ TEST_CASE("conv workspace limit: none by default and per thread, 0 refused, and 
       CAPTURE(g.stride);
       const bool gemm_fits = d::conv_gemm_ws_floats(g, 1) * sizeof(float) <= limit;
       CHECK(gemm_fits == (limit > (std::size_t(64) << 10) || g.stride == 2));
-      const std::size_t nx = static_cast<std::size_t>(g.n) * g.c_in * g.h_in * g.w_in,
-                        nw = static_cast<std::size_t>(g.c_out) * g.c_in * 9,
-                        ny = static_cast<std::size_t>(g.n) * g.c_out * g.h_out * g.w_out;
-      const auto hx = random_vector(nx, 80), hw = random_vector(nw, 81), hb = random_vector(g.c_out, 82);
-      const auto hdy = random_vector(ny, 83);
-      const auto cpu = conv_passes<dtn::Cpu>(g, hx, hw, hb, hdy);
+      const ConvInputs in(g, 80);
+      const auto cpu = conv_passes<dtn::Cpu>(g, in);
       // Untimed (the GEMM engine where it fits, else cuDNN's heuristics) and timed (every engine
       // whose workspace fits): the bound of the autotune test above.
       for (const bool timed : {false, true}) {
         CAPTURE(timed);
         const parity::ConvAutotuneScope tuned(timed);
-        const auto gpu = conv_passes<Cuda>(g, hx, hw, hb, hdy);
+        const auto gpu = conv_passes<Cuda>(g, in);
         for (std::size_t i = 0; i < cpu.size(); ++i) {
           CAPTURE(i);
           CHECK(parity::rel_l2(gpu[i], cpu[i]) <= 1e-4);
