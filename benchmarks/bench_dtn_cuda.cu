@@ -314,6 +314,16 @@ int main(int argc, char** argv) {
         rows[i]["peak_mem_mb"] = bench::round_to(double(dtn::cuda::allocator_stats().peak_bytes_in_use) / (1 << 20), 0.01);
         rows[i]["peak_mem_note"] = "dtn caching allocator: peak bytes in use since process start";
         std::printf("  peak device memory after dtn_step B=%d: %.1f MiB\n", b, rows[i]["peak_mem_mb"].get<double>());
+        // Of that, what each lane holds of its own (the second lane: with --conv-overlap).
+        Json lanes = Json::array();
+        for (int lane : {0, 1}) {
+          const auto lb = dtn::cuda::context().lane_bytes(lane);
+          auto mib = [](std::size_t bytes) { return bench::round_to(double(bytes) / (1 << 20), 0.01); };
+          lanes.push_back({{"workspace_mb", mib(lb.workspace)}, {"scratch_mb", mib(lb.scratch)}, {"cublas_mb", mib(lb.cublas)}});
+          std::printf("    lane %d: convolution workspace %.1f MiB, reduction scratch %.1f MiB, cuBLAS workspace %.1f MiB\n",
+                      lane, mib(lb.workspace), mib(lb.scratch), mib(lb.cublas));
+        }
+        rows[i]["lanes"] = lanes;
       }
     // The whole step (D and g updates) as one CUDA graph: dtn::cuda::GraphStep runs the first
     // step eagerly, captures the second and replays after; the guard runs on the device.

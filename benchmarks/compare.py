@@ -273,8 +273,12 @@ def main():
                 print(f"# WARNING: {r.get('mode', '')}: {reason}")
     for r in dtn_rows + torch_rows:
         if "peak_mem_mb" in r:
+            # dtn's rows also say what each of its two lanes holds of its own (bench_dtn_cuda).
+            held = "; ".join(f"lane {i}: conv workspace {lane['workspace_mb']:.1f}, scratch "
+                             f"{lane['scratch_mb']:.1f}, cuBLAS {lane['cublas_mb']:.1f}"
+                             for i, lane in enumerate(r.get("lanes", [])))
             print(f"# peak device memory, {r.get('impl', '?')} {r.get('mode', '')} {r['name']} "
-                  f"B={r['batch']}: {r['peak_mem_mb']:.1f} MiB")
+                  f"B={r['batch']}: {r['peak_mem_mb']:.1f} MiB" + (f" (of which {held} MiB)" if held else ""))
     return 0
 
 

@@ -172,3 +172,17 @@ def test_torch_compile_rows_carry_their_mode_and_what_was_compiled(tmp_path):
     # Counted per batch size: f's no-grad forward first, then the step's other graphs.
     assert rows[0]["compile_stats"]["graphs"] == rows[2]["compile_stats"]["graphs"] >= 1
     assert rows[1]["compile_stats"]["graphs"] == rows[3]["compile_stats"]["graphs"] > rows[0]["compile_stats"]["graphs"]
+
+
+def test_peak_memory_lines_say_what_each_lane_holds(tmp_path, capsys, monkeypatch):
+    lanes = [{"workspace_mb": 128.0, "scratch_mb": 0.5, "cublas_mb": 32.0},
+             {"workspace_mb": 64.0, "scratch_mb": 0.3, "cublas_mb": 32.0}]
+    write_rows(tmp_path / "dtn.json", [step_row("dtn", "tuned+tf32+joint+overlap", 4.0, peak_mem_mb=990.5, lanes=lanes)])
+    write_rows(tmp_path / "torch.json", [step_row("torch", "eager", 12.0, peak_mem_mb=714.5)])
+    monkeypatch.setattr(sys, "argv", ["compare.py", str(tmp_path / "dtn.json"), "--torch", str(tmp_path / "torch.json")])
+    assert compare.main() == 0
+    peaks = [line for line in capsys.readouterr().out.splitlines() if line.startswith("# peak device memory")]
+    assert peaks == [
+        "# peak device memory, dtn tuned+tf32+joint+overlap dtn_step B=128: 990.5 MiB (of which lane 0: conv "
+        "workspace 128.0, scratch 0.5, cuBLAS 32.0; lane 1: conv workspace 64.0, scratch 0.3, cuBLAS 32.0 MiB)",
+        "# peak device memory, torch eager dtn_step B=128: 714.5 MiB"]

@@ -108,6 +108,15 @@ class Context {
     return grow(l, l.workspace, l.workspace_bytes, bytes);
   }
   std::size_t workspace_bytes() const { return lanes_[lane_].workspace_bytes; }
+  // The device memory a lane holds of its own (0 for a second lane not made): its workspace, its
+  // reduction scratch and its cuBLAS workspace; where a step's memory goes, for benchmarks.
+  struct LaneBytes {
+    std::size_t workspace = 0, scratch = 0, cublas = 0;
+  };
+  LaneBytes lane_bytes(int lane) const {
+    const Lane& l = lanes_[lane == 0 ? 0 : 1];
+    return {l.workspace_bytes, l.scratch_bytes, l.cublas ? cublas_workspace_bytes : 0};
+  }
   // Scratch for reductions (separate from the workspace so one op can use both).
   void* scratch(std::size_t bytes) {
     Lane& l = lanes_[lane_];
