@@ -30,6 +30,7 @@
 // are listed by dtn::cuda::conv_choices().
 #include <cudnn.h>
 
+#include <algorithm>
 #include <cstddef>
 #include <map>
 #include <memory>
@@ -59,8 +60,7 @@ constexpr std::size_t kConvWorkspaceCap = std::size_t(1) << 30;  // 1 GiB per co
 // with a large workspace keeps that memory for the process. Uncapped, autotuning the DTN step
 // at batch 128 in FP32 left a peak of 1613 MiB on an H200 (643 MiB without the graph API).
 constexpr std::size_t kGraphWorkspaceCap = std::size_t(256) << 20;
-// Each cap under the thread's set_conv_workspace_limit: the smaller of the two.
-inline std::size_t under_limit(std::size_t cap, std::size_t limit) { return limit < cap ? limit : cap; }
+// Under a set_conv_workspace_limit, each cap is the smaller of the two (std::min).
 
 inline std::string conv_geom_str(const ConvGeom& g) {
   return "x [" + std::to_string(g.n) + ", " + std::to_string(g.c_in) + ", " + std::to_string(g.h_in) + ", " +
@@ -222,7 +222,7 @@ struct ConvPlan {
         if (pass == 0 && deterministic && p.determinism != CUDNN_DETERMINISTIC) continue;
         std::size_t bytes = 0;
         DTN_CUDNN_CHECK(cudnnSetConvolutionMathType(conv, exec_math(p.mathType)));
-        if (ws_size(p.algo, &bytes) != CUDNN_STATUS_SUCCESS || bytes > under_limit(kConvWorkspaceCap, workspace_limit))
+        if (ws_size(p.algo, &bytes) != CUDNN_STATUS_SUCCESS || bytes > std::min(kConvWorkspaceCap, workspace_limit))
           continue;
         algo = p.algo;
         math = exec_math(p.mathType);
@@ -261,7 +261,7 @@ struct ConvPlan {
     if (!timed(s)) return;
     float* ms = c.ms;
     std::vector<GraphConv> cands =
-        graph_conv_candidates(h, g, p, tf32, deterministic, under_limit(kGraphWorkspaceCap, workspace_limit),
+        graph_conv_candidates(h, g, p, tf32, deterministic, std::min(kGraphWorkspaceCap, workspace_limit),
                               c.graph_note, conv_graph_max_plans());
     int best = -1;
     for (std::size_t i = 0; i < cands.size(); ++i) {

@@ -26,6 +26,7 @@
 // Its index code and pass sequences also run on the host (tests/cuda_host) in every test run.
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 
@@ -123,9 +124,7 @@ inline std::size_t conv_gemm_ws_floats(const ConvGeom& g, std::size_t nb) {
 }
 
 // The workspace cap (bytes) under a limit (set_conv_workspace_limit): the smaller of the two.
-inline std::size_t conv_gemm_workspace_cap(std::size_t limit) {
-  return limit < kConvGemmWorkspace ? limit : kConvGemmWorkspace;
-}
+inline std::size_t conv_gemm_workspace_cap(std::size_t limit) { return std::min(kConvGemmWorkspace, limit); }
 
 // Images per chunk: as many as fit `cap` bytes of workspace (at least one, at most n). Each
 // image takes (K + c_out) * P floats, and zT's rounding at most kConvGemmAlign - 1 more per chunk.
