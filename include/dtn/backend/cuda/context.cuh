@@ -343,7 +343,11 @@ void side_by_side(Side&& side, Main&& main, bool main_alone = false) {
     main();
     return;
   }
-  // Whatever happens, work goes back to the stream, which waits for the second lane.
+  // Forked before the guard: a fork that fails queues nothing on the second lane (it moves work
+  // there only once its event and wait are queued), so there is nothing to join, and no second
+  // CUDA call after the first error.
+  ctx.fork();
+  // Whatever happens from here, work goes back to the stream, which waits for the second lane.
   struct Join {
     Context& ctx;
     bool joined = false;
@@ -356,7 +360,6 @@ void side_by_side(Side&& side, Main&& main, bool main_alone = false) {
       }
     }
   } guard{ctx};
-  ctx.fork();
   side();
   if (main_alone)
     ctx.join();
