@@ -757,6 +757,25 @@ TEST_CASE("conv workspace limit: none by default and per thread, 0 refused, and 
     for (const std::string& line : dtn::cuda::conv_choices())
       if (line.find(", workspace limit " + std::to_string(limit)) != std::string::npos) ++listed;
     CHECK(listed == (limit > (std::size_t(64) << 10) ? 2 : 3));
+    // What the passes allocate: the plans above record their engines' needs, not the GEMM
+    // engine's chunks, which are cut when the pass runs. In a thread of its own (a context with
+    // no workspace yet) the same untimed passes under the limit grow the lane's workspace to no
+    // more than the limit in the caching allocator's size class (one chunk of 2 images of the
+    // second geometry at 64 KiB: 47,360 bytes; a chunk of 3, as without the limit, needs 70,912).
+    std::size_t grown = 0;
+    std::string error;
+    std::thread([&] {
+      try {
+        dtn::cuda::set_conv_workspace_limit(limit);
+        for (const ConvGeom& g : geoms) (void)conv_passes<Cuda>(g, ConvInputs(g, 80));
+        grown = dtn::cuda::context().lane_bytes(0).workspace;
+      } catch (const std::exception& e) {
+        error = e.what();
+      }
+    }).join();
+    CHECK(error.empty());
+    CHECK(grown > 0);
+    CHECK(grown <= dtn::cuda::CachingAllocator::round_size(limit));
   }
   CHECK(dtn::cuda::conv_workspace_limit() == none);
 }

@@ -245,6 +245,7 @@ inline std::vector<GraphConv> graph_conv_candidates(cudnnHandle_t h, const ConvG
                 "heuristics results", why))
     return out;
   std::string refused;  // the first refusal, should no configuration be usable
+  std::int64_t over_cap = 0;  // configurations allowed but needing more workspace than the cap
   for (std::int64_t i = 0; i < got && static_cast<int>(out.size()) < max_plans; ++i) {
     const cudnnBackendDescriptor_t cfg = raw[static_cast<std::size_t>(i)];
     GraphConv c;
@@ -303,12 +304,18 @@ inline std::vector<GraphConv> graph_conv_candidates(cudnnHandle_t h, const ConvG
                                            &n_ws, &c.workspace),
                   "plan workspace size", refused))
       continue;
-    if (c.workspace < 0 || static_cast<std::size_t>(c.workspace) > workspace_cap) continue;
+    if (c.workspace < 0 || static_cast<std::size_t>(c.workspace) > workspace_cap) {
+      ++over_cap;
+      continue;
+    }
     out.push_back(std::move(c));
   }
   if (out.empty())
-    why = refused.empty() ? std::to_string(got) + " engine configs, none allowed in this math and determinism mode"
-                          : std::to_string(got) + " engine configs, none usable (first refusal: " + refused + ")";
+    why = !refused.empty() ? std::to_string(got) + " engine configs, none usable (first refusal: " + refused + ")"
+          : over_cap > 0   ? std::to_string(got) + " engine configs: " + std::to_string(over_cap) +
+                               " allowed in this math and determinism mode but over the workspace cap of " +
+                               std::to_string(workspace_cap) + " bytes, the others not allowed"
+                           : std::to_string(got) + " engine configs, none allowed in this math and determinism mode";
   return out;
 }
 
