@@ -12,6 +12,8 @@ add_executable(dtn_tests tests/main.cpp ${dtn_cpu_test_sources})
 target_link_libraries(dtn_tests PRIVATE dtn::dtn doctest::doctest)
 # What the build was configured with, for the test that checks the library's thread count against it.
 target_compile_definitions(dtn_tests PRIVATE DTN_TEST_EXPECT_OPENMP=$<BOOL:${DTN_HAVE_OPENMP}>)
+# The version CMake read from include/dtn/core/version.hpp, for the test that the two agree.
+target_compile_definitions(dtn_tests PRIVATE DTN_TEST_PROJECT_VERSION="${PROJECT_VERSION}")
 dtn_warnings(dtn_tests)
 doctest_discover_tests(dtn_tests TEST_PREFIX "cpu/" )
 

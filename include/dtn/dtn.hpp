@@ -7,6 +7,7 @@
 #include "core/rng.hpp"
 #include "core/shape.hpp"
 #include "core/tensor.hpp"
+#include "core/version.hpp"
 #include "layers/activation.hpp"
 #include "layers/batch_norm.hpp"
 #include "layers/conv.hpp"

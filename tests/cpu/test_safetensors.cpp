@@ -409,11 +409,22 @@ TEST_CASE("safetensors: require() checks name, dtype and shape with a message fo
                        dtn::argument_error);
 }
 
+TEST_CASE("version: DTN_VERSION_STRING is major.minor.patch, DTN_VERSION their number, and CMake's project version the same") {
+  const std::string parts = std::to_string(DTN_VERSION_MAJOR) + "." + std::to_string(DTN_VERSION_MINOR) + "." +
+                            std::to_string(DTN_VERSION_PATCH);
+  CHECK(std::string(DTN_VERSION_STRING) == parts);
+  CHECK(DTN_VERSION == DTN_VERSION_MAJOR * 10000 + DTN_VERSION_MINOR * 100 + DTN_VERSION_PATCH);
+  CHECK((DTN_VERSION_MINOR < 100 && DTN_VERSION_PATCH < 100));  // else DTN_VERSION would be ambiguous
+  CHECK(std::string(DTN_TEST_PROJECT_VERSION) == parts);         // what CMakeLists.txt read from version.hpp
+}
+
 TEST_CASE("safetensors: dtn checkpoint metadata (format, version, signature, step)") {
   const auto meta = dtn::io::checkpoint_metadata("G(conv 64x3x4x4, ...)", 1500);
   CHECK(meta.at("format") == "dtn");
   CHECK(meta.at("format_version") == "1");
   CHECK(meta.at("step") == "1500");
+  CHECK(meta.at("dtn_version") == DTN_VERSION_STRING);
+  CHECK(meta.size() == 5);
   CHECK_THROWS_AS(dtn::io::checkpoint_metadata("x", -1), dtn::argument_error);
 
   const auto with = [](std::map<std::string, std::string> m) {

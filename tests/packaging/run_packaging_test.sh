@@ -49,9 +49,11 @@ rm -rf "$work"
 mkdir -p "$work/scratch"
 work=$(cd "$work" && pwd)
 
-# The project version, read from the top-level CMakeLists.txt (project(dtn VERSION x.y.z ...)).
-version=$(sed -n 's/^project(dtn VERSION \([0-9][0-9.]*\).*/\1/p' "$src/CMakeLists.txt")
-[[ -n "$version" ]] || die "could not read the project version from $src/CMakeLists.txt"
+# The project version, where it is written: include/dtn/core/version.hpp (DTN_VERSION_MAJOR,
+# _MINOR, _PATCH), which CMakeLists.txt reads for project(VERSION).
+part() { sed -n "s/^#define DTN_VERSION_$1 \([0-9][0-9]*\)$/\1/p" "$src/include/dtn/core/version.hpp"; }
+version="$(part MAJOR).$(part MINOR).$(part PATCH)"
+[[ $version =~ ^[0-9]+\.[0-9]+\.[0-9]+$ ]] || die "could not read the version from $src/include/dtn/core/version.hpp (got '$version')"
 major=${version%%.*}
 
 case "$mode" in

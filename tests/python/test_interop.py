@@ -4,6 +4,8 @@ The C++ side is the helper program dtn_st_roundtrip (tests/python/st_roundtrip.c
 the environment variable DTN_ST_ROUNDTRIP (CTest sets it; see cmake/python_tests.cmake).
 """
 import json
+import os
+import re
 import struct
 import subprocess
 
@@ -25,6 +27,16 @@ def run(exe, *args, check=True):
     if check and p.returncode != 0:
         raise AssertionError(f"{exe} {' '.join(args)} exited {p.returncode}: {p.stderr}")
     return p
+
+
+def header_version():
+    """The library's version as include/dtn/core/version.hpp writes it: "major.minor.patch"."""
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "include", "dtn", "core", "version.hpp")
+    with open(path) as fh:
+        text = fh.read()
+    parts = [re.search(rf"^#define DTN_VERSION_{p} (\d+)$", text, re.M) for p in ("MAJOR", "MINOR", "PATCH")]
+    assert all(parts), "version.hpp has no DTN_VERSION_MAJOR/MINOR/PATCH"
+    return ".".join(m.group(1) for m in parts)
 
 
 def reference_tensors():
@@ -59,7 +71,8 @@ def test_cpp_checkpoint_loads_in_python(exe, tmp_path):
         assert_bitwise_equal(loaded[name], arr, name)
     with safe_open(str(path), framework="np") as f:
         meta = f.metadata()
-    assert meta == {"format": "dtn", "format_version": "1", "signature": "interop-test", "step": "42"}
+    assert meta == {"format": "dtn", "format_version": "1", "dtn_version": header_version(), "signature": "interop-test",
+                    "step": "42"}
     # The data section starts at an offset that is a multiple of 8, as the reference pads it.
     (n,) = struct.unpack("<Q", path.read_bytes()[:8])
     assert n % 8 == 0

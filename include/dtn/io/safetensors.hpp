@@ -34,6 +34,7 @@
 #include <nlohmann/json.hpp>
 
 #include "dtn/core/error.hpp"
+#include "dtn/core/version.hpp"
 #include "dtn/io/atomic_file.hpp"
 
 #if defined(__BYTE_ORDER__) && defined(__ORDER_LITTLE_ENDIAN__)
@@ -555,11 +556,13 @@ inline const TensorRecord& require(const SafetensorsFile& file, const std::strin
 constexpr const char* kCheckpointFormat = "dtn";
 constexpr const char* kCheckpointFormatVersion = "1";
 
-// Metadata of a dtn checkpoint: format, format_version, signature, step.
+// Metadata of a dtn checkpoint: format, format_version, signature, step, and dtn_version (the
+// library that wrote it, DTN_VERSION_STRING; for the record, not checked on loading).
 inline std::map<std::string, std::string> checkpoint_metadata(const std::string& signature, std::int64_t step) {
   if (step < 0) throw argument_error("checkpoint_metadata: step must be >= 0, got " + std::to_string(step));
   return {{"format", kCheckpointFormat},
           {"format_version", kCheckpointFormatVersion},
+          {"dtn_version", DTN_VERSION_STRING},
           {"signature", signature},
           {"step", std::to_string(step)}};
 }

@@ -28,6 +28,12 @@ int fail(const std::string& what) {
 int main(int argc, char** argv) {
   if (argc != 2) return fail("usage: dtn_consumer <scratch directory>");
   try {
+#ifdef DTN_CONSUMER_PACKAGE_VERSION
+    // Built through find_package: the headers found are those of the package version found.
+    if (std::string(DTN_VERSION_STRING) != DTN_CONSUMER_PACKAGE_VERSION)
+      return fail(std::string("headers say version ") + DTN_VERSION_STRING + ", the CMake package " +
+                  DTN_CONSUMER_PACKAGE_VERSION);
+#endif
     dtn::Net<Spec> net(dtn::Shape{2}, "net");
     // Known parameters: layer 0 is W0 [3, 2], b0 [3]; layer 2 is W2 [1, 3], b2 [1].
     const std::vector<float> w0 = {1, 2, -1, 0.5f, 0.25f, -3}, b0 = {0.5f, -1, 0.125f};
