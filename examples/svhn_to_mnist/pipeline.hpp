@@ -215,8 +215,8 @@ int run_pipeline(Options o) {
   make_dirs(o.out_dir);
   if (o.threads > 0) set_num_threads(o.threads);
   const std::string src = o.source_name;
-  std::printf("dtn svhn_to_mnist: %s -> MNIST on %s, seed %llu, output %s\n", src.c_str(), o.device.c_str(),
-              static_cast<unsigned long long>(o.seed), o.out_dir.c_str());
+  std::printf("dtn %s svhn_to_mnist: %s -> MNIST on %s, seed %llu, output %s\n", DTN_VERSION_STRING, src.c_str(),
+              o.device.c_str(), static_cast<unsigned long long>(o.seed), o.out_dir.c_str());
   if (o.threads > 1 && !has_openmp())
     std::printf("note: this build has no OpenMP: the CPU runs on one thread, not the %d asked for\n", o.threads);
   if (src != "SVHN")
