@@ -312,36 +312,28 @@ inline std::vector<float> random_vector(std::size_t n, std::uint64_t seed, doubl
   return v;
 }
 
-// Sets one of this thread's CUDA modes (Get/Set: dtn::cuda::conv_gemm/set_conv_gemm, ...) for a
+// Sets one of this thread's CUDA settings (Get/Set: dtn::cuda::conv_gemm/set_conv_gemm, ...) for a
 // scope and restores it after, also when a check throws.
-template <bool (*Get)(), void (*Set)(bool)>
-class ModeScope {
+template <class T, T (*Get)(), void (*Set)(T)>
+class SettingScope {
  public:
-  explicit ModeScope(bool on) : was_(Get()) { Set(on); }
-  ~ModeScope() { Set(was_); }
-  ModeScope(const ModeScope&) = delete;
-  ModeScope& operator=(const ModeScope&) = delete;
+  explicit SettingScope(T value) : was_(Get()) { Set(value); }
+  ~SettingScope() { Set(was_); }
+  SettingScope(const SettingScope&) = delete;
+  SettingScope& operator=(const SettingScope&) = delete;
 
  private:
-  bool was_;
+  T was_;
 };
+template <bool (*Get)(), void (*Set)(bool)>
+using ModeScope = SettingScope<bool, Get, Set>;
 using ConvGemmScope = ModeScope<dtn::cuda::conv_gemm, dtn::cuda::set_conv_gemm>;
 using ConvAutotuneScope = ModeScope<dtn::cuda::conv_autotune, dtn::cuda::set_conv_autotune>;
 using ConvDeterministicScope = ModeScope<dtn::cuda::conv_deterministic, dtn::cuda::set_conv_deterministic>;
 using ConvOverlapScope = ModeScope<dtn::cuda::conv_overlap, dtn::cuda::set_conv_overlap>;
 // This thread's convolution workspace limit (dtn::cuda::set_conv_workspace_limit) for a scope.
-class WorkspaceLimitScope {
- public:
-  explicit WorkspaceLimitScope(std::size_t bytes) : was_(dtn::cuda::conv_workspace_limit()) {
-    dtn::cuda::set_conv_workspace_limit(bytes);
-  }
-  ~WorkspaceLimitScope() { dtn::cuda::set_conv_workspace_limit(was_); }
-  WorkspaceLimitScope(const WorkspaceLimitScope&) = delete;
-  WorkspaceLimitScope& operator=(const WorkspaceLimitScope&) = delete;
-
- private:
-  std::size_t was_;
-};
+using WorkspaceLimitScope =
+    SettingScope<std::size_t, dtn::cuda::conv_workspace_limit, dtn::cuda::set_conv_workspace_limit>;
 inline bool conv_graph_forced() { return dtn::cuda::detail::conv_graph_forced(); }
 inline void set_conv_graph_forced(bool on) { dtn::cuda::detail::conv_graph_forced() = on; }
 // Autotuning takes cuDNN's graph-API plan wherever one builds (dtn::cuda::detail::conv_graph_forced).

@@ -9,6 +9,7 @@
 #include <cmath>
 #include <cstdint>
 #include <dtn/cuda.cuh>
+#include <iterator>
 #include <limits>
 #include <optional>
 #include <string>
@@ -703,6 +704,13 @@ TEST_CASE("conv workspace limit: none by default and per thread, 0 refused, and 
   // floats: (144 + 24) * 144 = 94.5 KiB and (144 + 20) * 36 = 23 KiB, so under a 64 KiB limit the
   // engine takes only the second; under 1 MiB both.
   const ConvGeom geoms[] = {parity::conv_geom(4, 16, 12, 12, 24, 3, 1, 1), parity::conv_geom(3, 16, 12, 12, 20, 3, 2, 1)};
+  // Each geometry's inputs and the CPU's results, once: a limit changes only the GPU's engines.
+  std::vector<ConvInputs> inputs;
+  std::vector<std::vector<std::vector<float>>> cpu_results;
+  for (const ConvGeom& g : geoms) {
+    inputs.emplace_back(g, 80);
+    cpu_results.push_back(conv_passes<dtn::Cpu>(g, inputs.back()));
+  }
   for (const std::size_t limit : {std::size_t(64) << 10, std::size_t(1) << 20}) {
     CAPTURE(limit);
     const parity::WorkspaceLimitScope within(limit);
@@ -710,18 +718,18 @@ TEST_CASE("conv workspace limit: none by default and per thread, 0 refused, and 
     std::size_t other_thread = 0;
     std::thread([&] { other_thread = dtn::cuda::conv_workspace_limit(); }).join();
     CHECK(other_thread == none);
-    for (const ConvGeom& g : geoms) {
+    for (std::size_t gi = 0; gi < std::size(geoms); ++gi) {
+      const ConvGeom& g = geoms[gi];
       CAPTURE(g.stride);
       const bool gemm_fits = d::conv_gemm_ws_floats(g, 1) * sizeof(float) <= limit;
       CHECK(gemm_fits == (limit > (std::size_t(64) << 10) || g.stride == 2));
-      const ConvInputs in(g, 80);
-      const auto cpu = conv_passes<dtn::Cpu>(g, in);
+      const auto& cpu = cpu_results[gi];
       // Untimed (the GEMM engine where it fits, else cuDNN's heuristics) and timed (every engine
       // whose workspace fits): the bound of the autotune test above.
       for (const bool timed : {false, true}) {
         CAPTURE(timed);
         const parity::ConvAutotuneScope tuned(timed);
-        const auto gpu = conv_passes<Cuda>(g, in);
+        const auto gpu = conv_passes<Cuda>(g, inputs[gi]);
         for (std::size_t i = 0; i < cpu.size(); ++i) {
           CAPTURE(i);
           CHECK(parity::rel_l2(gpu[i], cpu[i]) <= 1e-4);
@@ -767,7 +775,7 @@ TEST_CASE("conv workspace limit: none by default and per thread, 0 refused, and 
     std::thread([&] {
       try {
         dtn::cuda::set_conv_workspace_limit(limit);
-        for (const ConvGeom& g : geoms) (void)conv_passes<Cuda>(g, ConvInputs(g, 80));
+        for (std::size_t gi = 0; gi < std::size(geoms); ++gi) (void)conv_passes<Cuda>(geoms[gi], inputs[gi]);
         grown = dtn::cuda::context().lane_bytes(0).workspace;
       } catch (const std::exception& e) {
         error = e.what();
