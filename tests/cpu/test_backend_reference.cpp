@@ -192,18 +192,13 @@ TEST_CASE("Backend<Cpu> convolution passes equal naive loops over many geometrie
   }
 }
 
-// The float unfold/fold that the convolutions use in float (AVX-512 or AVX2 where compiled for it) must
-// produce exactly the bits of the generic loops: im2col is a copy and col2im adds the same terms
-// in the same order, so the comparison is exact. The geometries add strides 1 and 2 (the SIMD
-// cases) and 3 (generic), and rows of 1 to 40 columns: partial, whole and several 16-lane blocks,
-// and outputs 1, 2, 4 and 8 columns wide, which share one vector between several output rows.
-TEST_CASE("CPU im2col/col2im in float equal the generic loops bit for bit" *
-#if defined(__AVX512F__) || defined(__AVX2__)
-          doctest::skip(false)
-#else
-          doctest::skip(true)  // no AVX-512 or AVX2 in this build: only the generic loops exist
-#endif
-) {
+// The float unfold/fold that the convolutions use in float (AVX-512 or AVX2 where compiled for it,
+// and the polyphase unfold of strides >= 2 in every build) must produce exactly the bits of the
+// generic loops: im2col is a copy and col2im adds the same terms in the same order, so the
+// comparison is exact. The geometries add strides 1 and 2 (the SIMD cases) and 3 (generic), and
+// rows of 1 to 40 columns: partial, whole and several 16-lane blocks, and outputs 1, 2, 4 and 8
+// columns wide, which share one vector between several output rows.
+TEST_CASE("CPU im2col/col2im in float equal the generic loops bit for bit") {
   std::vector<Geo> geos = kGeos;
   for (int h : {3, 9})  // 9: several groups of output rows (and a partial one) in the 1-8 column paths
     for (int w : {1, 4, 15, 16, 17, 31, 32, 33, 40})
@@ -238,6 +233,101 @@ TEST_CASE("CPU im2col/col2im in float equal the generic loops bit for bit" *
   }
   CHECK(checked > 450);
 }
+
+// The polyphase unfold (unfold.hpp, im2col_phases: strides >= 2 whose taps reuse the input)
+// against the unfold's definition, cols[(c, ki, kj), image i's column oh * w_out + ow] =
+// x_i[c][oh * s - pad + ki][ow * s - pad + kj], or 0 in the padding, for float and double:
+// square and non-square kernels (kernels narrower than the stride, so that some phases go
+// unused), strides 2 and 3, padding up to 2, input rows up to 33 columns (the AVX-512 float build
+// of stride 2 up to 32 - 2 * pad, its scalar build beyond), chunks whose phase planes fill the
+// stack buffer a few images at a time, and a chunk inside a wider column matrix (the 7s around it
+// must stay). Also through im2col itself, and a plane too large for the buffer must be refused
+// (im2col takes another path then).
+template <class T>
+void check_phase_unfold() {
+  const auto expected = [](const dtn::ConvGeom& g, const std::vector<T>& x, int cnt, long ld, long col0,
+                           std::vector<T>& cols) {
+    const long hw = static_cast<long>(g.h_out) * g.w_out, in_img = static_cast<long>(g.c_in) * g.h_in * g.w_in;
+    for (int c = 0; c < g.c_in; ++c)
+      for (int ki = 0; ki < g.kh; ++ki)
+        for (int kj = 0; kj < g.kw; ++kj)
+          for (int i = 0; i < cnt; ++i)
+            for (int oh = 0; oh < g.h_out; ++oh)
+              for (int ow = 0; ow < g.w_out; ++ow) {
+                const int ih = oh * g.stride - g.pad + ki, iw = ow * g.stride - g.pad + kj;
+                const bool in = ih >= 0 && ih < g.h_in && iw >= 0 && iw < g.w_in;
+                cols[static_cast<std::size_t>(((c * g.kh + ki) * g.kw + kj) * ld + col0 + i * hw + oh * g.w_out + ow)] =
+                    in ? x[static_cast<std::size_t>(i * in_img + (static_cast<long>(c) * g.h_in + ih) * g.w_in + iw)]
+                       : T(0);
+              }
+  };
+  std::vector<dtn::ConvGeom> geos;
+  const auto add = [&](int cnt, int h, int w, int kh, int kw, int s, int pad) {
+    dtn::ConvGeom g;
+    g.n = cnt;
+    g.c_in = 2;
+    g.h_in = h;
+    g.w_in = w;
+    g.c_out = 1;
+    g.kh = kh;
+    g.kw = kw;
+    g.stride = s;
+    g.pad = pad;
+    g.h_out = dtn::ConvGeom::out_size(h, kh, s, pad);
+    g.w_out = dtn::ConvGeom::out_size(w, kw, s, pad);
+    if (g.h_out >= 1 && g.w_out >= 1) geos.push_back(g);
+  };
+  for (int w : {3, 8, 9, 16, 30, 31, 32, 33})
+    for (int kh = 1; kh <= 5; ++kh)
+      for (int kw = 1; kw <= 5; ++kw)
+        for (int s : {2, 3})
+          for (int pad : {0, 1, 2}) add(3, 7, w, kh, kw, s, pad);
+  add(3, 16, 16, 4, 4, 2, 1);  // g.6 run backwards
+  add(3, 16, 16, 3, 3, 2, 1);  // D.3
+  add(3, 32, 32, 3, 3, 2, 1);  // D.0
+  add(5, 40, 40, 3, 3, 2, 1);  // two images' planes per buffer in float, one in double
+  add(3, 1, 60, 1, 8, 2, 0);   // one row of phases, a kernel one tap high
+  unsigned seed = 4000;
+  int checked = 0;
+  for (const dtn::ConvGeom& g : geos) {
+    CAPTURE(g.h_in);
+    CAPTURE(g.w_in);
+    CAPTURE(g.kh);
+    CAPTURE(g.kw);
+    CAPTURE(g.stride);
+    CAPTURE(g.pad);
+    const int cnt = g.n;
+    const long hw = static_cast<long>(g.h_out) * g.w_out, ckk = static_cast<long>(g.c_in) * g.kh * g.kw;
+    const long in_img = static_cast<long>(g.c_in) * g.h_in * g.w_in, ld = (cnt + 2) * hw + 1, col0 = hw;
+    std::vector<T> x(static_cast<std::size_t>(cnt * in_img));
+    std::mt19937 gen(seed++);
+    std::uniform_real_distribution<double> u(-1.0, 1.0);
+    for (auto& v : x) v = static_cast<T>(u(gen));
+    std::vector<T> want(static_cast<std::size_t>(ckk * ld), T(7)), got(want), via(want);
+    expected(g, x, cnt, ld, col0, want);
+    dtn::cpu::im2col(g, x.data(), cnt, in_img, via.data(), ld, col0);
+    CHECK(via == want);
+    if (!dtn::cpu::im2col_phases_fit<T>(g)) continue;
+    dtn::cpu::im2col_phases(g, x.data(), cnt, in_img, got.data(), ld, col0);
+    CHECK(got == want);
+    ++checked;
+  }
+  CHECK(checked == static_cast<int>(geos.size()));  // every geometry here fits the phase buffer
+  // im2col takes the phase planes for g.6's backward and D.3's unfolds (16x16 planes, 8x8 outputs)
+  const dtn::ConvGeom& g6 = geos[geos.size() - 5];
+  const dtn::ConvGeom& d3 = geos[geos.size() - 4];
+  CHECK((g6.kh == 4 && g6.h_in == 16 && d3.kh == 3 && d3.h_in == 16));
+  CHECK(dtn::cpu::im2col_phases_pays<T>(g6));
+  CHECK(dtn::cpu::im2col_phases_pays<T>(d3));
+  dtn::ConvGeom big = geos.back();
+  big.h_in = big.w_in = 90;  // 4 phase planes of 46 x 46 values: more than the buffer holds
+  big.kh = big.kw = 3;
+  big.pad = 1;
+  big.h_out = big.w_out = dtn::ConvGeom::out_size(90, 3, 2, 1);
+  CHECK_FALSE(dtn::cpu::im2col_phases_fit<T>(big));
+}
+TEST_CASE("The polyphase unfold equals the unfold's definition in float") { check_phase_unfold<float>(); }
+TEST_CASE("The polyphase unfold equals the unfold's definition in double") { check_phase_unfold<double>(); }
 
 #if defined(DTN_OWN_SGEMM)
 // dtn's packed GEMM can unfold a chunk inside its packing (UnfoldB, unfold.hpp); its packed panels

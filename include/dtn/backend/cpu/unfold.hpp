@@ -1,9 +1,12 @@
 #pragma once
 // The unfold (im2col) and fold-back (col2im) of the CPU convolutions: the generic loops for any
-// type and geometry, and vectorised float versions for strides 1 and 2 (AVX-512 where the
-// translation unit targets it, else AVX2). Every vectorised version gives the generic loops' bits
-// (tested): im2col is a copy, and col2im adds the same terms in the same order.
+// type and geometry, the polyphase unfold for strided kernels (any type: each input value copied
+// once into phase planes from which every unfolded row is a contiguous run), and vectorised float
+// versions for strides 1 and 2 (AVX-512 where the translation unit targets it, else AVX2). Every
+// other version gives the generic loops' bits (tested): im2col is a copy, and col2im adds the
+// same terms in the same order.
 #include <algorithm>
+#include <cstddef>
 #include <cstdint>
 #include <type_traits>
 
@@ -454,10 +457,168 @@ struct UnfoldB {
 };
 #endif
 
+// The polyphase unfold, for strides s >= 2 whose kernel reuses each input value (kh * kw at least
+// twice the phases it uses). With xp the input plane padded by `pad` zeros, the unfolded value of
+// tap (ki, kj) at output (oh, ow) is xp[oh * s + ki][ow * s + kj] = P_(ki%s, kj%s)[oh + ki/s][ow + kj/s],
+// where the phase plane P_(a, b)[u][v] = xp[u * s + a][v * s + b] (u < U = h_out + (kh - 1) / s,
+// v < V = w_out + (kw - 1) / s). Each input value is copied into its phase plane once per image and
+// channel, and every unfolded output row is then a contiguous run of w_out values of a phase row: a
+// plain copy, with no per-row bounds or masks. The stride-2 unfold gathered every value again for
+// each of the kh * kw taps (masked loads and a lane permute per output vector): on the AMD Zen 5
+// host (2026-12-06, one thread), g.6's backward unfold (4x4, 16x16 planes) took 0.49 ms per chunk
+// of 8 images that way and 0.09 ms from the phase planes, D.3's (3x3) 0.28 and 0.07 ms.
+// The phase planes of a group of images of one channel live in a buffer on the stack (no
+// allocation inside the convolutions' parallel regions); an image's planes must fit it.
+struct PhaseUnfold {
+  static constexpr std::size_t buffer_bytes = 16384;
+  int s, pa, pb, U, V;
+  long pitch, plane, per_img;  // floats between phase rows, per phase plane, per image and channel
+  PhaseUnfold(const ConvGeom& g, long row_pitch)
+      : s(g.stride),
+        pa(std::min(g.stride, g.kh)),
+        pb(std::min(g.stride, g.kw)),
+        U(g.h_out + (g.kh - 1) / g.stride),
+        V(g.w_out + (g.kw - 1) / g.stride),
+        pitch(row_pitch),
+        plane(static_cast<long>(U) * row_pitch),
+        per_img(static_cast<long>(pa) * pb * plane) {}
+  // The first phase value of tap (ki, kj): its output row oh starts oh * pitch further on.
+  long tap_offset(int ki, int kj) const {
+    return ((ki % s) * pb + kj % s) * plane + static_cast<long>(ki / s) * pitch + kj / s;
+  }
+};
+#if defined(__AVX512F__)
+// Stride 2 on rows of at most 16 phase values (V <= 16: input rows up to 32 - 2 * pad columns
+// wide): a padded input row is one pair of masked loads, and its two phases (even and odd lanes)
+// are one permute and one 16-lane store each; phase rows are 16 floats apart (lanes past V hold
+// values no tap reads).
+inline bool phase_rows_simd_fit(const ConvGeom& g) {
+  return g.stride == 2 && g.w_out + (g.kw - 1) / 2 <= 16 && g.pad + g.w_in <= 32;
+}
+inline void build_phases_simd(const ConvGeom& g, const PhaseUnfold& p, const float* xc, float* buf) {
+  const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  const __m512i odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+  // lane L of the padded row (L in [0, 32)) is input column L - pad
+  const __mmask16 m0 = simd::lanes(g.pad, std::min(16, g.pad + g.w_in));
+  const __mmask16 m1 = simd::lanes(std::max(0, g.pad - 16), g.pad + g.w_in - 16);
+  for (int a = 0; a < p.pa; ++a)
+    for (int u = 0; u < p.U; ++u) {
+      const int ih = 2 * u + a - g.pad;
+      float* o = buf + a * p.pb * p.plane + static_cast<long>(u) * p.pitch;
+      __m512 e = _mm512_setzero_ps(), d = _mm512_setzero_ps();
+      if (ih >= 0 && ih < g.h_in) {
+        const float* xr = xc + static_cast<long>(ih) * g.w_in - g.pad;  // padded lane 0
+        const __m512 lo = _mm512_maskz_loadu_ps(m0, xr), hi = _mm512_maskz_loadu_ps(m1, xr + 16);
+        e = _mm512_permutex2var_ps(lo, even, hi);
+        d = _mm512_permutex2var_ps(lo, odd, hi);
+      }
+      _mm512_storeu_ps(o, e);
+      if (p.pb > 1) _mm512_storeu_ps(o + p.plane, d);
+    }
+}
+#else
+inline bool phase_rows_simd_fit(const ConvGeom&) { return false; }
+#endif
+template <class T>
+void build_phases(const ConvGeom& g, const PhaseUnfold& p, const T* xc, T* buf) {
+  for (int a = 0; a < p.pa; ++a)
+    for (int b = 0; b < p.pb; ++b) {
+      T* ph = buf + (a * p.pb + b) * p.plane;
+      for (int u = 0; u < p.U; ++u) {
+        const int ih = u * p.s + a - g.pad;
+        T* o = ph + static_cast<long>(u) * p.pitch;
+        if (ih < 0 || ih >= g.h_in) {
+          std::fill(o, o + p.V, T(0));
+          continue;
+        }
+        const T* xr = xc + static_cast<long>(ih) * g.w_in;
+        for (int v = 0; v < p.V; ++v) {
+          const int iw = v * p.s + b - g.pad;
+          o[v] = iw >= 0 && iw < g.w_in ? xr[iw] : T(0);
+        }
+      }
+    }
+}
+// rows x W values from src (rows `pitch` apart) to out (contiguous); W fixed for the usual widths.
+template <int W, class T>
+inline void copy_phase_rows(const T* src, long pitch, T* out, int rows) {
+  for (int r = 0; r < rows; ++r) std::copy_n(src + r * pitch, W, out + static_cast<long>(r) * W);
+}
+template <class T>
+inline void copy_phase_rows(const T* src, long pitch, T* out, int rows, int w) {
+  switch (w) {
+    case 4: return copy_phase_rows<4>(src, pitch, out, rows);
+    case 8: return copy_phase_rows<8>(src, pitch, out, rows);
+    case 16: return copy_phase_rows<16>(src, pitch, out, rows);
+    default:
+      for (int r = 0; r < rows; ++r) std::copy_n(src + r * pitch, w, out + static_cast<long>(r) * w);
+  }
+}
+template <class T>
+long phase_pitch(const ConvGeom& g) {
+  if constexpr (std::is_same<T, float>::value)
+    if (phase_rows_simd_fit(g)) return 16;
+  return g.w_out + (g.kw - 1) / g.stride;
+}
+// Whether im2col_phases can unfold g: a stride of 2 or more, and an image's phase planes of one
+// channel within the buffer.
+template <class T>
+bool im2col_phases_fit(const ConvGeom& g) {
+  if (g.stride < 2) return false;
+  const PhaseUnfold p(g, phase_pitch<T>(g));
+  return p.per_img * static_cast<long>(sizeof(T)) <= static_cast<long>(PhaseUnfold::buffer_bytes);
+}
+// Whether im2col takes it: where it fits and the taps use each phase value at least twice on
+// average (3x3 and 4x4 kernels at stride 2; a 1x1 or 2x2 kernel at stride 2 would copy every value
+// once more than the direct unfold does).
+template <class T>
+bool im2col_phases_pays(const ConvGeom& g) {
+  if (!im2col_phases_fit<T>(g)) return false;
+#if defined(__AVX512F__)
+  // rows of 9-16 output columns are one vector each in im2col_simd, as fast or faster (D.0's
+  // unfold, 16 columns of one channel: 0.04 ms per chunk there, 0.07 ms from phase planes)
+  if (std::is_same<T, float>::value && g.w_out > 8) return false;
+#endif
+  const PhaseUnfold p(g, phase_pitch<T>(g));
+  return static_cast<long>(g.kh) * g.kw >= 2L * p.pa * p.pb;
+}
+// The chunk's unfold from phase planes (g must satisfy im2col_phases_fit): channel by channel, the
+// planes of as many images as the buffer holds, then each unfolded row (c, ki, kj) written for
+// those images in order, as the other unfolds write cols. The same values as im2col_generic.
+template <class T>
+void im2col_phases(const ConvGeom& g, const T* x, int cnt, long in_img, T* cols, long ld, long col0) {
+  const PhaseUnfold p(g, phase_pitch<T>(g));
+  alignas(64) T buf[PhaseUnfold::buffer_bytes / sizeof(T)];
+  const int group = static_cast<int>(static_cast<long>(PhaseUnfold::buffer_bytes / sizeof(T)) / p.per_img);
+  const long hw = static_cast<long>(g.h_out) * g.w_out, cplane = static_cast<long>(g.h_in) * g.w_in;
+  for (int c = 0; c < g.c_in; ++c)
+    for (int i0 = 0; i0 < cnt; i0 += group) {
+      const int n = std::min(group, cnt - i0);
+      for (int i = 0; i < n; ++i) {
+        const T* xc = x + (i0 + i) * in_img + c * cplane;
+#if defined(__AVX512F__)
+        if constexpr (std::is_same<T, float>::value)
+          if (p.pitch == 16 && phase_rows_simd_fit(g)) {
+            build_phases_simd(g, p, xc, buf + i * p.per_img);
+            continue;
+          }
+#endif
+        build_phases(g, p, xc, buf + i * p.per_img);
+      }
+      for (int ki = 0; ki < g.kh; ++ki)
+        for (int kj = 0; kj < g.kw; ++kj) {
+          T* row = cols + ((static_cast<long>(c) * g.kh + ki) * g.kw + kj) * ld + col0 + i0 * hw;
+          const T* src = buf + p.tap_offset(ki, kj);
+          for (int i = 0; i < n; ++i) copy_phase_rows(src + i * p.per_img, p.pitch, row + i * hw, g.h_out, g.w_out);
+        }
+    }
+}
+
 // Unfolds the chunk's images into cols (see im2col_generic); float rows that fit take the AVX-512
 // or AVX2 path where the translation unit targets one.
 template <class T>
 void im2col(const ConvGeom& g, const T* x, int cnt, long in_img, T* cols, long ld, long col0) {
+  if (im2col_phases_pays<T>(g)) return im2col_phases(g, x, cnt, in_img, cols, ld, col0);
   if constexpr (std::is_same<T, float>::value) {
 #if defined(__AVX512F__)
     if (im2col_rows_fit(g)) return im2col_simd_rows(g, x, cnt, in_img, cols, ld, col0);
