@@ -239,7 +239,7 @@ TEST_CASE("CPU im2col/col2im in float equal the generic loops bit for bit") {
 // x_i[c][oh * s - pad + ki][ow * s - pad + kj], or 0 in the padding, for float and double:
 // square and non-square kernels (kernels narrower than the stride, so that some phases go
 // unused), strides 2 and 3, padding up to 2, input rows up to 33 columns (the AVX-512 float build
-// of stride 2 up to 32 - 2 * pad, its scalar build beyond), chunks whose phase planes fill the
+// of stride 2 up to 32 - pad, its scalar build beyond), chunks whose phase planes fill the
 // stack buffer a few images at a time, and a chunk inside a wider column matrix (the 7s around it
 // must stay). Also through im2col itself, and a plane too large for the buffer must be refused
 // (im2col takes another path then).

@@ -488,8 +488,8 @@ struct PhaseUnfold {
   }
 };
 #if defined(__AVX512F__)
-// Stride 2 on rows of at most 16 phase values (V <= 16: input rows up to 32 - 2 * pad columns
-// wide): a padded input row is one pair of masked loads, and its two phases (even and odd lanes)
+// Stride 2 on rows of at most 16 phase values (V <= 16) from input rows of at most 32 - pad
+// columns: a padded input row is one pair of masked loads, and its two phases (even and odd lanes)
 // are one permute and one 16-lane store each; phase rows are 16 floats apart (lanes past V hold
 // values no tap reads).
 inline bool phase_rows_simd_fit(const ConvGeom& g) {
@@ -614,8 +614,9 @@ void im2col_phases(const ConvGeom& g, const T* x, int cnt, long in_img, T* cols,
     }
 }
 
-// Unfolds the chunk's images into cols (see im2col_generic); float rows that fit take the AVX-512
-// or AVX2 path where the translation unit targets one.
+// Unfolds the chunk's images into cols (see im2col_generic): strided kernels that reuse their input
+// from phase planes (im2col_phases_pays), float rows that fit on the AVX-512 or AVX2 path where the
+// translation unit targets one.
 template <class T>
 void im2col(const ConvGeom& g, const T* x, int cnt, long in_img, T* cols, long ld, long col0) {
   if (im2col_phases_pays<T>(g)) return im2col_phases(g, x, cnt, in_img, cols, ld, col0);
