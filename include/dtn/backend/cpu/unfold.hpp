@@ -591,6 +591,7 @@ void im2col_phases(const ConvGeom& g, const T* x, int cnt, long in_img, T* cols,
   alignas(64) T buf[PhaseUnfold::buffer_bytes / sizeof(T)];
   const int group = static_cast<int>(static_cast<long>(PhaseUnfold::buffer_bytes / sizeof(T)) / p.per_img);
   const long hw = static_cast<long>(g.h_out) * g.w_out, cplane = static_cast<long>(g.h_in) * g.w_in;
+  [[maybe_unused]] const bool simd = std::is_same<T, float>::value && phase_rows_simd_fit(g);  // pitch 16 then
   for (int c = 0; c < g.c_in; ++c)
     for (int i0 = 0; i0 < cnt; i0 += group) {
       const int n = std::min(group, cnt - i0);
@@ -598,7 +599,7 @@ void im2col_phases(const ConvGeom& g, const T* x, int cnt, long in_img, T* cols,
         const T* xc = x + (i0 + i) * in_img + c * cplane;
 #if defined(__AVX512F__)
         if constexpr (std::is_same<T, float>::value)
-          if (p.pitch == 16 && phase_rows_simd_fit(g)) {
+          if (simd) {
             build_phases_simd(g, p, xc, buf + i * p.per_img);
             continue;
           }
