@@ -116,6 +116,11 @@ const std::vector<Geo> kGeos = {
     // tiles per chunk on 4x4 planes, 8 of 16 on 8x8; fewer where the threads split the batch).
     {2, 4, 4, 6, 5, 3, 1, 1},    {1, 6, 2, 2, 4, 3, 1, 1},  {33, 5, 4, 4, 6, 3, 1, 1}, {9, 7, 8, 8, 9, 3, 1, 1},
     {2, 16, 10, 12, 24, 3, 1, 1},
+    // 4x4 stride-2 convolutions with padding 1 that halve even planes, >= 4 channels each way: the
+    // forward and data passes go through F(2x2, 2x2) per parity (winograd_s2.hpp). Non-square,
+    // one tile, the least channels, uneven chunks (up to 128 images of one tile per chunk; fewer
+    // where the threads split the batch).
+    {2, 4, 4, 8, 5, 4, 2, 1},    {1, 5, 4, 4, 4, 4, 2, 1},  {33, 5, 4, 4, 7, 4, 2, 1}, {9, 16, 12, 8, 12, 4, 2, 1},
 };
 
 }  // namespace
@@ -806,6 +811,69 @@ TEST_CASE("Backend<Cpu> max pooling: first maximum wins, NaN propagates, overlap
 // values, random-data errors ~sqrt(K) * eps * a few (~1e-5 worst here; measured 2-5e-7 for the
 // max over ~1M outputs), far below the O(1) of an indexing error. The two paths round differently,
 // so their bits differ somewhere: that shows the switch takes effect.
+// The same for F(2x2, 2x2) per parity (winograd_s2.hpp), the path of 4x4 stride-2 convolutions
+// that halve the plane (g.3's and g.6's transposed convolutions run its data pass forward and its
+// forward backward): at their layer shapes (batch 8; K = 4 c_in * 9 = 4608 and 9216 transformed
+// products per forward output, c_out * 9 = 4608 and 2304 per data output) both paths agree with
+// the double reference within the same kFloatSum: each transformed value sums at most 4 inputs
+// or taps with +-1, each output 4 products' sums, so the random-data error is again
+// ~sqrt(K) * eps * a few (~2e-5 / 10 here), and an indexing error is O(1).
+TEST_CASE("CPU Winograd F(2x2, 2x2) for 4x4 stride-2 convolutions: where it applies, and both conv paths equal the double reference") {
+  namespace wg = dtn::cpu::winograd;
+  namespace ws = dtn::cpu::winograd_s2;
+  const auto geo = [](int c_in, int h, int w, int c_out, int k, int stride, int pad) {
+    return make(Geo{8, c_in, h, w, c_out, k, stride, pad});
+  };
+  CHECK(ws::fits(geo(256, 8, 8, 512, 4, 2, 1)));    // g.3 (as the convolution whose data pass it is)
+  CHECK(ws::fits(geo(128, 16, 16, 256, 4, 2, 1)));  // g.6
+  CHECK(ws::fits(geo(4, 4, 4, 4, 4, 2, 1)));        // the least: 4 channels each way, one 2x2 tile
+  CHECK_FALSE(ws::fits(geo(1, 32, 32, 128, 4, 2, 1)));  // g.9: one channel
+  CHECK_FALSE(ws::fits(geo(8, 32, 32, 3, 4, 2, 1)));    // 3 output channels
+  CHECK_FALSE(ws::fits(geo(128, 16, 16, 256, 3, 2, 1)));  // D's 3x3
+  CHECK_FALSE(ws::fits(geo(128, 16, 16, 256, 4, 1, 1)));  // stride 1
+  CHECK_FALSE(ws::fits(geo(128, 16, 16, 256, 4, 2, 0)));  // no padding: 7x7 output
+  CHECK(ws::fits(geo(128, 12, 16, 256, 4, 2, 1)));        // 6x8 output, not square
+  CHECK_FALSE(ws::fits(geo(128, 6, 16, 256, 4, 2, 1)));   // odd output height (3)
+  CHECK_FALSE(ws::fits(geo(128, 16, 10, 256, 4, 2, 1)));  // odd output width (5)
+  CHECK_FALSE(ws::fits(geo(128, 2, 2, 256, 4, 2, 1)));    // 1x1 output: no 2x2 tile
+  CHECK_FALSE(wg::fits(geo(256, 8, 8, 512, 4, 2, 1)));    // not the 3x3 path's
+
+  constexpr double kFloatSum = 2e-5;
+  unsigned seed = 950;
+  for (const Geo& q : {Geo{8, 256, 8, 8, 512, 4, 2, 1}, Geo{8, 128, 16, 16, 256, 4, 2, 1}}) {
+    const dtn::ConvGeom g = make(q);
+    CAPTURE(q);
+    REQUIRE(ws::fits(g));
+    const std::size_t nx = static_cast<std::size_t>(g.n) * g.c_in * g.h_in * g.w_in;
+    const std::size_t nw = static_cast<std::size_t>(g.c_out) * g.c_in * 16;
+    const std::size_t ny = static_cast<std::size_t>(g.n) * g.c_out * g.h_out * g.w_out;
+    const Vec x = random_vec(nx, seed++), w = random_vec(nw, seed++), dy = random_vec(ny, seed++),
+              bias = random_vec(static_cast<std::size_t>(g.c_out), seed++);
+    Vec y_ref(ny), dx_ref(nx, 0.0);
+    for (std::size_t j = 0; j < ny; ++j) y_ref[j] = bias[(j / (static_cast<std::size_t>(g.h_out) * g.w_out)) % g.c_out];
+    for_each_tap(g, [&](std::size_t xi, std::size_t wi, std::size_t yi) {
+      y_ref[yi] += x[xi] * w[wi];
+      dx_ref[xi] += dy[yi] * w[wi];
+    });
+    const std::vector<float> xf(x.begin(), x.end()), wf(w.begin(), w.end()), dyf(dy.begin(), dy.end()),
+        bf(bias.begin(), bias.end());
+    std::vector<float> y[2], dx[2];
+    for (int path = 0; path < 2; ++path) {  // 0: Winograd, 1: im2col + GEMM
+      wg::set_enabled(path == 0);
+      y[path].assign(ny, std::numeric_limits<float>::quiet_NaN());
+      dx[path].assign(nx, std::numeric_limits<float>::quiet_NaN());
+      dtn::Backend<dtn::Cpu>::conv2d_forward(g, xf.data(), wf.data(), bf.data(), y[path].data());
+      dtn::Backend<dtn::Cpu>::conv2d_backward_data(g, dyf.data(), wf.data(), dx[path].data());
+      INFO("path " << (path == 0 ? "Winograd" : "im2col + GEMM"));
+      CHECK(max_rel_diff(Vec(y[path].begin(), y[path].end()), y_ref) < kFloatSum);
+      CHECK(max_rel_diff(Vec(dx[path].begin(), dx[path].end()), dx_ref) < kFloatSum);
+    }
+    wg::set_enabled(true);
+    CHECK(y[0] != y[1]);
+    CHECK(dx[0] != dx[1]);
+  }
+}
+
 TEST_CASE("an out-of-range class index makes Backend<Cpu>'s cross-entropy NaN, as on the GPU, not a read past the row") {
   // CrossEntropyLoss throws before this on the CPU; the backend, called directly, must not read
   // outside the row either, and gives the GPU backend's documented answer.

@@ -42,6 +42,16 @@ TEST_CASE("gradcheck: ConvTranspose2d 4x4 stride 1 pad 0 (g's first layer)") {
   check<dtn::ConvTranspose2d<3, 4, 1, 0>>(Shape{5, 1, 1}, 3);
 }
 TEST_CASE("gradcheck: ConvTranspose2d 4x4 stride 2 pad 1") { check<dtn::ConvTranspose2d<2, 4, 2, 1>>(Shape{3, 3, 4}, 2); }
+TEST_CASE("gradcheck: 4x4 stride 2 pad 1 through Winograd F(2x2, 2x2) per parity (g.3's and g.6's layers)") {
+  // The transposed convolution's forward is the data pass of the convolution from its output to
+  // its input, and its input gradient that convolution's forward: both through winograd_s2.hpp.
+  dtn::ConvGeom g;
+  g.n = 2, g.c_in = 4, g.h_in = 4, g.w_in = 8, g.c_out = 5, g.kh = g.kw = 4, g.stride = 2, g.pad = 1;
+  g.h_out = 2, g.w_out = 4;
+  REQUIRE(dtn::cpu::winograd_s2::fits(g));
+  check<dtn::ConvTranspose2d<4, 4, 2, 1>>(Shape{5, 2, 4}, 2);  // that geometry, channels as g's
+  check<dtn::Conv2d<5, 4, 2, 1>>(Shape{4, 4, 8}, 2);           // and as a convolution
+}
 TEST_CASE("gradcheck: Linear") { check<dtn::Linear<5>>(Shape{7}, 4); }
 TEST_CASE("gradcheck: Linear on a [C, H, W] input (flattened)") { check<dtn::Linear<3>>(Shape{2, 2, 2}, 3); }
 TEST_CASE("gradcheck: BatchNorm2d, training mode") { check<dtn::BatchNorm2d>(Shape{3, 4, 4}, 4); }

@@ -11,7 +11,9 @@
 // (AVX-512 or AVX2). Where the translation unit targets AVX-512F, or AVX2 and FMA, the forward
 // product of layers with at most 32 unfolded rows (f.0, D.0) also has its own kernel
 // (conv_small_k below). The forward and data passes of 3x3 stride-1 "same" convolutions (f.3-f.9)
-// go through Winograd F(2x2, 3x3) instead (winograd.hpp): 2.25x fewer multiply-adds.
+// go through Winograd F(2x2, 3x3) instead (winograd.hpp): 2.25x fewer multiply-adds; those of
+// 4x4 stride-2 convolutions that halve the plane (g's transposed convolutions) through F(2x2, 2x2)
+// per parity (winograd_s2.hpp): 1.78x fewer.
 #include "parallel.hpp"
 
 #include <algorithm>
@@ -29,6 +31,7 @@
 #include "reduce.hpp"
 #include "unfold.hpp"
 #include "winograd.hpp"
+#include "winograd_s2.hpp"
 
 namespace dtn {
 namespace cpu {
@@ -332,6 +335,7 @@ void conv2d_forward(const ConvGeom& g, const T* x, const T* w, const T* bias, T*
     if (small_k_fits(static_cast<long>(g.c_in) * g.kh * g.kw)) return conv2d_forward_small_k(g, x, w, bias, y);
 #endif
   if (winograd::enabled() && winograd::fits(g)) return winograd::forward(g, x, w, bias, y);
+  if (winograd::enabled() && winograd_s2::fits(g)) return winograd_s2::forward(g, x, w, bias, y);
   const ConvPlan p(g);
   const long hw = p.hw, ckk = p.ckk, in_img = p.in_img;
   const int chunk = p.chunk, nchunks = p.nchunks;
@@ -381,6 +385,7 @@ void conv2d_backward_data(const ConvGeom& g, const T* dy, const T* w, T* dx) {
     return;
   }
   if (winograd::enabled() && winograd::fits(g)) return winograd::backward_data(g, dy, w, dx);
+  if (winograd::enabled() && winograd_s2::fits(g)) return winograd_s2::backward_data(g, dy, w, dx);
   const ConvPlan p(g);
   const long hw = p.hw, ckk = p.ckk, in_img = p.in_img;
   const int chunk = p.chunk, nchunks = p.nchunks;

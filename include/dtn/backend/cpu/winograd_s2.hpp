@@ -1,0 +1,354 @@
+#pragma once
+// Winograd F(2x2, 2x2) for the CPU's 4x4 stride-2 convolutions with padding 1 that halve the
+// plane (g's transposed convolutions g.3 and g.6 run their forward as this convolution's data
+// pass and their input gradient as its forward): forward and backward-data.
+//
+// A stride-2 convolution with a 4x4 kernel is four stride-1 convolutions with 2x2 kernels, one
+// per parity (a, b) of the large plane's rows and columns (the polyphase decomposition):
+//   forward   y[k][i][j] = sum over a, b, c, r, s of P_ab[c][i - a + r][j - b + s] w[k][c][2r+1-a][2s+1-b]
+//             with P_ab[c][u][v] = x[c][2u + a][2v + b] (zero outside the plane);
+//   data      dx[c][2u + a][2v + b] = sum over k, r, s of dy[k][u + a - 1 + r][v + b - 1 + s]
+//             w[k][c][3 - 2r - a][3 - 2s - b].
+// Each of those 2x2 correlations runs as F(2x2, 2x2) on 2x2 output tiles of the small plane,
+// with transforms whose coefficients are all 0 and +-1 (exact, no halvings):
+//   V = B^T d B (3x3 input window d),  U = G g G^T (2x2 filter g -> 3x3),  Y = A^T M A (2x2),
+//   B^T d = (d0 - d1, d1, d2 - d1),  G g = (g0, g0 + g1, g1),  A^T m = (m0 + m1, m1 + m2),
+// that is 9 multiply-adds per 4 outputs, channel and parity where the direct sum (im2col + GEMM)
+// does 16: 1.78x fewer. The products over the channels are GEMMs, one per position xi of the 3x3
+// transformed tile:
+//   forward: the four parities' sums go to the same outputs, so they are one GEMM per position
+//            with the parities stacked along the depth: M_xi [c_out, T] = U_xi [c_out, 4 c_in]
+//            V_xi [4 c_in, T] (9 GEMMs);
+//   data:    each parity writes its own outputs: M_ab,xi [c_in, T] = U_ab,xi [c_in, c_out]
+//            V_ab,xi [c_out, T] (36 GEMMs, a parity at a time).
+// The transforms are O(1) per value against the GEMMs' O(channels), as in winograd.hpp (whose
+// layout, chunking and scratch this follows: columns t = image * tiles + ty * tw + tx).
+//
+// Rounding: the same sums of products in another order and grouping; each transformed input is a
+// sum of at most 4 inputs with coefficients +-1, each transformed filter value a sum of at most 4
+// taps, each output a sum of 4 of the products' sums. Deterministic, and independent of the
+// thread count like the im2col path: each chunk of images is computed by one thread in a fixed
+// order.
+//
+// An earlier attempt at the data pass alone (2026-12-03, Intel Xeon host) transformed per tile
+// with the parities' filters and sums in another arrangement and measured 1.00-1.14x there; this
+// one is measured in benchmarks/RESULTS.md (2026-12-06, AMD EPYC Zen 4).
+#include "parallel.hpp"
+
+#include <algorithm>
+#include <cstddef>
+#include <type_traits>
+#include <vector>
+
+#include "../../core/memory.hpp"
+#include "../backend.hpp"
+#include "gemm.hpp"
+#include "winograd.hpp"
+
+namespace dtn {
+namespace cpu {
+namespace winograd_s2 {
+
+// The convolutions this path computes: 4x4 kernel, stride 2, padding 1, the input plane exactly
+// twice the output plane, even output sides (2x2 tiles) and at least 4 channels each way (g.9's
+// single output channel stays on im2col + GEMM). Switched with the 3x3 path
+// (winograd::set_enabled).
+inline bool fits(const ConvGeom& g) {
+  return g.kh == 4 && g.kw == 4 && g.stride == 2 && g.pad == 1 && g.h_in == 2 * g.h_out && g.w_in == 2 * g.w_out &&
+         g.h_out % 2 == 0 && g.w_out % 2 == 0 && g.h_out >= 2 && g.w_out >= 2 && g.c_in >= 4 && g.c_out >= 4;
+}
+
+// The 9 positions' matrices of U, V and M sit position_stride(floats) apart (winograd.hpp).
+using winograd::position_stride;
+
+// The 3x3 transformed filter of the 2x2 filter g[r][s] = w[k][c][ky(r)][kx(s)] into
+// u[xi * us] (xi = 3 * row + column).
+template <class T>
+inline void transform_filter_2x2(const T g[2][2], T* u, long us) {
+  const T t[3][2] = {{g[0][0], g[0][1]}, {g[0][0] + g[1][0], g[0][1] + g[1][1]}, {g[1][0], g[1][1]}};  // G g
+  for (int i = 0; i < 3; ++i) {  // (G g) G^T
+    u[(i * 3 + 0) * us] = t[i][0];
+    u[(i * 3 + 1) * us] = t[i][0] + t[i][1];
+    u[(i * 3 + 2) * us] = t[i][1];
+  }
+}
+
+// The forward's U_xi [c_out, 4 c_in] (column ab * c_in + c), from w [c_out][c_in][4][4].
+template <class T>
+void transform_filter_forward(const T* w, int c_out, int c_in, T* u) {
+  const long cols = 4L * c_in, us = position_stride(static_cast<long>(c_out) * cols);
+  DTN_OMP(parallel for if (!omp_in_parallel() && static_cast<long>(c_out) * c_in > 4096))
+  for (int k = 0; k < c_out; ++k)
+    for (int ab = 0; ab < 4; ++ab) {
+      const int a = ab / 2, b = ab % 2;
+      for (int c = 0; c < c_in; ++c) {
+        const T* f = w + (static_cast<long>(k) * c_in + c) * 16;
+        T g[2][2];
+        for (int r = 0; r < 2; ++r)
+          for (int s = 0; s < 2; ++s) g[r][s] = f[(2 * r + 1 - a) * 4 + (2 * s + 1 - b)];
+        transform_filter_2x2(g, u + k * cols + ab * c_in + c, us);
+      }
+    }
+}
+
+// The data pass's U_ab,xi, stored [c_out, c_in] (the filter's own order; the GEMM reads it
+// transposed), parity ab's nine at u + ab * 9 * us.
+template <class T>
+void transform_filter_data(const T* w, int c_out, int c_in, T* u) {
+  const long plane = static_cast<long>(c_out) * c_in, us = position_stride(plane);
+  DTN_OMP(parallel for if (!omp_in_parallel() && plane > 4096))
+  for (long kc = 0; kc < plane; ++kc) {
+    const T* f = w + kc * 16;
+    for (int ab = 0; ab < 4; ++ab) {
+      const int a = ab / 2, b = ab % 2;
+      T g[2][2];
+      for (int r = 0; r < 2; ++r)
+        for (int s = 0; s < 2; ++s) g[r][s] = f[(3 - 2 * r - a) * 4 + (3 - 2 * s - b)];
+      transform_filter_2x2(g, u + ab * 9 * us + kc, us);
+    }
+  }
+}
+
+// The input transform of one h x w plane, held with a zero border of one value in pad
+// ((h + 2) x (w + 2)), for windows that start oy, ox in {-1, 0} off each tile's first output:
+// position xi's values of the plane's th x tw tiles go to v + xi * vstride + t.
+template <class T>
+void transform_input(const T* pad, int h, int w, int oy, int ox, T* v, long vstride) {
+  const int pw = w + 2, th = h / 2, tw = w / 2;
+  for (int ty = 0; ty < th; ++ty) {
+    const T* r0 = pad + (2 * ty + oy + 1) * pw + ox + 1;
+    const T* r1 = r0 + pw;
+    const T* r2 = r1 + pw;
+    T* vt = v + static_cast<long>(ty) * tw;
+    for (int tx = 0; tx < tw; ++tx) {
+      const int c = 2 * tx;
+      T s[3][3];  // B^T d: rows
+      for (int j = 0; j < 3; ++j) {
+        s[0][j] = r0[c + j] - r1[c + j];
+        s[1][j] = r1[c + j];
+        s[2][j] = r2[c + j] - r1[c + j];
+      }
+      for (int i = 0; i < 3; ++i) {  // (B^T d) B: columns
+        T* vi = vt + (i * 3) * vstride + tx;
+        vi[0] = s[i][0] - s[i][1];
+        vi[vstride] = s[i][1];
+        vi[2 * vstride] = s[i][2] - s[i][1];
+      }
+    }
+  }
+}
+
+// The output transform Y = A^T M A of the th x tw tiles of one channel (position xi's values at
+// m + xi * mstride + t), plus bias: tile (ty, tx)'s output (p, q) goes to
+// y[(2 ty + p) * rs + (2 tx + q) * cs].
+template <class T>
+void transform_output(const T* m, long mstride, int th, int tw, T bias, T* y, long rs, long cs) {
+  for (int ty = 0; ty < th; ++ty) {
+    const T* mt = m + static_cast<long>(ty) * tw;
+    T* y0 = y + 2L * ty * rs;
+    T* y1 = y0 + rs;
+    for (int tx = 0; tx < tw; ++tx) {
+      T a[3][3];
+      for (int xi = 0; xi < 9; ++xi) a[xi / 3][xi % 3] = mt[xi * mstride + tx];
+      T s[2][3];  // A^T M
+      for (int j = 0; j < 3; ++j) {
+        s[0][j] = a[0][j] + a[1][j];
+        s[1][j] = a[1][j] + a[2][j];
+      }
+      const long o = 2L * tx * cs;
+      y0[o] = bias + (s[0][0] + s[0][1]);  // (A^T M) A
+      y0[o + cs] = bias + (s[0][1] + s[0][2]);
+      y1[o] = bias + (s[1][0] + s[1][1]);
+      y1[o + cs] = bias + (s[1][1] + s[1][2]);
+    }
+  }
+}
+
+template <class T>
+struct Scratch {
+  std::vector<T, AlignedAllocator<T>> v, m, pad;
+};
+
+// The 9 products of one chunk, M_xi = op(U_xi) V_xi, with U's matrices packed once per pass
+// (dtn's GEMM) or read in place.
+template <class T>
+struct Products {
+  const T* u;     // U_0 (position xi's matrix at u + xi * us)
+  long us;
+  bool u_trans;   // U_xi stored [depth, rows] (the GEMM reads it transposed)
+  int rows, depth;
+#if defined(DTN_OWN_SGEMM)
+  const sgemm::PackedA* packed = nullptr;  // the 9 packed matrices (float)
+#endif
+  void run(const T* v, long vs, T* m, long ms, long cols) const {
+    const int ldu = u_trans ? rows : depth;
+    for (int xi = 0; xi < 9; ++xi) {
+#if defined(DTN_OWN_SGEMM)
+      if constexpr (std::is_same<T, float>::value) {
+        sgemm::gemm_packed(rows, static_cast<int>(cols), depth, 1.f, packed[xi],
+                           sgemm::ViewB{plain_view<const float>(v + xi * vs, cols), false}, 0.f,
+                           plain_view(m + xi * ms, cols));
+        continue;
+      }
+#endif
+      gemm<T>(u_trans, false, rows, static_cast<int>(cols), depth, T(1), u + xi * us, ldu, v + xi * vs,
+              static_cast<int>(cols), T(0), m + xi * ms, static_cast<int>(cols));
+    }
+  }
+};
+
+// Images per chunk: GEMMs about 128 columns wide (as winograd.hpp), but no fewer chunks than
+// threads.
+inline int chunk_images(int n, int tiles) {
+  const int threads = std::max(1, dtn::num_threads());
+  const int by_width = std::max(1, (128 + tiles - 1) / tiles);
+  const int by_threads = std::max(1, (n + threads - 1) / threads);
+  return std::max(1, std::min(by_width, by_threads));
+}
+
+template <class T>
+std::vector<Scratch<T>>& scratch_for(int used) {
+  static thread_local std::vector<Scratch<T>> store;
+  if (static_cast<int>(store.size()) < used) store.resize(static_cast<std::size_t>(used));
+  return store;
+}
+
+#if defined(DTN_OWN_SGEMM)
+// Packs count matrices of U (each op(U) [rows, depth], us apart) once for all chunks.
+inline std::vector<sgemm::PackedA> pack_filters(const float* u, long us, bool trans, int rows, int depth,
+                                                int count) {
+  static thread_local std::vector<float, AlignedAllocator<float>> pstore;
+  const long each = sgemm::packed_a_size(rows, depth);
+  pstore.resize(static_cast<std::size_t>(count * each));
+  std::vector<sgemm::PackedA> packed(static_cast<std::size_t>(count));
+  const int ld = trans ? rows : depth;
+  for (int i = 0; i < count; ++i)
+    packed[static_cast<std::size_t>(i)] =
+        sgemm::pack_a_whole(plain_view<const float>(u + i * us, ld), trans, rows, depth, pstore.data() + i * each);
+  return packed;
+}
+#endif
+
+template <class T>
+std::vector<T, AlignedAllocator<T>>& filter_scratch() {
+  static thread_local std::vector<T, AlignedAllocator<T>> u;
+  return u;
+}
+
+// y [n, c_out, h, w] = conv(x [n, c_in, 2h, 2w]) + bias (or nothing), overwriting y.
+template <class T>
+void forward(const ConvGeom& g, const T* x, const T* w, const T* bias, T* y) {
+  const int h = g.h_out, wd = g.w_out, th = h / 2, tw = wd / 2, tiles = th * tw;
+  const int c_in = g.c_in, c_out = g.c_out, depth = 4 * c_in;
+  const long in_plane = static_cast<long>(g.h_in) * g.w_in, out_plane = static_cast<long>(h) * wd;
+  auto& ustore = filter_scratch<T>();
+  const long us = position_stride(static_cast<long>(c_out) * depth);
+  ustore.resize(static_cast<std::size_t>(9 * us));
+  transform_filter_forward(w, c_out, c_in, ustore.data());
+  Products<T> prod{ustore.data(), us, false, c_out, depth};
+#if defined(DTN_OWN_SGEMM)
+  std::vector<sgemm::PackedA> packed;
+  if constexpr (std::is_same<T, float>::value) {
+    packed = pack_filters(ustore.data(), us, false, c_out, depth, 9);
+    prod.packed = packed.data();
+  }
+#endif
+  const int chunk = chunk_images(g.n, tiles), nchunks = (g.n + chunk - 1) / chunk;
+  const int used = std::min(std::max(1, dtn::num_threads()), nchunks);
+  const long cols = static_cast<long>(chunk) * tiles;
+  std::vector<Scratch<T>>& scratch = scratch_for<T>(used);
+  for (int t = 0; t < used; ++t) {
+    Scratch<T>& s = scratch[static_cast<std::size_t>(t)];
+    s.v.resize(static_cast<std::size_t>(9 * position_stride(depth * cols)));
+    s.m.resize(static_cast<std::size_t>(9 * position_stride(c_out * cols)));
+  }
+  DTN_OMP(parallel for schedule(dynamic, 1) num_threads(used))
+  for (int ci = 0; ci < nchunks; ++ci) {
+    Scratch<T>& s = scratch[static_cast<std::size_t>(dtn::cpu::thread_num())];
+    const int i0 = ci * chunk, cnt = std::min(chunk, g.n - i0);
+    const long tcols = static_cast<long>(cnt) * tiles;
+    const long vs = position_stride(depth * tcols), ms = position_stride(c_out * tcols);
+    T* v = s.v.data();
+    T* m = s.m.data();
+    const int pw = wd + 2;
+    s.pad.assign(static_cast<std::size_t>((h + 2) * pw), T(0));
+    T* pad = s.pad.data();
+    for (int img = 0; img < cnt; ++img)
+      for (int c = 0; c < c_in; ++c) {
+        const T* xp = x + (static_cast<long>(i0 + img) * c_in + c) * in_plane;
+        for (int ab = 0; ab < 4; ++ab) {
+          const int a = ab / 2, b = ab % 2;
+          for (int u = 0; u < h; ++u) {  // parity plane P_ab into the padded plane's interior
+            const T* src = xp + static_cast<long>(2 * u + a) * g.w_in + b;
+            T* dst = pad + (u + 1) * pw + 1;
+            for (int q = 0; q < wd; ++q) dst[q] = src[2 * q];
+          }
+          transform_input(pad, h, wd, -a, -b, v + (ab * c_in + c) * tcols + static_cast<long>(img) * tiles, vs);
+        }
+      }
+    prod.run(v, vs, m, ms, tcols);
+    for (int img = 0; img < cnt; ++img)
+      for (int k = 0; k < c_out; ++k)
+        transform_output(m + k * tcols + static_cast<long>(img) * tiles, ms, th, tw, bias ? bias[k] : T(0),
+                         y + (static_cast<long>(i0 + img) * c_out + k) * out_plane, wd, 1);
+  }
+}
+
+// dx [n, c_in, 2h, 2w] from dy [n, c_out, h, w], overwriting dx.
+template <class T>
+void backward_data(const ConvGeom& g, const T* dy, const T* w, T* dx) {
+  const int h = g.h_out, wd = g.w_out, th = h / 2, tw = wd / 2, tiles = th * tw;
+  const int c_in = g.c_in, c_out = g.c_out;
+  const long in_plane = static_cast<long>(g.h_in) * g.w_in, out_plane = static_cast<long>(h) * wd;
+  auto& ustore = filter_scratch<T>();
+  const long us = position_stride(static_cast<long>(c_out) * c_in);
+  ustore.resize(static_cast<std::size_t>(36 * us));
+  transform_filter_data(w, c_out, c_in, ustore.data());
+#if defined(DTN_OWN_SGEMM)
+  std::vector<sgemm::PackedA> packed;
+  if constexpr (std::is_same<T, float>::value) packed = pack_filters(ustore.data(), us, true, c_in, c_out, 36);
+#endif
+  const int chunk = chunk_images(g.n, tiles), nchunks = (g.n + chunk - 1) / chunk;
+  const int used = std::min(std::max(1, dtn::num_threads()), nchunks);
+  const long cols = static_cast<long>(chunk) * tiles;
+  std::vector<Scratch<T>>& scratch = scratch_for<T>(used);
+  for (int t = 0; t < used; ++t) {
+    Scratch<T>& s = scratch[static_cast<std::size_t>(t)];
+    s.v.resize(static_cast<std::size_t>(9 * position_stride(c_out * cols)));
+    s.m.resize(static_cast<std::size_t>(9 * position_stride(c_in * cols)));
+  }
+  DTN_OMP(parallel for schedule(dynamic, 1) num_threads(used))
+  for (int ci = 0; ci < nchunks; ++ci) {
+    Scratch<T>& s = scratch[static_cast<std::size_t>(dtn::cpu::thread_num())];
+    const int i0 = ci * chunk, cnt = std::min(chunk, g.n - i0);
+    const long tcols = static_cast<long>(cnt) * tiles;
+    const long vs = position_stride(c_out * tcols), ms = position_stride(c_in * tcols);
+    T* v = s.v.data();
+    T* m = s.m.data();
+    const int pw = wd + 2;
+    s.pad.assign(static_cast<std::size_t>((h + 2) * pw), T(0));
+    T* pad = s.pad.data();
+    for (int ab = 0; ab < 4; ++ab) {
+      const int a = ab / 2, b = ab % 2;
+      for (int img = 0; img < cnt; ++img)
+        for (int k = 0; k < c_out; ++k) {
+          const T* src = dy + (static_cast<long>(i0 + img) * c_out + k) * out_plane;
+          for (int u = 0; u < h; ++u) std::copy(src + static_cast<long>(u) * wd, src + static_cast<long>(u + 1) * wd, pad + (u + 1) * pw + 1);
+          transform_input(pad, h, wd, a - 1, b - 1, v + k * tcols + static_cast<long>(img) * tiles, vs);
+        }
+      Products<T> prod{ustore.data() + ab * 9 * us, us, true, c_in, c_out};
+#if defined(DTN_OWN_SGEMM)
+      if constexpr (std::is_same<T, float>::value) prod.packed = packed.data() + ab * 9;
+#endif
+      prod.run(v, vs, m, ms, tcols);
+      for (int img = 0; img < cnt; ++img)
+        for (int c = 0; c < c_in; ++c)
+          transform_output(m + c * tcols + static_cast<long>(img) * tiles, ms, th, tw, T(0),
+                           dx + (static_cast<long>(i0 + img) * c_in + c) * in_plane + a * g.w_in + b, 2L * g.w_in, 2);
+    }
+  }
+}
+
+}  // namespace winograd_s2
+}  // namespace cpu
+}  // namespace dtn
