@@ -91,21 +91,19 @@ void transform_filter_forward(const T* w, int c_out, int c_in, T* u) {
     }
 }
 
-// The data pass's U_ab,xi, stored [c_out, c_in] (the filter's own order; the GEMM reads it
-// transposed), parity ab's nine at u + ab * 9 * us.
+// The data pass's U_ab,xi for parity ab, stored [c_out, c_in] (the filter's own order; the GEMM
+// reads it transposed).
 template <class T>
-void transform_filter_data(const T* w, int c_out, int c_in, T* u) {
+void transform_filter_data(const T* w, int c_out, int c_in, int ab, T* u) {
   const long plane = static_cast<long>(c_out) * c_in, us = position_stride(plane);
+  const int a = ab / 2, b = ab % 2;
   DTN_OMP(parallel for if (!omp_in_parallel() && plane > 4096))
   for (long kc = 0; kc < plane; ++kc) {
     const T* f = w + kc * 16;
-    for (int ab = 0; ab < 4; ++ab) {
-      const int a = ab / 2, b = ab % 2;
-      T g[2][2];
-      for (int r = 0; r < 2; ++r)
-        for (int s = 0; s < 2; ++s) g[r][s] = f[(3 - 2 * r - a) * 4 + (3 - 2 * s - b)];
-      transform_filter_2x2(g, u + ab * 9 * us + kc, us);
-    }
+    T g[2][2];
+    for (int r = 0; r < 2; ++r)
+      for (int s = 0; s < 2; ++s) g[r][s] = f[(3 - 2 * r - a) * 4 + (3 - 2 * s - b)];
+    transform_filter_2x2(g, u + kc, us);
   }
 }
 
@@ -294,7 +292,10 @@ void forward(const ConvGeom& g, const T* x, const T* w, const T* bias, T* y) {
   }
 }
 
-// dx [n, c_in, 2h, 2w] from dy [n, c_out, h, w], overwriting dx.
+// dx [n, c_in, 2h, 2w] from dy [n, c_out, h, w], overwriting dx. A parity at a time over all
+// chunks, so that its 9 transformed filters stay in cache from one chunk to the next (g.3's 36
+// are 19 MiB packed: read once per chunk, from memory, they made the pass 1.18x faster than
+// im2col + GEMM in the median instead of 1.33x in the best case; AMD EPYC Zen 4, 2026-12-06).
 template <class T>
 void backward_data(const ConvGeom& g, const T* dy, const T* w, T* dx) {
   const int h = g.h_out, wd = g.w_out, th = h / 2, tw = wd / 2, tiles = th * tw;
@@ -302,12 +303,7 @@ void backward_data(const ConvGeom& g, const T* dy, const T* w, T* dx) {
   const long in_plane = static_cast<long>(g.h_in) * g.w_in, out_plane = static_cast<long>(h) * wd;
   auto& ustore = filter_scratch<T>();
   const long us = position_stride(static_cast<long>(c_out) * c_in);
-  ustore.resize(static_cast<std::size_t>(36 * us));
-  transform_filter_data(w, c_out, c_in, ustore.data());
-#if defined(DTN_OWN_SGEMM)
-  std::vector<sgemm::PackedA> packed;
-  if constexpr (std::is_same<T, float>::value) packed = pack_filters(ustore.data(), us, true, c_in, c_out, 36);
-#endif
+  ustore.resize(static_cast<std::size_t>(9 * us));
   const int chunk = chunk_images(g.n, tiles), nchunks = (g.n + chunk - 1) / chunk;
   const int used = std::min(std::max(1, dtn::num_threads()), nchunks);
   const long cols = static_cast<long>(chunk) * tiles;
@@ -317,29 +313,35 @@ void backward_data(const ConvGeom& g, const T* dy, const T* w, T* dx) {
     s.v.resize(static_cast<std::size_t>(9 * position_stride(c_out * cols)));
     s.m.resize(static_cast<std::size_t>(9 * position_stride(c_in * cols)));
   }
-  DTN_OMP(parallel for schedule(dynamic, 1) num_threads(used))
-  for (int ci = 0; ci < nchunks; ++ci) {
-    Scratch<T>& s = scratch[static_cast<std::size_t>(dtn::cpu::thread_num())];
-    const int i0 = ci * chunk, cnt = std::min(chunk, g.n - i0);
-    const long tcols = static_cast<long>(cnt) * tiles;
-    const long vs = position_stride(c_out * tcols), ms = position_stride(c_in * tcols);
-    T* v = s.v.data();
-    T* m = s.m.data();
-    const int pw = wd + 2;
-    s.pad.assign(static_cast<std::size_t>((h + 2) * pw), T(0));
-    T* pad = s.pad.data();
-    for (int ab = 0; ab < 4; ++ab) {
-      const int a = ab / 2, b = ab % 2;
+  for (int ab = 0; ab < 4; ++ab) {  // each parity writes its own quarter of dx
+    const int a = ab / 2, b = ab % 2;
+    transform_filter_data(w, c_out, c_in, ab, ustore.data());
+    Products<T> prod{ustore.data(), us, true, c_in, c_out};
+#if defined(DTN_OWN_SGEMM)
+    std::vector<sgemm::PackedA> packed;
+    if constexpr (std::is_same<T, float>::value) {
+      packed = pack_filters(ustore.data(), us, true, c_in, c_out, 9);
+      prod.packed = packed.data();
+    }
+#endif
+    DTN_OMP(parallel for schedule(dynamic, 1) num_threads(used))
+    for (int ci = 0; ci < nchunks; ++ci) {
+      Scratch<T>& s = scratch[static_cast<std::size_t>(dtn::cpu::thread_num())];
+      const int i0 = ci * chunk, cnt = std::min(chunk, g.n - i0);
+      const long tcols = static_cast<long>(cnt) * tiles;
+      const long vs = position_stride(c_out * tcols), ms = position_stride(c_in * tcols);
+      T* v = s.v.data();
+      T* m = s.m.data();
+      const int pw = wd + 2;
+      s.pad.assign(static_cast<std::size_t>((h + 2) * pw), T(0));
+      T* pad = s.pad.data();
       for (int img = 0; img < cnt; ++img)
         for (int k = 0; k < c_out; ++k) {
           const T* src = dy + (static_cast<long>(i0 + img) * c_out + k) * out_plane;
-          for (int u = 0; u < h; ++u) std::copy(src + static_cast<long>(u) * wd, src + static_cast<long>(u + 1) * wd, pad + (u + 1) * pw + 1);
+          for (int u = 0; u < h; ++u)
+            std::copy(src + static_cast<long>(u) * wd, src + static_cast<long>(u + 1) * wd, pad + (u + 1) * pw + 1);
           transform_input(pad, h, wd, a - 1, b - 1, v + k * tcols + static_cast<long>(img) * tiles, vs);
         }
-      Products<T> prod{ustore.data() + ab * 9 * us, us, true, c_in, c_out};
-#if defined(DTN_OWN_SGEMM)
-      if constexpr (std::is_same<T, float>::value) prod.packed = packed.data() + ab * 9;
-#endif
       prod.run(v, vs, m, ms, tcols);
       for (int img = 0; img < cnt; ++img)
         for (int c = 0; c < c_in; ++c)
