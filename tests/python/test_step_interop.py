@@ -322,8 +322,19 @@ def test_dtn_step_in_double_matches_pytorch_for_any_draw(exe, tmp_path, nets, jo
     check_one_step(out, files, gamma, FLOAT64)
 
 
-@pytest.mark.parametrize("nets,joint", [("bench", False), ("bench", True), ("example", True)],
-                         ids=["separate", "joint", "example-nets-joint"])
+# The example's networks (f with max pools after each convolution and batch norm) are compared over
+# three steps in double only (test_three_dtn_steps_in_double_match_pytorch, seeds 11 and 13, with
+# L_TV): in float32 their three-step comparison depends on the draw as the one-step one does
+# (above), only more often. Measured on 2026-12-06 with the float64 peer: every draw of seeds 11-20
+# has, within three steps, a ReLU input or a max-pool window's two largest values within 2e-7 of
+# each other (3.8e-9 to 1.4e-7), and at commit 0bda146, before g's 4x4 stride-2 convolutions ran
+# through Winograd F(2x2, 2x2) on the CPU, 15 of the 20 draws of seeds 21-40 and 3 of seeds 12, 14
+# and 20 already failed this test with --joint, by a loss or by g's or D's gradients ~1e-3 off
+# (while the same draws agree to 1e-11 in double). With that path (float32 errors ~7e-7 relative
+# RMS at g.3's and g.6's shapes, 2.2x im2col + GEMM's) seed 11's draw, which had passed, takes
+# the other element of a max-pool pair 2.6e-8 apart (f.5 in step 2): all of g's gradients 3e-4
+# off, D's within 1.2e-6. The benchmark's networks pass on seed 11 with either path.
+@pytest.mark.parametrize("nets,joint", [("bench", False), ("bench", True)], ids=["separate", "joint"])
 def test_three_dtn_steps_match_pytorch(exe, tmp_path, nets, joint):
     """Three steps on different batches: each step's losses, then the parameters, Adam's moments
     and the running statistics after the last (Adam's state and bias corrections of steps 2 and 3,
