@@ -804,6 +804,65 @@ TEST_CASE("Backend<Cpu> max pooling: first maximum wins, NaN propagates, overlap
   }
 }
 
+TEST_CASE("an out-of-range class index makes Backend<Cpu>'s cross-entropy NaN, as on the GPU, not a read past the row") {
+  // CrossEntropyLoss throws before this on the CPU; the backend, called directly, must not read
+  // outside the row either, and gives the GPU backend's documented answer.
+  std::vector<float> logits(4 * 3);
+  for (std::size_t i = 0; i < logits.size(); ++i) logits[i] = 0.25f * static_cast<float>(i % 5) - 0.5f;
+  for (int bad : {3, -1, 1 << 20}) {
+    CAPTURE(bad);
+    const std::vector<int> targets = {0, bad, 1, 2};
+    float loss = 0;
+    std::vector<float> grad(12, 0.0f);
+    B::softmax_cross_entropy(4, 3, logits.data(), targets.data(), &loss, grad.data(), 1.0f);
+    CHECK(std::isnan(loss));
+    for (std::size_t j = 0; j < grad.size(); ++j) CHECK(std::isnan(grad[j]) == (j / 3 == 1));  // exactly the bad row
+    B::softmax_cross_entropy(4, 3, logits.data(), targets.data(), &loss, static_cast<float*>(nullptr), 1.0f);
+    CHECK(std::isnan(loss));
+  }
+}
+
+// The forward and data passes of convolution q through the Winograd path and im2col + GEMM
+// (winograd::set_enabled), in float, each against the double reference within kFloatSum relative
+// to the largest output (the bound's argument is at each caller); the two paths round
+// differently, so their bits differ somewhere: that shows the switch takes effect. Draws its
+// four random tensors from seeds seed .. seed + 3.
+namespace {
+void check_winograd_and_im2col(const Geo& q, unsigned seed) {
+  namespace wg = dtn::cpu::winograd;
+  constexpr double kFloatSum = 2e-5;
+  const dtn::ConvGeom g = make(q);
+  CAPTURE(q);
+  const std::size_t nx = static_cast<std::size_t>(g.n) * g.c_in * g.h_in * g.w_in;
+  const std::size_t nw = static_cast<std::size_t>(g.c_out) * g.c_in * g.kh * g.kw;
+  const std::size_t ny = static_cast<std::size_t>(g.n) * g.c_out * g.h_out * g.w_out;
+  const Vec x = random_vec(nx, seed++), w = random_vec(nw, seed++), dy = random_vec(ny, seed++),
+            bias = random_vec(static_cast<std::size_t>(g.c_out), seed++);
+  Vec y_ref(ny), dx_ref(nx, 0.0);
+  for (std::size_t j = 0; j < ny; ++j) y_ref[j] = bias[(j / (static_cast<std::size_t>(g.h_out) * g.w_out)) % g.c_out];
+  for_each_tap(g, [&](std::size_t xi, std::size_t wi, std::size_t yi) {
+    y_ref[yi] += x[xi] * w[wi];
+    dx_ref[xi] += dy[yi] * w[wi];
+  });
+  const std::vector<float> xf(x.begin(), x.end()), wf(w.begin(), w.end()), dyf(dy.begin(), dy.end()),
+      bf(bias.begin(), bias.end());
+  std::vector<float> y[2], dx[2];
+  for (int path = 0; path < 2; ++path) {  // 0: Winograd, 1: im2col + GEMM
+    wg::set_enabled(path == 0);
+    y[path].assign(ny, std::numeric_limits<float>::quiet_NaN());
+    dx[path].assign(nx, std::numeric_limits<float>::quiet_NaN());
+    dtn::Backend<dtn::Cpu>::conv2d_forward(g, xf.data(), wf.data(), bf.data(), y[path].data());
+    dtn::Backend<dtn::Cpu>::conv2d_backward_data(g, dyf.data(), wf.data(), dx[path].data());
+    INFO("path " << (path == 0 ? "Winograd" : "im2col + GEMM"));
+    CHECK(max_rel_diff(Vec(y[path].begin(), y[path].end()), y_ref) < kFloatSum);
+    CHECK(max_rel_diff(Vec(dx[path].begin(), dx[path].end()), dx_ref) < kFloatSum);
+  }
+  wg::set_enabled(true);
+  CHECK(y[0] != y[1]);
+  CHECK(dx[0] != dx[1]);
+}
+}  // namespace
+
 // Winograd F(2x2, 3x3) (winograd.hpp) is what the float forward and data passes of f's 3x3
 // convolutions run, and it can be switched off (winograd::set_enabled) for the im2col + GEMM path.
 // At f's layer shapes (batch 8) both paths agree with the double reference within
@@ -811,6 +870,28 @@ TEST_CASE("Backend<Cpu> max pooling: first maximum wins, NaN propagates, overlap
 // values, random-data errors ~sqrt(K) * eps * a few (~1e-5 worst here; measured 2-5e-7 for the
 // max over ~1M outputs), far below the O(1) of an indexing error. The two paths round differently,
 // so their bits differ somewhere: that shows the switch takes effect.
+TEST_CASE("CPU Winograd F(2x2, 3x3): where it applies, and both conv paths equal the double reference") {
+  namespace wg = dtn::cpu::winograd;
+  const auto geo = [](int c_in, int h, int w, int c_out, int k, int stride, int pad) {
+    return make(Geo{8, c_in, h, w, c_out, k, stride, pad});
+  };
+  CHECK(wg::fits(geo(64, 16, 16, 128, 3, 1, 1)));   // f.3
+  CHECK(wg::fits(geo(128, 8, 8, 256, 3, 1, 1)));    // f.6
+  CHECK(wg::fits(geo(256, 4, 4, 128, 3, 1, 1)));    // f.9
+  CHECK_FALSE(wg::fits(geo(3, 32, 32, 64, 3, 1, 1)));   // f.0: 3 input channels (small-k kernel)
+  CHECK_FALSE(wg::fits(geo(8, 16, 16, 3, 3, 1, 1)));    // 3 output channels
+  CHECK_FALSE(wg::fits(geo(64, 16, 16, 128, 3, 2, 1)));  // D's stride 2
+  CHECK_FALSE(wg::fits(geo(64, 9, 16, 128, 3, 1, 1)));   // odd height
+  CHECK_FALSE(wg::fits(geo(64, 16, 15, 128, 3, 1, 1)));  // odd width
+  CHECK_FALSE(wg::fits(geo(64, 16, 16, 128, 3, 1, 0)));  // no padding: output smaller
+  CHECK_FALSE(wg::fits(geo(64, 16, 16, 128, 5, 1, 2)));  // 5x5
+  CHECK(wg::enabled());  // on by default
+
+  unsigned seed = 900;
+  for (const Geo& q : {Geo{8, 64, 16, 16, 128, 3, 1, 1}, Geo{8, 128, 8, 8, 256, 3, 1, 1}, Geo{8, 256, 4, 4, 128, 3, 1, 1}})
+    check_winograd_and_im2col(q, (seed += 4) - 4);
+}
+
 // The same for F(2x2, 2x2) per parity (winograd_s2.hpp), the path of 4x4 stride-2 convolutions
 // that halve the plane (g.3's and g.6's transposed convolutions run its data pass forward and its
 // forward backward): at their layer shapes (batch 8; K = 4 c_in * 9 = 4608 and 9216 transformed
@@ -838,108 +919,9 @@ TEST_CASE("CPU Winograd F(2x2, 2x2) for 4x4 stride-2 convolutions: where it appl
   CHECK_FALSE(ws::fits(geo(128, 2, 2, 256, 4, 2, 1)));    // 1x1 output: no 2x2 tile
   CHECK_FALSE(wg::fits(geo(256, 8, 8, 512, 4, 2, 1)));    // not the 3x3 path's
 
-  constexpr double kFloatSum = 2e-5;
   unsigned seed = 950;
   for (const Geo& q : {Geo{8, 256, 8, 8, 512, 4, 2, 1}, Geo{8, 128, 16, 16, 256, 4, 2, 1}}) {
-    const dtn::ConvGeom g = make(q);
-    CAPTURE(q);
-    REQUIRE(ws::fits(g));
-    const std::size_t nx = static_cast<std::size_t>(g.n) * g.c_in * g.h_in * g.w_in;
-    const std::size_t nw = static_cast<std::size_t>(g.c_out) * g.c_in * 16;
-    const std::size_t ny = static_cast<std::size_t>(g.n) * g.c_out * g.h_out * g.w_out;
-    const Vec x = random_vec(nx, seed++), w = random_vec(nw, seed++), dy = random_vec(ny, seed++),
-              bias = random_vec(static_cast<std::size_t>(g.c_out), seed++);
-    Vec y_ref(ny), dx_ref(nx, 0.0);
-    for (std::size_t j = 0; j < ny; ++j) y_ref[j] = bias[(j / (static_cast<std::size_t>(g.h_out) * g.w_out)) % g.c_out];
-    for_each_tap(g, [&](std::size_t xi, std::size_t wi, std::size_t yi) {
-      y_ref[yi] += x[xi] * w[wi];
-      dx_ref[xi] += dy[yi] * w[wi];
-    });
-    const std::vector<float> xf(x.begin(), x.end()), wf(w.begin(), w.end()), dyf(dy.begin(), dy.end()),
-        bf(bias.begin(), bias.end());
-    std::vector<float> y[2], dx[2];
-    for (int path = 0; path < 2; ++path) {  // 0: Winograd, 1: im2col + GEMM
-      wg::set_enabled(path == 0);
-      y[path].assign(ny, std::numeric_limits<float>::quiet_NaN());
-      dx[path].assign(nx, std::numeric_limits<float>::quiet_NaN());
-      dtn::Backend<dtn::Cpu>::conv2d_forward(g, xf.data(), wf.data(), bf.data(), y[path].data());
-      dtn::Backend<dtn::Cpu>::conv2d_backward_data(g, dyf.data(), wf.data(), dx[path].data());
-      INFO("path " << (path == 0 ? "Winograd" : "im2col + GEMM"));
-      CHECK(max_rel_diff(Vec(y[path].begin(), y[path].end()), y_ref) < kFloatSum);
-      CHECK(max_rel_diff(Vec(dx[path].begin(), dx[path].end()), dx_ref) < kFloatSum);
-    }
-    wg::set_enabled(true);
-    CHECK(y[0] != y[1]);
-    CHECK(dx[0] != dx[1]);
-  }
-}
-
-TEST_CASE("an out-of-range class index makes Backend<Cpu>'s cross-entropy NaN, as on the GPU, not a read past the row") {
-  // CrossEntropyLoss throws before this on the CPU; the backend, called directly, must not read
-  // outside the row either, and gives the GPU backend's documented answer.
-  std::vector<float> logits(4 * 3);
-  for (std::size_t i = 0; i < logits.size(); ++i) logits[i] = 0.25f * static_cast<float>(i % 5) - 0.5f;
-  for (int bad : {3, -1, 1 << 20}) {
-    CAPTURE(bad);
-    const std::vector<int> targets = {0, bad, 1, 2};
-    float loss = 0;
-    std::vector<float> grad(12, 0.0f);
-    B::softmax_cross_entropy(4, 3, logits.data(), targets.data(), &loss, grad.data(), 1.0f);
-    CHECK(std::isnan(loss));
-    for (std::size_t j = 0; j < grad.size(); ++j) CHECK(std::isnan(grad[j]) == (j / 3 == 1));  // exactly the bad row
-    B::softmax_cross_entropy(4, 3, logits.data(), targets.data(), &loss, static_cast<float*>(nullptr), 1.0f);
-    CHECK(std::isnan(loss));
-  }
-}
-
-TEST_CASE("CPU Winograd F(2x2, 3x3): where it applies, and both conv paths equal the double reference") {
-  namespace wg = dtn::cpu::winograd;
-  const auto geo = [](int c_in, int h, int w, int c_out, int k, int stride, int pad) {
-    return make(Geo{8, c_in, h, w, c_out, k, stride, pad});
-  };
-  CHECK(wg::fits(geo(64, 16, 16, 128, 3, 1, 1)));   // f.3
-  CHECK(wg::fits(geo(128, 8, 8, 256, 3, 1, 1)));    // f.6
-  CHECK(wg::fits(geo(256, 4, 4, 128, 3, 1, 1)));    // f.9
-  CHECK_FALSE(wg::fits(geo(3, 32, 32, 64, 3, 1, 1)));   // f.0: 3 input channels (small-k kernel)
-  CHECK_FALSE(wg::fits(geo(8, 16, 16, 3, 3, 1, 1)));    // 3 output channels
-  CHECK_FALSE(wg::fits(geo(64, 16, 16, 128, 3, 2, 1)));  // D's stride 2
-  CHECK_FALSE(wg::fits(geo(64, 9, 16, 128, 3, 1, 1)));   // odd height
-  CHECK_FALSE(wg::fits(geo(64, 16, 15, 128, 3, 1, 1)));  // odd width
-  CHECK_FALSE(wg::fits(geo(64, 16, 16, 128, 3, 1, 0)));  // no padding: output smaller
-  CHECK_FALSE(wg::fits(geo(64, 16, 16, 128, 5, 1, 2)));  // 5x5
-  CHECK(wg::enabled());  // on by default
-
-  constexpr double kFloatSum = 2e-5;
-  unsigned seed = 900;
-  for (const Geo& q : {Geo{8, 64, 16, 16, 128, 3, 1, 1}, Geo{8, 128, 8, 8, 256, 3, 1, 1}, Geo{8, 256, 4, 4, 128, 3, 1, 1}}) {
-    const dtn::ConvGeom g = make(q);
-    CAPTURE(q);
-    const std::size_t nx = static_cast<std::size_t>(g.n) * g.c_in * g.h_in * g.w_in;
-    const std::size_t nw = static_cast<std::size_t>(g.c_out) * g.c_in * 9;
-    const std::size_t ny = static_cast<std::size_t>(g.n) * g.c_out * g.h_out * g.w_out;
-    const Vec x = random_vec(nx, seed++), w = random_vec(nw, seed++), dy = random_vec(ny, seed++),
-              bias = random_vec(static_cast<std::size_t>(g.c_out), seed++);
-    Vec y_ref(ny), dx_ref(nx, 0.0);
-    for (std::size_t j = 0; j < ny; ++j) y_ref[j] = bias[(j / (static_cast<std::size_t>(g.h_out) * g.w_out)) % g.c_out];
-    for_each_tap(g, [&](std::size_t xi, std::size_t wi, std::size_t yi) {
-      y_ref[yi] += x[xi] * w[wi];
-      dx_ref[xi] += dy[yi] * w[wi];
-    });
-    const std::vector<float> xf(x.begin(), x.end()), wf(w.begin(), w.end()), dyf(dy.begin(), dy.end()),
-        bf(bias.begin(), bias.end());
-    std::vector<float> y[2], dx[2];
-    for (int path = 0; path < 2; ++path) {  // 0: Winograd, 1: im2col + GEMM
-      wg::set_enabled(path == 0);
-      y[path].assign(ny, std::numeric_limits<float>::quiet_NaN());
-      dx[path].assign(nx, std::numeric_limits<float>::quiet_NaN());
-      dtn::Backend<dtn::Cpu>::conv2d_forward(g, xf.data(), wf.data(), bf.data(), y[path].data());
-      dtn::Backend<dtn::Cpu>::conv2d_backward_data(g, dyf.data(), wf.data(), dx[path].data());
-      INFO("path " << (path == 0 ? "Winograd" : "im2col + GEMM"));
-      CHECK(max_rel_diff(Vec(y[path].begin(), y[path].end()), y_ref) < kFloatSum);
-      CHECK(max_rel_diff(Vec(dx[path].begin(), dx[path].end()), dx_ref) < kFloatSum);
-    }
-    wg::set_enabled(true);
-    CHECK(y[0] != y[1]);
-    CHECK(dx[0] != dx[1]);
+    REQUIRE(ws::fits(make(q)));
+    check_winograd_and_im2col(q, (seed += 4) - 4);
   }
 }

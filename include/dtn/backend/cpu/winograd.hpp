@@ -171,6 +171,78 @@ struct Scratch {
   std::vector<T, AlignedAllocator<T>> v, m, pad;
 };
 
+// Images per chunk: GEMMs ~128 columns wide, but no fewer chunks than threads. Narrow enough
+// that a chunk's V and M (16 * (c_in + c_out) * 4 bytes a column: 1.5 MiB for f.6 at 128)
+// stay near the core's L2: at batch 128 on 2 threads (Intel Xeon host, 2026-12-03), chunks of
+// 256 and 512 columns made f.3-f.9 8-20% slower than 128; 64 and 96 were within the noise of it.
+inline int chunk_images(int n, int tiles) {
+  const int threads = std::max(1, dtn::num_threads());
+  const int by_width = std::max(1, (128 + tiles - 1) / tiles);
+  const int by_threads = std::max(1, (n + threads - 1) / threads);
+  return std::max(1, std::min(by_width, by_threads));
+}
+
+// The calling thread's scratch, one per worker (used of them), each with room for v_floats of V
+// and m_floats of M. Taken before the parallel region, since inside it a thread_local would name
+// each worker's own.
+template <class T>
+std::vector<Scratch<T>>& worker_scratch(int used, long v_floats, long m_floats) {
+  static thread_local std::vector<Scratch<T>> store;
+  if (static_cast<int>(store.size()) < used) store.resize(static_cast<std::size_t>(used));
+  for (int t = 0; t < used; ++t) {
+    Scratch<T>& s = store[static_cast<std::size_t>(t)];
+    s.v.resize(static_cast<std::size_t>(v_floats));
+    s.m.resize(static_cast<std::size_t>(m_floats));
+  }
+  return store;
+}
+
+// The products M_xi = op(U_xi) V_xi of a chunk for count positions: U_xi [rows, depth] at
+// u + xi * us (or stored [depth, rows], trans), V_xi [depth, cols] at v + xi * vs, M_xi
+// [rows, cols] at m + xi * ms. dtn's GEMM takes each U_xi packed once, here, for all chunks.
+template <class T>
+class PositionProducts {
+ public:
+  PositionProducts(const T* u, long us, bool trans, int rows, int depth, int count)
+      : u_(u), us_(us), trans_(trans), rows_(rows), depth_(depth), count_(count) {
+#if defined(DTN_OWN_SGEMM)
+    if constexpr (std::is_same<T, float>::value) {
+      static thread_local std::vector<float, AlignedAllocator<float>> pstore;
+      const long each = sgemm::packed_a_size(rows, depth);
+      pstore.resize(static_cast<std::size_t>(count * each));
+      packed_.resize(static_cast<std::size_t>(count));
+      for (int xi = 0; xi < count; ++xi)
+        packed_[static_cast<std::size_t>(xi)] = sgemm::pack_a_whole(plain_view<const float>(u + xi * us, ld()), trans,
+                                                                    rows, depth, pstore.data() + xi * each);
+    }
+#endif
+  }
+  void run(const T* v, long vs, T* m, long ms, long cols) const {
+    for (int xi = 0; xi < count_; ++xi) {
+#if defined(DTN_OWN_SGEMM)
+      if constexpr (std::is_same<T, float>::value) {
+        sgemm::gemm_packed(rows_, static_cast<int>(cols), depth_, 1.f, packed_[static_cast<std::size_t>(xi)],
+                           sgemm::ViewB{plain_view<const float>(v + xi * vs, cols), false}, 0.f,
+                           plain_view(m + xi * ms, cols));
+        continue;
+      }
+#endif
+      gemm<T>(trans_, false, rows_, static_cast<int>(cols), depth_, T(1), u_ + xi * us_, ld(), v + xi * vs,
+              static_cast<int>(cols), T(0), m + xi * ms, static_cast<int>(cols));
+    }
+  }
+
+ private:
+  int ld() const { return trans_ ? rows_ : depth_; }
+  const T* u_;
+  long us_;
+  bool trans_;
+  int rows_, depth_, count_;
+#if defined(DTN_OWN_SGEMM)
+  std::vector<sgemm::PackedA> packed_;
+#endif
+};
+
 // y [n, c_out, h, w] = conv(x [n, c_in, h, w]) + bias (or nothing), overwriting y, with the
 // transformed filters U_xi [c_out, c_in] at u + xi * position_stride(c_out * c_in), or stored
 // [c_in, c_out] with u_trans. For each chunk of images: the input transform into V, the 16
@@ -179,41 +251,12 @@ template <class T>
 void convolve(int n, int c_in, int c_out, int h, int w, const T* x, const T* u, bool u_trans, const T* bias, T* y) {
   const int tiles = (h / 2) * (w / 2);
   const long plane = static_cast<long>(h) * w;
-  const int threads = std::max(1, dtn::num_threads());
-  // Images per chunk: GEMMs ~128 columns wide, but no fewer chunks than threads. Narrow enough
-  // that a chunk's V and M (16 * (c_in + c_out) * 4 bytes a column: 1.5 MiB for f.6 at 128)
-  // stay near the core's L2: at batch 128 on 2 threads (Intel Xeon host, 2026-12-03), chunks of
-  // 256 and 512 columns made f.3-f.9 8-20% slower than 128; 64 and 96 were within the noise of it.
-  const int by_width = std::max(1, (128 + tiles - 1) / tiles);
-  const int by_threads = std::max(1, (n + threads - 1) / threads);
-  const int chunk = std::max(1, std::min(by_width, by_threads));
-  const int nchunks = (n + chunk - 1) / chunk;
+  const int chunk = chunk_images(n, tiles), nchunks = (n + chunk - 1) / chunk;
   const long cols = static_cast<long>(chunk) * tiles;
-  const long us = position_stride(static_cast<long>(c_out) * c_in);
-  const int ldu = u_trans ? c_out : c_in;
-  // The calling thread's scratch, one per worker: named here, since inside the parallel region a
-  // thread_local would name each worker's own.
-  static thread_local std::vector<Scratch<T>> store;
-  std::vector<Scratch<T>>& scratch = store;
-  const int used = std::min(threads, nchunks);
-  if (static_cast<int>(scratch.size()) < used) scratch.resize(static_cast<std::size_t>(used));
-  for (int t = 0; t < used; ++t) {
-    Scratch<T>& s = scratch[static_cast<std::size_t>(t)];
-    s.v.resize(static_cast<std::size_t>(16 * position_stride(c_in * cols)));
-    s.m.resize(static_cast<std::size_t>(16 * position_stride(c_out * cols)));
-  }
-#if defined(DTN_OWN_SGEMM)
-  // dtn's GEMM takes each position's filter matrix packed once for all chunks.
-  sgemm::PackedA packed[16];
-  if constexpr (std::is_same<T, float>::value) {
-    static thread_local std::vector<float, AlignedAllocator<float>> pstore;
-    const long each = sgemm::packed_a_size(c_out, c_in);
-    pstore.resize(static_cast<std::size_t>(16 * each));
-    for (int xi = 0; xi < 16; ++xi)
-      packed[xi] = sgemm::pack_a_whole(plain_view<const float>(u + xi * us, ldu), u_trans, c_out, c_in,
-                                       pstore.data() + xi * each);
-  }
-#endif
+  const int used = std::min(std::max(1, dtn::num_threads()), nchunks);
+  std::vector<Scratch<T>>& scratch =
+      worker_scratch<T>(used, 16 * position_stride(c_in * cols), 16 * position_stride(c_out * cols));
+  const PositionProducts<T> products(u, position_stride(static_cast<long>(c_out) * c_in), u_trans, c_out, c_in, 16);
   DTN_OMP(parallel for schedule(dynamic, 1) num_threads(used))
   for (int ci = 0; ci < nchunks; ++ci) {
     Scratch<T>& s = scratch[static_cast<std::size_t>(dtn::cpu::thread_num())];
@@ -227,18 +270,7 @@ void convolve(int n, int c_in, int c_out, int h, int w, const T* x, const T* u, 
       for (int c = 0; c < c_in; ++c)
         transform_input(x + (static_cast<long>(i0 + img) * c_in + c) * plane, h, w, s.pad.data(),
                         v + c * tcols + static_cast<long>(img) * tiles, vs);
-    for (int xi = 0; xi < 16; ++xi) {
-#if defined(DTN_OWN_SGEMM)
-      if constexpr (std::is_same<T, float>::value) {
-        sgemm::gemm_packed(c_out, static_cast<int>(tcols), c_in, 1.f, packed[xi],
-                           sgemm::ViewB{plain_view<const float>(v + xi * vs, tcols), false}, 0.f,
-                           plain_view(m + xi * ms, tcols));
-        continue;
-      }
-#endif
-      gemm<T>(u_trans, false, c_out, static_cast<int>(tcols), c_in, T(1), u + xi * us, ldu, v + xi * vs,
-              static_cast<int>(tcols), T(0), m + xi * ms, static_cast<int>(tcols));
-    }
+    products.run(v, vs, m, ms, tcols);
     for (int img = 0; img < cnt; ++img)
       for (int co = 0; co < c_out; ++co)
         transform_output(m + co * tcols + static_cast<long>(img) * tiles, ms, h, w, bias ? bias[co] : T(0),

@@ -40,12 +40,9 @@
 
 #include <algorithm>
 #include <cstddef>
-#include <type_traits>
 #include <vector>
 
-#include "../../core/memory.hpp"
 #include "../backend.hpp"
-#include "gemm.hpp"
 #include "winograd.hpp"
 
 namespace dtn {
@@ -165,76 +162,30 @@ void transform_output(const T* m, long mstride, int th, int tw, T bias, T* y, lo
   }
 }
 
-template <class T>
-struct Scratch {
-  std::vector<T, AlignedAllocator<T>> v, m, pad;
-};
+using winograd::chunk_images;
+using winograd::filter_scratch;
+using winograd::PositionProducts;
+using winograd::Scratch;
+using winograd::worker_scratch;
 
-// The 9 products of one chunk, M_xi = op(U_xi) V_xi, with U's matrices packed once per pass
-// (dtn's GEMM) or read in place.
+// Chunk ci's images (chunk per chunk, n in all; the last may be short) and its columns, with the
+// calling worker's scratch: V, M and a zeroed (h + 2) x (w + 2) plane for the padded inputs.
 template <class T>
-struct Products {
-  const T* u;     // U_0 (position xi's matrix at u + xi * us)
-  long us;
-  bool u_trans;   // U_xi stored [depth, rows] (the GEMM reads it transposed)
-  int rows, depth;
-#if defined(DTN_OWN_SGEMM)
-  const sgemm::PackedA* packed = nullptr;  // the 9 packed matrices (float)
-#endif
-  void run(const T* v, long vs, T* m, long ms, long cols) const {
-    const int ldu = u_trans ? rows : depth;
-    for (int xi = 0; xi < 9; ++xi) {
-#if defined(DTN_OWN_SGEMM)
-      if constexpr (std::is_same<T, float>::value) {
-        sgemm::gemm_packed(rows, static_cast<int>(cols), depth, 1.f, packed[xi],
-                           sgemm::ViewB{plain_view<const float>(v + xi * vs, cols), false}, 0.f,
-                           plain_view(m + xi * ms, cols));
-        continue;
-      }
-#endif
-      gemm<T>(u_trans, false, rows, static_cast<int>(cols), depth, T(1), u + xi * us, ldu, v + xi * vs,
-              static_cast<int>(cols), T(0), m + xi * ms, static_cast<int>(cols));
-    }
+struct Chunk {
+  int i0, cnt;
+  long tcols;
+  T *v, *m, *pad;
+  Chunk(std::vector<Scratch<T>>& scratch, int ci, int chunk, int n, int tiles, int h, int w) {
+    Scratch<T>& s = scratch[static_cast<std::size_t>(dtn::cpu::thread_num())];
+    i0 = ci * chunk;
+    cnt = std::min(chunk, n - i0);
+    tcols = static_cast<long>(cnt) * tiles;
+    s.pad.assign(static_cast<std::size_t>((h + 2) * (w + 2)), T(0));
+    v = s.v.data();
+    m = s.m.data();
+    pad = s.pad.data();
   }
 };
-
-// Images per chunk: GEMMs about 128 columns wide (as winograd.hpp), but no fewer chunks than
-// threads.
-inline int chunk_images(int n, int tiles) {
-  const int threads = std::max(1, dtn::num_threads());
-  const int by_width = std::max(1, (128 + tiles - 1) / tiles);
-  const int by_threads = std::max(1, (n + threads - 1) / threads);
-  return std::max(1, std::min(by_width, by_threads));
-}
-
-template <class T>
-std::vector<Scratch<T>>& scratch_for(int used) {
-  static thread_local std::vector<Scratch<T>> store;
-  if (static_cast<int>(store.size()) < used) store.resize(static_cast<std::size_t>(used));
-  return store;
-}
-
-#if defined(DTN_OWN_SGEMM)
-// Packs count matrices of U (each op(U) [rows, depth], us apart) once for all chunks.
-inline std::vector<sgemm::PackedA> pack_filters(const float* u, long us, bool trans, int rows, int depth,
-                                                int count) {
-  static thread_local std::vector<float, AlignedAllocator<float>> pstore;
-  const long each = sgemm::packed_a_size(rows, depth);
-  pstore.resize(static_cast<std::size_t>(count * each));
-  std::vector<sgemm::PackedA> packed(static_cast<std::size_t>(count));
-  const int ld = trans ? rows : depth;
-  for (int i = 0; i < count; ++i)
-    packed[static_cast<std::size_t>(i)] =
-        sgemm::pack_a_whole(plain_view<const float>(u + i * us, ld), trans, rows, depth, pstore.data() + i * each);
-  return packed;
-}
-#endif
-
-template <class T>
-std::vector<T, AlignedAllocator<T>>& filter_scratch() {
-  static thread_local std::vector<T, AlignedAllocator<T>> u;
-  return u;
-}
 
 // y [n, c_out, h, w] = conv(x [n, c_in, 2h, 2w]) + bias (or nothing), overwriting y.
 template <class T>
@@ -246,34 +197,20 @@ void forward(const ConvGeom& g, const T* x, const T* w, const T* bias, T* y) {
   const long us = position_stride(static_cast<long>(c_out) * depth);
   ustore.resize(static_cast<std::size_t>(9 * us));
   transform_filter_forward(w, c_out, c_in, ustore.data());
-  Products<T> prod{ustore.data(), us, false, c_out, depth};
-#if defined(DTN_OWN_SGEMM)
-  std::vector<sgemm::PackedA> packed;
-  if constexpr (std::is_same<T, float>::value) {
-    packed = pack_filters(ustore.data(), us, false, c_out, depth, 9);
-    prod.packed = packed.data();
-  }
-#endif
+  const PositionProducts<T> prod(ustore.data(), us, false, c_out, depth, 9);
   const int chunk = chunk_images(g.n, tiles), nchunks = (g.n + chunk - 1) / chunk;
   const int used = std::min(std::max(1, dtn::num_threads()), nchunks);
   const long cols = static_cast<long>(chunk) * tiles;
-  std::vector<Scratch<T>>& scratch = scratch_for<T>(used);
-  for (int t = 0; t < used; ++t) {
-    Scratch<T>& s = scratch[static_cast<std::size_t>(t)];
-    s.v.resize(static_cast<std::size_t>(9 * position_stride(depth * cols)));
-    s.m.resize(static_cast<std::size_t>(9 * position_stride(c_out * cols)));
-  }
+  std::vector<Scratch<T>>& scratch =
+      worker_scratch<T>(used, 9 * position_stride(depth * cols), 9 * position_stride(c_out * cols));
   DTN_OMP(parallel for schedule(dynamic, 1) num_threads(used))
   for (int ci = 0; ci < nchunks; ++ci) {
-    Scratch<T>& s = scratch[static_cast<std::size_t>(dtn::cpu::thread_num())];
-    const int i0 = ci * chunk, cnt = std::min(chunk, g.n - i0);
-    const long tcols = static_cast<long>(cnt) * tiles;
-    const long vs = position_stride(depth * tcols), ms = position_stride(c_out * tcols);
-    T* v = s.v.data();
-    T* m = s.m.data();
-    const int pw = wd + 2;
-    s.pad.assign(static_cast<std::size_t>((h + 2) * pw), T(0));
-    T* pad = s.pad.data();
+    const Chunk<T> ch(scratch, ci, chunk, g.n, tiles, h, wd);
+    const int i0 = ch.i0, cnt = ch.cnt, pw = wd + 2;
+    const long tcols = ch.tcols, vs = position_stride(depth * tcols), ms = position_stride(c_out * tcols);
+    T* v = ch.v;
+    T* m = ch.m;
+    T* pad = ch.pad;
     for (int img = 0; img < cnt; ++img)
       for (int c = 0; c < c_in; ++c) {
         const T* xp = x + (static_cast<long>(i0 + img) * c_in + c) * in_plane;
@@ -297,8 +234,8 @@ void forward(const ConvGeom& g, const T* x, const T* w, const T* bias, T* y) {
 
 // dx [n, c_in, 2h, 2w] from dy [n, c_out, h, w], overwriting dx. A parity at a time over all
 // chunks, so that its 9 transformed filters stay in cache from one chunk to the next (g.3's 36
-// are 19 MiB packed: read once per chunk, from memory, they made the pass 1.18x faster than
-// im2col + GEMM in the median instead of 1.33x in the best case; AMD EPYC Zen 4, 2026-12-06).
+// are 19 MiB packed: read from memory once per chunk, they left the pass 1.08-1.10x faster than
+// im2col + GEMM in the median, against 1.23-1.24x this way; AMD EPYC Zen 4, 2026-12-06).
 template <class T>
 void backward_data(const ConvGeom& g, const T* dy, const T* w, T* dx) {
   const int h = g.h_out, wd = g.w_out, th = h / 2, tw = wd / 2, tiles = th * tw;
@@ -310,34 +247,20 @@ void backward_data(const ConvGeom& g, const T* dy, const T* w, T* dx) {
   const int chunk = chunk_images(g.n, tiles), nchunks = (g.n + chunk - 1) / chunk;
   const int used = std::min(std::max(1, dtn::num_threads()), nchunks);
   const long cols = static_cast<long>(chunk) * tiles;
-  std::vector<Scratch<T>>& scratch = scratch_for<T>(used);
-  for (int t = 0; t < used; ++t) {
-    Scratch<T>& s = scratch[static_cast<std::size_t>(t)];
-    s.v.resize(static_cast<std::size_t>(9 * position_stride(c_out * cols)));
-    s.m.resize(static_cast<std::size_t>(9 * position_stride(c_in * cols)));
-  }
+  std::vector<Scratch<T>>& scratch =
+      worker_scratch<T>(used, 9 * position_stride(c_out * cols), 9 * position_stride(c_in * cols));
   for (int ab = 0; ab < 4; ++ab) {  // each parity writes its own quarter of dx
     const int a = ab / 2, b = ab % 2;
     transform_filter_data(w, c_out, c_in, ab, ustore.data());
-    Products<T> prod{ustore.data(), us, true, c_in, c_out};
-#if defined(DTN_OWN_SGEMM)
-    std::vector<sgemm::PackedA> packed;
-    if constexpr (std::is_same<T, float>::value) {
-      packed = pack_filters(ustore.data(), us, true, c_in, c_out, 9);
-      prod.packed = packed.data();
-    }
-#endif
+    const PositionProducts<T> prod(ustore.data(), us, true, c_in, c_out, 9);
     DTN_OMP(parallel for schedule(dynamic, 1) num_threads(used))
     for (int ci = 0; ci < nchunks; ++ci) {
-      Scratch<T>& s = scratch[static_cast<std::size_t>(dtn::cpu::thread_num())];
-      const int i0 = ci * chunk, cnt = std::min(chunk, g.n - i0);
-      const long tcols = static_cast<long>(cnt) * tiles;
-      const long vs = position_stride(c_out * tcols), ms = position_stride(c_in * tcols);
-      T* v = s.v.data();
-      T* m = s.m.data();
-      const int pw = wd + 2;
-      s.pad.assign(static_cast<std::size_t>((h + 2) * pw), T(0));
-      T* pad = s.pad.data();
+      const Chunk<T> ch(scratch, ci, chunk, g.n, tiles, h, wd);
+      const int i0 = ch.i0, cnt = ch.cnt, pw = wd + 2;
+      const long tcols = ch.tcols, vs = position_stride(c_out * tcols), ms = position_stride(c_in * tcols);
+      T* v = ch.v;
+      T* m = ch.m;
+      T* pad = ch.pad;
       for (int img = 0; img < cnt; ++img)
         for (int k = 0; k < c_out; ++k) {
           const T* src = dy + (static_cast<long>(i0 + img) * c_out + k) * out_plane;
