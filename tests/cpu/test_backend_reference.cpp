@@ -117,10 +117,12 @@ const std::vector<Geo> kGeos = {
     {2, 4, 4, 6, 5, 3, 1, 1},    {1, 6, 2, 2, 4, 3, 1, 1},  {33, 5, 4, 4, 6, 3, 1, 1}, {9, 7, 8, 8, 9, 3, 1, 1},
     {2, 16, 10, 12, 24, 3, 1, 1},
     // 4x4 stride-2 convolutions with padding 1 that halve even planes, >= 4 channels each way: the
-    // forward and data passes go through F(2x2, 2x2) per parity (winograd_s2.hpp). Non-square,
-    // one tile, the least channels, uneven chunks (up to 128 images of one tile per chunk; fewer
-    // where the threads split the batch).
+    // forward, data and filter passes go through F(2x2, 2x2) per parity (winograd_s2.hpp).
+    // Non-square, one tile, the least channels, uneven chunks (up to 128 images of one tile per
+    // chunk; fewer where the threads split the batch; the filter pass takes 128 tiles a chunk
+    // whatever the threads: 32 images of 4 tiles and then 13 in the last).
     {2, 4, 4, 8, 5, 4, 2, 1},    {1, 5, 4, 4, 4, 4, 2, 1},  {33, 5, 4, 4, 7, 4, 2, 1}, {9, 16, 12, 8, 12, 4, 2, 1},
+    {45, 4, 8, 8, 5, 4, 2, 1},
 };
 
 }  // namespace
@@ -822,13 +824,15 @@ TEST_CASE("an out-of-range class index makes Backend<Cpu>'s cross-entropy NaN, a
   }
 }
 
-// The forward and data passes of convolution q through the Winograd path and im2col + GEMM
-// (winograd::set_enabled), in float, each against the double reference within kFloatSum relative
-// to the largest output (the bound's argument is at each caller); the two paths round
-// differently, so their bits differ somewhere: that shows the switch takes effect. Draws its
-// four random tensors from seeds seed .. seed + 3.
+// The forward, data and filter passes of convolution q through the Winograd path and im2col +
+// GEMM (winograd::set_enabled), in float, each against the double reference within kFloatSum
+// relative to the largest output (the bound's argument is at each caller); the filter pass adds
+// to what dw holds. Where a pass goes through the Winograd path (forward and data always here;
+// the filter pass where filter_path, F(2x2, 2x2)'s), the two paths round differently, so their
+// bits differ somewhere: that shows the switch takes effect; and the Winograd path's bits are the
+// same on 1, 2 and 3 threads. Draws its four random tensors from seeds seed .. seed + 3.
 namespace {
-void check_winograd_and_im2col(const Geo& q, unsigned seed) {
+void check_winograd_and_im2col(const Geo& q, unsigned seed, bool filter_path) {
   namespace wg = dtn::cpu::winograd;
   constexpr double kFloatSum = 2e-5;
   const dtn::ConvGeom g = make(q);
@@ -838,28 +842,51 @@ void check_winograd_and_im2col(const Geo& q, unsigned seed) {
   const std::size_t ny = static_cast<std::size_t>(g.n) * g.c_out * g.h_out * g.w_out;
   const Vec x = random_vec(nx, seed++), w = random_vec(nw, seed++), dy = random_vec(ny, seed++),
             bias = random_vec(static_cast<std::size_t>(g.c_out), seed++);
-  Vec y_ref(ny), dx_ref(nx, 0.0);
+  Vec y_ref(ny), dx_ref(nx, 0.0), dw_ref(nw, 0.0);
   for (std::size_t j = 0; j < ny; ++j) y_ref[j] = bias[(j / (static_cast<std::size_t>(g.h_out) * g.w_out)) % g.c_out];
   for_each_tap(g, [&](std::size_t xi, std::size_t wi, std::size_t yi) {
     y_ref[yi] += x[xi] * w[wi];
     dx_ref[xi] += dy[yi] * w[wi];
+    dw_ref[wi] += dy[yi] * x[xi];
   });
   const std::vector<float> xf(x.begin(), x.end()), wf(w.begin(), w.end()), dyf(dy.begin(), dy.end()),
       bf(bias.begin(), bias.end());
-  std::vector<float> y[2], dx[2];
+  struct Passes {
+    std::vector<float> y, dx, dw;
+  };
+  const auto run = [&] {
+    Passes r{std::vector<float>(ny, std::numeric_limits<float>::quiet_NaN()),
+             std::vector<float>(nx, std::numeric_limits<float>::quiet_NaN()), std::vector<float>(nw, 0.5f)};
+    dtn::Backend<dtn::Cpu>::conv2d_forward(g, xf.data(), wf.data(), bf.data(), r.y.data());
+    dtn::Backend<dtn::Cpu>::conv2d_backward_data(g, dyf.data(), wf.data(), r.dx.data());
+    dtn::Backend<dtn::Cpu>::conv2d_backward_filter(g, xf.data(), dyf.data(), r.dw.data(), static_cast<float*>(nullptr));
+    return r;
+  };
+  Passes p[2];
   for (int path = 0; path < 2; ++path) {  // 0: Winograd, 1: im2col + GEMM
     wg::set_enabled(path == 0);
-    y[path].assign(ny, std::numeric_limits<float>::quiet_NaN());
-    dx[path].assign(nx, std::numeric_limits<float>::quiet_NaN());
-    dtn::Backend<dtn::Cpu>::conv2d_forward(g, xf.data(), wf.data(), bf.data(), y[path].data());
-    dtn::Backend<dtn::Cpu>::conv2d_backward_data(g, dyf.data(), wf.data(), dx[path].data());
+    p[path] = run();
     INFO("path " << (path == 0 ? "Winograd" : "im2col + GEMM"));
-    CHECK(max_rel_diff(Vec(y[path].begin(), y[path].end()), y_ref) < kFloatSum);
-    CHECK(max_rel_diff(Vec(dx[path].begin(), dx[path].end()), dx_ref) < kFloatSum);
+    CHECK(max_rel_diff(Vec(p[path].y.begin(), p[path].y.end()), y_ref) < kFloatSum);
+    CHECK(max_rel_diff(Vec(p[path].dx.begin(), p[path].dx.end()), dx_ref) < kFloatSum);
+    Vec dw(p[path].dw.begin(), p[path].dw.end());
+    for (auto& v : dw) v -= 0.5;  // added to what dw held
+    CHECK(max_rel_diff(dw, dw_ref) < kFloatSum);
   }
   wg::set_enabled(true);
-  CHECK(y[0] != y[1]);
-  CHECK(dx[0] != dx[1]);
+  CHECK(p[0].y != p[1].y);
+  CHECK(p[0].dx != p[1].dx);
+  CHECK((p[0].dw != p[1].dw) == filter_path);
+  const int saved = dtn::num_threads();
+  for (const int threads : {1, 3}) {
+    CAPTURE(threads);
+    dtn::set_num_threads(threads);
+    const Passes r = run();
+    CHECK(r.y == p[0].y);
+    CHECK(r.dx == p[0].dx);
+    if (filter_path) CHECK(r.dw == p[0].dw);  // (im2col + GEMM's filter pass sums in an order set by the threads)
+  }
+  dtn::set_num_threads(saved);
 }
 }  // namespace
 
@@ -889,15 +916,16 @@ TEST_CASE("CPU Winograd F(2x2, 3x3): where it applies, and both conv paths equal
 
   unsigned seed = 900;
   for (const Geo& q : {Geo{8, 64, 16, 16, 128, 3, 1, 1}, Geo{8, 128, 8, 8, 256, 3, 1, 1}, Geo{8, 256, 4, 4, 128, 3, 1, 1}})
-    check_winograd_and_im2col(q, (seed += 4) - 4);
+    check_winograd_and_im2col(q, (seed += 4) - 4, false);
 }
 
 // The same for F(2x2, 2x2) per parity (winograd_s2.hpp), the path of 4x4 stride-2 convolutions
 // that halve the plane (g.3's and g.6's transposed convolutions run its data pass forward and its
-// forward backward): at their layer shapes (batch 8; K = 4 c_in * 9 = 4608 and 9216 transformed
-// products per forward output, c_out * 9 = 4608 and 2304 per data output) both paths agree with
-// the double reference within the same kFloatSum: each transformed value sums at most 4 inputs
-// or taps with +-1, each output 4 products' sums, so the random-data error is again
+// forward and filter passes backward): at their layer shapes (batch 8; K = 4 c_in * 9 = 4608 and
+// 9216 transformed products per forward output, c_out * 9 = 4608 and 2304 per data output, 9
+// times the batch's 32 and 128 tiles per filter tap) all three passes of both paths agree with the
+// double reference within the same kFloatSum: each transformed value sums at most 4 inputs, taps
+// or dy values with +-1, each output 4 products' sums, so the random-data error is again
 // ~sqrt(K) * eps * a few (~2e-5 / 10 here), and an indexing error is O(1).
 TEST_CASE("CPU Winograd F(2x2, 2x2) for 4x4 stride-2 convolutions: where it applies, and both conv paths equal the double reference") {
   namespace wg = dtn::cpu::winograd;
@@ -922,6 +950,6 @@ TEST_CASE("CPU Winograd F(2x2, 2x2) for 4x4 stride-2 convolutions: where it appl
   unsigned seed = 950;
   for (const Geo& q : {Geo{8, 256, 8, 8, 512, 4, 2, 1}, Geo{8, 128, 16, 16, 256, 4, 2, 1}}) {
     REQUIRE(ws::fits(make(q)));
-    check_winograd_and_im2col(q, (seed += 4) - 4);
+    check_winograd_and_im2col(q, (seed += 4) - 4, true);
   }
 }

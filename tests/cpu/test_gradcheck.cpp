@@ -44,7 +44,8 @@ TEST_CASE("gradcheck: ConvTranspose2d 4x4 stride 1 pad 0 (g's first layer)") {
 TEST_CASE("gradcheck: ConvTranspose2d 4x4 stride 2 pad 1") { check<dtn::ConvTranspose2d<2, 4, 2, 1>>(Shape{3, 3, 4}, 2); }
 TEST_CASE("gradcheck: 4x4 stride 2 pad 1 through Winograd F(2x2, 2x2) per parity (g.3's and g.6's layers)") {
   // The transposed convolution's forward is the data pass of the convolution from its output to
-  // its input, and its input gradient that convolution's forward: both through winograd_s2.hpp.
+  // its input, its input gradient that convolution's forward and its weight gradient that
+  // convolution's filter pass: all three through winograd_s2.hpp.
   dtn::ConvGeom g;
   g.n = 2, g.c_in = 4, g.h_in = 4, g.w_in = 8, g.c_out = 5, g.kh = g.kw = 4, g.stride = 2, g.pad = 1;
   g.h_out = 2, g.w_out = 4;

@@ -13,7 +13,7 @@
 // (conv_small_k below). The forward and data passes of 3x3 stride-1 "same" convolutions (f.3-f.9)
 // go through Winograd F(2x2, 3x3) instead (winograd.hpp): 2.25x fewer multiply-adds; those of
 // 4x4 stride-2 convolutions that halve the plane (g's transposed convolutions) through F(2x2, 2x2)
-// per parity (winograd_s2.hpp): 1.78x fewer.
+// per parity (winograd_s2.hpp): 1.78x fewer; so does their filter pass.
 #include "parallel.hpp"
 
 #include <algorithm>
@@ -423,6 +423,11 @@ template <class T>
 void conv2d_backward_filter(const ConvGeom& g, const T* x, const T* dy, T* dw, T* db) {
   if (conv_is_dense(g)) {
     dense_conv_backward_filter([](auto... a) { gemm<T>(a...); }, g, x, dy, dw);
+    if (db) bias_grad(g, dy, db);
+    return;
+  }
+  if (winograd::enabled() && winograd_s2::fits(g)) {
+    winograd_s2::backward_filter(g, x, dy, dw);
     if (db) bias_grad(g, dy, db);
     return;
   }

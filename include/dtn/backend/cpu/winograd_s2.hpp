@@ -1,7 +1,8 @@
 #pragma once
 // Winograd F(2x2, 2x2) for the CPU's 4x4 stride-2 convolutions with padding 1 that halve the
 // plane (g's transposed convolutions g.3 and g.6 run their forward as this convolution's data
-// pass and their input gradient as its forward): forward and backward-data.
+// pass, their input gradient as its forward and their weight gradient as its filter pass):
+// forward, backward-data and backward-filter (the last at the end of this file).
 //
 // A stride-2 convolution with a 4x4 kernel is four stride-1 convolutions with 2x2 kernels, one
 // per parity (a, b) of the large plane's rows and columns (the polyphase decomposition):
@@ -20,15 +21,18 @@
 //            with the parities stacked along the depth: M_xi [c_out, T] = U_xi [c_out, 4 c_in]
 //            V_xi [4 c_in, T] (9 GEMMs);
 //   data:    each parity writes its own outputs: M_ab,xi [c_in, T] = U_ab,xi [c_in, c_out]
-//            V_ab,xi [c_out, T] (36 GEMMs, a parity at a time).
+//            V_ab,xi [c_out, T] (36 GEMMs, a parity at a time);
+//   filter:  dy's 2x2 tiles are the filters and the forward's windows the inputs; the products
+//            are summed over the tiles: M_xi [c_out, 4 c_in] += U_xi [c_out, T] V_xi^T (9 GEMMs
+//            per chunk of images), and the output transform gives each filter's 4 x 4 taps.
 // The transforms are O(1) per value against the GEMMs' O(channels), as in winograd.hpp (whose
 // layout, chunking and scratch this follows: columns t = image * tiles + ty * tw + tx).
 //
 // Rounding: the same sums of products in another order and grouping; each transformed input is a
 // sum of at most 4 inputs with coefficients +-1, each transformed filter value a sum of at most 4
 // taps, each output a sum of 4 of the products' sums. Deterministic, and independent of the
-// thread count like the im2col path: each chunk of images is computed by one thread in a fixed
-// order.
+// thread count like the im2col path's forward and data passes: each chunk of images is computed by
+// one thread in a fixed order (the filter pass: chunks in order, their products split by columns).
 //
 // An earlier attempt at the data pass alone (2026-12-03, Intel Xeon host) transformed per tile
 // with the parities' filters and sums in another arrangement and measured 1.00-1.14x there; this
@@ -42,7 +46,9 @@
 #include <cstddef>
 #include <vector>
 
+#include "../../core/memory.hpp"
 #include "../backend.hpp"
+#include "gemm.hpp"
 #include "winograd.hpp"
 
 namespace dtn {
@@ -136,6 +142,24 @@ void transform_input(const T* pad, int h, int w, int oy, int ox, T* v, long vstr
   }
 }
 
+// The input transforms of the four parity planes P_ab of one input plane xp [2h, 2w] (2h x 2w,
+// halved to h x w per parity), windows starting -a, -b off each tile, as the forward and the
+// filter gradient read them: parity ab's position xi values at v + ab * ab_stride + xi * vs + t.
+// pad is a zeroed (h + 2) x (w + 2) plane (only its interior is written).
+template <class T>
+void transform_parities(const T* xp, int h, int w, T* pad, T* v, long ab_stride, long vs) {
+  const int pw = w + 2;
+  for (int ab = 0; ab < 4; ++ab) {
+    const int a = ab / 2, b = ab % 2;
+    for (int u = 0; u < h; ++u) {  // parity plane P_ab into the padded plane's interior
+      const T* src = xp + static_cast<long>(2 * u + a) * (2 * w) + b;
+      T* dst = pad + (u + 1) * pw + 1;
+      for (int q = 0; q < w; ++q) dst[q] = src[2 * q];
+    }
+    transform_input(pad, h, w, -a, -b, v + ab * ab_stride, vs);
+  }
+}
+
 // The output transform Y = A^T M A of the th x tw tiles of one channel (position xi's values at
 // m + xi * mstride + t), plus bias: tile (ty, tx)'s output (p, q) goes to
 // y[(2 ty + p) * rs + (2 tx + q) * cs].
@@ -206,24 +230,15 @@ void forward(const ConvGeom& g, const T* x, const T* w, const T* bias, T* y) {
   DTN_OMP(parallel for schedule(dynamic, 1) num_threads(used))
   for (int ci = 0; ci < nchunks; ++ci) {
     const Chunk<T> ch(scratch, ci, chunk, g.n, tiles, h, wd);
-    const int i0 = ch.i0, cnt = ch.cnt, pw = wd + 2;
+    const int i0 = ch.i0, cnt = ch.cnt;
     const long tcols = ch.tcols, vs = position_stride(depth * tcols), ms = position_stride(c_out * tcols);
     T* v = ch.v;
     T* m = ch.m;
     T* pad = ch.pad;
     for (int img = 0; img < cnt; ++img)
-      for (int c = 0; c < c_in; ++c) {
-        const T* xp = x + (static_cast<long>(i0 + img) * c_in + c) * in_plane;
-        for (int ab = 0; ab < 4; ++ab) {
-          const int a = ab / 2, b = ab % 2;
-          for (int u = 0; u < h; ++u) {  // parity plane P_ab into the padded plane's interior
-            const T* src = xp + static_cast<long>(2 * u + a) * g.w_in + b;
-            T* dst = pad + (u + 1) * pw + 1;
-            for (int q = 0; q < wd; ++q) dst[q] = src[2 * q];
-          }
-          transform_input(pad, h, wd, -a, -b, v + (ab * c_in + c) * tcols + static_cast<long>(img) * tiles, vs);
-        }
-      }
+      for (int c = 0; c < c_in; ++c)
+        transform_parities(x + (static_cast<long>(i0 + img) * c_in + c) * in_plane, h, wd, pad,
+                           v + c * tcols + static_cast<long>(img) * tiles, c_in * tcols, vs);
     prod.run(v, vs, m, ms, tcols);
     for (int img = 0; img < cnt; ++img)
       for (int k = 0; k < c_out; ++k)
@@ -275,6 +290,111 @@ void backward_data(const ConvGeom& g, const T* dy, const T* w, T* dx) {
                            dx + (static_cast<long>(i0 + img) * c_in + c) * in_plane + a * g.w_in + b, 2L * g.w_in, 2);
     }
   }
+}
+
+// The 2x2 tiles of one plane p [h, w] transformed as F(2x2, 2x2)'s filters are, G g G^T: tile
+// (ty, tx)'s position xi value at u + xi * us + ty * (w / 2) + tx.
+template <class T>
+void transform_tiles(const T* p, int h, int w, T* u, long us) {
+  const int th = h / 2, tw = w / 2;
+  for (int ty = 0; ty < th; ++ty) {
+    const T* r0 = p + 2L * ty * w;
+    const T* r1 = r0 + w;
+    for (int tx = 0; tx < tw; ++tx) {
+      const T g[2][2] = {{r0[2 * tx], r0[2 * tx + 1]}, {r1[2 * tx], r1[2 * tx + 1]}};
+      transform_filter_2x2(g, u + static_cast<long>(ty) * tw + tx, us);
+    }
+  }
+}
+
+// Tile columns per chunk of the filter gradient (the depth of its GEMMs, which add into the
+// accumulated M once per chunk). At g.3's and g.6's shapes, batch 128, 2 threads (AMD EPYC Zen 4,
+// 2026-12-06), the pass took (best of 11, ms) 43 / 39 with 32 columns, 32 / 30 with 64, 29 / 29
+// with 128, 31 / 30 with 192, 36 / 39 with 256, 37 / 40 with 384 and 40 / 40 with 768: the chunk's
+// V and U (4.7 and 2.4 MiB at g.3's with 128) are read by the GEMMs from the caches near the cores.
+constexpr int kFilterChunkColumns = 128;
+
+// dw [c_out, c_in, 4, 4] += the filter gradient of x [n, c_in, 2h, 2w] and dy [n, c_out, h, w].
+// Per parity ab, dw's taps (2r + 1 - a, 2s + 1 - b) are a 2x2 correlation summed over the images
+// and the output plane,
+//   G_ab[k][c][r][s] = sum over n, i, j of dy[k][i][j] P_ab[c][i - a + r][j - b + s],
+// which per 2x2 tile of dy is F(2x2, 2x2) with dy's tile as the filter and the 3x3 window of
+// P_ab the forward reads as the input (Y = A^T [(G dy G^T) (.) (B^T d B)] A). The output transform
+// is linear, so the elementwise products are summed over all tiles first: per position xi one
+// GEMM over the tiles, M_xi [c_out, 4 c_in] += U_xi [c_out, T] V_xi^T [T, 4 c_in] (U the
+// transformed tiles of dy, V the forward's transformed inputs, the four parities side by side),
+// and the output transform runs once per filter at the end: 9 multiply-adds per tile, filter tap
+// quarter and channel pair where im2col + GEMM does 16. Chunks of images are taken in order, each
+// transformed by all threads (a plane each) and then its 9 products split by the GEMM over the
+// threads by columns of M: the sums' order does not depend on the thread count (the im2col path's
+// does).
+template <class T>
+void backward_filter(const ConvGeom& g, const T* x, const T* dy, T* dw) {
+  const int h = g.h_out, wd = g.w_out, tiles = (h / 2) * (wd / 2);
+  const int c_in = g.c_in, c_out = g.c_out, depth = 4 * c_in;
+  const long in_plane = static_cast<long>(g.h_in) * g.w_in, out_plane = static_cast<long>(h) * wd;
+  if (g.n <= 0) return;  // nothing to add (M would stay unwritten)
+  const int chunk = std::max(1, std::min(g.n, kFilterChunkColumns / tiles));
+  const long cols = static_cast<long>(chunk) * tiles;
+  static thread_local std::vector<T, AlignedAllocator<T>> vstore, ustore, mstore;
+  const long vs_full = position_stride(depth * cols), us_full = position_stride(c_out * cols);
+  const long ms = position_stride(static_cast<long>(c_out) * depth);
+  vstore.resize(static_cast<std::size_t>(9 * vs_full));
+  ustore.resize(static_cast<std::size_t>(9 * us_full));
+  mstore.resize(static_cast<std::size_t>(9 * ms));
+  T* v = vstore.data();
+  T* u = ustore.data();
+  T* m = mstore.data();
+  const int threads = std::max(1, dtn::num_threads());
+  const long pad_floats = static_cast<long>(h + 2) * (wd + 2);
+  static thread_local std::vector<T> pad_store;  // a zero-bordered plane per thread, allocated out here
+  pad_store.assign(static_cast<std::size_t>(threads * pad_floats), T(0));
+  T* pads = pad_store.data();  // (inside the parallel region the thread_local would name each worker's own)
+  for (int i0 = 0; i0 < g.n; i0 += chunk) {
+    const int cnt = std::min(chunk, g.n - i0);
+    const long tcols = static_cast<long>(cnt) * tiles;
+    const long vs = position_stride(depth * tcols), us = position_stride(c_out * tcols);
+    DTN_OMP(parallel num_threads(threads))
+    {
+      T* pad = pads + dtn::cpu::thread_num() * pad_floats;
+      DTN_OMP(for schedule(static) nowait)
+      for (long ic = 0; ic < static_cast<long>(cnt) * c_in; ++ic) {
+        const long img = ic / c_in, c = ic % c_in;
+        transform_parities(x + ((i0 + img) * c_in + c) * in_plane, h, wd, pad, v + c * tcols + img * tiles,
+                           c_in * tcols, vs);
+      }
+      DTN_OMP(for schedule(static))
+      for (long ik = 0; ik < static_cast<long>(cnt) * c_out; ++ik) {
+        const long img = ik / c_out, k = ik % c_out;
+        transform_tiles(dy + ((i0 + img) * c_out + k) * out_plane, h, wd, u + k * tcols + img * tiles, us);
+      }
+    }
+    const T beta = i0 == 0 ? T(0) : T(1);
+    for (int xi = 0; xi < 9; ++xi)
+      gemm<T>(false, true, c_out, depth, static_cast<int>(tcols), T(1), u + xi * us, static_cast<int>(tcols),
+              v + xi * vs, static_cast<int>(tcols), beta, m + xi * ms, depth);
+  }
+  // dw's taps from M: per filter (k, c) and parity ab, Y = A^T M A, tap (r, s) to (2r + 1 - a, 2s + 1 - b)
+  DTN_OMP(parallel for num_threads(threads) if (static_cast<long>(c_out) * c_in > 4096))
+  for (int k = 0; k < c_out; ++k)
+    for (int ab = 0; ab < 4; ++ab) {
+      const int a = ab / 2, b = ab % 2;
+      const T* mk = m + static_cast<long>(k) * depth + static_cast<long>(ab) * c_in;
+      for (int c = 0; c < c_in; ++c) {
+        T q[3][3];
+        for (int xi = 0; xi < 9; ++xi) q[xi / 3][xi % 3] = mk[xi * ms + c];
+        T s[2][3];  // A^T M
+        for (int j = 0; j < 3; ++j) {
+          s[0][j] = q[0][j] + q[1][j];
+          s[1][j] = q[1][j] + q[2][j];
+        }
+        T* f = dw + (static_cast<long>(k) * c_in + c) * 16;
+        f[(1 - a) * 4 + (1 - b)] += s[0][0] + s[0][1];  // (A^T M) A: tap (r, s) = (0, 0)
+        f[(1 - a) * 4 + (3 - b)] += s[0][1] + s[0][2];  // (0, 1)
+        f[(3 - a) * 4 + (1 - b)] += s[1][0] + s[1][1];  // (1, 0)
+        f[(3 - a) * 4 + (3 - b)] += s[1][1] + s[1][2];  // (1, 1)
+      }
+    }
 }
 
 }  // namespace winograd_s2
