@@ -160,6 +160,23 @@ void transform_parities(const T* xp, int h, int w, T* pad, T* v, long ab_stride,
   }
 }
 
+// Y = A^T M A, the 2x2 result of the 3x3 transformed products M at m[xi * stride] (xi = 3 * row +
+// column).
+template <class T>
+inline void inverse_2x2(const T* m, long stride, T y[2][2]) {
+  T a[3][3];
+  for (int xi = 0; xi < 9; ++xi) a[xi / 3][xi % 3] = m[xi * stride];
+  T s[2][3];  // A^T M
+  for (int j = 0; j < 3; ++j) {
+    s[0][j] = a[0][j] + a[1][j];
+    s[1][j] = a[1][j] + a[2][j];
+  }
+  y[0][0] = s[0][0] + s[0][1];  // (A^T M) A
+  y[0][1] = s[0][1] + s[0][2];
+  y[1][0] = s[1][0] + s[1][1];
+  y[1][1] = s[1][1] + s[1][2];
+}
+
 // The output transform Y = A^T M A of the th x tw tiles of one channel (position xi's values at
 // m + xi * mstride + t), plus bias: tile (ty, tx)'s output (p, q) goes to
 // y[(2 ty + p) * rs + (2 tx + q) * cs].
@@ -170,18 +187,13 @@ void transform_output(const T* m, long mstride, int th, int tw, T bias, T* y, lo
     T* y0 = y + 2L * ty * rs;
     T* y1 = y0 + rs;
     for (int tx = 0; tx < tw; ++tx) {
-      T a[3][3];
-      for (int xi = 0; xi < 9; ++xi) a[xi / 3][xi % 3] = mt[xi * mstride + tx];
-      T s[2][3];  // A^T M
-      for (int j = 0; j < 3; ++j) {
-        s[0][j] = a[0][j] + a[1][j];
-        s[1][j] = a[1][j] + a[2][j];
-      }
+      T r[2][2];
+      inverse_2x2(mt + tx, mstride, r);
       const long o = 2L * tx * cs;
-      y0[o] = bias + (s[0][0] + s[0][1]);  // (A^T M) A
-      y0[o + cs] = bias + (s[0][1] + s[0][2]);
-      y1[o] = bias + (s[1][0] + s[1][1]);
-      y1[o + cs] = bias + (s[1][1] + s[1][2]);
+      y0[o] = bias + r[0][0];
+      y0[o + cs] = bias + r[0][1];
+      y1[o] = bias + r[1][0];
+      y1[o + cs] = bias + r[1][1];
     }
   }
 }
@@ -381,18 +393,13 @@ void backward_filter(const ConvGeom& g, const T* x, const T* dy, T* dw) {
       const int a = ab / 2, b = ab % 2;
       const T* mk = m + static_cast<long>(k) * depth + static_cast<long>(ab) * c_in;
       for (int c = 0; c < c_in; ++c) {
-        T q[3][3];
-        for (int xi = 0; xi < 9; ++xi) q[xi / 3][xi % 3] = mk[xi * ms + c];
-        T s[2][3];  // A^T M
-        for (int j = 0; j < 3; ++j) {
-          s[0][j] = q[0][j] + q[1][j];
-          s[1][j] = q[1][j] + q[2][j];
-        }
+        T taps[2][2];  // [r][s]
+        inverse_2x2(mk + c, ms, taps);
         T* f = dw + (static_cast<long>(k) * c_in + c) * 16;
-        f[(1 - a) * 4 + (1 - b)] += s[0][0] + s[0][1];  // (A^T M) A: tap (r, s) = (0, 0)
-        f[(1 - a) * 4 + (3 - b)] += s[0][1] + s[0][2];  // (0, 1)
-        f[(3 - a) * 4 + (1 - b)] += s[1][0] + s[1][1];  // (1, 0)
-        f[(3 - a) * 4 + (3 - b)] += s[1][1] + s[1][2];  // (1, 1)
+        f[(1 - a) * 4 + (1 - b)] += taps[0][0];
+        f[(1 - a) * 4 + (3 - b)] += taps[0][1];
+        f[(3 - a) * 4 + (1 - b)] += taps[1][0];
+        f[(3 - a) * 4 + (3 - b)] += taps[1][1];
       }
     }
 }
