@@ -15,8 +15,11 @@
 // Rounding: the result is the same sum of products in another order and grouping, with each
 // input value added into a tile with coefficients +-1 and each filter value with 1 or 1/2. Its
 // error bound is a small multiple of im2col's (the tests compare the two paths within a bound
-// of that form). Like the im2col path it is deterministic and does not depend on the thread
-// count: each image's tiles are computed by one thread, in a fixed order.
+// of that form). Like the im2col path it is deterministic, and with dtn's GEMM (sgemm.hpp) it
+// does not depend on the thread count: each image's tiles are computed by one thread, in a fixed
+// order, and that GEMM's sums do not depend on how many columns a chunk has. (Eigen's GEMM, of
+// builds without AVX2 and FMA and of double, blocks by the shape: there the chunks, which follow
+// the thread count, can change the last bits.)
 //
 // Layout of a chunk of cnt images (columns t = image * tiles + ty * tw + tx, tiles = th * tw,
 // th = h/2, tw = w/2): V [16][c_in][T] and M [16][c_out][T], T = cnt * tiles, each position's

@@ -30,9 +30,10 @@
 //
 // Rounding: the same sums of products in another order and grouping; each transformed input is a
 // sum of at most 4 inputs with coefficients +-1, each transformed filter value a sum of at most 4
-// taps, each output a sum of 4 of the products' sums. Deterministic, and independent of the
-// thread count like the im2col path's forward and data passes: each chunk of images is computed by
-// one thread in a fixed order (the filter pass: chunks in order, their products split by columns).
+// taps, each output a sum of 4 of the products' sums. Deterministic, and with dtn's GEMM
+// independent of the thread count like the im2col path's forward and data passes: each chunk of
+// images is computed by one thread in a fixed order (the filter pass: chunks in order, their
+// products split by columns); see winograd.hpp for Eigen's GEMM.
 //
 // An earlier attempt at the data pass alone (2026-12-03, Intel Xeon host) transformed per tile
 // with the parities' filters and sums in another arrangement and measured 1.00-1.14x there; this
@@ -338,8 +339,8 @@ constexpr int kFilterChunkColumns = 128;
 // and the output transform runs once per filter at the end: 9 multiply-adds per tile, filter tap
 // quarter and channel pair where im2col + GEMM does 16. Chunks of images are taken in order, each
 // transformed by all threads (a plane each) and then its 9 products split by the GEMM over the
-// threads by columns of M: the sums' order does not depend on the thread count (the im2col path's
-// does).
+// threads by columns of M: with dtn's GEMM the sums' order does not depend on the thread count
+// (the im2col path's does).
 template <class T>
 void backward_filter(const ConvGeom& g, const T* x, const T* dy, T* dw) {
   const int h = g.h_out, wd = g.w_out, tiles = (h / 2) * (wd / 2);
