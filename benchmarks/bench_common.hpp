@@ -168,7 +168,7 @@ struct Options {
   bool profile_step = false;
   bool fusion = true;  // --no-fusion: batch norm and its activation as two passes
   bool joint = false;  // --joint-batches: DtnConfig::joint_batches (f, g, D once per update on all batches)
-  bool winograd = true;  // --no-winograd (CPU): f's 3x3 and g's 4x4 stride-2 convolutions through im2col + GEMM
+  bool winograd = true;  // --no-winograd (CPU): f's, g's and D's Winograd convolutions through im2col + GEMM
   std::string json;
 };
 
@@ -283,8 +283,8 @@ inline Options parse_options(int argc, char** argv, bool cuda) {
                  "                    +wsN suffix\n"
                : "",
           cuda ? ""
-               : "  --no-winograd     3x3 stride-1 and 4x4 stride-2 convolutions through im2col + GEMM instead of\n"
-                 "                    Winograd F(2x2, 3x3) and F(2x2, 2x2) per parity\n"
+               : "  --no-winograd     3x3 stride-1 and 4x4 and 3x3 stride-2 convolutions through im2col + GEMM\n"
+                 "                    instead of Winograd F(2x2, 3x3) and F(2x2, 2x2) per parity\n"
                  "                    (dtn::cpu::winograd::set_enabled(false)); the mode label gets\n"
                  "                    a +im2col suffix\n");
       std::exit(0);

@@ -123,6 +123,12 @@ const std::vector<Geo> kGeos = {
     // whatever the threads: 32 images of 4 tiles and then 13 in the last).
     {2, 4, 4, 8, 5, 4, 2, 1},    {1, 5, 4, 4, 4, 4, 2, 1},  {33, 5, 4, 4, 7, 4, 2, 1}, {9, 16, 12, 8, 12, 4, 2, 1},
     {45, 4, 8, 8, 5, 4, 2, 1},
+    // 3x3 stride-2 convolutions with padding 1 that halve even planes, >= 4 channels each way: all
+    // three passes go through F(2x2, 2x2) per parity with the parities stacked (winograd_s2k3.hpp).
+    // The same kinds of shapes; with AVX-512 its input transform takes 16 tile columns at a time,
+    // so also 16-column blocks that span images (1, 6 and 4 tiles an image) and end short.
+    {2, 4, 4, 8, 5, 3, 2, 1},    {1, 5, 4, 4, 4, 3, 2, 1},  {33, 5, 4, 4, 7, 3, 2, 1}, {9, 16, 12, 8, 12, 3, 2, 1},
+    {45, 4, 8, 8, 5, 3, 2, 1},   {3, 6, 20, 12, 5, 3, 2, 1},
 };
 
 }  // namespace
@@ -955,6 +961,40 @@ TEST_CASE("CPU Winograd F(2x2, 2x2) for 4x4 stride-2 convolutions: where it appl
   unsigned seed = 950;
   for (const Geo& q : {Geo{8, 256, 8, 8, 512, 4, 2, 1}, Geo{8, 128, 16, 16, 256, 4, 2, 1}}) {
     REQUIRE(ws::fits(make(q)));
+    check_winograd_and_im2col(q, (seed += 4) - 4, true);
+  }
+}
+
+// The same for D's 3x3 stride-2 convolutions (winograd_s2k3.hpp: F(2x2, 2x2) per parity, the
+// parities stacked along the GEMMs' depth or rows), at D.3's and D.6's shapes (batch 8; K = 25 c_in
+// = 3200 and 6400 transformed products per forward output, 9 c_out = 2304 and 4608 per data
+// output, 9 times the batch's 128 and 32 tiles per filter tap): each transformed value again sums
+// at most 4 values with +-1 and each output at most 4 products' sums, so the same kFloatSum holds
+// with the same margin.
+TEST_CASE("CPU Winograd F(2x2, 2x2) for 3x3 stride-2 convolutions: where it applies, and both conv paths equal the double reference") {
+  namespace wg = dtn::cpu::winograd;
+  namespace ws = dtn::cpu::winograd_s2;
+  namespace w3 = dtn::cpu::winograd_s2k3;
+  const auto geo = [](int c_in, int h, int w, int c_out, int k, int stride, int pad) {
+    return make(Geo{8, c_in, h, w, c_out, k, stride, pad});
+  };
+  CHECK(w3::fits(geo(128, 16, 16, 256, 3, 2, 1)));  // D.3
+  CHECK(w3::fits(geo(256, 8, 8, 512, 3, 2, 1)));    // D.6
+  CHECK(w3::fits(geo(4, 4, 4, 4, 3, 2, 1)));        // the least: 4 channels each way, one 2x2 tile
+  CHECK_FALSE(w3::fits(geo(1, 32, 32, 128, 3, 2, 1)));    // D.0: one input channel
+  CHECK_FALSE(w3::fits(geo(512, 4, 4, 3, 4, 1, 0)));      // D.9: 4x4 valid, 3 outputs
+  CHECK_FALSE(w3::fits(geo(128, 16, 16, 256, 4, 2, 1)));  // g's 4x4
+  CHECK_FALSE(w3::fits(geo(128, 16, 16, 256, 3, 1, 1)));  // stride 1 (f's)
+  CHECK_FALSE(w3::fits(geo(128, 16, 16, 256, 3, 2, 0)));  // no padding: 7x7 output
+  CHECK_FALSE(w3::fits(geo(128, 15, 16, 256, 3, 2, 1)));  // odd input height: 8 rows out of 15
+  CHECK_FALSE(w3::fits(geo(128, 12, 10, 256, 3, 2, 1)));  // odd output width (5)
+  CHECK_FALSE(w3::fits(geo(128, 2, 2, 256, 3, 2, 1)));    // 1x1 output: no 2x2 tile
+  CHECK_FALSE(ws::fits(geo(128, 16, 16, 256, 3, 2, 1)));  // not the 4x4 path's
+  CHECK_FALSE(wg::fits(geo(128, 16, 16, 256, 3, 2, 1)));  // nor the stride-1 path's
+
+  unsigned seed = 970;
+  for (const Geo& q : {Geo{8, 128, 16, 16, 256, 3, 2, 1}, Geo{8, 256, 8, 8, 512, 3, 2, 1}}) {
+    REQUIRE(w3::fits(make(q)));
     check_winograd_and_im2col(q, (seed += 4) - 4, true);
   }
 }

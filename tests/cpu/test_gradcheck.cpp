@@ -37,6 +37,15 @@ TEST_CASE("gradcheck: Conv2d 3x3 stride 1 pad 1 through Winograd F(2x2, 3x3) (f'
   check<dtn::Conv2d<5, 3, 1, 1>>(Shape{4, 6, 4}, 2);
 }
 TEST_CASE("gradcheck: Conv2d 3x3 stride 2 pad 1 (D's layers)") { check<dtn::Conv2d<5, 3, 2, 1>>(Shape{2, 7, 8}, 3); }
+TEST_CASE("gradcheck: Conv2d 3x3 stride 2 pad 1 through Winograd F(2x2, 2x2) per parity (D.3's and D.6's layers)") {
+  // All three passes through winograd_s2k3.hpp (the layer above, with an odd height, goes through
+  // im2col + GEMM).
+  dtn::ConvGeom g;
+  g.n = 2, g.c_in = 4, g.h_in = 4, g.w_in = 8, g.c_out = 5, g.kh = g.kw = 3, g.stride = 2, g.pad = 1;
+  g.h_out = 2, g.w_out = 4;
+  REQUIRE(dtn::cpu::winograd_s2k3::fits(g));
+  check<dtn::Conv2d<5, 3, 2, 1>>(Shape{4, 4, 8}, 2);
+}
 TEST_CASE("gradcheck: Conv2d 4x4 valid, no bias") { check<dtn::Conv2d<3, 4, 1, 0, false>>(Shape{4, 4, 4}, 2); }
 TEST_CASE("gradcheck: ConvTranspose2d 4x4 stride 1 pad 0 (g's first layer)") {
   check<dtn::ConvTranspose2d<3, 4, 1, 0>>(Shape{5, 1, 1}, 3);

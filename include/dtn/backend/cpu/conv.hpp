@@ -13,7 +13,9 @@
 // (conv_small_k below). The forward and data passes of 3x3 stride-1 "same" convolutions (f.3-f.9)
 // go through Winograd F(2x2, 3x3) instead (winograd.hpp): 2.25x fewer multiply-adds; those of
 // 4x4 stride-2 convolutions that halve the plane (g's transposed convolutions) through F(2x2, 2x2)
-// per parity (winograd_s2.hpp): 1.78x fewer; so does their filter pass.
+// per parity (winograd_s2.hpp): 1.78x fewer; so does their filter pass. All three passes of 3x3
+// stride-2 convolutions that halve the plane (D.3, D.6) run F(2x2, 2x2) per parity with the
+// parities stacked in the GEMMs (winograd_s2k3.hpp): 1.44x fewer.
 #include "parallel.hpp"
 
 #include <algorithm>
@@ -32,6 +34,7 @@
 #include "unfold.hpp"
 #include "winograd.hpp"
 #include "winograd_s2.hpp"
+#include "winograd_s2k3.hpp"
 
 namespace dtn {
 namespace cpu {
@@ -336,6 +339,7 @@ void conv2d_forward(const ConvGeom& g, const T* x, const T* w, const T* bias, T*
 #endif
   if (winograd::enabled() && winograd::fits(g)) return winograd::forward(g, x, w, bias, y);
   if (winograd::enabled() && winograd_s2::fits(g)) return winograd_s2::forward(g, x, w, bias, y);
+  if (winograd::enabled() && winograd_s2k3::fits(g)) return winograd_s2k3::forward(g, x, w, bias, y);
   const ConvPlan p(g);
   const long hw = p.hw, ckk = p.ckk, in_img = p.in_img;
   const int chunk = p.chunk, nchunks = p.nchunks;
@@ -386,6 +390,7 @@ void conv2d_backward_data(const ConvGeom& g, const T* dy, const T* w, T* dx) {
   }
   if (winograd::enabled() && winograd::fits(g)) return winograd::backward_data(g, dy, w, dx);
   if (winograd::enabled() && winograd_s2::fits(g)) return winograd_s2::backward_data(g, dy, w, dx);
+  if (winograd::enabled() && winograd_s2k3::fits(g)) return winograd_s2k3::backward_data(g, dy, w, dx);
   const ConvPlan p(g);
   const long hw = p.hw, ckk = p.ckk, in_img = p.in_img;
   const int chunk = p.chunk, nchunks = p.nchunks;
@@ -428,6 +433,11 @@ void conv2d_backward_filter(const ConvGeom& g, const T* x, const T* dy, T* dw, T
   }
   if (winograd::enabled() && winograd_s2::fits(g)) {
     winograd_s2::backward_filter(g, x, dy, dw);
+    if (db) bias_grad(g, dy, db);
+    return;
+  }
+  if (winograd::enabled() && winograd_s2k3::fits(g)) {
+    winograd_s2k3::backward_filter(g, x, dy, dw);
     if (db) bias_grad(g, dy, db);
     return;
   }

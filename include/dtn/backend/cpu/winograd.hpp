@@ -37,6 +37,7 @@
 #include <algorithm>
 #include <cstddef>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "../../core/memory.hpp"
@@ -203,44 +204,52 @@ std::vector<Scratch<T>>& worker_scratch(int used, long v_floats, long m_floats) 
 // The products M_xi = op(U_xi) V_xi of a chunk for count positions: U_xi [rows, depth] at
 // u + xi * us (or stored [depth, rows], trans), V_xi [depth, cols] at v + xi * vs, M_xi
 // [rows, cols] at m + xi * ms. dtn's GEMM takes each U_xi packed once, here, for all chunks.
+// The second constructor gives each position its own rows and depth (D's 3x3 stride-2 path,
+// winograd_s2k3.hpp, whose positions sum over 1, 2 or 4 parities).
 template <class T>
 class PositionProducts {
  public:
   PositionProducts(const T* u, long us, bool trans, int rows, int depth, int count)
-      : u_(u), us_(us), trans_(trans), rows_(rows), depth_(depth), count_(count) {
+      : PositionProducts(u, us, trans, std::vector<int>(static_cast<std::size_t>(count), rows),
+                         std::vector<int>(static_cast<std::size_t>(count), depth)) {}
+  PositionProducts(const T* u, long us, bool trans, std::vector<int> rows, std::vector<int> depths)
+      : u_(u), us_(us), trans_(trans), rows_(std::move(rows)), depths_(std::move(depths)) {
 #if defined(DTN_OWN_SGEMM)
     if constexpr (std::is_same<T, float>::value) {
       static thread_local std::vector<float, AlignedAllocator<float>> pstore;
-      const long each = sgemm::packed_a_size(rows, depth);
-      pstore.resize(static_cast<std::size_t>(count * each));
-      packed_.resize(static_cast<std::size_t>(count));
-      for (int xi = 0; xi < count; ++xi)
-        packed_[static_cast<std::size_t>(xi)] = sgemm::pack_a_whole(plain_view<const float>(u + xi * us, ld()), trans,
-                                                                    rows, depth, pstore.data() + xi * each);
+      std::vector<long> at(rows_.size() + 1, 0);
+      for (std::size_t xi = 0; xi < rows_.size(); ++xi) at[xi + 1] = at[xi] + sgemm::packed_a_size(rows_[xi], depths_[xi]);
+      pstore.resize(static_cast<std::size_t>(at.back()));
+      packed_.resize(rows_.size());
+      for (std::size_t xi = 0; xi < rows_.size(); ++xi)
+        packed_[xi] = sgemm::pack_a_whole(plain_view<const float>(u + static_cast<long>(xi) * us, ld(xi)), trans,
+                                          rows_[xi], depths_[xi], pstore.data() + at[xi]);
     }
 #endif
   }
+  // M_xi's rows are ms floats apart from one position to the next, V_xi's vs.
   void run(const T* v, long vs, T* m, long ms, long cols) const {
-    for (int xi = 0; xi < count_; ++xi) {
+    for (std::size_t xi = 0; xi < rows_.size(); ++xi) {
+      const long o = static_cast<long>(xi);
 #if defined(DTN_OWN_SGEMM)
       if constexpr (std::is_same<T, float>::value) {
-        sgemm::gemm_packed(rows_, static_cast<int>(cols), depth_, 1.f, packed_[static_cast<std::size_t>(xi)],
-                           sgemm::ViewB{plain_view<const float>(v + xi * vs, cols), false}, 0.f,
-                           plain_view(m + xi * ms, cols));
+        sgemm::gemm_packed(rows_[xi], static_cast<int>(cols), depths_[xi], 1.f, packed_[xi],
+                           sgemm::ViewB{plain_view<const float>(v + o * vs, cols), false}, 0.f,
+                           plain_view(m + o * ms, cols));
         continue;
       }
 #endif
-      gemm<T>(trans_, false, rows_, static_cast<int>(cols), depth_, T(1), u_ + xi * us_, ld(), v + xi * vs,
-              static_cast<int>(cols), T(0), m + xi * ms, static_cast<int>(cols));
+      gemm<T>(trans_, false, rows_[xi], static_cast<int>(cols), depths_[xi], T(1), u_ + o * us_, ld(xi), v + o * vs,
+              static_cast<int>(cols), T(0), m + o * ms, static_cast<int>(cols));
     }
   }
 
  private:
-  int ld() const { return trans_ ? rows_ : depth_; }
+  int ld(std::size_t xi) const { return trans_ ? rows_[xi] : depths_[xi]; }
   const T* u_;
   long us_;
   bool trans_;
-  int rows_, depth_, count_;
+  std::vector<int> rows_, depths_;
 #if defined(DTN_OWN_SGEMM)
   std::vector<sgemm::PackedA> packed_;
 #endif

@@ -37,10 +37,8 @@
 //
 // An earlier attempt at the data pass alone (2026-12-03, Intel Xeon host) transformed per tile
 // with the parities' filters and sums in another arrangement and measured 1.00-1.14x there; this
-// one is measured in benchmarks/RESULTS.md (2026-12-06, AMD EPYC Zen 4). Tried there and left
-// out: the same decomposition for D's 3x3 stride-2 convolutions (a 3x3 kernel is a 4x4 one without
-// tap 3: 1 or 2 taps per parity and dimension, 25 multiply-adds per 4 outputs instead of 36, each
-// parity's products and output transform apart), 0.95-1.05x on D.3's and D.6's passes.
+// one is measured in benchmarks/RESULTS.md (2026-12-06, AMD EPYC Zen 4). D's 3x3 stride-2
+// convolutions have their own version with the parities stacked (winograd_s2k3.hpp).
 #include "parallel.hpp"
 
 #include <algorithm>

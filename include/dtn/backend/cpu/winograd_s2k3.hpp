@@ -1,0 +1,468 @@
+#pragma once
+// Winograd F(2x2, 2x2) for the CPU's 3x3 stride-2 convolutions with padding 1 that halve the
+// plane (D's layers after its first, D.3 and D.6): forward, backward-data and backward-filter.
+//
+// Per dimension, a 3x3 stride-2 kernel splits by the parity of the large plane's index (the
+// polyphase decomposition, as in winograd_s2.hpp for g's 4x4 kernels): with P_a[u] = x[2u + a],
+//   y[i] = x[2i - 1] w[0] + x[2i] w[1] + x[2i + 1] w[2] = (P_1[i - 1] w[0] + P_1[i] w[2]) + P_0[i] w[1],
+// a 2-tap correlation of the odd parity (window from i - 1) and a 1-tap one of the even parity
+// (window from i). Both run as F(2, 2) on pairs of outputs, the 1-tap one with the filter (w[1], 0)
+// (transformed (w[1], w[1], 0): its position 2 is zero, so it needs no input there):
+//   V = B^T d B (3 inputs),  U = G g G^T (2 taps -> 3),  Y = A^T M A,
+//   B^T d = (d0 - d1, d1, d2 - d1),  G g = (g0, g0 + g1, g1),  A^T m = (m0 + m1, m1 + m2).
+// In 2D the four parities ab of rows and columns share the output tiles, so as in winograd_s2's
+// forward their products are one GEMM per position xi = 3p + q of the 3x3 transformed tile with
+// the parities stacked along the depth; only the parities whose filter is nonzero at xi take part
+// (p = 2 only the odd rows' a = 1, q = 2 only the odd columns' b = 1):
+//   M_xi [c_out, T] = U_xi [c_out, n_xi c_in] V_xi [n_xi c_in, T],  n_xi = 4, 2 or 1,
+// 4 * 4 + 4 * 2 + 1 = 25 multiply-adds per 4 outputs and input channel where im2col + GEMM does
+// 36: 1.44x fewer, with one output transform per output tile. (An earlier attempt, 2026-12-06,
+// ran each parity's products and output transform apart, with four times the transformed outputs
+// to write and read, and measured 0.95-1.05x on D.3's and D.6's passes.)
+//   data:   dx[2u + a] = sum over i of dy[i] w[2u + a - 2i + 1]: the odd parity a = 1 is dy's
+//           2-tap correlation with (w[2], w[0]), the even one its 1-tap one with (w[1], 0), both
+//           from window start u: one transform of dy serves all four parities, and the products
+//           stack along M's rows, M_xi [n_xi c_in, T] = U_xi^T [n_xi c_in, c_out] V_xi [c_out, T]
+//           (U_xi the data filters, stored like the forward's); each parity's output transform
+//           writes its own quarter of dx.
+//   filter: dw[r] = sum over i of dy[i] x[2i + r - 1]: per parity the correlation of dy with P_a,
+//           F(2, 2) with dy's pairs as the filters and the forward's windows as the inputs; summed
+//           over the tiles first, M_xi [c_out, n_xi c_in] += U_xi [c_out, T] V_xi^T (the forward's
+//           V), and the output transform gives taps r = 0, 2 (odd) or 1 (even, the first of its
+//           pair; the second would be the tap a 4x4 kernel has and this one has not).
+// Layout, chunking, scratch and the GEMMs as winograd_s2.hpp (columns t = image * tiles + ty * tw
+// + tx); V_xi's rows are slot * c_in + c, slot the parity's place among those at xi (slots()).
+//
+// Rounding: the same sums of products in another order and grouping: each transformed input is a
+// sum of at most 4 inputs with coefficients +-1 (the even parity's at most 2), each transformed
+// filter value a sum of at most 4 taps, each output a sum of at most 4 of the products' sums.
+// Deterministic; with dtn's GEMM independent of the thread count (winograd_s2.hpp).
+#include "parallel.hpp"
+
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
+#include <algorithm>
+#include <cstddef>
+#include <vector>
+
+#include "../../core/memory.hpp"
+#include "../backend.hpp"
+#include "gemm.hpp"
+#include "winograd.hpp"
+#include "winograd_s2.hpp"
+
+namespace dtn {
+namespace cpu {
+namespace winograd_s2k3 {
+
+// The convolutions this path computes: 3x3 kernel, stride 2, padding 1, the input plane exactly
+// twice the output plane, even output sides (2x2 tiles) and at least 4 channels each way (D.0's
+// single input channel stays on its small-depth kernel and im2col). Switched with the other
+// Winograd paths (winograd::set_enabled).
+inline bool fits(const ConvGeom& g) {
+  return g.kh == 3 && g.kw == 3 && g.stride == 2 && g.pad == 1 && g.h_in == 2 * g.h_out && g.w_in == 2 * g.w_out &&
+         g.h_out % 2 == 0 && g.w_out % 2 == 0 && g.h_out >= 2 && g.w_out >= 2 && g.c_in >= 4 && g.c_out >= 4;
+}
+
+using winograd::position_stride;
+
+// Which parities ab = 2a + b take part at position xi = 3p + q, and where: slot[ab][xi] is the
+// parity's place among them (its rows of V_xi start at slot * c_in), -1 where its transformed
+// filter is zero; count[xi] of them (4, 2 or 1).
+struct Slots {
+  int slot[4][9];
+  int count[9];
+};
+inline const Slots& slots() {
+  static const Slots s = [] {
+    Slots t{};
+    for (int xi = 0; xi < 9; ++xi) {
+      const int p = xi / 3, q = xi % 3;
+      t.count[xi] = 0;
+      for (int ab = 0; ab < 4; ++ab) {
+        const bool used = (p < 2 || ab / 2 == 1) && (q < 2 || ab % 2 == 1);
+        t.slot[ab][xi] = used ? t.count[xi]++ : -1;
+      }
+    }
+    return t;
+  }();
+  return s;
+}
+
+// The kernel row (or column) of tap rho in {0, 1} of parity a's 2-tap filter, -1 for none: the
+// forward's (and filter pass's) odd parity (w[0], w[2]), even (w[1], 0); the data pass's odd
+// (w[2], w[0]), even (w[1], 0).
+inline int tap(int a, int rho, bool data) {
+  if (a == 0) return rho == 0 ? 1 : -1;
+  return (rho == 0) != data ? 0 : 2;
+}
+
+// U_xi [c_out, n_xi c_in] (column slot * c_in + c) from w [c_out][c_in][3][3]: the forward's
+// filters, or with data the data pass's (which its GEMMs read transposed).
+template <class T>
+void transform_filter(const T* w, int c_out, int c_in, bool data, T* u) {
+  const Slots& sl = slots();
+  const long us = position_stride(4L * c_out * c_in);
+  int taps[4][2][2];  // [ab][r][s]: the kernel tap of sub-filter tap (r, s), -1 for none
+  for (int ab = 0; ab < 4; ++ab)
+    for (int r = 0; r < 2; ++r)
+      for (int s = 0; s < 2; ++s) {
+        const int ky = tap(ab / 2, r, data), kx = tap(ab % 2, s, data);
+        taps[ab][r][s] = ky < 0 || kx < 0 ? -1 : ky * 3 + kx;
+      }
+  DTN_OMP(parallel for if (!omp_in_parallel() && static_cast<long>(c_out) * c_in > 4096))
+  for (int k = 0; k < c_out; ++k)
+    for (int ab = 0; ab < 4; ++ab) {
+      T* dst[9];
+      for (int xi = 0; xi < 9; ++xi) {
+        const int slot = sl.slot[ab][xi];
+        dst[xi] = slot < 0 ? nullptr : u + xi * us + (static_cast<long>(k) * sl.count[xi] + slot) * c_in;
+      }
+      const T* f = w + static_cast<long>(k) * c_in * 9;
+      for (int c = 0; c < c_in; ++c, f += 9) {
+        T g[2][2];
+        for (int r = 0; r < 2; ++r)
+          for (int s = 0; s < 2; ++s) g[r][s] = taps[ab][r][s] < 0 ? T(0) : f[taps[ab][r][s]];
+        T full[9];
+        winograd_s2::transform_filter_2x2(g, full, 1);
+        for (int xi = 0; xi < 9; ++xi)
+          if (dst[xi]) dst[xi][c] = full[xi];
+      }
+    }
+}
+
+// Parity (A, B)'s V from its zero-bordered plane pad (row stride pw): the window of tile (ty, tx)
+// starts at padded row 2 ty + 1 - A and column 2 tx + 1 - B; rows p = 2 and columns q = 2 only
+// for the odd parities (the even ones' filters are zero there). Position (p, q) goes to
+// out[3p + q][t].
+template <int A, int B, class T>
+void transform_parity(const T* pad, int pw, int th, int tw, T* const* out) {
+  constexpr int np = A == 1 ? 3 : 2, nq = B == 1 ? 3 : 2;
+  for (int ty = 0; ty < th; ++ty) {
+    const T* r0 = pad + (2 * ty + 1 - A) * pw + 1 - B;
+    const T* r1 = r0 + pw;
+    const T* r2 = r1 + pw;
+    for (int tx = 0; tx < tw; ++tx) {
+      const int c = 2 * tx, t = ty * tw + tx;
+      T s[3][3];  // B^T d: rows
+      for (int j = 0; j < 3; ++j) {
+        s[0][j] = r0[c + j] - r1[c + j];
+        s[1][j] = r1[c + j];
+        if (np == 3) s[2][j] = r2[c + j] - r1[c + j];
+      }
+      for (int i = 0; i < np; ++i) {  // (B^T d) B: columns
+        out[i * 3 + 0][t] = s[i][0] - s[i][1];
+        out[i * 3 + 1][t] = s[i][1];
+        if (nq == 3) out[i * 3 + 2][t] = s[i][2] - s[i][1];
+      }
+    }
+  }
+}
+
+// The forward's (and filter pass's) V of one input plane xp [2h, 2w]: its four parity planes,
+// each through a zero-bordered copy in pad ((h + 2) x (w + 2), border zero), position xi of
+// parity ab to v + xi * vs + slot[ab][xi] * slot_stride + t where it takes part.
+template <class T>
+void transform_parities(const T* xp, int h, int w, T* pad, T* v, long slot_stride, long vs) {
+  const Slots& sl = slots();
+  const int pw = w + 2, th = h / 2, tw = w / 2;
+  for (int ab = 0; ab < 4; ++ab) {
+    const int a = ab / 2, b = ab % 2;
+    for (int u = 0; u < h; ++u) {  // parity plane P_ab into the padded plane's interior
+      const T* src = xp + static_cast<long>(2 * u + a) * (2 * w) + b;
+      T* dst = pad + (u + 1) * pw + 1;
+      for (int q = 0; q < w; ++q) dst[q] = src[2 * q];
+    }
+    T* out[9];
+    for (int xi = 0; xi < 9; ++xi) {
+      const int slot = sl.slot[ab][xi];
+      out[xi] = slot >= 0 ? v + xi * vs + slot * slot_stride : nullptr;
+    }
+    switch (ab) {
+      case 0: transform_parity<0, 0>(pad, pw, th, tw, out); break;
+      case 1: transform_parity<0, 1>(pad, pw, th, tw, out); break;
+      case 2: transform_parity<1, 0>(pad, pw, th, tw, out); break;
+      default: transform_parity<1, 1>(pad, pw, th, tw, out); break;
+    }
+  }
+}
+
+// The forward's (and filter pass's) V of channels [c0, c1) of a chunk of cnt images x [cnt, c_in,
+// 2h, 2w] (columns t = image * tiles + tile, tcols of them), as transform_parities writes it.
+// With AVX-512 (float) 16 columns at a time: each window value of 16 tiles, which may belong to
+// several images, is one masked gather straight from x (x[4 ty + 2i - a][4 tx + 2j - b] for
+// window row i and column j of parity ab; masked off only where that is row or column -1 of the
+// plane, and past the chunk's last column), and each position's 16 values one store. The scalar
+// loop over the tiles took 4x-5x as long per plane (perf, D.3's forward at batch 128).
+template <class T>
+void transform_chunk(const T* x, int cnt, int c_in, int h, int w, long in_plane, T* pad, T* v, long tcols, long vs,
+                     int c0, int c1) {
+  const int tiles = (h / 2) * (w / 2);
+  for (int img = 0; img < cnt; ++img)
+    for (int c = c0; c < c1; ++c)
+      transform_parities(x + (static_cast<long>(img) * c_in + c) * in_plane, h, w, pad,
+                         v + c * tcols + static_cast<long>(img) * tiles, c_in * tcols, vs);
+}
+
+#if defined(__AVX512F__)
+template <int A, int B>
+inline void gather_parity(const float* base, __m512i idx, __mmask16 valid, __mmask16 not_top, __mmask16 not_left,
+                          int xw, float* const* out) {
+  constexpr int np = A == 1 ? 3 : 2, nq = B == 1 ? 3 : 2;
+  __m512 d[3][3];
+  for (int i = 0; i < np; ++i)
+    for (int j = 0; j < nq; ++j) {
+      __mmask16 m = valid;
+      if (A == 1 && i == 0) m &= not_top;
+      if (B == 1 && j == 0) m &= not_left;
+      const __m512i at = _mm512_add_epi32(idx, _mm512_set1_epi32((2 * i - A) * xw + 2 * j - B));
+      d[i][j] = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, at, base, 4);
+    }
+  __m512 s[3][3];  // B^T d: rows
+  for (int j = 0; j < nq; ++j) {
+    s[0][j] = _mm512_sub_ps(d[0][j], d[1][j]);
+    s[1][j] = d[1][j];
+    if (np == 3) s[2][j] = _mm512_sub_ps(d[2][j], d[1][j]);
+  }
+  for (int i = 0; i < np; ++i) {  // (B^T d) B: columns
+    _mm512_mask_storeu_ps(out[i * 3 + 0], valid, _mm512_sub_ps(s[i][0], s[i][1]));
+    _mm512_mask_storeu_ps(out[i * 3 + 1], valid, s[i][1]);
+    if (nq == 3) _mm512_mask_storeu_ps(out[i * 3 + 2], valid, _mm512_sub_ps(s[i][2], s[i][1]));
+  }
+}
+
+template <>
+inline void transform_chunk<float>(const float* x, int /*cnt*/, int c_in, int h, int w, long in_plane, float* /*pad*/,
+                                   float* v, long tcols, long vs, int c0, int c1) {
+  const Slots& sl = slots();
+  const int tw = w / 2, tiles = (h / 2) * tw, xw = 2 * w;
+  for (long t0 = 0; t0 < tcols; t0 += 16) {
+    const int img0 = static_cast<int>(t0 / tiles);
+    alignas(64) int idx[16];
+    __mmask16 valid = 0, not_top = 0, not_left = 0;
+    for (int l = 0; l < 16; ++l) {
+      const long t = t0 + l;
+      idx[l] = 0;
+      if (t >= tcols) continue;
+      const int img = static_cast<int>(t / tiles), tile = static_cast<int>(t % tiles), ty = tile / tw, tx = tile % tw;
+      idx[l] = static_cast<int>((img - img0) * c_in * in_plane) + 4 * ty * xw + 4 * tx;
+      valid |= static_cast<__mmask16>(1u << l);
+      if (ty > 0) not_top |= static_cast<__mmask16>(1u << l);
+      if (tx > 0) not_left |= static_cast<__mmask16>(1u << l);
+    }
+    const __m512i vidx = _mm512_load_si512(idx);
+    for (int c = c0; c < c1; ++c) {
+      const float* base = x + (static_cast<long>(img0) * c_in + c) * in_plane;
+      float* out[4][9];
+      for (int ab = 0; ab < 4; ++ab)
+        for (int xi = 0; xi < 9; ++xi) {
+          const int slot = sl.slot[ab][xi];
+          out[ab][xi] = slot < 0 ? nullptr : v + xi * vs + (static_cast<long>(slot) * c_in + c) * tcols + t0;
+        }
+      gather_parity<0, 0>(base, vidx, valid, not_top, not_left, xw, out[0]);
+      gather_parity<0, 1>(base, vidx, valid, not_top, not_left, xw, out[1]);
+      gather_parity<1, 0>(base, vidx, valid, not_top, not_left, xw, out[2]);
+      gather_parity<1, 1>(base, vidx, valid, not_top, not_left, xw, out[3]);
+    }
+  }
+}
+#endif
+
+using winograd::chunk_images;
+using winograd::filter_scratch;
+using winograd::PositionProducts;
+using winograd::Scratch;
+using winograd::worker_scratch;
+using winograd_s2::Chunk;
+
+// Per position, the rows and depths of the forward's GEMMs (rows c_out, depth n_xi c_in) or of
+// the data pass's (rows n_xi c_in, depth c_out).
+inline std::vector<int> stacked(int c) {
+  std::vector<int> r(9);
+  for (int xi = 0; xi < 9; ++xi) r[static_cast<std::size_t>(xi)] = slots().count[xi] * c;
+  return r;
+}
+
+// y [n, c_out, h, w] = conv(x [n, c_in, 2h, 2w]) + bias (or nothing), overwriting y.
+template <class T>
+void forward(const ConvGeom& g, const T* x, const T* w, const T* bias, T* y) {
+  const int h = g.h_out, wd = g.w_out, th = h / 2, tw = wd / 2, tiles = th * tw;
+  const int c_in = g.c_in, c_out = g.c_out, depth = 4 * c_in;
+  const long in_plane = static_cast<long>(g.h_in) * g.w_in, out_plane = static_cast<long>(h) * wd;
+  auto& ustore = filter_scratch<T>();
+  const long us = position_stride(static_cast<long>(c_out) * depth);
+  ustore.resize(static_cast<std::size_t>(9 * us));
+  transform_filter(w, c_out, c_in, false, ustore.data());
+  const PositionProducts<T> prod(ustore.data(), us, false, std::vector<int>(9, c_out), stacked(c_in));
+  const int chunk = chunk_images(g.n, tiles), nchunks = (g.n + chunk - 1) / chunk;
+  const int used = std::min(std::max(1, dtn::num_threads()), nchunks);
+  const long cols = static_cast<long>(chunk) * tiles;
+  std::vector<Scratch<T>>& scratch =
+      worker_scratch<T>(used, 9 * position_stride(depth * cols), 9 * position_stride(c_out * cols));
+  DTN_OMP(parallel for schedule(dynamic, 1) num_threads(used))
+  for (int ci = 0; ci < nchunks; ++ci) {
+    const Chunk<T> ch(scratch, ci, chunk, g.n, tiles, h, wd);
+    const int i0 = ch.i0, cnt = ch.cnt;
+    const long tcols = ch.tcols, vs = position_stride(depth * tcols), ms = position_stride(c_out * tcols);
+    transform_chunk(x + static_cast<long>(i0) * c_in * in_plane, cnt, c_in, h, wd, in_plane, ch.pad, ch.v, tcols, vs, 0,
+                    c_in);
+    prod.run(ch.v, vs, ch.m, ms, tcols);
+    for (int img = 0; img < cnt; ++img)
+      for (int k = 0; k < c_out; ++k)
+        winograd_s2::transform_output(ch.m + k * tcols + static_cast<long>(img) * tiles, ms, th, tw,
+                                      bias ? bias[k] : T(0), y + (static_cast<long>(i0 + img) * c_out + k) * out_plane,
+                                      wd, 1);
+  }
+}
+
+// The data pass's output transform of parity (A, B) for one channel of one image: M's positions
+// at mp[xi][t] (rows p = 2 and columns q = 2 only for the odd parities, zero for the others), tile
+// t's 2x2 outputs to out[2 (t / tw) rs + 4 (t % tw)] and its neighbours 2 apart (the parity's
+// places in dx; rs the stride of two rows of dx).
+template <int A, int B, class T>
+void output_parity(const T* const* mp, int tiles, int tw, long rs, T* out) {
+  for (int t = 0; t < tiles; ++t) {
+    T a[3][3];
+    for (int p = 0; p < 3; ++p)
+      for (int q = 0; q < 3; ++q) a[p][q] = (p == 2 && A == 0) || (q == 2 && B == 0) ? T(0) : mp[p * 3 + q][t];
+    T s[2][3];  // A^T M
+    for (int j = 0; j < 3; ++j) {
+      s[0][j] = a[0][j] + a[1][j];
+      s[1][j] = A == 0 ? a[1][j] : a[1][j] + a[2][j];
+    }
+    T* o = out + 2L * (t / tw) * rs + 4L * (t % tw);
+    o[0] = s[0][0] + s[0][1];  // (A^T M) A
+    o[2] = B == 0 ? s[0][1] : s[0][1] + s[0][2];
+    o[rs] = s[1][0] + s[1][1];
+    o[rs + 2] = B == 0 ? s[1][1] : s[1][1] + s[1][2];
+  }
+}
+
+// dx [n, c_in, 2h, 2w] from dy [n, c_out, h, w], overwriting dx.
+template <class T>
+void backward_data(const ConvGeom& g, const T* dy, const T* w, T* dx) {
+  const Slots& sl = slots();
+  const int h = g.h_out, wd = g.w_out, tw = wd / 2, tiles = (h / 2) * tw;
+  const int c_in = g.c_in, c_out = g.c_out, rows = 4 * c_in;
+  const long in_plane = static_cast<long>(g.h_in) * g.w_in, out_plane = static_cast<long>(h) * wd;
+  auto& ustore = filter_scratch<T>();
+  const long us = position_stride(static_cast<long>(c_out) * rows);
+  ustore.resize(static_cast<std::size_t>(9 * us));
+  transform_filter(w, c_out, c_in, true, ustore.data());
+  const PositionProducts<T> prod(ustore.data(), us, true, stacked(c_in), std::vector<int>(9, c_out));
+  const int chunk = chunk_images(g.n, tiles), nchunks = (g.n + chunk - 1) / chunk;
+  const int used = std::min(std::max(1, dtn::num_threads()), nchunks);
+  const long cols = static_cast<long>(chunk) * tiles;
+  std::vector<Scratch<T>>& scratch =
+      worker_scratch<T>(used, 9 * position_stride(c_out * cols), 9 * position_stride(rows * cols));
+  DTN_OMP(parallel for schedule(dynamic, 1) num_threads(used))
+  for (int ci = 0; ci < nchunks; ++ci) {
+    const Chunk<T> ch(scratch, ci, chunk, g.n, tiles, h, wd);
+    const int i0 = ch.i0, cnt = ch.cnt, pw = wd + 2;
+    const long tcols = ch.tcols, vs = position_stride(c_out * tcols), ms = position_stride(rows * tcols);
+    for (int img = 0; img < cnt; ++img)
+      for (int k = 0; k < c_out; ++k) {
+        const T* src = dy + (static_cast<long>(i0 + img) * c_out + k) * out_plane;
+        for (int u = 0; u < h; ++u)
+          std::copy(src + static_cast<long>(u) * wd, src + static_cast<long>(u + 1) * wd, ch.pad + (u + 1) * pw + 1);
+        winograd_s2::transform_input(ch.pad, h, wd, 0, 0, ch.v + k * tcols + static_cast<long>(img) * tiles, vs);
+      }
+    prod.run(ch.v, vs, ch.m, ms, tcols);
+    for (int img = 0; img < cnt; ++img)
+      for (int c = 0; c < c_in; ++c)
+        for (int ab = 0; ab < 4; ++ab) {
+          const T* mp[9];
+          for (int xi = 0; xi < 9; ++xi) {
+            const int slot = sl.slot[ab][xi];
+            mp[xi] = slot < 0 ? nullptr : ch.m + xi * ms + (static_cast<long>(slot) * c_in + c) * tcols + img * tiles;
+          }
+          T* out = dx + (static_cast<long>(i0 + img) * c_in + c) * in_plane + (ab / 2) * g.w_in + ab % 2;
+          switch (ab) {
+            case 0: output_parity<0, 0>(mp, tiles, tw, 2L * g.w_in, out); break;
+            case 1: output_parity<0, 1>(mp, tiles, tw, 2L * g.w_in, out); break;
+            case 2: output_parity<1, 0>(mp, tiles, tw, 2L * g.w_in, out); break;
+            default: output_parity<1, 1>(mp, tiles, tw, 2L * g.w_in, out); break;
+          }
+        }
+  }
+}
+
+// dw [c_out, c_in, 3, 3] += the filter gradient of x [n, c_in, 2h, 2w] and dy [n, c_out, h, w]:
+// chunks of images in order, each chunk's transforms split over the threads (a plane each), its
+// 9 products by the GEMM over the threads by columns of M (winograd_s2::backward_filter).
+template <class T>
+void backward_filter(const ConvGeom& g, const T* x, const T* dy, T* dw) {
+  const Slots& sl = slots();
+  const int h = g.h_out, wd = g.w_out, tiles = (h / 2) * (wd / 2);
+  const int c_in = g.c_in, c_out = g.c_out, depth = 4 * c_in;
+  const long in_plane = static_cast<long>(g.h_in) * g.w_in, out_plane = static_cast<long>(h) * wd;
+  if (g.n <= 0) return;  // nothing to add (M would stay unwritten)
+  const int chunk = std::max(1, std::min(g.n, winograd_s2::kFilterChunkColumns / tiles));
+  const long cols = static_cast<long>(chunk) * tiles;
+  static thread_local std::vector<T, AlignedAllocator<T>> vstore, ustore, mstore;
+  const long vs_full = position_stride(depth * cols), us_full = position_stride(c_out * cols);
+  const long ms = position_stride(static_cast<long>(c_out) * depth);
+  vstore.resize(static_cast<std::size_t>(9 * vs_full));
+  ustore.resize(static_cast<std::size_t>(9 * us_full));
+  mstore.resize(static_cast<std::size_t>(9 * ms));
+  T* v = vstore.data();
+  T* u = ustore.data();
+  T* m = mstore.data();
+  const int threads = std::max(1, dtn::num_threads());
+  const long pad_floats = static_cast<long>(h + 2) * (wd + 2);
+  static thread_local std::vector<T> pad_store;  // a zero-bordered plane per thread, allocated out here
+  pad_store.assign(static_cast<std::size_t>(threads * pad_floats), T(0));
+  T* pads = pad_store.data();
+  for (int i0 = 0; i0 < g.n; i0 += chunk) {
+    const int cnt = std::min(chunk, g.n - i0);
+    const long tcols = static_cast<long>(cnt) * tiles;
+    const long vs = position_stride(depth * tcols), us = position_stride(c_out * tcols);
+    DTN_OMP(parallel num_threads(threads))
+    {
+      T* pad = pads + dtn::cpu::thread_num() * pad_floats;
+      DTN_OMP(for schedule(static) nowait)
+      for (int cb = 0; cb < c_in; cb += 8)
+        transform_chunk(x + static_cast<long>(i0) * c_in * in_plane, cnt, c_in, h, wd, in_plane, pad, v, tcols, vs, cb,
+                        std::min(c_in, cb + 8));
+      DTN_OMP(for schedule(static))
+      for (long ik = 0; ik < static_cast<long>(cnt) * c_out; ++ik) {
+        const long img = ik / c_out, k = ik % c_out;
+        winograd_s2::transform_tiles(dy + ((i0 + img) * c_out + k) * out_plane, h, wd, u + k * tcols + img * tiles, us);
+      }
+    }
+    const T beta = i0 == 0 ? T(0) : T(1);
+    for (int xi = 0; xi < 9; ++xi) {
+      const int d = sl.count[xi] * c_in;
+      gemm<T>(false, true, c_out, d, static_cast<int>(tcols), T(1), u + xi * us, static_cast<int>(tcols), v + xi * vs,
+              static_cast<int>(tcols), beta, m + xi * ms, d);
+    }
+  }
+  // dw's taps from M: per filter (k, c) and parity ab, Y = A^T M A (zero where the parity has no
+  // product); tap (rho, sigma) to (tap(a, rho), tap(b, sigma)) where both exist
+  DTN_OMP(parallel for num_threads(threads) if (static_cast<long>(c_out) * c_in > 4096))
+  for (int k = 0; k < c_out; ++k)
+    for (int ab = 0; ab < 4; ++ab) {
+      const int a = ab / 2, b = ab % 2;
+      for (int c = 0; c < c_in; ++c) {
+        T mt[9];
+        for (int xi = 0; xi < 9; ++xi) {
+          const int slot = sl.slot[ab][xi], d = sl.count[xi] * c_in;
+          mt[xi] = slot < 0 ? T(0) : m[xi * ms + static_cast<long>(k) * d + slot * c_in + c];
+        }
+        T y[2][2];
+        winograd_s2::inverse_2x2(mt, 1, y);
+        T* f = dw + (static_cast<long>(k) * c_in + c) * 9;
+        for (int r = 0; r < 2; ++r)
+          for (int s = 0; s < 2; ++s) {
+            const int ky = tap(a, r, false), kx = tap(b, s, false);
+            if (ky >= 0 && kx >= 0) f[ky * 3 + kx] += y[r][s];
+          }
+      }
+    }
+}
+
+}  // namespace winograd_s2k3
+}  // namespace cpu
+}  // namespace dtn
