@@ -234,10 +234,17 @@ inline void gather_parity(const float* base, __m512i idx, __mmask16 valid, __mma
 }
 
 template <>
-inline void transform_chunk<float>(const float* x, int /*cnt*/, int c_in, int h, int w, long in_plane, float* /*pad*/,
-                                   float* v, long tcols, long vs, int c0, int c1) {
+inline void transform_chunk<float>(const float* x, int cnt, int c_in, int h, int w, long in_plane, float* pad, float* v,
+                                   long tcols, long vs, int c0, int c1) {
   const Slots& sl = slots();
   const int tw = w / 2, tiles = (h / 2) * tw, xw = 2 * w;
+  if (16L * c_in * in_plane > 0x7fffffffL) {  // the gathers' 32-bit indices would not reach: the loop over tiles
+    for (int img = 0; img < cnt; ++img)
+      for (int c = c0; c < c1; ++c)
+        transform_parities(x + (static_cast<long>(img) * c_in + c) * in_plane, h, w, pad,
+                           v + c * tcols + static_cast<long>(img) * tiles, c_in * tcols, vs);
+    return;
+  }
   for (long t0 = 0; t0 < tcols; t0 += 16) {
     const int img0 = static_cast<int>(t0 / tiles);
     alignas(64) int idx[16];
