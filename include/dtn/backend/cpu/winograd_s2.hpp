@@ -339,17 +339,24 @@ constexpr int kFilterChunkColumns = 128;
 // transformed by all threads (a plane each) and then its 9 products split by the GEMM over the
 // threads by columns of M: with dtn's GEMM the sums' order does not depend on the thread count
 // (the im2col path's does).
-template <class T>
-void backward_filter(const ConvGeom& g, const T* x, const T* dy, T* dw) {
-  const int h = g.h_out, wd = g.w_out, tiles = (h / 2) * (wd / 2);
-  const int c_in = g.c_in, c_out = g.c_out, depth = 4 * c_in;
-  const long in_plane = static_cast<long>(g.h_in) * g.w_in, out_plane = static_cast<long>(h) * wd;
-  if (g.n <= 0) return;  // nothing to add (M would stay unwritten)
+//
+// filter_sums is the part the 3x3 stride-2 path (winograd_s2k3.hpp) shares: the chunks of images
+// in order, per chunk the transforms of x (x_items(cnt) items, x_item(item, i0, cnt, tcols, vs,
+// pad, v) each, split over the threads, pad a zeroed (h + 2) x (w + 2) plane of the thread's own)
+// and of dy's tiles into V and U, then M_xi [c_out, depth[xi]] (+)= U_xi V_xi^T for the 9
+// positions. Returns M, position xi at m + xi * position_stride(c_out * max depth); nullptr
+// where there are no images.
+template <class T, class XItems, class XItem>
+T* filter_sums(const ConvGeom& g, const T* dy, const int (&depth)[9], XItems x_items, XItem x_item) {
+  const int h = g.h_out, wd = g.w_out, tiles = (h / 2) * (wd / 2), c_out = g.c_out;
+  const long out_plane = static_cast<long>(h) * wd;
+  if (g.n <= 0) return nullptr;  // nothing to add (M would stay unwritten)
+  const long max_depth = *std::max_element(depth, depth + 9);
   const int chunk = std::max(1, std::min(g.n, kFilterChunkColumns / tiles));
   const long cols = static_cast<long>(chunk) * tiles;
   static thread_local std::vector<T, AlignedAllocator<T>> vstore, ustore, mstore;
-  const long vs_full = position_stride(depth * cols), us_full = position_stride(c_out * cols);
-  const long ms = position_stride(static_cast<long>(c_out) * depth);
+  const long vs_full = position_stride(max_depth * cols), us_full = position_stride(c_out * cols);
+  const long ms = position_stride(c_out * max_depth);
   vstore.resize(static_cast<std::size_t>(9 * vs_full));
   ustore.resize(static_cast<std::size_t>(9 * us_full));
   mstore.resize(static_cast<std::size_t>(9 * ms));
@@ -364,16 +371,13 @@ void backward_filter(const ConvGeom& g, const T* x, const T* dy, T* dw) {
   for (int i0 = 0; i0 < g.n; i0 += chunk) {
     const int cnt = std::min(chunk, g.n - i0);
     const long tcols = static_cast<long>(cnt) * tiles;
-    const long vs = position_stride(depth * tcols), us = position_stride(c_out * tcols);
+    const long vs = position_stride(max_depth * tcols), us = position_stride(c_out * tcols);
+    const long items = x_items(cnt);
     DTN_OMP(parallel num_threads(threads))
     {
       T* pad = pads + dtn::cpu::thread_num() * pad_floats;
       DTN_OMP(for schedule(static) nowait)
-      for (long ic = 0; ic < static_cast<long>(cnt) * c_in; ++ic) {
-        const long img = ic / c_in, c = ic % c_in;
-        transform_parities(x + ((i0 + img) * c_in + c) * in_plane, h, wd, pad, v + c * tcols + img * tiles,
-                           c_in * tcols, vs);
-      }
+      for (long it = 0; it < items; ++it) x_item(it, i0, cnt, tcols, vs, pad, v);
       DTN_OMP(for schedule(static))
       for (long ik = 0; ik < static_cast<long>(cnt) * c_out; ++ik) {
         const long img = ik / c_out, k = ik % c_out;
@@ -382,9 +386,27 @@ void backward_filter(const ConvGeom& g, const T* x, const T* dy, T* dw) {
     }
     const T beta = i0 == 0 ? T(0) : T(1);
     for (int xi = 0; xi < 9; ++xi)
-      gemm<T>(false, true, c_out, depth, static_cast<int>(tcols), T(1), u + xi * us, static_cast<int>(tcols),
-              v + xi * vs, static_cast<int>(tcols), beta, m + xi * ms, depth);
+      gemm<T>(false, true, c_out, depth[xi], static_cast<int>(tcols), T(1), u + xi * us, static_cast<int>(tcols),
+              v + xi * vs, static_cast<int>(tcols), beta, m + xi * ms, depth[xi]);
   }
+  return m;
+}
+
+template <class T>
+void backward_filter(const ConvGeom& g, const T* x, const T* dy, T* dw) {
+  const int tiles = (g.h_out / 2) * (g.w_out / 2), c_in = g.c_in, c_out = g.c_out, depth = 4 * c_in;
+  const long in_plane = static_cast<long>(g.h_in) * g.w_in;
+  const int depths[9] = {depth, depth, depth, depth, depth, depth, depth, depth, depth};
+  const T* m = filter_sums<T>(
+      g, dy, depths, [c_in](int cnt) { return static_cast<long>(cnt) * c_in; },
+      [&](long ic, int i0, int, long tcols, long vs, T* pad, T* v) {
+        const long img = ic / c_in, c = ic % c_in;
+        transform_parities(x + ((i0 + img) * c_in + c) * in_plane, g.h_out, g.w_out, pad, v + c * tcols + img * tiles,
+                           c_in * tcols, vs);
+      });
+  if (!m) return;
+  const long ms = position_stride(static_cast<long>(c_out) * depth);
+  const int threads = std::max(1, dtn::num_threads());
   // dw's taps from M: per filter (k, c) and parity ab, Y = A^T M A, tap (r, s) to (2r + 1 - a, 2s + 1 - b)
   DTN_OMP(parallel for num_threads(threads) if (static_cast<long>(c_out) * c_in > 4096))
   for (int k = 0; k < c_out; ++k)

@@ -397,55 +397,27 @@ void backward_data(const ConvGeom& g, const T* dy, const T* w, T* dx) {
 }
 
 // dw [c_out, c_in, 3, 3] += the filter gradient of x [n, c_in, 2h, 2w] and dy [n, c_out, h, w]:
-// chunks of images in order, each chunk's transforms split over the threads (a plane each), its
-// 9 products by the GEMM over the threads by columns of M (winograd_s2::backward_filter).
+// chunks of images in order, each chunk's transforms split over the threads (blocks of 8
+// channels of x, dy's planes), its 9 products by the GEMM over the threads by columns of M
+// (winograd_s2::filter_sums, which g's 4x4 filter pass runs too).
 template <class T>
 void backward_filter(const ConvGeom& g, const T* x, const T* dy, T* dw) {
   const Slots& sl = slots();
-  const int h = g.h_out, wd = g.w_out, tiles = (h / 2) * (wd / 2);
-  const int c_in = g.c_in, c_out = g.c_out, depth = 4 * c_in;
-  const long in_plane = static_cast<long>(g.h_in) * g.w_in, out_plane = static_cast<long>(h) * wd;
-  if (g.n <= 0) return;  // nothing to add (M would stay unwritten)
-  const int chunk = std::max(1, std::min(g.n, winograd_s2::kFilterChunkColumns / tiles));
-  const long cols = static_cast<long>(chunk) * tiles;
-  static thread_local std::vector<T, AlignedAllocator<T>> vstore, ustore, mstore;
-  const long vs_full = position_stride(depth * cols), us_full = position_stride(c_out * cols);
-  const long ms = position_stride(static_cast<long>(c_out) * depth);
-  vstore.resize(static_cast<std::size_t>(9 * vs_full));
-  ustore.resize(static_cast<std::size_t>(9 * us_full));
-  mstore.resize(static_cast<std::size_t>(9 * ms));
-  T* v = vstore.data();
-  T* u = ustore.data();
-  T* m = mstore.data();
+  const int c_in = g.c_in, c_out = g.c_out;
+  const long in_plane = static_cast<long>(g.h_in) * g.w_in;
+  int depths[9];
+  for (int xi = 0; xi < 9; ++xi) depths[xi] = sl.count[xi] * c_in;
+  constexpr int kBlock = 8;  // channels of x per item
+  const T* m = winograd_s2::filter_sums<T>(
+      g, dy, depths, [c_in](int) { return static_cast<long>((c_in + kBlock - 1) / kBlock); },
+      [&](long item, int i0, int cnt, long tcols, long vs, T* pad, T* v) {
+        const int c0 = static_cast<int>(item) * kBlock;
+        transform_chunk(x + static_cast<long>(i0) * c_in * in_plane, cnt, c_in, g.h_out, g.w_out, in_plane, pad, v,
+                        tcols, vs, c0, std::min(c_in, c0 + kBlock));
+      });
+  if (!m) return;
+  const long ms = position_stride(4L * c_out * c_in);
   const int threads = std::max(1, dtn::num_threads());
-  const long pad_floats = static_cast<long>(h + 2) * (wd + 2);
-  static thread_local std::vector<T> pad_store;  // a zero-bordered plane per thread, allocated out here
-  pad_store.assign(static_cast<std::size_t>(threads * pad_floats), T(0));
-  T* pads = pad_store.data();
-  for (int i0 = 0; i0 < g.n; i0 += chunk) {
-    const int cnt = std::min(chunk, g.n - i0);
-    const long tcols = static_cast<long>(cnt) * tiles;
-    const long vs = position_stride(depth * tcols), us = position_stride(c_out * tcols);
-    DTN_OMP(parallel num_threads(threads))
-    {
-      T* pad = pads + dtn::cpu::thread_num() * pad_floats;
-      DTN_OMP(for schedule(static) nowait)
-      for (int cb = 0; cb < c_in; cb += 8)
-        transform_chunk(x + static_cast<long>(i0) * c_in * in_plane, cnt, c_in, h, wd, in_plane, pad, v, tcols, vs, cb,
-                        std::min(c_in, cb + 8));
-      DTN_OMP(for schedule(static))
-      for (long ik = 0; ik < static_cast<long>(cnt) * c_out; ++ik) {
-        const long img = ik / c_out, k = ik % c_out;
-        winograd_s2::transform_tiles(dy + ((i0 + img) * c_out + k) * out_plane, h, wd, u + k * tcols + img * tiles, us);
-      }
-    }
-    const T beta = i0 == 0 ? T(0) : T(1);
-    for (int xi = 0; xi < 9; ++xi) {
-      const int d = sl.count[xi] * c_in;
-      gemm<T>(false, true, c_out, d, static_cast<int>(tcols), T(1), u + xi * us, static_cast<int>(tcols), v + xi * vs,
-              static_cast<int>(tcols), beta, m + xi * ms, d);
-    }
-  }
   // dw's taps from M: per filter (k, c) and parity ab, Y = A^T M A (zero where the parity has no
   // product); tap (rho, sigma) to (tap(a, rho), tap(b, sigma)) where both exist
   DTN_OMP(parallel for num_threads(threads) if (static_cast<long>(c_out) * c_in > 4096))
