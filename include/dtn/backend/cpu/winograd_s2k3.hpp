@@ -418,10 +418,9 @@ void backward_filter(const ConvGeom& g, const T* x, const T* dy, T* dw) {
       });
   if (!m) return;
   const long ms = position_stride(4L * c_out * c_in);
-  const int threads = std::max(1, dtn::num_threads());
   // dw's taps from M: per filter (k, c) and parity ab, Y = A^T M A (zero where the parity has no
   // product); tap (rho, sigma) to (tap(a, rho), tap(b, sigma)) where both exist
-  DTN_OMP(parallel for num_threads(threads) if (static_cast<long>(c_out) * c_in > 4096))
+  DTN_OMP(parallel for num_threads(std::max(1, dtn::num_threads())) if (static_cast<long>(c_out) * c_in > 4096))
   for (int k = 0; k < c_out; ++k)
     for (int ab = 0; ab < 4; ++ab) {
       const int a = ab / 2, b = ab % 2;
