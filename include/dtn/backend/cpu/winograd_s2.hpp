@@ -141,20 +141,27 @@ void transform_input(const T* pad, int h, int w, int oy, int ox, T* v, long vstr
   }
 }
 
+// The parity plane P_ab[u][v] = xp[2u + a][2v + b] of xp [2h, 2w] into the interior of the
+// (h + 2) x (w + 2) plane pad (its border left as it is: zero).
+template <class T>
+void copy_parity_plane(const T* xp, int h, int w, int a, int b, T* pad) {
+  const int pw = w + 2;
+  for (int u = 0; u < h; ++u) {
+    const T* src = xp + static_cast<long>(2 * u + a) * (2 * w) + b;
+    T* dst = pad + (u + 1) * pw + 1;
+    for (int q = 0; q < w; ++q) dst[q] = src[2 * q];
+  }
+}
+
 // The input transforms of the four parity planes P_ab of one input plane xp [2h, 2w] (2h x 2w,
 // halved to h x w per parity), windows starting -a, -b off each tile, as the forward and the
 // filter gradient read them: parity ab's position xi values at v + ab * ab_stride + xi * vs + t.
 // pad is a zeroed (h + 2) x (w + 2) plane (only its interior is written).
 template <class T>
 void transform_parities(const T* xp, int h, int w, T* pad, T* v, long ab_stride, long vs) {
-  const int pw = w + 2;
   for (int ab = 0; ab < 4; ++ab) {
     const int a = ab / 2, b = ab % 2;
-    for (int u = 0; u < h; ++u) {  // parity plane P_ab into the padded plane's interior
-      const T* src = xp + static_cast<long>(2 * u + a) * (2 * w) + b;
-      T* dst = pad + (u + 1) * pw + 1;
-      for (int q = 0; q < w; ++q) dst[q] = src[2 * q];
-    }
+    copy_parity_plane(xp, h, w, a, b, pad);
     transform_input(pad, h, w, -a, -b, v + ab * ab_stride, vs);
   }
 }
@@ -344,13 +351,18 @@ constexpr int kFilterChunkColumns = 128;
 // in order, per chunk the transforms of x (x_items(cnt) items, x_item(item, i0, cnt, tcols, vs,
 // pad, v) each, split over the threads, pad a zeroed (h + 2) x (w + 2) plane of the thread's own)
 // and of dy's tiles into V and U, then M_xi [c_out, depth[xi]] (+)= U_xi V_xi^T for the 9
-// positions. Returns M, position xi at m + xi * position_stride(c_out * max depth); nullptr
-// where there are no images.
+// positions. Returns M (position xi's matrix at m + xi * ms; m nullptr where there are no
+// images).
+template <class T>
+struct Sums {
+  const T* m;
+  long ms;
+};
 template <class T, class XItems, class XItem>
-T* filter_sums(const ConvGeom& g, const T* dy, const int (&depth)[9], XItems x_items, XItem x_item) {
+Sums<T> filter_sums(const ConvGeom& g, const T* dy, const int (&depth)[9], XItems x_items, XItem x_item) {
   const int h = g.h_out, wd = g.w_out, tiles = (h / 2) * (wd / 2), c_out = g.c_out;
   const long out_plane = static_cast<long>(h) * wd;
-  if (g.n <= 0) return nullptr;  // nothing to add (M would stay unwritten)
+  if (g.n <= 0) return {nullptr, 0};  // nothing to add (M would stay unwritten)
   const long max_depth = *std::max_element(depth, depth + 9);
   const int chunk = std::max(1, std::min(g.n, kFilterChunkColumns / tiles));
   const long cols = static_cast<long>(chunk) * tiles;
@@ -389,7 +401,7 @@ T* filter_sums(const ConvGeom& g, const T* dy, const int (&depth)[9], XItems x_i
       gemm<T>(false, true, c_out, depth[xi], static_cast<int>(tcols), T(1), u + xi * us, static_cast<int>(tcols),
               v + xi * vs, static_cast<int>(tcols), beta, m + xi * ms, depth[xi]);
   }
-  return m;
+  return {m, ms};
 }
 
 template <class T>
@@ -397,15 +409,16 @@ void backward_filter(const ConvGeom& g, const T* x, const T* dy, T* dw) {
   const int tiles = (g.h_out / 2) * (g.w_out / 2), c_in = g.c_in, c_out = g.c_out, depth = 4 * c_in;
   const long in_plane = static_cast<long>(g.h_in) * g.w_in;
   const int depths[9] = {depth, depth, depth, depth, depth, depth, depth, depth, depth};
-  const T* m = filter_sums<T>(
+  const Sums<T> sums = filter_sums<T>(
       g, dy, depths, [c_in](int cnt) { return static_cast<long>(cnt) * c_in; },
       [&](long ic, int i0, int, long tcols, long vs, T* pad, T* v) {
         const long img = ic / c_in, c = ic % c_in;
         transform_parities(x + ((i0 + img) * c_in + c) * in_plane, g.h_out, g.w_out, pad, v + c * tcols + img * tiles,
                            c_in * tcols, vs);
       });
+  const T* m = sums.m;
+  const long ms = sums.ms;
   if (!m) return;
-  const long ms = position_stride(static_cast<long>(c_out) * depth);
   // dw's taps from M: per filter (k, c) and parity ab, Y = A^T M A, tap (r, s) to (2r + 1 - a, 2s + 1 - b)
   DTN_OMP(parallel for num_threads(std::max(1, dtn::num_threads())) if (static_cast<long>(c_out) * c_in > 4096))
   for (int k = 0; k < c_out; ++k)

@@ -99,19 +99,28 @@ inline int tap(int a, int rho, bool data) {
   return (rho == 0) != data ? 0 : 2;
 }
 
+// Per parity ab, the 3x3 kernel's tap (row * 3 + column) of sub-filter tap (r, s), -1 for none.
+struct SubTaps {
+  int at[4][2][2];
+};
+inline SubTaps sub_taps(bool data) {
+  SubTaps t{};
+  for (int ab = 0; ab < 4; ++ab)
+    for (int r = 0; r < 2; ++r)
+      for (int s = 0; s < 2; ++s) {
+        const int ky = tap(ab / 2, r, data), kx = tap(ab % 2, s, data);
+        t.at[ab][r][s] = ky < 0 || kx < 0 ? -1 : ky * 3 + kx;
+      }
+  return t;
+}
+
 // U_xi [c_out, n_xi c_in] (column slot * c_in + c) from w [c_out][c_in][3][3]: the forward's
 // filters, or with data the data pass's (which its GEMMs read transposed).
 template <class T>
 void transform_filter(const T* w, int c_out, int c_in, bool data, T* u) {
   const Slots& sl = slots();
   const long us = position_stride(4L * c_out * c_in);
-  int taps[4][2][2];  // [ab][r][s]: the kernel tap of sub-filter tap (r, s), -1 for none
-  for (int ab = 0; ab < 4; ++ab)
-    for (int r = 0; r < 2; ++r)
-      for (int s = 0; s < 2; ++s) {
-        const int ky = tap(ab / 2, r, data), kx = tap(ab % 2, s, data);
-        taps[ab][r][s] = ky < 0 || kx < 0 ? -1 : ky * 3 + kx;
-      }
+  const SubTaps st = sub_taps(data);
   DTN_OMP(parallel for if (!omp_in_parallel() && static_cast<long>(c_out) * c_in > 4096))
   for (int k = 0; k < c_out; ++k)
     for (int ab = 0; ab < 4; ++ab) {
@@ -124,7 +133,7 @@ void transform_filter(const T* w, int c_out, int c_in, bool data, T* u) {
       for (int c = 0; c < c_in; ++c, f += 9) {
         T g[2][2];
         for (int r = 0; r < 2; ++r)
-          for (int s = 0; s < 2; ++s) g[r][s] = taps[ab][r][s] < 0 ? T(0) : f[taps[ab][r][s]];
+          for (int s = 0; s < 2; ++s) g[r][s] = st.at[ab][r][s] < 0 ? T(0) : f[st.at[ab][r][s]];
         T full[9];
         winograd_s2::transform_filter_2x2(g, full, 1);
         for (int xi = 0; xi < 9; ++xi)
@@ -169,12 +178,7 @@ void transform_parities(const T* xp, int h, int w, T* pad, T* v, long slot_strid
   const Slots& sl = slots();
   const int pw = w + 2, th = h / 2, tw = w / 2;
   for (int ab = 0; ab < 4; ++ab) {
-    const int a = ab / 2, b = ab % 2;
-    for (int u = 0; u < h; ++u) {  // parity plane P_ab into the padded plane's interior
-      const T* src = xp + static_cast<long>(2 * u + a) * (2 * w) + b;
-      T* dst = pad + (u + 1) * pw + 1;
-      for (int q = 0; q < w; ++q) dst[q] = src[2 * q];
-    }
+    winograd_s2::copy_parity_plane(xp, h, w, ab / 2, ab % 2, pad);
     T* out[9];
     for (int xi = 0; xi < 9; ++xi) {
       const int slot = sl.slot[ab][xi];
@@ -198,13 +202,18 @@ void transform_parities(const T* xp, int h, int w, T* pad, T* v, long slot_strid
 // loop over the tiles took about 1.7x as long (perf, D.3's forward at batch 128 on the Zen 4 host:
 // 21% of the pass against 13%; the gathers are the cost there).
 template <class T>
-void transform_chunk(const T* x, int cnt, int c_in, int h, int w, long in_plane, T* pad, T* v, long tcols, long vs,
-                     int c0, int c1) {
+void transform_chunk_planes(const T* x, int cnt, int c_in, int h, int w, long in_plane, T* pad, T* v, long tcols,
+                            long vs, int c0, int c1) {  // the loop over the planes, scalar
   const int tiles = (h / 2) * (w / 2);
   for (int img = 0; img < cnt; ++img)
     for (int c = c0; c < c1; ++c)
       transform_parities(x + (static_cast<long>(img) * c_in + c) * in_plane, h, w, pad,
                          v + c * tcols + static_cast<long>(img) * tiles, c_in * tcols, vs);
+}
+template <class T>
+void transform_chunk(const T* x, int cnt, int c_in, int h, int w, long in_plane, T* pad, T* v, long tcols, long vs,
+                     int c0, int c1) {
+  transform_chunk_planes(x, cnt, c_in, h, w, in_plane, pad, v, tcols, vs, c0, c1);
 }
 
 #if defined(__AVX512F__)
@@ -239,13 +248,8 @@ inline void transform_chunk<float>(const float* x, int cnt, int c_in, int h, int
                                    long tcols, long vs, int c0, int c1) {
   const Slots& sl = slots();
   const int tw = w / 2, tiles = (h / 2) * tw, xw = 2 * w;
-  if (16L * c_in * in_plane > 0x7fffffffL) {  // the gathers' 32-bit indices would not reach: the loop over tiles
-    for (int img = 0; img < cnt; ++img)
-      for (int c = c0; c < c1; ++c)
-        transform_parities(x + (static_cast<long>(img) * c_in + c) * in_plane, h, w, pad,
-                           v + c * tcols + static_cast<long>(img) * tiles, c_in * tcols, vs);
-    return;
-  }
+  if (16L * c_in * in_plane > 0x7fffffffL)  // the gathers' 32-bit indices would not reach: the loop over tiles
+    return transform_chunk_planes(x, cnt, c_in, h, w, in_plane, pad, v, tcols, vs, c0, c1);
   for (long t0 = 0; t0 < tcols; t0 += 16) {
     const int img0 = static_cast<int>(t0 / tiles);
     alignas(64) int idx[16];
@@ -409,21 +413,22 @@ void backward_filter(const ConvGeom& g, const T* x, const T* dy, T* dw) {
   int depths[9];
   for (int xi = 0; xi < 9; ++xi) depths[xi] = sl.count[xi] * c_in;
   constexpr int kBlock = 8;  // channels of x per item
-  const T* m = winograd_s2::filter_sums<T>(
+  const winograd_s2::Sums<T> sums = winograd_s2::filter_sums<T>(
       g, dy, depths, [c_in](int) { return static_cast<long>((c_in + kBlock - 1) / kBlock); },
       [&](long item, int i0, int cnt, long tcols, long vs, T* pad, T* v) {
         const int c0 = static_cast<int>(item) * kBlock;
         transform_chunk(x + static_cast<long>(i0) * c_in * in_plane, cnt, c_in, g.h_out, g.w_out, in_plane, pad, v,
                         tcols, vs, c0, std::min(c_in, c0 + kBlock));
       });
+  const T* m = sums.m;
+  const long ms = sums.ms;
   if (!m) return;
-  const long ms = position_stride(4L * c_out * c_in);
+  const SubTaps st = sub_taps(false);
   // dw's taps from M: per filter (k, c) and parity ab, Y = A^T M A (zero where the parity has no
-  // product); tap (rho, sigma) to (tap(a, rho), tap(b, sigma)) where both exist
+  // product); tap (rho, sigma) to the kernel's tap sub_taps gives, where there is one
   DTN_OMP(parallel for num_threads(std::max(1, dtn::num_threads())) if (static_cast<long>(c_out) * c_in > 4096))
   for (int k = 0; k < c_out; ++k)
     for (int ab = 0; ab < 4; ++ab) {
-      const int a = ab / 2, b = ab % 2;
       for (int c = 0; c < c_in; ++c) {
         T mt[9];
         for (int xi = 0; xi < 9; ++xi) {
@@ -434,10 +439,8 @@ void backward_filter(const ConvGeom& g, const T* x, const T* dy, T* dw) {
         winograd_s2::inverse_2x2(mt, 1, y);
         T* f = dw + (static_cast<long>(k) * c_in + c) * 9;
         for (int r = 0; r < 2; ++r)
-          for (int s = 0; s < 2; ++s) {
-            const int ky = tap(a, r, false), kx = tap(b, s, false);
-            if (ky >= 0 && kx >= 0) f[ky * 3 + kx] += y[r][s];
-          }
+          for (int s = 0; s < 2; ++s)
+            if (st.at[ab][r][s] >= 0) f[st.at[ab][r][s]] += y[r][s];
       }
     }
 }
