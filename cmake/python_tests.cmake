@@ -21,16 +21,24 @@ endif()
 
 find_package(Python3 COMPONENTS Interpreter)
 if(Python3_Interpreter_FOUND)
+  # Each entry has a pytest base temporary directory of its own: under `ctest -j` two pytest
+  # sessions sharing /tmp/pytest-of-<user> run pytest's numbered-directory creation and clean-up
+  # side by side, which is not safe between processes (pytest-dev/pytest#5456, #4245).
+  set(dtn_pytest_tmp ${CMAKE_CURRENT_BINARY_DIR}/pytest-tmp)
   add_test(NAME python/interop
-           COMMAND ${Python3_EXECUTABLE} ${dtn_SOURCE_DIR}/tests/python/run_interop.py)
+           COMMAND ${Python3_EXECUTABLE} ${dtn_SOURCE_DIR}/tests/python/run_interop.py
+                   --basetemp=${dtn_pytest_tmp}/interop)
   # The comparison with PyTorch on its own, so that "torch not installed" shows as a skip.
   add_test(NAME python/interop_torch
-           COMMAND ${Python3_EXECUTABLE} ${dtn_SOURCE_DIR}/tests/python/run_interop.py --torch)
+           COMMAND ${Python3_EXECUTABLE} ${dtn_SOURCE_DIR}/tests/python/run_interop.py --torch
+                   --basetemp=${dtn_pytest_tmp}/interop_torch)
   # The benchmark scripts' layer-by-layer comparison (compare.py, torch_dtn.py --profile-step).
   add_test(NAME python/bench_tools
-           COMMAND ${Python3_EXECUTABLE} ${dtn_SOURCE_DIR}/tests/python/run_interop.py --bench)
+           COMMAND ${Python3_EXECUTABLE} ${dtn_SOURCE_DIR}/tests/python/run_interop.py --bench
+                   --basetemp=${dtn_pytest_tmp}/bench_tools)
   add_test(NAME python/bench_tools_torch
-           COMMAND ${Python3_EXECUTABLE} ${dtn_SOURCE_DIR}/tests/python/run_interop.py --bench --torch)
+           COMMAND ${Python3_EXECUTABLE} ${dtn_SOURCE_DIR}/tests/python/run_interop.py --bench --torch
+                   --basetemp=${dtn_pytest_tmp}/bench_tools_torch)
   set(dtn_interop_env "DTN_ST_ROUNDTRIP=$<TARGET_FILE:dtn_st_roundtrip>;DTN_NET_INTEROP=$<TARGET_FILE:dtn_net_interop>")
   if(TARGET dtn_step_interop)
     list(APPEND dtn_interop_env "DTN_STEP_INTEROP=$<TARGET_FILE:dtn_step_interop>")

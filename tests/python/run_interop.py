@@ -10,6 +10,8 @@ test_bench_tools.py.
                           --torch the tests that need only pytest, with --torch the two that run
                           PyTorch (its profiler, and torch.compile on the CPU)
 
+Other arguments go to pytest (CTest gives each entry its own --basetemp).
+
 Under this driver (DTN_INTEROP_STRICT=1) a helper program the build should have made but that is
 missing fails its tests instead of skipping them, and a test that skips anyway makes the run
 exit 77, so that a skip never reads as a pass in CTest's summary."""
@@ -45,6 +47,10 @@ class Outcomes:
 
 
 os.environ["DTN_INTEROP_STRICT"] = "1"
+# pytest makes --basetemp itself (emptied first) but not its parent.
+for a in args:
+    if a.startswith("--basetemp="):
+        os.makedirs(os.path.dirname(os.path.abspath(a[len("--basetemp="):])), exist_ok=True)
 here = os.path.dirname(os.path.abspath(__file__))
 outcomes = Outcomes()
 # No cache directory in the source tree; -rs prints every skip's reason.
