@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <dtn/dtn.hpp>
 #include <fstream>
 #include <limits>
@@ -997,4 +998,119 @@ TEST_CASE("CPU Winograd F(2x2, 2x2) for 3x3 stride-2 convolutions: where it appl
     REQUIRE(w3::fits(make(q)));
     check_winograd_and_im2col(q, (seed += 4) - 4, true);
   }
+}
+
+// The per-parity paths' chunk transforms for float with AVX-512: the input transforms through
+// gathers of 16 tile columns at a time (winograd_s2::transform_chunk, transform_chunk_dy,
+// winograd_s2k3::transform_chunk) and the output transforms through loads
+// of 16 columns and scatters (winograd_s2::output_chunk, winograd_s2k3::output_parities_chunk),
+// against the loops over the planes that every other build runs, exactly (the same additions of
+// the same values in the same order):
+// tiles per image 1 to 64, square and not, 16-column blocks that span images and end short, a
+// block of channels [c0, c1) of more, dy's four window origins, the outputs with a bias and into
+// each parity's quarter of dx. Both sides start as the same NaN pattern, so the whole buffers are
+// compared, and every value a transform owns must have been written.
+TEST_CASE("CPU Winograd per-parity chunk transforms: gathers and scatters equal the loops over the planes bit for bit" *
+#if defined(__AVX512F__)
+          doctest::skip(false)
+#else
+          doctest::skip(true)  // no AVX-512 in this build: only the loops over the planes exist
+#endif
+) {
+  namespace ws = dtn::cpu::winograd_s2;
+  namespace w3 = dtn::cpu::winograd_s2k3;
+  struct Case {
+    int cnt, c, h, w, c0, c1;  // h x w the small plane (the output's); x is [cnt, c, 2h, 2w]
+  };
+  const float sentinel = std::numeric_limits<float>::quiet_NaN();
+  int checked = 0;
+  for (const Case& k : {Case{1, 5, 2, 2, 0, 5}, Case{3, 4, 4, 4, 1, 3}, Case{5, 3, 8, 8, 0, 3}, Case{2, 2, 4, 6, 0, 2},
+                        Case{7, 2, 6, 4, 1, 2}, Case{3, 2, 16, 16, 0, 2}, Case{9, 1, 2, 4, 0, 1}}) {
+    CAPTURE(k.cnt);
+    CAPTURE(k.c);
+    CAPTURE(k.h);
+    CAPTURE(k.w);
+    const int tiles = (k.h / 2) * (k.w / 2);
+    const long tcols = static_cast<long>(k.cnt) * tiles, in_plane = 4L * k.h * k.w, plane = static_cast<long>(k.h) * k.w;
+    std::mt19937 gen(static_cast<unsigned>(k.cnt * 100 + k.h * 10 + k.w));
+    std::uniform_real_distribution<float> u(-2.f, 2.f);
+    std::vector<float> x(static_cast<std::size_t>(k.cnt * k.c * in_plane)), dy(static_cast<std::size_t>(k.cnt * k.c * plane));
+    for (float& e : x) e = u(gen);
+    for (float& e : dy) e = u(gen);
+    std::vector<float> pad(static_cast<std::size_t>((k.h + 2) * (k.w + 2)), 0.f);
+    // Each position's matrix has up to 4 c rows of tcols columns, positions vs apart.
+    const long vs = ws::position_stride(4L * k.c * tcols);
+    const auto run = [&](auto transform, auto&& owned) {
+      std::vector<float> a(static_cast<std::size_t>(9 * vs), sentinel), b = a;
+      transform(true, a.data());
+      transform(false, b.data());
+      CHECK(std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0);
+      long unwritten = 0, rows = 0;
+      for (int xi = 0; xi < 9; ++xi)
+        for (long row = 0; row < 4L * k.c; ++row) {
+          if (!owned(xi, row)) continue;
+          ++rows;
+          for (long t = 0; t < tcols; ++t) unwritten += std::isnan(a[static_cast<std::size_t>(xi * vs + row * tcols + t)]);
+        }
+      CHECK(rows > 0);
+      CHECK(unwritten == 0);
+      ++checked;
+    };
+    const auto in_block = [&](long ch) { return ch >= k.c0 && ch < k.c1; };
+    run([&](bool gathered, float* v) {
+          (gathered ? ws::transform_chunk<float> : ws::transform_chunk_planes<float>)(
+              x.data(), k.cnt, k.c, k.h, k.w, in_plane, pad.data(), v, tcols, vs, k.c0, k.c1);
+        },
+        [&](int, long row) { return in_block(row % k.c); });  // parity ab of channel c: row ab * c + c
+    for (int oy : {-1, 0})
+      for (int ox : {-1, 0}) {
+        CAPTURE(oy);
+        CAPTURE(ox);
+        run([&](bool gathered, float* v) {
+              (gathered ? ws::transform_chunk_dy<float> : ws::transform_chunk_dy_planes<float>)(
+                  dy.data(), k.cnt, k.c, k.h, k.w, oy, ox, pad.data(), v, tcols, vs);
+            },
+            [&](int, long row) { return row < k.c; });
+      }
+    // The output transforms: M (a channel per row) into y [cnt, c, h, w] with a bias, and into one
+    // parity's quarter of dx [cnt, c, 2h, 2w] (rows and columns 2 apart, from (a, b)) without.
+    std::vector<float> m(static_cast<std::size_t>(9 * vs)), bias(static_cast<std::size_t>(k.c));
+    for (float& e : m) e = u(gen);
+    for (float& e : bias) e = u(gen);
+    for (int ab = -1; ab < 4; ++ab) {  // -1: the forward's y
+      CAPTURE(ab);
+      const bool fwd = ab < 0;
+      const long img_plane = fwd ? plane : in_plane, rs = fwd ? k.w : 4L * k.w, cs = fwd ? 1 : 2;
+      const long at = fwd ? 0 : (ab / 2) * 2L * k.w + ab % 2;
+      std::vector<float> ya(static_cast<std::size_t>(k.cnt * k.c * img_plane), sentinel), yb = ya;
+      ws::output_chunk<float>(m.data(), vs, tcols, k.c, k.h / 2, k.w / 2, fwd ? bias.data() : nullptr, ya.data() + at,
+                              k.c * img_plane, img_plane, rs, cs);
+      ws::output_chunk_planes<float>(m.data(), vs, tcols, k.c, k.h / 2, k.w / 2, fwd ? bias.data() : nullptr,
+                                     yb.data() + at, k.c * img_plane, img_plane, rs, cs);
+      CHECK(std::memcmp(ya.data(), yb.data(), ya.size() * sizeof(float)) == 0);
+      long written = 0;
+      for (float e : ya) written += !std::isnan(e);
+      CHECK(written == k.cnt * k.c * plane);  // every output of y, or of the parity's quarter
+      ++checked;
+    }
+    {  // winograd_s2k3's data pass: all four parities of each channel of dx from M's stacked rows
+      std::vector<float> da(static_cast<std::size_t>(k.cnt * k.c * in_plane), sentinel), db = da;
+      w3::output_parities_chunk<float>(m.data(), vs, tcols, k.c, k.h / 2, k.w / 2, da.data(), k.c * in_plane, in_plane,
+                                       2 * k.w);
+      w3::output_parities_chunk_planes<float>(m.data(), vs, tcols, k.c, k.h / 2, k.w / 2, db.data(), k.c * in_plane,
+                                              in_plane, 2 * k.w);
+      CHECK(std::memcmp(da.data(), db.data(), da.size() * sizeof(float)) == 0);
+      long written = 0;
+      for (float e : da) written += !std::isnan(e);
+      CHECK(written == static_cast<long>(da.size()));
+      ++checked;
+    }
+    const auto& sl = w3::slots();
+    run([&](bool gathered, float* v) {
+          (gathered ? w3::transform_chunk<float> : w3::transform_chunk_planes<float>)(
+              x.data(), k.cnt, k.c, k.h, k.w, in_plane, pad.data(), v, tcols, vs, k.c0, k.c1);
+        },
+        [&](int xi, long row) { return row < sl.count[xi] * k.c && in_block(row % k.c); });
+  }
+  CHECK(checked == 7 * 12);
 }

@@ -41,6 +41,10 @@
 // convolutions have their own version with the parities stacked (winograd_s2k3.hpp).
 #include "parallel.hpp"
 
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
 #include <algorithm>
 #include <cstddef>
 #include <vector>
@@ -166,6 +170,173 @@ void transform_parities(const T* xp, int h, int w, T* pad, T* v, long ab_stride,
   }
 }
 
+// The chunk-level input transforms: the forward's (and filter pass's) V of channels [c0, c1) of a
+// chunk of cnt images x [cnt, c_in, 2h, 2w], parity ab of channel c in row ab * c_in + c of each
+// position's matrix (columns t = image * tiles + tile, tcols of them), as transform_parities
+// writes each plane's; and the data pass's V of a chunk of cnt images dy [cnt, c, h, w], windows
+// starting oy, ox in {-1, 0} off each tile's first output, channel k in row k. pad is a zeroed
+// (h + 2) x (w + 2) plane of the caller's. These loops over the planes are what every build runs
+// but float with AVX-512 (below); both give the same bits.
+template <class T>
+void transform_chunk_planes(const T* x, int cnt, int c_in, int h, int w, long in_plane, T* pad, T* v, long tcols,
+                            long vs, int c0, int c1) {
+  const int tiles = (h / 2) * (w / 2);
+  for (int img = 0; img < cnt; ++img)
+    for (int c = c0; c < c1; ++c)
+      transform_parities(x + (static_cast<long>(img) * c_in + c) * in_plane, h, w, pad,
+                         v + c * tcols + static_cast<long>(img) * tiles, c_in * tcols, vs);
+}
+template <class T>
+void transform_chunk_dy_planes(const T* dy, int cnt, int c, int h, int w, int oy, int ox, T* pad, T* v, long tcols,
+                               long vs) {
+  const int tiles = (h / 2) * (w / 2), pw = w + 2;
+  const long plane = static_cast<long>(h) * w;
+  for (int img = 0; img < cnt; ++img)
+    for (int k = 0; k < c; ++k) {
+      const T* src = dy + (static_cast<long>(img) * c + k) * plane;
+      for (int u = 0; u < h; ++u)
+        std::copy(src + static_cast<long>(u) * w, src + static_cast<long>(u + 1) * w, pad + (u + 1) * pw + 1);
+      transform_input(pad, h, w, oy, ox, v + k * tcols + static_cast<long>(img) * tiles, vs);
+    }
+}
+template <class T>
+void transform_chunk(const T* x, int cnt, int c_in, int h, int w, long in_plane, T* pad, T* v, long tcols, long vs,
+                     int c0, int c1) {
+  transform_chunk_planes(x, cnt, c_in, h, w, in_plane, pad, v, tcols, vs, c0, c1);
+}
+template <class T>
+void transform_chunk_dy(const T* dy, int cnt, int c, int h, int w, int oy, int ox, T* pad, T* v, long tcols, long vs) {
+  transform_chunk_dy_planes(dy, cnt, c, h, w, oy, ox, pad, v, tcols, vs);
+}
+
+// Whether 16 lanes' 32-bit gather indices reach every value of 16 images of `channels` planes of
+// `plane` floats (not at any shape of the example; where not, the loops over the planes run).
+inline bool gather_indices_fit(long channels, long plane) { return 16L * channels * plane <= 0x7fffffffL; }
+
+// Whether the chunk transforms take the AVX-512 versions below: on planes of fewer than 16 tiles
+// (g.3's and D.6's 2x2), where the loops over a plane's tiles are mostly their per-plane overhead.
+// On 4x4 tiles (g.6's, D.3's) the loops were as fast or faster: with the gathers of dy and the
+// scatters into dx, g.6's data pass took 12% longer (the scatters alone 9%) and D.3's 4% (the
+// scatters); with the gathers of x's parity planes g.6's forward and filter passes took 1-2%
+// longer (the filter pass 5% less in a run where the host was slow on the filter passes), and
+// gathering dy's tiles for the filter passes (transform_tiles) was no faster at any size. With
+// this rule, best of 5 alternated runs at batch 128 (AMD EPYC Zen 4, 2026-12-07): g.3's forward,
+// data and filter passes (as the convolution) 1.06x, 1.09x and 1.03x as fast as with the loops,
+// D.6's data pass 1.07x (winograd_s2k3.hpp), the others within 2%. (winograd_s2k3's transforms of
+// x gather at every size: 1.7x the loop's speed on D.3's forward.)
+inline bool few_tiles(int tiles) { return tiles < 16; }
+
+#if defined(__AVX512F__)
+// With AVX-512 the input transforms take 16 tile columns at a time (which may belong to several
+// images): each window value of the 16 tiles is one masked gather straight from the planes, each
+// position's 16 values one store (winograd_s2k3.hpp measured the gathers 1.7x as fast as the loop
+// over tiles on D.3's forward). Lanes16 holds, for columns t0 .. t0 + 15 of a chunk, each lane's
+// offset of its tile's origin from the plane of the first lane's image, img0 ((img - img0) *
+// img_stride + ty * row_step + tx * col_step), the lanes inside the chunk (valid), and those whose
+// tile lies in the plane's first or last row or column of tiles.
+struct Lanes16 {
+  __m512i idx;
+  __mmask16 valid, first_row, last_row, first_col, last_col;
+  int img0;
+};
+inline Lanes16 lanes16(long t0, long tcols, int tiles, int tw, long img_stride, long row_step, long col_step) {
+  Lanes16 lanes{};
+  alignas(64) int idx[16];
+  const int th = tiles / tw;
+  lanes.img0 = static_cast<int>(t0 / tiles);
+  for (int l = 0; l < 16; ++l) {
+    const long t = t0 + l;
+    idx[l] = 0;
+    if (t >= tcols) continue;
+    const int img = static_cast<int>(t / tiles), tile = static_cast<int>(t % tiles), ty = tile / tw, tx = tile % tw;
+    idx[l] = static_cast<int>((img - lanes.img0) * img_stride + ty * row_step + tx * col_step);
+    const auto bit = static_cast<__mmask16>(1u << l);
+    lanes.valid |= bit;
+    if (ty == 0) lanes.first_row |= bit;
+    if (ty == th - 1) lanes.last_row |= bit;
+    if (tx == 0) lanes.first_col |= bit;
+    if (tx == tw - 1) lanes.last_col |= bit;
+  }
+  lanes.idx = _mm512_load_si512(idx);
+  return lanes;
+}
+
+// V = B^T d B of 16 tiles' 3x3 windows d (transform_input's arithmetic), rows p < NP and columns
+// q < NQ of V only (2 where the filter is zero at p or q = 2: winograd_s2k3's even parities, which
+// need no window row or column 2 then). Window row i is row oy + i of the tile's rows in its
+// plane, column j column ox + j (oy, ox in {-1, 0}): lane l's value at base[idx[l] + (oy + i) * ru
+// + (ox + j) * cu], zero where that lies above or below the plane (row -1 of the first row of
+// tiles, row 2 of the last) or left or right of it. Position (p, q)'s 16 values go to out[3p + q]
+// (the valid lanes).
+template <int NP, int NQ>
+inline void gather_transform(const float* base, const Lanes16& lanes, int oy, int ox, long ru, long cu,
+                             float* const* out) {
+  __m512 d[3][3];
+  for (int i = 0; i < NP; ++i) {
+    const int r = oy + i;
+    const __mmask16 mr = static_cast<__mmask16>(
+        r < 0 ? lanes.valid & ~lanes.first_row : r > 1 ? lanes.valid & ~lanes.last_row : lanes.valid);
+    for (int j = 0; j < NQ; ++j) {
+      const int c = ox + j;
+      const __mmask16 m = static_cast<__mmask16>(c < 0 ? mr & ~lanes.first_col : c > 1 ? mr & ~lanes.last_col : mr);
+      const __m512i at = _mm512_add_epi32(lanes.idx, _mm512_set1_epi32(static_cast<int>(r * ru + c * cu)));
+      d[i][j] = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, at, base, 4);
+    }
+  }
+  __m512 s[3][3];  // B^T d: rows
+  for (int j = 0; j < NQ; ++j) {
+    s[0][j] = _mm512_sub_ps(d[0][j], d[1][j]);
+    s[1][j] = d[1][j];
+    if (NP == 3) s[2][j] = _mm512_sub_ps(d[2][j], d[1][j]);
+  }
+  for (int i = 0; i < NP; ++i) {  // (B^T d) B: columns
+    _mm512_mask_storeu_ps(out[i * 3 + 0], lanes.valid, _mm512_sub_ps(s[i][0], s[i][1]));
+    _mm512_mask_storeu_ps(out[i * 3 + 1], lanes.valid, s[i][1]);
+    if (NQ == 3) _mm512_mask_storeu_ps(out[i * 3 + 2], lanes.valid, _mm512_sub_ps(s[i][2], s[i][1]));
+  }
+}
+
+// The two chunk transforms above through gathers. Parity ab of x [2h, 2w]: P_ab's row u is x's
+// row 2u + a, so from base x + a * 2w + b, tile origins 4 rows and 4 columns of x apart, window
+// steps 2 rows (ru = 2 * 2w) and 2 columns; its windows start -a, -b off each tile.
+template <>
+inline void transform_chunk<float>(const float* x, int cnt, int c_in, int h, int w, long in_plane, float* pad,
+                                   float* v, long tcols, long vs, int c0, int c1) {
+  const int tw = w / 2, tiles = (h / 2) * tw, xw = 2 * w;
+  if (!few_tiles(tiles) || !gather_indices_fit(c_in, in_plane))
+    return transform_chunk_planes(x, cnt, c_in, h, w, in_plane, pad, v, tcols, vs, c0, c1);
+  for (long t0 = 0; t0 < tcols; t0 += 16) {
+    const Lanes16 lanes = lanes16(t0, tcols, tiles, tw, c_in * in_plane, 4L * xw, 4);
+    for (int c = c0; c < c1; ++c) {
+      const float* plane = x + (static_cast<long>(lanes.img0) * c_in + c) * in_plane;
+      for (int ab = 0; ab < 4; ++ab) {
+        const int a = ab / 2, b = ab % 2;
+        float* out[9];
+        for (int xi = 0; xi < 9; ++xi) out[xi] = v + xi * vs + (static_cast<long>(ab) * c_in + c) * tcols + t0;
+        gather_transform<3, 3>(plane + a * xw + b, lanes, -a, -b, 2L * xw, 2, out);
+      }
+    }
+  }
+  (void)cnt;
+}
+template <>
+inline void transform_chunk_dy<float>(const float* dy, int cnt, int c, int h, int w, int oy, int ox, float* pad,
+                                      float* v, long tcols, long vs) {
+  const int tw = w / 2, tiles = (h / 2) * tw;
+  const long plane = static_cast<long>(h) * w;
+  if (!few_tiles(tiles) || !gather_indices_fit(c, plane))
+    return transform_chunk_dy_planes(dy, cnt, c, h, w, oy, ox, pad, v, tcols, vs);
+  for (long t0 = 0; t0 < tcols; t0 += 16) {
+    const Lanes16 lanes = lanes16(t0, tcols, tiles, tw, c * plane, 2L * w, 2);
+    for (int k = 0; k < c; ++k) {
+      float* out[9];
+      for (int xi = 0; xi < 9; ++xi) out[xi] = v + xi * vs + static_cast<long>(k) * tcols + t0;
+      gather_transform<3, 3>(dy + (static_cast<long>(lanes.img0) * c + k) * plane, lanes, oy, ox, w, 1, out);
+    }
+  }
+}
+#endif
+
 // Y = A^T M A, the 2x2 result of the 3x3 transformed products M at m[xi * stride] (xi = 3 * row +
 // column).
 template <class T>
@@ -203,6 +374,60 @@ void transform_output(const T* m, long mstride, int th, int tw, T bias, T* y, lo
     }
   }
 }
+
+// The output transforms of a chunk: channel k's products in row k of each position's matrix
+// (columns t = image * tiles + tile, tcols of them), plus bias[k] (or 0 without bias), image img's
+// channel k to y + img * img_stride + k * ch_stride, laid out as transform_output writes. With
+// AVX-512 (float) 16 tile columns at a time: each position's 16 values one load, each output
+// position's 16 results one scatter (the same additions, in the same order, as the loop over the
+// tiles).
+template <class T>
+void output_chunk_planes(const T* m, long ms, long tcols, int c, int th, int tw, const T* bias, T* y, long img_stride,
+                         long ch_stride, long rs, long cs) {
+  const int tiles = th * tw;
+  for (long img = 0; img < tcols / tiles; ++img)
+    for (int k = 0; k < c; ++k)
+      transform_output(m + k * tcols + img * tiles, ms, th, tw, bias ? bias[k] : T(0), y + img * img_stride + k * ch_stride,
+                       rs, cs);
+}
+template <class T>
+void output_chunk(const T* m, long ms, long tcols, int c, int th, int tw, const T* bias, T* y, long img_stride,
+                  long ch_stride, long rs, long cs) {
+  output_chunk_planes(m, ms, tcols, c, th, tw, bias, y, img_stride, ch_stride, rs, cs);
+}
+#if defined(__AVX512F__)
+template <>
+inline void output_chunk<float>(const float* m, long ms, long tcols, int c, int th, int tw, const float* bias, float* y,
+                                long img_stride, long ch_stride, long rs, long cs) {
+  const int tiles = th * tw;
+  if (!few_tiles(tiles) || !gather_indices_fit(img_stride, 1))
+    return output_chunk_planes(m, ms, tcols, c, th, tw, bias, y, img_stride, ch_stride, rs, cs);
+  const __m512i off01 = _mm512_set1_epi32(static_cast<int>(cs)), off10 = _mm512_set1_epi32(static_cast<int>(rs)),
+                off11 = _mm512_set1_epi32(static_cast<int>(rs + cs));
+  for (long t0 = 0; t0 < tcols; t0 += 16) {
+    const Lanes16 lanes = lanes16(t0, tcols, tiles, tw, img_stride, 2 * rs, 2 * cs);
+    for (int k = 0; k < c; ++k) {
+      const float* mk = m + static_cast<long>(k) * tcols + t0;
+      __m512 a[3][3];
+      for (int xi = 0; xi < 9; ++xi) a[xi / 3][xi % 3] = _mm512_maskz_loadu_ps(lanes.valid, mk + xi * ms);
+      __m512 sr[2][3];  // A^T M
+      for (int j = 0; j < 3; ++j) {
+        sr[0][j] = _mm512_add_ps(a[0][j], a[1][j]);
+        sr[1][j] = _mm512_add_ps(a[1][j], a[2][j]);
+      }
+      const __m512 b = _mm512_set1_ps(bias ? bias[k] : 0.f);
+      float* base = y + lanes.img0 * img_stride + k * ch_stride;
+      _mm512_mask_i32scatter_ps(base, lanes.valid, lanes.idx, _mm512_add_ps(b, _mm512_add_ps(sr[0][0], sr[0][1])), 4);
+      _mm512_mask_i32scatter_ps(base, lanes.valid, _mm512_add_epi32(lanes.idx, off01),
+                                _mm512_add_ps(b, _mm512_add_ps(sr[0][1], sr[0][2])), 4);
+      _mm512_mask_i32scatter_ps(base, lanes.valid, _mm512_add_epi32(lanes.idx, off10),
+                                _mm512_add_ps(b, _mm512_add_ps(sr[1][0], sr[1][1])), 4);
+      _mm512_mask_i32scatter_ps(base, lanes.valid, _mm512_add_epi32(lanes.idx, off11),
+                                _mm512_add_ps(b, _mm512_add_ps(sr[1][1], sr[1][2])), 4);
+    }
+  }
+}
+#endif
 
 using winograd::chunk_images;
 using winograd::filter_scratch;
@@ -252,16 +477,11 @@ void forward(const ConvGeom& g, const T* x, const T* w, const T* bias, T* y) {
     const long tcols = ch.tcols, vs = position_stride(depth * tcols), ms = position_stride(c_out * tcols);
     T* v = ch.v;
     T* m = ch.m;
-    T* pad = ch.pad;
-    for (int img = 0; img < cnt; ++img)
-      for (int c = 0; c < c_in; ++c)
-        transform_parities(x + (static_cast<long>(i0 + img) * c_in + c) * in_plane, h, wd, pad,
-                           v + c * tcols + static_cast<long>(img) * tiles, c_in * tcols, vs);
+    transform_chunk(x + static_cast<long>(i0) * c_in * in_plane, cnt, c_in, h, wd, in_plane, ch.pad, v, tcols, vs, 0,
+                    c_in);
     prod.run(v, vs, m, ms, tcols);
-    for (int img = 0; img < cnt; ++img)
-      for (int k = 0; k < c_out; ++k)
-        transform_output(m + k * tcols + static_cast<long>(img) * tiles, ms, th, tw, bias ? bias[k] : T(0),
-                         y + (static_cast<long>(i0 + img) * c_out + k) * out_plane, wd, 1);
+    output_chunk(m, ms, tcols, c_out, th, tw, bias, y + static_cast<long>(i0) * c_out * out_plane, c_out * out_plane,
+                 out_plane, wd, 1);
   }
 }
 
@@ -289,23 +509,15 @@ void backward_data(const ConvGeom& g, const T* dy, const T* w, T* dx) {
     DTN_OMP(parallel for schedule(dynamic, 1) num_threads(used))
     for (int ci = 0; ci < nchunks; ++ci) {
       const Chunk<T> ch(scratch, ci, chunk, g.n, tiles, h, wd);
-      const int i0 = ch.i0, cnt = ch.cnt, pw = wd + 2;
+      const int i0 = ch.i0, cnt = ch.cnt;
       const long tcols = ch.tcols, vs = position_stride(c_out * tcols), ms = position_stride(c_in * tcols);
       T* v = ch.v;
       T* m = ch.m;
-      T* pad = ch.pad;
-      for (int img = 0; img < cnt; ++img)
-        for (int k = 0; k < c_out; ++k) {
-          const T* src = dy + (static_cast<long>(i0 + img) * c_out + k) * out_plane;
-          for (int u = 0; u < h; ++u)
-            std::copy(src + static_cast<long>(u) * wd, src + static_cast<long>(u + 1) * wd, pad + (u + 1) * pw + 1);
-          transform_input(pad, h, wd, a - 1, b - 1, v + k * tcols + static_cast<long>(img) * tiles, vs);
-        }
+      transform_chunk_dy(dy + static_cast<long>(i0) * c_out * out_plane, cnt, c_out, h, wd, a - 1, b - 1, ch.pad, v,
+                         tcols, vs);
       prod.run(v, vs, m, ms, tcols);
-      for (int img = 0; img < cnt; ++img)
-        for (int c = 0; c < c_in; ++c)
-          transform_output(m + c * tcols + static_cast<long>(img) * tiles, ms, th, tw, T(0),
-                           dx + (static_cast<long>(i0 + img) * c_in + c) * in_plane + a * g.w_in + b, 2L * g.w_in, 2);
+      output_chunk<T>(m, ms, tcols, c_in, th, tw, nullptr, dx + static_cast<long>(i0) * c_in * in_plane + a * g.w_in + b,
+                      c_in * in_plane, in_plane, 2L * g.w_in, 2);
     }
   }
 }
@@ -331,6 +543,10 @@ void transform_tiles(const T* p, int h, int w, T* u, long us) {
 // with 128, 31 / 30 with 192, 36 / 39 with 256, 37 / 40 with 384 and 40 / 40 with 768: the chunk's
 // V and U (4.7 and 2.4 MiB at g.3's with 128) are read by the GEMMs from the caches near the cores.
 constexpr int kFilterChunkColumns = 128;
+
+// The filter passes' input transforms are split over the threads in blocks of this many channels
+// of x (all the chunk's images each).
+constexpr int kTransformBlock = 8;
 
 // dw [c_out, c_in, 4, 4] += the filter gradient of x [n, c_in, 2h, 2w] and dy [n, c_out, h, w].
 // Per parity ab, dw's taps (2r + 1 - a, 2s + 1 - b) are a 2x2 correlation summed over the images
@@ -406,15 +622,15 @@ Sums<T> filter_sums(const ConvGeom& g, const T* dy, const int (&depth)[9], XItem
 
 template <class T>
 void backward_filter(const ConvGeom& g, const T* x, const T* dy, T* dw) {
-  const int tiles = (g.h_out / 2) * (g.w_out / 2), c_in = g.c_in, c_out = g.c_out, depth = 4 * c_in;
+  const int c_in = g.c_in, c_out = g.c_out, depth = 4 * c_in;
   const long in_plane = static_cast<long>(g.h_in) * g.w_in;
   const int depths[9] = {depth, depth, depth, depth, depth, depth, depth, depth, depth};
   const Sums<T> sums = filter_sums<T>(
-      g, dy, depths, [c_in](int cnt) { return static_cast<long>(cnt) * c_in; },
-      [&](long ic, int i0, int, long tcols, long vs, T* pad, T* v) {
-        const long img = ic / c_in, c = ic % c_in;
-        transform_parities(x + ((i0 + img) * c_in + c) * in_plane, g.h_out, g.w_out, pad, v + c * tcols + img * tiles,
-                           c_in * tcols, vs);
+      g, dy, depths, [c_in](int) { return static_cast<long>((c_in + kTransformBlock - 1) / kTransformBlock); },
+      [&](long item, int i0, int cnt, long tcols, long vs, T* pad, T* v) {
+        const int c0 = static_cast<int>(item) * kTransformBlock;
+        transform_chunk(x + static_cast<long>(i0) * c_in * in_plane, cnt, c_in, g.h_out, g.w_out, in_plane, pad, v,
+                        tcols, vs, c0, std::min(c_in, c0 + kTransformBlock));
       });
   const T* m = sums.m;
   const long ms = sums.ms;

@@ -217,66 +217,29 @@ void transform_chunk(const T* x, int cnt, int c_in, int h, int w, long in_plane,
 }
 
 #if defined(__AVX512F__)
-template <int A, int B>
-inline void gather_parity(const float* base, __m512i idx, __mmask16 valid, __mmask16 not_top, __mmask16 not_left,
-                          int xw, float* const* out) {
-  constexpr int np = A == 1 ? 3 : 2, nq = B == 1 ? 3 : 2;
-  __m512 d[3][3];
-  for (int i = 0; i < np; ++i)
-    for (int j = 0; j < nq; ++j) {
-      __mmask16 m = valid;
-      if (A == 1 && i == 0) m &= not_top;
-      if (B == 1 && j == 0) m &= not_left;
-      const __m512i at = _mm512_add_epi32(idx, _mm512_set1_epi32((2 * i - A) * xw + 2 * j - B));
-      d[i][j] = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, at, base, 4);
-    }
-  __m512 s[3][3];  // B^T d: rows
-  for (int j = 0; j < nq; ++j) {
-    s[0][j] = _mm512_sub_ps(d[0][j], d[1][j]);
-    s[1][j] = d[1][j];
-    if (np == 3) s[2][j] = _mm512_sub_ps(d[2][j], d[1][j]);
-  }
-  for (int i = 0; i < np; ++i) {  // (B^T d) B: columns
-    _mm512_mask_storeu_ps(out[i * 3 + 0], valid, _mm512_sub_ps(s[i][0], s[i][1]));
-    _mm512_mask_storeu_ps(out[i * 3 + 1], valid, s[i][1]);
-    if (nq == 3) _mm512_mask_storeu_ps(out[i * 3 + 2], valid, _mm512_sub_ps(s[i][2], s[i][1]));
-  }
-}
-
 template <>
 inline void transform_chunk<float>(const float* x, int cnt, int c_in, int h, int w, long in_plane, float* pad, float* v,
                                    long tcols, long vs, int c0, int c1) {
   const Slots& sl = slots();
   const int tw = w / 2, tiles = (h / 2) * tw, xw = 2 * w;
-  if (16L * c_in * in_plane > 0x7fffffffL)  // the gathers' 32-bit indices would not reach: the loop over tiles
+  if (!winograd_s2::gather_indices_fit(c_in, in_plane))
     return transform_chunk_planes(x, cnt, c_in, h, w, in_plane, pad, v, tcols, vs, c0, c1);
   for (long t0 = 0; t0 < tcols; t0 += 16) {
-    const int img0 = static_cast<int>(t0 / tiles);
-    alignas(64) int idx[16];
-    __mmask16 valid = 0, not_top = 0, not_left = 0;
-    for (int l = 0; l < 16; ++l) {
-      const long t = t0 + l;
-      idx[l] = 0;
-      if (t >= tcols) continue;
-      const int img = static_cast<int>(t / tiles), tile = static_cast<int>(t % tiles), ty = tile / tw, tx = tile % tw;
-      idx[l] = static_cast<int>((img - img0) * c_in * in_plane) + 4 * ty * xw + 4 * tx;
-      valid |= static_cast<__mmask16>(1u << l);
-      if (ty > 0) not_top |= static_cast<__mmask16>(1u << l);
-      if (tx > 0) not_left |= static_cast<__mmask16>(1u << l);
-    }
-    const __m512i vidx = _mm512_load_si512(idx);
+    const winograd_s2::Lanes16 lanes = winograd_s2::lanes16(t0, tcols, tiles, tw, c_in * in_plane, 4L * xw, 4);
     for (int c = c0; c < c1; ++c) {
-      const float* base = x + (static_cast<long>(img0) * c_in + c) * in_plane;
+      const float* plane = x + (static_cast<long>(lanes.img0) * c_in + c) * in_plane;
       float* out[4][9];
       for (int ab = 0; ab < 4; ++ab)
         for (int xi = 0; xi < 9; ++xi) {
           const int slot = sl.slot[ab][xi];
           out[ab][xi] = slot < 0 ? nullptr : v + xi * vs + (static_cast<long>(slot) * c_in + c) * tcols + t0;
         }
-      gather_parity<0, 0>(base, vidx, valid, not_top, not_left, xw, out[0]);
-      gather_parity<0, 1>(base, vidx, valid, not_top, not_left, xw, out[1]);
-      gather_parity<1, 0>(base, vidx, valid, not_top, not_left, xw, out[2]);
-      gather_parity<1, 1>(base, vidx, valid, not_top, not_left, xw, out[3]);
+      // Parity ab's window from base x + a * 2w + b, starting -a, -b (winograd_s2's transform_chunk)
+      using winograd_s2::gather_transform;
+      gather_transform<2, 2>(plane, lanes, 0, 0, 2L * xw, 2, out[0]);
+      gather_transform<2, 3>(plane + 1, lanes, 0, -1, 2L * xw, 2, out[1]);
+      gather_transform<3, 2>(plane + xw, lanes, -1, 0, 2L * xw, 2, out[2]);
+      gather_transform<3, 3>(plane + xw + 1, lanes, -1, -1, 2L * xw, 2, out[3]);
     }
   }
 }
@@ -321,11 +284,8 @@ void forward(const ConvGeom& g, const T* x, const T* w, const T* bias, T* y) {
     transform_chunk(x + static_cast<long>(i0) * c_in * in_plane, cnt, c_in, h, wd, in_plane, ch.pad, ch.v, tcols, vs, 0,
                     c_in);
     prod.run(ch.v, vs, ch.m, ms, tcols);
-    for (int img = 0; img < cnt; ++img)
-      for (int k = 0; k < c_out; ++k)
-        winograd_s2::transform_output(ch.m + k * tcols + static_cast<long>(img) * tiles, ms, th, tw,
-                                      bias ? bias[k] : T(0), y + (static_cast<long>(i0 + img) * c_out + k) * out_plane,
-                                      wd, 1);
+    winograd_s2::output_chunk(ch.m, ms, tcols, c_out, th, tw, bias, y + static_cast<long>(i0) * c_out * out_plane,
+                              c_out * out_plane, out_plane, wd, 1);
   }
 }
 
@@ -352,10 +312,90 @@ void output_parity(const T* const* mp, int tiles, int tw, long rs, T* out) {
   }
 }
 
+// The data pass's output transforms of a chunk: channel c's parity ab from M's rows slot * c_in + c
+// (slot its place at each position) into dx + img * img_stride + c * in_plane, its parity's places
+// (output_parity). With AVX-512 (float) 16 tile columns at a time, as winograd_s2::output_chunk.
+template <class T>
+void output_parities_chunk_planes(const T* m, long ms, long tcols, int c_in, int th, int tw, T* dx, long img_stride,
+                                  long in_plane, int w_in) {
+  const Slots& sl = slots();
+  const int tiles = th * tw;
+  for (long img = 0; img < tcols / tiles; ++img)
+    for (int c = 0; c < c_in; ++c)
+      for (int ab = 0; ab < 4; ++ab) {
+        const T* mp[9];
+        for (int xi = 0; xi < 9; ++xi) {
+          const int slot = sl.slot[ab][xi];
+          mp[xi] = slot < 0 ? nullptr : m + xi * ms + (static_cast<long>(slot) * c_in + c) * tcols + img * tiles;
+        }
+        T* out = dx + img * img_stride + c * in_plane + (ab / 2) * w_in + ab % 2;
+        switch (ab) {
+          case 0: output_parity<0, 0>(mp, tiles, tw, 2L * w_in, out); break;
+          case 1: output_parity<0, 1>(mp, tiles, tw, 2L * w_in, out); break;
+          case 2: output_parity<1, 0>(mp, tiles, tw, 2L * w_in, out); break;
+          default: output_parity<1, 1>(mp, tiles, tw, 2L * w_in, out); break;
+        }
+      }
+}
+template <class T>
+void output_parities_chunk(const T* m, long ms, long tcols, int c_in, int th, int tw, T* dx, long img_stride,
+                           long in_plane, int w_in) {
+  output_parities_chunk_planes(m, ms, tcols, c_in, th, tw, dx, img_stride, in_plane, w_in);
+}
+#if defined(__AVX512F__)
+// output_parity's arithmetic on 16 tiles: M's positions at mp[xi] (16 columns each; none where the
+// parity's filter is zero), results scattered to base[idx[l] + {0, 2, rs, rs + 2}].
+template <int A, int B>
+inline void output_parity_16(const float* const* mp, const winograd_s2::Lanes16& lanes, long rs, float* base) {
+  __m512 a[3][3];
+  for (int p = 0; p < 3; ++p)
+    for (int q = 0; q < 3; ++q)
+      a[p][q] = (p == 2 && A == 0) || (q == 2 && B == 0) ? _mm512_setzero_ps()
+                                                         : _mm512_maskz_loadu_ps(lanes.valid, mp[p * 3 + q]);
+  __m512 s[2][3];  // A^T M
+  for (int j = 0; j < 3; ++j) {
+    s[0][j] = _mm512_add_ps(a[0][j], a[1][j]);
+    s[1][j] = A == 0 ? a[1][j] : _mm512_add_ps(a[1][j], a[2][j]);
+  }
+  const int r = static_cast<int>(rs);
+  _mm512_mask_i32scatter_ps(base, lanes.valid, lanes.idx, _mm512_add_ps(s[0][0], s[0][1]), 4);
+  _mm512_mask_i32scatter_ps(base, lanes.valid, _mm512_add_epi32(lanes.idx, _mm512_set1_epi32(2)),
+                            B == 0 ? s[0][1] : _mm512_add_ps(s[0][1], s[0][2]), 4);
+  _mm512_mask_i32scatter_ps(base, lanes.valid, _mm512_add_epi32(lanes.idx, _mm512_set1_epi32(r)),
+                            _mm512_add_ps(s[1][0], s[1][1]), 4);
+  _mm512_mask_i32scatter_ps(base, lanes.valid, _mm512_add_epi32(lanes.idx, _mm512_set1_epi32(r + 2)),
+                            B == 0 ? s[1][1] : _mm512_add_ps(s[1][1], s[1][2]), 4);
+}
+template <>
+inline void output_parities_chunk<float>(const float* m, long ms, long tcols, int c_in, int th, int tw, float* dx,
+                                         long img_stride, long in_plane, int w_in) {
+  const Slots& sl = slots();
+  const int tiles = th * tw;
+  const long rs = 2L * w_in;
+  if (!winograd_s2::few_tiles(tiles) || !winograd_s2::gather_indices_fit(img_stride, 1))
+    return output_parities_chunk_planes(m, ms, tcols, c_in, th, tw, dx, img_stride, in_plane, w_in);
+  for (long t0 = 0; t0 < tcols; t0 += 16) {
+    const winograd_s2::Lanes16 lanes = winograd_s2::lanes16(t0, tcols, tiles, tw, img_stride, 2 * rs, 4);
+    for (int c = 0; c < c_in; ++c) {
+      float* base = dx + lanes.img0 * img_stride + c * in_plane;
+      const float* mp[4][9];
+      for (int ab = 0; ab < 4; ++ab)
+        for (int xi = 0; xi < 9; ++xi) {
+          const int slot = sl.slot[ab][xi];
+          mp[ab][xi] = slot < 0 ? nullptr : m + xi * ms + (static_cast<long>(slot) * c_in + c) * tcols + t0;
+        }
+      output_parity_16<0, 0>(mp[0], lanes, rs, base);
+      output_parity_16<0, 1>(mp[1], lanes, rs, base + 1);
+      output_parity_16<1, 0>(mp[2], lanes, rs, base + w_in);
+      output_parity_16<1, 1>(mp[3], lanes, rs, base + w_in + 1);
+    }
+  }
+}
+#endif
+
 // dx [n, c_in, 2h, 2w] from dy [n, c_out, h, w], overwriting dx.
 template <class T>
 void backward_data(const ConvGeom& g, const T* dy, const T* w, T* dx) {
-  const Slots& sl = slots();
   const int h = g.h_out, wd = g.w_out, tw = wd / 2, tiles = (h / 2) * tw;
   const int c_in = g.c_in, c_out = g.c_out, rows = 4 * c_in;
   const long in_plane = static_cast<long>(g.h_in) * g.w_in, out_plane = static_cast<long>(h) * wd;
@@ -372,32 +412,13 @@ void backward_data(const ConvGeom& g, const T* dy, const T* w, T* dx) {
   DTN_OMP(parallel for schedule(dynamic, 1) num_threads(used))
   for (int ci = 0; ci < nchunks; ++ci) {
     const Chunk<T> ch(scratch, ci, chunk, g.n, tiles, h, wd);
-    const int i0 = ch.i0, cnt = ch.cnt, pw = wd + 2;
+    const int i0 = ch.i0, cnt = ch.cnt;
     const long tcols = ch.tcols, vs = position_stride(c_out * tcols), ms = position_stride(rows * tcols);
-    for (int img = 0; img < cnt; ++img)
-      for (int k = 0; k < c_out; ++k) {
-        const T* src = dy + (static_cast<long>(i0 + img) * c_out + k) * out_plane;
-        for (int u = 0; u < h; ++u)
-          std::copy(src + static_cast<long>(u) * wd, src + static_cast<long>(u + 1) * wd, ch.pad + (u + 1) * pw + 1);
-        winograd_s2::transform_input(ch.pad, h, wd, 0, 0, ch.v + k * tcols + static_cast<long>(img) * tiles, vs);
-      }
+    winograd_s2::transform_chunk_dy(dy + static_cast<long>(i0) * c_out * out_plane, cnt, c_out, h, wd, 0, 0, ch.pad,
+                                    ch.v, tcols, vs);
     prod.run(ch.v, vs, ch.m, ms, tcols);
-    for (int img = 0; img < cnt; ++img)
-      for (int c = 0; c < c_in; ++c)
-        for (int ab = 0; ab < 4; ++ab) {
-          const T* mp[9];
-          for (int xi = 0; xi < 9; ++xi) {
-            const int slot = sl.slot[ab][xi];
-            mp[xi] = slot < 0 ? nullptr : ch.m + xi * ms + (static_cast<long>(slot) * c_in + c) * tcols + img * tiles;
-          }
-          T* out = dx + (static_cast<long>(i0 + img) * c_in + c) * in_plane + (ab / 2) * g.w_in + ab % 2;
-          switch (ab) {
-            case 0: output_parity<0, 0>(mp, tiles, tw, 2L * g.w_in, out); break;
-            case 1: output_parity<0, 1>(mp, tiles, tw, 2L * g.w_in, out); break;
-            case 2: output_parity<1, 0>(mp, tiles, tw, 2L * g.w_in, out); break;
-            default: output_parity<1, 1>(mp, tiles, tw, 2L * g.w_in, out); break;
-          }
-        }
+    output_parities_chunk(ch.m, ms, tcols, c_in, h / 2, tw, dx + static_cast<long>(i0) * c_in * in_plane,
+                          c_in * in_plane, in_plane, g.w_in);
   }
 }
 
@@ -412,13 +433,13 @@ void backward_filter(const ConvGeom& g, const T* x, const T* dy, T* dw) {
   const long in_plane = static_cast<long>(g.h_in) * g.w_in;
   int depths[9];
   for (int xi = 0; xi < 9; ++xi) depths[xi] = sl.count[xi] * c_in;
-  constexpr int kBlock = 8;  // channels of x per item
+  using winograd_s2::kTransformBlock;
   const winograd_s2::Sums<T> sums = winograd_s2::filter_sums<T>(
-      g, dy, depths, [c_in](int) { return static_cast<long>((c_in + kBlock - 1) / kBlock); },
+      g, dy, depths, [c_in](int) { return static_cast<long>((c_in + kTransformBlock - 1) / kTransformBlock); },
       [&](long item, int i0, int cnt, long tcols, long vs, T* pad, T* v) {
-        const int c0 = static_cast<int>(item) * kBlock;
+        const int c0 = static_cast<int>(item) * kTransformBlock;
         transform_chunk(x + static_cast<long>(i0) * c_in * in_plane, cnt, c_in, g.h_out, g.w_out, in_plane, pad, v,
-                        tcols, vs, c0, std::min(c_in, c0 + kBlock));
+                        tcols, vs, c0, std::min(c_in, c0 + kTransformBlock));
       });
   const T* m = sums.m;
   const long ms = sums.ms;
