@@ -220,10 +220,12 @@ inline bool gather_indices_fit(long channels, long plane) { return 16L * channel
 // scatters); with the gathers of x's parity planes g.6's forward and filter passes took 1-2%
 // longer (the filter pass 5% less in a run where the host was slow on the filter passes), and
 // gathering dy's tiles for the filter passes (transform_tiles) was no faster at any size. With
-// this rule, best of 5 alternated runs at batch 128 (AMD EPYC Zen 4, 2026-12-07): g.3's forward,
-// data and filter passes (as the convolution) 1.06x, 1.09x and 1.03x as fast as with the loops,
-// D.6's data pass 1.07x (winograd_s2k3.hpp), the others within 2%. (winograd_s2k3's transforms of
-// x gather at every size: 1.7x the loop's speed on D.3's forward.)
+// this rule, best of 5 alternated runs at batch 128, two runs (AMD EPYC Zen 4, 2026-12-07): g.3's
+// forward, data and filter passes (as the convolution) 1.06-1.07x, 1.08-1.09x and 1.03-1.08x as
+// fast as with the loops over the planes, D.6's data pass 1.07-1.09x (winograd_s2k3.hpp), the
+// others within 2.5% but g.6's filter pass, 1.06x in the one run with its x transforms in blocks
+// of 8 channels (kTransformBlock). (winograd_s2k3's transforms of x gather at every size: 1.7x the
+// loop's speed on D.3's forward.)
 inline bool few_tiles(int tiles) { return tiles < 16; }
 
 #if defined(__AVX512F__)
