@@ -1058,8 +1058,11 @@ TEST_CASE("CPU Winograd per-parity chunk transforms: gathers and scatters equal 
     };
     const auto in_block = [&](long ch) { return ch >= k.c0 && ch < k.c1; };
     run([&](bool gathered, float* v) {
-          (gathered ? ws::transform_chunk<float> : ws::transform_chunk_planes<float>)(
-              x.data(), k.cnt, k.c, k.h, k.w, in_plane, pad.data(), v, tcols, vs, k.c0, k.c1);
+          if (gathered)
+            ws::transform_chunk<float>(x.data(), k.cnt, k.c, k.h, k.w, in_plane, pad.data(), v, tcols, vs, k.c0, k.c1);
+          else
+            ws::transform_chunk_planes<float>(x.data(), k.cnt, k.c, k.h, k.w, in_plane, pad.data(), v, tcols, vs, k.c0,
+                                              k.c1);
         },
         [&](int, long row) { return in_block(row % k.c); });  // parity ab of channel c: row ab * c + c
     for (int oy : {-1, 0})

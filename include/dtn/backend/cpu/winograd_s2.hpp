@@ -176,15 +176,18 @@ void transform_parities(const T* xp, int h, int w, T* pad, T* v, long ab_stride,
 // writes each plane's; and the data pass's V of a chunk of cnt images dy [cnt, c, h, w], windows
 // starting oy, ox in {-1, 0} off each tile's first output, channel k in row k. pad is a zeroed
 // (h + 2) x (w + 2) plane of the caller's. These loops over the planes are what every build runs
-// but float with AVX-512 (below); both give the same bits.
+// but float with AVX-512 (below); both give the same bits. `parities` transforms one plane as
+// transform_parities does (winograd_s2k3 passes its own, which writes its stacked layout).
+template <class T>
+using ParityTransform = void (*)(const T* xp, int h, int w, T* pad, T* v, long stride, long vs);
 template <class T>
 void transform_chunk_planes(const T* x, int cnt, int c_in, int h, int w, long in_plane, T* pad, T* v, long tcols,
-                            long vs, int c0, int c1) {
+                            long vs, int c0, int c1, ParityTransform<T> parities = &transform_parities<T>) {
   const int tiles = (h / 2) * (w / 2);
   for (int img = 0; img < cnt; ++img)
     for (int c = c0; c < c1; ++c)
-      transform_parities(x + (static_cast<long>(img) * c_in + c) * in_plane, h, w, pad,
-                         v + c * tcols + static_cast<long>(img) * tiles, c_in * tcols, vs);
+      parities(x + (static_cast<long>(img) * c_in + c) * in_plane, h, w, pad,
+               v + c * tcols + static_cast<long>(img) * tiles, c_in * tcols, vs);
 }
 template <class T>
 void transform_chunk_dy_planes(const T* dy, int cnt, int c, int h, int w, int oy, int ox, T* pad, T* v, long tcols,

@@ -204,11 +204,7 @@ void transform_parities(const T* xp, int h, int w, T* pad, T* v, long slot_strid
 template <class T>
 void transform_chunk_planes(const T* x, int cnt, int c_in, int h, int w, long in_plane, T* pad, T* v, long tcols,
                             long vs, int c0, int c1) {  // the loop over the planes, scalar
-  const int tiles = (h / 2) * (w / 2);
-  for (int img = 0; img < cnt; ++img)
-    for (int c = c0; c < c1; ++c)
-      transform_parities(x + (static_cast<long>(img) * c_in + c) * in_plane, h, w, pad,
-                         v + c * tcols + static_cast<long>(img) * tiles, c_in * tcols, vs);
+  winograd_s2::transform_chunk_planes(x, cnt, c_in, h, w, in_plane, pad, v, tcols, vs, c0, c1, &transform_parities<T>);
 }
 template <class T>
 void transform_chunk(const T* x, int cnt, int c_in, int h, int w, long in_plane, T* pad, T* v, long tcols, long vs,
