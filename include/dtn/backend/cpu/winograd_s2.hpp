@@ -569,9 +569,9 @@ constexpr int kTransformBlock = 8;
 // (the im2col path's does).
 //
 // filter_sums is the part the 3x3 stride-2 path (winograd_s2k3.hpp) shares: the chunks of images
-// in order, per chunk the transforms of x (x_items(cnt) items, x_item(item, i0, cnt, tcols, vs,
-// pad, v) each, split over the threads, pad a zeroed (h + 2) x (w + 2) plane of the thread's own)
-// and of dy's tiles into V and U, then M_xi [c_out, depth[xi]] (+)= U_xi V_xi^T for the 9
+// in order, per chunk the transforms of x (x_block(i0, cnt, tcols, vs, pad, v, c0, c1) for the
+// chunk's channels [c0, c1) of x, blocks of kTransformBlock split over the threads, pad a zeroed
+// (h + 2) x (w + 2) plane of the thread's own) and of dy's tiles into V and U, then M_xi [c_out, depth[xi]] (+)= U_xi V_xi^T for the 9
 // positions. Returns M (position xi's matrix at m + xi * ms; m nullptr where there are no
 // images).
 template <class T>
@@ -579,8 +579,8 @@ struct Sums {
   const T* m;
   long ms;
 };
-template <class T, class XItems, class XItem>
-Sums<T> filter_sums(const ConvGeom& g, const T* dy, const int (&depth)[9], XItems x_items, XItem x_item) {
+template <class T, class XBlock>
+Sums<T> filter_sums(const ConvGeom& g, const T* dy, const int (&depth)[9], XBlock x_block) {
   const int h = g.h_out, wd = g.w_out, tiles = (h / 2) * (wd / 2), c_out = g.c_out;
   const long out_plane = static_cast<long>(h) * wd;
   if (g.n <= 0) return {nullptr, 0};  // nothing to add (M would stay unwritten)
@@ -605,12 +605,13 @@ Sums<T> filter_sums(const ConvGeom& g, const T* dy, const int (&depth)[9], XItem
     const int cnt = std::min(chunk, g.n - i0);
     const long tcols = static_cast<long>(cnt) * tiles;
     const long vs = position_stride(max_depth * tcols), us = position_stride(c_out * tcols);
-    const long items = x_items(cnt);
+    const int blocks = (g.c_in + kTransformBlock - 1) / kTransformBlock;
     DTN_OMP(parallel num_threads(threads))
     {
       T* pad = pads + dtn::cpu::thread_num() * pad_floats;
       DTN_OMP(for schedule(static) nowait)
-      for (long it = 0; it < items; ++it) x_item(it, i0, cnt, tcols, vs, pad, v);
+      for (int b = 0; b < blocks; ++b)
+        x_block(i0, cnt, tcols, vs, pad, v, b * kTransformBlock, std::min(g.c_in, (b + 1) * kTransformBlock));
       DTN_OMP(for schedule(static))
       for (long ik = 0; ik < static_cast<long>(cnt) * c_out; ++ik) {
         const long img = ik / c_out, k = ik % c_out;
@@ -630,12 +631,10 @@ void backward_filter(const ConvGeom& g, const T* x, const T* dy, T* dw) {
   const int c_in = g.c_in, c_out = g.c_out, depth = 4 * c_in;
   const long in_plane = static_cast<long>(g.h_in) * g.w_in;
   const int depths[9] = {depth, depth, depth, depth, depth, depth, depth, depth, depth};
-  const Sums<T> sums = filter_sums<T>(
-      g, dy, depths, [c_in](int) { return static_cast<long>((c_in + kTransformBlock - 1) / kTransformBlock); },
-      [&](long item, int i0, int cnt, long tcols, long vs, T* pad, T* v) {
-        const int c0 = static_cast<int>(item) * kTransformBlock;
+  const Sums<T> sums =
+      filter_sums<T>(g, dy, depths, [&](int i0, int cnt, long tcols, long vs, T* pad, T* v, int c0, int c1) {
         transform_chunk(x + static_cast<long>(i0) * c_in * in_plane, cnt, c_in, g.h_out, g.w_out, in_plane, pad, v,
-                        tcols, vs, c0, std::min(c_in, c0 + kTransformBlock));
+                        tcols, vs, c0, c1);
       });
   const T* m = sums.m;
   const long ms = sums.ms;

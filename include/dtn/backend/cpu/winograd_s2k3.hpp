@@ -429,13 +429,10 @@ void backward_filter(const ConvGeom& g, const T* x, const T* dy, T* dw) {
   const long in_plane = static_cast<long>(g.h_in) * g.w_in;
   int depths[9];
   for (int xi = 0; xi < 9; ++xi) depths[xi] = sl.count[xi] * c_in;
-  using winograd_s2::kTransformBlock;
-  const winograd_s2::Sums<T> sums = winograd_s2::filter_sums<T>(
-      g, dy, depths, [c_in](int) { return static_cast<long>((c_in + kTransformBlock - 1) / kTransformBlock); },
-      [&](long item, int i0, int cnt, long tcols, long vs, T* pad, T* v) {
-        const int c0 = static_cast<int>(item) * kTransformBlock;
+  const winograd_s2::Sums<T> sums =
+      winograd_s2::filter_sums<T>(g, dy, depths, [&](int i0, int cnt, long tcols, long vs, T* pad, T* v, int c0, int c1) {
         transform_chunk(x + static_cast<long>(i0) * c_in * in_plane, cnt, c_in, g.h_out, g.w_out, in_plane, pad, v,
-                        tcols, vs, c0, std::min(c_in, c0 + kTransformBlock));
+                        tcols, vs, c0, c1);
       });
   const T* m = sums.m;
   const long ms = sums.ms;
