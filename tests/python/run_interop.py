@@ -10,7 +10,8 @@ test_bench_tools.py.
                           --torch the tests that need only pytest, with --torch the two that run
                           PyTorch (its profiler, and torch.compile on the CPU)
 
-Other arguments go to pytest (CTest gives each entry its own --basetemp).
+Other arguments go to pytest (CTest gives each entry its own --basetemp). A passed test's
+temporary directory is removed when it ends, a failed one's kept.
 
 Under this driver (DTN_INTEROP_STRICT=1) a helper program the build should have made but that is
 missing fails its tests instead of skipping them, and a test that skips anyway makes the run
@@ -53,12 +54,16 @@ for a in args:
         os.makedirs(os.path.dirname(os.path.abspath(a[len("--basetemp="):])), exist_ok=True)
 here = os.path.dirname(os.path.abspath(__file__))
 outcomes = Outcomes()
-# No cache directory in the source tree; -rs prints every skip's reason.
+# No cache directory in the source tree; -rs prints every skip's reason. A passed test's tmp_path
+# is removed when it ends (pytest >= 7.3), a failed one's kept: the DTN step comparisons write
+# 29-65 MB checkpoints per draw, 6.5 GB a run of python/interop_torch, and CI runs it in four
+# build trees on one disk.
 torch_tests = ("(torch_layer_profile or torch_compile_rows)" if bench
                else "(same_forward_as_pytorch or step_interop)")
 selection = torch_tests if torch_only else "not " + torch_tests
 files = ["test_bench_tools.py"] if bench else ["test_interop.py", "test_net_interop.py", "test_step_interop.py"]
-rc = pytest.main(["-q", "-rs", "-p", "no:cacheprovider", "-k", selection,
+rc = pytest.main(["-q", "-rs", "-p", "no:cacheprovider", "-o", "tmp_path_retention_policy=failed",
+                  "-k", selection,
                   *(os.path.join(here, f) for f in files), *args],
                  plugins=[outcomes])
 if rc == 0 and outcomes.skipped:
