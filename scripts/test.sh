@@ -19,6 +19,18 @@ all=0
 jobs="${DTN_JOBS:-$(nproc)}"
 
 scripts/install_deps.sh
+# Disk: the build trees of --all (seven of them) took 2.2 GiB at their peak in CI on 2026-12-07,
+# the default run's one tree about 0.3 GiB. Too little space shows up late, as tests failing with
+# 'No space left on device' (checkpoints the tests write), so it is said here first.
+need_gib=1
+[ "$all" = 1 ] && need_gib=3
+free_kib=$(df -Pk "$root" 2>/dev/null | awk 'NR == 2 { print $4 }' || true)
+if [[ "$free_kib" =~ ^[0-9]+$ ]]; then
+  echo "test.sh: $(awk -v k="$free_kib" 'BEGIN { printf "%.1f", k / 1048576 }') GiB free on the disk of $root"
+  if (( free_kib < need_gib * 1048576 )); then
+    echo "test.sh: WARNING: the build trees need about $need_gib GiB; with less, tests will fail with 'No space left on device'" >&2
+  fi
+fi
 if [ -z "${DTN_DATA_DIR:-}" ] && [ -d "$root/../shared/data/mnist" ]; then
   export DTN_DATA_DIR="$root/../shared/data"
 fi
