@@ -401,34 +401,43 @@ void output_chunk(const T* m, long ms, long tcols, int c, int th, int tw, const 
   output_chunk_planes(m, ms, tcols, c, th, tw, bias, y, img_stride, ch_stride, rs, cs);
 }
 #if defined(__AVX512F__)
+// Y = A^T M A of 16 tiles (transform_output's and winograd_s2k3's output_parity's arithmetic): M's
+// positions at mp[xi], 16 columns each, loaded in the valid lanes; for A = 0 (B = 0) M's row p = 2
+// (column q = 2) is zero and not read (winograd_s2k3's even parities; transform_output's M is the
+// A = B = 1 case). Lane l's four results go to base[idx[l] + {0, cs, rs, rs + cs}], with Bias as
+// bias + result (transform_output's order), without as the results alone.
+template <int A, int B, bool Bias>
+inline void output_16(const float* const* mp, const Lanes16& lanes, long rs, long cs, float bias, float* base) {
+  __m512 a[3][3];
+  for (int p = 0; p < 3; ++p)
+    for (int q = 0; q < 3; ++q)
+      a[p][q] = (p == 2 && A == 0) || (q == 2 && B == 0) ? _mm512_setzero_ps()
+                                                         : _mm512_maskz_loadu_ps(lanes.valid, mp[p * 3 + q]);
+  __m512 s[2][3];  // A^T M
+  for (int j = 0; j < 3; ++j) {
+    s[0][j] = _mm512_add_ps(a[0][j], a[1][j]);
+    s[1][j] = A == 0 ? a[1][j] : _mm512_add_ps(a[1][j], a[2][j]);
+  }
+  const __m512 y[4] = {_mm512_add_ps(s[0][0], s[0][1]), B == 0 ? s[0][1] : _mm512_add_ps(s[0][1], s[0][2]),
+                       _mm512_add_ps(s[1][0], s[1][1]), B == 0 ? s[1][1] : _mm512_add_ps(s[1][1], s[1][2])};
+  const long off[4] = {0, cs, rs, rs + cs};
+  const __m512 b = _mm512_set1_ps(bias);
+  for (int o = 0; o < 4; ++o)
+    _mm512_mask_i32scatter_ps(base, lanes.valid, _mm512_add_epi32(lanes.idx, _mm512_set1_epi32(static_cast<int>(off[o]))),
+                              Bias ? _mm512_add_ps(b, y[o]) : y[o], 4);
+}
 template <>
 inline void output_chunk<float>(const float* m, long ms, long tcols, int c, int th, int tw, const float* bias, float* y,
                                 long img_stride, long ch_stride, long rs, long cs) {
   const int tiles = th * tw;
   if (!few_tiles(tiles) || !gather_indices_fit(img_stride, 1))
     return output_chunk_planes(m, ms, tcols, c, th, tw, bias, y, img_stride, ch_stride, rs, cs);
-  const __m512i off01 = _mm512_set1_epi32(static_cast<int>(cs)), off10 = _mm512_set1_epi32(static_cast<int>(rs)),
-                off11 = _mm512_set1_epi32(static_cast<int>(rs + cs));
   for (long t0 = 0; t0 < tcols; t0 += 16) {
     const Lanes16 lanes = lanes16(t0, tcols, tiles, tw, img_stride, 2 * rs, 2 * cs);
     for (int k = 0; k < c; ++k) {
-      const float* mk = m + static_cast<long>(k) * tcols + t0;
-      __m512 a[3][3];
-      for (int xi = 0; xi < 9; ++xi) a[xi / 3][xi % 3] = _mm512_maskz_loadu_ps(lanes.valid, mk + xi * ms);
-      __m512 sr[2][3];  // A^T M
-      for (int j = 0; j < 3; ++j) {
-        sr[0][j] = _mm512_add_ps(a[0][j], a[1][j]);
-        sr[1][j] = _mm512_add_ps(a[1][j], a[2][j]);
-      }
-      const __m512 b = _mm512_set1_ps(bias ? bias[k] : 0.f);
-      float* base = y + lanes.img0 * img_stride + k * ch_stride;
-      _mm512_mask_i32scatter_ps(base, lanes.valid, lanes.idx, _mm512_add_ps(b, _mm512_add_ps(sr[0][0], sr[0][1])), 4);
-      _mm512_mask_i32scatter_ps(base, lanes.valid, _mm512_add_epi32(lanes.idx, off01),
-                                _mm512_add_ps(b, _mm512_add_ps(sr[0][1], sr[0][2])), 4);
-      _mm512_mask_i32scatter_ps(base, lanes.valid, _mm512_add_epi32(lanes.idx, off10),
-                                _mm512_add_ps(b, _mm512_add_ps(sr[1][0], sr[1][1])), 4);
-      _mm512_mask_i32scatter_ps(base, lanes.valid, _mm512_add_epi32(lanes.idx, off11),
-                                _mm512_add_ps(b, _mm512_add_ps(sr[1][1], sr[1][2])), 4);
+      const float* mp[9];
+      for (int xi = 0; xi < 9; ++xi) mp[xi] = m + static_cast<long>(k) * tcols + t0 + xi * ms;
+      output_16<1, 1, true>(mp, lanes, rs, cs, bias ? bias[k] : 0.f, y + lanes.img0 * img_stride + k * ch_stride);
     }
   }
 }

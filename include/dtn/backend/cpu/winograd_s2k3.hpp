@@ -339,29 +339,6 @@ void output_parities_chunk(const T* m, long ms, long tcols, int c_in, int th, in
   output_parities_chunk_planes(m, ms, tcols, c_in, th, tw, dx, img_stride, in_plane, w_in);
 }
 #if defined(__AVX512F__)
-// output_parity's arithmetic on 16 tiles: M's positions at mp[xi] (16 columns each; none where the
-// parity's filter is zero), results scattered to base[idx[l] + {0, 2, rs, rs + 2}].
-template <int A, int B>
-inline void output_parity_16(const float* const* mp, const winograd_s2::Lanes16& lanes, long rs, float* base) {
-  __m512 a[3][3];
-  for (int p = 0; p < 3; ++p)
-    for (int q = 0; q < 3; ++q)
-      a[p][q] = (p == 2 && A == 0) || (q == 2 && B == 0) ? _mm512_setzero_ps()
-                                                         : _mm512_maskz_loadu_ps(lanes.valid, mp[p * 3 + q]);
-  __m512 s[2][3];  // A^T M
-  for (int j = 0; j < 3; ++j) {
-    s[0][j] = _mm512_add_ps(a[0][j], a[1][j]);
-    s[1][j] = A == 0 ? a[1][j] : _mm512_add_ps(a[1][j], a[2][j]);
-  }
-  const int r = static_cast<int>(rs);
-  _mm512_mask_i32scatter_ps(base, lanes.valid, lanes.idx, _mm512_add_ps(s[0][0], s[0][1]), 4);
-  _mm512_mask_i32scatter_ps(base, lanes.valid, _mm512_add_epi32(lanes.idx, _mm512_set1_epi32(2)),
-                            B == 0 ? s[0][1] : _mm512_add_ps(s[0][1], s[0][2]), 4);
-  _mm512_mask_i32scatter_ps(base, lanes.valid, _mm512_add_epi32(lanes.idx, _mm512_set1_epi32(r)),
-                            _mm512_add_ps(s[1][0], s[1][1]), 4);
-  _mm512_mask_i32scatter_ps(base, lanes.valid, _mm512_add_epi32(lanes.idx, _mm512_set1_epi32(r + 2)),
-                            B == 0 ? s[1][1] : _mm512_add_ps(s[1][1], s[1][2]), 4);
-}
 template <>
 inline void output_parities_chunk<float>(const float* m, long ms, long tcols, int c_in, int th, int tw, float* dx,
                                          long img_stride, long in_plane, int w_in) {
@@ -380,10 +357,10 @@ inline void output_parities_chunk<float>(const float* m, long ms, long tcols, in
           const int slot = sl.slot[ab][xi];
           mp[ab][xi] = slot < 0 ? nullptr : m + xi * ms + (static_cast<long>(slot) * c_in + c) * tcols + t0;
         }
-      output_parity_16<0, 0>(mp[0], lanes, rs, base);
-      output_parity_16<0, 1>(mp[1], lanes, rs, base + 1);
-      output_parity_16<1, 0>(mp[2], lanes, rs, base + w_in);
-      output_parity_16<1, 1>(mp[3], lanes, rs, base + w_in + 1);
+      winograd_s2::output_16<0, 0, false>(mp[0], lanes, rs, 2, 0.f, base);
+      winograd_s2::output_16<0, 1, false>(mp[1], lanes, rs, 2, 0.f, base + 1);
+      winograd_s2::output_16<1, 0, false>(mp[2], lanes, rs, 2, 0.f, base + w_in);
+      winograd_s2::output_16<1, 1, false>(mp[3], lanes, rs, 2, 0.f, base + w_in + 1);
     }
   }
 }
