@@ -680,6 +680,52 @@ TEST_CASE("dtn::set_num_threads gives OpenMP's threads where the build has OpenM
   CHECK(dtn::num_threads() == saved);
 }
 
+// The thread count a pass asks for ends with the pass: the next parallel region, dtn's or the
+// caller's, runs on the count in force (num_threads() at the time). Clang's OpenMP left a
+// num_threads request behind where the same directive's if clause was false (parallel.hpp), so
+// the stride-2 filter passes' last loop, on fewer than 4096 filters, gave its count to whatever
+// region ran next. Each pass runs with 1 and 2 threads and then a region is opened with 3.
+TEST_CASE("Backend<Cpu> convolution passes leave no thread count behind for the next parallel region") {
+  using B = dtn::Backend<dtn::Cpu>;
+  const int saved = dtn::num_threads();
+  const int want = dtn::has_openmp() ? 3 : 1;
+  const auto next_team = [] {
+    dtn::set_num_threads(3);
+    int team = 0;
+    DTN_OMP(parallel)
+    {
+      DTN_OMP(single)
+      team = dtn::cpu::team_size();
+    }
+    return team;
+  };
+  unsigned seed = 900;
+  for (const Geo& q : kGeos) {
+    const dtn::ConvGeom g = make(q);
+    CAPTURE(q);
+    const std::size_t nx = static_cast<std::size_t>(g.n) * g.c_in * g.h_in * g.w_in;
+    const std::size_t nw = static_cast<std::size_t>(g.c_out) * g.c_in * g.kh * g.kw;
+    const std::size_t ny = static_cast<std::size_t>(g.n) * g.c_out * g.h_out * g.w_out;
+    const auto to_f = [](const Vec& v) { return std::vector<float>(v.begin(), v.end()); };
+    const std::vector<float> x = to_f(random_vec(nx, seed++)), w = to_f(random_vec(nw, seed++)),
+                             dy = to_f(random_vec(ny, seed++)), bias = to_f(random_vec(g.c_out, seed++));
+    std::vector<float> y(ny), dx(nx), dw(nw, 0.f);
+    for (const int threads : {1, 2}) {
+      CAPTURE(threads);
+      dtn::set_num_threads(threads);
+      B::conv2d_forward(g, x.data(), w.data(), bias.data(), y.data());
+      CHECK(next_team() == want);
+      dtn::set_num_threads(threads);
+      B::conv2d_backward_data(g, dy.data(), w.data(), dx.data());
+      CHECK(next_team() == want);
+      dtn::set_num_threads(threads);
+      B::conv2d_backward_filter(g, x.data(), dy.data(), dw.data(), static_cast<float*>(nullptr));
+      CHECK(next_team() == want);
+    }
+  }
+  dtn::set_num_threads(saved);
+}
+
 TEST_CASE("Backend<Cpu> batch norm in blocks of channels gives the bits of a sweep one channel at a time") {
   SUBCASE("plain") { check_bn_blocks(dtn::ops::Identity{}); }
   SUBCASE("ReLU fused") { check_bn_blocks(dtn::ops::Relu{}); }

@@ -7,6 +7,12 @@
 // same directive where OpenMP is on, nothing where it is off (a bare #pragma omp would warn,
 // -Wunknown-pragmas, in a -Wall build without -fopenmp). Thread numbers come from the functions
 // below, which a build without OpenMP answers as one thread would.
+//
+// A directive never has both a num_threads and an if clause: clang (14 here, with its libomp)
+// pushes the num_threads request before it tests the if, and where the if is false the
+// serialised region leaves the request behind, so the thread's next parallel region, dtn's or
+// the caller's, gets that many threads instead of its own count (llvm/llvm-project#63197). A
+// region that must sometimes run on one thread says num_threads(cond ? n : 1) or if (cond) alone.
 #if defined(_OPENMP)
 #include <omp.h>
 #endif

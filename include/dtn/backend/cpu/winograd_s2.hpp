@@ -649,7 +649,7 @@ void backward_filter(const ConvGeom& g, const T* x, const T* dy, T* dw) {
   const long ms = sums.ms;
   if (!m) return;
   // dw's taps from M: per filter (k, c) and parity ab, Y = A^T M A, tap (r, s) to (2r + 1 - a, 2s + 1 - b)
-  DTN_OMP(parallel for num_threads(std::max(1, dtn::num_threads())) if (static_cast<long>(c_out) * c_in > 4096))
+  DTN_OMP(parallel for if (static_cast<long>(c_out) * c_in > 4096))  // no num_threads beside if (parallel.hpp)
   for (int k = 0; k < c_out; ++k)
     for (int ab = 0; ab < 4; ++ab) {
       const int a = ab / 2, b = ab % 2;

@@ -417,7 +417,7 @@ void backward_filter(const ConvGeom& g, const T* x, const T* dy, T* dw) {
   const SubTaps st = sub_taps(false);
   // dw's taps from M: per filter (k, c) and parity ab, Y = A^T M A (zero where the parity has no
   // product); tap (rho, sigma) to the kernel's tap sub_taps gives, where there is one
-  DTN_OMP(parallel for num_threads(std::max(1, dtn::num_threads())) if (static_cast<long>(c_out) * c_in > 4096))
+  DTN_OMP(parallel for if (static_cast<long>(c_out) * c_in > 4096))  // no num_threads beside if (parallel.hpp)
   for (int k = 0; k < c_out; ++k)
     for (int ab = 0; ab < 4; ++ab) {
       for (int c = 0; c < c_in; ++c) {
