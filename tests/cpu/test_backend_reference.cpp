@@ -132,6 +132,37 @@ const std::vector<Geo> kGeos = {
     {45, 4, 8, 8, 5, 3, 2, 1},   {3, 6, 20, 12, 5, 3, 2, 1},
 };
 
+std::vector<float> to_float(const Vec& v) { return std::vector<float>(v.begin(), v.end()); }
+Vec to_double(const std::vector<float>& v) { return Vec(v.begin(), v.end()); }
+
+// Convolution q with random x, w, dy and bias (seeds seed .. seed + 3; seed moves past them), and
+// what naive double loops over its taps give: y (with the bias), dx and dw.
+struct ConvCase {
+  dtn::ConvGeom g;
+  std::size_t nx, nw, ny;
+  Vec x, w, dy, bias, y, dx, dw;
+  ConvCase(const Geo& q, unsigned& seed)
+      : g(make(q)),
+        nx(static_cast<std::size_t>(g.n) * g.c_in * g.h_in * g.w_in),
+        nw(static_cast<std::size_t>(g.c_out) * g.c_in * g.kh * g.kw),
+        ny(static_cast<std::size_t>(g.n) * g.c_out * g.h_out * g.w_out),
+        x(random_vec(nx, seed)),
+        w(random_vec(nw, seed + 1)),
+        dy(random_vec(ny, seed + 2)),
+        bias(random_vec(static_cast<std::size_t>(g.c_out), seed + 3)),
+        y(ny),
+        dx(nx, 0.0),
+        dw(nw, 0.0) {
+    seed += 4;
+    for (std::size_t j = 0; j < ny; ++j) y[j] = bias[(j / (static_cast<std::size_t>(g.h_out) * g.w_out)) % g.c_out];
+    for_each_tap(g, [&](std::size_t xi, std::size_t wi, std::size_t yi) {
+      y[yi] += x[xi] * w[wi];
+      dx[xi] += dy[yi] * w[wi];
+      dw[wi] += dy[yi] * x[xi];
+    });
+  }
+};
+
 }  // namespace
 
 TEST_CASE("Backend<Cpu> convolution passes equal naive loops over many geometries") {
@@ -426,37 +457,25 @@ TEST_CASE("The packed unfold's plane limit follows the CPU vendor that /proc/cpu
 TEST_CASE("Backend<Cpu> float convolution passes equal the double reference") {
   unsigned seed = 500;
   for (const Geo& q : kGeos) {
-    const dtn::ConvGeom g = make(q);
     CAPTURE(q);
-    const std::size_t nx = static_cast<std::size_t>(g.n) * g.c_in * g.h_in * g.w_in;
-    const std::size_t nw = static_cast<std::size_t>(g.c_out) * g.c_in * g.kh * g.kw;
-    const std::size_t ny = static_cast<std::size_t>(g.n) * g.c_out * g.h_out * g.w_out;
-    const Vec x = random_vec(nx, seed++), w = random_vec(nw, seed++), dy = random_vec(ny, seed++),
-              bias = random_vec(static_cast<std::size_t>(g.c_out), seed++);
-    Vec y_ref(ny), dx_ref(nx, 0.0), dw_ref(nw, 0.0);
-    for (std::size_t j = 0; j < ny; ++j) y_ref[j] = bias[(j / (static_cast<std::size_t>(g.h_out) * g.w_out)) % g.c_out];
-    for_each_tap(g, [&](std::size_t xi, std::size_t wi, std::size_t yi) {
-      y_ref[yi] += x[xi] * w[wi];
-      dx_ref[xi] += dy[yi] * w[wi];
-      dw_ref[wi] += dy[yi] * x[xi];
-    });
-    const auto to_f = [](const Vec& v) { return std::vector<float>(v.begin(), v.end()); };
-    const auto to_d = [](const std::vector<float>& v) { return Vec(v.begin(), v.end()); };
-    const std::vector<float> xf = to_f(x), wf = to_f(w), dyf = to_f(dy), bf = to_f(bias);
-    std::vector<float> y(ny, std::numeric_limits<float>::quiet_NaN()), dx(nx, std::numeric_limits<float>::quiet_NaN()),
-        dw(nw, 0.f);
+    const ConvCase r(q, seed);
+    const dtn::ConvGeom& g = r.g;
+    const std::vector<float> xf = to_float(r.x), wf = to_float(r.w), dyf = to_float(r.dy), bf = to_float(r.bias);
+    std::vector<float> y(r.ny, std::numeric_limits<float>::quiet_NaN()),
+        dx(r.nx, std::numeric_limits<float>::quiet_NaN()), dw(r.nw, 0.f);
     dtn::Backend<dtn::Cpu>::conv2d_forward(g, xf.data(), wf.data(), bf.data(), y.data());
-    CHECK(max_rel_diff(to_d(y), y_ref) < 1e-4);
+    CHECK(max_rel_diff(to_double(y), r.y) < 1e-4);
     // without a bias (the transposed convolutions' data gradient runs this way)
-    Vec y_ref_nb = y_ref;
-    for (std::size_t j = 0; j < ny; ++j) y_ref_nb[j] -= bias[(j / (static_cast<std::size_t>(g.h_out) * g.w_out)) % g.c_out];
+    Vec y_ref_nb = r.y;
+    for (std::size_t j = 0; j < r.ny; ++j)
+      y_ref_nb[j] -= r.bias[(j / (static_cast<std::size_t>(g.h_out) * g.w_out)) % g.c_out];
     std::fill(y.begin(), y.end(), std::numeric_limits<float>::quiet_NaN());
     dtn::Backend<dtn::Cpu>::conv2d_forward(g, xf.data(), wf.data(), static_cast<const float*>(nullptr), y.data());
-    CHECK(max_rel_diff(to_d(y), y_ref_nb) < 1e-4);
+    CHECK(max_rel_diff(to_double(y), y_ref_nb) < 1e-4);
     dtn::Backend<dtn::Cpu>::conv2d_backward_data(g, dyf.data(), wf.data(), dx.data());
-    CHECK(max_rel_diff(to_d(dx), dx_ref) < 1e-4);
+    CHECK(max_rel_diff(to_double(dx), r.dx) < 1e-4);
     dtn::Backend<dtn::Cpu>::conv2d_backward_filter(g, xf.data(), dyf.data(), dw.data(), static_cast<float*>(nullptr));
-    CHECK(max_rel_diff(to_d(dw), dw_ref) < 1e-4);
+    CHECK(max_rel_diff(to_double(dw), r.dw) < 1e-4);
   }
 }
 
@@ -701,15 +720,11 @@ TEST_CASE("Backend<Cpu> convolution passes leave no thread count behind for the 
   };
   unsigned seed = 900;
   for (const Geo& q : kGeos) {
-    const dtn::ConvGeom g = make(q);
     CAPTURE(q);
-    const std::size_t nx = static_cast<std::size_t>(g.n) * g.c_in * g.h_in * g.w_in;
-    const std::size_t nw = static_cast<std::size_t>(g.c_out) * g.c_in * g.kh * g.kw;
-    const std::size_t ny = static_cast<std::size_t>(g.n) * g.c_out * g.h_out * g.w_out;
-    const auto to_f = [](const Vec& v) { return std::vector<float>(v.begin(), v.end()); };
-    const std::vector<float> x = to_f(random_vec(nx, seed++)), w = to_f(random_vec(nw, seed++)),
-                             dy = to_f(random_vec(ny, seed++)), bias = to_f(random_vec(g.c_out, seed++));
-    std::vector<float> y(ny), dx(nx), dw(nw, 0.f);
+    const ConvCase r(q, seed);
+    const dtn::ConvGeom& g = r.g;
+    const std::vector<float> x = to_float(r.x), w = to_float(r.w), dy = to_float(r.dy), bias = to_float(r.bias);
+    std::vector<float> y(r.ny), dx(r.nx), dw(r.nw, 0.f);
     for (const int threads : {1, 2}) {
       CAPTURE(threads);
       dtn::set_num_threads(threads);
@@ -889,22 +904,11 @@ namespace {
 void check_winograd_and_im2col(const Geo& q, unsigned seed, bool filter_path) {
   namespace wg = dtn::cpu::winograd;
   constexpr double kFloatSum = 2e-5;
-  const dtn::ConvGeom g = make(q);
   CAPTURE(q);
-  const std::size_t nx = static_cast<std::size_t>(g.n) * g.c_in * g.h_in * g.w_in;
-  const std::size_t nw = static_cast<std::size_t>(g.c_out) * g.c_in * g.kh * g.kw;
-  const std::size_t ny = static_cast<std::size_t>(g.n) * g.c_out * g.h_out * g.w_out;
-  const Vec x = random_vec(nx, seed++), w = random_vec(nw, seed++), dy = random_vec(ny, seed++),
-            bias = random_vec(static_cast<std::size_t>(g.c_out), seed++);
-  Vec y_ref(ny), dx_ref(nx, 0.0), dw_ref(nw, 0.0);
-  for (std::size_t j = 0; j < ny; ++j) y_ref[j] = bias[(j / (static_cast<std::size_t>(g.h_out) * g.w_out)) % g.c_out];
-  for_each_tap(g, [&](std::size_t xi, std::size_t wi, std::size_t yi) {
-    y_ref[yi] += x[xi] * w[wi];
-    dx_ref[xi] += dy[yi] * w[wi];
-    dw_ref[wi] += dy[yi] * x[xi];
-  });
-  const std::vector<float> xf(x.begin(), x.end()), wf(w.begin(), w.end()), dyf(dy.begin(), dy.end()),
-      bf(bias.begin(), bias.end());
+  const ConvCase c(q, seed);
+  const dtn::ConvGeom& g = c.g;
+  const std::size_t nx = c.nx, nw = c.nw, ny = c.ny;
+  const std::vector<float> xf = to_float(c.x), wf = to_float(c.w), dyf = to_float(c.dy), bf = to_float(c.bias);
   struct Passes {
     std::vector<float> y, dx, dw;
   };
@@ -921,11 +925,11 @@ void check_winograd_and_im2col(const Geo& q, unsigned seed, bool filter_path) {
     wg::set_enabled(path == 0);
     p[path] = run();
     INFO("path " << (path == 0 ? "Winograd" : "im2col + GEMM"));
-    CHECK(max_rel_diff(Vec(p[path].y.begin(), p[path].y.end()), y_ref) < kFloatSum);
-    CHECK(max_rel_diff(Vec(p[path].dx.begin(), p[path].dx.end()), dx_ref) < kFloatSum);
-    Vec dw(p[path].dw.begin(), p[path].dw.end());
+    CHECK(max_rel_diff(to_double(p[path].y), c.y) < kFloatSum);
+    CHECK(max_rel_diff(to_double(p[path].dx), c.dx) < kFloatSum);
+    Vec dw = to_double(p[path].dw);
     for (auto& v : dw) v -= 0.5;  // added to what dw held
-    CHECK(max_rel_diff(dw, dw_ref) < kFloatSum);
+    CHECK(max_rel_diff(dw, c.dw) < kFloatSum);
   }
   wg::set_enabled(true);
   CHECK(p[0].y != p[1].y);
