@@ -58,14 +58,17 @@ namespace dtn {
 namespace cpu {
 namespace winograd_s2 {
 
-// The convolutions this path computes: 4x4 kernel, stride 2, padding 1, the input plane exactly
-// twice the output plane, even output sides (2x2 tiles) and at least 4 channels each way (g.9's
-// single output channel stays on im2col + GEMM). Switched with the 3x3 path
-// (winograd::set_enabled).
-inline bool fits(const ConvGeom& g) {
-  return g.kh == 4 && g.kw == 4 && g.stride == 2 && g.pad == 1 && g.h_in == 2 * g.h_out && g.w_in == 2 * g.w_out &&
-         g.h_out % 2 == 0 && g.w_out % 2 == 0 && g.h_out >= 2 && g.w_out >= 2 && g.c_in >= 4 && g.c_out >= 4;
+// The geometry both stride-2 paths take (this one's 4x4 kernels, winograd_s2k3's 3x3): stride 2,
+// padding 1, the input plane exactly twice the output plane, even output sides (2x2 tiles) and
+// at least 4 channels each way.
+inline bool halving_tiles(const ConvGeom& g) {
+  return g.stride == 2 && g.pad == 1 && g.h_in == 2 * g.h_out && g.w_in == 2 * g.w_out && g.h_out % 2 == 0 &&
+         g.w_out % 2 == 0 && g.h_out >= 2 && g.w_out >= 2 && g.c_in >= 4 && g.c_out >= 4;
 }
+
+// The convolutions this path computes: 4x4 kernel and halving_tiles (g.9's single output channel
+// stays on im2col + GEMM). Switched with the 3x3 path (winograd::set_enabled).
+inline bool fits(const ConvGeom& g) { return g.kh == 4 && g.kw == 4 && halving_tiles(g); }
 
 // The 9 positions' matrices of U, V and M sit position_stride(floats) apart (winograd.hpp).
 using winograd::position_stride;

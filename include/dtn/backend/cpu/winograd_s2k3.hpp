@@ -57,14 +57,11 @@ namespace dtn {
 namespace cpu {
 namespace winograd_s2k3 {
 
-// The convolutions this path computes: 3x3 kernel, stride 2, padding 1, the input plane exactly
-// twice the output plane, even output sides (2x2 tiles) and at least 4 channels each way (D.0's
-// single input channel stays on its small-depth kernel and im2col). Switched with the other
-// Winograd paths (winograd::set_enabled).
-inline bool fits(const ConvGeom& g) {
-  return g.kh == 3 && g.kw == 3 && g.stride == 2 && g.pad == 1 && g.h_in == 2 * g.h_out && g.w_in == 2 * g.w_out &&
-         g.h_out % 2 == 0 && g.w_out % 2 == 0 && g.h_out >= 2 && g.w_out >= 2 && g.c_in >= 4 && g.c_out >= 4;
-}
+// The convolutions this path computes: 3x3 kernel and winograd_s2::halving_tiles (stride 2,
+// padding 1, planes halved into 2x2 tiles, >= 4 channels each way; D.0's single input channel
+// stays on its small-depth kernel and im2col). Switched with the other Winograd paths
+// (winograd::set_enabled).
+inline bool fits(const ConvGeom& g) { return g.kh == 3 && g.kw == 3 && winograd_s2::halving_tiles(g); }
 
 using winograd::position_stride;
 
