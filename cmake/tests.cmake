@@ -21,9 +21,12 @@ doctest_discover_tests(dtn_tests TEST_PREFIX "cpu/" )
 # pass had asked for (tests/cpu/test_backend_reference.cpp, "... leave no thread count behind"),
 # seen only when the whole executable ran, never under CTest. Not in the sanitizer builds, where
 # it would run every case a second time at their pace (the other builds catch such a leak).
-if(NOT CMAKE_CXX_FLAGS MATCHES "-fsanitize=")
-  add_test(NAME cpu/all_cases_in_one_process COMMAND dtn_tests --order-by=rand --rand-seed=20261207)
-endif()
+function(dtn_add_one_process_run name target)
+  if(NOT CMAKE_CXX_FLAGS MATCHES "-fsanitize=" AND NOT CMAKE_CUDA_FLAGS MATCHES "-fsanitize=")
+    add_test(NAME ${name} COMMAND ${target} --order-by=rand --rand-seed=20261207 ${ARGN})
+  endif()
+endfunction()
+dtn_add_one_process_run(cpu/all_cases_in_one_process dtn_tests)
 
 # Data tests (readers, image output): tests/data/*.cpp; real-data cases read DTN_DATA_DIR.
 if(DTN_HAVE_DATA)
@@ -37,6 +40,8 @@ if(DTN_HAVE_DATA)
     target_link_libraries(dtn_data_tests PRIVATE dtn::data doctest::doctest)
     dtn_warnings(dtn_data_tests)
     doctest_discover_tests(dtn_data_tests TEST_PREFIX "data/" PROPERTIES SKIP_RETURN_CODE 77)
+    # (the real-data cases, which end their process with 77 where there is no data, only one a process)
+    dtn_add_one_process_run(data/all_cases_in_one_process dtn_data_tests -sfe=*real_data_test*)
   endif()
   # The same .mat tests against dtn's zlib-only MAT v5 reader (the files are written with libmatio).
   if(MATIO_FOUND)
@@ -71,6 +76,7 @@ if(DTN_HAVE_CUDA)
     target_link_libraries(dtn_cuda_host_tests PRIVATE dtn::cuda doctest::doctest)
     dtn_warnings(dtn_cuda_host_tests)
     doctest_discover_tests(dtn_cuda_host_tests TEST_PREFIX "cuda-host/")
+    dtn_add_one_process_run(cuda-host/all_cases_in_one_process dtn_cuda_host_tests)
   endif()
 endif()
 
