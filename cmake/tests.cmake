@@ -83,6 +83,9 @@ endif()
 # No TEST_CASE name may contain ';': CTest would split it into entries that run no test.
 add_test(NAME meta/test_case_names COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/tests/check_test_names.sh
                                            ${CMAKE_CURRENT_SOURCE_DIR})
+# No OpenMP directive with both num_threads and if (include/dtn/backend/cpu/parallel.hpp).
+add_test(NAME meta/omp_clauses COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/tests/check_omp_clauses.sh
+                                       ${CMAKE_CURRENT_SOURCE_DIR})
 
 # A user's layer that breaks the contract must fail to compile with the readable message.
 separate_arguments(dtn_openmp_flags NATIVE_COMMAND "${DTN_OPENMP_FLAGS}")
