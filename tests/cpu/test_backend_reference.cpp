@@ -135,12 +135,13 @@ const std::vector<Geo> kGeos = {
 std::vector<float> to_float(const Vec& v) { return std::vector<float>(v.begin(), v.end()); }
 Vec to_double(const std::vector<float>& v) { return Vec(v.begin(), v.end()); }
 
-// Convolution q with random x, w, dy and bias (seeds seed .. seed + 3; seed moves past them), and
-// what naive double loops over its taps give: y (with the bias), dx and dw.
+// Convolution q with random x, w, dy and bias (seeds seed .. seed + 3; seed moves past them), in
+// double and rounded to float (xf, wf, dyf, bf).
 struct ConvCase {
   dtn::ConvGeom g;
   std::size_t nx, nw, ny;
-  Vec x, w, dy, bias, y, dx, dw;
+  Vec x, w, dy, bias;
+  std::vector<float> xf, wf, dyf, bf;
   ConvCase(const Geo& q, unsigned& seed)
       : g(make(q)),
         nx(static_cast<std::size_t>(g.n) * g.c_in * g.h_in * g.w_in),
@@ -150,16 +151,25 @@ struct ConvCase {
         w(random_vec(nw, seed + 1)),
         dy(random_vec(ny, seed + 2)),
         bias(random_vec(static_cast<std::size_t>(g.c_out), seed + 3)),
-        y(ny),
-        dx(nx, 0.0),
-        dw(nw, 0.0) {
+        xf(to_float(x)),
+        wf(to_float(w)),
+        dyf(to_float(dy)),
+        bf(to_float(bias)) {
     seed += 4;
-    for (std::size_t j = 0; j < ny; ++j) y[j] = bias[(j / (static_cast<std::size_t>(g.h_out) * g.w_out)) % g.c_out];
+  }
+  // What naive double loops over the taps give: y (with the bias), dx and dw.
+  struct Reference {
+    Vec y, dx, dw;
+  };
+  Reference reference() const {
+    Reference r{Vec(ny), Vec(nx, 0.0), Vec(nw, 0.0)};
+    for (std::size_t j = 0; j < ny; ++j) r.y[j] = bias[(j / (static_cast<std::size_t>(g.h_out) * g.w_out)) % g.c_out];
     for_each_tap(g, [&](std::size_t xi, std::size_t wi, std::size_t yi) {
-      y[yi] += x[xi] * w[wi];
-      dx[xi] += dy[yi] * w[wi];
-      dw[wi] += dy[yi] * x[xi];
+      r.y[yi] += x[xi] * w[wi];
+      r.dx[xi] += dy[yi] * w[wi];
+      r.dw[wi] += dy[yi] * x[xi];
     });
+    return r;
   }
 };
 
@@ -459,23 +469,23 @@ TEST_CASE("Backend<Cpu> float convolution passes equal the double reference") {
   for (const Geo& q : kGeos) {
     CAPTURE(q);
     const ConvCase r(q, seed);
+    const ConvCase::Reference ref = r.reference();
     const dtn::ConvGeom& g = r.g;
-    const std::vector<float> xf = to_float(r.x), wf = to_float(r.w), dyf = to_float(r.dy), bf = to_float(r.bias);
     std::vector<float> y(r.ny, std::numeric_limits<float>::quiet_NaN()),
         dx(r.nx, std::numeric_limits<float>::quiet_NaN()), dw(r.nw, 0.f);
-    dtn::Backend<dtn::Cpu>::conv2d_forward(g, xf.data(), wf.data(), bf.data(), y.data());
-    CHECK(max_rel_diff(to_double(y), r.y) < 1e-4);
+    dtn::Backend<dtn::Cpu>::conv2d_forward(g, r.xf.data(), r.wf.data(), r.bf.data(), y.data());
+    CHECK(max_rel_diff(to_double(y), ref.y) < 1e-4);
     // without a bias (the transposed convolutions' data gradient runs this way)
-    Vec y_ref_nb = r.y;
+    Vec y_ref_nb = ref.y;
     for (std::size_t j = 0; j < r.ny; ++j)
       y_ref_nb[j] -= r.bias[(j / (static_cast<std::size_t>(g.h_out) * g.w_out)) % g.c_out];
     std::fill(y.begin(), y.end(), std::numeric_limits<float>::quiet_NaN());
-    dtn::Backend<dtn::Cpu>::conv2d_forward(g, xf.data(), wf.data(), static_cast<const float*>(nullptr), y.data());
+    dtn::Backend<dtn::Cpu>::conv2d_forward(g, r.xf.data(), r.wf.data(), static_cast<const float*>(nullptr), y.data());
     CHECK(max_rel_diff(to_double(y), y_ref_nb) < 1e-4);
-    dtn::Backend<dtn::Cpu>::conv2d_backward_data(g, dyf.data(), wf.data(), dx.data());
-    CHECK(max_rel_diff(to_double(dx), r.dx) < 1e-4);
-    dtn::Backend<dtn::Cpu>::conv2d_backward_filter(g, xf.data(), dyf.data(), dw.data(), static_cast<float*>(nullptr));
-    CHECK(max_rel_diff(to_double(dw), r.dw) < 1e-4);
+    dtn::Backend<dtn::Cpu>::conv2d_backward_data(g, r.dyf.data(), r.wf.data(), dx.data());
+    CHECK(max_rel_diff(to_double(dx), ref.dx) < 1e-4);
+    dtn::Backend<dtn::Cpu>::conv2d_backward_filter(g, r.xf.data(), r.dyf.data(), dw.data(), static_cast<float*>(nullptr));
+    CHECK(max_rel_diff(to_double(dw), ref.dw) < 1e-4);
   }
 }
 
@@ -705,7 +715,6 @@ TEST_CASE("dtn::set_num_threads gives OpenMP's threads where the build has OpenM
 // the stride-2 filter passes' last loop, on fewer than 4096 filters, gave its count to whatever
 // region ran next. Each pass runs with 1 and 2 threads and then a region is opened with 3.
 TEST_CASE("Backend<Cpu> convolution passes leave no thread count behind for the next parallel region") {
-  using B = dtn::Backend<dtn::Cpu>;
   const int saved = dtn::num_threads();
   const int want = dtn::has_openmp() ? 3 : 1;
   const auto next_team = [] {
@@ -723,18 +732,17 @@ TEST_CASE("Backend<Cpu> convolution passes leave no thread count behind for the 
     CAPTURE(q);
     const ConvCase r(q, seed);
     const dtn::ConvGeom& g = r.g;
-    const std::vector<float> x = to_float(r.x), w = to_float(r.w), dy = to_float(r.dy), bias = to_float(r.bias);
     std::vector<float> y(r.ny), dx(r.nx), dw(r.nw, 0.f);
     for (const int threads : {1, 2}) {
       CAPTURE(threads);
       dtn::set_num_threads(threads);
-      B::conv2d_forward(g, x.data(), w.data(), bias.data(), y.data());
+      B::conv2d_forward(g, r.xf.data(), r.wf.data(), r.bf.data(), y.data());
       CHECK(next_team() == want);
       dtn::set_num_threads(threads);
-      B::conv2d_backward_data(g, dy.data(), w.data(), dx.data());
+      B::conv2d_backward_data(g, r.dyf.data(), r.wf.data(), dx.data());
       CHECK(next_team() == want);
       dtn::set_num_threads(threads);
-      B::conv2d_backward_filter(g, x.data(), dy.data(), dw.data(), static_cast<float*>(nullptr));
+      B::conv2d_backward_filter(g, r.xf.data(), r.dyf.data(), dw.data(), static_cast<float*>(nullptr));
       CHECK(next_team() == want);
     }
   }
@@ -906,18 +914,18 @@ void check_winograd_and_im2col(const Geo& q, unsigned seed, bool filter_path) {
   constexpr double kFloatSum = 2e-5;
   CAPTURE(q);
   const ConvCase c(q, seed);
+  const ConvCase::Reference ref = c.reference();
   const dtn::ConvGeom& g = c.g;
   const std::size_t nx = c.nx, nw = c.nw, ny = c.ny;
-  const std::vector<float> xf = to_float(c.x), wf = to_float(c.w), dyf = to_float(c.dy), bf = to_float(c.bias);
   struct Passes {
     std::vector<float> y, dx, dw;
   };
   const auto run = [&] {
     Passes r{std::vector<float>(ny, std::numeric_limits<float>::quiet_NaN()),
              std::vector<float>(nx, std::numeric_limits<float>::quiet_NaN()), std::vector<float>(nw, 0.5f)};
-    dtn::Backend<dtn::Cpu>::conv2d_forward(g, xf.data(), wf.data(), bf.data(), r.y.data());
-    dtn::Backend<dtn::Cpu>::conv2d_backward_data(g, dyf.data(), wf.data(), r.dx.data());
-    dtn::Backend<dtn::Cpu>::conv2d_backward_filter(g, xf.data(), dyf.data(), r.dw.data(), static_cast<float*>(nullptr));
+    dtn::Backend<dtn::Cpu>::conv2d_forward(g, c.xf.data(), c.wf.data(), c.bf.data(), r.y.data());
+    dtn::Backend<dtn::Cpu>::conv2d_backward_data(g, c.dyf.data(), c.wf.data(), r.dx.data());
+    dtn::Backend<dtn::Cpu>::conv2d_backward_filter(g, c.xf.data(), c.dyf.data(), r.dw.data(), static_cast<float*>(nullptr));
     return r;
   };
   Passes p[2];
@@ -925,11 +933,11 @@ void check_winograd_and_im2col(const Geo& q, unsigned seed, bool filter_path) {
     wg::set_enabled(path == 0);
     p[path] = run();
     INFO("path " << (path == 0 ? "Winograd" : "im2col + GEMM"));
-    CHECK(max_rel_diff(to_double(p[path].y), c.y) < kFloatSum);
-    CHECK(max_rel_diff(to_double(p[path].dx), c.dx) < kFloatSum);
+    CHECK(max_rel_diff(to_double(p[path].y), ref.y) < kFloatSum);
+    CHECK(max_rel_diff(to_double(p[path].dx), ref.dx) < kFloatSum);
     Vec dw = to_double(p[path].dw);
     for (auto& v : dw) v -= 0.5;  // added to what dw held
-    CHECK(max_rel_diff(dw, c.dw) < kFloatSum);
+    CHECK(max_rel_diff(dw, ref.dw) < kFloatSum);
   }
   wg::set_enabled(true);
   CHECK(p[0].y != p[1].y);
