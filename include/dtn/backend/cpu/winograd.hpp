@@ -201,6 +201,40 @@ std::vector<Scratch<T>>& worker_scratch(int used, long v_floats, long m_floats) 
   return store;
 }
 
+// One chunk of images as for_each_chunk hands it to its body: images [i0, i0 + cnt), tcols =
+// cnt * tiles columns (the last chunk may be short), and the calling worker's scratch: V's
+// positions vs apart, M's ms apart, a zeroed plane for padded inputs.
+template <class T>
+struct Chunk {
+  int i0, cnt;
+  long tcols, vs, ms;
+  T *v, *m, *pad;
+};
+
+// Runs body(const Chunk<T>&) for each chunk of n images (chunk_images of them, tiles columns an
+// image) over the threads, a chunk at a time per worker: V with positions matrices of v_rows rows,
+// M with positions of m_rows rows, and a zeroed (h + 2) x (w + 2) plane. The one chunk plan of
+// the Winograd paths (F(2x2, 3x3) here, the per-parity ones of winograd_s2.hpp and
+// winograd_s2k3.hpp).
+template <class T, class Body>
+void for_each_chunk(int n, int tiles, int positions, long v_rows, long m_rows, int h, int w, Body&& body) {
+  const int chunk = chunk_images(n, tiles), nchunks = (n + chunk - 1) / chunk;
+  const long cols = static_cast<long>(chunk) * tiles;
+  const int used = std::min(std::max(1, dtn::num_threads()), nchunks);
+  std::vector<Scratch<T>>& scratch =
+      worker_scratch<T>(used, positions * position_stride(v_rows * cols), positions * position_stride(m_rows * cols));
+  DTN_OMP(parallel for schedule(dynamic, 1) num_threads(used))
+  for (int ci = 0; ci < nchunks; ++ci) {
+    Scratch<T>& s = scratch[static_cast<std::size_t>(dtn::cpu::thread_num())];
+    const int i0 = ci * chunk, cnt = std::min(chunk, n - i0);
+    const long tcols = static_cast<long>(cnt) * tiles;
+    s.pad.assign(static_cast<std::size_t>(h + 2) * static_cast<std::size_t>(w + 2), T(0));
+    const Chunk<T> ch{i0, cnt, tcols, position_stride(v_rows * tcols), position_stride(m_rows * tcols),
+                      s.v.data(), s.m.data(), s.pad.data()};
+    body(ch);
+  }
+}
+
 // The products M_xi = op(U_xi) V_xi of a chunk for count positions: U_xi [rows, depth] at
 // u + xi * us (or stored [depth, rows], trans), V_xi [depth, cols] at v + xi * vs, M_xi
 // [rows, cols] at m + xi * ms. dtn's GEMM takes each U_xi packed once, here, for all chunks.
@@ -263,31 +297,18 @@ template <class T>
 void convolve(int n, int c_in, int c_out, int h, int w, const T* x, const T* u, bool u_trans, const T* bias, T* y) {
   const int tiles = (h / 2) * (w / 2);
   const long plane = static_cast<long>(h) * w;
-  const int chunk = chunk_images(n, tiles), nchunks = (n + chunk - 1) / chunk;
-  const long cols = static_cast<long>(chunk) * tiles;
-  const int used = std::min(std::max(1, dtn::num_threads()), nchunks);
-  std::vector<Scratch<T>>& scratch =
-      worker_scratch<T>(used, 16 * position_stride(c_in * cols), 16 * position_stride(c_out * cols));
   const PositionProducts<T> products(u, position_stride(static_cast<long>(c_out) * c_in), u_trans, c_out, c_in, 16);
-  DTN_OMP(parallel for schedule(dynamic, 1) num_threads(used))
-  for (int ci = 0; ci < nchunks; ++ci) {
-    Scratch<T>& s = scratch[static_cast<std::size_t>(dtn::cpu::thread_num())];
-    const int i0 = ci * chunk, cnt = std::min(chunk, n - i0);
-    const long tcols = static_cast<long>(cnt) * tiles;  // this chunk's columns (the last may be short)
-    const long vs = position_stride(c_in * tcols), ms = position_stride(c_out * tcols);
-    T* v = s.v.data();
-    T* m = s.m.data();
-    s.pad.assign(static_cast<std::size_t>((h + 2) * (w + 2)), T(0));
-    for (int img = 0; img < cnt; ++img)
+  for_each_chunk<T>(n, tiles, 16, c_in, c_out, h, w, [&](const Chunk<T>& ch) {
+    for (int img = 0; img < ch.cnt; ++img)
       for (int c = 0; c < c_in; ++c)
-        transform_input(x + (static_cast<long>(i0 + img) * c_in + c) * plane, h, w, s.pad.data(),
-                        v + c * tcols + static_cast<long>(img) * tiles, vs);
-    products.run(v, vs, m, ms, tcols);
-    for (int img = 0; img < cnt; ++img)
+        transform_input(x + (static_cast<long>(ch.i0 + img) * c_in + c) * plane, h, w, ch.pad,
+                        ch.v + c * ch.tcols + static_cast<long>(img) * tiles, ch.vs);
+    products.run(ch.v, ch.vs, ch.m, ch.ms, ch.tcols);
+    for (int img = 0; img < ch.cnt; ++img)
       for (int co = 0; co < c_out; ++co)
-        transform_output(m + co * tcols + static_cast<long>(img) * tiles, ms, h, w, bias ? bias[co] : T(0),
-                         y + (static_cast<long>(i0 + img) * c_out + co) * plane);
-  }
+        transform_output(ch.m + co * ch.tcols + static_cast<long>(img) * tiles, ch.ms, h, w, bias ? bias[co] : T(0),
+                         y + (static_cast<long>(ch.i0 + img) * c_out + co) * plane);
+  });
 }
 
 template <class T>

@@ -446,30 +446,10 @@ inline void output_chunk<float>(const float* m, long ms, long tcols, int c, int 
 }
 #endif
 
-using winograd::chunk_images;
+using winograd::Chunk;
 using winograd::filter_scratch;
+using winograd::for_each_chunk;
 using winograd::PositionProducts;
-using winograd::Scratch;
-using winograd::worker_scratch;
-
-// Chunk ci's images (chunk per chunk, n in all; the last may be short) and its columns, with the
-// calling worker's scratch: V, M and a zeroed (h + 2) x (w + 2) plane for the padded inputs.
-template <class T>
-struct Chunk {
-  int i0, cnt;
-  long tcols;
-  T *v, *m, *pad;
-  Chunk(std::vector<Scratch<T>>& scratch, int ci, int chunk, int n, int tiles, int h, int w) {
-    Scratch<T>& s = scratch[static_cast<std::size_t>(dtn::cpu::thread_num())];
-    i0 = ci * chunk;
-    cnt = std::min(chunk, n - i0);
-    tcols = static_cast<long>(cnt) * tiles;
-    s.pad.assign(static_cast<std::size_t>((h + 2) * (w + 2)), T(0));
-    v = s.v.data();
-    m = s.m.data();
-    pad = s.pad.data();
-  }
-};
 
 // y [n, c_out, h, w] = conv(x [n, c_in, 2h, 2w]) + bias (or nothing), overwriting y.
 template <class T>
@@ -482,24 +462,13 @@ void forward(const ConvGeom& g, const T* x, const T* w, const T* bias, T* y) {
   ustore.resize(static_cast<std::size_t>(9 * us));
   transform_filter_forward(w, c_out, c_in, ustore.data());
   const PositionProducts<T> prod(ustore.data(), us, false, c_out, depth, 9);
-  const int chunk = chunk_images(g.n, tiles), nchunks = (g.n + chunk - 1) / chunk;
-  const int used = std::min(std::max(1, dtn::num_threads()), nchunks);
-  const long cols = static_cast<long>(chunk) * tiles;
-  std::vector<Scratch<T>>& scratch =
-      worker_scratch<T>(used, 9 * position_stride(depth * cols), 9 * position_stride(c_out * cols));
-  DTN_OMP(parallel for schedule(dynamic, 1) num_threads(used))
-  for (int ci = 0; ci < nchunks; ++ci) {
-    const Chunk<T> ch(scratch, ci, chunk, g.n, tiles, h, wd);
-    const int i0 = ch.i0, cnt = ch.cnt;
-    const long tcols = ch.tcols, vs = position_stride(depth * tcols), ms = position_stride(c_out * tcols);
-    T* v = ch.v;
-    T* m = ch.m;
-    transform_chunk(x + static_cast<long>(i0) * c_in * in_plane, cnt, c_in, h, wd, in_plane, ch.pad, v, tcols, vs, 0,
-                    c_in);
-    prod.run(v, vs, m, ms, tcols);
-    output_chunk(m, ms, tcols, c_out, th, tw, bias, y + static_cast<long>(i0) * c_out * out_plane, c_out * out_plane,
-                 out_plane, wd, 1);
-  }
+  for_each_chunk<T>(g.n, tiles, 9, depth, c_out, h, wd, [&](const Chunk<T>& ch) {
+    transform_chunk(x + static_cast<long>(ch.i0) * c_in * in_plane, ch.cnt, c_in, h, wd, in_plane, ch.pad, ch.v,
+                    ch.tcols, ch.vs, 0, c_in);
+    prod.run(ch.v, ch.vs, ch.m, ch.ms, ch.tcols);
+    output_chunk(ch.m, ch.ms, ch.tcols, c_out, th, tw, bias, y + static_cast<long>(ch.i0) * c_out * out_plane,
+                 c_out * out_plane, out_plane, wd, 1);
+  });
 }
 
 // dx [n, c_in, 2h, 2w] from dy [n, c_out, h, w], overwriting dx. A parity at a time over all
@@ -514,28 +483,18 @@ void backward_data(const ConvGeom& g, const T* dy, const T* w, T* dx) {
   auto& ustore = filter_scratch<T>();
   const long us = position_stride(static_cast<long>(c_out) * c_in);
   ustore.resize(static_cast<std::size_t>(9 * us));
-  const int chunk = chunk_images(g.n, tiles), nchunks = (g.n + chunk - 1) / chunk;
-  const int used = std::min(std::max(1, dtn::num_threads()), nchunks);
-  const long cols = static_cast<long>(chunk) * tiles;
-  std::vector<Scratch<T>>& scratch =
-      worker_scratch<T>(used, 9 * position_stride(c_out * cols), 9 * position_stride(c_in * cols));
   for (int ab = 0; ab < 4; ++ab) {  // each parity writes its own quarter of dx
     const int a = ab / 2, b = ab % 2;
     transform_filter_data(w, c_out, c_in, ab, ustore.data());
     const PositionProducts<T> prod(ustore.data(), us, true, c_in, c_out, 9);
-    DTN_OMP(parallel for schedule(dynamic, 1) num_threads(used))
-    for (int ci = 0; ci < nchunks; ++ci) {
-      const Chunk<T> ch(scratch, ci, chunk, g.n, tiles, h, wd);
-      const int i0 = ch.i0, cnt = ch.cnt;
-      const long tcols = ch.tcols, vs = position_stride(c_out * tcols), ms = position_stride(c_in * tcols);
-      T* v = ch.v;
-      T* m = ch.m;
-      transform_chunk_dy(dy + static_cast<long>(i0) * c_out * out_plane, cnt, c_out, h, wd, a - 1, b - 1, ch.pad, v,
-                         tcols, vs);
-      prod.run(v, vs, m, ms, tcols);
-      output_chunk<T>(m, ms, tcols, c_in, th, tw, nullptr, dx + static_cast<long>(i0) * c_in * in_plane + a * g.w_in + b,
-                      c_in * in_plane, in_plane, 2L * g.w_in, 2);
-    }
+    for_each_chunk<T>(g.n, tiles, 9, c_out, c_in, h, wd, [&](const Chunk<T>& ch) {
+      transform_chunk_dy(dy + static_cast<long>(ch.i0) * c_out * out_plane, ch.cnt, c_out, h, wd, a - 1, b - 1, ch.pad,
+                         ch.v, ch.tcols, ch.vs);
+      prod.run(ch.v, ch.vs, ch.m, ch.ms, ch.tcols);
+      output_chunk<T>(ch.m, ch.ms, ch.tcols, c_in, th, tw, nullptr,
+                      dx + static_cast<long>(ch.i0) * c_in * in_plane + a * g.w_in + b, c_in * in_plane, in_plane,
+                      2L * g.w_in, 2);
+    });
   }
 }
 

@@ -238,12 +238,10 @@ inline void transform_chunk<float>(const float* x, int cnt, int c_in, int h, int
 }
 #endif
 
-using winograd::chunk_images;
+using winograd::Chunk;
 using winograd::filter_scratch;
+using winograd::for_each_chunk;
 using winograd::PositionProducts;
-using winograd::Scratch;
-using winograd::worker_scratch;
-using winograd_s2::Chunk;
 
 // Per position, the rows and depths of the forward's GEMMs (rows c_out, depth n_xi c_in) or of
 // the data pass's (rows n_xi c_in, depth c_out).
@@ -264,22 +262,13 @@ void forward(const ConvGeom& g, const T* x, const T* w, const T* bias, T* y) {
   ustore.resize(static_cast<std::size_t>(9 * us));
   transform_filter(w, c_out, c_in, false, ustore.data());
   const PositionProducts<T> prod(ustore.data(), us, false, std::vector<int>(9, c_out), stacked(c_in));
-  const int chunk = chunk_images(g.n, tiles), nchunks = (g.n + chunk - 1) / chunk;
-  const int used = std::min(std::max(1, dtn::num_threads()), nchunks);
-  const long cols = static_cast<long>(chunk) * tiles;
-  std::vector<Scratch<T>>& scratch =
-      worker_scratch<T>(used, 9 * position_stride(depth * cols), 9 * position_stride(c_out * cols));
-  DTN_OMP(parallel for schedule(dynamic, 1) num_threads(used))
-  for (int ci = 0; ci < nchunks; ++ci) {
-    const Chunk<T> ch(scratch, ci, chunk, g.n, tiles, h, wd);
-    const int i0 = ch.i0, cnt = ch.cnt;
-    const long tcols = ch.tcols, vs = position_stride(depth * tcols), ms = position_stride(c_out * tcols);
-    transform_chunk(x + static_cast<long>(i0) * c_in * in_plane, cnt, c_in, h, wd, in_plane, ch.pad, ch.v, tcols, vs, 0,
-                    c_in);
-    prod.run(ch.v, vs, ch.m, ms, tcols);
-    winograd_s2::output_chunk(ch.m, ms, tcols, c_out, th, tw, bias, y + static_cast<long>(i0) * c_out * out_plane,
-                              c_out * out_plane, out_plane, wd, 1);
-  }
+  for_each_chunk<T>(g.n, tiles, 9, depth, c_out, h, wd, [&](const Chunk<T>& ch) {
+    transform_chunk(x + static_cast<long>(ch.i0) * c_in * in_plane, ch.cnt, c_in, h, wd, in_plane, ch.pad, ch.v,
+                    ch.tcols, ch.vs, 0, c_in);
+    prod.run(ch.v, ch.vs, ch.m, ch.ms, ch.tcols);
+    winograd_s2::output_chunk(ch.m, ch.ms, ch.tcols, c_out, th, tw, bias,
+                              y + static_cast<long>(ch.i0) * c_out * out_plane, c_out * out_plane, out_plane, wd, 1);
+  });
 }
 
 // The data pass's output transform of parity (A, B) for one channel of one image: M's positions
@@ -374,22 +363,13 @@ void backward_data(const ConvGeom& g, const T* dy, const T* w, T* dx) {
   ustore.resize(static_cast<std::size_t>(9 * us));
   transform_filter(w, c_out, c_in, true, ustore.data());
   const PositionProducts<T> prod(ustore.data(), us, true, stacked(c_in), std::vector<int>(9, c_out));
-  const int chunk = chunk_images(g.n, tiles), nchunks = (g.n + chunk - 1) / chunk;
-  const int used = std::min(std::max(1, dtn::num_threads()), nchunks);
-  const long cols = static_cast<long>(chunk) * tiles;
-  std::vector<Scratch<T>>& scratch =
-      worker_scratch<T>(used, 9 * position_stride(c_out * cols), 9 * position_stride(rows * cols));
-  DTN_OMP(parallel for schedule(dynamic, 1) num_threads(used))
-  for (int ci = 0; ci < nchunks; ++ci) {
-    const Chunk<T> ch(scratch, ci, chunk, g.n, tiles, h, wd);
-    const int i0 = ch.i0, cnt = ch.cnt;
-    const long tcols = ch.tcols, vs = position_stride(c_out * tcols), ms = position_stride(rows * tcols);
-    winograd_s2::transform_chunk_dy(dy + static_cast<long>(i0) * c_out * out_plane, cnt, c_out, h, wd, 0, 0, ch.pad,
-                                    ch.v, tcols, vs);
-    prod.run(ch.v, vs, ch.m, ms, tcols);
-    output_parities_chunk(ch.m, ms, tcols, c_in, h / 2, tw, dx + static_cast<long>(i0) * c_in * in_plane,
+  for_each_chunk<T>(g.n, tiles, 9, c_out, rows, h, wd, [&](const Chunk<T>& ch) {
+    winograd_s2::transform_chunk_dy(dy + static_cast<long>(ch.i0) * c_out * out_plane, ch.cnt, c_out, h, wd, 0, 0,
+                                    ch.pad, ch.v, ch.tcols, ch.vs);
+    prod.run(ch.v, ch.vs, ch.m, ch.ms, ch.tcols);
+    output_parities_chunk(ch.m, ch.ms, ch.tcols, c_in, h / 2, tw, dx + static_cast<long>(ch.i0) * c_in * in_plane,
                           c_in * in_plane, in_plane, g.w_in);
-  }
+  });
 }
 
 // dw [c_out, c_in, 3, 3] += the filter gradient of x [n, c_in, 2h, 2w] and dy [n, c_out, h, w]:
