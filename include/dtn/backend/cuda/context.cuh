@@ -54,7 +54,7 @@ class Context {
     // Never throws: errors at thread or process exit are ignored.
     for (Lane& l : lanes_)
       if (l.stream) (void)cudaStreamSynchronize(l.stream);
-    release_held();
+    release_held(true);  // both lanes have finished
     for (Lane& l : lanes_) {
       if (!l.stream) continue;
       caching_allocator().deallocate(l.workspace, l.stream);
@@ -170,29 +170,34 @@ class Context {
     forked_ = true;
   }
   void to_stream() { lane_ = 0; }
-  // Also gives the device blocks freed since fork() back to the cache (hold_free), even when the
-  // join itself fails.
+  // Also gives the device blocks freed since fork() back to the cache (hold_free), tagged with
+  // the stream, once the stream waits for the second lane; if the join fails, the stream has not
+  // waited and either lane's queued work may still use them: they are dropped, not reused (device
+  // memory lost to a context that has already failed, rather than a block handed out twice).
   void join() {
     lane_ = 0;
     struct Release {
       Context& c;
-      ~Release() { c.release_held(); }
+      bool joined = false;
+      ~Release() { c.release_held(joined); }
     } release{*this};
-    if (!has_side_lane()) return;
-    DTN_CUDA_CHECK(cudaEventRecord(join_, lanes_[1].stream));
-    DTN_CUDA_CHECK(cudaStreamWaitEvent(lanes_[0].stream, join_, 0));
+    if (has_side_lane()) {
+      DTN_CUDA_CHECK(cudaEventRecord(join_, lanes_[1].stream));
+      DTN_CUDA_CHECK(cudaStreamWaitEvent(lanes_[0].stream, join_, 0));
+    }
+    release.joined = true;
   }
   // Between fork() and join() a device block freed by either lane's work may still be read by
   // the other lane's queued work, which the caching allocator, keyed by one stream per block,
   // cannot know: such blocks are held here and given back at join(), tagged with the stream,
   // which has waited for both lanes by then. Returns false (the caller frees as usual) outside a
-  // fork. Never throws.
+  // fork. Never throws: if the host has no memory left to note the block, the block is dropped
+  // (never reused) rather than given back to the cache while the other lane may still use it.
   bool hold_free(void* p) noexcept {
     if (!forked_) return false;
     try {
       held_.push_back(p);
     } catch (...) {
-      return false;
     }
     return true;
   }
@@ -253,9 +258,10 @@ class Context {
     }
     lanes_[1] = l;
   }
-  void release_held() noexcept {
+  void release_held(bool joined) noexcept {
     forked_ = false;
-    for (void* p : held_) caching_allocator().deallocate(p, lanes_[0].stream);
+    if (joined)
+      for (void* p : held_) caching_allocator().deallocate(p, lanes_[0].stream);
     held_.clear();
   }
   void* grow(const Lane& l, void*& buffer, std::size_t& size, std::size_t bytes) {
@@ -407,9 +413,11 @@ inline bool conv_overlap() { return context().conv_overlap(); }
 // fewer images per chunk (128 MiB by default; a shape one image of which needs more runs on
 // cuDNN), and cuDNN's algorithms and graph-API plans needing more are passed over (1 GiB and
 // 256 MiB by default). Smaller chunks sum a weight gradient in another order: results may differ
-// from the unlimited run's by float rounding, and are the same from run to run. A pass whose
+// from the unlimited run's by float rounding, and are the same from run to run (unless the limit
+// leaves a cuDNN pass only non-deterministic algorithms: conv_choices() shows it). A pass whose
 // engine was chosen under another limit is chosen again (the limit is part of a plan's key); a
-// graph captured before keeps the chunks it was captured with. Default: no limit
+// graph captured before keeps the chunks it was captured with. Workspace already held is not
+// given back: set the limit before the first convolution. Default: no limit
 // (Context::no_workspace_limit); 0 is refused (argument_error).
 inline void set_conv_workspace_limit(std::size_t bytes) { context().set_conv_workspace_limit(bytes); }
 inline std::size_t conv_workspace_limit() { return context().conv_workspace_limit(); }
