@@ -702,7 +702,8 @@ TEST_CASE("conv workspace limit: none by default and per thread, 0 refused, and 
   CHECK(dtn::cuda::conv_workspace_limit() == none);
   // f-like and D-like geometries, small. One image on the GEMM engine needs (K + c_out) * P
   // floats: (144 + 24) * 144 = 94.5 KiB and (144 + 20) * 36 = 23 KiB, so under a 64 KiB limit the
-  // engine takes only the second; under 1 MiB both.
+  // engine takes only the second; under 1 MiB both; under 48 KiB, after the 1 MiB plans exist,
+  // only the second again: a plan made under a larger limit is not reused when it shrinks.
   const ConvGeom geoms[] = {parity::conv_geom(4, 16, 12, 12, 24, 3, 1, 1), parity::conv_geom(3, 16, 12, 12, 20, 3, 2, 1)};
   // Each geometry's inputs and the CPU's results, once: a limit changes only the GPU's engines.
   std::vector<ConvInputs> inputs;
@@ -711,7 +712,7 @@ TEST_CASE("conv workspace limit: none by default and per thread, 0 refused, and 
     inputs.emplace_back(g, 80);
     cpu_results.push_back(conv_passes<dtn::Cpu>(g, inputs.back()));
   }
-  for (const std::size_t limit : {std::size_t(64) << 10, std::size_t(1) << 20}) {
+  for (const std::size_t limit : {std::size_t(64) << 10, std::size_t(1) << 20, std::size_t(48) << 10}) {
     CAPTURE(limit);
     const parity::WorkspaceLimitScope within(limit);
     CHECK(dtn::cuda::conv_workspace_limit() == limit);
