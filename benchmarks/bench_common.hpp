@@ -167,7 +167,7 @@ struct Options {
   int conv_workspace_mib = 0;      // --conv-workspace-mib N: set_conv_workspace_limit(N MiB); 0: no limit
   bool profile_step = false;
   bool fusion = true;  // --no-fusion: batch norm and its activation as two passes
-  bool joint = false;  // --joint-batches: DtnConfig::joint_batches (f, g, D once per update on all batches)
+  bool joint = false;  // --joint-batches: DtnConfig::joint_batches (g and D once per update on all batches; f per batch)
   bool winograd = true;  // --no-winograd (CPU): f's, g's and D's Winograd convolutions through im2col + GEMM
   std::string json;
 };

@@ -38,7 +38,7 @@ struct Options {
   bool no_graph = false;      // GPU: run DTN steps eagerly instead of as one CUDA graph
   bool conv_overlap = false;  // GPU: convolution weight gradients on a second stream
   std::int64_t conv_workspace_mib = 0;  // GPU: at most this many MiB of workspace per convolution pass (0: none)
-  bool joint_batches = false; // DtnConfig::joint_batches: one pass per network and update
+  bool joint_batches = false; // DtnConfig::joint_batches: one g pass, one D pass per update (f: one per batch)
   double g_average = 0.99;    // decay of the average of g's weights evaluated beside g (0: none)
 };
 
