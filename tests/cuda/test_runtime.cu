@@ -808,6 +808,39 @@ TEST_CASE("each thread has its own context and stream, and results agree across 
   CHECK(there_sum == here_sum);
 }
 
+// The backend's one device per process (CachingAllocator::bind_device, Context): the device
+// current at the first context is bound; a context made on another device, or a cudaMalloc while
+// another device is current, throws instead of mixing two devices' memory in one cache. The
+// refusal itself needs two devices; its bookkeeping is tested on the host too
+// (tests/cuda_host/test_allocator_device.cu).
+TEST_CASE("one device per process: the first context binds the device, and another device's context or allocation is refused") {
+  dtn::Tensor<float, Cuda> t(dtn::Shape{4});  // this thread's context, and an allocation
+  int current = -1, count = 0;
+  REQUIRE(cudaGetDevice(&current) == cudaSuccess);
+  REQUIRE(cudaGetDeviceCount(&count) == cudaSuccess);
+  CHECK(dtn::cuda::caching_allocator().device() == current);
+  CHECK(dtn::cuda::context().device() == current);
+  if (count < 2) {
+    MESSAGE("one CUDA device: the refusal of a second device is left to the host test of bind_device");
+    return;
+  }
+  const int other = current == 0 ? 1 : 0;
+  std::string in_thread;
+  std::thread([&] {
+    if (cudaSetDevice(other) != cudaSuccess) return;
+    in_thread = cuda_error_message([] { (void)dtn::cuda::stream(); });
+  }).join();
+  CHECK(in_thread.find("one device per process, device " + std::to_string(current)) != std::string::npos);
+  // This thread's context exists; with the other device current, a fresh block is refused (a size
+  // no test caches, so that the cache cannot serve it).
+  REQUIRE(cudaSetDevice(other) == cudaSuccess);
+  const std::string allocating = cuda_error_message(
+      [] { (void)dtn::cuda::caching_allocator().allocate((std::size_t(7) << 28) + 12345, dtn::cuda::stream()); });
+  REQUIRE(cudaSetDevice(current) == cudaSuccess);
+  CHECK(allocating.find("cudaMalloc (dtn caching allocator)") != std::string::npos);
+  CHECK(allocating.find("the current device is " + std::to_string(other)) != std::string::npos);
+}
+
 TEST_CASE("conv overlap: off by default and per thread, and the weight gradient on the second lane gives the bits of one stream, on every engine, eagerly and in a graph") {
   CHECK_FALSE(dtn::cuda::conv_overlap());
   {

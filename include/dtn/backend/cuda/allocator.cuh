@@ -20,6 +20,7 @@
 #include <cstddef>
 #include <map>
 #include <mutex>
+#include <string>
 #include <unordered_map>
 #include <vector>
 
@@ -102,6 +103,20 @@ class CachingAllocator {
     return stats_;
   }
 
+  // The backend runs on one device per process: the allocator's blocks, the contexts' streams and
+  // handles and the convolution plans are all that device's. The first call binds it (a thread's
+  // first context does: the device current then); a later call with another device throws,
+  // naming `what` (the context or allocation asking), rather than mixing two devices' memory.
+  void bind_device(int device, const char* what) {
+    std::lock_guard<std::mutex> lock(mu_);
+    bind_device_locked(device, what);
+  }
+  // The bound device; -1 before the first bind_device.
+  int device() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return device_;
+  }
+
  private:
   struct Block {
     void* ptr;
@@ -130,7 +145,20 @@ class CachingAllocator {
     return b.ptr;
   }
 
+  void bind_device_locked(int device, const char* what) {
+    if (device_ < 0) device_ = device;
+    if (device == device_) return;
+    throw cuda_error(std::string("dtn::cuda: ") + what + ": the current device is " + std::to_string(device) +
+                     ", but dtn's CUDA backend runs on one device per process, device " + std::to_string(device_) +
+                     " (the one current when its first context was made); call cudaSetDevice(" +
+                     std::to_string(device_) + ") in this thread before using dtn");
+  }
+
   void* fresh(std::size_t cls) {
+    // cudaMalloc takes the current device: a block of another device must not enter the cache.
+    int current = 0;
+    DTN_CUDA_CHECK(cudaGetDevice(&current));
+    bind_device_locked(current, "cudaMalloc (dtn caching allocator)");
     void* p = nullptr;
     cudaError_t e = cudaMalloc(&p, cls);
     if (e == cudaErrorMemoryAllocation) {
@@ -169,6 +197,7 @@ class CachingAllocator {
   std::map<std::size_t, std::vector<Block>> free_;  // size class -> cached blocks
   std::unordered_map<void*, std::size_t> live_;     // block -> size class
   AllocatorStats stats_;
+  int device_ = -1;  // bind_device
 };
 
 // The process-wide allocator. Deliberately never destroyed: static destructors may run after the

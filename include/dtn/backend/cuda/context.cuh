@@ -24,13 +24,16 @@
 //    (set_conv_overlap: a convolution's weight gradient beside its input gradient).
 //
 // dtn::cuda::context() returns the calling thread's Context (created on first use, on the device
-// current at that moment). Nothing in an op synchronises with the host; call
+// current at that moment). The backend runs on one device per process: every thread's context on
+// the device the first one was made on (CachingAllocator::bind_device); a context made, a handle
+// created or a block cudaMalloc'd while another device is current throws. Nothing in an op synchronises with the host; call
 // dtn::cuda::synchronize() (or copy to the host) to wait.
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 #include <cudnn.h>
 
 #include <cstddef>
+#include <string>
 #include <vector>
 
 #include "../../core/tensor.hpp"
@@ -48,6 +51,7 @@ class Context {
 
   Context() {
     DTN_CUDA_CHECK(cudaGetDevice(&device_));
+    caching_allocator().bind_device(device_, "this thread's dtn::cuda::Context (its first CUDA op)");
     DTN_CUDA_CHECK(cudaStreamCreateWithFlags(&lanes_[0].stream, cudaStreamNonBlocking));
   }
   ~Context() {
@@ -82,6 +86,7 @@ class Context {
   cudnnHandle_t cudnn() {
     if (!cudnn_) {
       detail::refuse_during_capture(stream(), "creating this thread's cuDNN handle");
+      check_device("creating this thread's cuDNN handle");
       DTN_CUDNN_CHECK(cudnnCreate(&cudnn_));
     }
     if (cudnn_stream_ != stream()) {
@@ -224,6 +229,7 @@ class Context {
   // The lane's cuBLAS handle, set up whole (stream, workspace, math mode) before the lane keeps
   // it: a failure on the way leaves the lane without a handle, not with a half-made one.
   void make_cublas(Lane& l) {
+    check_device("creating a cuBLAS handle of this thread");
     cublasHandle_t h = nullptr;
     DTN_CUBLAS_CHECK(cublasCreate(&h));
     void* ws = nullptr;
@@ -246,6 +252,7 @@ class Context {
   // (has_side_lane) only once all of it is made.
   void make_side_lane() {
     detail::refuse_during_capture(lanes_[0].stream, "creating this thread's second lane (stream, events, cuBLAS handle)");
+    check_device("creating this thread's second lane");
     if (!fork_) DTN_CUDA_CHECK(cudaEventCreateWithFlags(&fork_, cudaEventDisableTiming));
     if (!join_) DTN_CUDA_CHECK(cudaEventCreateWithFlags(&join_, cudaEventDisableTiming));
     Lane l;
@@ -257,6 +264,17 @@ class Context {
       throw;
     }
     lanes_[1] = l;
+  }
+  // Handles and streams are made on the current device: refuses to make one while the thread's
+  // current device is not the one its context (and the process's backend) runs on.
+  void check_device(const char* what) const {
+    int current = 0;
+    DTN_CUDA_CHECK(cudaGetDevice(&current));
+    if (current != device_)
+      throw cuda_error(std::string("dtn::cuda: ") + what + ": the current device is " + std::to_string(current) +
+                       ", but this thread's context runs on device " + std::to_string(device_) +
+                       " (dtn's CUDA backend runs on one device per process); call cudaSetDevice(" +
+                       std::to_string(device_) + ") before using dtn");
   }
   void release_held(bool joined) noexcept {
     forked_ = false;
