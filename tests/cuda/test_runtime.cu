@@ -6,6 +6,7 @@
 
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <dtn/cuda.cuh>
@@ -268,6 +269,63 @@ TEST_CASE("caching allocator: size classes, reuse, and no cudaMalloc in a steady
   const auto released = dtn::cuda::allocator_stats();
   CHECK(released.cached_blocks == 0);
   CHECK(released.bytes_reserved == released.bytes_in_use);
+}
+
+// A block freed on one stream and taken for another (no block of its class last used there):
+// the new stream waits on the device for the old one's queued work, the host does not wait, and
+// a block whose stream is being captured is passed over. Two streams of the test's own, a size
+// class no other test uses (80 MiB), raw memsets as the work.
+TEST_CASE("caching allocator: a block handed to another stream is written there only after the first stream's work, without a host wait") {
+  auto& alloc = dtn::cuda::caching_allocator();
+  dtn::cuda::release_cached_memory();  // no cached block but the test's own
+  const std::size_t bytes = (std::size_t(1) << 26) + (std::size_t(1) << 24) - 4096;  // class 80 MiB
+  cudaStream_t a = nullptr, b = nullptr;
+  REQUIRE(cudaStreamCreateWithFlags(&a, cudaStreamNonBlocking) == cudaSuccess);
+  REQUIRE(cudaStreamCreateWithFlags(&b, cudaStreamNonBlocking) == cudaSuccess);
+  void* p = alloc.allocate(bytes, a);
+  // About 80 GB of writes on a (tens of ms on an H100), the last one 0x11; then freed on a.
+  for (int i = 0; i < 1000; ++i) REQUIRE(cudaMemsetAsync(p, i == 999 ? 0x11 : 0x33, bytes, a) == cudaSuccess);
+  alloc.deallocate(p, a);
+  const std::size_t waits = alloc.stats().num_stream_waits;
+  void* q = alloc.allocate(bytes, b);
+  const cudaError_t a_busy = cudaStreamQuery(a);  // the host did not wait for a
+  REQUIRE(cudaMemsetAsync(q, 0x22, bytes, b) == cudaSuccess);
+  CHECK(q == p);
+  CHECK(alloc.stats().num_stream_waits == waits + 1);
+  CHECK(a_busy == cudaErrorNotReady);
+  REQUIRE(cudaStreamSynchronize(b) == cudaSuccess);
+  REQUIRE(cudaStreamSynchronize(a) == cudaSuccess);
+  std::vector<unsigned char> head(4096), tail(4096);
+  REQUIRE(cudaMemcpy(head.data(), q, head.size(), cudaMemcpyDeviceToHost) == cudaSuccess);
+  REQUIRE(cudaMemcpy(tail.data(), static_cast<unsigned char*>(q) + bytes - tail.size(), tail.size(),
+                     cudaMemcpyDeviceToHost) == cudaSuccess);
+  CHECK(std::count(head.begin(), head.end(), 0x22) == 4096);  // b's write came after all of a's
+  CHECK(std::count(tail.begin(), tail.end(), 0x22) == 4096);
+  alloc.deallocate(q, b);
+
+  // The block (last used on b) while b is being captured: passed over, a fresh block for a.
+  REQUIRE(cudaStreamBeginCapture(b, cudaStreamCaptureModeRelaxed) == cudaSuccess);
+  void* r = nullptr;
+  std::string error;
+  try {
+    r = alloc.allocate(bytes, a);
+  } catch (const dtn::cuda_error& e) {
+    error = e.what();
+  }
+  cudaGraph_t graph = nullptr;
+  CHECK(cudaStreamEndCapture(b, &graph) == cudaSuccess);
+  if (graph) (void)cudaGraphDestroy(graph);
+  CHECK(error.empty());
+  CHECK(r != nullptr);
+  CHECK(r != q);
+  CHECK(alloc.stats().num_stream_waits == waits + 1);
+  alloc.deallocate(r, a);
+  REQUIRE(cudaDeviceSynchronize() == cudaSuccess);
+  alloc.forget_stream(a);
+  alloc.forget_stream(b);
+  (void)cudaStreamDestroy(a);
+  (void)cudaStreamDestroy(b);
+  dtn::cuda::release_cached_memory();  // 160 MiB not kept for the tests after this one
 }
 
 TEST_CASE("storage_moves counts device buffers that grew out of their storage, and nothing else") {

@@ -8,8 +8,9 @@
 // state with no cudaMalloc/cudaFree at all, which also keeps allocation out of captured CUDA graphs.
 //
 // Stream safety: a block remembers the stream it was freed on. Reusing it on the same stream is
-// safe without a sync (stream order); handing it to another stream first synchronises the old
-// one. A thread queues its work on one stream (dtn::cuda::Context), so this happens across
+// safe without a sync (stream order); a block is handed to another stream only when no block of
+// its class was last used on the asking one, and then the new stream first waits, on the device,
+// for the old one's queued work (an event: the host does not wait). A thread queues its work on one stream (dtn::cuda::Context), so this happens across
 // threads, and for a thread's second lane (side_by_side: the lane's own workspace and scratch;
 // tensors freed while the two lanes run are held by the context until they join, then tagged with
 // the thread's stream).
@@ -37,6 +38,7 @@ struct AllocatorStats {
   std::size_t num_cuda_free = 0;      // cudaFree calls so far
   std::size_t num_allocations = 0;    // allocate() calls that returned a block
   std::size_t cached_blocks = 0;      // blocks on the free lists now
+  std::size_t num_stream_waits = 0;   // blocks handed from one stream to another (a device-side wait each)
 };
 
 class CachingAllocator {
@@ -137,12 +139,29 @@ class CachingAllocator {
         return p;
       }
     }
-    Block b = list.back();
+    // Only blocks last used on other streams: the newest whose stream is not being captured (a
+    // wait on a stream in another capture would break it), once `stream` waits, on the device,
+    // for everything queued on that stream so far. None such: nullptr (a fresh cudaMalloc).
     detail::refuse_during_capture(stream, "a device allocation that has to wait for another stream");
-    DTN_CUDA_CHECK(cudaStreamSynchronize(b.stream));  // the other stream's queued work is done with it
-    list.pop_back();
-    --stats_.cached_blocks;
-    return b.ptr;
+    for (std::size_t i = list.size(); i-- > 0;) {
+      if (detail::stream_capturing(list[i].stream)) continue;
+      stream_wait(list[i].stream, stream);
+      void* p = list[i].ptr;
+      list.erase(list.begin() + static_cast<std::ptrdiff_t>(i));
+      --stats_.cached_blocks;
+      ++stats_.num_stream_waits;
+      return p;
+    }
+    return nullptr;
+  }
+
+  // `stream` waits for the work queued on `other` so far: an event recorded there and waited for
+  // here (the wait takes the event as recorded at the call, so one event serves every handoff;
+  // callers hold mu_). The host does not wait, nor do other threads' allocations.
+  void stream_wait(cudaStream_t other, cudaStream_t stream) {
+    if (!handoff_) DTN_CUDA_CHECK(cudaEventCreateWithFlags(&handoff_, cudaEventDisableTiming));
+    DTN_CUDA_CHECK(cudaEventRecord(handoff_, other));
+    DTN_CUDA_CHECK(cudaStreamWaitEvent(stream, handoff_, 0));
   }
 
   void bind_device_locked(int device, const char* what) {
@@ -197,7 +216,8 @@ class CachingAllocator {
   std::map<std::size_t, std::vector<Block>> free_;  // size class -> cached blocks
   std::unordered_map<void*, std::size_t> live_;     // block -> size class
   AllocatorStats stats_;
-  int device_ = -1;  // bind_device
+  int device_ = -1;                 // bind_device
+  cudaEvent_t handoff_ = nullptr;  // stream_wait's event (made on first use)
 };
 
 // The process-wide allocator. Deliberately never destroyed: static destructors may run after the
