@@ -10,10 +10,10 @@
 // Stream safety: a block remembers the stream it was freed on. Reusing it on the same stream is
 // safe without a sync (stream order); a block is handed to another stream only when no block of
 // its class was last used on the asking one, and then the new stream first waits, on the device,
-// for the old one's queued work (an event: the host does not wait). A thread queues its work on one stream (dtn::cuda::Context), so this happens across
-// threads, and for a thread's second lane (side_by_side: the lane's own workspace and scratch;
-// tensors freed while the two lanes run are held by the context until they join, then tagged with
-// the thread's stream).
+// for the old one's queued work (an event: the host does not wait). A thread queues its work on
+// one stream (dtn::cuda::Context), so this happens across threads, and for a thread's second
+// lane (side_by_side: the lane's own workspace and scratch; tensors freed while the two lanes run
+// are held by the context until they join, then tagged with the thread's stream).
 //
 // Memory<Cuda> and the Copy<> specialisations that use it are in memory.cuh.
 #include <cuda_runtime.h>
