@@ -58,7 +58,7 @@ __global__ void empty_kernel() {}
 double empty_chain_ms(std::size_t n, int reps) {
   cudaStream_t s = dtn::cuda::stream();
   cudaGraph_t graph = nullptr;
-  DTN_CUDA_CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
+  dtn::cuda::begin_capture(s, cudaStreamCaptureModeThreadLocal);
   for (std::size_t i = 0; i < n; ++i) empty_kernel<<<1, 1, 0, s>>>();
   DTN_CUDA_CHECK(cudaStreamEndCapture(s, &graph));
   cudaGraphExec_t exec = nullptr;
@@ -79,7 +79,7 @@ struct GraphTimer {
     cudaStream_t s = dtn::cuda::stream();
     DTN_CUDA_CHECK(cudaStreamSynchronize(s));
     cudaGraph_t graph = nullptr;
-    DTN_CUDA_CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
+    dtn::cuda::begin_capture(s, cudaStreamCaptureModeThreadLocal);
     try {
       fn();
     } catch (...) {

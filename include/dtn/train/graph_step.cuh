@@ -167,7 +167,7 @@ class GraphStep {
     // Counted before the capture: a buffer that grows during it leaves nodes captured earlier
     // pointing at the released block, and the next step recaptures.
     const std::uint64_t moves = storage_moves();
-    DTN_CUDA_CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
+    begin_capture(s, cudaStreamCaptureModeThreadLocal);
     try {
       trainer_.run_deferred(xs_.view(), xt_.view());
     } catch (...) {

@@ -10,7 +10,8 @@
 // Stream safety: a block remembers the stream it was freed on. Reusing it on the same stream is
 // safe without a sync (stream order); a block is handed to another stream only when no block of
 // its class was last used on the asking one, and then the new stream first waits, on the device,
-// for the old one's queued work (an event: the host does not wait). A thread queues its work on
+// for the old one's queued work (an event: the host does not wait, so the block is ready for the
+// new stream's work only, as any block is for its stream's). A thread queues its work on
 // one stream (dtn::cuda::Context), so this happens across threads, and for a thread's second
 // lane (side_by_side: the lane's own workspace and scratch; tensors freed while the two lanes run
 // are held by the context until they join, then tagged with the thread's stream).
@@ -54,11 +55,16 @@ class CachingAllocator {
     return (bytes + step - 1) / step * step;
   }
 
-  // A device block of at least `bytes` for use on `stream`; nullptr for 0 bytes.
+  // A device block of at least `bytes` for use on `stream` (ready for that stream's work: another
+  // stream or the host must wait for it first); nullptr for 0 bytes. Refused while a device other
+  // than the bound one is current (bind_device).
   void* allocate(std::size_t bytes, cudaStream_t stream) {
     if (bytes == 0) return nullptr;
     const std::size_t cls = round_size(bytes);
+    int current = 0;
+    DTN_CUDA_CHECK(cudaGetDevice(&current));
     std::lock_guard<std::mutex> lock(mu_);
+    bind_device_locked(current, "a device allocation (dtn caching allocator)");
     void* p = take_cached(cls, stream);
     if (!p) {
       detail::refuse_during_capture(stream, "cudaMalloc (a device allocation the cache cannot serve)");
@@ -83,6 +89,37 @@ class CachingAllocator {
     stats_.bytes_in_use -= cls;
     free_[cls].push_back(Block{p, stream, true});
     ++stats_.cached_blocks;
+  }
+
+  // deallocate() for a block whose last stream is not known (a thread whose context could not be
+  // made frees it): cached untagged once the whole device has finished its work, dropped (never
+  // reused, still counted as reserved) if the device cannot be waited for. Never throws.
+  void deallocate_unknown_stream(void* p) noexcept {
+    if (!p) return;
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = live_.find(p);
+    if (it == live_.end()) return;
+    const std::size_t cls = it->second;
+    live_.erase(it);
+    stats_.bytes_in_use -= cls;
+    if (cudaDeviceSynchronize() != cudaSuccess) {
+      (void)cudaGetLastError();
+      return;
+    }
+    try {
+      free_[cls].push_back(Block{p, nullptr, false});
+      ++stats_.cached_blocks;
+    } catch (...) {  // no host memory to note it: dropped
+    }
+  }
+
+  // cudaStreamBeginCapture(s, mode) under the allocator's lock, so that no capture begins between
+  // take_cached's check of a block's stream and the event it records there (which would pull the
+  // asking stream into that capture). dtn's own captures (GraphStep) begin here; begin a capture
+  // of a stream whose blocks other threads may take the same way (dtn::cuda::begin_capture).
+  void begin_capture(cudaStream_t s, cudaStreamCaptureMode mode) {
+    std::lock_guard<std::mutex> lock(mu_);
+    DTN_CUDA_CHECK(cudaStreamBeginCapture(s, mode));
   }
 
   // cudaFree every cached block (after waiting for the device). Blocks in use are untouched.
@@ -174,10 +211,20 @@ class CachingAllocator {
   }
 
   void* fresh(std::size_t cls) {
-    // cudaMalloc takes the current device: a block of another device must not enter the cache.
-    int current = 0;
-    DTN_CUDA_CHECK(cudaGetDevice(&current));
-    bind_device_locked(current, "cudaMalloc (dtn caching allocator)");
+    // Called for a stream that is not being captured; another stream of this thread may be (a
+    // capture in ThreadLocal or Global mode forbids cudaMalloc to the thread, and would break):
+    // relaxed for the call, as PyTorch's allocator does.
+    struct RelaxedCapture {
+      cudaStreamCaptureMode mode = cudaStreamCaptureModeRelaxed;
+      bool set = false;
+      RelaxedCapture() {
+        set = cudaThreadExchangeStreamCaptureMode(&mode) == cudaSuccess;
+        if (!set) (void)cudaGetLastError();
+      }
+      ~RelaxedCapture() {
+        if (set) (void)cudaThreadExchangeStreamCaptureMode(&mode);
+      }
+    } relaxed;
     void* p = nullptr;
     cudaError_t e = cudaMalloc(&p, cls);
     if (e == cudaErrorMemoryAllocation) {
@@ -229,6 +276,11 @@ inline CachingAllocator& caching_allocator() {
 
 inline AllocatorStats allocator_stats() { return caching_allocator().stats(); }
 inline void release_cached_memory() { caching_allocator().release_cached(); }
+// Begins capturing stream s into a CUDA graph (cudaStreamBeginCapture) so that no thread's
+// allocation is taking a block last used on s at that moment (CachingAllocator::begin_capture).
+inline void begin_capture(cudaStream_t s, cudaStreamCaptureMode mode = cudaStreamCaptureModeThreadLocal) {
+  caching_allocator().begin_capture(s, mode);
+}
 
 }  // namespace cuda
 }  // namespace dtn

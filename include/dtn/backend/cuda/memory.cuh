@@ -32,7 +32,9 @@ struct Memory<Cuda> {
       cuda::Context& ctx = cuda::context();
       if (ctx.hold_free(p)) return;
       s = ctx.stream();
-    } catch (...) {
+    } catch (...) {  // no context in this thread: the block's stream is unknown
+      cuda::caching_allocator().deallocate_unknown_stream(p);
+      return;
     }
     cuda::caching_allocator().deallocate(p, s);
   }
