@@ -274,7 +274,7 @@ TEST_CASE("caching allocator: size classes, reuse, and no cudaMalloc in a steady
 // A block freed on one stream and taken for another (no block of its class last used there):
 // the new stream waits on the device for the old one's queued work, the host does not wait, a
 // block whose stream is being captured is passed over, and a block freed with no known stream is
-// taken by any stream with no wait. Two streams of the test's own, a size
+// not reused but freed by release_cached_memory. Two streams of the test's own, a size
 // class no other test uses (80 MiB), raw memsets as the work.
 TEST_CASE("caching allocator: a block handed to another stream is written there only after the first stream's work, without a host wait") {
   auto& alloc = dtn::cuda::caching_allocator();
@@ -320,13 +320,14 @@ TEST_CASE("caching allocator: a block handed to another stream is written there 
   CHECK(r != nullptr);
   CHECK(r != q);
   CHECK(alloc.stats().num_stream_waits == waits + 1);
-  // A block whose stream is unknown (freed by a thread without a context) is cached untagged
-  // after a device-wide wait: any stream takes it with no handoff.
-  const std::size_t cached = alloc.stats().cached_blocks;
+  // A block whose stream is unknown (freed by a thread without a context) is never reused: the
+  // next allocation of its class on b gets q again; release_cached_memory frees it.
+  const auto before_orphan = alloc.stats();
   alloc.deallocate_unknown_stream(r);
-  CHECK(alloc.stats().cached_blocks == cached + 1);
+  CHECK(alloc.stats().cached_blocks == before_orphan.cached_blocks);
+  CHECK(alloc.stats().bytes_in_use == before_orphan.bytes_in_use - dtn::cuda::CachingAllocator::round_size(bytes));
   void* t = alloc.allocate(bytes, b);
-  CHECK(t == r);
+  CHECK(t == q);
   CHECK(alloc.stats().num_stream_waits == waits + 1);
   alloc.deallocate(t, b);
   REQUIRE(cudaDeviceSynchronize() == cudaSuccess);
@@ -334,7 +335,11 @@ TEST_CASE("caching allocator: a block handed to another stream is written there 
   alloc.forget_stream(b);
   (void)cudaStreamDestroy(a);
   (void)cudaStreamDestroy(b);
+  const std::size_t frees = alloc.stats().num_cuda_free;
   dtn::cuda::release_cached_memory();  // 160 MiB not kept for the tests after this one
+  const auto released = alloc.stats();
+  CHECK(released.num_cuda_free >= frees + 2);  // q and the orphan r, at least
+  CHECK(released.bytes_reserved == released.bytes_in_use);
 }
 
 TEST_CASE("storage_moves counts device buffers that grew out of their storage, and nothing else") {
@@ -899,11 +904,14 @@ TEST_CASE("one device per process: the first context binds the device, and anoth
   }).join();
   CHECK(in_thread.find("one device per process, device " + std::to_string(current)) != std::string::npos);
   // This thread's context exists; with the other device current, an allocation is refused, also one
-  // the cache could serve.
+  // the cache can serve (a block of that class was just freed on this thread's stream).
+  { dtn::Tensor<float, Cuda> cached(dtn::Shape{4}); }
+  const std::size_t mallocs = dtn::cuda::allocator_stats().num_cuda_malloc;
   REQUIRE(cudaSetDevice(other) == cudaSuccess);
   const std::string allocating = cuda_error_message([] { dtn::Tensor<float, Cuda> u(dtn::Shape{4}); });
   REQUIRE(cudaSetDevice(current) == cudaSuccess);
   CHECK(allocating.find("a device allocation (dtn caching allocator)") != std::string::npos);
+  CHECK(dtn::cuda::allocator_stats().num_cuda_malloc == mallocs);
   CHECK(allocating.find("the current device is " + std::to_string(other)) != std::string::npos);
 }
 

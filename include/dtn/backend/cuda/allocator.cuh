@@ -30,6 +30,25 @@
 
 namespace dtn {
 namespace cuda {
+namespace detail {
+// Makes `device` current for the guard's life (nothing where it is current already, or -1).
+struct DeviceGuard {
+  int previous = -1;
+  explicit DeviceGuard(int device) {
+    if (device < 0) return;
+    int current = 0;
+    DTN_CUDA_CHECK(cudaGetDevice(&current));
+    if (current == device) return;
+    DTN_CUDA_CHECK(cudaSetDevice(device));
+    previous = current;
+  }
+  ~DeviceGuard() {
+    if (previous >= 0) (void)cudaSetDevice(previous);
+  }
+  DeviceGuard(const DeviceGuard&) = delete;
+  DeviceGuard& operator=(const DeviceGuard&) = delete;
+};
+}  // namespace detail
 
 struct AllocatorStats {
   std::size_t bytes_in_use = 0;       // bytes handed out and not yet freed (rounded sizes)
@@ -92,8 +111,9 @@ class CachingAllocator {
   }
 
   // deallocate() for a block whose last stream is not known (a thread whose context could not be
-  // made frees it): cached untagged once the whole device has finished its work, dropped (never
-  // reused, still counted as reserved) if the device cannot be waited for. Never throws.
+  // made frees it): no stream's order covers its last use, so it is not reused; release_cached()
+  // frees it, after its wait for the device (counted as reserved until then; never freed if the
+  // host has no memory left to note it). Never throws, never waits.
   void deallocate_unknown_stream(void* p) noexcept {
     if (!p) return;
     std::lock_guard<std::mutex> lock(mu_);
@@ -102,14 +122,9 @@ class CachingAllocator {
     const std::size_t cls = it->second;
     live_.erase(it);
     stats_.bytes_in_use -= cls;
-    if (cudaDeviceSynchronize() != cudaSuccess) {
-      (void)cudaGetLastError();
-      return;
-    }
     try {
-      free_[cls].push_back(Block{p, nullptr, false});
-      ++stats_.cached_blocks;
-    } catch (...) {  // no host memory to note it: dropped
+      orphans_.push_back(Orphan{p, cls});
+    } catch (...) {
     }
   }
 
@@ -120,6 +135,12 @@ class CachingAllocator {
   void begin_capture(cudaStream_t s, cudaStreamCaptureMode mode) {
     std::lock_guard<std::mutex> lock(mu_);
     DTN_CUDA_CHECK(cudaStreamBeginCapture(s, mode));
+  }
+  // cudaStreamWaitEvent(s, e) under the same lock: where e was recorded on a stream being captured,
+  // s joins that capture (Context::fork's second lane), which must not happen in that window either.
+  void wait_event(cudaStream_t s, cudaEvent_t e) {
+    std::lock_guard<std::mutex> lock(mu_);
+    DTN_CUDA_CHECK(cudaStreamWaitEvent(s, e, 0));
   }
 
   // cudaFree every cached block (after waiting for the device). Blocks in use are untouched.
@@ -245,24 +266,39 @@ class CachingAllocator {
     return p;
   }
 
+  // Waits for the bound device (whichever is current) and cudaFrees the cached blocks and the
+  // orphans, each taken off its list once freed (a failure leaves the rest listed, none twice).
   void release_cached_locked() {
-    if (stats_.cached_blocks == 0) return;
+    if (stats_.cached_blocks == 0 && orphans_.empty()) return;
+    const detail::DeviceGuard on(device_);
     DTN_CUDA_CHECK(cudaDeviceSynchronize());
     for (auto& entry : free_) {
-      for (Block& b : entry.second) {
-        DTN_CUDA_CHECK(cudaFree(b.ptr));
+      std::vector<Block>& list = entry.second;
+      while (!list.empty()) {
+        DTN_CUDA_CHECK(cudaFree(list.back().ptr));
+        list.pop_back();
+        --stats_.cached_blocks;
         ++stats_.num_cuda_free;
         stats_.bytes_reserved -= entry.first;
       }
-      entry.second.clear();
     }
-    stats_.cached_blocks = 0;
+    while (!orphans_.empty()) {
+      DTN_CUDA_CHECK(cudaFree(orphans_.back().ptr));
+      ++stats_.num_cuda_free;
+      stats_.bytes_reserved -= orphans_.back().cls;
+      orphans_.pop_back();
+    }
   }
 
   mutable std::mutex mu_;
   std::map<std::size_t, std::vector<Block>> free_;  // size class -> cached blocks
   std::unordered_map<void*, std::size_t> live_;     // block -> size class
   AllocatorStats stats_;
+  struct Orphan {
+    void* ptr;
+    std::size_t cls;
+  };
+  std::vector<Orphan> orphans_;     // deallocate_unknown_stream's blocks, until release_cached
   int device_ = -1;                 // bind_device
   cudaEvent_t handoff_ = nullptr;  // stream_wait's event (made on first use)
 };

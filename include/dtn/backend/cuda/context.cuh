@@ -170,7 +170,8 @@ class Context {
     if (!has_side_lane()) make_side_lane();
     held_.reserve(16);
     DTN_CUDA_CHECK(cudaEventRecord(fork_, lanes_[0].stream));
-    DTN_CUDA_CHECK(cudaStreamWaitEvent(lanes_[1].stream, fork_, 0));
+    // Under the allocator's lock: inside a capture this wait makes the second lane part of it.
+    caching_allocator().wait_event(lanes_[1].stream, fork_);
     lane_ = 1;
     forked_ = true;
   }
