@@ -98,30 +98,26 @@ class CachingAllocator {
 
   // Returns a block to its free list; `stream` is the stream whose queued work may still use it.
   // Never throws (called from destructors); pointers this allocator did not hand out are ignored.
+  // A block the host has no memory left to list is dropped (never reused, counted as reserved).
   void deallocate(void* p, cudaStream_t stream) noexcept {
-    if (!p) return;
     std::lock_guard<std::mutex> lock(mu_);
-    auto it = live_.find(p);
-    if (it == live_.end()) return;
-    const std::size_t cls = it->second;
-    live_.erase(it);
-    stats_.bytes_in_use -= cls;
-    free_[cls].push_back(Block{p, stream, true});
-    ++stats_.cached_blocks;
+    const std::size_t cls = take_live_locked(p);
+    if (cls == 0) return;
+    try {
+      free_[cls].push_back(Block{p, stream, true});
+      ++stats_.cached_blocks;
+    } catch (...) {
+    }
   }
 
   // deallocate() for a block whose last stream is not known (a thread whose context could not be
   // made frees it): no stream's order covers its last use, so it is not reused; release_cached()
-  // frees it, after its wait for the device (counted as reserved until then; never freed if the
-  // host has no memory left to note it). Never throws, never waits.
+  // frees it, after its wait for the device (counted as reserved until then). Never throws,
+  // never waits.
   void deallocate_unknown_stream(void* p) noexcept {
-    if (!p) return;
     std::lock_guard<std::mutex> lock(mu_);
-    auto it = live_.find(p);
-    if (it == live_.end()) return;
-    const std::size_t cls = it->second;
-    live_.erase(it);
-    stats_.bytes_in_use -= cls;
+    const std::size_t cls = take_live_locked(p);
+    if (cls == 0) return;
     try {
       orphans_.push_back(Orphan{p, cls});
     } catch (...) {
@@ -220,6 +216,17 @@ class CachingAllocator {
     if (!handoff_) DTN_CUDA_CHECK(cudaEventCreateWithFlags(&handoff_, cudaEventDisableTiming));
     DTN_CUDA_CHECK(cudaEventRecord(handoff_, other));
     DTN_CUDA_CHECK(cudaStreamWaitEvent(stream, handoff_, 0));
+  }
+
+  // Takes p off the blocks in use: its size class, or 0 for a pointer not handed out here (or null).
+  std::size_t take_live_locked(void* p) noexcept {
+    if (!p) return 0;
+    auto it = live_.find(p);
+    if (it == live_.end()) return 0;
+    const std::size_t cls = it->second;
+    live_.erase(it);
+    stats_.bytes_in_use -= cls;
+    return cls;
   }
 
   void bind_device_locked(int device, const char* what) {
