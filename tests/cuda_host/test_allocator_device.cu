@@ -1,7 +1,7 @@
 // The caching allocator's one-device rule (CachingAllocator::bind_device), as bookkeeping: the
 // first device bound stays, the same device again is accepted, another is refused with a message
 // that names both devices and who asked. No GPU needed (no CUDA call is made); the GPU test in
-// tests/cuda/test_runtime.cu checks that contexts and cudaMalloc go through it.
+// tests/cuda/test_runtime.cu checks that contexts and allocations go through it.
 #include <doctest/doctest.h>
 
 #include <string>

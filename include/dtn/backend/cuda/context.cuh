@@ -26,8 +26,8 @@
 // dtn::cuda::context() returns the calling thread's Context (created on first use, on the device
 // current at that moment). The backend runs on one device per process: every thread's context on
 // the device the first one was made on (CachingAllocator::bind_device); a context made, a handle
-// created or a block cudaMalloc'd while another device is current throws. Nothing in an op synchronises with the host; call
-// dtn::cuda::synchronize() (or copy to the host) to wait.
+// created or a device block allocated while another device is current throws. Nothing in an op
+// synchronises with the host; call dtn::cuda::synchronize() (or copy to the host) to wait.
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 #include <cudnn.h>
