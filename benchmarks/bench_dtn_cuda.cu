@@ -60,7 +60,7 @@ double empty_chain_ms(std::size_t n, int reps) {
   cudaGraph_t graph = nullptr;
   dtn::cuda::begin_capture(s, cudaStreamCaptureModeThreadLocal);
   for (std::size_t i = 0; i < n; ++i) empty_kernel<<<1, 1, 0, s>>>();
-  DTN_CUDA_CHECK(cudaStreamEndCapture(s, &graph));
+  DTN_CUDA_CHECK(dtn::cuda::end_capture(s, &graph));
   cudaGraphExec_t exec = nullptr;
   const cudaError_t inst = cudaGraphInstantiate(&exec, graph, 0);
   (void)cudaGraphDestroy(graph);
@@ -83,12 +83,12 @@ struct GraphTimer {
     try {
       fn();
     } catch (...) {
-      (void)cudaStreamEndCapture(s, &graph);
+      (void)dtn::cuda::end_capture(s, &graph);
       if (graph) (void)cudaGraphDestroy(graph);
       (void)cudaGetLastError();
       throw;
     }
-    DTN_CUDA_CHECK(cudaStreamEndCapture(s, &graph));
+    DTN_CUDA_CHECK(dtn::cuda::end_capture(s, &graph));
     cudaGraphExec_t exec = nullptr;
     const cudaError_t inst = cudaGraphInstantiate(&exec, graph, 0);
     (void)cudaGraphDestroy(graph);

@@ -172,12 +172,12 @@ class GraphStep {
       trainer_.run_deferred(xs_.view(), xt_.view());
     } catch (...) {
       cudaGraph_t broken = nullptr;
-      (void)cudaStreamEndCapture(s, &broken);
+      (void)end_capture(s, &broken);
       if (broken != nullptr) (void)cudaGraphDestroy(broken);
       throw;
     }
     cudaGraph_t graph = nullptr;
-    DTN_CUDA_CHECK(cudaStreamEndCapture(s, &graph));
+    DTN_CUDA_CHECK(end_capture(s, &graph));
     counts_ = count_graph_nodes(graph);
     const cudaError_t inst = cudaGraphInstantiate(&exec_, graph, 0);
     (void)cudaGraphDestroy(graph);

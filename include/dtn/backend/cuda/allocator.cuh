@@ -126,11 +126,21 @@ class CachingAllocator {
 
   // cudaStreamBeginCapture(s, mode) under the allocator's lock, so that no capture begins between
   // take_cached's check of a block's stream and the event it records there (which would pull the
-  // asking stream into that capture). dtn's own captures (GraphStep) begin here; begin a capture
-  // of a stream whose blocks other threads may take the same way (dtn::cuda::begin_capture).
+  // asking stream into that capture); and counted, so that an out-of-memory retry does not wait
+  // for the whole device (which a capture forbids) while one is under way. dtn's own captures
+  // (GraphStep) begin here and end with end_capture; capture a stream whose blocks other threads
+  // may take the same way (dtn::cuda::begin_capture, dtn::cuda::end_capture).
   void begin_capture(cudaStream_t s, cudaStreamCaptureMode mode) {
     std::lock_guard<std::mutex> lock(mu_);
     DTN_CUDA_CHECK(cudaStreamBeginCapture(s, mode));
+    ++captures_;
+  }
+  // cudaStreamEndCapture(s, graph) for a capture begun with begin_capture; its result returned.
+  cudaError_t end_capture(cudaStream_t s, cudaGraph_t* graph) noexcept {
+    std::lock_guard<std::mutex> lock(mu_);
+    const cudaError_t e = cudaStreamEndCapture(s, graph);
+    if (captures_ > 0) --captures_;
+    return e;
   }
   // cudaStreamWaitEvent(s, e) under the same lock: where e was recorded on a stream being captured,
   // s joins that capture (Context::fork's second lane), which must not happen in that window either.
@@ -255,8 +265,10 @@ class CachingAllocator {
     } relaxed;
     void* p = nullptr;
     cudaError_t e = cudaMalloc(&p, cls);
-    if (e == cudaErrorMemoryAllocation) {
-      (void)cudaGetLastError();  // clear the (non-sticky) error, give the cache back and retry once
+    // Out of memory: clear the (non-sticky) error, give the cache back and retry once; not while
+    // a capture is under way (the release waits for the whole device).
+    if (e == cudaErrorMemoryAllocation && captures_ == 0) {
+      (void)cudaGetLastError();
       release_cached_locked();
       e = cudaMalloc(&p, cls);
     }
@@ -265,7 +277,10 @@ class CachingAllocator {
       detail::throw_call_error("CUDA", "cudaMalloc (dtn caching allocator)",
                                detail::cuda_error_text(e) + "; requested " + std::to_string(cls) + " bytes with " +
                                    std::to_string(stats_.bytes_in_use) + " in use and " +
-                                   std::to_string(stats_.bytes_reserved) + " reserved",
+                                   std::to_string(stats_.bytes_reserved) + " reserved" +
+                                   (e == cudaErrorMemoryAllocation && captures_ > 0
+                                        ? " (the cache was not released: a CUDA graph capture is under way)"
+                                        : ""),
                                __FILE__, __LINE__);
     }
     ++stats_.num_cuda_malloc;
@@ -307,6 +322,7 @@ class CachingAllocator {
   };
   std::vector<Orphan> orphans_;     // deallocate_unknown_stream's blocks, until release_cached
   int device_ = -1;                 // bind_device
+  int captures_ = 0;                // begun with begin_capture and not yet ended
   cudaEvent_t handoff_ = nullptr;  // stream_wait's event (made on first use)
 };
 
@@ -320,10 +336,13 @@ inline CachingAllocator& caching_allocator() {
 inline AllocatorStats allocator_stats() { return caching_allocator().stats(); }
 inline void release_cached_memory() { caching_allocator().release_cached(); }
 // Begins capturing stream s into a CUDA graph (cudaStreamBeginCapture) so that no thread's
-// allocation is taking a block last used on s at that moment (CachingAllocator::begin_capture).
+// allocation is taking a block last used on s at that moment, and counts the capture until
+// end_capture (CachingAllocator::begin_capture).
 inline void begin_capture(cudaStream_t s, cudaStreamCaptureMode mode = cudaStreamCaptureModeThreadLocal) {
   caching_allocator().begin_capture(s, mode);
 }
+// Ends a capture begun with begin_capture (cudaStreamEndCapture's result).
+inline cudaError_t end_capture(cudaStream_t s, cudaGraph_t* graph) { return caching_allocator().end_capture(s, graph); }
 
 }  // namespace cuda
 }  // namespace dtn
