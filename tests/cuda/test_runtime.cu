@@ -881,7 +881,7 @@ TEST_CASE("each thread has its own context and stream, and results agree across 
 }
 
 // The backend's one device per process (CachingAllocator::bind_device, Context): the device
-// current at the first context is bound; a context made on another device, or a cudaMalloc while
+// current at the first context is bound; a context made on another device, or an allocation while
 // another device is current, throws instead of mixing two devices' memory in one cache. The
 // refusal itself needs two devices; its bookkeeping is tested on the host too
 // (tests/cuda_host/test_allocator_device.cu).

@@ -33,7 +33,6 @@
 #include <cudnn.h>
 
 #include <cstddef>
-#include <string>
 #include <vector>
 
 #include "../../core/tensor.hpp"
@@ -50,8 +49,8 @@ class Context {
   static constexpr std::size_t cublas_workspace_bytes = std::size_t(32) << 20;
 
   Context() {
+    check_device("this thread's dtn::cuda::Context (its first CUDA op)");
     DTN_CUDA_CHECK(cudaGetDevice(&device_));
-    caching_allocator().bind_device(device_, "this thread's dtn::cuda::Context (its first CUDA op)");
     DTN_CUDA_CHECK(cudaStreamCreateWithFlags(&lanes_[0].stream, cudaStreamNonBlocking));
   }
   ~Context() {
@@ -267,15 +266,12 @@ class Context {
     lanes_[1] = l;
   }
   // Handles and streams are made on the current device: refuses to make one while the thread's
-  // current device is not the one its context (and the process's backend) runs on.
-  void check_device(const char* what) const {
+  // current device is not the one the process's backend (and so this context, which bound it or
+  // was checked against it when made) runs on: the allocator's one check and message.
+  static void check_device(const char* what) {
     int current = 0;
     DTN_CUDA_CHECK(cudaGetDevice(&current));
-    if (current != device_)
-      throw cuda_error(std::string("dtn::cuda: ") + what + ": the current device is " + std::to_string(current) +
-                       ", but this thread's context runs on device " + std::to_string(device_) +
-                       " (dtn's CUDA backend runs on one device per process); call cudaSetDevice(" +
-                       std::to_string(device_) + ") before using dtn");
+    caching_allocator().bind_device(current, what);
   }
   void release_held(bool joined) noexcept {
     forked_ = false;
