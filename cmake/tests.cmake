@@ -80,6 +80,27 @@ if(DTN_HAVE_CUDA)
   endif()
 endif()
 
+# The GPU backend's host-side logic against a fake CUDA runtime (tests/cuda_fake: the runtime
+# functions it calls, defined over a model of streams, events, captures and device memory; no
+# libcudart linked). Plain C++ for the host compiler, so it needs only CUDA's and cuDNN's headers
+# and is built wherever they are, the CPU-only builds included: the sanitizer builds (ASan,
+# TSan) and Clang run it too. dtn's CPU library itself never includes a CUDA header.
+find_package(CUDAToolkit QUIET)
+find_path(DTN_FAKE_CUDNN_INCLUDE cudnn.h HINTS ${DTN_CUDNN_INCLUDE} ${CUDAToolkit_INCLUDE_DIRS} /usr/include
+          PATH_SUFFIXES include)
+file(GLOB dtn_cuda_fake_test_sources CONFIGURE_DEPENDS ${CMAKE_CURRENT_SOURCE_DIR}/tests/cuda_fake/*.cpp)
+if(CUDAToolkit_FOUND AND DTN_FAKE_CUDNN_INCLUDE AND dtn_cuda_fake_test_sources)
+  find_package(Threads REQUIRED)
+  add_executable(dtn_cuda_fake_tests tests/main.cpp ${dtn_cuda_fake_test_sources})
+  target_include_directories(dtn_cuda_fake_tests SYSTEM PRIVATE ${CUDAToolkit_INCLUDE_DIRS} ${DTN_FAKE_CUDNN_INCLUDE})
+  target_link_libraries(dtn_cuda_fake_tests PRIVATE dtn::dtn doctest::doctest Threads::Threads)
+  dtn_warnings(dtn_cuda_fake_tests)
+  doctest_discover_tests(dtn_cuda_fake_tests TEST_PREFIX "cuda-fake/")
+  dtn_add_one_process_run(cuda-fake/all_cases_in_one_process dtn_cuda_fake_tests)
+else()
+  message(STATUS "dtn: no CUDA headers (cuda_runtime.h, cudnn.h): the fake-runtime tests (tests/cuda_fake) are not built")
+endif()
+
 # No TEST_CASE name may contain ';': CTest would split it into entries that run no test.
 add_test(NAME meta/test_case_names COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/tests/check_test_names.sh
                                            ${CMAKE_CURRENT_SOURCE_DIR})
