@@ -1,10 +1,14 @@
-// The fake CUDA runtime of fake_cudart.hpp: definitions of the runtime API functions the caching
-// allocator calls, over a model of streams, events, captures and device memory. The test
-// executable links these instead of libcudart.
+// The fake CUDA runtime, cuDNN and cuBLAS of fake_cudart.hpp: definitions of the API functions
+// the caching allocator and the Context call, over a model of streams, events, captures, handles
+// and device memory. The test executable links these instead of the CUDA libraries.
 #include "fake_cudart.hpp"
+
+#include <cublas_v2.h>
+#include <cudnn.h>
 
 #include <cstdint>
 #include <cstdlib>
+#include <cstring>
 #include <map>
 #include <mutex>
 #include <set>
@@ -14,16 +18,20 @@ namespace {
 
 struct StreamState {
   long position = 0;
+  bool destroyed = false;
+  // Capture: `origin` is the stream the capture began on (itself for the origin), null when the
+  // stream is not part of one. The origin holds the capture's mode, thread and state.
+  cudaStream_t origin = nullptr;
   bool capturing = false;
   bool invalidated = false;
   cudaStreamCaptureMode mode = cudaStreamCaptureModeGlobal;
-  std::thread::id owner;  // the thread that began the capture
+  std::thread::id owner;
 };
 struct EventState {
   bool recorded = false;
   cudaStream_t stream = nullptr;
   long position = 0;
-  bool in_capture = false;
+  cudaStream_t capture_origin = nullptr;  // the capture it was recorded in, if any
 };
 struct Wait {
   cudaStream_t waiter, on;
@@ -37,14 +45,19 @@ struct State {
   std::map<void*, std::size_t> live;
   std::size_t live_bytes = 0;
   std::map<cudaStream_t, StreamState> streams;
+  std::uintptr_t next_handle = 1;
   std::map<cudaEvent_t, EventState> events;
-  std::uintptr_t next_event = 1;
+  std::set<const void*> cudnn;
+  std::map<const void*, cudaStream_t> cudnn_streams;
+  std::map<const void*, fake::CublasState> cublas;
   std::vector<Wait> waits;
+  std::size_t joins = 0;
   std::size_t device_syncs = 0, stream_syncs = 0, mallocs = 0, frees = 0;
+  fake::Objects objects;
   std::vector<int> free_devices;
   cudaStreamCaptureMode mode_at_last_malloc = cudaStreamCaptureModeGlobal;
-  int fail_free_in = -1;
-  cudaError_t fail_free_error = cudaSuccess;
+  std::string fail_name;
+  int fail_in = -1, fail_status = 0;
   std::vector<std::string> misuses;
 };
 
@@ -63,6 +76,22 @@ cudaError_t fail(cudaError_t e) {
   return e;
 }
 
+// The status fake::fail_call asked this call to fail with, or 0. Called with the mutex held.
+int injected(State& s, const char* call) {
+  if (s.fail_in < 0 || s.fail_name != call) return 0;
+  if (s.fail_in-- > 0) return 0;
+  return s.fail_status;
+}
+
+// The state of stream st (the legacy default stream, null, included); a destroyed one is listed.
+StreamState& stream_state(State& s, cudaStream_t st, const char* call) {
+  StreamState& x = s.streams[st];
+  if (x.destroyed) s.misuses.push_back(std::string(call) + " on a destroyed stream");
+  return x;
+}
+// The origin's state of the capture st is part of (st's own if st began it).
+StreamState& origin_state(State& s, const StreamState& x) { return s.streams[x.origin]; }
+
 // CUDA's rule for "potentially unsafe" calls (cudaMalloc, cudaFree, device synchronisation)
 // while captures are under way: refused to a thread not in relaxed mode that has a capture of its
 // own begun in global or thread-local mode, or, in global mode, while any thread has a capture
@@ -72,7 +101,7 @@ bool unsafe_refused(State& s, const char* call) {
   bool refused = false;
   for (auto& kv : s.streams) {
     StreamState& st = kv.second;
-    if (!st.capturing || st.mode == cudaStreamCaptureModeRelaxed) continue;
+    if (!st.capturing || kv.first != st.origin || st.mode == cudaStreamCaptureModeRelaxed) continue;
     const bool own = st.owner == std::this_thread::get_id();
     if (own || (thread_mode == cudaStreamCaptureModeGlobal && st.mode == cudaStreamCaptureModeGlobal)) {
       st.invalidated = true;
@@ -81,6 +110,12 @@ bool unsafe_refused(State& s, const char* call) {
   }
   if (refused) s.misuses.push_back(std::string(call) + " during a graph capture, not in relaxed capture mode");
   return refused;
+}
+
+// A new distinct handle value (never dereferenced).
+template <class H>
+H new_handle(State& s, std::uintptr_t base) {
+  return reinterpret_cast<H>(base + 16 * s.next_handle++);
 }
 
 }  // namespace
@@ -97,11 +132,16 @@ void reset(std::size_t capacity, int devices) {
   s.devices = devices;
   s.streams.clear();
   s.events.clear();
+  s.cudnn.clear();
+  s.cudnn_streams.clear();
+  s.cublas.clear();
   s.waits.clear();
+  s.joins = 0;
   s.device_syncs = s.stream_syncs = s.mallocs = s.frees = 0;
+  s.objects = Objects{};
   s.free_devices.clear();
   s.mode_at_last_malloc = cudaStreamCaptureModeGlobal;
-  s.fail_free_in = -1;
+  s.fail_in = -1;
   s.misuses.clear();
   current_device = 0;
   thread_mode = cudaStreamCaptureModeGlobal;
@@ -113,7 +153,7 @@ cudaStream_t stream(int i) { return reinterpret_cast<cudaStream_t>(static_cast<s
 void enqueue(cudaStream_t st, long n) {
   State& s = state();
   std::lock_guard<std::mutex> lock(s.mu);
-  s.streams[st].position += n;
+  stream_state(s, st, "work queued").position += n;
 }
 
 long position(cudaStream_t st) {
@@ -130,18 +170,20 @@ bool waited_for(cudaStream_t waiter, cudaStream_t on, long at) {
   return false;
 }
 
-std::size_t waits() {
+bool capturing(cudaStream_t st) {
   State& s = state();
   std::lock_guard<std::mutex> lock(s.mu);
-  return s.waits.size();
+  return s.streams[st].capturing;
 }
 
-#define DTN_FAKE_GETTER(type, name, expr) \
-  type name() {                           \
-    State& s = state();                   \
+#define DTN_FAKE_GETTER(type, name, expr)   \
+  type name() {                             \
+    State& s = state();                     \
     std::lock_guard<std::mutex> lock(s.mu); \
-    return expr;                          \
+    return expr;                            \
   }
+DTN_FAKE_GETTER(std::size_t, waits, s.waits.size())
+DTN_FAKE_GETTER(std::size_t, capture_joins, s.joins)
 DTN_FAKE_GETTER(std::size_t, device_syncs, s.device_syncs)
 DTN_FAKE_GETTER(std::size_t, stream_syncs, s.stream_syncs)
 DTN_FAKE_GETTER(std::size_t, mallocs, s.mallocs)
@@ -150,6 +192,7 @@ DTN_FAKE_GETTER(std::size_t, live_blocks, s.live.size())
 DTN_FAKE_GETTER(std::size_t, live_bytes, s.live_bytes)
 DTN_FAKE_GETTER(std::vector<int>, free_devices, s.free_devices)
 DTN_FAKE_GETTER(cudaStreamCaptureMode, mode_at_last_malloc, s.mode_at_last_malloc)
+DTN_FAKE_GETTER(Objects, objects, s.objects)
 DTN_FAKE_GETTER(std::vector<std::string>, misuses, s.misuses)
 #undef DTN_FAKE_GETTER
 
@@ -159,16 +202,41 @@ bool is_live(const void* p) {
   return s.live.count(const_cast<void*>(p)) != 0;
 }
 
-void fail_free(int n, cudaError_t e) {
+CublasState cublas_state(const void* handle) {
   State& s = state();
   std::lock_guard<std::mutex> lock(s.mu);
-  s.fail_free_in = n;
-  s.fail_free_error = e;
+  auto it = s.cublas.find(handle);
+  return it == s.cublas.end() ? CublasState{} : it->second;
+}
+
+cudaStream_t cudnn_stream(const void* handle) {
+  State& s = state();
+  std::lock_guard<std::mutex> lock(s.mu);
+  auto it = s.cudnn_streams.find(handle);
+  return it == s.cudnn_streams.end() ? nullptr : it->second;
+}
+
+void fail_call(const std::string& call, int n, int status) {
+  State& s = state();
+  std::lock_guard<std::mutex> lock(s.mu);
+  s.fail_name = call;
+  s.fail_in = n;
+  s.fail_status = status;
 }
 
 }  // namespace fake
 
-// The runtime API, as declared in cuda_runtime_api.h.
+namespace {
+// The live cuBLAS handle h's state, or null (a misuse listed).
+fake::CublasState* cublas_of(State& s, cublasHandle_t h, const char* call) {
+  auto it = s.cublas.find(h);
+  if (it != s.cublas.end()) return &it->second;
+  s.misuses.push_back(std::string(call) + " on a handle not made or destroyed");
+  return nullptr;
+}
+}  // namespace
+
+// The APIs, as declared in cuda_runtime_api.h, cudnn_graph.h and cublas_api.h.
 extern "C" {
 
 cudaError_t cudaGetLastError(void) {
@@ -188,6 +256,7 @@ const char* cudaGetErrorName(cudaError_t e) {
     case cudaErrorIllegalState: return "cudaErrorIllegalState";
     case cudaErrorStreamCaptureUnsupported: return "cudaErrorStreamCaptureUnsupported";
     case cudaErrorStreamCaptureInvalidated: return "cudaErrorStreamCaptureInvalidated";
+    case cudaErrorStreamCaptureUnjoined: return "cudaErrorStreamCaptureUnjoined";
     case cudaErrorInvalidResourceHandle: return "cudaErrorInvalidResourceHandle";
     default: return "cudaError (fake: another code)";
   }
@@ -214,6 +283,7 @@ cudaError_t cudaMalloc(void** p, size_t bytes) {
   State& s = state();
   std::lock_guard<std::mutex> lock(s.mu);
   if (unsafe_refused(s, "cudaMalloc")) return fail(cudaErrorStreamCaptureUnsupported);
+  if (const int e = injected(s, "cudaMalloc")) return fail(static_cast<cudaError_t>(e));
   if (bytes > s.capacity - s.live_bytes) return fail(cudaErrorMemoryAllocation);
   void* q = std::malloc(bytes == 0 ? 1 : bytes);
   if (!q) return fail(cudaErrorMemoryAllocation);
@@ -230,7 +300,7 @@ cudaError_t cudaFree(void* p) {
   std::lock_guard<std::mutex> lock(s.mu);
   if (!p) return cudaSuccess;
   if (unsafe_refused(s, "cudaFree")) return fail(cudaErrorStreamCaptureUnsupported);
-  if (s.fail_free_in >= 0 && s.fail_free_in-- == 0) return fail(s.fail_free_error);
+  if (const int e = injected(s, "cudaFree")) return fail(static_cast<cudaError_t>(e));
   auto it = s.live.find(p);
   if (it == s.live.end()) {
     s.misuses.push_back("cudaFree of a pointer cudaMalloc did not return or that was freed already");
@@ -244,6 +314,30 @@ cudaError_t cudaFree(void* p) {
   return cudaSuccess;
 }
 
+cudaError_t cudaMemsetAsync(void* p, int value, size_t bytes, cudaStream_t st) {
+  State& s = state();
+  std::lock_guard<std::mutex> lock(s.mu);
+  if (const int e = injected(s, "cudaMemsetAsync")) return fail(static_cast<cudaError_t>(e));
+  std::memset(p, value, bytes);  // an address outside a live block is the sanitizers' to catch
+  stream_state(s, st, "cudaMemsetAsync").position += 1;
+  return cudaSuccess;
+}
+
+cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, enum cudaMemcpyKind, cudaStream_t st) {
+  State& s = state();
+  std::lock_guard<std::mutex> lock(s.mu);
+  if (const int e = injected(s, "cudaMemcpyAsync")) return fail(static_cast<cudaError_t>(e));
+  std::memcpy(dst, src, bytes);
+  stream_state(s, st, "cudaMemcpyAsync").position += 1;
+  return cudaSuccess;
+}
+
+cudaError_t cudaPointerGetAttributes(struct cudaPointerAttributes* attr, const void*) {
+  *attr = cudaPointerAttributes{};
+  attr->type = cudaMemoryTypeUnregistered;  // the tests' host buffers are pageable
+  return cudaSuccess;
+}
+
 cudaError_t cudaDeviceSynchronize(void) {
   State& s = state();
   std::lock_guard<std::mutex> lock(s.mu);
@@ -252,29 +346,55 @@ cudaError_t cudaDeviceSynchronize(void) {
   return cudaSuccess;
 }
 
-cudaError_t cudaStreamSynchronize(cudaStream_t) {
+cudaError_t cudaStreamSynchronize(cudaStream_t st) {
   State& s = state();
   std::lock_guard<std::mutex> lock(s.mu);
+  StreamState& x = stream_state(s, st, "cudaStreamSynchronize");
+  if (x.capturing) {
+    s.misuses.push_back("cudaStreamSynchronize of a stream being captured");
+    origin_state(s, x).invalidated = true;
+    return fail(cudaErrorStreamCaptureUnsupported);
+  }
   ++s.stream_syncs;
+  return cudaSuccess;
+}
+
+cudaError_t cudaStreamCreateWithFlags(cudaStream_t* st, unsigned int) {
+  State& s = state();
+  std::lock_guard<std::mutex> lock(s.mu);
+  if (const int e = injected(s, "cudaStreamCreateWithFlags")) return fail(static_cast<cudaError_t>(e));
+  *st = new_handle<cudaStream_t>(s, 0x100000);
+  s.streams[*st] = StreamState{};
+  ++s.objects.streams_made;
+  return cudaSuccess;
+}
+
+cudaError_t cudaStreamDestroy(cudaStream_t st) {
+  State& s = state();
+  std::lock_guard<std::mutex> lock(s.mu);
+  StreamState& x = stream_state(s, st, "cudaStreamDestroy");
+  x.destroyed = true;
+  ++s.objects.streams_destroyed;
   return cudaSuccess;
 }
 
 cudaError_t cudaStreamIsCapturing(cudaStream_t st, enum cudaStreamCaptureStatus* status) {
   State& s = state();
   std::lock_guard<std::mutex> lock(s.mu);
-  const StreamState& x = s.streams[st];
-  *status = !x.capturing ? cudaStreamCaptureStatusNone
-            : x.invalidated ? cudaStreamCaptureStatusInvalidated
-                            : cudaStreamCaptureStatusActive;
+  const StreamState& x = stream_state(s, st, "cudaStreamIsCapturing");
+  *status = !x.capturing                     ? cudaStreamCaptureStatusNone
+            : origin_state(s, x).invalidated ? cudaStreamCaptureStatusInvalidated
+                                             : cudaStreamCaptureStatusActive;
   return cudaSuccess;
 }
 
 cudaError_t cudaStreamBeginCapture(cudaStream_t st, enum cudaStreamCaptureMode mode) {
   State& s = state();
   std::lock_guard<std::mutex> lock(s.mu);
-  StreamState& x = s.streams[st];
+  StreamState& x = stream_state(s, st, "cudaStreamBeginCapture");
   if (st == nullptr || x.capturing) return fail(cudaErrorIllegalState);
   x.capturing = true;
+  x.origin = st;
   x.invalidated = false;
   x.mode = mode;
   x.owner = std::this_thread::get_id();
@@ -284,13 +404,25 @@ cudaError_t cudaStreamBeginCapture(cudaStream_t st, enum cudaStreamCaptureMode m
 cudaError_t cudaStreamEndCapture(cudaStream_t st, cudaGraph_t* graph) {
   State& s = state();
   std::lock_guard<std::mutex> lock(s.mu);
-  StreamState& x = s.streams[st];
-  if (!x.capturing) return fail(cudaErrorIllegalState);
-  x.capturing = false;
-  if (x.invalidated) {
-    *graph = nullptr;
-    return fail(cudaErrorStreamCaptureInvalidated);
+  StreamState& x = stream_state(s, st, "cudaStreamEndCapture");
+  if (!x.capturing || x.origin != st) return fail(cudaErrorIllegalState);
+  // Every stream that joined must have been waited for, up to all it queued, by a stream of the
+  // capture (dtn: the origin, at Context::join).
+  bool unjoined = false;
+  for (auto& kv : s.streams) {
+    if (kv.first == st || !kv.second.capturing || kv.second.origin != st) continue;
+    bool rejoined = false;
+    for (const Wait& w : s.waits)
+      if (w.on == kv.first && w.position >= kv.second.position && s.streams[w.waiter].origin == st) rejoined = true;
+    if (!rejoined) unjoined = true;
+    kv.second.capturing = false;
+    kv.second.origin = nullptr;
   }
+  x.capturing = false;
+  x.origin = nullptr;
+  *graph = nullptr;
+  if (x.invalidated) return fail(cudaErrorStreamCaptureInvalidated);
+  if (unjoined) return fail(cudaErrorStreamCaptureUnjoined);
   *graph = reinterpret_cast<cudaGraph_t>(static_cast<std::uintptr_t>(0x6000));
   return cudaSuccess;
 }
@@ -305,39 +437,153 @@ cudaError_t cudaThreadExchangeStreamCaptureMode(enum cudaStreamCaptureMode* mode
 cudaError_t cudaEventCreateWithFlags(cudaEvent_t* event, unsigned int) {
   State& s = state();
   std::lock_guard<std::mutex> lock(s.mu);
-  *event = reinterpret_cast<cudaEvent_t>(0x7000 + 16 * s.next_event++);
+  if (const int e = injected(s, "cudaEventCreateWithFlags")) return fail(static_cast<cudaError_t>(e));
+  *event = new_handle<cudaEvent_t>(s, 0x200000);
   s.events[*event] = EventState{};
+  ++s.objects.events_made;
   return cudaSuccess;
 }
+
+cudaError_t cudaEventCreate(cudaEvent_t* event) { return cudaEventCreateWithFlags(event, 0); }
 
 cudaError_t cudaEventDestroy(cudaEvent_t event) {
   State& s = state();
   std::lock_guard<std::mutex> lock(s.mu);
-  if (s.events.erase(event) == 0) return fail(cudaErrorInvalidResourceHandle);
+  if (s.events.erase(event) == 0) {
+    s.misuses.push_back("cudaEventDestroy of an event not made or destroyed already");
+    return fail(cudaErrorInvalidResourceHandle);
+  }
+  ++s.objects.events_destroyed;
   return cudaSuccess;
 }
 
 cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t st) {
   State& s = state();
   std::lock_guard<std::mutex> lock(s.mu);
+  if (const int e = injected(s, "cudaEventRecord")) return fail(static_cast<cudaError_t>(e));
   auto it = s.events.find(event);
   if (it == s.events.end()) return fail(cudaErrorInvalidResourceHandle);
-  const StreamState& x = s.streams[st];
-  it->second = EventState{true, st, x.position, x.capturing};
+  const StreamState& x = stream_state(s, st, "cudaEventRecord");
+  it->second = EventState{true, st, x.position, x.capturing ? x.origin : nullptr};
   return cudaSuccess;
 }
 
 cudaError_t cudaStreamWaitEvent(cudaStream_t st, cudaEvent_t event, unsigned int) {
   State& s = state();
   std::lock_guard<std::mutex> lock(s.mu);
+  if (const int e = injected(s, "cudaStreamWaitEvent")) return fail(static_cast<cudaError_t>(e));
   auto it = s.events.find(event);
   if (it == s.events.end()) return fail(cudaErrorInvalidResourceHandle);
-  const EventState& e = it->second;
+  const EventState e = it->second;
   if (!e.recorded) return cudaSuccess;  // an event never recorded is complete
-  if (e.in_capture && !s.streams[st].capturing)
-    s.misuses.push_back("a stream made to wait on an event recorded in another stream's capture (it joins that capture)");
+  StreamState& x = stream_state(s, st, "cudaStreamWaitEvent");
+  if (e.capture_origin != nullptr && !x.capturing) {
+    // Waiting on a node of a capture: this stream joins it.
+    x.capturing = true;
+    x.origin = e.capture_origin;
+    ++s.joins;
+  } else if (e.capture_origin != nullptr && x.origin != e.capture_origin) {
+    s.misuses.push_back("cudaStreamWaitEvent across two captures");
+  }
   s.waits.push_back(Wait{st, e.stream, e.position});
   return cudaSuccess;
+}
+
+// cuDNN: handles and their stream.
+const char* cudnnGetErrorString(cudnnStatus_t) { return "cuDNN error (fake)"; }
+
+cudnnStatus_t cudnnCreate(cudnnHandle_t* h) {
+  State& s = state();
+  std::lock_guard<std::mutex> lock(s.mu);
+  if (const int e = injected(s, "cudnnCreate")) return static_cast<cudnnStatus_t>(e);
+  *h = new_handle<cudnnHandle_t>(s, 0x300000);
+  s.cudnn.insert(*h);
+  s.cudnn_streams[*h] = nullptr;
+  ++s.objects.cudnn_made;
+  return CUDNN_STATUS_SUCCESS;
+}
+
+cudnnStatus_t cudnnDestroy(cudnnHandle_t h) {
+  State& s = state();
+  std::lock_guard<std::mutex> lock(s.mu);
+  if (s.cudnn.erase(h) == 0) {
+    s.misuses.push_back("cudnnDestroy of a handle not made or destroyed already");
+    return CUDNN_STATUS_BAD_PARAM;
+  }
+  s.cudnn_streams.erase(h);
+  ++s.objects.cudnn_destroyed;
+  return CUDNN_STATUS_SUCCESS;
+}
+
+cudnnStatus_t cudnnSetStream(cudnnHandle_t h, cudaStream_t st) {
+  State& s = state();
+  std::lock_guard<std::mutex> lock(s.mu);
+  if (s.cudnn.count(h) == 0) {
+    s.misuses.push_back("cudnnSetStream on a handle not made or destroyed");
+    return CUDNN_STATUS_BAD_PARAM;
+  }
+  stream_state(s, st, "cudnnSetStream");
+  s.cudnn_streams[h] = st;
+  return CUDNN_STATUS_SUCCESS;
+}
+
+// cuBLAS: handles, their stream, workspace and math mode.
+const char* cublasGetStatusName(cublasStatus_t) { return "CUBLAS_STATUS_(fake)"; }
+const char* cublasGetStatusString(cublasStatus_t) { return "cuBLAS error (fake)"; }
+
+cublasStatus_t cublasCreate_v2(cublasHandle_t* h) {
+  State& s = state();
+  std::lock_guard<std::mutex> lock(s.mu);
+  if (const int e = injected(s, "cublasCreate_v2")) return static_cast<cublasStatus_t>(e);
+  *h = new_handle<cublasHandle_t>(s, 0x400000);
+  s.cublas[*h] = fake::CublasState{};
+  ++s.objects.cublas_made;
+  return CUBLAS_STATUS_SUCCESS;
+}
+
+cublasStatus_t cublasDestroy_v2(cublasHandle_t h) {
+  State& s = state();
+  std::lock_guard<std::mutex> lock(s.mu);
+  if (s.cublas.erase(h) == 0) {
+    s.misuses.push_back("cublasDestroy of a handle not made or destroyed already");
+    return CUBLAS_STATUS_NOT_INITIALIZED;
+  }
+  ++s.objects.cublas_destroyed;
+  return CUBLAS_STATUS_SUCCESS;
+}
+
+cublasStatus_t cublasSetStream_v2(cublasHandle_t h, cudaStream_t st) {
+  State& s = state();
+  std::lock_guard<std::mutex> lock(s.mu);
+  if (const int e = injected(s, "cublasSetStream_v2")) return static_cast<cublasStatus_t>(e);
+  fake::CublasState* c = cublas_of(s, h, "cublasSetStream");
+  if (!c) return CUBLAS_STATUS_NOT_INITIALIZED;
+  stream_state(s, st, "cublasSetStream");
+  c->stream = st;
+  c->workspace = nullptr;  // as cuBLAS does: a new stream resets the workspace to its own pool
+  c->workspace_bytes = 0;
+  return CUBLAS_STATUS_SUCCESS;
+}
+
+cublasStatus_t cublasSetWorkspace_v2(cublasHandle_t h, void* ws, size_t bytes) {
+  State& s = state();
+  std::lock_guard<std::mutex> lock(s.mu);
+  if (const int e = injected(s, "cublasSetWorkspace_v2")) return static_cast<cublasStatus_t>(e);
+  fake::CublasState* c = cublas_of(s, h, "cublasSetWorkspace");
+  if (!c) return CUBLAS_STATUS_NOT_INITIALIZED;
+  c->workspace = ws;
+  c->workspace_bytes = bytes;
+  return CUBLAS_STATUS_SUCCESS;
+}
+
+cublasStatus_t cublasSetMathMode(cublasHandle_t h, cublasMath_t mode) {
+  State& s = state();
+  std::lock_guard<std::mutex> lock(s.mu);
+  if (const int e = injected(s, "cublasSetMathMode")) return static_cast<cublasStatus_t>(e);
+  fake::CublasState* c = cublas_of(s, h, "cublasSetMathMode");
+  if (!c) return CUBLAS_STATUS_NOT_INITIALIZED;
+  c->math_mode = static_cast<int>(mode);
+  return CUBLAS_STATUS_SUCCESS;
 }
 
 }  // extern "C"

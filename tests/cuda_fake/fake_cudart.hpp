@@ -1,24 +1,30 @@
 #pragma once
-// A scripted stand-in for the part of the CUDA runtime's host API that dtn's caching allocator
-// calls (tests/cuda_fake/fake_cudart.cpp defines those functions; the test executable does not
-// link libcudart). It models what the allocator's correctness rests on, so that its logic runs
-// and is checked on a machine with no GPU, under the sanitizers of the CPU builds:
+// A scripted stand-in for the part of the CUDA runtime, cuDNN and cuBLAS host APIs that dtn's
+// caching allocator and per-thread Context call (tests/cuda_fake/fake_cudart.cpp defines those
+// functions; the test executable links no CUDA library). It models what the correctness of that
+// code rests on, so that it runs and is checked on a machine with no GPU, under the sanitizers of
+// the CPU builds:
 //
 // - device memory: host memory from malloc, with a capacity (cudaMalloc fails with
-//   cudaErrorMemoryAllocation beyond it) and the device current at each cudaMalloc/cudaFree;
+//   cudaErrorMemoryAllocation beyond it) and the device current at each cudaFree; memsets and
+//   copies are done at once and count as work queued on their stream;
 // - stream order: each stream has a count of work queued on it (fake::enqueue); an event records
 //   a stream's count, and cudaStreamWaitEvent records that the waiting stream now depends on that
 //   stream up to that count (fake::waited_for);
 // - graph capture: cudaStreamBeginCapture/EndCapture, cudaStreamIsCapturing, the thread's capture
-//   interaction mode (cudaThreadExchangeStreamCaptureMode), and CUDA's rule that a thread in
-//   global or thread-local mode with a capture of its own under way may not cudaMalloc, cudaFree
-//   or synchronise the device: such a call fails with cudaErrorStreamCaptureUnsupported and
-//   invalidates the capture, as on a GPU;
-// - what CUDA would not report or would report far from its cause is listed as a misuse
-//   (fake::misuses): a cudaFree of a pointer cudaMalloc did not return (double free included), a
-//   stream made to wait on an event recorded inside another stream's capture (which would pull it
-//   into that capture), an unsafe call during a capture.
-// Errors are sticky per thread until cudaGetLastError, as the runtime's non-sticky errors are.
+//   interaction mode (cudaThreadExchangeStreamCaptureMode); a stream that waits on an event
+//   recorded inside a capture joins that capture (as Context::fork's second lane does), and the
+//   capture ends with cudaErrorStreamCaptureUnjoined unless the origin stream has waited for all
+//   such a stream queued in it; CUDA's rule that a thread in global or thread-local mode with a
+//   capture of its own under way may not cudaMalloc, cudaFree or synchronise the device (refused
+//   with cudaErrorStreamCaptureUnsupported, the capture invalidated), and that nothing may
+//   synchronise a stream being captured;
+// - streams, events, cuDNN and cuBLAS handles made and destroyed (counts; a cuBLAS handle's stream,
+//   workspace and math mode);
+// - what CUDA would not report, or would report far from its cause, is listed as a misuse
+//   (fake::misuses): a cudaFree of a pointer cudaMalloc did not return (double free included), use
+//   of a destroyed stream or handle, an unsafe call during a capture.
+// Errors are kept per thread until cudaGetLastError, as the runtime's non-sticky errors are.
 #include <cuda_runtime.h>
 
 #include <cstddef>
@@ -28,10 +34,11 @@
 namespace fake {
 
 // Forgets everything (allocations still live are freed) and starts a device of `capacity` bytes;
-// `devices` devices exist, device 0 current on every thread that has not set another.
+// `devices` devices exist, device 0 current on the calling thread (and on every thread that has
+// not set another).
 void reset(std::size_t capacity = std::size_t(1) << 30, int devices = 2);
 
-// A distinct stream handle (never dereferenced); stream(0) is not the legacy default stream.
+// A distinct stream handle (never dereferenced), for tests that need no real stream object.
 cudaStream_t stream(int i);
 // Queues n units of work on s; position(s): the units queued on s so far.
 void enqueue(cudaStream_t s, long n = 1);
@@ -40,9 +47,13 @@ long position(cudaStream_t s);
 bool waited_for(cudaStream_t waiter, cudaStream_t on, long at);
 // cudaStreamWaitEvent calls that made one stream wait for another so far.
 std::size_t waits();
+// Whether s is part of a capture now (begun on it, or joined by waiting on one of its events).
+bool capturing(cudaStream_t s);
+// Streams that joined a capture by waiting on an event recorded in it.
+std::size_t capture_joins();
 
 std::size_t device_syncs();     // cudaDeviceSynchronize calls that succeeded
-std::size_t stream_syncs();     // cudaStreamSynchronize calls
+std::size_t stream_syncs();     // cudaStreamSynchronize calls that succeeded
 std::size_t mallocs();          // cudaMalloc calls that succeeded
 std::size_t frees();            // cudaFree calls that succeeded
 std::size_t live_blocks();      // allocations not yet freed
@@ -52,8 +63,28 @@ bool is_live(const void* p);
 std::vector<int> free_devices();
 // The capture interaction mode the calling thread had at its last successful cudaMalloc.
 cudaStreamCaptureMode mode_at_last_malloc();
-// The n-th cudaFree from now (0: the next one) fails with e, once.
-void fail_free(int n, cudaError_t e);
+
+// Objects made and destroyed so far (streams by cudaStreamCreateWithFlags only).
+struct Objects {
+  std::size_t streams_made = 0, streams_destroyed = 0, events_made = 0, events_destroyed = 0;
+  std::size_t cudnn_made = 0, cudnn_destroyed = 0, cublas_made = 0, cublas_destroyed = 0;
+};
+Objects objects();
+// The stream, workspace (pointer, bytes) and math mode a live cuBLAS handle was last given.
+struct CublasState {
+  cudaStream_t stream = nullptr;
+  void* workspace = nullptr;
+  std::size_t workspace_bytes = 0;
+  int math_mode = 0;
+};
+CublasState cublas_state(const void* handle);
+// The stream a live cuDNN handle was last bound to.
+cudaStream_t cudnn_stream(const void* handle);
+
+// The n-th call from now (0: the next one) of the function named `call` (e.g. "cudaFree",
+// "cudaEventRecord", "cublasSetWorkspace_v2") fails with `status` (a cudaError_t, cudnnStatus_t or
+// cublasStatus_t as the function returns), once. Setting another replaces it.
+void fail_call(const std::string& call, int n, int status);
 
 // What the code under test did that CUDA forbids or would not report (empty: nothing).
 std::vector<std::string> misuses();

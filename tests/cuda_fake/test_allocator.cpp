@@ -54,19 +54,22 @@ TEST_CASE("fake CUDA runtime: it enforces what the allocator's tests rely on") {
   CHECK(fake::misuses().size() == 1);
   cudaGraph_t graph = nullptr;
   CHECK(cudaStreamEndCapture(a, &graph) == cudaErrorStreamCaptureInvalidated);
-  // An event recorded inside a capture, waited on by a stream outside it: listed.
+  // A stream that waits on an event recorded inside a capture joins it, and the capture cannot
+  // end until it has waited for that stream in turn.
   cudaEvent_t e = nullptr;
   REQUIRE(cudaEventCreateWithFlags(&e, cudaEventDisableTiming) == cudaSuccess);
   REQUIRE(cudaStreamBeginCapture(a, cudaStreamCaptureModeThreadLocal) == cudaSuccess);
   REQUIRE(cudaEventRecord(e, a) == cudaSuccess);
   REQUIRE(cudaStreamWaitEvent(b, e, 0) == cudaSuccess);
-  CHECK(fake::misuses().size() == 2);
-  CHECK(cudaStreamEndCapture(a, &graph) == cudaSuccess);
+  CHECK(fake::capturing(b));
+  CHECK(fake::capture_joins() == 1);
+  CHECK(cudaStreamEndCapture(a, &graph) == cudaErrorStreamCaptureUnjoined);
+  CHECK(!fake::capturing(b));
   // A double free: listed.
   REQUIRE(cudaMalloc(&p, 1024) == cudaSuccess);
   REQUIRE(cudaFree(p) == cudaSuccess);
   CHECK(cudaFree(p) == cudaErrorInvalidValue);
-  CHECK(fake::misuses().size() == 3);
+  CHECK(fake::misuses().size() == 2);
   (void)cudaGetLastError();
   fake::reset();
 }
@@ -129,7 +132,7 @@ TEST_CASE("caching allocator: a block of stream A goes to stream B once B waits,
   CHECK(fake::misuses().empty());
 }
 
-TEST_CASE("caching allocator: the asking stream's own blocks first, newest first; another stream's only when it has none") {
+TEST_CASE("caching allocator: the asking stream's own blocks first, newest first, another stream's only when it has none") {
   fake::reset();
   CachingAllocator alloc;
   const cudaStream_t a = fake::stream(1), b = fake::stream(2);
@@ -177,7 +180,7 @@ TEST_CASE("caching allocator: after forget_stream (its stream destroyed) a block
   CHECK(fake::misuses().empty());
 }
 
-TEST_CASE("caching allocator: a capturing stream is served its own cached blocks; a cudaMalloc or a wait is refused by name") {
+TEST_CASE("caching allocator: a capturing stream is served its own cached blocks, a cudaMalloc or a wait is refused by name") {
   fake::reset();
   CachingAllocator alloc;
   const cudaStream_t a = fake::stream(1), b = fake::stream(2);
@@ -199,6 +202,7 @@ TEST_CASE("caching allocator: a capturing stream is served its own cached blocks
   CHECK(alloc.stats().num_allocations == 3);
   CHECK(alloc.stats().bytes_in_use == 4096);
   cudaGraph_t graph = nullptr;
+  CHECK(fake::capture_joins() == 0);
   CHECK(alloc.end_capture(a, &graph) == cudaSuccess);  // not invalidated
   CHECK(graph != nullptr);
   alloc.deallocate(pa, a);
@@ -207,7 +211,7 @@ TEST_CASE("caching allocator: a capturing stream is served its own cached blocks
   CHECK(fake::misuses().empty());
 }
 
-TEST_CASE("caching allocator: a block whose stream is being captured is passed over; the cudaMalloc instead runs in relaxed mode") {
+TEST_CASE("caching allocator: a block whose stream is being captured is passed over, the cudaMalloc instead runs in relaxed mode") {
   fake::reset();
   CachingAllocator alloc;
   const cudaStream_t a = fake::stream(1), b = fake::stream(2);
@@ -219,6 +223,7 @@ TEST_CASE("caching allocator: a block whose stream is being captured is passed o
   alloc.begin_capture(a, cudaStreamCaptureModeThreadLocal);
   void* q = alloc.allocate(4096, b);
   CHECK(q != pa);  // an event recorded on A now would be a node of A's graph, and B would join it
+  CHECK(!fake::capturing(b));
   CHECK(fake::mallocs() == 2);
   CHECK(fake::mode_at_last_malloc() == cudaStreamCaptureModeRelaxed);
   CHECK(fake::waits() == 0);
@@ -348,7 +353,7 @@ TEST_CASE("caching allocator: a block freed with its stream unknown is never reu
   CHECK(fake::misuses().empty());
 }
 
-TEST_CASE("caching allocator: allocating on another device is refused; the release frees on the bound device and restores the current one") {
+TEST_CASE("caching allocator: allocating on another device is refused, the release frees on the bound device and restores the current one") {
   fake::reset();
   CachingAllocator alloc;
   const cudaStream_t a = fake::stream(1);
@@ -380,7 +385,7 @@ TEST_CASE("caching allocator: a cudaFree failing in the release leaves the rest 
   for (void* p : blocks) alloc.deallocate(p, a);
   alloc.deallocate_unknown_stream(orphan);
   const std::size_t reserved = alloc.stats().bytes_reserved;
-  fake::fail_free(1, cudaErrorUnknown);  // the second cudaFree
+  fake::fail_call("cudaFree", 1, cudaErrorUnknown);  // the second cudaFree
   const std::string msg = error_of([&] { alloc.release_cached(); });
   CHECK(contains(msg, "cudaFree"));
   CHECK(fake::frees() == 1);
@@ -397,7 +402,7 @@ TEST_CASE("caching allocator: a cudaFree failing in the release leaves the rest 
   CHECK(fake::misuses().empty());  // no pointer freed twice
 }
 
-TEST_CASE("caching allocator: four threads on their own streams; every block handed between streams came with a wait") {
+TEST_CASE("caching allocator: four threads on their own streams, every block handed between streams came with a wait") {
   fake::reset();
   CachingAllocator alloc;
   // Where each block was last freed: its stream and how much work that stream had queued then.
