@@ -43,6 +43,7 @@ struct State {
   std::size_t capacity = std::size_t(1) << 30;
   int devices = 2;
   std::map<void*, std::size_t> live;
+  std::vector<void*> kept;  // blocks live at a reset, never freed (still reachable: no leak reported)
   std::size_t live_bytes = 0;
   std::map<cudaStream_t, StreamState> streams;
   std::uintptr_t next_handle = 1;
@@ -61,9 +62,17 @@ struct State {
   std::vector<std::string> misuses;
 };
 
+// The fake's lock, taken by every function of it; no injected host-allocation failure hits the
+// fake's own bookkeeping meanwhile.
+struct Locked {
+  std::lock_guard<std::mutex> lock;
+  fake::detail::HostFailuresOff off;
+  explicit Locked(State& s) : lock(s.mu) {}
+};
+
 State& state() {
-  static State s;
-  return s;
+  static State* s = new State;  // never destroyed: the blocks it keeps stay reachable at exit
+  return *s;
 }
 
 // Per thread, as in CUDA: the current device, the capture interaction mode, the last error.
@@ -124,8 +133,10 @@ namespace fake {
 
 void reset(std::size_t capacity, int devices) {
   State& s = state();
-  std::lock_guard<std::mutex> lock(s.mu);
-  for (auto& kv : s.live) std::free(kv.first);
+  const Locked lock(s);
+  // Blocks still live are kept, not freed: code under test may still list them (a block a case
+  // lost on purpose), and malloc handing their address out again would make them look reused.
+  for (auto& kv : s.live) s.kept.push_back(kv.first);
   s.live.clear();
   s.live_bytes = 0;
   s.capacity = capacity;
@@ -152,19 +163,19 @@ cudaStream_t stream(int i) { return reinterpret_cast<cudaStream_t>(static_cast<s
 
 void enqueue(cudaStream_t st, long n) {
   State& s = state();
-  std::lock_guard<std::mutex> lock(s.mu);
+  const Locked lock(s);
   stream_state(s, st, "work queued").position += n;
 }
 
 long position(cudaStream_t st) {
   State& s = state();
-  std::lock_guard<std::mutex> lock(s.mu);
+  const Locked lock(s);
   return s.streams[st].position;
 }
 
 bool waited_for(cudaStream_t waiter, cudaStream_t on, long at) {
   State& s = state();
-  std::lock_guard<std::mutex> lock(s.mu);
+  const Locked lock(s);
   for (const Wait& w : s.waits)
     if (w.waiter == waiter && w.on == on && w.position >= at) return true;
   return false;
@@ -172,14 +183,14 @@ bool waited_for(cudaStream_t waiter, cudaStream_t on, long at) {
 
 bool capturing(cudaStream_t st) {
   State& s = state();
-  std::lock_guard<std::mutex> lock(s.mu);
+  const Locked lock(s);
   return s.streams[st].capturing;
 }
 
 #define DTN_FAKE_GETTER(type, name, expr)   \
   type name() {                             \
     State& s = state();                     \
-    std::lock_guard<std::mutex> lock(s.mu); \
+    const Locked lock(s); \
     return expr;                            \
   }
 DTN_FAKE_GETTER(std::size_t, waits, s.waits.size())
@@ -198,27 +209,27 @@ DTN_FAKE_GETTER(std::vector<std::string>, misuses, s.misuses)
 
 bool is_live(const void* p) {
   State& s = state();
-  std::lock_guard<std::mutex> lock(s.mu);
+  const Locked lock(s);
   return s.live.count(const_cast<void*>(p)) != 0;
 }
 
 CublasState cublas_state(const void* handle) {
   State& s = state();
-  std::lock_guard<std::mutex> lock(s.mu);
+  const Locked lock(s);
   auto it = s.cublas.find(handle);
   return it == s.cublas.end() ? CublasState{} : it->second;
 }
 
 cudaStream_t cudnn_stream(const void* handle) {
   State& s = state();
-  std::lock_guard<std::mutex> lock(s.mu);
+  const Locked lock(s);
   auto it = s.cudnn_streams.find(handle);
   return it == s.cudnn_streams.end() ? nullptr : it->second;
 }
 
 void fail_call(const std::string& call, int n, int status) {
   State& s = state();
-  std::lock_guard<std::mutex> lock(s.mu);
+  const Locked lock(s);
   s.fail_name = call;
   s.fail_in = n;
   s.fail_status = status;
@@ -273,7 +284,7 @@ cudaError_t cudaGetDevice(int* device) {
 
 cudaError_t cudaSetDevice(int device) {
   State& s = state();
-  std::lock_guard<std::mutex> lock(s.mu);
+  const Locked lock(s);
   if (device < 0 || device >= s.devices) return fail(cudaErrorInvalidDevice);
   current_device = device;
   return cudaSuccess;
@@ -281,7 +292,7 @@ cudaError_t cudaSetDevice(int device) {
 
 cudaError_t cudaMalloc(void** p, size_t bytes) {
   State& s = state();
-  std::lock_guard<std::mutex> lock(s.mu);
+  const Locked lock(s);
   if (unsafe_refused(s, "cudaMalloc")) return fail(cudaErrorStreamCaptureUnsupported);
   if (const int e = injected(s, "cudaMalloc")) return fail(static_cast<cudaError_t>(e));
   if (bytes > s.capacity - s.live_bytes) return fail(cudaErrorMemoryAllocation);
@@ -297,7 +308,7 @@ cudaError_t cudaMalloc(void** p, size_t bytes) {
 
 cudaError_t cudaFree(void* p) {
   State& s = state();
-  std::lock_guard<std::mutex> lock(s.mu);
+  const Locked lock(s);
   if (!p) return cudaSuccess;
   if (unsafe_refused(s, "cudaFree")) return fail(cudaErrorStreamCaptureUnsupported);
   if (const int e = injected(s, "cudaFree")) return fail(static_cast<cudaError_t>(e));
@@ -316,7 +327,7 @@ cudaError_t cudaFree(void* p) {
 
 cudaError_t cudaMemsetAsync(void* p, int value, size_t bytes, cudaStream_t st) {
   State& s = state();
-  std::lock_guard<std::mutex> lock(s.mu);
+  const Locked lock(s);
   if (const int e = injected(s, "cudaMemsetAsync")) return fail(static_cast<cudaError_t>(e));
   std::memset(p, value, bytes);  // an address outside a live block is the sanitizers' to catch
   stream_state(s, st, "cudaMemsetAsync").position += 1;
@@ -325,7 +336,7 @@ cudaError_t cudaMemsetAsync(void* p, int value, size_t bytes, cudaStream_t st) {
 
 cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, enum cudaMemcpyKind, cudaStream_t st) {
   State& s = state();
-  std::lock_guard<std::mutex> lock(s.mu);
+  const Locked lock(s);
   if (const int e = injected(s, "cudaMemcpyAsync")) return fail(static_cast<cudaError_t>(e));
   std::memcpy(dst, src, bytes);
   stream_state(s, st, "cudaMemcpyAsync").position += 1;
@@ -340,7 +351,7 @@ cudaError_t cudaPointerGetAttributes(struct cudaPointerAttributes* attr, const v
 
 cudaError_t cudaDeviceSynchronize(void) {
   State& s = state();
-  std::lock_guard<std::mutex> lock(s.mu);
+  const Locked lock(s);
   if (unsafe_refused(s, "cudaDeviceSynchronize")) return fail(cudaErrorStreamCaptureUnsupported);
   ++s.device_syncs;
   return cudaSuccess;
@@ -348,7 +359,7 @@ cudaError_t cudaDeviceSynchronize(void) {
 
 cudaError_t cudaStreamSynchronize(cudaStream_t st) {
   State& s = state();
-  std::lock_guard<std::mutex> lock(s.mu);
+  const Locked lock(s);
   StreamState& x = stream_state(s, st, "cudaStreamSynchronize");
   if (x.capturing) {
     s.misuses.push_back("cudaStreamSynchronize of a stream being captured");
@@ -361,7 +372,7 @@ cudaError_t cudaStreamSynchronize(cudaStream_t st) {
 
 cudaError_t cudaStreamCreateWithFlags(cudaStream_t* st, unsigned int) {
   State& s = state();
-  std::lock_guard<std::mutex> lock(s.mu);
+  const Locked lock(s);
   if (const int e = injected(s, "cudaStreamCreateWithFlags")) return fail(static_cast<cudaError_t>(e));
   *st = new_handle<cudaStream_t>(s, 0x100000);
   s.streams[*st] = StreamState{};
@@ -371,7 +382,7 @@ cudaError_t cudaStreamCreateWithFlags(cudaStream_t* st, unsigned int) {
 
 cudaError_t cudaStreamDestroy(cudaStream_t st) {
   State& s = state();
-  std::lock_guard<std::mutex> lock(s.mu);
+  const Locked lock(s);
   StreamState& x = stream_state(s, st, "cudaStreamDestroy");
   x.destroyed = true;
   ++s.objects.streams_destroyed;
@@ -380,7 +391,7 @@ cudaError_t cudaStreamDestroy(cudaStream_t st) {
 
 cudaError_t cudaStreamIsCapturing(cudaStream_t st, enum cudaStreamCaptureStatus* status) {
   State& s = state();
-  std::lock_guard<std::mutex> lock(s.mu);
+  const Locked lock(s);
   const StreamState& x = stream_state(s, st, "cudaStreamIsCapturing");
   *status = !x.capturing                     ? cudaStreamCaptureStatusNone
             : origin_state(s, x).invalidated ? cudaStreamCaptureStatusInvalidated
@@ -390,7 +401,7 @@ cudaError_t cudaStreamIsCapturing(cudaStream_t st, enum cudaStreamCaptureStatus*
 
 cudaError_t cudaStreamBeginCapture(cudaStream_t st, enum cudaStreamCaptureMode mode) {
   State& s = state();
-  std::lock_guard<std::mutex> lock(s.mu);
+  const Locked lock(s);
   StreamState& x = stream_state(s, st, "cudaStreamBeginCapture");
   if (st == nullptr || x.capturing) return fail(cudaErrorIllegalState);
   x.capturing = true;
@@ -403,7 +414,7 @@ cudaError_t cudaStreamBeginCapture(cudaStream_t st, enum cudaStreamCaptureMode m
 
 cudaError_t cudaStreamEndCapture(cudaStream_t st, cudaGraph_t* graph) {
   State& s = state();
-  std::lock_guard<std::mutex> lock(s.mu);
+  const Locked lock(s);
   StreamState& x = stream_state(s, st, "cudaStreamEndCapture");
   if (!x.capturing || x.origin != st) return fail(cudaErrorIllegalState);
   // Every stream that joined must have been waited for, up to all it queued, by a stream of the
@@ -436,7 +447,7 @@ cudaError_t cudaThreadExchangeStreamCaptureMode(enum cudaStreamCaptureMode* mode
 
 cudaError_t cudaEventCreateWithFlags(cudaEvent_t* event, unsigned int) {
   State& s = state();
-  std::lock_guard<std::mutex> lock(s.mu);
+  const Locked lock(s);
   if (const int e = injected(s, "cudaEventCreateWithFlags")) return fail(static_cast<cudaError_t>(e));
   *event = new_handle<cudaEvent_t>(s, 0x200000);
   s.events[*event] = EventState{};
@@ -448,7 +459,7 @@ cudaError_t cudaEventCreate(cudaEvent_t* event) { return cudaEventCreateWithFlag
 
 cudaError_t cudaEventDestroy(cudaEvent_t event) {
   State& s = state();
-  std::lock_guard<std::mutex> lock(s.mu);
+  const Locked lock(s);
   if (s.events.erase(event) == 0) {
     s.misuses.push_back("cudaEventDestroy of an event not made or destroyed already");
     return fail(cudaErrorInvalidResourceHandle);
@@ -459,7 +470,7 @@ cudaError_t cudaEventDestroy(cudaEvent_t event) {
 
 cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t st) {
   State& s = state();
-  std::lock_guard<std::mutex> lock(s.mu);
+  const Locked lock(s);
   if (const int e = injected(s, "cudaEventRecord")) return fail(static_cast<cudaError_t>(e));
   auto it = s.events.find(event);
   if (it == s.events.end()) return fail(cudaErrorInvalidResourceHandle);
@@ -470,7 +481,7 @@ cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t st) {
 
 cudaError_t cudaStreamWaitEvent(cudaStream_t st, cudaEvent_t event, unsigned int) {
   State& s = state();
-  std::lock_guard<std::mutex> lock(s.mu);
+  const Locked lock(s);
   if (const int e = injected(s, "cudaStreamWaitEvent")) return fail(static_cast<cudaError_t>(e));
   auto it = s.events.find(event);
   if (it == s.events.end()) return fail(cudaErrorInvalidResourceHandle);
@@ -494,7 +505,7 @@ const char* cudnnGetErrorString(cudnnStatus_t) { return "cuDNN error (fake)"; }
 
 cudnnStatus_t cudnnCreate(cudnnHandle_t* h) {
   State& s = state();
-  std::lock_guard<std::mutex> lock(s.mu);
+  const Locked lock(s);
   if (const int e = injected(s, "cudnnCreate")) return static_cast<cudnnStatus_t>(e);
   *h = new_handle<cudnnHandle_t>(s, 0x300000);
   s.cudnn.insert(*h);
@@ -505,7 +516,7 @@ cudnnStatus_t cudnnCreate(cudnnHandle_t* h) {
 
 cudnnStatus_t cudnnDestroy(cudnnHandle_t h) {
   State& s = state();
-  std::lock_guard<std::mutex> lock(s.mu);
+  const Locked lock(s);
   if (s.cudnn.erase(h) == 0) {
     s.misuses.push_back("cudnnDestroy of a handle not made or destroyed already");
     return CUDNN_STATUS_BAD_PARAM;
@@ -517,7 +528,7 @@ cudnnStatus_t cudnnDestroy(cudnnHandle_t h) {
 
 cudnnStatus_t cudnnSetStream(cudnnHandle_t h, cudaStream_t st) {
   State& s = state();
-  std::lock_guard<std::mutex> lock(s.mu);
+  const Locked lock(s);
   if (s.cudnn.count(h) == 0) {
     s.misuses.push_back("cudnnSetStream on a handle not made or destroyed");
     return CUDNN_STATUS_BAD_PARAM;
@@ -533,7 +544,7 @@ const char* cublasGetStatusString(cublasStatus_t) { return "cuBLAS error (fake)"
 
 cublasStatus_t cublasCreate_v2(cublasHandle_t* h) {
   State& s = state();
-  std::lock_guard<std::mutex> lock(s.mu);
+  const Locked lock(s);
   if (const int e = injected(s, "cublasCreate_v2")) return static_cast<cublasStatus_t>(e);
   *h = new_handle<cublasHandle_t>(s, 0x400000);
   s.cublas[*h] = fake::CublasState{};
@@ -543,7 +554,7 @@ cublasStatus_t cublasCreate_v2(cublasHandle_t* h) {
 
 cublasStatus_t cublasDestroy_v2(cublasHandle_t h) {
   State& s = state();
-  std::lock_guard<std::mutex> lock(s.mu);
+  const Locked lock(s);
   if (s.cublas.erase(h) == 0) {
     s.misuses.push_back("cublasDestroy of a handle not made or destroyed already");
     return CUBLAS_STATUS_NOT_INITIALIZED;
@@ -554,7 +565,7 @@ cublasStatus_t cublasDestroy_v2(cublasHandle_t h) {
 
 cublasStatus_t cublasSetStream_v2(cublasHandle_t h, cudaStream_t st) {
   State& s = state();
-  std::lock_guard<std::mutex> lock(s.mu);
+  const Locked lock(s);
   if (const int e = injected(s, "cublasSetStream_v2")) return static_cast<cublasStatus_t>(e);
   fake::CublasState* c = cublas_of(s, h, "cublasSetStream");
   if (!c) return CUBLAS_STATUS_NOT_INITIALIZED;
@@ -567,7 +578,7 @@ cublasStatus_t cublasSetStream_v2(cublasHandle_t h, cudaStream_t st) {
 
 cublasStatus_t cublasSetWorkspace_v2(cublasHandle_t h, void* ws, size_t bytes) {
   State& s = state();
-  std::lock_guard<std::mutex> lock(s.mu);
+  const Locked lock(s);
   if (const int e = injected(s, "cublasSetWorkspace_v2")) return static_cast<cublasStatus_t>(e);
   fake::CublasState* c = cublas_of(s, h, "cublasSetWorkspace");
   if (!c) return CUBLAS_STATUS_NOT_INITIALIZED;
@@ -578,7 +589,7 @@ cublasStatus_t cublasSetWorkspace_v2(cublasHandle_t h, void* ws, size_t bytes) {
 
 cublasStatus_t cublasSetMathMode(cublasHandle_t h, cublasMath_t mode) {
   State& s = state();
-  std::lock_guard<std::mutex> lock(s.mu);
+  const Locked lock(s);
   if (const int e = injected(s, "cublasSetMathMode")) return static_cast<cublasStatus_t>(e);
   fake::CublasState* c = cublas_of(s, h, "cublasSetMathMode");
   if (!c) return CUBLAS_STATUS_NOT_INITIALIZED;

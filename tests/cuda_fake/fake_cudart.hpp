@@ -33,7 +33,8 @@
 
 namespace fake {
 
-// Forgets everything (allocations still live are freed) and starts a device of `capacity` bytes;
+// Forgets everything (allocations still live are kept aside, never freed nor reused) and starts
+// a device of `capacity` bytes;
 // `devices` devices exist, device 0 current on the calling thread (and on every thread that has
 // not set another).
 void reset(std::size_t capacity = std::size_t(1) << 30, int devices = 2);
@@ -85,6 +86,33 @@ cudaStream_t cudnn_stream(const void* handle);
 // "cudaEventRecord", "cublasSetWorkspace_v2") fails with `status` (a cudaError_t, cudnnStatus_t or
 // cublasStatus_t as the function returns), once. Setting another replaces it.
 void fail_call(const std::string& call, int n, int status);
+
+// The n-th global operator new from now on the calling thread (0: the next one) throws
+// std::bad_alloc, once; n < 0: none does (host_memory.cpp). Where the executable cannot replace
+// operator new (Clang's sanitizer runtimes define it in the static library they link), it is not
+// declared and DTN_FAKE_HOST_OOM is 0: the tests that need it are left out of that build (GCC's
+// sanitizers, the native and the Clang builds run them).
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer) || __has_feature(memory_sanitizer)
+#define DTN_FAKE_HOST_OOM 0
+#endif
+#endif
+#ifndef DTN_FAKE_HOST_OOM
+#define DTN_FAKE_HOST_OOM 1
+#endif
+#if DTN_FAKE_HOST_OOM
+void fail_host_allocation(int n);
+#endif
+namespace detail {
+// While one exists on a thread, no injected failure hits that thread: the fake's own bookkeeping
+// is not the code under test.
+struct HostFailuresOff {
+  HostFailuresOff();
+  ~HostFailuresOff();
+  HostFailuresOff(const HostFailuresOff&) = delete;
+  HostFailuresOff& operator=(const HostFailuresOff&) = delete;
+};
+}  // namespace detail
 
 // What the code under test did that CUDA forbids or would not report (empty: nothing).
 std::vector<std::string> misuses();

@@ -488,3 +488,60 @@ TEST_CASE("caching allocator: four threads on their own streams, every block han
   CHECK(fake::live_blocks() == 0);
   CHECK(fake::misuses().empty());
 }
+
+#if DTN_FAKE_HOST_OOM  // (fake_cudart.hpp)
+TEST_CASE("caching allocator: out of host memory at any point of allocate, no block is lost") {
+  fake::reset();
+  CachingAllocator alloc;
+  const cudaStream_t a = fake::stream(1), b = fake::stream(2);
+  std::vector<void*> held;
+  held.reserve(16);  // so that the injected failure is the allocator's, never the test's push_back
+  std::size_t held_bytes = 0;
+  int failures = 0;
+  // Each round: cached blocks of one class on two streams, then an allocation (of that class or
+  // of one with no cached block) whose n-th host allocation fails.
+  for (int n = 0; n < 12; ++n) {
+    for (cudaStream_t s : {a, b}) alloc.deallocate(alloc.allocate(4096, s), s);
+    const std::size_t bytes = n % 2 ? 4096 : 3 * MiB;
+    fake::fail_host_allocation(n % 3);
+    try {
+      held.push_back(alloc.allocate(bytes, n % 3 ? a : b));
+      held_bytes += bytes;
+    } catch (const std::bad_alloc&) {
+      ++failures;
+    }
+    fake::fail_host_allocation(-1);
+    // Every device block is either handed out or cached: none has fallen out of both.
+    const dtn::cuda::AllocatorStats s = alloc.stats();
+    CHECK(held.size() + s.cached_blocks == fake::live_blocks());
+    CHECK(s.bytes_in_use == held_bytes);
+    CHECK(s.bytes_reserved == fake::live_bytes());
+  }
+  CHECK(failures > 0);  // the injection reached allocate
+  CHECK(failures < 12);
+  for (void* p : held) alloc.deallocate(p, a);
+  alloc.release_cached();
+  CHECK(fake::live_blocks() == 0);
+  CHECK(fake::misuses().empty());
+}
+
+TEST_CASE("caching allocator: out of host memory in deallocate, the block is dropped, never handed out again") {
+  fake::reset();
+  CachingAllocator alloc;
+  const cudaStream_t a = fake::stream(1);
+  void* p = alloc.allocate(4096, a);
+  fake::fail_host_allocation(0);  // listing it on its class's free list
+  alloc.deallocate(p, a);         // does not throw (destructors call it)
+  fake::fail_host_allocation(-1);
+  dtn::cuda::AllocatorStats s = alloc.stats();
+  CHECK(s.bytes_in_use == 0);
+  CHECK(s.cached_blocks == 0);
+  CHECK(s.bytes_reserved == 4096);  // still counted: its device memory is not given back
+  void* q = alloc.allocate(4096, a);
+  CHECK(q != p);
+  alloc.deallocate(q, a);
+  alloc.release_cached();
+  CHECK(fake::is_live(p));  // dropped, not freed: the process keeps it until it ends
+  CHECK(fake::misuses().empty());
+}
+#endif  // DTN_FAKE_HOST_OOM

@@ -397,3 +397,36 @@ TEST_CASE("Memory<Cuda>: a copy to the host waits for the stream, one from pagea
   CHECK(thrown == "");
   CHECK(fake::misuses().empty());
 }
+
+#if DTN_FAKE_HOST_OOM  // (fake_cudart.hpp)
+TEST_CASE("side_by_side: a block freed while the lanes run that the host has no memory to note is dropped, never reused") {
+  const FreshDevice device;
+  const std::string thrown = in_thread([] {
+    dtn::cuda::side_by_side([] {}, [] {});
+    const std::size_t cached_before = dtn::cuda::allocator_stats().cached_blocks;
+    void* dropped = nullptr;
+    dtn::cuda::side_by_side(
+        [&] {
+          // The context notes 16 blocks without allocating (it reserves room at the fork); the
+          // 17th needs host memory, which is made to fail.
+          std::vector<Tensor<float, Cuda>> ts;
+          ts.reserve(17);
+          for (int i = 0; i < 17; ++i) ts.emplace_back(Shape{1024});
+          dropped = ts.front().data();
+          while (ts.size() > 1) ts.pop_back();
+          fake::fail_host_allocation(0);
+          ts.pop_back();  // Memory<Cuda>::deallocate is noexcept: the block is dropped
+          fake::fail_host_allocation(-1);
+        },
+        [] {});
+    CHECK(dtn::cuda::allocator_stats().cached_blocks == cached_before + 16);
+    std::vector<Tensor<float, Cuda>> later;
+    for (int i = 0; i < 17; ++i) {
+      later.emplace_back(Shape{1024});
+      CHECK(later.back().data() != dropped);
+    }
+  });
+  CHECK(thrown == "");
+  CHECK(fake::misuses().empty());
+}
+#endif  // DTN_FAKE_HOST_OOM

@@ -24,6 +24,7 @@
 #include <mutex>
 #include <string>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "check.cuh"
@@ -84,12 +85,16 @@ class CachingAllocator {
     DTN_CUDA_CHECK(cudaGetDevice(&current));
     std::lock_guard<std::mutex> lock(mu_);
     bind_device_locked(current, "a device allocation (dtn caching allocator)");
+    LiveEntry entry = spare_live_entry_locked();  // before a block is taken: see there
     void* p = take_cached(cls, stream);
     if (!p) {
       detail::refuse_during_capture(stream, "cudaMalloc (a device allocation the cache cannot serve)");
       p = fresh(cls);
     }
-    live_[p] = cls;
+    entry.key() = p;
+    entry.mapped() = cls;
+    const auto listed = live_.insert(std::move(entry));
+    if (!listed.inserted) listed.position->second = cls;  // as live_[p] = cls would (p is not in use twice)
     stats_.bytes_in_use += cls;
     if (stats_.bytes_in_use > stats_.peak_bytes_in_use) stats_.peak_bytes_in_use = stats_.bytes_in_use;
     ++stats_.num_allocations;
@@ -226,6 +231,18 @@ class CachingAllocator {
     if (!handoff_) DTN_CUDA_CHECK(cudaEventCreateWithFlags(&handoff_, cudaEventDisableTiming));
     DTN_CUDA_CHECK(cudaEventRecord(handoff_, other));
     DTN_CUDA_CHECK(cudaStreamWaitEvent(stream, handoff_, 0));
+  }
+
+  // The entry that will list a block as in use, made before the block is taken from the cache or
+  // from cudaMalloc: the host memory it needs (its node, and room in the table so that inserting
+  // it does not rehash) is allocated here, so that running out of host memory throws
+  // std::bad_alloc with no block taken, rather than after, which would lose the block.
+  using LiveEntry = std::unordered_map<void*, std::size_t>::node_type;
+  LiveEntry spare_live_entry_locked() {
+    live_.reserve(live_.size() + 1);
+    void* const no_block = &live_;  // a key no device block has
+    live_.emplace(no_block, 0);
+    return live_.extract(no_block);
   }
 
   // Takes p off the blocks in use: its size class, or 0 for a pointer not handed out here (or null).
