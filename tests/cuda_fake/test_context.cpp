@@ -332,7 +332,7 @@ TEST_CASE("side_by_side in a graph capture: the second lane joins the capture at
   CHECK(fake::misuses().empty());
 }
 
-TEST_CASE("Context: a failing cublasSetWorkspace leaves the lane with no handle and gives the workspace back") {
+TEST_CASE("Context: a failing cublasSetWorkspace leaves the lane with no handle and gives the workspace back, a failing second lane leaves none") {
   const FreshDevice device;
   const dtn::cuda::AllocatorStats before = dtn::cuda::allocator_stats();
   const std::string thrown = in_thread([&] {
@@ -346,9 +346,23 @@ TEST_CASE("Context: a failing cublasSetWorkspace leaves the lane with no handle 
     cublasHandle_t h = ctx.cublas();  // the next call makes it whole
     CHECK(fake::cublas_state(h).workspace_bytes == Context::cublas_workspace_bytes);
     CHECK(ctx.lane_bytes(0).cublas == Context::cublas_workspace_bytes);
+    // The second lane is made whole or not at all too: its stream is destroyed when its cuBLAS
+    // handle cannot be made, no work has moved to it, and the next side_by_side makes it.
+    fake::fail_call("cublasCreate_v2", 0, CUBLAS_STATUS_ALLOC_FAILED);
+    bool ran = false;
+    const std::string lane = error_of([&] { dtn::cuda::side_by_side([&] { ran = true; }, [&] { ran = true; }); });
+    CHECK(contains(lane, "cublasCreate"));
+    CHECK(!ran);
+    CHECK(!ctx.has_side_lane());
+    CHECK(!ctx.on_side_lane());
+    CHECK(fake::objects().streams_made == 2);
+    CHECK(fake::objects().streams_destroyed == 1);
+    dtn::cuda::side_by_side([] {}, [] {});
+    CHECK(ctx.has_side_lane());
   });
   CHECK(thrown == "");
-  CHECK(fake::objects().cublas_destroyed == 2);
+  CHECK(fake::objects().cublas_destroyed == 3);
+  CHECK(fake::objects().streams_destroyed == 3);
   CHECK(dtn::cuda::allocator_stats().bytes_in_use == before.bytes_in_use);
   CHECK(fake::misuses().empty());
 }
