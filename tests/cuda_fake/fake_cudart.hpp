@@ -28,6 +28,7 @@
 #include <cuda_runtime.h>
 
 #include <cstddef>
+#include <exception>
 #include <string>
 #include <vector>
 
@@ -116,5 +117,18 @@ struct HostFailuresOff {
 
 // What the code under test did that CUDA forbids or would not report (empty: nothing).
 std::vector<std::string> misuses();
+
+// For the tests: the message of the E that f throws, or a text saying that none was thrown (an
+// exception of another type propagates); whether s contains part.
+template <class E = std::exception, class F>
+std::string error_of(F&& f) {
+  try {
+    f();
+  } catch (const E& e) {
+    return e.what();
+  }
+  return "(nothing thrown)";
+}
+inline bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
 
 }  // namespace fake

@@ -28,18 +28,8 @@ using dtn::Shape;
 using dtn::Tensor;
 using dtn::cuda::Context;
 
-// The message of the exception f throws, or a text saying that none was thrown.
-template <class F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const std::exception& e) {
-    return e.what();
-  }
-  return "(nothing thrown)";
-}
-
-bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
+using fake::contains;
+using fake::error_of;
 
 // Runs f in a new thread (a new Context, destroyed when the thread ends); returns what it threw.
 std::string in_thread(const std::function<void()>& f) {
