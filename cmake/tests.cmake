@@ -82,9 +82,10 @@ endif()
 
 # The GPU backend's host-side logic against a fake CUDA runtime (tests/cuda_fake: the runtime
 # functions it calls, defined over a model of streams, events, captures and device memory; no
-# libcudart linked). Plain C++ for the host compiler, so it needs only CUDA's and cuDNN's headers
-# and is built wherever they are, the CPU-only builds included: the sanitizer builds (ASan,
-# TSan) and Clang run it too. dtn's CPU library itself never includes a CUDA header.
+# libcudart linked). Plain C++ for the host compiler, so it needs no GPU and no nvcc, only an
+# installed CUDA toolkit (as FindCUDAToolkit finds it) and cudnn.h, and is built wherever they
+# are, the CPU-only builds included: the sanitizer builds (ASan, TSan) and Clang run it too.
+# dtn's CPU library itself never includes a CUDA header.
 find_package(CUDAToolkit QUIET)
 find_path(DTN_FAKE_CUDNN_INCLUDE cudnn.h HINTS ${DTN_CUDNN_INCLUDE} ${CUDAToolkit_INCLUDE_DIRS} /usr/include
           PATH_SUFFIXES include)
@@ -98,7 +99,7 @@ if(CUDAToolkit_FOUND AND DTN_FAKE_CUDNN_INCLUDE AND dtn_cuda_fake_test_sources)
   doctest_discover_tests(dtn_cuda_fake_tests TEST_PREFIX "cuda-fake/")
   dtn_add_one_process_run(cuda-fake/all_cases_in_one_process dtn_cuda_fake_tests)
 else()
-  message(STATUS "dtn: no CUDA headers (cuda_runtime.h, cudnn.h): the fake-runtime tests (tests/cuda_fake) are not built")
+  message(STATUS "dtn: no CUDA toolkit or no cudnn.h found: the fake-runtime tests (tests/cuda_fake) are not built")
 endif()
 
 # No TEST_CASE name may contain ';': CTest would split it into entries that run no test.

@@ -23,6 +23,7 @@ struct StreamState {
   // stream is not part of one. The origin holds the capture's mode, thread and state.
   cudaStream_t origin = nullptr;
   bool capturing = false;
+  std::size_t joined_at = 0;  // for a stream that joined a capture: the index of its joining wait
   bool invalidated = false;
   cudaStreamCaptureMode mode = cudaStreamCaptureModeGlobal;
   std::thread::id owner;
@@ -141,11 +142,14 @@ void reset(std::size_t capacity, int devices) {
   s.live_bytes = 0;
   s.capacity = capacity;
   s.devices = devices;
-  s.streams.clear();
-  s.events.clear();
-  s.cudnn.clear();
-  s.cudnn_streams.clear();
-  s.cublas.clear();
+  // Streams, events and handles are kept (code under test may own some across cases: the process's
+  // allocator keeps its event); their work, records and captures start over.
+  for (auto& kv : s.streams) {
+    const bool destroyed = kv.second.destroyed;
+    kv.second = StreamState{};
+    kv.second.destroyed = destroyed;
+  }
+  for (auto& kv : s.events) kv.second = EventState{};
   s.waits.clear();
   s.joins = 0;
   s.device_syncs = s.stream_syncs = s.mallocs = s.frees = 0;
@@ -268,6 +272,7 @@ const char* cudaGetErrorName(cudaError_t e) {
     case cudaErrorStreamCaptureUnsupported: return "cudaErrorStreamCaptureUnsupported";
     case cudaErrorStreamCaptureInvalidated: return "cudaErrorStreamCaptureInvalidated";
     case cudaErrorStreamCaptureUnjoined: return "cudaErrorStreamCaptureUnjoined";
+    case cudaErrorStreamCaptureIsolation: return "cudaErrorStreamCaptureIsolation";
     case cudaErrorInvalidResourceHandle: return "cudaErrorInvalidResourceHandle";
     default: return "cudaError (fake: another code)";
   }
@@ -352,7 +357,18 @@ cudaError_t cudaPointerGetAttributes(struct cudaPointerAttributes* attr, const v
 cudaError_t cudaDeviceSynchronize(void) {
   State& s = state();
   const Locked lock(s);
-  if (unsafe_refused(s, "cudaDeviceSynchronize")) return fail(cudaErrorStreamCaptureUnsupported);
+  // Synchronising the device while any of its streams is being captured is invalid whatever the
+  // capture modes (CUDA Programming Guide, stream capture, "Prohibited and Unhandled Operations").
+  bool refused = false;
+  for (auto& kv : s.streams)
+    if (kv.second.capturing) {
+      origin_state(s, kv.second).invalidated = true;
+      refused = true;
+    }
+  if (refused) {
+    s.misuses.push_back("cudaDeviceSynchronize while a stream is being captured");
+    return fail(cudaErrorStreamCaptureUnsupported);
+  }
   ++s.device_syncs;
   return cudaSuccess;
 }
@@ -417,14 +433,16 @@ cudaError_t cudaStreamEndCapture(cudaStream_t st, cudaGraph_t* graph) {
   const Locked lock(s);
   StreamState& x = stream_state(s, st, "cudaStreamEndCapture");
   if (!x.capturing || x.origin != st) return fail(cudaErrorIllegalState);
-  // Every stream that joined must have been waited for, up to all it queued, by a stream of the
-  // capture (dtn: the origin, at Context::join).
+  // Every stream that joined must have been waited for by the origin, after it joined, up to all
+  // it queued (dtn: at Context::join).
   bool unjoined = false;
   for (auto& kv : s.streams) {
     if (kv.first == st || !kv.second.capturing || kv.second.origin != st) continue;
     bool rejoined = false;
-    for (const Wait& w : s.waits)
-      if (w.on == kv.first && w.position >= kv.second.position && s.streams[w.waiter].origin == st) rejoined = true;
+    for (std::size_t i = kv.second.joined_at; i < s.waits.size(); ++i) {
+      const Wait& w = s.waits[i];
+      if (w.waiter == st && w.on == kv.first && w.position >= kv.second.position) rejoined = true;
+    }
     if (!rejoined) unjoined = true;
     kv.second.capturing = false;
     kv.second.origin = nullptr;
@@ -439,6 +457,11 @@ cudaError_t cudaStreamEndCapture(cudaStream_t st, cudaGraph_t* graph) {
 }
 
 cudaError_t cudaThreadExchangeStreamCaptureMode(enum cudaStreamCaptureMode* mode) {
+  {
+    State& s = state();
+    const Locked lock(s);
+    if (const int e = injected(s, "cudaThreadExchangeStreamCaptureMode")) return fail(static_cast<cudaError_t>(e));
+  }
   const cudaStreamCaptureMode previous = thread_mode;
   thread_mode = *mode;
   *mode = previous;
@@ -488,13 +511,19 @@ cudaError_t cudaStreamWaitEvent(cudaStream_t st, cudaEvent_t event, unsigned int
   const EventState e = it->second;
   if (!e.recorded) return cudaSuccess;  // an event never recorded is complete
   StreamState& x = stream_state(s, st, "cudaStreamWaitEvent");
-  if (e.capture_origin != nullptr && !x.capturing) {
+  if (e.capture_origin != nullptr && !s.streams[e.capture_origin].capturing) {
+    s.misuses.push_back("cudaStreamWaitEvent on an event recorded in a capture that has ended");
+  } else if (e.capture_origin != nullptr && !x.capturing) {
     // Waiting on a node of a capture: this stream joins it.
     x.capturing = true;
     x.origin = e.capture_origin;
+    x.joined_at = s.waits.size();
     ++s.joins;
-  } else if (e.capture_origin != nullptr && x.origin != e.capture_origin) {
-    s.misuses.push_back("cudaStreamWaitEvent across two captures");
+  } else if (e.capture_origin != x.origin) {
+    // A capturing stream waiting on work outside its capture (or in another): CUDA refuses it.
+    s.misuses.push_back("cudaStreamWaitEvent of a captured stream on an event outside its capture");
+    origin_state(s, x).invalidated = true;
+    return fail(cudaErrorStreamCaptureIsolation);
   }
   s.waits.push_back(Wait{st, e.stream, e.position});
   return cudaSuccess;

@@ -14,11 +14,12 @@
 // - graph capture: cudaStreamBeginCapture/EndCapture, cudaStreamIsCapturing, the thread's capture
 //   interaction mode (cudaThreadExchangeStreamCaptureMode); a stream that waits on an event
 //   recorded inside a capture joins that capture (as Context::fork's second lane does), and the
-//   capture ends with cudaErrorStreamCaptureUnjoined unless the origin stream has waited for all
-//   such a stream queued in it; CUDA's rule that a thread in global or thread-local mode with a
-//   capture of its own under way may not cudaMalloc, cudaFree or synchronise the device (refused
-//   with cudaErrorStreamCaptureUnsupported, the capture invalidated), and that nothing may
-//   synchronise a stream being captured;
+//   capture ends with cudaErrorStreamCaptureUnjoined unless the origin stream has since waited
+//   for all such a stream queued in it; a captured stream may not wait on work outside its
+//   capture (cudaErrorStreamCaptureIsolation); CUDA's rule that a thread in global or
+//   thread-local mode with a capture of its own under way may not cudaMalloc or cudaFree
+//   (refused with cudaErrorStreamCaptureUnsupported, the capture invalidated), and that nothing
+//   may synchronise the device while any stream is being captured, nor a stream being captured;
 // - streams, events, cuDNN and cuBLAS handles made and destroyed (counts; a cuBLAS handle's stream,
 //   workspace and math mode);
 // - what CUDA would not report, or would report far from its cause, is listed as a misuse
@@ -34,8 +35,10 @@
 
 namespace fake {
 
-// Forgets everything (allocations still live are kept aside, never freed nor reused) and starts
-// a device of `capacity` bytes;
+// Starts over: counts, waits, misuses, injected failures, the streams' work and captures, the
+// events' records (allocations still live are kept aside, never freed nor reused; streams,
+// events and handles stay valid, since code under test may hold some across cases) on a device
+// of `capacity` bytes;
 // `devices` devices exist, device 0 current on the calling thread (and on every thread that has
 // not set another).
 void reset(std::size_t capacity = std::size_t(1) << 30, int devices = 2);
@@ -93,7 +96,7 @@ void fail_call(const std::string& call, int n, int status);
 // operator new (Clang's sanitizer runtimes define it in the static library they link), it is not
 // declared and DTN_FAKE_HOST_OOM is 0: the tests that need it are left out of that build (GCC's
 // sanitizers, the native and the Clang builds run them).
-#if defined(__has_feature)
+#if defined(__clang__) && defined(__has_feature)
 #if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer) || __has_feature(memory_sanitizer)
 #define DTN_FAKE_HOST_OOM 0
 #endif

@@ -60,11 +60,22 @@ TEST_CASE("fake CUDA runtime: it enforces what the allocator's tests rely on") {
   CHECK(fake::capture_joins() == 1);
   CHECK(cudaStreamEndCapture(a, &graph) == cudaErrorStreamCaptureUnjoined);
   CHECK(!fake::capturing(b));
+  // No device synchronisation while a stream is being captured, in any capture mode.
+  REQUIRE(cudaStreamBeginCapture(a, cudaStreamCaptureModeRelaxed) == cudaSuccess);
+  CHECK(cudaDeviceSynchronize() == cudaErrorStreamCaptureUnsupported);
+  CHECK(cudaStreamEndCapture(a, &graph) == cudaErrorStreamCaptureInvalidated);
+  // A captured stream may not wait on work outside its capture.
+  REQUIRE(cudaEventRecord(e, b) == cudaSuccess);
+  REQUIRE(cudaStreamBeginCapture(a, cudaStreamCaptureModeThreadLocal) == cudaSuccess);
+  CHECK(cudaStreamWaitEvent(a, e, 0) == cudaErrorStreamCaptureIsolation);
+  CHECK(cudaStreamEndCapture(a, &graph) == cudaErrorStreamCaptureInvalidated);
+  (void)cudaGetLastError();
+  CHECK(fake::misuses().size() == 3);
   // A double free: listed.
   REQUIRE(cudaMalloc(&p, 1024) == cudaSuccess);
   REQUIRE(cudaFree(p) == cudaSuccess);
   CHECK(cudaFree(p) == cudaErrorInvalidValue);
-  CHECK(fake::misuses().size() == 2);
+  CHECK(fake::misuses().size() == 4);
   (void)cudaGetLastError();
   fake::reset();
 }
@@ -323,6 +334,41 @@ TEST_CASE("caching allocator: out of memory during a capture, the cache is kept 
   CHECK(fake::misuses().empty());
 }
 
+TEST_CASE("caching allocator: release_cached during a capture is refused by name, the capture and the cache left intact") {
+  fake::reset();
+  CachingAllocator alloc;
+  const cudaStream_t a = fake::stream(1), b = fake::stream(2);
+  void* p = alloc.allocate(4096, b);
+  alloc.deallocate(p, b);
+  alloc.begin_capture(a, cudaStreamCaptureModeThreadLocal);
+  std::string msg;
+  std::thread other([&] { msg = error_of([&] { alloc.release_cached(); }); });  // another thread, as it may be
+  other.join();
+  CHECK(contains(msg, "a CUDA graph capture is under way"));
+  CHECK(contains(msg, "release after end_capture"));
+  CHECK(fake::device_syncs() == 0);
+  CHECK(alloc.stats().cached_blocks == 1);
+  cudaGraph_t graph = nullptr;
+  CHECK(alloc.end_capture(a, &graph) == cudaSuccess);
+  alloc.release_cached();
+  CHECK(fake::live_blocks() == 0);
+  CHECK(fake::misuses().empty());
+}
+
+TEST_CASE("caching allocator: a thread whose capture mode cannot be relaxed still allocates outside captures, and no error is left behind") {
+  fake::reset();
+  CachingAllocator alloc;
+  const cudaStream_t a = fake::stream(1);
+  fake::fail_call("cudaThreadExchangeStreamCaptureMode", 0, cudaErrorUnknown);
+  void* p = alloc.allocate(4096, a);
+  CHECK(p != nullptr);
+  CHECK(fake::mode_at_last_malloc() == cudaStreamCaptureModeGlobal);  // not relaxed, not changed
+  CHECK(cudaGetLastError() == cudaSuccess);
+  alloc.deallocate(p, a);
+  alloc.release_cached();
+  CHECK(fake::misuses().empty());
+}
+
 TEST_CASE("caching allocator: a block freed with its stream unknown is never reused, and release_cached frees it") {
   fake::reset();
   CachingAllocator alloc;
@@ -493,8 +539,8 @@ TEST_CASE("caching allocator: out of host memory at any point of allocate, no bl
   held.reserve(16);  // so that the injected failure is the allocator's, never the test's push_back
   std::size_t held_bytes = 0;
   int failures = 0;
-  // Each round: cached blocks of one class on two streams, then an allocation (of that class or
-  // of one with no cached block) whose n-th host allocation fails.
+  // Each round: a block of one class used on A, then on B (a handoff) and cached, then an
+  // allocation (of that class or of one with no cached block) whose n-th host allocation fails.
   for (int n = 0; n < 12; ++n) {
     for (cudaStream_t s : {a, b}) alloc.deallocate(alloc.allocate(4096, s), s);
     const std::size_t bytes = n % 2 ? 4096 : 3 * MiB;
@@ -520,7 +566,7 @@ TEST_CASE("caching allocator: out of host memory at any point of allocate, no bl
   CHECK(fake::misuses().empty());
 }
 
-TEST_CASE("caching allocator: out of host memory in deallocate, the block is dropped, never handed out again") {
+TEST_CASE("caching allocator: out of host memory in deallocate, the block is dropped, never handed out nor freed") {
   fake::reset();
   CachingAllocator alloc;
   const cudaStream_t a = fake::stream(1);
@@ -534,9 +580,18 @@ TEST_CASE("caching allocator: out of host memory in deallocate, the block is dro
   CHECK(s.bytes_reserved == 4096);  // still counted: its device memory is not given back
   void* q = alloc.allocate(4096, a);
   CHECK(q != p);
+  // The same for a block freed with its stream unknown (it would have waited for the release).
+  void* r = alloc.allocate(8192, a);
+  fake::fail_host_allocation(0);
+  alloc.deallocate_unknown_stream(r);
+  fake::fail_host_allocation(-1);
+  CHECK(alloc.stats().bytes_in_use == 4096);
+  CHECK(alloc.stats().bytes_reserved == 4096 + 4096 + 8192);
   alloc.deallocate(q, a);
   alloc.release_cached();
-  CHECK(fake::is_live(p));  // dropped, not freed: the process keeps it until it ends
+  CHECK(fake::is_live(p));  // dropped, not freed: the process keeps them until it ends
+  CHECK(fake::is_live(r));
+  CHECK(!fake::is_live(q));
   CHECK(fake::misuses().empty());
 }
 #endif  // DTN_FAKE_HOST_OOM

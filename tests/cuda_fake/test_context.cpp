@@ -124,6 +124,7 @@ TEST_CASE("side_by_side: the side work on the second lane after all the stream q
     Context& ctx = dtn::cuda::context();
     const cudaStream_t s0 = ctx.stream();
     cublasHandle_t main_blas = ctx.cublas();
+    cudnnHandle_t dnn = ctx.cudnn();
     Tensor<float, Cuda> a(Shape{1024}), b(Shape{1024});
     a.zero();
     const long forked_at = fake::position(s0);
@@ -156,8 +157,10 @@ TEST_CASE("side_by_side: the side work on the second lane after all the stream q
     CHECK(side_blas != main_blas);
     CHECK(fake::cublas_state(side_blas).stream == side);
     CHECK(fake::cublas_state(side_blas).workspace != fake::cublas_state(main_blas).workspace);
-    CHECK(fake::cudnn_stream(side_dnn) == side);
-    CHECK(fake::cudnn_stream(ctx.cudnn()) == s0);
+    CHECK(side_dnn == dnn);
+    CHECK(fake::cudnn_stream(dnn) == side);  // left on the lane until the handle's next use
+    CHECK(ctx.cudnn() == dnn);
+    CHECK(fake::cudnn_stream(dnn) == s0);    // which binds it to the stream again
     CHECK(ctx.lane_bytes(1).cublas == Context::cublas_workspace_bytes);
   });
   CHECK(thrown == "");
@@ -360,6 +363,12 @@ TEST_CASE("Context: a failing cublasSetWorkspace leaves the lane with no handle 
 TEST_CASE("Context: a thread on another device gets no context, and a block it frees is set aside, never reused") {
   const FreshDevice device;
   std::unique_ptr<Tensor<float, Cuda>> t;
+  struct DestroyInThread {  // never on this thread, which has no context and should get none
+    std::unique_ptr<Tensor<float, Cuda>>& t;
+    ~DestroyInThread() {
+      if (t) std::thread([this] { t.reset(); }).join();
+    }
+  } destroy{t};
   REQUIRE(in_thread([&] {
             t.reset(new Tensor<float, Cuda>(Shape{2048}));  // binds device 0 (if no case has yet)
             t->zero();

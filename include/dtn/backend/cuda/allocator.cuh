@@ -155,8 +155,16 @@ class CachingAllocator {
   }
 
   // cudaFree every cached block (after waiting for the device). Blocks in use are untouched.
+  // Refused (dtn::cuda_error) while a capture begun with begin_capture is under way: CUDA forbids
+  // synchronising the device while any of its streams is being captured (the capture would be
+  // invalidated).
   void release_cached() {
     std::lock_guard<std::mutex> lock(mu_);
+    if (captures_ > 0)
+      throw cuda_error("dtn::cuda::release_cached_memory: a CUDA graph capture is under way (" +
+                       std::to_string(captures_) +
+                       " begun with dtn::cuda::begin_capture and not ended); releasing waits for the whole device, "
+                       "which CUDA forbids during a capture: release after end_capture");
     release_cached_locked();
   }
 
@@ -234,12 +242,12 @@ class CachingAllocator {
   }
 
   // The entry that will list a block as in use, made before the block is taken from the cache or
-  // from cudaMalloc: the host memory it needs (its node, and room in the table so that inserting
-  // it does not rehash) is allocated here, so that running out of host memory throws
-  // std::bad_alloc with no block taken, rather than after, which would lose the block.
+  // from cudaMalloc: the host memory it needs is allocated here (its node; and room in the table,
+  // which the emplace makes for one more entry, so that putting the entry back cannot rehash), so
+  // that running out of host memory throws std::bad_alloc with no block taken, rather than after,
+  // which would lose the block.
   using LiveEntry = std::unordered_map<void*, std::size_t>::node_type;
   LiveEntry spare_live_entry_locked() {
-    live_.reserve(live_.size() + 1);
     void* const no_block = &live_;  // a key no device block has
     live_.emplace(no_block, 0);
     return live_.extract(no_block);
